@@ -1,0 +1,1 @@
+"""derive stage (see DESIGN.md)."""

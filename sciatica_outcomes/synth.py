@@ -1,0 +1,950 @@
+"""Calibrated synthetic cohort with known ground truth.
+
+The generator writes the six canonical tables of ``DESIGN.md`` (episodes, sessions, session_exercises,
+measures, questionnaire_items, symptom_checks) for a strength-training program in chronic sciatica, plus a
+``truth.json`` with every generating parameter and every planted event, so that ingest, derivations and models
+can be tested against known truth.
+
+Generating model
+----------------
+For patient ``i`` in clinic ``c``, outcome ``k`` and time ``t`` (weeks since episode start, negative baseline
+days count as 0) the latent value is
+
+.. math::
+
+    y_{ik}(t) = \\mu_k + \\beta^{age}_k (age_i - 48) + a_{ck} + u_{0ik}
+        + \\left(\\rho_k + \\gamma_k (p_i - \\bar p) + r_{ck} + u_{1ik}\\right) g(t) + \\varepsilon_{ikt},
+
+    g(t) = \\tau \\left(1 - e^{-t/\\tau}\\right),
+
+so ``g'(0) = 1`` and ``rho_k`` is the population rate of change per week at the start of the program, and the
+curve approaches a plateau: with the default ``tau = 12`` weeks, 71 % of the 26-week change is reached by
+week 12 (``g(12) / g(26)``). ``p_i`` is the patient's adherence propensity (probability of attending each
+prescribed session, Beta distributed), ``(u_0, u_1)`` are bivariate normal patient random effects with the
+stated SDs and correlation, ``a_c, r_c`` clinic random intercept and slope effects, and ``epsilon`` the
+measurement error. Walking and sitting tolerance are generated on the log-minute scale and measured by a test
+capped at ``cap_min`` (value = cap and ``stopped_reason = "cap"`` when the latent tolerance exceeds the cap).
+
+Missing data: between consecutive program visits a patient drops out with probability
+``logistic(b0 + b_w * max(0, last observed leg pain - baseline leg pain) + b_a * (pbar - p_i))`` (missing at
+random: it depends only on observed worsening and observed adherence); intermittent visits are missed
+completely at random; the discharge (week 12) and follow-up (week 26) measures are missing for completers with
+their own probabilities (the APTA registry saw only 30 % discharge capture); a few episodes end early by
+surgery or injection.
+
+Calibration (``shared/domain.md`` §7): baseline ODI ~ N(42, 14) (SPORT nonoperative 40.6-43.5), leg NPRS
+~ N(6, 1.8), ODI change about -19 at 26 weeks (SPORT -17 to -25), leg pain 6 -> 3 (Albert & Manniche 2012:
+4.4 -> 1.4), walking test capped at 30 min with about 5 % at cap at baseline rising to about 30-45 %
+(Rainville 2012: 6 % -> 46 %), dropout 20-35 %.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+__all__ = [
+    "TABLES",
+    "Cohort",
+    "OutcomeParams",
+    "SynthConfig",
+    "cohort_summary",
+    "effective_weeks",
+    "generate_cohort",
+    "write_cohort",
+]
+
+#: Canonical table names, in the order they are written.
+TABLES: tuple[str, ...] = (
+    "episodes",
+    "sessions",
+    "session_exercises",
+    "measures",
+    "questionnaire_items",
+    "symptom_checks",
+)
+
+ODI_SECTIONS: tuple[str, ...] = (
+    "pain_intensity",
+    "personal_care",
+    "lifting",
+    "walking",
+    "sitting",
+    "standing",
+    "sleeping",
+    "sex_life",
+    "social_life",
+    "travelling",
+)
+SBI_ITEMS: tuple[str, ...] = ("leg_pain", "numbness_tingling", "weakness", "pain_sitting")
+PSFS_ITEMS: tuple[str, ...] = ("activity_1", "activity_2", "activity_3")
+RED_FLAG_FIELDS: tuple[str, ...] = (
+    "saddle_numbness",
+    "bladder_bowel_change",
+    "progressive_weakness",
+    "bilateral_symptoms",
+    "new_numbness",
+)
+SYMPTOM_EXTENT: tuple[str, ...] = ("back_only", "buttock", "thigh", "below_knee", "foot")
+BANDS: tuple[str, ...] = ("yellow", "red", "green", "blue", "black")
+
+
+@dataclass(frozen=True)
+class OutcomeParams:
+    """Generating parameters of one outcome (see the module docstring for the model).
+
+    Parameters
+    ----------
+    intercept : float
+        Population mean at week 0 (log-minutes for tolerance outcomes).
+    sd_intercept, sd_rate : float
+        Between-patient SDs of the random intercept and of the random rate.
+    corr : float
+        Correlation of the patient random intercept and rate.
+    rate : float
+        Population change per effective week ``g(t)`` at mean adherence.
+    adherence_effect : float
+        Change in the rate per unit of adherence propensity above the population mean.
+    residual_sd : float
+        Measurement error SD.
+    clinic_sd, clinic_rate_sd : float
+        SDs of the clinic random intercept and rate effects.
+    age_effect : float
+        Change in the intercept per year of age above 48.
+    """
+
+    intercept: float
+    sd_intercept: float
+    rate: float
+    sd_rate: float
+    corr: float
+    adherence_effect: float
+    residual_sd: float
+    clinic_sd: float
+    clinic_rate_sd: float
+    age_effect: float = 0.0
+
+
+def _default_outcomes() -> dict[str, OutcomeParams]:
+    return {
+        "odi": OutcomeParams(42.0, 12.5, -1.8, 0.6, -0.3, -1.5, 5.0, 3.0, 0.15, 0.1),
+        "nprs_leg": OutcomeParams(6.0, 1.5, -0.30, 0.12, -0.2, -0.25, 0.9, 0.3, 0.03),
+        "nprs_back": OutcomeParams(4.8, 1.8, -0.20, 0.10, -0.2, -0.20, 1.0, 0.3, 0.03),
+        "walk_tolerance_min": OutcomeParams(math.log(9.0), 0.65, 0.075, 0.03, 0.0, 0.08, 0.25, 0.1, 0.01),
+        "sit_tolerance_min": OutcomeParams(math.log(25.0), 0.60, 0.06, 0.025, 0.0, 0.06, 0.25, 0.1, 0.01),
+        "sbi": OutcomeParams(14.0, 3.5, -0.65, 0.2, -0.2, -0.5, 2.0, 0.8, 0.05),
+        "psfs": OutcomeParams(3.8, 1.2, 0.30, 0.10, 0.0, 0.3, 0.8, 0.3, 0.03),
+    }
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """All generating parameters of a synthetic cohort; written whole to ``truth.json``.
+
+    The defaults are calibrated from ``shared/domain.md`` §7 (see the module docstring).
+    """
+
+    n_patients: int = 1000
+    n_clinics: int = 8
+    seed: int = 0
+    enrol_start: date = date(2025, 1, 6)
+    data_cut: date = date(2026, 9, 30)
+    program: str = "strength_v1"
+    program_weeks: int = 12
+    visit_weeks: tuple[int, ...] = (0, 2, 4, 6, 8, 10, 12, 26)
+    questionnaire_weeks: tuple[int, ...] = (0, 6, 12, 26)
+    grc_weeks: tuple[int, ...] = (12, 26)
+    discharge_week: int = 12
+    followup_week: int = 26
+    tau_weeks: float = 12.0
+    outcomes: dict[str, OutcomeParams] = field(default_factory=_default_outcomes)
+    severity_loading: float = 0.6
+    responsiveness_loading: float = 0.6
+    adherence_mean: float = 0.8
+    adherence_concentration: float = 8.0
+    walk_cap_min: float = 30.0
+    sit_cap_min: float = 90.0
+    fatigue_share: float = 0.15
+    dropout_logit: float = -3.1
+    dropout_worsening: float = 0.6
+    dropout_adherence: float = 2.0
+    intermittent_missing: float = 0.05
+    discharge_missing: float = 0.25
+    followup_missing: float = 0.35
+    ice_prob: float = 0.03
+    flare_prob: float = 0.03
+    flare_settle_prob: float = 0.75
+    red_flag_prob: float = 0.005
+    red_flag_unactioned_prob: float = 0.2
+    progression_interval_probs: tuple[float, float, float] = (0.3, 0.55, 0.15)
+    stall_prob: float = 0.12
+    odi_missing_section_prob: float = 0.08
+    pain_next_day_missing: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.n_patients < 1:
+            raise ValueError(f"n_patients must be >= 1, got {self.n_patients}")
+        if self.n_clinics < 1:
+            raise ValueError(f"n_clinics must be >= 1, got {self.n_clinics}")
+        if self.data_cut <= self.enrol_start:
+            raise ValueError(f"data_cut ({self.data_cut}) must be after enrol_start ({self.enrol_start})")
+        if self.discharge_week not in self.visit_weeks or self.followup_week not in self.visit_weeks:
+            raise ValueError("discharge_week and followup_week must be among visit_weeks")
+        if not 0 < self.adherence_mean < 1:
+            raise ValueError(f"adherence_mean must lie in (0, 1), got {self.adherence_mean}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as JSON-ready data (dates as ISO strings)."""
+        out = dataclasses.asdict(self)
+        out["enrol_start"] = self.enrol_start.isoformat()
+        out["data_cut"] = self.data_cut.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A generated cohort: the canonical tables and the ground truth."""
+
+    tables: dict[str, pl.DataFrame]
+    truth: dict[str, Any]
+    config: SynthConfig
+
+
+def effective_weeks(weeks: np.ndarray | float, tau: float) -> np.ndarray:
+    """Time transform of the generating curve, ``g(t) = tau * (1 - exp(-max(t, 0) / tau))``.
+
+    Parameters
+    ----------
+    weeks : array_like
+        Weeks since episode start.
+    tau : float
+        Time constant in weeks (``SynthConfig.tau_weeks``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Effective weeks; ``g'(0) = 1`` so a rate per effective week is the initial rate per week.
+    """
+    t = np.maximum(np.asarray(weeks, dtype=float), 0.0)
+    return tau * (1.0 - np.exp(-t / tau))
+
+
+# --------------------------------------------------------------------------------------------------
+# generation
+# --------------------------------------------------------------------------------------------------
+
+
+def _items_with_sum(rng: np.random.Generator, totals: np.ndarray, n_items: int, item_max: int) -> np.ndarray:
+    """Integer item responses in ``0..item_max`` whose row sums equal ``totals`` exactly.
+
+    Responses start near the even share ``totals / n_items`` with noise, then the difference to the target
+    is removed one unit at a time on randomly chosen items that still have room (vectorised over rows).
+    """
+    n = totals.shape[0]
+    totals = np.clip(totals, 0, n_items * item_max).astype(np.int64)
+    share = totals[:, None] / n_items
+    items = np.clip(np.rint(share + rng.normal(0.0, 0.8, (n, n_items))), 0, item_max).astype(np.int64)
+    for _ in range(n_items * item_max):
+        diff = totals - items.sum(axis=1)
+        if not diff.any():
+            break
+        noise = rng.random((n, n_items))
+        room_up = items < item_max
+        room_down = items > 0
+        up = np.where(room_up, noise, -1.0).argmax(axis=1)
+        down = np.where(room_down, noise, -1.0).argmax(axis=1)
+        rows = np.arange(n)
+        items[rows[diff > 0], up[diff > 0]] += 1
+        items[rows[diff < 0], down[diff < 0]] -= 1
+    return items
+
+
+def _id_series(prefix: str, numbers: np.ndarray, width: int) -> pl.Series:
+    """Vectorised identifier codes such as ``EP000123``."""
+    return (
+        pl.DataFrame({"n": np.asarray(numbers, dtype=np.int64)})
+        .select((pl.lit(prefix) + pl.col("n").cast(pl.String).str.zfill(width)).alias("id"))
+        .to_series()
+    )
+
+
+def _dates(base_days: np.ndarray, offsets: np.ndarray) -> pl.Series:
+    """Dates from epoch-day integers (``base_days + offsets``)."""
+    return pl.Series((base_days + offsets).astype(np.int32)).cast(pl.Date)
+
+
+def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Cohort:
+    """Generate a synthetic cohort with known truth.
+
+    Parameters
+    ----------
+    config : SynthConfig, optional
+        Generating parameters; defaults to ``SynthConfig()``.
+    **overrides
+        Field overrides applied to ``config`` (e.g. ``n_patients=500, seed=3``).
+
+    Returns
+    -------
+    Cohort
+        ``tables`` maps each canonical table name to a polars frame; ``truth`` holds the configuration,
+        the planted events (dropouts, red-flag screens, flare sessions, stalled progression, surgery or
+        injection) and the expected population values.
+
+    Notes
+    -----
+    The same configuration (including ``seed``) always yields identical tables. The generating model is
+    documented in the module docstring.
+    """
+    cfg = config or SynthConfig()
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
+    rng = np.random.default_rng(cfg.seed)
+    n, k_clin = cfg.n_patients, cfg.n_clinics
+    epoch = date(1970, 1, 1)
+    cut_day = (cfg.data_cut - epoch).days
+    enrol_day = (cfg.enrol_start - epoch).days
+
+    # ---- episodes --------------------------------------------------------------------------------
+    clinic_w = rng.dirichlet(np.full(k_clin, 2.0))
+    clinic = rng.choice(k_clin, size=n, p=clinic_w)
+    n_ther = rng.integers(2, 5, size=k_clin)
+    therapist = np.floor(rng.random(n) * n_ther[clinic]).astype(np.int64)
+    span = max(cut_day - enrol_day - 7, 1)
+    start = enrol_day + rng.integers(0, span, size=n)
+    age = np.clip(np.rint(rng.normal(48.0, 13.0, n)), 18, 89).astype(np.int64)
+    sex = np.where(rng.random(n) < 0.55, "F", "M")
+    duration = (12 + np.rint(rng.lognormal(math.log(20.0), 0.8, n))).astype(np.int64)
+    side = rng.choice(np.array(["left", "right", "bilateral"]), size=n, p=[0.47, 0.47, 0.06])
+    spw = np.where(rng.random(n) < 0.6, 2, 3)
+    a = cfg.adherence_mean * cfg.adherence_concentration
+    b = (1 - cfg.adherence_mean) * cfg.adherence_concentration
+    propensity = rng.beta(a, b, n)
+    patient_no = rng.permutation(n) + 1
+
+    # ---- latent outcome effects -------------------------------------------------------------------
+    severity = rng.standard_normal(n)
+    responsiveness = rng.standard_normal(n)
+    effects: dict[str, dict[str, np.ndarray]] = {}
+    ls, lr = cfg.severity_loading, cfg.responsiveness_loading
+    for name, p in cfg.outcomes.items():
+        z0 = ls * severity + math.sqrt(1 - ls**2) * rng.standard_normal(n)
+        z1 = lr * responsiveness + math.sqrt(1 - lr**2) * rng.standard_normal(n)
+        u0 = p.sd_intercept * z0
+        u1 = p.sd_rate * (p.corr * z0 + math.sqrt(1 - p.corr**2) * z1)
+        a_c = p.clinic_sd * rng.standard_normal(k_clin)
+        r_c = p.clinic_rate_sd * rng.standard_normal(k_clin)
+        effects[name] = {
+            "level": p.intercept + p.age_effect * (age - 48) + a_c[clinic] + u0,
+            "rate": p.rate + p.adherence_effect * (propensity - cfg.adherence_mean) + r_c[clinic] + u1,
+            "clinic_intercept": a_c,
+            "clinic_rate": r_c,
+        }
+
+    def latent(name: str, idx: np.ndarray, weeks: np.ndarray, noise: bool = True) -> np.ndarray:
+        e = effects[name]
+        val = e["level"][idx] + e["rate"][idx] * effective_weeks(weeks, cfg.tau_weeks)
+        if noise:
+            val = val + cfg.outcomes[name].residual_sd * rng.standard_normal(idx.shape[0])
+        return val
+
+    # ---- visit schedule and complete latent data --------------------------------------------------
+    vw = np.asarray(cfg.visit_weeks, dtype=np.int64)
+    n_vis = vw.shape[0]
+    jitter = rng.integers(-3, 4, size=(n, n_vis))
+    jitter[:, vw == 0] = -rng.integers(0, 8, size=(n, int((vw == 0).sum())))
+    vday = vw[None, :] * 7 + jitter  # days from start
+    vweek = vday / 7.0
+    rows = np.repeat(np.arange(n), n_vis)
+    leg_obs = np.clip(np.rint(latent("nprs_leg", rows, vweek.ravel())), 0, 10).reshape(n, n_vis)
+
+    # ---- stopping events: red-flag referral, surgery/injection, MAR dropout ------------------------
+    prog_idx = np.flatnonzero(vw <= cfg.program_weeks)
+    disch_i = int(np.flatnonzero(vw == cfg.discharge_week)[0])
+    follow_i = int(np.flatnonzero(vw == cfg.followup_week)[0])
+    big = 10**6
+    intermittent = rng.random((n, n_vis)) < cfg.intermittent_missing
+    intermittent[:, 0] = False
+    intermittent[:, disch_i] = False
+    intermittent[:, follow_i] = False
+
+    red_flag = rng.random(n) < cfg.red_flag_prob
+    rf_visit = rng.integers(1, disch_i, size=n)  # a program visit after baseline, before discharge
+    rf_unactioned = rng.random(n) < cfg.red_flag_unactioned_prob
+    rf_kinds = rng.integers(0, len(RED_FLAG_FIELDS), size=n)
+    rf_second = np.where(rng.random(n) < 0.3, rng.integers(0, len(RED_FLAG_FIELDS), size=n), -1)
+    red_flag &= ~intermittent[np.arange(n), rf_visit]  # a screen exists only at an attended visit
+    rf_day = np.where(red_flag, vday[np.arange(n), rf_visit], big)
+
+    ice = rng.random(n) < cfg.ice_prob
+    ice_day = np.where(ice, rng.integers(7, cfg.program_weeks * 7, size=n), big)
+    ice_kind = np.where(rng.random(n) < 0.5, "surgery", "injection")
+
+    dropout_day = np.full(n, big, dtype=np.int64)
+    last_leg = leg_obs[:, 0].astype(float)
+    base_leg = leg_obs[:, 0].astype(float)
+    for j in range(1, prog_idx.shape[0]):
+        alive = dropout_day == big
+        worsening = np.maximum(0.0, last_leg - base_leg)
+        logit = (
+            cfg.dropout_logit
+            + cfg.dropout_worsening * worsening
+            + cfg.dropout_adherence * (cfg.adherence_mean - propensity)
+        )
+        drop = alive & (rng.random(n) < 1.0 / (1.0 + np.exp(-logit)))
+        lo, hi = np.maximum(vday[:, j - 1], 0) + 1, vday[:, j]
+        when = lo + np.floor(rng.random(n) * np.maximum(hi - lo, 1)).astype(np.int64)
+        dropout_day = np.where(drop, when, dropout_day)
+        seen = (dropout_day > vday[:, j]) & ~intermittent[:, j]
+        last_leg = np.where(seen, leg_obs[:, j], last_leg)
+    # a red flag only exists if its screening visit happened before any other stop; an actioned one
+    # (urgent referral) ends the episode the day after the screen
+    red_flag &= rf_day < np.minimum(dropout_day, ice_day)
+    rf_day = np.where(red_flag, rf_day, big)
+    referral_day = np.where(red_flag & ~rf_unactioned, rf_day, big)
+    stop_day = np.minimum(
+        np.minimum(dropout_day, ice_day), np.where(referral_day < big, referral_day + 1, big)
+    )
+    stop_reason = np.select(
+        [referral_day + 1 == stop_day, ice_day == stop_day, dropout_day == stop_day],
+        ["referred", "ice", "dropped_out"],
+        "completed",
+    )
+    stop_reason = np.where(stop_day >= big, "completed", stop_reason)
+
+    discharge_missing = rng.random(n) < cfg.discharge_missing
+    followup_missing = rng.random(n) < cfg.followup_missing
+    attended = (vday < stop_day[:, None]) & ~intermittent
+    attended[:, disch_i] &= ~discharge_missing
+    attended[:, follow_i] &= ~followup_missing
+    observed = attended & ((start[:, None] + vday) <= cut_day)
+
+    # episode end
+    planned_end = np.where(followup_missing, vday[:, disch_i], vday[:, follow_i])
+    end_off = np.select(
+        [stop_reason == "referred", stop_reason == "ice", stop_reason == "dropped_out"],
+        [referral_day, ice_day, dropout_day],
+        planned_end,
+    )
+    ended = (start + end_off) <= cut_day
+    end_reason = np.where(stop_reason == "ice", ice_kind, stop_reason)
+    episodes = pl.DataFrame(
+        {
+            "episode_id": _id_series("EP", np.arange(1, n + 1), 6),
+            "patient_id": _id_series("PT", patient_no, 6),
+            "clinic_id": _id_series("CL", clinic + 1, 2),
+            "therapist_id": _id_series("TH", (clinic + 1) * 10 + therapist + 1, 4),
+            "program": np.full(n, cfg.program),
+            "start_date": _dates(start, np.zeros(n, dtype=np.int64)),
+            "end_date": _dates(start, end_off),
+            "end_reason": end_reason,
+            "age_at_start": age,
+            "sex": sex,
+            "symptom_duration_weeks": duration,
+            "affected_side": side,
+            "prescribed_sessions_per_week": spw,
+        }
+    ).with_columns(
+        pl.when(pl.Series(ended)).then(pl.col("end_date")).otherwise(None).alias("end_date"),
+        pl.when(pl.Series(ended)).then(pl.col("end_reason")).otherwise(None).alias("end_reason"),
+    )
+
+    # ---- measures ---------------------------------------------------------------------------------
+    ep_idx, vis_idx = np.nonzero(observed)
+    m_day = vday[ep_idx, vis_idx]
+    m_week = m_day / 7.0
+    m_wk = vw[vis_idx]
+    m_date = start[ep_idx] + m_day
+    measure_frames: list[pl.DataFrame] = []
+    item_frames: list[pl.DataFrame] = []
+
+    def add_measure(
+        mask: np.ndarray,
+        measure: str,
+        value: np.ndarray,
+        stopped: np.ndarray | None = None,
+        cap: float | None = None,
+        version: str | None = None,
+    ) -> None:
+        cnt = int(mask.sum())
+        measure_frames.append(
+            pl.DataFrame(
+                {
+                    "episode_id": ep_idx[mask],
+                    "assessed_day": m_date[mask],
+                    "measure": np.full(cnt, measure),
+                    "value": value[mask].astype(float),
+                    "stopped_reason": stopped[mask] if stopped is not None else np.full(cnt, None),
+                    "cap_min": np.full(cnt, cap, dtype=float) if cap is not None else np.full(cnt, None),
+                    "instrument_version": np.full(cnt, version),
+                    "visit_week": m_wk[mask],
+                },
+                schema_overrides={
+                    "stopped_reason": pl.String,
+                    "cap_min": pl.Float64,
+                    "instrument_version": pl.String,
+                },
+            )
+        )
+
+    allm = np.ones(ep_idx.shape[0], dtype=bool)
+    leg_m = leg_obs[ep_idx, vis_idx]
+    add_measure(allm, "nprs_leg", leg_m)
+    back_m = np.clip(np.rint(latent("nprs_back", ep_idx, m_week)), 0, 10)
+    add_measure(allm, "nprs_back", back_m)
+    for name, cap in (
+        ("walk_tolerance_min", cfg.walk_cap_min),
+        ("sit_tolerance_min", cfg.sit_cap_min),
+    ):
+        minutes = np.exp(latent(name, ep_idx, m_week))
+        at_cap = minutes >= cap
+        fatigue = rng.random(ep_idx.shape[0]) < cfg.fatigue_share
+        value = np.where(at_cap, cap, np.maximum(np.round(minutes, 1), 0.1))
+        stopped = np.where(at_cap, "cap", np.where(fatigue, "fatigue", "symptom"))
+        add_measure(allm, name, value, stopped, cap)
+
+    q_mask = np.isin(m_wk, np.asarray(cfg.questionnaire_weeks))
+    qi = np.flatnonzero(q_mask)
+    # ODI 2.1a from items: score = sum / (5 x answered) x 100
+    odi_latent = np.clip(latent("odi", ep_idx[qi], m_week[qi]), 0, 100)
+    odi_items = _items_with_sum(rng, np.rint(odi_latent / 2.0), len(ODI_SECTIONS), 5)
+    answered = np.ones_like(odi_items, dtype=bool)
+    miss_sec = rng.random(qi.shape[0]) < cfg.odi_missing_section_prob
+    answered[miss_sec, ODI_SECTIONS.index("sex_life")] = False
+    odi_score = np.round((odi_items * answered).sum(axis=1) / (5.0 * answered.sum(axis=1)) * 100.0, 2)
+    odi_full = np.full(ep_idx.shape[0], np.nan)
+    odi_full[qi] = odi_score
+    add_measure(q_mask, "odi", odi_full, version="2.1a")
+    sbi_latent = np.clip(latent("sbi", ep_idx[qi], m_week[qi]), 0, 24)
+    sbi_items = _items_with_sum(rng, np.rint(sbi_latent), len(SBI_ITEMS), 6)
+    sbi_full = np.full(ep_idx.shape[0], np.nan)
+    sbi_full[qi] = sbi_items.sum(axis=1)
+    add_measure(q_mask, "sbi", sbi_full)
+    psfs_latent = np.clip(latent("psfs", ep_idx[qi], m_week[qi]), 0, 10)
+    psfs_items = _items_with_sum(rng, np.rint(psfs_latent * 3.0), len(PSFS_ITEMS), 10)
+    psfs_full = np.full(ep_idx.shape[0], np.nan)
+    psfs_full[qi] = np.round(psfs_items.mean(axis=1), 2)
+    add_measure(q_mask, "psfs", psfs_full)
+    # global rating of change (-7..+7, higher = better) anchored on the latent ODI change
+    g_mask = np.isin(m_wk, np.asarray(cfg.grc_weeks))
+    gi = np.flatnonzero(g_mask)
+    odi_change = effects["odi"]["rate"][ep_idx[gi]] * effective_weeks(m_week[gi], cfg.tau_weeks)
+    grc_full = np.full(ep_idx.shape[0], np.nan)
+    grc_full[gi] = np.clip(np.rint(-odi_change / 3.0 + rng.normal(0, 1.5, gi.shape[0])), -7, 7)
+    add_measure(g_mask, "grc", grc_full)
+
+    for instrument, items, names, mask_ans in (
+        ("odi", odi_items, ODI_SECTIONS, answered),
+        ("sbi", sbi_items, SBI_ITEMS, np.ones_like(sbi_items, dtype=bool)),
+        ("psfs", psfs_items, PSFS_ITEMS, np.ones_like(psfs_items, dtype=bool)),
+    ):
+        r, c = np.nonzero(mask_ans)
+        item_frames.append(
+            pl.DataFrame(
+                {
+                    "episode_id": ep_idx[qi][r],
+                    "assessed_day": m_date[qi][r],
+                    "instrument": np.full(r.shape[0], instrument),
+                    "item": np.asarray(names)[c],
+                    "response": items[r, c],
+                    "instrument_version": np.full(r.shape[0], "2.1a" if instrument == "odi" else None),
+                },
+                schema_overrides={"instrument_version": pl.String},
+            )
+        )
+
+    ep_ids = episodes["episode_id"]
+
+    measures = (
+        pl.concat(measure_frames)
+        .with_columns(pl.col("assessed_day").cast(pl.Int32).cast(pl.Date).alias("assessed_on"))
+        .sort(["episode_id", "assessed_on", "measure"])
+    )
+    measures = measures.with_columns(ep_ids.gather(measures["episode_id"]).alias("episode_id")).select(
+        "episode_id",
+        "assessed_on",
+        "measure",
+        "value",
+        "stopped_reason",
+        "cap_min",
+        "instrument_version",
+    )
+    items_df = (
+        pl.concat(item_frames)
+        .with_columns(pl.col("assessed_day").cast(pl.Int32).cast(pl.Date).alias("assessed_on"))
+        .sort(["episode_id", "assessed_on", "instrument", "item"])
+    )
+    items_df = items_df.with_columns(ep_ids.gather(items_df["episode_id"]).alias("episode_id")).select(
+        "episode_id", "assessed_on", "instrument", "item", "response", "instrument_version"
+    )
+
+    # ---- symptom checks at program visits ----------------------------------------------------------
+    chk = observed & (vw[None, :] <= cfg.program_weeks)
+    c_ep, c_vis = np.nonzero(chk)
+    flags = np.zeros((c_ep.shape[0], len(RED_FLAG_FIELDS)), dtype=bool)
+    planted = red_flag[c_ep] & (c_vis == rf_visit[c_ep])
+    pr = np.flatnonzero(planted)
+    flags[pr, rf_kinds[c_ep[pr]]] = True
+    sec = rf_second[c_ep[pr]]
+    flags[pr[sec >= 0], sec[sec >= 0]] = True
+    action = np.where(planted, np.where(rf_unactioned[c_ep], "", "referred_urgent"), "none")
+    symptom_checks = pl.DataFrame(
+        {
+            "episode_id": ep_ids.gather(c_ep),
+            "checked_on": _dates(start[c_ep], vday[c_ep, c_vis]),
+            **{f: flags[:, j] for j, f in enumerate(RED_FLAG_FIELDS)},
+            "action_taken": action,
+        }
+    ).with_columns(pl.when(pl.col("action_taken") != "").then(pl.col("action_taken")).alias("action_taken"))
+
+    # ---- sessions -----------------------------------------------------------------------------------
+    per_ep = spw * cfg.program_weeks
+    s_ep = np.repeat(np.arange(n), per_ep)
+    s_pos = np.arange(s_ep.shape[0]) - np.repeat(np.cumsum(per_ep) - per_ep, per_ep)
+    s_spw = spw[s_ep]
+    s_week = s_pos // s_spw
+    s_slot = s_pos % s_spw
+    offsets = np.where(s_spw == 2, np.array([0, 3, 0])[s_slot], np.array([0, 2, 4])[s_slot])
+    s_day = s_week * 7 + offsets
+    keep = (s_day < stop_day[s_ep]) & ((start[s_ep] + s_day) <= cut_day)
+    s_ep, s_week, s_day = s_ep[keep], s_week[keep], s_day[keep]
+    ns = s_ep.shape[0]
+    u = rng.random(ns)
+    completed = u < propensity[s_ep]
+    status = np.where(completed, "completed", np.where(rng.random(ns) < 0.7, "missed", "cancelled"))
+    pain_latent = latent("nprs_leg", s_ep, s_day / 7.0, noise=False) + rng.normal(0, 0.6, ns)
+    pain_before = np.clip(np.rint(pain_latent), 0, 10)
+    flare = completed & (pain_before <= 7) & (rng.random(ns) < cfg.flare_prob)
+    settled = rng.random(ns) < cfg.flare_settle_prob
+    rise = rng.integers(2, 4, size=ns)
+    small = rng.choice(np.array([-1, 0, 0, 1]), size=ns)
+    small2 = rng.choice(np.array([-1, 0, 0, 1]), size=ns)
+    pain_after = np.where(flare, pain_before + rise, np.clip(pain_before + small, 0, 10))
+    pain_next = np.where(
+        flare,
+        np.where(settled, pain_before + rng.integers(0, 2, size=ns), pain_before + rise),
+        np.clip(pain_before + small2, 0, 10),
+    )
+    next_missing = ~flare & (rng.random(ns) < cfg.pain_next_day_missing)
+    extent_score = pain_latent / 2.5 + rng.normal(0, 0.6, ns)
+    extent = np.asarray(SYMPTOM_EXTENT)[np.clip(np.floor(extent_score / 0.8).astype(np.int64), 0, 4)]
+    session_no = np.arange(1, ns + 1)
+    sessions = (
+        pl.DataFrame(
+            {
+                "session_id": _id_series("SE", session_no, 8),
+                "episode_id": ep_ids.gather(s_ep),
+                "session_date": _dates(start[s_ep], s_day),
+                "status": status,
+                "duration_min": np.clip(np.rint(rng.normal(45, 8, ns)), 20, 90),
+                "warmup_neural_glides": rng.random(ns) < 0.85,
+                "pain_before": pain_before,
+                "pain_after": pain_after,
+                "pain_next_day": np.where(next_missing, np.nan, pain_next),
+                "rpe": np.clip(np.rint(rng.normal(5, 1.3, ns)), 0, 10),
+                "symptom_extent": extent,
+            }
+        )
+        .with_columns(pl.col("pain_next_day").fill_nan(None))
+        .with_columns(
+            *[
+                pl.when(pl.col("status") == "completed").then(pl.col(c)).otherwise(None).alias(c)
+                for c in (
+                    "duration_min",
+                    "warmup_neural_glides",
+                    "pain_before",
+                    "pain_after",
+                    "pain_next_day",
+                    "rpe",
+                    "symptom_extent",
+                )
+            ],
+        )
+        .with_columns(
+            pl.col(c).cast(pl.Int64)
+            for c in ("duration_min", "pain_before", "pain_after", "pain_next_day", "rpe")
+        )
+    )
+
+    # ---- session exercises (dose and progression) --------------------------------------------------
+    interval = rng.choice(np.array([1, 2, 3]), size=n, p=list(cfg.progression_interval_probs))
+    stalled = rng.random(n) < cfg.stall_prob
+    stall_week = np.where(stalled, rng.integers(3, 7, size=n), big)
+    gm_choice = rng.integers(0, 3, size=n)  # bridge / kettlebell deadlift / banded hip thrust
+    core_choice = rng.integers(0, 2, size=n)  # bird-dog / pelvic control
+    ham_choice = rng.integers(0, 2, size=n)  # nordic regression / hamstring stretch
+    kb_start = np.where(sex == "F", 6.0, 8.0)
+    ci = np.flatnonzero(completed)
+    e_ep = s_ep[ci]
+    e_week = s_week[ci]
+    level = np.minimum(e_week, stall_week[e_ep]) // interval[e_ep]
+    slot_names = ("core", "gluteus_maximus", "gluteus_medius", "hamstrings", "neural")
+    n_slots = len(slot_names)
+    r_sess = np.repeat(ci, n_slots)
+    r_ep = np.repeat(e_ep, n_slots)
+    r_lvl = np.repeat(level, n_slots)
+    slot = np.tile(np.arange(n_slots), ci.shape[0])
+    exercise = np.empty(r_sess.shape[0], dtype=object)
+    sets = np.full(r_sess.shape[0], 3, dtype=np.int64)
+    reps = np.full(r_sess.shape[0], np.nan)
+    hold = np.full(r_sess.shape[0], np.nan)
+    load = np.full(r_sess.shape[0], np.nan)
+    band = np.full(r_sess.shape[0], "", dtype=object)
+    lv = r_lvl.astype(float)
+    # core: bird-dog (hold 5 s + 2 s per level, then the reaching variant) or pelvic control
+    m = (slot == 0) & (core_choice[r_ep] == 0)
+    adv = m & (r_lvl >= 4)
+    exercise[m & ~adv], hold[m & ~adv], reps[m & ~adv] = (
+        "bird_dog",
+        np.minimum(5 + 2 * lv[m & ~adv], 20),
+        8,
+    )
+    exercise[adv], reps[adv] = "bird_dog_reach", np.minimum(8 + 2 * (lv[adv] - 4), 15)
+    m = (slot == 0) & (core_choice[r_ep] == 1)
+    adv = m & (r_lvl >= 3)
+    exercise[m & ~adv], reps[m & ~adv] = "pelvic_tilt", 10 + 2 * lv[m & ~adv]
+    exercise[adv], hold[adv], reps[adv] = (
+        "abdominal_bracing",
+        np.minimum(10 + 5 * (lv[adv] - 3), 45),
+        6,
+    )
+    # gluteus maximus: bridge -> single-leg bridge; kettlebell deadlift by load; hip thrust by band
+    m = (slot == 1) & (gm_choice[r_ep] == 0)
+    adv = m & (r_lvl >= 3)
+    exercise[m & ~adv], reps[m & ~adv] = "glute_bridge", 10 + 2 * lv[m & ~adv]
+    exercise[adv], reps[adv] = "single_leg_bridge", np.minimum(8 + 2 * (lv[adv] - 3), 15)
+    m = (slot == 1) & (gm_choice[r_ep] == 1)
+    exercise[m], reps[m], load[m] = "kb_deadlift", 10, np.minimum(kb_start[r_ep[m]] + 2 * lv[m], 32)
+    m = (slot == 1) & (gm_choice[r_ep] == 2)
+    exercise[m], reps[m] = "banded_hip_thrust", np.where(lv[m] >= len(BANDS), 15, 12)
+    band[m] = np.asarray(BANDS, dtype=object)[np.minimum(r_lvl[m], len(BANDS) - 1)]
+    # gluteus medius: clamshell -> lateral band walk, band colour by level
+    m = slot == 2
+    adv = m & (r_lvl >= 3)
+    exercise[m & ~adv], reps[m & ~adv] = "clamshell", 12
+    band[m & ~adv] = np.asarray(BANDS, dtype=object)[r_lvl[m & ~adv]]
+    exercise[adv], reps[adv] = "lateral_band_walk", 10
+    band[adv] = np.asarray(BANDS, dtype=object)[np.minimum(r_lvl[adv] - 3, len(BANDS) - 1)]
+    # hamstrings: Nordic regression by reps, or stretch (mobility, not progressed)
+    m = (slot == 3) & (ham_choice[r_ep] == 0)
+    exercise[m], reps[m] = "nordic_regression", np.minimum(4 + lv[m], 10)
+    sets[m] = np.where(r_lvl[m] >= 2, 3, 2)
+    m = (slot == 3) & (ham_choice[r_ep] == 1)
+    exercise[m], hold[m], reps[m], sets[m] = "hamstring_stretch", 30, 1, 3
+    # neural glides: slider, then tensioner after four progressions
+    m = slot == 4
+    adv = m & (r_lvl >= 4)
+    exercise[m & ~adv], reps[m & ~adv] = "neural_glide_slider", 10
+    exercise[adv], reps[adv] = "neural_glide_tensioner", 10
+    sets[m] = 2
+    pb = pain_before[r_sess]
+    pain_during = np.clip(pb + rng.choice(np.array([-1, 0, 0, 1]), size=r_sess.shape[0]), 0, 10)
+    modified = rng.random(r_sess.shape[0]) < 0.04
+    session_exercises = pl.DataFrame(
+        {
+            "session_id": sessions["session_id"].gather(r_sess),
+            "exercise": pl.Series(exercise.astype(str)),
+            "set_index": np.ones(r_sess.shape[0], dtype=np.int64),
+            "sets": sets,
+            "reps": reps,
+            "hold_s": hold,
+            "load_kg": load,
+            "band": pl.Series(band.astype(str)),
+            "pain_during": pain_during,
+            "modified": modified,
+        }
+    ).with_columns(
+        pl.col("reps", "hold_s").fill_nan(None).cast(pl.Int64),
+        pl.col("load_kg").fill_nan(None),
+        pl.col("pain_during").cast(pl.Int64),
+        pl.when(pl.col("band") != "").then(pl.col("band")).alias("band"),
+    )
+
+    # ---- truth ---------------------------------------------------------------------------------------
+    ep_arr = episodes["episode_id"].to_numpy()
+    dropped = (stop_reason == "dropped_out") & ((start + dropout_day) <= cut_day)
+    # episodes whose whole program phase lies before the data cut: the denominator of the dropout share
+    program_observed = (start + cfg.program_weeks * 7) <= cut_day
+    sess_ids = sessions["session_id"].to_numpy()
+    fl = np.flatnonzero(flare)
+    rf = np.flatnonzero(red_flag & ((start + rf_day) <= cut_day))
+    rf_flags = [
+        sorted(
+            {RED_FLAG_FIELDS[rf_kinds[i]]} | ({RED_FLAG_FIELDS[rf_second[i]]} if rf_second[i] >= 0 else set())
+        )
+        for i in rf
+    ]
+    ice_seen = (stop_reason == "ice") & ((start + ice_day) <= cut_day)
+    g12, g26 = (float(effective_weeks(w, cfg.tau_weeks)) for w in (12, 26))
+    truth: dict[str, Any] = {
+        "generator": "sciatica_outcomes.synth",
+        "config": cfg.to_dict(),
+        "model": {
+            "time_transform": "g(t) = tau * (1 - exp(-max(t, 0) / tau)), t in weeks since start",
+            "share_of_26_week_change_by_week_12": g12 / g26,
+            "effective_weeks": {
+                "6": float(effective_weeks(6, cfg.tau_weeks)),
+                "12": g12,
+                "26": g26,
+            },
+            "adherence_reference": cfg.adherence_mean,
+            "log_scale_outcomes": ["walk_tolerance_min", "sit_tolerance_min"],
+        },
+        "clinic_effects": {
+            name: {
+                "clinic_ids": [f"CL{c + 1:02d}" for c in range(k_clin)],
+                "intercept": effects[name]["clinic_intercept"].round(6).tolist(),
+                "rate": effects[name]["clinic_rate"].round(6).tolist(),
+            }
+            for name in cfg.outcomes
+        },
+        "expected": {
+            "baseline_mean": {
+                "odi": cfg.outcomes["odi"].intercept,
+                "nprs_leg": cfg.outcomes["nprs_leg"].intercept,
+                "walk_tolerance_median_min": math.exp(cfg.outcomes["walk_tolerance_min"].intercept),
+            },
+            "baseline_sd": {
+                "odi": math.sqrt(
+                    cfg.outcomes["odi"].sd_intercept ** 2
+                    + cfg.outcomes["odi"].residual_sd ** 2
+                    + cfg.outcomes["odi"].clinic_sd ** 2
+                ),
+            },
+            "mean_adherence_propensity": cfg.adherence_mean,
+            "flare_rate_per_100_completed_sessions": 100 * cfg.flare_prob,
+        },
+        "realised": {
+            "n_episodes": n,
+            "n_sessions": ns,
+            "n_completed_sessions": int(completed.sum()),
+            "n_flares": int(fl.shape[0]),
+            "n_flares_unsettled": int((flare & ~settled).sum()),
+            "n_dropouts": int(dropped.sum()),
+            "n_ended": int(ended.sum()),
+            "n_program_observed": int(program_observed.sum()),
+            "dropout_share": float(dropped[program_observed].mean()) if program_observed.any() else None,
+            "baseline_latent_mean": {name: float(effects[name]["level"].mean()) for name in cfg.outcomes},
+            "rate_latent_mean": {name: float(effects[name]["rate"].mean()) for name in cfg.outcomes},
+            "n_red_flags": int(rf.shape[0]),
+        },
+        "events": {
+            "dropouts": pl.DataFrame(
+                {
+                    "episode_id": ep_arr[dropped],
+                    "dropout_on": _dates(start[dropped], dropout_day[dropped]).cast(pl.String),
+                }
+            ).to_dicts(),
+            "red_flags": [
+                {
+                    "episode_id": ep_arr[i],
+                    "checked_on": (epoch + timedelta(days=int(start[i] + rf_day[i]))).isoformat(),
+                    "flags": f,
+                    "action_taken": None if rf_unactioned[i] else "referred_urgent",
+                }
+                for i, f in zip(rf, rf_flags, strict=True)
+            ],
+            "flares": pl.DataFrame(
+                {"session_id": sess_ids[fl], "rise": rise[fl], "settled_within_48h": settled[fl]}
+            ).to_dicts(),
+            "stalled_progression": pl.DataFrame(
+                {"episode_id": ep_arr[stalled], "from_week": stall_week[stalled]}
+            ).to_dicts(),
+            "surgery_or_injection": pl.DataFrame(
+                {"episode_id": ep_arr[ice_seen], "kind": ice_kind[ice_seen]}
+            ).to_dicts(),
+        },
+        "episodes": {
+            "adherence_propensity_mean": float(propensity.mean()),
+            "progression_interval_weeks_counts": {str(w): int((interval == w).sum()) for w in (1, 2, 3)},
+        },
+    }
+    tables = {
+        "episodes": episodes,
+        "sessions": sessions,
+        "session_exercises": session_exercises,
+        "measures": measures,
+        "questionnaire_items": items_df,
+        "symptom_checks": symptom_checks,
+    }
+    return Cohort(tables=tables, truth=truth, config=cfg)
+
+
+def write_cohort(cohort: Cohort, out: str | Path, fmt: Literal["csv", "parquet"] = "csv") -> dict[str, Path]:
+    """Write the canonical tables and ``truth.json`` to a directory.
+
+    Parameters
+    ----------
+    cohort : Cohort
+        Output of :func:`generate_cohort`.
+    out : str or Path
+        Directory (created if missing).
+    fmt : {"csv", "parquet"}
+        File format of the tables; CSV has a header row and ISO dates.
+
+    Returns
+    -------
+    dict[str, Path]
+        Path of every file written, keyed by table name (and ``"truth"``).
+    """
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name in TABLES:
+        frame = cohort.tables[name]
+        path = out / f"{name}.{fmt}"
+        if fmt == "csv":
+            frame.write_csv(path)
+        else:
+            frame.write_parquet(path, compression="zstd", statistics=False)
+        paths[name] = path
+    truth_path = out / "truth.json"
+    truth_path.write_text(json.dumps(cohort.truth, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    paths["truth"] = truth_path
+    return paths
+
+
+def cohort_summary(cohort: Cohort) -> pl.DataFrame:
+    """One row per headline figure of a generated cohort (used by ``sciatica-outcomes demo``)."""
+    t = cohort.tables
+    ep = t["episodes"]
+    meas = t["measures"]
+    base = meas.join(ep.select("episode_id", "start_date"), on="episode_id").filter(
+        pl.col("assessed_on") <= pl.col("start_date")
+    )
+    walk = meas.filter(pl.col("measure") == "walk_tolerance_min")
+    rows = [
+        ("episodes", float(ep.height)),
+        ("clinics", float(ep["clinic_id"].n_unique())),
+        ("sessions scheduled", float(t["sessions"].height)),
+        (
+            "sessions completed",
+            float(t["sessions"].filter(pl.col("status") == "completed").height),
+        ),
+        ("exercise rows", float(t["session_exercises"].height)),
+        ("measures", float(meas.height)),
+        ("questionnaire items", float(t["questionnaire_items"].height)),
+        ("symptom checks", float(t["symptom_checks"].height)),
+        ("baseline ODI mean", base.filter(pl.col("measure") == "odi")["value"].mean()),
+        ("baseline leg NPRS mean", base.filter(pl.col("measure") == "nprs_leg")["value"].mean()),
+        (
+            "walking tests at 30-min cap (%)",
+            100.0 * walk.filter(pl.col("stopped_reason") == "cap").height / max(walk.height, 1),
+        ),
+        (
+            "dropout during the program (%)",
+            100.0 * (cohort.truth["realised"]["dropout_share"] or 0.0),
+        ),
+        ("planted red-flag screens", float(cohort.truth["realised"]["n_red_flags"])),
+        ("planted flares", float(cohort.truth["realised"]["n_flares"])),
+    ]
+    return pl.DataFrame(rows, schema=["figure", "value"], orient="row")
