@@ -1,0 +1,120 @@
+"""Property and example tests of small-cell suppression and spreadsheet-safe CSV export."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from sciatica_outcomes.reports.privacy import (
+    SUPPRESSED,
+    audit_suppression,
+    neutralise_cell,
+    safe_percent,
+    suppress_counts,
+    suppress_table,
+    write_safe_csv,
+)
+
+# counts drawn to hit the 1-10 band often, with zeros and large values mixed in
+cell = st.one_of(st.just(0), st.integers(1, 10), st.integers(11, 60), st.integers(61, 5000))
+tables = st.tuples(st.integers(1, 5), st.integers(1, 4)).flatmap(
+    lambda shape: arrays(np.int64, shape, elements=cell)
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tables)
+def test_no_small_cell_is_shown_or_derivable(counts: np.ndarray) -> None:
+    result = suppress_table(counts)
+    assert audit_suppression(result) == []
+    assert not (((counts >= 1) & (counts <= 10)) & ~result.mask).any()
+    # primary cells are a subset of the mask; zeros and large cells are only masked as complements
+    assert (result.mask | ~result.primary).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(tables)
+def test_every_line_hides_more_than_one_value_or_a_large_sum(counts: np.ndarray) -> None:
+    result = suppress_table(counts)
+    for axis in (0, 1):
+        vals = counts if axis == 1 else counts.T
+        mask = result.mask if axis == 1 else result.mask.T
+        for line_vals, line_mask in zip(vals, mask, strict=True):
+            hidden = line_vals[line_mask]
+            if line_mask.all():
+                continue
+            assert hidden.size != 1 or line_vals.size == 1
+            assert hidden.sum() == 0 or hidden.sum() > 10
+
+
+def test_one_small_cell_gets_a_complement() -> None:
+    # a single 4 among large counts: the 4 and the smallest other cell of its row and column are hidden
+    counts = np.array([[4, 50, 70], [30, 40, 90]])
+    result = suppress_table(counts)
+    assert result.primary[0, 0]
+    assert result.mask[0, 0] and result.mask[0, 1] and result.mask[1, 0]
+    assert audit_suppression(result) == []
+    shown = result.shown()
+    assert shown[0, 0] == SUPPRESSED and shown[1, 2] == 90
+
+
+def test_nothing_suppressed_when_all_counts_are_large_or_zero() -> None:
+    counts = np.array([[0, 25], [40, 13]])
+    result = suppress_table(counts)
+    assert not result.mask.any()
+
+
+def test_a_naive_table_fails_the_audit() -> None:
+    """The audit is not vacuous: primary suppression alone leaves the value derivable from the total."""
+    counts = np.array([[3], [50], [70]])
+    naive = suppress_table(counts, totals_known=False)
+    assert naive.mask[:, 0].tolist() == [True, False, False]
+    assert any("derivable" in p for p in audit_suppression(naive))
+    assert audit_suppression(suppress_table(counts)) == []
+
+
+def test_suppress_counts_on_a_frame() -> None:
+    frame = pl.DataFrame({"status": ["completed", "dropped_out", "referred"], "n": [120, 31, 2]})
+    out = suppress_counts(frame, ["n"])
+    assert out["n"].to_list() == ["120", SUPPRESSED, SUPPRESSED]
+    with pytest.raises(ValueError, match="not in the frame"):
+        suppress_counts(frame, ["missing"])
+
+
+@pytest.mark.parametrize(
+    ("num", "den", "expected"),
+    [(50, 100, "50%"), (5, 100, SUPPRESSED), (95, 100, SUPPRESSED), (3, 8, SUPPRESSED), (0, 40, "0%")],
+)
+def test_safe_percent(num: int, den: int, expected: str) -> None:
+    assert safe_percent(num, den) == expected
+
+
+def test_negative_counts_are_refused() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        suppress_table([[1, -2]])
+
+
+@given(st.text(max_size=30))
+def test_neutralised_cells_never_start_a_formula(text: str) -> None:
+    out = neutralise_cell(text)
+    assert isinstance(out, str)
+    assert not out.startswith(("=", "+", "-", "@", "\t", "\r", "\n"))
+    assert out in (text, "'" + text)
+
+
+def test_write_safe_csv_neutralises_strings_not_numbers(tmp_path: Path) -> None:
+    frame = pl.DataFrame(
+        {"clinic": ['=HYPERLINK("x")', "+1", "CL01", "@SUM(A1)"], "change": [-3.5, 2.0, -1.0, 0.0]}
+    )
+    path = write_safe_csv(frame, tmp_path / "t.csv")
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert [r[0] for r in rows[1:]] == ['\'=HYPERLINK("x")', "'+1", "CL01", "'@SUM(A1)"]
+    assert [float(r[1]) for r in rows[1:]] == [-3.5, 2.0, -1.0, 0.0]
