@@ -1,0 +1,534 @@
+"""The embedded DuckDB store: canonical tables, the ingest log and the quarantine.
+
+One DuckDB file holds the six canonical tables (columns and types as in ``sciatica_outcomes.schemas``),
+``ingest_log`` (one row per source table per ingest: path, sha256, schema version, counts) and ``quarantine``
+(every rejected row with its raw values and its errors). Writes upsert by primary key inside one
+transaction: re-writing identical rows changes nothing, changed rows replace the stored ones and are counted
+as updates, and a crash before the commit leaves the previous state intact (DuckDB commits through its
+write-ahead log).
+
+Examples
+--------
+>>> from sciatica_outcomes.store import Store
+>>> with Store("data/outcomes.duckdb", read_only=True) as store:  # doctest: +SKIP
+...     sessions = store.read("sessions")
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from sciatica_outcomes.errors import DataValidationError, StoreError
+from sciatica_outcomes.schemas import SCHEMA_VERSION, TABLE_SPECS
+
+__all__ = [
+    "CANONICAL_TABLES",
+    "DEFAULT_DB",
+    "INGEST_LOG_SCHEMA",
+    "QUARANTINE_SCHEMA",
+    "Store",
+    "WriteCounts",
+]
+
+#: Default location of the store (relative to the working directory); ``--db`` overrides it.
+DEFAULT_DB = Path("data/outcomes.duckdb")
+
+#: The six canonical tables, in dependency order.
+CANONICAL_TABLES: tuple[str, ...] = tuple(TABLE_SPECS)
+
+#: Columns of ``ingest_log``: one row per source table per ingest.
+INGEST_LOG_SCHEMA: dict[str, pl.DataType] = {
+    "ingest_id": pl.Int64(),
+    "ingested_at_utc": pl.Datetime("us"),
+    "source_path": pl.String(),
+    "source_format": pl.String(),
+    "sha256": pl.String(),
+    "table_name": pl.String(),
+    "schema_version": pl.String(),
+    "package_version": pl.String(),
+    "rows_read": pl.Int64(),
+    "rows_stored": pl.Int64(),
+    "rows_inserted": pl.Int64(),
+    "rows_updated": pl.Int64(),
+    "rows_unchanged": pl.Int64(),
+    "rows_quarantined": pl.Int64(),
+}
+
+#: Columns of ``quarantine``: one row per rejected source row. ``record`` is a JSON object of the raw values
+#: as read (strings), ``errors`` a JSON list of ``{column, value, rule, message}``.
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "ingest_id": pl.Int64(),
+    "source_path": pl.String(),
+    "sha256": pl.String(),
+    "table_name": pl.String(),
+    "row_number": pl.Int64(),
+    "record": pl.String(),
+    "errors": pl.String(),
+}
+
+_DUCK_TYPES: dict[type[pl.DataType], str] = {
+    pl.String: "VARCHAR",
+    pl.Int64: "BIGINT",
+    pl.Float64: "DOUBLE",
+    pl.Date: "DATE",
+    pl.Boolean: "BOOLEAN",
+    pl.Datetime: "TIMESTAMP",
+}
+
+
+@dataclass(frozen=True)
+class WriteCounts:
+    """What one upsert did to one table.
+
+    ``stored = inserted + updated + unchanged`` is the number of rows of the written frame now in the store.
+    """
+
+    table: str
+    inserted: int
+    updated: int
+    unchanged: int
+
+    @property
+    def stored(self) -> int:
+        """Rows of the written frame that are in the store after the write."""
+        return self.inserted + self.updated + self.unchanged
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _ddl(table: str, schema: Mapping[str, pl.DataType]) -> str:
+    cols = ", ".join(f"{_q(c)} {_DUCK_TYPES[t.base_type()]}" for c, t in schema.items())
+    return f"CREATE TABLE IF NOT EXISTS {_q(table)} ({cols})"
+
+
+def _package_version() -> str:
+    from sciatica_outcomes import __version__  # noqa: PLC0415 - avoid an import cycle at module load
+
+    return __version__
+
+
+class Store:
+    """An embedded DuckDB store of the canonical tables.
+
+    Parameters
+    ----------
+    path : str or Path
+        DuckDB file; created (with its parent directory) unless ``read_only``.
+    read_only : bool
+        Open without write access (several readers may share the file; no writer may hold it).
+
+    Raises
+    ------
+    StoreError
+        If the file cannot be opened (missing in read-only mode, locked by another process, not a DuckDB
+        file) or was written by an incompatible schema version.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise StoreError(
+                f"store {self.path} does not exist: run `sciatica-outcomes ingest ... --db {self.path}` first"
+            )
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(
+                f"cannot open store {self.path}: {exc}. Is another process writing to it? "
+                "Close it, or pass another --db."
+            ) from exc
+        self._closed = False
+        if not read_only:
+            self._create()
+        self._check_version()
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if not self._closed:
+            self._con.close()
+            self._closed = True
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, read_only={self.read_only})"
+
+    def _create(self) -> None:
+        with self.transaction():
+            for name, spec in TABLE_SPECS.items():
+                self._exec(_ddl(name, spec.dtypes))
+            self._exec(_ddl("ingest_log", INGEST_LOG_SCHEMA))
+            self._exec(_ddl("quarantine", QUARANTINE_SCHEMA))
+            self._exec("CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR, value VARCHAR)")
+            has = self._exec("SELECT count(*) FROM store_meta WHERE key = 'schema_version'")
+            if has[0][0] == 0:
+                self._exec("INSERT INTO store_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+
+    def _check_version(self) -> None:
+        if "store_meta" not in self._existing_tables():
+            return
+        rows = self._exec("SELECT value FROM store_meta WHERE key = 'schema_version'")
+        row = rows[0] if rows else None
+        if row is not None and row[0].split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            raise StoreError(
+                f"store {self.path} holds schema version {row[0]}, this package writes {SCHEMA_VERSION}: "
+                "migrate the store or use a new --db"
+            )
+
+    def _exec(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Execute one statement and fetch its whole result (DuckDB needs results consumed)."""
+        cur = self._con.execute(sql, params) if params is not None else self._con.execute(sql)
+        return cur.fetchall() if cur.description is not None else []
+
+    def _existing_tables(self) -> set[str]:
+        rows = self._exec("SELECT table_name FROM duckdb_tables() WHERE NOT temporary")
+        return {r[0] for r in rows}
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"store {self.path} was opened read-only: open it with read_only=False to write")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """Run the body in one DuckDB transaction: commit on success, roll back on any exception."""
+        self._exec("BEGIN TRANSACTION")
+        try:
+            yield self
+        except BaseException:
+            self._exec("ROLLBACK")
+            raise
+        self._exec("COMMIT")
+
+    # ------------------------------------------------------------------ reading
+    def read(self, table: str) -> pl.DataFrame:
+        """Return a whole table as a polars frame, sorted by its key.
+
+        Parameters
+        ----------
+        table : str
+            A canonical table, ``"ingest_log"`` or ``"quarantine"``.
+
+        Returns
+        -------
+        polars.DataFrame
+            Canonical tables have the canonical columns and dtypes (as produced by
+            ``sciatica_outcomes.synth.generate_cohort``), sorted by primary key.
+        """
+        if table in TABLE_SPECS:
+            schema: Mapping[str, pl.DataType] = TABLE_SPECS[table].dtypes
+            order = TABLE_SPECS[table].key
+        elif table == "ingest_log":
+            schema, order = INGEST_LOG_SCHEMA, ("ingest_id", "table_name", "source_path")
+        elif table == "quarantine":
+            schema, order = QUARANTINE_SCHEMA, ("ingest_id", "source_path", "table_name", "row_number")
+        else:
+            raise StoreError(
+                f"unknown table {table!r}: expected one of {', '.join(CANONICAL_TABLES)}, "
+                "ingest_log, quarantine"
+            )
+        if table not in self._existing_tables():
+            return pl.DataFrame(schema=dict(schema))
+        cols = ", ".join(_q(c) for c in schema)
+        keys = ", ".join(_q(c) for c in order)
+        frame = pl.from_arrow(
+            self._con.sql(f"SELECT {cols} FROM {_q(table)} ORDER BY {keys}").to_arrow_table()
+        )
+        return frame.cast(dict(schema))
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        """Return the six canonical tables, keyed by name."""
+        return {name: self.read(name) for name in CANONICAL_TABLES}
+
+    def quarantined(self, table: str) -> pl.DataFrame:
+        """Return the quarantined rows of one table with their raw values spread into columns.
+
+        Returns
+        -------
+        polars.DataFrame
+            ``ingest_id, source_path, row_number, errors`` followed by one String column per raw source
+            column, exactly as read.
+        """
+        q = self.read("quarantine").filter(pl.col("table_name") == table)
+        if q.is_empty():
+            return q.select("ingest_id", "source_path", "row_number", "errors")
+        records = pl.DataFrame(q["record"].str.json_decode(infer_schema_length=None)).unnest("record")
+        records = records.select(pl.all().cast(pl.String))
+        return pl.concat(
+            [q.select("ingest_id", "source_path", "row_number", "errors"), records], how="horizontal"
+        )
+
+    # ------------------------------------------------------------------ writing
+    def write(self, table: str, frame: pl.DataFrame, *, source: str) -> WriteCounts:
+        """Upsert a canonical frame by primary key in one transaction and log it.
+
+        Parameters
+        ----------
+        table : str
+            Canonical table name.
+        frame : polars.DataFrame
+            Canonical columns (optional ones may be missing: they are stored as null); the key must be
+            non-null and unique. Validate with ``sciatica_outcomes.ingest.validate_frames`` first.
+        source : str
+            Where the rows come from; recorded in ``ingest_log.source_path``.
+
+        Returns
+        -------
+        WriteCounts
+            Rows inserted, updated (key existed with different values) and unchanged.
+        """
+        self._writable()
+        with self.transaction():
+            counts = self._upsert(table, frame)
+            ingest_id = self.next_ingest_id()
+            self.append_log(
+                [
+                    {
+                        "ingest_id": ingest_id,
+                        "source_path": source,
+                        "source_format": "frame",
+                        "sha256": None,
+                        "table_name": table,
+                        "rows_read": frame.height,
+                        "rows_quarantined": 0,
+                        "counts": counts,
+                    }
+                ]
+            )
+        return counts
+
+    def next_ingest_id(self) -> int:
+        """The id the next ``ingest_log`` entry should use (call inside the writing transaction)."""
+        return int(self._exec("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingest_log")[0][0])
+
+    def append_log(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Append ``ingest_log`` rows.
+
+        Each entry holds ``ingest_id, source_path, source_format, sha256, table_name, rows_read,
+        rows_quarantined`` and ``counts`` (a :class:`WriteCounts`, or None when nothing was written).
+        """
+        now = datetime.now(UTC).replace(tzinfo=None)
+        rows = []
+        for e in entries:
+            c: WriteCounts | None = e["counts"]
+            rows.append(
+                {
+                    "ingest_id": e["ingest_id"],
+                    "ingested_at_utc": now,
+                    "source_path": e["source_path"],
+                    "source_format": e["source_format"],
+                    "sha256": e["sha256"],
+                    "table_name": e["table_name"],
+                    "schema_version": SCHEMA_VERSION,
+                    "package_version": _package_version(),
+                    "rows_read": e["rows_read"],
+                    "rows_stored": c.stored if c else 0,
+                    "rows_inserted": c.inserted if c else 0,
+                    "rows_updated": c.updated if c else 0,
+                    "rows_unchanged": c.unchanged if c else 0,
+                    "rows_quarantined": e["rows_quarantined"],
+                }
+            )
+        frame = pl.DataFrame(rows, schema=INGEST_LOG_SCHEMA)
+        self._con.register("_log_rows", frame)
+        try:
+            self._exec("INSERT INTO ingest_log SELECT * FROM _log_rows")
+        finally:
+            self._con.unregister("_log_rows")
+
+    def append_quarantine(self, frame: pl.DataFrame) -> int:
+        """Append quarantined rows, skipping rows already quarantined from the same file content.
+
+        Parameters
+        ----------
+        frame : polars.DataFrame
+            Columns of :data:`QUARANTINE_SCHEMA`.
+
+        Returns
+        -------
+        int
+            Rows added (a re-ingest of the same file adds none).
+        """
+        if frame.is_empty():
+            return 0
+        frame = frame.select(list(QUARANTINE_SCHEMA)).cast(dict(QUARANTINE_SCHEMA))
+        self._con.register("_q_rows", frame)
+        try:
+            before = self._count("quarantine")
+            self._exec(
+                """
+                INSERT INTO quarantine
+                SELECT n.* FROM _q_rows n
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM quarantine q
+                    WHERE q.sha256 IS NOT DISTINCT FROM n.sha256 AND q.table_name = n.table_name
+                      AND q.row_number = n.row_number AND q.source_path = n.source_path
+                )
+                """
+            )
+            return self._count("quarantine") - before
+        finally:
+            self._con.unregister("_q_rows")
+
+    def _count(self, table: str) -> int:
+        return int(self._exec(f"SELECT count(*) FROM {_q(table)}")[0][0])
+
+    def _conform(self, table: str, frame: pl.DataFrame) -> pl.DataFrame:
+        spec = TABLE_SPECS.get(table)
+        if spec is None:
+            raise StoreError(f"unknown table {table!r}: expected one of {', '.join(CANONICAL_TABLES)}")
+        missing = [c for c in spec.required_columns + spec.key if c not in frame.columns]
+        if missing:
+            raise DataValidationError(
+                f"cannot write {table}: required column(s) {', '.join(dict.fromkeys(missing))} missing"
+            )
+        unknown = [c for c in frame.columns if c not in spec.dtypes]
+        if unknown:
+            raise DataValidationError(f"cannot write {table}: unknown column(s) {', '.join(unknown)}")
+        wrong = [
+            f"{c} is {frame.schema[c]}, expected {t}"
+            for c, t in spec.dtypes.items()
+            if c in frame.columns and frame.schema[c] != t and frame.schema[c] != pl.Null
+        ]
+        if wrong:
+            raise DataValidationError(f"cannot write {table}: {'; '.join(wrong)}")
+        out = frame.select(
+            [
+                pl.col(c).cast(t) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
+                for c, t in spec.dtypes.items()
+            ]
+        )
+        key = list(spec.key)
+        null_keys = out.select(pl.any_horizontal(pl.col(key).is_null()).sum()).item()
+        if null_keys:
+            raise DataValidationError(f"cannot write {table}: {null_keys} row(s) with an empty key ({key})")
+        if out.select(key).is_duplicated().any():
+            raise DataValidationError(f"cannot write {table}: duplicate keys ({', '.join(key)})")
+        return out
+
+    def _upsert(self, table: str, frame: pl.DataFrame) -> WriteCounts:
+        """Upsert inside the caller's transaction."""
+        frame = self._conform(table, frame)
+        n = frame.height
+        if n == 0:
+            return WriteCounts(table, 0, 0, 0)
+        spec = TABLE_SPECS[table]
+        cols = list(spec.dtypes)
+        col_sql = ", ".join(_q(c) for c in cols)
+        self._con.register("_incoming", frame)
+        try:
+            if self._count(table) == 0:
+                self._exec(f"INSERT INTO {_q(table)} SELECT {col_sql} FROM _incoming")
+                return WriteCounts(table, n, 0, 0)
+            on = " AND ".join(f"i.{_q(k)} = e.{_q(k)}" for k in spec.key)
+            first_key = _q(spec.key[0])
+            differs = " OR ".join(f"i.{_q(c)} IS DISTINCT FROM e.{_q(c)}" for c in cols if c not in spec.key)
+            self._exec(
+                f"""
+                CREATE OR REPLACE TEMP TABLE _stage AS
+                SELECT i.*, e.{first_key} IS NULL AS _new,
+                       e.{first_key} IS NOT NULL AND ({differs or "FALSE"}) AS _changed
+                FROM _incoming i LEFT JOIN {_q(table)} e ON {on}
+                """
+            )
+            row = self._exec("SELECT count(*) FILTER (_new), count(*) FILTER (_changed) FROM _stage")[0]
+            inserted, updated = int(row[0]), int(row[1])
+            if updated:
+                match = " AND ".join(f"{_q(table)}.{_q(k)} = s.{_q(k)}" for k in spec.key)
+                self._exec(f"DELETE FROM {_q(table)} USING _stage s WHERE s._changed AND {match}")
+            if inserted or updated:
+                self._exec(f"INSERT INTO {_q(table)} SELECT {col_sql} FROM _stage WHERE _new OR _changed")
+            self._exec("DROP TABLE _stage")
+            return WriteCounts(table, inserted, updated, n - inserted - updated)
+        finally:
+            self._con.unregister("_incoming")
+
+    def write_ingest(
+        self,
+        parts: Sequence[Mapping[str, Any]],
+        quarantine: pl.DataFrame,
+        *,
+        on_step: Callable[[str, str], None] | None = None,
+    ) -> tuple[int, list[WriteCounts]]:
+        """Store one ingest in a single transaction: upserts, quarantine rows and log entries.
+
+        Parameters
+        ----------
+        parts : sequence of mapping
+            One entry per source table: ``table``, ``frame`` (its valid canonical rows), ``source_path``,
+            ``source_format``, ``sha256``, ``rows_read``, ``rows_quarantined``. Parts are upserted in
+            table dependency order, each on its own, so the counts of every source are exact (a later source
+            with the same key updates an earlier one).
+        quarantine : polars.DataFrame
+            Rejected rows (:data:`QUARANTINE_SCHEMA` without ``ingest_id``; it is filled in here).
+        on_step : callable, optional
+            Called as ``on_step(stage, table)`` inside the transaction after each part is written (progress
+            reporting).
+
+        Returns
+        -------
+        tuple of (int, list of WriteCounts)
+            The ingest id and the counts per part, in the order of ``parts``.
+        """
+        self._writable()
+        order = {t: i for i, t in enumerate(CANONICAL_TABLES)}
+        ranked = sorted(range(len(parts)), key=lambda i: order[parts[i]["table"]])
+        counts: list[WriteCounts | None] = [None] * len(parts)
+        with self.transaction():
+            ingest_id = self.next_ingest_id()
+            for i in ranked:
+                counts[i] = self._upsert(parts[i]["table"], parts[i]["frame"])
+                if on_step is not None:
+                    on_step("stored", parts[i]["table"])
+            if not quarantine.is_empty():
+                self.append_quarantine(
+                    quarantine.with_columns(pl.lit(ingest_id, pl.Int64).alias("ingest_id"))
+                )
+            if on_step is not None:
+                on_step("quarantined", "quarantine")
+            self.append_log(
+                [
+                    {
+                        "ingest_id": ingest_id,
+                        "source_path": p["source_path"],
+                        "source_format": p["source_format"],
+                        "sha256": p["sha256"],
+                        "table_name": p["table"],
+                        "rows_read": p["rows_read"],
+                        "rows_quarantined": p["rows_quarantined"],
+                        "counts": c,
+                    }
+                    for p, c in zip(parts, counts, strict=True)
+                ]
+            )
+        return ingest_id, [c for c in counts if c is not None]
+
+
+def records_json(frame: pl.DataFrame) -> pl.Series:
+    """One JSON object per row of a frame of raw values (used for ``quarantine.record``)."""
+    if frame.width == 0:
+        return pl.Series("record", ["{}"] * frame.height, dtype=pl.String)
+    return frame.select(pl.struct(pl.all()).struct.json_encode().alias("record")).to_series()
+
+
+def errors_json(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Serialise one row's errors for ``quarantine.errors``."""
+    return json.dumps(list(errors), ensure_ascii=False)
