@@ -162,7 +162,9 @@ class ClinicalConfig:
     psfs_max_items: int = _f(5, "Stratford et al. 1995", "most PSFS activities for a score")
     # --- visits and change ----------------------------------------------------------------------------
     baseline_before_days: int = _f(
-        21, "convention (protocol choice)", "baseline window starts this many days before episode start"
+        14,
+        "convention; matches the store's tolerance for measures before episode start (schemas.measures)",
+        "baseline window starts this many days before episode start",
     )
     baseline_after_days: int = _f(
         7, "convention (protocol choice)", "baseline window ends this many days after episode start"
