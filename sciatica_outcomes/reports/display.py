@@ -1,0 +1,207 @@
+"""What report notebooks use to show a table or a figure: private, accessible and saved beside the report.
+
+Every table passes through :func:`sciatica_outcomes.reports.privacy.suppress_counts` and is written to
+``tables/<name>.csv`` with spreadsheet-safe cells; every figure is saved to ``figures/<name>.png`` and shown
+inline with its alt text.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+import polars as pl
+
+from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_counts, write_safe_csv
+
+mpl.use("Agg")
+import matplotlib.pyplot as plt
+
+__all__ = ["PALETTE", "HtmlBlock", "ReportWriter", "apply_style"]
+
+#: Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008), in the order figures use it.
+PALETTE: tuple[str, ...] = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#56B4E9",
+    "#F0E442",
+    "#000000",
+)
+
+
+def apply_style() -> None:
+    """Set matplotlib defaults for report figures (palette, sizes, readable fonts)."""
+    plt.rcParams.update(
+        {
+            "axes.prop_cycle": mpl.cycler(color=list(PALETTE)),
+            "figure.figsize": (7.0, 3.8),
+            "figure.dpi": 110,
+            "savefig.dpi": 110,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "font.size": 10,
+            "legend.frameon": False,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class HtmlBlock:
+    """A piece of HTML that Jupyter displays as rich output (``_repr_html_``)."""
+
+    html: str
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+
+def _fmt(value: Any, digits: int) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return html.escape(str(value))
+
+
+class ReportWriter:
+    """Writes a report's tables and figures and returns their HTML.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The report directory; ``tables/`` and ``figures/`` are created inside it.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.tables_dir = self.out_dir / "tables"
+        self.figures_dir = self.out_dir / "figures"
+        self.tables_dir.mkdir(parents=True, exist_ok=True)
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        self.figures: list[dict[str, str]] = []
+        self.tables: list[dict[str, str]] = []
+        self.models: list[dict[str, Any]] = []
+        self.extra: dict[str, Any] = {}
+        apply_style()
+
+    def record_model(self, spec: dict[str, Any]) -> None:
+        """Record a fitted model's specification (formula, method, convergence) for the provenance."""
+        self.models.append(spec)
+
+    def finish(self, **extra: Any) -> Path:
+        """Write ``report_manifest.json`` (tables, figures, models, extras) for the provenance."""
+        self.extra.update(extra)
+        path = self.out_dir / "report_manifest.json"
+        manifest = {"tables": self.tables, "figures": self.figures, "models": self.models, **self.extra}
+        path.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+        return path
+
+    def table(
+        self,
+        frame: pl.DataFrame,
+        name: str,
+        caption: str,
+        *,
+        count_cols: Sequence[str] = (),
+        n_col: str | None = None,
+        digits: int = 1,
+        note: str | None = None,
+    ) -> HtmlBlock:
+        """Suppress, save and render a table.
+
+        Parameters
+        ----------
+        frame : polars.DataFrame
+            The table, one row per category.
+        name : str
+            File stem of ``tables/<name>.csv``.
+        caption : str
+            Caption shown above the table.
+        count_cols : sequence of str
+            Count columns: suppressed together (primary + complementary, see ``suppress_table``).
+        n_col : str, optional
+            The column holding each row's number of patients; every other statistic of a row whose
+            ``n_col`` is 1-10 is withheld as well (a mean of three patients is as identifying as the count).
+        digits : int
+            Decimal places for floating-point columns.
+        note : str, optional
+            A footnote under the table.
+        """
+        cols = list(count_cols)
+        if n_col is not None and n_col not in cols:
+            cols.append(n_col)
+        if n_col is not None:
+            small = frame[n_col].fill_null(0).is_between(LOW, HIGH)
+        else:
+            small = pl.Series([False] * frame.height)
+        shown = suppress_counts(frame, cols) if cols else frame
+        stat_cols = [c for c in frame.columns if c not in cols and frame.schema[c].is_numeric()]
+        if stat_cols:
+            shown = shown.with_columns(
+                pl.when(small).then(None).otherwise(pl.col(c)).alias(c) for c in stat_cols
+            )
+        write_safe_csv(shown, self.tables_dir / f"{name}.csv")
+        self.tables.append({"name": name, "caption": caption, "file": f"tables/{name}.csv"})
+        head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in shown.columns)
+        rows = ("".join(f"<td>{_fmt(v, digits)}</td>" for v in row) for row in shown.iter_rows())
+        body = "".join(f"<tr>{r}</tr>" for r in rows)
+        foot = f'<p class="note">{html.escape(note)}</p>' if note else ""
+        suppressed_note = (
+            f'<p class="note">{SUPPRESSED} = withheld to protect privacy (a count of 1-10, or a value from '
+            "which one could be worked out).</p>"
+            if any(SUPPRESSED in str(v) for col in cols for v in shown[col].to_list())
+            else ""
+        )
+        return HtmlBlock(
+            f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>{suppressed_note}{foot}"
+        )
+
+    def figure(self, fig: Any, name: str, alt: str, caption: str) -> HtmlBlock:
+        """Save a matplotlib figure to ``figures/<name>.png`` and return it inline with alt text.
+
+        Parameters
+        ----------
+        fig : matplotlib.figure.Figure
+            The figure (closed after saving).
+        name : str
+            File stem.
+        alt : str
+            Text alternative describing what the figure shows (read by screen readers).
+        caption : str
+            Visible caption.
+        """
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        plt.close(fig)
+        data = buf.getvalue()
+        (self.figures_dir / f"{name}.png").write_bytes(data)
+        self.figures.append({"name": name, "alt": alt, "caption": caption, "file": f"figures/{name}.png"})
+        encoded = base64.b64encode(data).decode("ascii")
+        return HtmlBlock(
+            f'<figure><img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+
+    def alert(self, title: str, body_html: str) -> HtmlBlock:
+        """A boxed alert that cannot be missed (used for unactioned red flags)."""
+        return HtmlBlock(f'<div class="alert" role="alert"><h3>{html.escape(title)}</h3>{body_html}</div>')
+
+    def headline(self, figures: Sequence[tuple[str, str]]) -> HtmlBlock:
+        """A grid of headline figures: (label, already-safe value) pairs."""
+        cells = "".join(f"<div><b>{html.escape(v)}</b>{html.escape(k)}</div>" for k, v in figures)
+        return HtmlBlock(f'<div class="headline">{cells}</div>')
