@@ -1,0 +1,222 @@
+"""Pain response to sessions: pain-monitoring bands, spikes, flares, week-to-week rise and trend."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from sciatica_outcomes.config import ClinicalConfig
+
+__all__ = ["episode_pain", "session_pain", "weekly_pain"]
+
+
+def session_pain(
+    sessions: pl.DataFrame,
+    session_exercises: pl.DataFrame | None = None,
+    config: ClinicalConfig | None = None,
+) -> pl.DataFrame:
+    """Classify the pain response of every completed session.
+
+    Parameters
+    ----------
+    sessions : polars.DataFrame
+        Canonical sessions (``pain_before, pain_after, pain_next_day`` 0-10, any may be null).
+    session_exercises : polars.DataFrame, optional
+        Canonical exercise rows; their highest ``pain_during`` counts as activity pain.
+    config : ClinicalConfig, optional
+        Pain bands, flare rise and the settling window.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per completed session: ``session_id, episode_id, session_date, pain_before, pain_after,
+        pain_next_day, activity_pain, pain_band, spike, settle_check, settled, flare, settle_unknown``.
+
+    Notes
+    -----
+    - ``activity_pain = max(pain_after, max pain_during)``; ``pain_band`` = "safe" when
+      ``<= pain_safe_max`` (2), "acceptable" when ``<= pain_acceptable_max`` (5), else "high_risk"
+      (Thomee 1997 pain-monitoring model).
+    - ``spike``: ``pain_after - pain_before >= flare_rise_points`` or
+      ``pain_next_day - pain_before >= flare_rise_points`` (2 points).
+    - ``settle_check``: the next-day rating; when it is missing, the ``pain_before`` of the episode's next
+      completed session if that starts within ``settle_hours`` (48 h = 2 calendar days).
+    - ``settled = settle_check - pain_before < flare_rise_points``; ``flare = spike & ~settled``; a spike
+      without any check is ``settle_unknown`` (not counted as a flare, reported).
+
+    Validated against: the planted flares of the synthetic cohort (``tests/derive/test_pain.py``); rule
+    from Thomee, Phys Ther 1997;77:1690 and Silbernagel et al., AJSM 2007;35:897 (domain.md §3).
+    """
+    config = config or ClinicalConfig()
+    s = sessions
+    for col in ("pain_before", "pain_after", "pain_next_day"):
+        if col not in s.columns:
+            s = s.with_columns(pl.lit(None, pl.Float64).alias(col))
+    done = (
+        s.filter(pl.col("status") == "completed")
+        .select(
+            "session_id",
+            "episode_id",
+            "session_date",
+            pl.col("pain_before", "pain_after", "pain_next_day").cast(pl.Float64),
+        )
+        .sort("episode_id", "session_date", "session_id")
+    )
+    if session_exercises is not None and "pain_during" in session_exercises.columns:
+        during = session_exercises.group_by("session_id").agg(
+            pl.col("pain_during").cast(pl.Float64).max().alias("_during")
+        )
+        done = done.join(during, on="session_id", how="left")
+    else:
+        done = done.with_columns(pl.lit(None, pl.Float64).alias("_during"))
+    settle_days = config.settle_hours / 24.0
+    rise = config.flare_rise_points
+    nxt_date = pl.col("session_date").shift(-1).over("episode_id")
+    nxt_before = pl.col("pain_before").shift(-1).over("episode_id")
+    within = (nxt_date - pl.col("session_date")).dt.total_days() <= settle_days
+    out = done.with_columns(
+        pl.max_horizontal("pain_after", "_during").alias("activity_pain"),
+        pl.coalesce(pl.col("pain_next_day"), pl.when(within).then(nxt_before)).alias("settle_check"),
+    ).with_columns(
+        pl.when(pl.col("activity_pain").is_null())
+        .then(None)
+        .when(pl.col("activity_pain") <= config.pain_safe_max)
+        .then(pl.lit("safe"))
+        .when(pl.col("activity_pain") <= config.pain_acceptable_max)
+        .then(pl.lit("acceptable"))
+        .otherwise(pl.lit("high_risk"))
+        .alias("pain_band"),
+        (
+            ((pl.col("pain_after") - pl.col("pain_before")) >= rise).fill_null(False)
+            | ((pl.col("pain_next_day") - pl.col("pain_before")) >= rise).fill_null(False)
+        ).alias("spike"),
+        ((pl.col("settle_check") - pl.col("pain_before")) < rise).alias("settled"),
+    )
+    return out.with_columns(
+        (pl.col("spike") & (pl.col("settled") == False)).fill_null(False).alias("flare"),  # noqa: E712
+        (pl.col("spike") & pl.col("settled").is_null()).alias("settle_unknown"),
+    ).select(
+        "session_id",
+        "episode_id",
+        "session_date",
+        "pain_before",
+        "pain_after",
+        "pain_next_day",
+        "activity_pain",
+        "pain_band",
+        "spike",
+        "settle_check",
+        "settled",
+        "flare",
+        "settle_unknown",
+    )
+
+
+def weekly_pain(
+    session_pain_frame: pl.DataFrame,
+    episodes: pl.DataFrame,
+    config: ClinicalConfig | None = None,
+) -> pl.DataFrame:
+    """Weekly mean pre-session pain per episode and week-to-week rises.
+
+    Parameters
+    ----------
+    session_pain_frame : polars.DataFrame
+        Output of :func:`session_pain`.
+    episodes : polars.DataFrame
+        Canonical episodes (``start_date``).
+    config : ClinicalConfig, optional
+        ``weekly_rise_points``.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``episode_id, program_week, mean_pain_before, n_sessions, rise, rising`` with ``program_week =
+        floor((session_date - start_date) / 7)``, ``rise`` = change from the previous observed week and
+        ``rising = rise >= weekly_rise_points`` (pain must not rise week to week: Thomee 1997).
+    """
+    config = config or ClinicalConfig()
+    return (
+        session_pain_frame.join(episodes.select("episode_id", "start_date"), on="episode_id")
+        .with_columns(
+            ((pl.col("session_date") - pl.col("start_date")).dt.total_days() // 7).alias("program_week")
+        )
+        .group_by("episode_id", "program_week")
+        .agg(pl.col("pain_before").mean().alias("mean_pain_before"), pl.len().alias("n_sessions"))
+        .sort("episode_id", "program_week")
+        .with_columns(pl.col("mean_pain_before").diff().over("episode_id").alias("rise"))
+        .with_columns((pl.col("rise") >= config.weekly_rise_points).fill_null(False).alias("rising"))
+    )
+
+
+def episode_pain(
+    session_pain_frame: pl.DataFrame,
+    episodes: pl.DataFrame,
+    config: ClinicalConfig | None = None,
+) -> pl.DataFrame:
+    """Per-episode pain response: flare count and rate, band counts, weekly rises and the pain trend.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``episode_id, n_completed_with_pain, n_spikes, n_flares, n_settle_unknown, flare_rate_per_100,
+        n_high_risk, n_rising_weeks, pain_before_slope_per_week``.
+
+    Notes
+    -----
+    ``flare_rate_per_100 = 100 * n_flares / n_completed`` (completed sessions); the trend is the least-squares
+    slope of ``pain_before`` on weeks since start, ``sum((t - t̄)(y - ȳ)) / sum((t - t̄)^2)``, null with
+    fewer than two distinct weeks.
+    """
+    config = config or ClinicalConfig()
+    d = session_pain_frame.join(episodes.select("episode_id", "start_date"), on="episode_id").with_columns(
+        ((pl.col("session_date") - pl.col("start_date")).dt.total_days() / 7.0).alias("_t")
+    )
+    y = d.filter(pl.col("pain_before").is_not_null())
+    tc = pl.col("_t") - pl.col("_t").mean()
+    slope = y.group_by("episode_id").agg(
+        pl.when((tc**2).sum() > 0)
+        .then((tc * (pl.col("pain_before") - pl.col("pain_before").mean())).sum() / (tc**2).sum())
+        .alias("pain_before_slope_per_week")
+    )
+    counts = d.group_by("episode_id").agg(
+        pl.len().alias("n_completed"),
+        pl.col("pain_before").is_not_null().sum().alias("n_completed_with_pain"),
+        pl.col("spike").sum().alias("n_spikes"),
+        pl.col("flare").sum().alias("n_flares"),
+        pl.col("settle_unknown").sum().alias("n_settle_unknown"),
+        (pl.col("pain_band") == "high_risk").sum().alias("n_high_risk"),
+    )
+    rising = (
+        weekly_pain(session_pain_frame, episodes, config)
+        .group_by("episode_id")
+        .agg(pl.col("rising").sum().alias("n_rising_weeks"))
+    )
+    return (
+        episodes.select("episode_id")
+        .join(counts, on="episode_id", how="left")
+        .join(rising, on="episode_id", how="left")
+        .join(slope, on="episode_id", how="left")
+        .with_columns(
+            pl.col("n_completed", "n_completed_with_pain", "n_spikes", "n_flares", "n_settle_unknown")
+            .fill_null(0)
+            .cast(pl.Int64),
+            pl.col("n_high_risk", "n_rising_weeks").fill_null(0).cast(pl.Int64),
+        )
+        .with_columns(
+            pl.when(pl.col("n_completed") > 0)
+            .then(100.0 * pl.col("n_flares") / pl.col("n_completed"))
+            .alias("flare_rate_per_100")
+        )
+        .select(
+            "episode_id",
+            "n_completed_with_pain",
+            "n_spikes",
+            "n_flares",
+            "n_settle_unknown",
+            "flare_rate_per_100",
+            "n_high_risk",
+            "n_rising_weeks",
+            "pain_before_slope_per_week",
+        )
+        .sort("episode_id")
+    )
