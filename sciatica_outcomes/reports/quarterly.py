@@ -1,0 +1,431 @@
+"""The computations behind the quarterly clinic outcome report.
+
+Every figure and table of ``notebooks/quarterly_report.ipynb`` comes from a function here, so the report can
+be reproduced from Python in a few lines::
+
+    from sciatica_outcomes.reports import quarterly
+    inputs = quarterly.load_inputs("data/outcomes.duckdb", "2026Q3")
+    quarterly.patient_flow(inputs)
+
+Data are taken *as of the last day of the quarter*: rows dated after it are ignored and an episode that ended
+later is still active, so re-running a past quarter's report on a newer store gives the same numbers unless
+data about that past were corrected. Which episodes count for which section is defined once, in
+:data:`COHORT_RULES`, and printed in the report's methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes.errors import ReportParameterError
+from sciatica_outcomes.schemas import SCHEMA_VERSION
+from sciatica_outcomes.store import CANONICAL_TABLES, Store
+
+__all__ = [
+    "COHORT_RULES",
+    "END_REASONS",
+    "Quarter",
+    "QuarterlyInputs",
+    "as_of",
+    "case_mix",
+    "data_quality",
+    "load_inputs",
+    "patient_flow",
+    "table_hashes",
+    "validate_parameters",
+]
+
+#: Which episodes count for which section of the report (printed in the methods section).
+COHORT_RULES: dict[str, str] = {
+    "enrolled": "episodes whose start date falls in the quarter",
+    "active": "episodes that started on or before the last day of the quarter and had not ended before its "
+    "first day",
+    "ended": "episodes whose end date falls in the quarter, by recorded end reason",
+    "outcomes": "change from baseline: episodes that ended in the quarter; model-based trajectories: every "
+    "assessment of every episode up to the last day of the quarter",
+    "safety": "red-flag screens and sessions dated in the quarter, plus every unactioned red-flag alert "
+    "still open at the end of the quarter whatever its date",
+    "adherence": "sessions scheduled in the quarter for episodes active in the quarter",
+    "trend": "the same definitions applied to each of the four previous quarters",
+}
+
+#: End reasons in display order (canonical vocabulary of ``episodes.end_reason``).
+END_REASONS: tuple[str, ...] = ("completed", "dropped_out", "referred", "surgery", "injection", "other")
+
+_QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
+_DATE_COLUMNS: dict[str, str] = {
+    "sessions": "session_date",
+    "measures": "assessed_on",
+    "questionnaire_items": "assessed_on",
+    "symptom_checks": "checked_on",
+}
+
+
+@dataclass(frozen=True, order=True)
+class Quarter:
+    """A calendar quarter such as ``2026Q3`` (1 July - 30 September 2026)."""
+
+    year: int
+    number: int
+
+    @classmethod
+    def parse(cls, label: str) -> Quarter:
+        """Parse ``YYYYQn``; raises ``ReportParameterError`` on anything else."""
+        m = _QUARTER.match(str(label).strip())
+        if m is None:
+            raise ReportParameterError(f"quarter must look like 2026Q3 (year, 'Q', 1-4); got {label!r}")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    @property
+    def label(self) -> str:
+        """``YYYYQn``."""
+        return f"{self.year}Q{self.number}"
+
+    @property
+    def start(self) -> date:
+        """First day of the quarter."""
+        return date(self.year, 3 * self.number - 2, 1)
+
+    @property
+    def end(self) -> date:
+        """Last day of the quarter."""
+        nxt = Quarter(self.year + (self.number == 4), self.number % 4 + 1)
+        return nxt.start - timedelta(days=1)
+
+    def shift(self, quarters: int) -> Quarter:
+        """The quarter ``quarters`` later (negative: earlier)."""
+        idx = self.year * 4 + (self.number - 1) + quarters
+        return Quarter(idx // 4, idx % 4 + 1)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+@dataclass(frozen=True)
+class QuarterlyInputs:
+    """Everything a quarterly report reads, as of the end of the quarter.
+
+    Attributes
+    ----------
+    quarter : Quarter
+    clinic : str or None
+        The clinic the report is restricted to, or ``None`` for all clinics.
+    config : ClinicalConfig
+    tables : dict of polars.DataFrame
+        The six canonical tables as of the end of the quarter (and restricted to the clinic).
+    history : dict of polars.DataFrame
+        The same tables unrestricted by date (for the trend over previous quarters), clinic-restricted.
+    quarantine, ingest_log : polars.DataFrame
+        The store's quarantine and ingest log (data quality and provenance).
+    """
+
+    quarter: Quarter
+    clinic: str | None
+    config: ClinicalConfig
+    tables: dict[str, pl.DataFrame]
+    history: dict[str, pl.DataFrame]
+    quarantine: pl.DataFrame
+    ingest_log: pl.DataFrame
+    db: Path = field(default=Path("."))
+
+
+def as_of(tables: dict[str, pl.DataFrame], day: date) -> dict[str, pl.DataFrame]:
+    """The canonical tables as they stood at the end of ``day``.
+
+    Episodes that started after ``day`` are dropped; an end date (and reason) after ``day`` is cleared, so the
+    episode counts as active; dated rows after ``day`` are dropped.
+    """
+    ep = tables["episodes"].filter(pl.col("start_date") <= day)
+    ended_later = pl.col("end_date").is_not_null() & (pl.col("end_date") > day)
+    ep = ep.with_columns(
+        pl.when(ended_later).then(None).otherwise(pl.col("end_date")).alias("end_date"),
+        pl.when(ended_later).then(None).otherwise(pl.col("end_reason")).alias("end_reason"),
+    )
+    out = {"episodes": ep}
+    for name, col in _DATE_COLUMNS.items():
+        out[name] = tables[name].filter(pl.col(col) <= day).join(ep.select("episode_id"), on="episode_id")
+    out["session_exercises"] = tables["session_exercises"].join(
+        out["sessions"].select("session_id"), on="session_id"
+    )
+    return out
+
+
+def _restrict_clinic(tables: dict[str, pl.DataFrame], clinic: str | None) -> dict[str, pl.DataFrame]:
+    if clinic is None:
+        return tables
+    ep = tables["episodes"].filter(pl.col("clinic_id") == clinic)
+    out = {"episodes": ep}
+    for name in _DATE_COLUMNS:
+        out[name] = tables[name].join(ep.select("episode_id"), on="episode_id")
+    out["session_exercises"] = tables["session_exercises"].join(
+        out["sessions"].select("session_id"), on="session_id"
+    )
+    return out
+
+
+def validate_parameters(params: dict[str, Any]) -> None:
+    """Check the quarterly report's parameters against the store before anything runs.
+
+    Raises
+    ------
+    ReportParameterError
+        Malformed or out-of-range quarter, unknown clinic, missing store, unreadable config file.
+    """
+    quarter = Quarter.parse(params.get("quarter", ""))
+    db = Path(str(params.get("db", "")))
+    if not db.is_file():
+        raise ReportParameterError(f"store {db} does not exist: ingest data first (sciatica-outcomes ingest)")
+    with Store(db, read_only=True) as store:
+        ep = store.read("episodes")
+    if ep.height == 0:
+        raise ReportParameterError(f"store {db} holds no episodes: nothing to report")
+    first, last = ep["start_date"].min(), ep["start_date"].max()
+    if quarter.end < first or quarter.start > max(last, ep["end_date"].max() or last):
+        raise ReportParameterError(
+            f"quarter {quarter} lies outside the data (episodes start from {first} to {last}); "
+            f"choose a quarter between {_quarter_of(first)} and {_quarter_of(last)}"
+        )
+    clinic = params.get("clinic")
+    if clinic not in (None, ""):
+        known = sorted(ep["clinic_id"].unique().to_list())
+        if clinic not in known:
+            raise ReportParameterError(f"unknown clinic {clinic!r}; the store holds {', '.join(known)}")
+    cfg = params.get("config")
+    if cfg not in (None, ""):
+        ClinicalConfig.from_toml(cfg)
+
+
+def _quarter_of(day: date) -> Quarter:
+    return Quarter(day.year, (day.month - 1) // 3 + 1)
+
+
+def load_inputs(
+    db: str | Path, quarter: str | Quarter, clinic: str | None = None, config: ClinicalConfig | None = None
+) -> QuarterlyInputs:
+    """Read the store once and prepare the inputs of a quarterly report.
+
+    Parameters
+    ----------
+    db : str or Path
+        The DuckDB store.
+    quarter : str or Quarter
+        E.g. ``"2026Q3"``.
+    clinic : str, optional
+        Restrict to one clinic (``clinic_id``).
+    config : ClinicalConfig, optional
+        Clinical thresholds; defaults to the documented defaults.
+    """
+    q = quarter if isinstance(quarter, Quarter) else Quarter.parse(quarter)
+    with Store(db, read_only=True) as store:
+        tables = store.tables()
+        quarantine = store.read("quarantine")
+        log = store.read("ingest_log")
+    history = _restrict_clinic(tables, clinic or None)
+    return QuarterlyInputs(
+        quarter=q,
+        clinic=clinic or None,
+        config=config or ClinicalConfig(),
+        tables=as_of(history, q.end),
+        history=history,
+        quarantine=quarantine,
+        ingest_log=log,
+        db=Path(db),
+    )
+
+
+def _episode_sets(ep: pl.DataFrame, q: Quarter) -> dict[str, pl.Expr]:
+    return {
+        "enrolled": pl.col("start_date").is_between(q.start, q.end),
+        "active": (pl.col("start_date") <= q.end)
+        & (pl.col("end_date").is_null() | (pl.col("end_date") >= q.start)),
+        "ended": pl.col("end_date").is_between(q.start, q.end),
+    }
+
+
+def patient_flow(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> pl.DataFrame:
+    """Counts of the patient flow through the program in a quarter (CONSORT-style).
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns ``stage`` and ``n``: active at the start of the quarter, newly enrolled, active in the
+        quarter, ended in the quarter by reason (completed, dropped out, referred, surgery, injection,
+        other), and still active at the end. ``active in quarter = active at start + enrolled`` and
+        ``active in quarter = ended + still active``.
+    """
+    q = quarter or inputs.quarter
+    ep = as_of(inputs.history, q.end)["episodes"] if quarter is not None else inputs.tables["episodes"]
+    sets = _episode_sets(ep, q)
+    flags = ep.select(
+        sets["enrolled"].alias("enrolled"),
+        sets["active"].alias("active"),
+        sets["ended"].alias("ended"),
+        pl.col("end_reason").fill_null("other"),
+    )
+    n_active = int(flags["active"].sum())
+    n_enrolled = int(flags["enrolled"].sum())
+    ended = flags.filter(pl.col("ended"))
+    rows: list[tuple[str, int]] = [
+        ("active at start of quarter", n_active - n_enrolled),
+        ("enrolled in quarter", n_enrolled),
+        ("active in quarter", n_active),
+    ]
+    rows += [(f"ended: {r.replace('_', ' ')}", int((ended["end_reason"] == r).sum())) for r in END_REASONS]
+    rows.append(("still active at end of quarter", n_active - ended.height))
+    return pl.DataFrame(rows, schema={"stage": pl.String, "n": pl.Int64}, orient="row")
+
+
+def _band(col: str, edges: list[float], labels: list[str]) -> pl.Expr:
+    return pl.col(col).cut(edges, labels=labels, left_closed=True).cast(pl.String).fill_null("not recorded")
+
+
+def case_mix(inputs: QuarterlyInputs) -> pl.DataFrame:
+    """Case mix of the episodes active in the quarter: counts by characteristic and category.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``characteristic, category, n`` for sex, age band, symptom duration, affected side, baseline ODI band
+        (Fairbank & Pynsent 2000 bands) and baseline leg pain band.
+    """
+    cfg = inputs.config
+    ep = inputs.tables["episodes"].filter(_episode_sets(inputs.tables["episodes"], inputs.quarter)["active"])
+    base = (
+        inputs.tables["measures"]
+        .filter(pl.col("measure").is_in(["odi", "nprs_leg"]))
+        .join(ep.select("episode_id", "start_date"), on="episode_id")
+        .with_columns((pl.col("assessed_on") - pl.col("start_date")).dt.total_days().alias("day"))
+        .filter(pl.col("day").is_between(-cfg.baseline_before_days, cfg.baseline_after_days))
+        .sort("day")
+        .group_by("episode_id", "measure")
+        .agg(pl.col("value").last())
+        .pivot(on="measure", index="episode_id", values="value")
+    )
+    for col in ("odi", "nprs_leg"):
+        if col not in base.columns:
+            base = base.with_columns(pl.lit(None, pl.Float64).alias(col))
+    d = ep.join(base, on="episode_id", how="left").with_columns(
+        _band("age_at_start", [40, 60], ["under 40", "40-59", "60 and over"]).alias("age band"),
+        _band("symptom_duration_weeks", [26, 52], ["12-25 weeks", "26-51 weeks", "52 weeks or more"]).alias(
+            "symptom duration"
+        ),
+        _band(
+            "odi",
+            [20.5, 40.5, 60.5, 80.5],
+            ["0-20 minimal", "21-40 moderate", "41-60 severe", "61-80 crippled", "81-100 bed-bound"],
+        ).alias("baseline ODI"),
+        _band("nprs_leg", [4, 7], ["0-3", "4-6", "7-10"]).alias("baseline leg pain"),
+        pl.col("sex").fill_null("not recorded"),
+        pl.col("affected_side").fill_null("not recorded").alias("affected side"),
+    )
+    parts = [
+        d.group_by(pl.col(c).alias("category"))
+        .agg(pl.len().cast(pl.Int64).alias("n"))
+        .with_columns(pl.lit(c).alias("characteristic"))
+        .sort("category")
+        for c in ("sex", "age band", "symptom duration", "affected side", "baseline ODI", "baseline leg pain")
+    ]
+    return pl.concat(parts).select("characteristic", "category", "n")
+
+
+def data_quality(inputs: QuarterlyInputs) -> dict[str, pl.DataFrame]:
+    """Rows quarantined by rule and measure completeness at baseline and at the end of the episode.
+
+    Returns
+    -------
+    dict
+        ``"quarantine"``: ``table, rule, rows`` (all ingests up to now; a quarantined row counts once per
+        rule it broke); ``"completeness"``: ``measure, baseline_n, baseline_of, end_n, end_of`` for the
+        episodes enrolled in (baseline) and ended in (end) the quarter.
+    """
+    qr = inputs.quarantine
+    if qr.height:
+        errors = qr.select(
+            "table_name",
+            pl.col("errors").str.json_decode(pl.List(pl.Struct({"rule": pl.String, "column": pl.String}))),
+        ).explode("errors")
+        by_rule = (
+            errors.select("table_name", pl.col("errors").struct.field("rule").alias("rule"))
+            .group_by("table_name", "rule")
+            .agg(pl.len().cast(pl.Int64).alias("rows"))
+            .sort("table_name", "rule")
+            .rename({"table_name": "table"})
+        )
+    else:
+        by_rule = pl.DataFrame(schema={"table": pl.String, "rule": pl.String, "rows": pl.Int64})
+    ep = inputs.tables["episodes"]
+    sets = _episode_sets(ep, inputs.quarter)
+    cfg = inputs.config
+    m = inputs.tables["measures"].join(ep.select("episode_id", "start_date", "end_date"), on="episode_id")
+    m = m.with_columns((pl.col("assessed_on") - pl.col("start_date")).dt.total_days().alias("day"))
+    enrolled = ep.filter(sets["enrolled"]).select("episode_id")
+    ended = ep.filter(sets["ended"]).select("episode_id")
+    at_base = m.filter(pl.col("day").is_between(-cfg.baseline_before_days, cfg.baseline_after_days))
+    # "at the end": an assessment in the last 14 days of the episode (discharge measures)
+    at_end = m.filter(
+        pl.col("end_date").is_not_null()
+        & ((pl.col("end_date") - pl.col("assessed_on")).dt.total_days().is_between(0, 14))
+    )
+    measures = ["walk_tolerance_min", "sit_tolerance_min", "nprs_leg", "odi"]
+    rows = []
+    for meas in measures:
+        b = at_base.filter(pl.col("measure") == meas).select("episode_id").unique()
+        e = at_end.filter(pl.col("measure") == meas).select("episode_id").unique()
+        rows.append(
+            (
+                meas,
+                enrolled.join(b, on="episode_id").height,
+                enrolled.height,
+                ended.join(e, on="episode_id").height,
+                ended.height,
+            )
+        )
+    completeness = pl.DataFrame(
+        rows,
+        schema={
+            "measure": pl.String,
+            "baseline_n": pl.Int64,
+            "baseline_of": pl.Int64,
+            "end_n": pl.Int64,
+            "end_of": pl.Int64,
+        },
+        orient="row",
+    )
+    return {"quarantine": by_rule, "completeness": completeness}
+
+
+def table_hashes(tables: dict[str, pl.DataFrame]) -> dict[str, str]:
+    """SHA-256 of each canonical table's content (sorted rows as CSV), for the report's provenance."""
+    out: dict[str, str] = {}
+    for name in CANONICAL_TABLES:
+        frame = tables[name]
+        payload = frame.sort(frame.columns).write_csv().encode("utf-8")
+        out[name] = hashlib.sha256(payload).hexdigest()
+    return out
+
+
+def provenance(inputs: QuarterlyInputs) -> dict[str, Any]:
+    """Provenance entries of a quarterly report: data hashes, sources, schema version, configuration."""
+    sources = (
+        inputs.ingest_log.select("source_path", "sha256", "table_name", "ingested_at_utc")
+        .unique(["sha256", "table_name"])
+        .sort("table_name", "source_path")
+    )
+    return {
+        "quarter": inputs.quarter.label,
+        "clinic": inputs.clinic,
+        "data_sha256": table_hashes(inputs.tables),
+        "schema_version": SCHEMA_VERSION,
+        "sources": json.loads(sources.write_json()),
+        "config": inputs.config.to_dict(),
+        "cohort_rules": COHORT_RULES,
+    }
