@@ -285,7 +285,11 @@ def patient_flow(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> pl.
 
 
 def _band(col: str, edges: list[float], labels: list[str]) -> pl.Expr:
-    return pl.col(col).cut(edges, labels=labels, left_closed=True).cast(pl.String).fill_null("not recorded")
+    """Label ``col`` by bins ``[-inf, e1), [e1, e2), ..., [ek, inf)``; nulls are "not recorded"."""
+    expr = pl.when(pl.col(col).is_null()).then(pl.lit("not recorded"))
+    for edge, label in zip(edges, labels, strict=False):
+        expr = expr.when(pl.col(col) < edge).then(pl.lit(label))
+    return expr.otherwise(pl.lit(labels[-1]))
 
 
 def case_mix(inputs: QuarterlyInputs) -> pl.DataFrame:
