@@ -1,0 +1,741 @@
+"""Model formulas in lme4 syntax: parsing, model frames and design matrices named as R names them.
+
+A formula such as ``walk ~ week * adherence + age + (1 | clinic) + (week | patient)`` is parsed once into a
+:class:`ModelFormula` (fixed terms in R's order, random-effect terms per grouping factor). Building the
+design from a frame gives a :class:`Design` whose column names are those R prints (``(Intercept)``,
+``week:adherence``, ``groupB``, ``ns(week, df = 3)1``, ``pmax(week - 12, 0)``) and which can rebuild the
+same columns for new data (stored factor levels, spline knots), as ``predict`` and ``emmeans`` need.
+
+Supported in the fixed part: numeric columns, categorical columns (string, categorical, enum or boolean;
+treatment coding, reference level chosen with ``reference=``, or ``factor(x)``), interactions (``a:b``,
+``a * b``, ``(a + b)^2``, ``a / b``), intercept removal (``0 +`` or ``- 1``), arithmetic inside calls,
+``log``, ``log1p``, ``exp``, ``sqrt``, ``abs``, ``pmax``, ``pmin``, ``I(...)``, natural cubic splines
+``ns(x, df = k)`` or ``ns(x, knots = c(...))`` (as ``splines::ns``) and piecewise-linear hinges such as
+``pmax(week - 12, 0)``. Random terms: ``(1 | g)``, ``(x | g)``, ``(0 + x | g)``, ``(x || g)`` with numeric
+``x``; at most two grouping factors, the first nested in the second.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy.interpolate import BSpline
+
+from sciatica_outcomes.errors import ModelSpecificationError
+
+__all__ = ["Design", "ModelFormula", "RandomTerm", "parse_formula"]
+
+# --------------------------------------------------------------------------------------------------
+# tokens and expressions
+# --------------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<str>\"[^\"]*\"|'[^']*')"
+    r"|(?P<name>[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`)|(?P<op>\|\||[~+\-*/:^|(),=]))"
+)
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node of a parsed R expression."""
+
+    kind: str  # name, num, str, call, binop, neg, paren
+    value: Any = None
+    args: tuple[Node, ...] = ()
+    names: tuple[str | None, ...] = ()
+
+
+def _tokenize(text: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    pos = 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            raise ModelSpecificationError(
+                f"formula {text!r}: cannot read {text[pos:]!r} at character {pos + 1}; "
+                "use column names, numbers, + - * / : ^ | ~ ( ) and function calls"
+            )
+        kind = m.lastgroup or "op"
+        out.append((kind, m.group(kind)))
+        pos = m.end()
+    return out
+
+
+_BINARY = {"~": 1, "|": 2, "||": 2, "+": 5, "-": 5, "*": 6, "/": 6, ":": 8, "^": 10}
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.i = 0
+
+    def error(self, msg: str) -> ModelSpecificationError:
+        return ModelSpecificationError(f"formula {self.text!r}: {msg}")
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take(self, value: str | None = None) -> tuple[str, str]:
+        tok = self.peek()
+        if tok is None:
+            raise self.error("unexpected end of formula")
+        if value is not None and tok[1] != value:
+            raise self.error(f"expected {value!r}, found {tok[1]!r}")
+        self.i += 1
+        return tok
+
+    def parse(self) -> Node:
+        node = self.expr(0)
+        if self.peek() is not None:
+            raise self.error(f"unexpected {self.peek()[1]!r}")  # type: ignore[index]
+        return node
+
+    def expr(self, min_bp: int) -> Node:
+        left = self.prefix()
+        while True:
+            tok = self.peek()
+            if tok is None or tok[0] != "op" or tok[1] not in _BINARY:
+                return left
+            bp = _BINARY[tok[1]]
+            if bp < min_bp or (bp == min_bp and tok[1] != "^"):
+                return left
+            self.take()
+            right = self.expr(bp if tok[1] == "^" else bp + 1)
+            left = Node("binop", tok[1], (left, right))
+
+    def prefix(self) -> Node:
+        kind, val = self.take()
+        if kind == "num":
+            return Node("num", float(val))
+        if kind == "str":
+            return Node("str", val[1:-1])
+        if kind == "name":
+            name = val.strip("`")
+            if self.peek() == ("op", "("):
+                self.take("(")
+                args: list[Node] = []
+                names: list[str | None] = []
+                while self.peek() != ("op", ")"):
+                    if (
+                        self.peek() is not None
+                        and self.peek()[0] == "name"  # type: ignore[index]
+                        and self.i + 1 < len(self.tokens)
+                        and self.tokens[self.i + 1] == ("op", "=")
+                    ):
+                        names.append(self.take()[1])
+                        self.take("=")
+                    else:
+                        names.append(None)
+                    args.append(self.expr(2))
+                    if self.peek() == ("op", ","):
+                        self.take(",")
+                self.take(")")
+                return Node("call", name, tuple(args), tuple(names))
+            if name in ("TRUE", "FALSE"):
+                return Node("num", 1.0 if name == "TRUE" else 0.0)
+            return Node("name", name)
+        if val == "(":
+            inner = self.expr(0)
+            self.take(")")
+            return Node("paren", None, (inner,))
+        if val in ("-", "+"):
+            operand = self.expr(9)
+            return Node("neg", None, (operand,)) if val == "-" else operand
+        raise self.error(f"unexpected {val!r}")
+
+
+def _fmt_num(x: float) -> str:
+    """Format a number as R's deparse does (15 significant digits, ``1e+06`` style)."""
+    if float(x).is_integer() and abs(x) < 1e15:
+        ax = abs(x)
+        if ax >= 1e5 and ax == 10 ** round(math.log10(ax)):
+            return f"{x:.0e}".replace("e+0", "e+")
+        return str(int(x))
+    s = f"{x:.15g}"
+    if "e" in s:
+        mant, exp = s.split("e")
+        sign = exp[0]
+        return f"{mant}e{sign}{int(exp[1:]):02d}"
+    return s
+
+
+def deparse(node: Node) -> str:
+    """R-style text of an expression (``pmax(week - 12, 0)``, ``ns(week, df = 3)``, ``week^2``)."""
+    k = node.kind
+    if k == "name":
+        return node.value if re.fullmatch(r"[A-Za-z.][A-Za-z0-9_.]*", node.value) else f"`{node.value}`"
+    if k == "num":
+        return _fmt_num(node.value)
+    if k == "str":
+        return f'"{node.value}"'
+    if k == "paren":
+        return f"({deparse(node.args[0])})"
+    if k == "neg":
+        return f"-{deparse(node.args[0])}"
+    if k == "call":
+        parts = [
+            f"{nm} = {deparse(a)}" if nm else deparse(a) for a, nm in zip(node.args, node.names, strict=True)
+        ]
+        return f"{node.value}({', '.join(parts)})"
+    op = node.value
+    left, right = (deparse(a) for a in node.args)
+    if op in ("^", ":"):
+        return f"{left}{op}{right}"
+    return f"{left} {op} {right}"
+
+
+def _names_in(node: Node) -> list[str]:
+    if node.kind == "name":
+        return [node.value]
+    out: list[str] = []
+    for a in node.args:
+        out.extend(_names_in(a))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# variables (columns of the model frame) and their encoders
+# --------------------------------------------------------------------------------------------------
+
+_UNARY = {"log": np.log, "log1p": np.log1p, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs}
+
+
+def _bspline_basis(x: np.ndarray, knots: np.ndarray, deriv: int = 0) -> np.ndarray:
+    """Cubic B-spline basis as ``splines::splineDesign(knots, x, 4, derivs)`` (one column per spline)."""
+    n_basis = knots.shape[0] - 4
+    out = np.empty((x.shape[0], n_basis))
+    right = knots[-1]
+    for j in range(n_basis):  # a loop over the (few) basis functions, not over rows
+        c = np.zeros(n_basis)
+        c[j] = 1.0
+        spl = BSpline(knots, c, 3, extrapolate=True)
+        if deriv:
+            spl = spl.derivative(deriv)
+        vals = spl(x)
+        # splineDesign takes the right boundary into the last non-empty interval (left-continuous there)
+        at_right = x == right
+        if at_right.any():
+            xs = np.nextafter(right, -np.inf)
+            vals = np.where(at_right, spl(np.array([xs]))[0], vals)
+        out[:, j] = vals
+    return out
+
+
+@dataclass
+class _Spline:
+    """State of ``ns(x, ...)``: interior and boundary knots and the constraint rotation."""
+
+    knots: np.ndarray
+    boundary: np.ndarray
+
+    @classmethod
+    def from_data(cls, x: np.ndarray, df: int | None, knots: np.ndarray | None) -> _Spline:
+        boundary = np.array([np.min(x), np.max(x)], dtype=float)
+        if knots is None:
+            if df is None:
+                df = 1
+            n_inner = int(df) - 1
+            if n_inner < 0:
+                raise ModelSpecificationError(f"ns(): df must be >= 1, got {df}")
+            probs = np.linspace(0.0, 1.0, n_inner + 2)[1:-1]
+            knots = np.quantile(x, probs) if n_inner else np.empty(0)  # type 7 = R's default
+        return cls(np.sort(np.asarray(knots, dtype=float)), boundary)
+
+    def basis(self, x: np.ndarray) -> np.ndarray:
+        b0, b1 = self.boundary
+        aknots = np.sort(np.concatenate([np.repeat(self.boundary, 4), self.knots]))
+        xc = np.clip(x, b0, b1)
+        basis = _bspline_basis(xc, aknots)
+        for pivot, side in ((b0, x < b0), (b1, x > b1)):
+            if side.any():
+                piv = np.array([pivot])
+                v0 = _bspline_basis(piv, aknots)[0]
+                v1 = _bspline_basis(piv, aknots, deriv=1)[0]
+                basis[side] = v0[None, :] + (x[side] - pivot)[:, None] * v1[None, :]
+        const = _bspline_basis(self.boundary, aknots, deriv=2)
+        const = const[:, 1:]
+        basis = basis[:, 1:]
+        q, _ = np.linalg.qr(const.T, mode="complete")
+        return (basis @ q)[:, 2:]
+
+
+@dataclass
+class Variable:
+    """One variable of the model frame: an expression of data columns, numeric or categorical."""
+
+    node: Node
+    label: str
+    kind: str = "numeric"  # numeric | factor
+    levels: list[Any] = field(default_factory=list)
+    suffixes: list[str] = field(default_factory=lambda: [""])
+    spline: _Spline | None = None
+    mean: np.ndarray | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        """Data columns the variable reads."""
+        return sorted(set(_names_in(self.node)))
+
+
+def _column(frame: pl.DataFrame, name: str, formula: str) -> pl.Series:
+    if name not in frame.columns:
+        raise ModelSpecificationError(
+            f"formula {formula!r} uses column {name!r}, which the data do not have; "
+            f"available columns: {', '.join(frame.columns)}"
+        )
+    return frame.get_column(name)
+
+
+def _is_categorical(s: pl.Series) -> bool:
+    return s.dtype in (pl.String, pl.Categorical, pl.Boolean) or isinstance(s.dtype, pl.Enum)
+
+
+def _eval_numeric(node: Node, frame: pl.DataFrame, formula: str, var: Variable, fit: bool) -> np.ndarray:
+    k = node.kind
+    if k == "num":
+        return np.asarray(node.value, dtype=float)
+    if k == "name":
+        s = _column(frame, node.value, formula)
+        if _is_categorical(s):
+            raise ModelSpecificationError(
+                f"formula {formula!r}: column {node.value!r} is categorical but is used in arithmetic"
+            )
+        return s.cast(pl.Float64).to_numpy()
+    if k == "paren":
+        return _eval_numeric(node.args[0], frame, formula, var, fit)
+    if k == "neg":
+        return -_eval_numeric(node.args[0], frame, formula, var, fit)
+    if k == "binop":
+        a, b = (_eval_numeric(x, frame, formula, var, fit) for x in node.args)
+        ops = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "^": np.power}
+        if node.value not in ops:
+            raise ModelSpecificationError(f"formula {formula!r}: operator {node.value!r} inside a call")
+        return ops[node.value](a, b)
+    if k == "call":
+        fn = node.value
+        if fn in _UNARY and len(node.args) == 1:
+            with np.errstate(all="ignore"):
+                return _UNARY[fn](_eval_numeric(node.args[0], frame, formula, var, fit))
+        if fn == "I" and len(node.args) == 1:
+            return _eval_numeric(node.args[0], frame, formula, var, fit)
+        if fn in ("pmax", "pmin") and len(node.args) >= 2:
+            vals = [_eval_numeric(a, frame, formula, var, fit) for a in node.args]
+            red = np.maximum if fn == "pmax" else np.minimum
+            out = vals[0]
+            for v in vals[1:]:
+                out = red(out, v)
+            return out
+        if fn == "c":
+            return np.array([float(_eval_numeric(a, frame, formula, var, fit)) for a in node.args])
+    raise ModelSpecificationError(
+        f"formula {formula!r}: {deparse(node)!r} is not supported; supported functions are "
+        "log, log1p, exp, sqrt, abs, pmax, pmin, I, ns and factor"
+    )
+
+
+def _eval_variable(var: Variable, frame: pl.DataFrame, formula: str, fit: bool) -> np.ndarray:
+    """Numeric matrix (n x k) of a numeric variable, or integer level codes (-1 = unseen) of a factor."""
+    node = var.node
+    if var.kind == "factor":
+        inner = node.args[0] if node.kind == "call" and node.value == "factor" else node
+        if inner.kind != "name":
+            raise ModelSpecificationError(f"formula {formula!r}: factor() takes a column name")
+        s = _column(frame, inner.value, formula)
+        vals = s.cast(pl.String) if s.dtype != pl.Boolean else s.cast(pl.String).str.to_uppercase()
+        lut = pl.DataFrame(
+            {"__v": [str(v) for v in var.levels], "__code": np.arange(len(var.levels), dtype=np.int64)}
+        )
+        codes = pl.DataFrame({"__v": vals}).join(lut, on="__v", how="left", maintain_order="left")["__code"]
+        return codes.fill_null(-1).to_numpy()
+    if node.kind == "call" and node.value == "ns":
+        x = _eval_numeric(node.args[0], frame, formula, var, fit)
+        if fit:
+            opts = dict(zip(node.names[1:], node.args[1:], strict=True))
+            unknown = set(opts) - {"df", "knots"}
+            if unknown or any(nm is None for nm in node.names[1:]):
+                raise ModelSpecificationError(
+                    f"formula {formula!r}: ns() accepts ns(x, df = k) or ns(x, knots = c(...)) only"
+                )
+            df = int(opts["df"].value) if "df" in opts else None
+            knots = (
+                np.atleast_1d(_eval_numeric(opts["knots"], frame, formula, var, fit))
+                if "knots" in opts
+                else None
+            )
+            finite = x[np.isfinite(x)]
+            var.spline = _Spline.from_data(finite, df, knots)
+            width = var.spline.knots.shape[0] + 1
+            var.suffixes = [str(j + 1) for j in range(width)]
+        if var.spline is None:
+            raise ModelSpecificationError(f"formula {formula!r}: ns() knots are set when the model is fitted")
+        out = np.full((x.shape[0], len(var.suffixes)), np.nan)
+        ok = np.isfinite(x)
+        out[ok] = var.spline.basis(x[ok])
+        return out
+    x = np.asarray(_eval_numeric(node, frame, formula, var, fit), dtype=float)
+    if x.ndim == 0:
+        x = np.full(frame.height, float(x))
+    return x.reshape(-1, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# formula structure
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RandomTerm:
+    """One random-effects term ``(expr | group)``: variables (``None`` = intercept) and grouping factor."""
+
+    group: str
+    variables: tuple[str | None, ...]  # labels; None = (Intercept)
+
+
+@dataclass
+class ModelFormula:
+    """A parsed mixed-model formula."""
+
+    text: str
+    response: Node
+    intercept: bool
+    terms: list[tuple[str, ...]]  # fixed terms (tuples of variable labels), in R's order
+    variables: dict[str, Variable]
+    random: list[RandomTerm]
+    random_variables: dict[str, Variable]
+
+    @property
+    def response_label(self) -> str:
+        """R's text of the response."""
+        return deparse(self.response)
+
+    @property
+    def groups(self) -> list[str]:
+        """Grouping factors, in order of first appearance."""
+        seen: list[str] = []
+        for t in self.random:
+            if t.group not in seen:
+                seen.append(t.group)
+        return seen
+
+    def columns(self) -> list[str]:
+        """Every data column the model reads."""
+        cols = set(_names_in(self.response)) | set(self.groups)
+        for v in (*self.variables.values(), *self.random_variables.values()):
+            cols |= set(v.columns)
+        return sorted(cols)
+
+
+def _flatten_sum(node: Node, out: list[tuple[int, Node]], sign: int = 1) -> None:
+    if node.kind == "binop" and node.value in ("+", "-"):
+        _flatten_sum(node.args[0], out, sign)
+        _flatten_sum(node.args[1], out, sign if node.value == "+" else -sign)
+    elif node.kind == "neg":
+        _flatten_sum(node.args[0], out, -sign)
+    else:
+        out.append((sign, node))
+
+
+def _is_bar(node: Node) -> bool:
+    return node.kind == "paren" and node.args[0].kind == "binop" and node.args[0].value in ("|", "||")
+
+
+def _expand(node: Node, text: str, order: dict[str, Node]) -> list[frozenset[str]]:
+    """Expand formula operators into a list of terms (sets of variable labels); intercept = empty set."""
+    k = node.kind
+    if k == "num":
+        if node.value in (0.0, 1.0):
+            return [frozenset({"__int1__" if node.value else "__int0__"})]
+        raise ModelSpecificationError(f"formula {text!r}: the number {_fmt_num(node.value)} is not a term")
+    if k in ("name", "call"):
+        label = deparse(node)
+        order.setdefault(label, node)
+        return [frozenset({label})]
+    if k == "paren":
+        return _expand(node.args[0], text, order)
+    if k == "binop":
+        op = node.value
+        if op == "+":
+            return _uniq(_expand(node.args[0], text, order) + _expand(node.args[1], text, order))
+        if op == ":":
+            a, b = (_expand(x, text, order) for x in node.args)
+            return _uniq([x | y for x in a for y in b])
+        if op == "*":
+            a, b = (_expand(x, text, order) for x in node.args)
+            return _uniq(a + b + [x | y for x in a for y in b])
+        if op == "/":
+            a, b = (_expand(x, text, order) for x in node.args)
+            whole = frozenset().union(*a)
+            return _uniq(a + [whole | y for y in b])
+        if op == "^" and node.args[1].kind == "num":
+            base = _expand(node.args[0], text, order)
+            out = list(base)
+            for _ in range(int(node.args[1].value) - 1):
+                out = _uniq(out + [x | y for x in out for y in base])
+            return out
+        if op == "-":
+            keep = _expand(node.args[0], text, order)
+            drop = set(_expand(node.args[1], text, order))
+            return [t for t in keep if t not in drop]
+    raise ModelSpecificationError(f"formula {text!r}: cannot interpret {deparse(node)!r} as a model term")
+
+
+def _uniq(terms: list[frozenset[str]]) -> list[frozenset[str]]:
+    out: list[frozenset[str]] = []
+    for t in terms:
+        if t not in out:
+            out.append(t)
+    return out
+
+
+def parse_formula(text: str) -> ModelFormula:
+    """Parse an lme4 formula.
+
+    Parameters
+    ----------
+    text : str
+        For example ``"walk ~ week * adherence + age + (week | patient)"``.
+
+    Returns
+    -------
+    ModelFormula
+        Response, fixed terms in R's order (by degree, then appearance), variables and random terms.
+
+    Raises
+    ------
+    ModelSpecificationError
+        On syntax errors or unsupported terms; the message quotes the formula and the offending part.
+    """
+    root = _Parser(text).parse()
+    if root.kind != "binop" or root.value != "~":
+        raise ModelSpecificationError(f"formula {text!r}: expected 'response ~ terms'")
+    response, rhs = root.args
+    parts: list[tuple[int, Node]] = []
+    _flatten_sum(rhs, parts)
+    fixed_nodes: list[tuple[int, Node]] = []
+    random: list[RandomTerm] = []
+    random_vars: dict[str, Variable] = {}
+    for sign, node in parts:
+        if _is_bar(node):
+            if sign < 0:
+                raise ModelSpecificationError(f"formula {text!r}: a random term cannot be subtracted")
+            bar = node.args[0]
+            lhs, grp = bar.args
+            if grp.kind != "name":
+                raise ModelSpecificationError(
+                    f"formula {text!r}: grouping factor {deparse(grp)!r} must be a column name; for "
+                    "nested patients write (1 | clinic) + (week | patient) with unique patient codes"
+                )
+            rparts: list[tuple[int, Node]] = []
+            _flatten_sum(lhs, rparts)
+            has_int = True
+            rv: list[str | None] = []
+            for s2, n2 in rparts:
+                if n2.kind == "num" and n2.value in (0.0, 1.0):
+                    has_int = bool(n2.value) and s2 > 0
+                    continue
+                if s2 < 0:
+                    raise ModelSpecificationError(f"formula {text!r}: cannot subtract {deparse(n2)!r}")
+                lab = deparse(n2)
+                if n2.kind == "call" and n2.value in ("ns", "factor"):
+                    raise ModelSpecificationError(
+                        f"formula {text!r}: random term {lab!r} is not supported; use numeric variables"
+                    )
+                if n2.kind == "binop":
+                    raise ModelSpecificationError(
+                        f"formula {text!r}: interactions inside random terms ({lab!r}) are not supported"
+                    )
+                random_vars.setdefault(lab, Variable(n2, lab))
+                rv.append(lab)
+            cols: list[str | None] = ([None] if has_int else []) + rv
+            if not cols:
+                raise ModelSpecificationError(f"formula {text!r}: empty random term {deparse(node)!r}")
+            if bar.value == "||":
+                random.extend(RandomTerm(grp.value, (c,)) for c in cols)
+            else:
+                random.append(RandomTerm(grp.value, tuple(cols)))
+        else:
+            fixed_nodes.append((sign, node))
+    order: dict[str, Node] = {}
+    terms: list[frozenset[str]] = []
+    intercept = True
+    for sign, node in fixed_nodes:
+        expanded = _expand(node, text, order)
+        for t in expanded:
+            if t == frozenset({"__int0__"}):
+                intercept = sign <= 0
+                continue
+            if t == frozenset({"__int1__"}):
+                intercept = sign > 0
+                continue
+            if sign > 0:
+                if t not in terms:
+                    terms.append(t)
+            elif t in terms:
+                terms.remove(t)
+    labels = list(order)
+    rank = {lab: i for i, lab in enumerate(labels)}
+    ordered = sorted(
+        ((tuple(sorted(t, key=rank.__getitem__)), i) for i, t in enumerate(terms)),
+        key=lambda ti: (len(ti[0]), ti[1]),
+    )
+    variables = {}
+    for lab in labels:
+        node = order[lab]
+        kind = "factor" if node.kind == "call" and node.value == "factor" else "numeric"
+        variables[lab] = Variable(node, lab, kind=kind)
+    return ModelFormula(
+        text=text,
+        response=response,
+        intercept=intercept,
+        terms=[t for t, _ in ordered],
+        variables=variables,
+        random=random,
+        random_variables=random_vars,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# design matrices
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Design:
+    """Fixed-effects design built from a fitted formula; rebuilds the same columns for new data."""
+
+    formula: ModelFormula
+    column_names: list[str]
+    term_columns: list[tuple[str, list[int]]]  # (term label, column indices)
+    coding: list[list[tuple[str, str]]]  # per term: (variable label, "numeric" | "contrast" | "indicator")
+
+    @classmethod
+    def build(
+        cls, formula: ModelFormula, frame: pl.DataFrame, reference: dict[str, Any] | None = None
+    ) -> tuple[Design, np.ndarray]:
+        """Resolve variable kinds, levels and spline knots on ``frame``; return the design and X."""
+        reference = dict(reference or {})
+        data: dict[str, np.ndarray] = {}
+        for lab, var in formula.variables.items():
+            node = var.node
+            if node.kind == "name" and _is_categorical(_column(frame, node.value, formula.text)):
+                var.kind = "factor"
+            if var.kind == "factor":
+                inner = node.args[0] if node.kind == "call" else node
+                s = _column(frame, inner.value, formula.text)
+                if s.dtype == pl.Boolean:
+                    levels: list[Any] = ["FALSE", "TRUE"]
+                elif isinstance(s.dtype, pl.Enum):
+                    levels = list(s.dtype.categories.to_list())
+                else:
+                    levels = sorted(s.drop_nulls().cast(pl.String).unique().to_list())
+                ref_key = inner.value if inner.value in reference else lab
+                if ref_key in reference:
+                    ref = str(reference.pop(ref_key))
+                    if ref not in levels:
+                        raise ModelSpecificationError(
+                            f"reference level {ref!r} for {lab!r} is not among its levels {levels}"
+                        )
+                    levels = [ref, *[lv for lv in levels if lv != ref]]
+                if len(levels) < 2:
+                    raise ModelSpecificationError(
+                        f"factor {lab!r} has {len(levels)} level(s) in the data; a factor needs at least 2"
+                    )
+                var.levels = levels
+            data[lab] = _eval_variable(var, frame, formula.text, fit=True)
+            if var.kind == "numeric":
+                var.mean = np.nanmean(data[lab], axis=0)
+        if reference:
+            raise ModelSpecificationError(
+                f"reference levels given for {sorted(reference)}, which are not factors of the formula"
+            )
+        names: list[str] = ["(Intercept)"] if formula.intercept else []
+        term_columns: list[tuple[str, list[int]]] = []
+        if formula.intercept:
+            term_columns.append(("(Intercept)", [0]))
+        coding: list[list[tuple[str, str]]] = []
+        present = {frozenset(t) for t in formula.terms}
+        for term in formula.terms:
+            codes: list[tuple[str, str]] = []
+            for lab in term:
+                var = formula.variables[lab]
+                if var.kind == "numeric":
+                    codes.append((lab, "numeric"))
+                    continue
+                margin = frozenset(set(term) - {lab})
+                has_margin = (not margin and formula.intercept) or (margin and margin in present)
+                codes.append((lab, "contrast" if has_margin else "indicator"))
+            coding.append(codes)
+            labels_per_var: list[list[str]] = []
+            for lab, how in codes:
+                var = formula.variables[lab]
+                if how == "numeric":
+                    labels_per_var.append([lab + s for s in var.suffixes])
+                elif how == "contrast":
+                    labels_per_var.append([lab + str(lv) for lv in var.levels[1:]])
+                else:
+                    labels_per_var.append([lab + str(lv) for lv in var.levels])
+            combos = [""]
+            first = True
+            for labs in labels_per_var:  # first variable varies fastest, as in R
+                combos = [c + ("" if first else ":") + lab_ for lab_ in labs for c in combos]
+                first = False
+            start = len(names)
+            names.extend(combos)
+            term_columns.append((":".join(term), list(range(start, len(names)))))
+        design = cls(formula, names, term_columns, coding)
+        return design, design._matrix(data, frame.height)
+
+    def _matrix(self, data: dict[str, np.ndarray], n: int) -> np.ndarray:
+        cols: list[np.ndarray] = [np.ones(n)] if self.formula.intercept else []
+        for codes in self.coding:
+            block = np.ones((n, 1))
+            for lab, how in codes:
+                var = self.formula.variables[lab]
+                if how == "numeric":
+                    m = data[lab]
+                else:
+                    codes_ = data[lab]
+                    lv = np.arange(1 if how == "contrast" else 0, len(var.levels))
+                    m = (codes_[:, None] == lv[None, :]).astype(float)
+                    m[codes_ < 0] = np.nan
+                block = (m[:, None, :] * block[:, :, None]).reshape(n, -1)
+            cols.append(block)
+        return np.column_stack(cols) if cols else np.empty((n, 0))
+
+    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """Design matrix of new data with the fitted levels and knots (unseen levels give NaN rows)."""
+        data = {
+            lab: _eval_variable(var, frame, self.formula.text, fit=False)
+            for lab, var in self.formula.variables.items()
+        }
+        return self._matrix(data, frame.height)
+
+    def random_matrix(self, frame: pl.DataFrame, term: RandomTerm) -> np.ndarray:
+        """Columns of one random term for ``frame`` (n x len(term.variables))."""
+        cols = []
+        for lab in term.variables:
+            if lab is None:
+                cols.append(np.ones(frame.height))
+            else:
+                var = self.formula.random_variables[lab]
+                s_cols = var.columns
+                for c in s_cols:
+                    if _is_categorical(_column(frame, c, self.formula.text)):
+                        raise ModelSpecificationError(
+                            f"formula {self.formula.text!r}: random slope {lab!r} uses categorical column "
+                            f"{c!r}; only numeric random slopes are supported"
+                        )
+                cols.append(_eval_variable(var, frame, self.formula.text, fit=True)[:, 0])
+        return np.column_stack(cols)
+
+    def response(self, frame: pl.DataFrame) -> np.ndarray:
+        """The response vector."""
+        dummy = Variable(self.formula.response, self.formula.response_label)
+        return _eval_variable(dummy, frame, self.formula.text, fit=False)[:, 0]

@@ -1,0 +1,356 @@
+"""Wald inference with Satterthwaite degrees of freedom, for any estimator with a deviance.
+
+The machinery needs only three things from an estimator: the fixed effects ``beta`` at the optimum, the
+function ``vcov(beta)(varpar)`` of the variance parameters, and the deviance (or its gradient) as a
+function of ``varpar``. :func:`satterthwaite_from_deviance` turns them into a :class:`WaldInference` that
+tests contrasts ``L beta`` (t-tests per row, F-tests per matrix) exactly as ``lmerTest`` does; the growth
+model supplies ``varpar = (theta, sigma)``, a residual-covariance model (MMRM) supplies its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from sciatica_outcomes.errors import ModelSpecificationError
+
+__all__ = [
+    "LikelihoodRatioTest",
+    "WaldInference",
+    "likelihood_ratio",
+    "numerical_hessian",
+    "numerical_jacobian",
+    "satterthwaite_from_deviance",
+    "vcov_varpar_from_hessian",
+]
+
+
+def _steps(x: np.ndarray, rel: float) -> np.ndarray:
+    return rel * np.maximum(np.abs(x), 1e-2)
+
+
+def numerical_jacobian(
+    fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, rel: float = 1e-3
+) -> np.ndarray:
+    """Jacobian of an array-valued function by central differences with one Richardson step.
+
+    Parameters
+    ----------
+    fn : callable
+        Maps a vector of length ``k`` to an array of any shape ``s``.
+    x : numpy.ndarray
+        Point of evaluation.
+    rel : float
+        Relative step (``h_j = rel * max(|x_j|, 0.01)``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(k, *s)``: derivative with respect to each ``x_j``.
+
+    Notes
+    -----
+    ``D(h) = (f(x + h e_j) - f(x - h e_j)) / 2h`` and ``(4 D(h/2) - D(h)) / 3`` cancels the ``h^2`` error
+    term, as ``numDeriv``'s Richardson extrapolation does.
+    """
+    x = np.asarray(x, dtype=float)
+    h = _steps(x, rel)
+    out = []
+    for j in range(x.shape[0]):  # one pass per parameter (k is small)
+        e = np.zeros_like(x)
+        e[j] = h[j]
+        d1 = (np.asarray(fn(x + e)) - np.asarray(fn(x - e))) / (2 * h[j])
+        d2 = (np.asarray(fn(x + e / 2)) - np.asarray(fn(x - e / 2))) / h[j]
+        out.append((4 * d2 - d1) / 3)
+    return np.stack(out)
+
+
+def numerical_hessian(
+    fn: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    gradient: Callable[[np.ndarray], np.ndarray] | None = None,
+    rel: float = 1e-3,
+) -> np.ndarray:
+    """Hessian of a scalar function: Jacobian of its analytic gradient when given, else second differences.
+
+    Returns
+    -------
+    numpy.ndarray
+        Symmetric ``(k, k)`` matrix.
+    """
+    x = np.asarray(x, dtype=float)
+    if gradient is not None:
+        h = numerical_jacobian(gradient, x, rel)
+        return 0.5 * (h + h.T)
+    k = x.shape[0]
+    step = _steps(x, rel)
+
+    def second(hs: np.ndarray) -> np.ndarray:
+        out = np.empty((k, k))
+        for i in range(k):
+            for j in range(i, k):
+                ei = np.zeros(k)
+                ej = np.zeros(k)
+                ei[i], ej[j] = hs[i], hs[j]
+                val = (fn(x + ei + ej) - fn(x + ei - ej) - fn(x - ei + ej) + fn(x - ei - ej)) / (
+                    4 * hs[i] * hs[j]
+                )
+                out[i, j] = out[j, i] = val
+        return out
+
+    return (4 * second(step / 2) - second(step)) / 3
+
+
+def vcov_varpar_from_hessian(hessian: np.ndarray, tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+    """``2 H^+`` from the positive eigenvalues of the deviance Hessian (as ``lmerTest:::as_lmerModLT``).
+
+    Returns
+    -------
+    vcov, eigenvalues : numpy.ndarray
+        The asymptotic covariance of the variance parameters and the Hessian's eigenvalues (descending).
+    """
+    vals, vecs = np.linalg.eigh(hessian)
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    pos = vals > tol
+    inv = (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
+    return 2.0 * inv, vals
+
+
+@dataclass(frozen=True)
+class WaldInference:
+    """Everything needed for Satterthwaite t- and F-tests of linear contrasts of the fixed effects.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Coefficient names.
+    beta : numpy.ndarray
+        Estimates, ``(p,)``.
+    vcov_beta : numpy.ndarray
+        ``(p, p)``.
+    jacobian : numpy.ndarray
+        ``(k, p, p)``: derivative of ``vcov(beta)`` with respect to each variance parameter.
+    vcov_varpar : numpy.ndarray
+        ``(k, k)``: ``2 H^+`` with ``H`` the Hessian of the deviance in ``varpar``.
+    hessian_eigenvalues : numpy.ndarray
+        Eigenvalues of ``H`` (all positive at a proper optimum).
+    """
+
+    names: tuple[str, ...]
+    beta: np.ndarray
+    vcov_beta: np.ndarray
+    jacobian: np.ndarray
+    vcov_varpar: np.ndarray
+    hessian_eigenvalues: np.ndarray
+
+    def _as_matrix(self, contrast: np.ndarray | Sequence[float] | dict[str, float]) -> np.ndarray:
+        if isinstance(contrast, dict):
+            unknown = set(contrast) - set(self.names)
+            if unknown:
+                raise ModelSpecificationError(
+                    f"contrast names {sorted(unknown)} are not coefficients; they are {list(self.names)}"
+                )
+            row = np.array([float(contrast.get(nm, 0.0)) for nm in self.names])
+            return row[None, :]
+        mat = np.atleast_2d(np.asarray(contrast, dtype=float))
+        if mat.shape[1] != len(self.names):
+            raise ModelSpecificationError(
+                f"contrast has {mat.shape[1]} columns; the model has {len(self.names)} coefficients "
+                f"({', '.join(self.names)})"
+            )
+        return mat
+
+    def satterthwaite(self, contrast: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Variance and Satterthwaite df of each row ``l`` of a contrast matrix.
+
+        Notes
+        -----
+        ``v(l) = l' V(varpar) l``, ``g_k = l' (dV / d varpar_k) l`` and
+        ``df = 2 v^2 / (g' W g)`` with ``W = vcov(varpar)`` (``lmerTest::contest1D``).
+
+        Validated against lmerTest 3.1-3 ``contest1D`` / ``summary`` (see ``tests/reference``).
+        """
+        mat = self._as_matrix(contrast)
+        var = np.einsum("ij,jk,ik->i", mat, self.vcov_beta, mat)
+        grad = np.einsum("ij,ajk,ik->ia", mat, self.jacobian, mat)
+        denom = np.einsum("ia,ab,ib->i", grad, self.vcov_varpar, grad)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df = 2.0 * var**2 / denom
+        return var, df
+
+    def contrast(
+        self,
+        contrast: np.ndarray | Sequence[float] | dict[str, float],
+        rhs: float = 0.0,
+        level: float = 0.95,
+        labels: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """t-test of each row of ``L beta = rhs`` with Satterthwaite df.
+
+        Returns
+        -------
+        polars.DataFrame
+            Columns ``term, estimate, se, df, t, p, ci_low, ci_high``.
+
+        Notes
+        -----
+        ``t = (l' beta - rhs) / sqrt(l' V l)``, ``p = 2 P(T_df > |t|)``, CI ``l' beta +- t_{df, 1-a/2} se``.
+
+        Validated against lmerTest 3.1-3 ``contest(m, L, joint = FALSE, confint = TRUE)``.
+        """
+        mat = self._as_matrix(contrast)
+        est = mat @ self.beta
+        var, df = self.satterthwaite(mat)
+        se = np.sqrt(var)
+        t = (est - rhs) / se
+        p = 2.0 * stats.t.sf(np.abs(t), df)
+        q = stats.t.ppf(0.5 + level / 2.0, df)
+        if labels is None:
+            labels = [f"contrast {i + 1}" for i in range(mat.shape[0])]
+        return pl.DataFrame(
+            {
+                "term": list(labels),
+                "estimate": est,
+                "se": se,
+                "df": df,
+                "t": t,
+                "p": p,
+                "ci_low": est - q * se,
+                "ci_high": est + q * se,
+            }
+        )
+
+    def f_test(
+        self, contrast: np.ndarray, rhs: np.ndarray | float = 0.0, eps: float = 1.49e-8
+    ) -> dict[str, float]:
+        """Joint F-test of ``L beta = rhs`` with Satterthwaite denominator df (``lmerTest::contestMD``).
+
+        Notes
+        -----
+        With the eigen-decomposition ``L V L' = P D P'`` (rank ``q``), ``F = sum_m (P_m' (L beta - rhs))^2 /
+        d_m / q``; each ``t_m`` gets its own Satterthwaite ``nu_m`` and the denominator df is
+        ``2 E / (E - q)`` with ``E = sum nu_m / (nu_m - 2)`` (2 if any ``nu_m <= 2``).
+        """
+        mat = self._as_matrix(contrast)
+        vl = mat @ self.vcov_beta @ mat.T
+        vals, vecs = np.linalg.eigh(vl)
+        vals, vecs = vals[::-1], vecs[:, ::-1]
+        pos = vals > max(eps * vals[0], 0.0)
+        q = int(pos.sum())
+        ptl = (vecs.T @ mat)[:q]
+        diff = ptl @ self.beta - (vecs.T @ np.broadcast_to(np.asarray(rhs, dtype=float), (mat.shape[0],)))[:q]
+        f = float(np.sum(diff**2 / vals[:q]) / q)
+        grad = np.einsum("ij,ajk,ik->ia", ptl, self.jacobian, ptl)
+        nu = 2.0 * vals[:q] ** 2 / np.einsum("ia,ab,ib->i", grad, self.vcov_varpar, grad)
+        if q == 1:
+            ddf = float(nu[0])
+        elif np.all(np.abs(np.diff(nu)) < 1e-8):
+            ddf = float(nu.mean())
+        elif np.any(nu <= 2):
+            ddf = 2.0
+        else:
+            e = float(np.sum(nu / (nu - 2)))
+            ddf = 2 * e / (e - q)
+        return {"f": f, "num_df": float(q), "den_df": ddf, "p": float(stats.f.sf(f, q, ddf))}
+
+
+def satterthwaite_from_deviance(
+    names: Sequence[str],
+    beta: np.ndarray,
+    varpar: np.ndarray,
+    covbeta: Callable[[np.ndarray], np.ndarray],
+    deviance: Callable[[np.ndarray], float] | None = None,
+    gradient: Callable[[np.ndarray], np.ndarray] | None = None,
+    hessian: np.ndarray | None = None,
+) -> WaldInference:
+    """Build :class:`WaldInference` from an estimator's ``vcov(beta)(varpar)`` and deviance.
+
+    Parameters
+    ----------
+    names, beta : coefficient names and estimates.
+    varpar : numpy.ndarray
+        Variance parameters at the optimum (``(theta, sigma)`` for lme4-type models).
+    covbeta : callable
+        ``varpar -> vcov(beta)``.
+    deviance, gradient : callable, optional
+        The deviance in ``varpar`` and/or its gradient; the Hessian is taken from the gradient when given.
+    hessian : numpy.ndarray, optional
+        A precomputed Hessian of the deviance (overrides ``deviance``/``gradient``).
+
+    Returns
+    -------
+    WaldInference
+
+    Notes
+    -----
+    ``vcov(varpar) = 2 H^+`` (positive eigenvalues only) and ``J_k = d vcov(beta) / d varpar_k``, both by
+    Richardson-extrapolated central differences, as ``lmerTest:::as_lmerModLT`` does with ``numDeriv``.
+    """
+    varpar = np.asarray(varpar, dtype=float)
+    if hessian is None:
+        if gradient is None and deviance is None:
+            raise ModelSpecificationError(
+                "satterthwaite_from_deviance needs a deviance, a gradient or a Hessian"
+            )
+        hessian = numerical_hessian(deviance, varpar, gradient=gradient)  # type: ignore[arg-type]
+    vcov_vp, eig = vcov_varpar_from_hessian(hessian)
+    jac = numerical_jacobian(covbeta, varpar)
+    return WaldInference(
+        names=tuple(names),
+        beta=np.asarray(beta, dtype=float),
+        vcov_beta=np.asarray(covbeta(varpar)),
+        jacobian=jac,
+        vcov_varpar=vcov_vp,
+        hessian_eigenvalues=eig,
+    )
+
+
+@dataclass(frozen=True)
+class LikelihoodRatioTest:
+    """Result of a likelihood-ratio test of nested models (as ``anova(m0, m1)`` prints it)."""
+
+    loglik_small: float
+    loglik_large: float
+    df_small: int
+    df_large: int
+    statistic: float
+    df: int
+    p: float
+    refitted_ml: bool
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        """Plain-data form."""
+        return dict(self.__dict__)
+
+
+def likelihood_ratio(
+    loglik_small: float, loglik_large: float, df_small: int, df_large: int, refitted_ml: bool
+) -> LikelihoodRatioTest:
+    """Chi-square likelihood-ratio test of a smaller model nested in a larger one.
+
+    Notes
+    -----
+    ``chi2 = 2 (l_1 - l_0)`` on ``k_1 - k_0`` df, ``p = P(chi2_df > chi2)``.
+
+    Validated against ``anova(m0, m1)`` of lme4 1.1-31 (refits REML fits with ML).
+    """
+    if df_large <= df_small:
+        raise ModelSpecificationError(
+            f"the larger model must have more parameters ({df_large} vs {df_small}); swap the arguments"
+        )
+    stat = max(2.0 * (loglik_large - loglik_small), 0.0)
+    dfd = df_large - df_small
+    return LikelihoodRatioTest(
+        loglik_small,
+        loglik_large,
+        df_small,
+        df_large,
+        stat,
+        dfd,
+        float(stats.chi2.sf(stat, dfd)),
+        refitted_ml,
+    )

@@ -1,0 +1,814 @@
+"""Linear mixed growth models (lme4-type) fitted by the profiled REML/ML deviance.
+
+:class:`GrowthModel` parses an lme4 formula, computes per-patient sufficient statistics in one pass, finds
+the optimum of the profiled deviance over the relative covariance factor with an analytic gradient
+(L-BFGS-B, then projected Newton steps, restarts when a check fails) and reports fixed effects with
+Satterthwaite inference, variance components, fit statistics, convergence diagnostics, marginal means and
+predictions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from scipy import optimize, stats
+
+from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
+from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans
+from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance
+from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
+from sciatica_outcomes.models.inference import (
+    LikelihoodRatioTest,
+    likelihood_ratio,
+    satterthwaite_from_deviance,
+)
+from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+
+__all__ = ["GrowthModel", "likelihood_ratio_test"]
+
+SINGULAR_TOL = 1e-4  # lme4::isSingular default
+
+
+def _to_polars(data: Any) -> pl.DataFrame:
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return pl.from_pandas(data)
+    raise UnusableInputError(f"expected a polars or pandas DataFrame, got {type(data).__name__}")
+
+
+class _Structure:
+    """Random-effects structure: grouping levels, terms and theta layout (lme4 order)."""
+
+    def __init__(self, formula: ModelFormula) -> None:
+        groups = formula.groups
+        if not groups:
+            raise ModelSpecificationError(
+                f"formula {formula.text!r} has no random-effects term such as (week | patient); "
+                "fit a fixed-effects model with statsmodels OLS instead"
+            )
+        if len(groups) > 2:
+            raise ModelSpecificationError(
+                f"formula {formula.text!r} has {len(groups)} grouping factors ({', '.join(groups)}); "
+                "this engine fits one grouping factor or two nested ones (patients within clinics)"
+            )
+        self.groups = groups
+        self.terms = formula.random
+
+    def layout(self, inner: str) -> None:
+        """Order terms as lme4 does (inner, i.e. more levels, first) and assign theta positions."""
+        self.inner = inner
+        self.outer = next((g for g in self.groups if g != inner), None)
+        ordered: list[RandomTerm] = [t for t in self.terms if t.group == inner]
+        ordered += [t for t in self.terms if t.group != inner]
+        self.ordered = ordered
+        idx = 0
+        self.specs: dict[str, LevelSpec] = {}
+        self.term_slices: list[tuple[RandomTerm, int, int, list[int]]] = []  # term, q offset, k, theta ids
+        self.diag_theta: list[int] = []
+        for grp in (inner, self.outer):
+            if grp is None:
+                continue
+            rows: list[int] = []
+            cols: list[int] = []
+            index: list[int] = []
+            off = 0
+            for t in (t for t in ordered if t.group == grp):
+                k = len(t.variables)
+                ids: list[int] = []
+                for j in range(k):
+                    for i in range(j, k):
+                        rows.append(off + i)
+                        cols.append(off + j)
+                        index.append(idx)
+                        ids.append(idx)
+                        if i == j:
+                            self.diag_theta.append(idx)
+                        idx += 1
+                self.term_slices.append((t, off, k, ids))
+                off += k
+            self.specs[grp] = LevelSpec(off, np.array(rows), np.array(cols), np.array(index))
+        self.n_theta = idx
+
+    def theta0(self) -> np.ndarray:
+        """lme4's start: identity relative covariance factor."""
+        th = np.zeros(self.n_theta)
+        th[self.diag_theta] = 1.0
+        return th
+
+    def lower(self) -> np.ndarray:
+        lo = np.full(self.n_theta, -np.inf)
+        lo[self.diag_theta] = 0.0
+        return lo
+
+    def group_labels(self) -> list[str]:
+        """Group names as ``VarCorr`` prints them (``patient``, ``patient.1`` for a second term)."""
+        seen: dict[str, int] = {}
+        out = []
+        for t, *_ in self.term_slices:
+            n = seen.get(t.group, 0)
+            out.append(t.group if n == 0 else f"{t.group}.{n}")
+            seen[t.group] = n + 1
+        return out
+
+
+class GrowthModel:
+    """Linear mixed model for growth curves, specified in lme4 syntax.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 formula, e.g. ``"walk ~ week * adherence + age + (1 | clinic) + (week | patient)"``.
+    reml : bool
+        REML (default) or maximum likelihood.
+    reference : mapping, optional
+        Reference level per categorical column (treatment coding), e.g. ``{"group": "control"}``.
+    time : str
+        Name of the time column used by the plots (default ``"week"``).
+    gradient_tol : float
+        Convergence tolerance on the Newton decrement ``sqrt(g' H^-1 g)`` of the deviance.
+    max_restarts : int
+        Extra optimizer runs allowed when a final check fails.
+
+    Attributes
+    ----------
+    result_ : FitResult
+        Frozen result (fixed effects, variance components, fit statistics, diagnostics).
+    inference_ : WaldInference
+        Satterthwaite machinery for contrasts, marginal means and predictions.
+    beta_, theta_, sigma_ : fitted parameters.
+
+    Notes
+    -----
+    ``y = X beta + Z b + e``, ``b = Lambda(theta) u``, ``u ~ N(0, sigma^2 I)``, ``e ~ N(0, sigma^2 I)``.
+    The profiled deviance over ``theta`` (Bates et al. 2015, J Stat Softw 67(1), eq. 34 and 41) is
+    minimised; ``beta`` and ``sigma`` follow in closed form. Satterthwaite df as ``lmerTest``.
+
+    Validated against lme4 1.1-31 ``lmer(..., control = lmerControl(optimizer = "bobyqa"))``, lmerTest 3.1-3
+    ``summary`` and emmeans 1.8.4 (``tests/reference/*.R``).
+    """
+
+    def __init__(
+        self,
+        formula: str,
+        reml: bool = True,
+        reference: Mapping[str, Any] | None = None,
+        time: str = "week",
+        gradient_tol: float = 1e-5,
+        max_restarts: int = 2,
+    ) -> None:
+        self.formula = formula
+        self.reml = reml
+        self.reference = dict(reference or {})
+        self.time = time
+        self.gradient_tol = gradient_tol
+        self.max_restarts = max_restarts
+        _Structure(parse_formula(formula))  # fail early on a bad formula
+
+    # ------------------------------------------------------------------------------------------------
+    def _prepare(self, data: Any) -> pl.DataFrame:
+        self.formula_ = parse_formula(self.formula)
+        self.structure_ = _Structure(self.formula_)
+        frame = _to_polars(data)
+        cols = self.formula_.columns()
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise ModelSpecificationError(
+                f"formula {self.formula!r} uses column(s) {missing} that the data do not have; "
+                f"available columns: {', '.join(frame.columns)}"
+            )
+        frame = frame.select(cols).with_row_index("__row")
+        incomplete = pl.any_horizontal(
+            [
+                pl.col(c).is_null() | (pl.col(c).is_nan() if frame[c].dtype.is_float() else pl.lit(False))
+                for c in cols
+            ]
+        )
+        n_before = frame.height
+        frame = frame.filter(~incomplete)
+        self.n_dropped_ = n_before - frame.height
+        if frame.height == 0:
+            raise UnusableInputError(
+                f"no complete rows: all {n_before} rows miss one of {cols} (formula {self.formula!r})"
+            )
+        groups = self.structure_.groups
+        counts = {g: frame[g].n_unique() for g in groups}
+        inner = max(groups, key=lambda g: (counts[g], -groups.index(g)))
+        if len(groups) == 2:
+            outer = next(g for g in groups if g != inner)
+            pairs = frame.select(inner, outer).unique().height
+            if pairs != counts[inner]:
+                shared = (
+                    frame.select(inner, outer)
+                    .unique()
+                    .group_by(inner)
+                    .len()
+                    .filter(pl.col("len") > 1)
+                    .get_column(inner)
+                    .head(3)
+                    .to_list()
+                )
+                raise ModelSpecificationError(
+                    f"grouping factors {inner!r} and {outer!r} are crossed, not nested: {inner} "
+                    f"{shared} appear(s) in more than one {outer}. This engine fits nested designs exactly, "
+                    "not crossed ones; give each patient a code unique across clinics, or fit in lme4"
+                )
+            frame = frame.sort([outer, inner], maintain_order=True)
+            frame = frame.with_columns(
+                pl.col(inner).rle_id().alias("__g1"), pl.col(outer).rle_id().alias("__g2")
+            )
+        else:
+            frame = frame.sort(inner, maintain_order=True).with_columns(pl.col(inner).rle_id().alias("__g1"))
+        self.structure_.layout(inner)
+        self.n_groups_ = {g: counts[g] for g in (inner, self.structure_.outer) if g is not None}
+        return frame
+
+    def _check_finite(self, frame: pl.DataFrame, x: np.ndarray, y: np.ndarray, names: list[str]) -> None:
+        bad_y = ~np.isfinite(y)
+        if bad_y.any():
+            i = int(np.flatnonzero(bad_y)[0])
+            raise ModelSpecificationError(
+                f"response {self.formula_.response_label!r} is not finite in {int(bad_y.sum())} row(s), "
+                f"first "
+                f"at data row {int(frame['__row'][i])} ({dict(frame.drop('__row').row(i, named=True))}); "
+                "check the transformation and the values"
+            )
+        bad = ~np.isfinite(x)
+        if bad.any():
+            i, j = (int(v[0]) for v in np.nonzero(bad))
+            raise ModelSpecificationError(
+                f"fixed-effect column {names[j]!r} is not finite in {int(bad.any(axis=1).sum())} row(s), "
+                f"first "
+                f"at data row {int(frame['__row'][i])} ({dict(frame.drop('__row').row(i, named=True))})"
+            )
+
+    def fit(self, data: Any) -> GrowthModel:
+        """Fit the model.
+
+        Parameters
+        ----------
+        data : polars.DataFrame or pandas.DataFrame
+            One row per observation; rows missing any model variable are dropped and counted in
+            ``result_.diagnostics.n_dropped_incomplete``.
+
+        Returns
+        -------
+        GrowthModel
+            ``self``, fitted.
+        """
+        t0 = time.perf_counter()
+        frame = self._prepare(data)
+        design, x = Design.build(self.formula_, frame, self.reference)
+        y = design.response(frame)
+        self._check_finite(frame, x, y, design.column_names)
+        n, p = x.shape
+        rank = np.linalg.matrix_rank(x.T @ x) if p else 0
+        if rank < p:
+            _, r = np.linalg.qr(x)
+            aliased = [
+                design.column_names[j] for j in np.flatnonzero(np.abs(np.diag(r)) < 1e-7 * np.abs(r).max())
+            ]
+            raise ModelSpecificationError(
+                f"the fixed-effects design is rank deficient (rank {rank} of {p} columns); columns "
+                f"{aliased or design.column_names} are combinations of others: remove them"
+            )
+        if n <= p:
+            raise ModelSpecificationError(
+                f"{n} complete rows for {p} fixed effects: need more rows than effects"
+            )
+        st = self.structure_
+        zs = {grp: [] for grp in st.specs}
+        for t, *_ in st.term_slices:
+            zs[t.group].append(design.random_matrix(frame, t))
+        z1 = np.column_stack(zs[st.inner])
+        g1 = frame["__g1"].to_numpy()
+        if st.outer is not None:
+            z2 = np.column_stack(zs[st.outer])
+            g2 = frame["__g2"].to_numpy()
+            engine = ProfiledDeviance(x, y, z1, g1, st.specs[st.inner], z2, g2, st.specs[st.outer])
+        else:
+            engine = ProfiledDeviance(x, y, z1, g1, st.specs[st.inner])
+        for z in (z1, *([z2] if st.outer is not None else [])):
+            if not np.all(np.isfinite(z)):
+                raise ModelSpecificationError(
+                    f"a random-effects column of {self.formula!r} has non-finite values"
+                )
+        self.design_ = design
+        self.engine_ = engine
+        self._column_info(frame)
+        self.group_levels_ = {
+            st.inner: frame.select("__g1", st.inner).unique("__g1", keep="first").sort("__g1")[st.inner],
+        }
+        if st.outer is not None:
+            self.group_levels_[st.outer] = (
+                frame.select("__g2", st.outer).unique("__g2", keep="first").sort("__g2")[st.outer]
+            )
+        self._optimise(self.reml)
+        self._finish(time.perf_counter() - t0)
+        return self
+
+    def _column_info(self, frame: pl.DataFrame) -> None:
+        info: dict[str, tuple[str, Any]] = {}
+        for var in self.formula_.variables.values():
+            for col in var.columns:
+                if var.kind == "factor":
+                    info[col] = ("factor", list(var.levels))
+                elif col not in info:
+                    info[col] = ("numeric", float(frame[col].cast(pl.Float64).mean()))
+        self.column_info_ = info
+        if self.time in frame.columns and frame[self.time].dtype.is_numeric():
+            t = frame[self.time].cast(pl.Float64)
+            self._time_bounds = (float(t.min()), float(t.max()))
+        else:
+            self._time_bounds = (0.0, 1.0)
+
+    # ------------------------------------------------------------------------------------------------
+    def _optimise(self, reml: bool) -> None:
+        eng, st = self.engine_, self.structure_
+        lower = st.lower()
+        bounds = [(None if not np.isfinite(lo) else lo, None) for lo in lower]
+        n_start = eng.n_evals
+
+        def fg(th: np.ndarray) -> tuple[float, np.ndarray]:
+            f, g = eng.deviance(th, reml, grad=True)
+            return f, g  # type: ignore[return-value]
+
+        def run(start: np.ndarray) -> np.ndarray:
+            res = optimize.minimize(
+                fg,
+                start,
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
+                options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20},
+            )
+            return self._newton(np.clip(res.x, lower, None), lower, reml)
+
+        messages: list[str] = []
+        theta = run(st.theta0())
+        restarts = 0
+        check = self._check(theta, lower, reml)
+        while restarts < self.max_restarts and not check["ok"]:
+            restarts += 1
+            messages.append(f"restart {restarts}: decrement {check['decrement']:.2e} above tolerance")
+            theta = run(theta + 0.05 * st.theta0())
+            check = self._check(theta, lower, reml)
+        diag = np.asarray(st.diag_theta)
+        at_bound = theta[diag] < SINGULAR_TOL
+        if at_bound.any():
+            # confirm a boundary optimum from an interior start
+            restarts += 1
+            alt_start = theta.copy()
+            alt_start[diag[at_bound]] = 0.1
+            alt = run(alt_start)
+            f_alt = eng.deviance(alt, reml)[0]
+            f_cur = eng.deviance(theta, reml)[0]
+            if f_alt < f_cur - 1e-9:
+                theta = alt
+                check = self._check(theta, lower, reml)
+                messages.append("an interior restart improved the boundary fit")
+        singular = bool((theta[diag] < SINGULAR_TOL).any())
+        if singular:
+            messages.append("boundary (singular) fit: a random-effect SD is estimated as (nearly) zero")
+        self.theta_ = theta
+        self._fit_state = {
+            "reml": reml,
+            "check": check,
+            "restarts": restarts,
+            "messages": messages,
+            "singular": singular,
+            "n_evals": eng.n_evals - n_start,
+        }
+
+    def _newton(self, theta: np.ndarray, lower: np.ndarray, reml: bool, max_iter: int = 12) -> np.ndarray:
+        """Projected Newton steps from an L-BFGS-B point until the projected gradient vanishes.
+
+        Steps are accepted on the deviance while the predicted decrease is resolvable, and on the projected
+        gradient norm once it is below the deviance's rounding level (where a line search cannot tell).
+        """
+        f, g = self._fg(theta, reml)
+        h_full: np.ndarray | None = None
+        for _ in range(max_iter):
+            free = ~((theta <= lower) & (g > 0))
+            pg = np.where(free, g, 0.0)
+            if not free.any() or np.abs(pg).max() < 1e-12:
+                break
+            if h_full is None:
+                h_full = self._hessian(theta, reml)
+            h = h_full[np.ix_(free, free)]
+            vals, vecs = np.linalg.eigh(h)
+            vals = np.maximum(vals, 1e-8 * max(vals.max(), 1.0))
+            step = np.zeros_like(theta)
+            step[free] = -(vecs / vals) @ (vecs.T @ g[free])
+            pred = float(-(g @ step))
+            if pred <= 0.0 or np.abs(step).max() < 1e-10 * max(1.0, float(np.abs(theta).max())):
+                break
+            noise_level = pred < 1e-9 * max(1.0, abs(f))
+            t, accepted = 1.0, False
+            for _ in range(30):
+                cand = np.maximum(theta + t * step, lower)
+                fc, gc = self._fg(cand, reml)
+                pgc = np.where(~((cand <= lower) & (gc > 0)), gc, 0.0)
+                if fc <= f - 1e-4 * t * pred or (noise_level and np.abs(pgc).max() < np.abs(pg).max()):
+                    accepted = True
+                    break
+                t *= 0.5
+            if not accepted:
+                break
+            theta, f, g = cand, fc, gc
+        return theta
+
+    def _fg(self, theta: np.ndarray, reml: bool) -> tuple[float, np.ndarray]:
+        f, g = self.engine_.deviance(theta, reml, grad=True)
+        if g is None:
+            raise RuntimeError("the deviance engine returned no gradient")
+        return f, g
+
+    def _hessian(self, theta: np.ndarray, reml: bool) -> np.ndarray:
+        k = theta.shape[0]
+        h = np.empty((k, k))
+        for j in range(k):  # k (<= 10) gradient pairs
+            e = np.zeros(k)
+            e[j] = 1e-5 * max(abs(theta[j]), 1e-2)
+            h[j] = (self._fg(theta + e, reml)[1] - self._fg(theta - e, reml)[1]) / (2 * e[j])
+        return 0.5 * (h + h.T)
+
+    def _check(self, theta: np.ndarray, lower: np.ndarray, reml: bool) -> dict[str, Any]:
+        _, g = self._fg(theta, reml)
+        free = ~((theta <= lower + 1e-12) & (g >= 0))
+        pg = np.where(free, g, 0.0)
+        h = self._hessian(theta, reml)
+        hf = h[np.ix_(free, free)]
+        vals = np.linalg.eigvalsh(hf) if free.any() else np.array([np.inf])
+        pd_ = bool(vals.min() > 0)
+        if pd_ and free.any():
+            dec = float(math.sqrt(max(pg[free] @ np.linalg.solve(hf, pg[free]), 0.0)))
+        else:
+            dec = float(np.abs(pg).max())
+        return {
+            "ok": dec < self.gradient_tol and pd_,
+            "decrement": dec,
+            "grad_norm": float(np.abs(pg).max()),
+            "pd": pd_,
+            "min_eig": float(vals.min()),
+        }
+
+    # ------------------------------------------------------------------------------------------------
+    def _finish(self, seconds: float) -> None:
+        eng, st = self.engine_, self.structure_
+        reml = self._fit_state["reml"]
+        theta = self.theta_
+        fx = eng.fixed(theta, reml)
+        beta, sigma = np.asarray(fx["beta"]), float(fx["sigma"])
+        self.beta_, self.sigma_ = beta, sigma
+        dev = eng.deviance(theta, reml)[0]
+        names = self.design_.column_names
+        varpar = np.r_[theta, sigma]
+
+        def grad_vp(vp: np.ndarray) -> np.ndarray:
+            return eng.deviance_vp(vp, reml, grad=True)[1]  # type: ignore[return-value]
+
+        self.inference_ = satterthwaite_from_deviance(names, beta, varpar, eng.covbeta, gradient=grad_vp)
+        fixed = self.inference_.contrast(np.eye(len(names)), labels=names)
+        n = eng.n
+        n_par = len(names) + st.n_theta + 1
+        loglik = -dev / 2.0
+        check = self._fit_state["check"]
+        messages = list(self._fit_state["messages"])
+        if self.n_dropped_:
+            messages.append(f"{self.n_dropped_} row(s) with a missing model variable were dropped")
+        converged = bool(
+            check["ok"] or (self._fit_state["singular"] and check["decrement"] < self.gradient_tol)
+        )
+        if not converged:
+            messages.append(
+                f"not converged: Newton decrement {check['decrement']:.2e}, "
+                f"Hessian positive definite {check['pd']}"
+            )
+        diagnostics = ConvergenceDiagnostics(
+            optimizer="L-BFGS-B (analytic gradient) + projected Newton",
+            n_evaluations=int(self._fit_state["n_evals"]),
+            n_restarts=int(self._fit_state["restarts"]),
+            gradient_norm=float(check["grad_norm"]),
+            hessian_positive_definite=bool(check["pd"]),
+            hessian_min_eigenvalue=float(check["min_eig"]),
+            singular=bool(self._fit_state["singular"]),
+            converged=converged,
+            messages=tuple(messages),
+            n_dropped_incomplete=int(self.n_dropped_),
+            fit_seconds=float(seconds),
+        )
+        self.result_ = FitResult(
+            formula=self.formula,
+            reml=reml,
+            fixed_effects=fixed,
+            random_effects=self._varcorr(theta, sigma),
+            sigma=sigma,
+            loglik=loglik,
+            deviance=dev,
+            aic=-2 * loglik + 2 * n_par,
+            bic=-2 * loglik + math.log(n) * n_par,
+            n_obs=n,
+            n_groups=dict(self.n_groups_),
+            theta=tuple(float(v) for v in theta),
+            diagnostics=diagnostics,
+        )
+
+    def _varcorr(self, theta: np.ndarray, sigma: float) -> pl.DataFrame:
+        st = self.structure_
+        rows: list[dict[str, Any]] = []
+        for label, (t, off, k, _) in zip(st.group_labels(), st.term_slices, strict=True):
+            lam = st.specs[t.group].template(theta)[off : off + k, off : off + k]
+            cov = sigma**2 * lam @ lam.T
+            sd = np.sqrt(np.diag(cov))
+            names = ["(Intercept)" if v is None else v for v in t.variables]
+            for i in range(k):
+                rows.append(
+                    {
+                        "group": label,
+                        "term1": names[i],
+                        "term2": None,
+                        "variance": cov[i, i],
+                        "sd": sd[i],
+                        "corr": None,
+                    }
+                )
+            for j in range(k):
+                for i in range(j + 1, k):
+                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else float("nan")
+                    rows.append(
+                        {
+                            "group": label,
+                            "term1": names[j],
+                            "term2": names[i],
+                            "variance": cov[i, j],
+                            "sd": None,
+                            "corr": corr,
+                        }
+                    )
+        rows.append(
+            {
+                "group": "Residual",
+                "term1": None,
+                "term2": None,
+                "variance": sigma**2,
+                "sd": sigma,
+                "corr": None,
+            }
+        )
+        return pl.DataFrame(
+            rows,
+            schema={
+                "group": pl.String,
+                "term1": pl.String,
+                "term2": pl.String,
+                "variance": pl.Float64,
+                "sd": pl.Float64,
+                "corr": pl.Float64,
+            },
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    def _fitted(self) -> None:
+        if not hasattr(self, "result_"):
+            raise ModelSpecificationError("the model is not fitted yet: call .fit(frame) first")
+
+    @property
+    def summary(self) -> pl.DataFrame:
+        """Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (Satterthwaite df, 95% CI)."""
+        self._fitted()
+        return self.result_.fixed_effects
+
+    @property
+    def variance_components(self) -> pl.DataFrame:
+        """Variance components as ``as.data.frame(VarCorr(m))``: group, term1, term2, variance, sd, corr."""
+        self._fitted()
+        return self.result_.random_effects
+
+    def contrast(
+        self, contrast: np.ndarray | Sequence[float] | dict[str, float], rhs: float = 0.0, level: float = 0.95
+    ) -> pl.DataFrame:
+        """t-test of ``L beta = rhs`` per row of ``L`` (or a ``{coefficient: weight}`` mapping)."""
+        self._fitted()
+        return self.inference_.contrast(contrast, rhs=rhs, level=level)
+
+    def f_test(self, contrast: np.ndarray, rhs: float = 0.0) -> dict[str, float]:
+        """Joint F-test of ``L beta = rhs`` with Satterthwaite denominator df."""
+        self._fitted()
+        return self.inference_.f_test(contrast, rhs)
+
+    def emmeans(
+        self,
+        specs: str | Sequence[str],
+        at: Mapping[str, Sequence[Any]] | None = None,
+        by: str | Sequence[str] | None = None,
+        level: float = 0.95,
+    ) -> EmmeansResult:
+        """Estimated marginal means (see :func:`sciatica_outcomes.models.emmeans.emmeans`)."""
+        return emmeans(self, specs, at=at, by=by, level=level)
+
+    def refit(self, reml: bool) -> GrowthModel:
+        """The same model refitted with REML or ML on the stored sufficient statistics."""
+        self._fitted()
+        clone = object.__new__(GrowthModel)
+        clone.__dict__.update({k: v for k, v in self.__dict__.items() if not k.startswith("_fit")})
+        clone.reml = reml
+        clone._optimise(reml)
+        clone._finish(0.0)
+        return clone
+
+    def ranef(self) -> dict[str, pl.DataFrame]:
+        """Conditional modes (BLUPs) per grouping factor with conditional SDs (``ranef(condVar=TRUE)``)."""
+        self._fitted()
+        st = self.structure_
+        re = self.engine_.random_effects(self.theta_, self.beta_)
+        out: dict[str, pl.DataFrame] = {}
+        for grp, bkey, ckey in ((st.inner, "b1", "cov1"), (st.outer, "b2", "cov2")):
+            if grp is None:
+                continue
+            names = []
+            for t, *_ in st.term_slices:
+                if t.group == grp:
+                    names += ["(Intercept)" if v is None else v for v in t.variables]
+            b = re[bkey]
+            cov = re[ckey] * self.sigma_**2
+            cols: dict[str, Any] = {grp: self.group_levels_[grp]}
+            for j, nm in enumerate(names):
+                cols[nm] = b[:, j]
+                cols[f"{nm}__cond_sd"] = np.sqrt(cov[:, j, j])
+            out[grp] = pl.DataFrame(cols)
+        return out
+
+    def predict(self, data: Any, include_random: bool = False, level: float = 0.95) -> pl.DataFrame:
+        """Predictions with confidence intervals.
+
+        Parameters
+        ----------
+        data : polars or pandas DataFrame
+            New rows with the fixed-effects columns (and grouping columns when ``include_random``).
+        include_random : bool
+            Add the patient's (and clinic's) BLUPs; unknown groups get the population curve.
+        level : float
+            Confidence level.
+
+        Returns
+        -------
+        polars.DataFrame
+            The input with ``fit, se, df, ci_low, ci_high`` (population) and, with ``include_random``,
+            ``fit_conditional, se_conditional, known_group``.
+
+        Notes
+        -----
+        Population: ``x' beta`` with ``se = sqrt(x' V x)`` and Satterthwaite df. Conditional:
+        ``x' beta + z' b`` with ``se^2 = x' V x + z' Var(b | y) z`` (``Var(b | y) = sigma^2 Lambda A^-1
+        Lambda'``), which ignores the covariance of ``beta`` and ``b`` (as ``ranef(condVar = TRUE)``).
+        """
+        self._fitted()
+        frame = _to_polars(data)
+        x = self.design_.matrix(frame)
+        fit = x @ self.beta_
+        var, df = self.inference_.satterthwaite(np.nan_to_num(x))
+        se = np.sqrt(var)
+        q = stats.t.ppf(0.5 + level / 2, df)
+        out = frame.with_columns(
+            pl.Series("fit", fit),
+            pl.Series("se", se),
+            pl.Series("df", df),
+            pl.Series("ci_low", fit - q * se),
+            pl.Series("ci_high", fit + q * se),
+        )
+        if not include_random:
+            return out
+        st = self.structure_
+        re = self.engine_.random_effects(self.theta_, self.beta_)
+        cond = fit.copy()
+        cvar = var.copy()
+        known = np.ones(frame.height, dtype=bool)
+        for grp, bkey, ckey in ((st.inner, "b1", "cov1"), (st.outer, "b2", "cov2")):
+            if grp is None:
+                continue
+            if grp not in frame.columns:
+                raise ModelSpecificationError(
+                    f"include_random=True needs the grouping column {grp!r} in the data"
+                )
+            z = np.column_stack(
+                [self.design_.random_matrix(frame, t) for t, *_ in st.term_slices if t.group == grp]
+            )
+            lut = pl.DataFrame({grp: self.group_levels_[grp], "__i": np.arange(len(self.group_levels_[grp]))})
+            idx = frame.select(pl.col(grp).cast(lut[grp].dtype)).join(
+                lut, on=grp, how="left", maintain_order="left"
+            )["__i"]
+            found = idx.is_not_null().to_numpy()
+            ii = idx.fill_null(0).to_numpy()
+            b = re[bkey][ii]
+            cov = re[ckey][ii] * self.sigma_**2
+            cond += np.where(found, np.einsum("ij,ij->i", z, b), 0.0)
+            cvar += np.where(found, np.einsum("ij,ijk,ik->i", z, cov, z), 0.0)
+            if grp == st.inner:
+                known = found
+        return out.with_columns(
+            pl.Series("fit_conditional", cond),
+            pl.Series("se_conditional", np.sqrt(cvar)),
+            pl.Series("known_group", known),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready result (the ``fit --json`` schema)."""
+        self._fitted()
+        return self.result_.to_dict()
+
+    # ------------------------------------------------------------------------------------------------
+    def plot_trajectory(
+        self, ax: Axes | None = None, weeks: Sequence[float] | None = None, by: str | None = None
+    ) -> Axes:
+        """Population trajectory (marginal means over ``time``) with 95% CI band; returns the axes."""
+        import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
+
+        self._fitted()
+        if self.time not in self.column_info_:
+            raise ModelSpecificationError(
+                f"time column {self.time!r} is not a fixed-effect variable of the model"
+            )
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 4))
+        if weeks is None:
+            lo, hi = self._time_range
+            weeks = np.linspace(lo, hi, 40).tolist()
+        em = self.emmeans([self.time], at={self.time: list(weeks)}, by=by).means
+        groups = [None] if by is None else em[by].unique(maintain_order=True).to_list()
+        for g in groups:
+            part = em if g is None else em.filter(pl.col(by) == g)
+            t = part[self.time].to_numpy()
+            ax.plot(t, part["emmean"].to_numpy(), label=None if g is None else str(g))
+            ax.fill_between(t, part["ci_low"].to_numpy(), part["ci_high"].to_numpy(), alpha=0.2)
+        ax.set_xlabel(self.time)
+        ax.set_ylabel(self.formula_.response_label)
+        if by is not None:
+            ax.legend(title=by)
+        return ax
+
+    @property
+    def _time_range(self) -> tuple[float, float]:
+        return self._time_bounds
+
+    def plot_fixed_effects(self, ax: Axes | None = None) -> Axes:
+        """Forest plot of the fixed effects (estimate and 95% CI); returns the axes."""
+        import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
+
+        self._fitted()
+        fe = self.summary.filter(pl.col("term") != "(Intercept)")
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 0.4 * fe.height + 1))
+        ypos = np.arange(fe.height)[::-1]
+        est = fe["estimate"].to_numpy()
+        ax.errorbar(
+            est,
+            ypos,
+            xerr=[est - fe["ci_low"].to_numpy(), fe["ci_high"].to_numpy() - est],
+            fmt="o",
+            capsize=3,
+        )
+        ax.axvline(0.0, color="grey", lw=0.8)
+        ax.set_yticks(ypos, fe["term"].to_list())
+        ax.set_xlabel("estimate (95% CI)")
+        return ax
+
+
+def likelihood_ratio_test(small: GrowthModel, large: GrowthModel) -> LikelihoodRatioTest:
+    """Likelihood-ratio test of nested growth models, refitting REML fits with ML (as ``anova(m0, m1)``).
+
+    Parameters
+    ----------
+    small, large : GrowthModel
+        Fitted models on the same rows; ``small`` nested in ``large``.
+
+    Returns
+    -------
+    LikelihoodRatioTest
+    """
+    for m in (small, large):
+        m._fitted()
+    if small.result_.n_obs != large.result_.n_obs:
+        raise ModelSpecificationError(
+            f"models were fitted to different numbers of rows ({small.result_.n_obs} vs "
+            f"{large.result_.n_obs}); "
+            "a likelihood-ratio test needs the same rows"
+        )
+    refit = small.reml or large.reml
+    a = small.refit(False) if small.reml else small
+    b = large.refit(False) if large.reml else large
+
+    def npar(m: GrowthModel) -> int:
+        return len(m.beta_) + m.structure_.n_theta + 1
+
+    return likelihood_ratio(a.result_.loglik, b.result_.loglik, npar(a), npar(b), refit)
