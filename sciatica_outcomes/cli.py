@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sciatica_outcomes import synth
+from sciatica_outcomes.derive.cli import derive_command
 
 app = typer.Typer(
     name="sciatica-outcomes",
@@ -79,6 +80,9 @@ def demo_command(
     synth.write_cohort(cohort, data_dir)
     _print_summary(cohort, "Synthetic cohort")
     console.print(f"Cohort tables and truth.json: {data_dir}")
+
+
+app.command("derive")(derive_command)
 
 
 def main() -> None:

@@ -1,0 +1,169 @@
+"""The ``sciatica-outcomes derive`` command: derived frames from the store, written to a folder.
+
+Python equivalent::
+
+    from sciatica_outcomes.config import ClinicalConfig
+    from sciatica_outcomes.derive import derive_all
+
+    derived = derive_all("data/outcomes.duckdb", ClinicalConfig.from_toml("clinic.toml"))
+    derived.analysis_frame.write_parquet("out/analysis_frame.parquet")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes.derive.frames import Derived, derive_all
+from sciatica_outcomes.errors import DataValidationError, SciaticaOutcomesError
+
+__all__ = ["derive_command", "write_derived"]
+
+_MEASURE_COLUMNS = (
+    "episode_id",
+    "assessed_on",
+    "measure",
+    "value",
+    "stopped_reason",
+    "cap_min",
+    "instrument_version",
+)
+
+
+def write_derived(derived: Derived, out: Path, *, source: str) -> dict[str, Path]:
+    """Write the derived frames and a provenance record to ``out``.
+
+    Files: ``analysis_frame.parquet``, ``episode_summary.parquet``, ``alerts.csv`` (one row per alert:
+    ``episode_id, date, kind, source, flags, action_taken, unactioned``), ``scored_measures.parquet``,
+    ``scoring_problems.csv`` and ``derive_provenance.json`` (configuration with sources, data cut, row
+    counts, source).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "analysis_frame": out / "analysis_frame.parquet",
+        "episode_summary": out / "episode_summary.parquet",
+        "alerts": out / "alerts.csv",
+        "scored_measures": out / "scored_measures.parquet",
+        "scoring_problems": out / "scoring_problems.csv",
+        "provenance": out / "derive_provenance.json",
+    }
+    derived.analysis_frame.write_parquet(paths["analysis_frame"])
+    derived.episode_summary.write_parquet(paths["episode_summary"])
+    derived.alerts.write_csv(paths["alerts"])
+    derived.scored_measures.write_parquet(paths["scored_measures"])
+    derived.scoring_problems.write_csv(paths["scoring_problems"])
+    provenance = {
+        "source": source,
+        "data_cut": derived.data_cut.isoformat() if derived.data_cut else None,
+        "config": derived.config.to_dict(),
+        "rows": {
+            "analysis_frame": derived.analysis_frame.height,
+            "episode_summary": derived.episode_summary.height,
+            "alerts": derived.alerts.height,
+            "unactioned_red_flags": int(derived.alerts["unactioned"].fill_null(False).sum()),
+            "scored_measures": derived.scored_measures.height,
+            "scoring_problems": derived.scoring_problems.height,
+        },
+    }
+    paths["provenance"].write_text(json.dumps(provenance, indent=1, default=str) + "\n", encoding="utf-8")
+    return paths
+
+
+def derive_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the derived files.")],
+    db: Annotated[Path, typer.Option("--db", help="DuckDB store to read.")] = Path("data/outcomes.duckdb"),
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file overriding clinical thresholds.")
+    ] = None,
+    data_cut: Annotated[
+        str | None,
+        typer.Option("--data-cut", help="Last date the data cover (YYYY-MM-DD); default: latest date."),
+    ] = None,
+    write_scores: Annotated[
+        bool,
+        typer.Option(
+            "--write-scores", help="Also upsert questionnaire scores into the store's measures table."
+        ),
+    ] = False,
+) -> None:
+    """Derive the analysis frame, episode summary and red-flag alerts from the store."""
+    console = Console()
+    err = Console(stderr=True)
+    t0 = time.perf_counter()
+    try:
+        cfg = ClinicalConfig.from_toml(config) if config is not None else ClinicalConfig()
+        cut = _parse_date(data_cut)
+        from sciatica_outcomes.store import Store  # noqa: PLC0415 - keep CLI start-up light
+
+        with Store(db, read_only=not write_scores) as store:
+            derived = derive_all(store, cfg, cut)
+            if write_scores and derived.scored_measures.height:
+                rules = "; ".join(sorted(set(derived.scored_measures["derived_from"].unique().to_list()))[:5])
+                store.write(
+                    "measures",
+                    derived.scored_measures.select(_MEASURE_COLUMNS),
+                    source=f"sciatica_outcomes.scoring.score_questionnaires ({rules})",
+                )
+        paths = write_derived(derived, out, source=str(db))
+    except DataValidationError as exc:
+        err.print(f"[red]derive: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    except SciaticaOutcomesError as exc:
+        err.print(f"[red]derive: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    _print(console, derived, paths, time.perf_counter() - t0)
+
+
+def _parse_date(text: str | None) -> date | None:
+    if text is None:
+        return None
+    from sciatica_outcomes.errors import UnusableInputError  # noqa: PLC0415
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise UnusableInputError(f"--data-cut must be a date YYYY-MM-DD, got {text!r}") from exc
+
+
+def _print(console: Console, derived: Derived, paths: dict[str, Path], elapsed: float) -> None:
+    summary = derived.episode_summary
+    alerts = derived.alerts
+    unactioned = int(alerts["unactioned"].fill_null(False).sum())
+    observed = summary.filter(pl.col("program_observed"))
+    completed = int(summary["n_completed"].sum())
+    table = Table(title="Derived metrics")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("episodes", f"{summary.height:,}"),
+        ("analysis rows (episode x assessment)", f"{derived.analysis_frame.height:,}"),
+        ("mean adherence (completed / prescribed)", f"{summary['adherence'].mean() or 0:.3f}"),
+        (
+            "dropout, programs fully observed (%)",
+            f"{100 * (observed['dropout'].mean() or 0):.1f}" if observed.height else "n/a",
+        ),
+        ("flares per 100 completed sessions", f"{100 * summary['n_flares'].sum() / max(completed, 1):.2f}"),
+        ("stalled progression (episodes)", f"{int(summary['stalled'].sum()):,}"),
+        ("red-flag alerts", f"{int((alerts['kind'] == 'red_flag').sum()):,}"),
+        ("neuro-worsening review signals", f"{int((alerts['kind'] == 'neuro_worsening').sum()):,}"),
+        ("questionnaires refused (see scoring_problems.csv)", f"{derived.scoring_problems.height:,}"),
+    ]
+    for figure, value in rows:
+        table.add_row(figure, value)
+    table.add_row("[bold red]UNACTIONED red-flag alerts[/bold red]", f"[bold red]{unactioned:,}[/bold red]")
+    console.print(table)
+    if unactioned:
+        console.print(
+            f"[bold red]{unactioned} red-flag alert(s) have no recorded action: "
+            f"review {paths['alerts']} now.[/]"
+        )
+    console.print(f"Wrote {len(paths)} files to {paths['alerts'].parent} in {elapsed:.1f} s")
