@@ -219,13 +219,15 @@ class Store:
         self._exec("COMMIT")
 
     # ------------------------------------------------------------------ reading
-    def read(self, table: str) -> pl.DataFrame:
+    def read(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
         """Return a whole table as a polars frame, sorted by its key.
 
         Parameters
         ----------
         table : str
             A canonical table, ``"ingest_log"`` or ``"quarantine"``.
+        columns : sequence of str, optional
+            Read only these columns (default: all).
 
         Returns
         -------
@@ -245,6 +247,12 @@ class Store:
                 f"unknown table {table!r}: expected one of {', '.join(CANONICAL_TABLES)}, "
                 "ingest_log, quarantine"
             )
+        if columns is not None:
+            unknown = [c for c in columns if c not in schema]
+            if unknown:
+                raise StoreError(f"table {table} has no column(s) {', '.join(unknown)}")
+            schema = {c: schema[c] for c in columns}
+            order = tuple(c for c in order if c in schema) or tuple(schema)[:1]
         if table not in self._existing_tables():
             return pl.DataFrame(schema=dict(schema))
         cols = ", ".join(_q(c) for c in schema)

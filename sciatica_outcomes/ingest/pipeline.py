@@ -1,0 +1,433 @@
+"""Read, validate and store: ``validate_paths`` and ``ingest_paths``.
+
+Examples
+--------
+>>> from sciatica_outcomes.ingest import ingest_paths
+>>> result = ingest_paths(["reports/demo/cohort"], db="data/outcomes.duckdb")  # doctest: +SKIP
+>>> result.summary()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from sciatica_outcomes.errors import UnusableInputError
+from sciatica_outcomes.ingest.privacy import check_identifiers
+from sciatica_outcomes.ingest.readers import read_csv_table, read_excel_tables, read_parquet_table
+from sciatica_outcomes.ingest.report import write_html_report, write_json_report
+from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable, file_sha256
+from sciatica_outcomes.ingest.validate import ValidationResult, validate_sources
+from sciatica_outcomes.schemas import TABLE_SPECS
+from sciatica_outcomes.store import DEFAULT_DB, QUARANTINE_SCHEMA, Store, WriteCounts
+
+__all__ = [
+    "DEFAULT_MAX_EXAMPLES",
+    "IngestResult",
+    "ProgressCallback",
+    "collect_files",
+    "ingest_paths",
+    "read_sources",
+    "validate_paths",
+]
+
+#: Examples shown per rule in the HTML report (counts are always exact; the JSON report lists every issue).
+DEFAULT_MAX_EXAMPLES = 20
+
+#: ``callback(stage, detail)``: stages are ``read`` (detail = file), ``validated``, ``stored`` (detail =
+#: table, called inside the transaction), ``quarantined`` and ``committed``.
+ProgressCallback = Callable[[str, str], None]
+
+_CSV = (".csv", ".tsv", ".txt")
+_PARQUET = (".parquet", ".pq")
+_EXCEL = (".xlsx", ".xlsm")
+_JSON = (".json",)
+_SUPPORTED = _CSV + _PARQUET + _EXCEL + _JSON
+
+
+def collect_files(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, bool]], list[Notice]]:
+    """Expand directories into their supported files (not recursive).
+
+    Returns
+    -------
+    tuple
+        ``(path, explicit)`` pairs (``explicit`` is False for files found in a directory) and notices for
+        directory entries that were skipped.
+
+    Raises
+    ------
+    UnusableInputError
+        If a path does not exist or a directory holds no supported file.
+    """
+    out: list[tuple[Path, bool]] = []
+    notices: list[Notice] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+            usable = [f for f in found if f.suffix.lower() in _SUPPORTED]
+            for f in found:
+                if f.suffix.lower() not in _SUPPORTED:
+                    notices.append(
+                        Notice(str(f), None, "skipped_file", f"{f.name} skipped: not a supported format")
+                    )
+            if not usable:
+                raise UnusableInputError(f"{p}: the directory holds no .csv, .parquet, .xlsx or .json file")
+            out.extend((f, False) for f in usable)
+        elif p.is_file():
+            out.append((p, True))
+        else:
+            raise UnusableInputError(f"{p}: no such file or directory")
+    return out, notices
+
+
+def _is_redcap(path: Path) -> bool:
+    if path.suffix.lower() not in _CSV:
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()
+    first = head[0] if head else ""
+    return "redcap_repeat_instrument" in first or "redcap_event_name" in first
+
+
+def _is_redcap_dictionary(path: Path) -> bool:
+    if path.suffix.lower() not in _CSV:
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()
+    return bool(head) and "Variable / Field Name" in head[0]
+
+
+def _is_fhir_bundle(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4096).decode("utf-8", errors="replace")
+    return '"resourceType"' in head and '"Bundle"' in head
+
+
+def read_sources(
+    paths: Iterable[str | Path],
+    *,
+    table: str | None = None,
+    redcap_dictionary: str | Path | None = None,
+    redcap_mapping: str | Path | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> tuple[list[SourceTable], list[Notice]]:
+    """Read every source into raw tables, refusing identifier columns.
+
+    Parameters
+    ----------
+    paths : iterable of str or Path
+        Files and directories. A file's table is its stem (``sessions.csv``) unless ``table`` is given;
+        workbooks hold one sheet per table; a CSV with ``redcap_repeat_instrument`` is a REDCap flat export;
+        a JSON file is a FHIR R4 Bundle.
+    table : str, optional
+        Table of every plain file given (``--table``).
+    redcap_dictionary, redcap_mapping : str or Path, optional
+        REDCap data dictionary and mapping (default: the ones shipped in ``data/schemas/redcap/``). A data
+        dictionary among ``paths`` is used as ``redcap_dictionary``.
+    on_progress : callable, optional
+        Called as ``on_progress("read", path)`` after each file.
+
+    Returns
+    -------
+    tuple
+        The source tables and the notices about skipped files.
+
+    Raises
+    ------
+    UnusableInputError
+        Unreadable file, unknown table, or a file that cannot be parsed at all.
+    IdentifierColumnError
+        A file with a direct-identifier column.
+    """
+    if table is not None and table not in TABLE_SPECS:
+        raise UnusableInputError(
+            f"unknown table {table!r} (--table): expected one of {', '.join(TABLE_SPECS)}"
+        )
+    files, notices = collect_files(paths)
+    dictionaries = [p for p, _ in files if _is_redcap_dictionary(p)]
+    if dictionaries and redcap_dictionary is None:
+        redcap_dictionary = dictionaries[0]
+    files = [(p, e) for p, e in files if p not in dictionaries]
+    sources: list[SourceTable] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        hashes = {p: pool.submit(file_sha256, p) for p, _ in files}
+        for path, explicit in files:
+            sha = hashes[path].result
+            suffix = path.suffix.lower()
+            stem = path.stem.strip().lower()
+            if suffix in _JSON:
+                if not _is_fhir_bundle(path):
+                    if explicit:
+                        raise UnusableInputError(f"{path}: a .json source must be a FHIR R4 Bundle")
+                    notices.append(
+                        Notice(str(path), None, "skipped_file", f"{path.name} skipped: not a FHIR Bundle")
+                    )
+                    continue
+                from sciatica_outcomes.ingest.fhir import read_fhir_bundle  # noqa: PLC0415
+
+                got = read_fhir_bundle(path, sha())
+            elif suffix in _CSV and _is_redcap(path):
+                from sciatica_outcomes.ingest.redcap import read_redcap_export  # noqa: PLC0415
+
+                got = read_redcap_export(path, sha(), dictionary=redcap_dictionary, mapping=redcap_mapping)
+            elif suffix in _EXCEL:
+                got = read_excel_tables(path, sha(), table=table or (stem if stem in TABLE_SPECS else None))
+            else:
+                target = table or stem
+                if target not in TABLE_SPECS:
+                    if explicit:
+                        raise UnusableInputError(
+                            f"{path}: cannot tell which table this file holds: name it after a table "
+                            f"({', '.join(TABLE_SPECS)}) or pass --table"
+                        )
+                    notices.append(
+                        Notice(
+                            str(path), None, "skipped_file", f"{path.name} skipped: not named after a table"
+                        )
+                    )
+                    continue
+                if suffix in _PARQUET:
+                    got = [read_parquet_table(path, target, sha())]
+                else:
+                    got = [read_csv_table(path, target, sha())]
+            for src in got:
+                check_identifiers(src.raw.drop(ROW, strict=False), src.path)
+            sources.extend(got)
+            if on_progress is not None:
+                on_progress("read", str(path))
+    return sources, notices
+
+
+def _reference(store: Store, tables: set[str]) -> dict[str, pl.DataFrame]:
+    ref: dict[str, pl.DataFrame] = {}
+    if tables & {"sessions", "measures", "questionnaire_items", "symptom_checks"}:
+        ref["episodes"] = store.read("episodes", columns=["episode_id", "start_date", "end_date"])
+    if "session_exercises" in tables:
+        ref["sessions"] = store.read("sessions", columns=["session_id"])
+    return ref
+
+
+def validate_paths(
+    paths: Iterable[str | Path],
+    *,
+    table: str | None = None,
+    db: str | Path | None = None,
+    redcap_dictionary: str | Path | None = None,
+    redcap_mapping: str | Path | None = None,
+) -> ValidationResult:
+    """Validate files without storing anything.
+
+    Parameters
+    ----------
+    paths : iterable of str or Path
+        Files and directories (see :func:`read_sources`).
+    table : str, optional
+        Table of every plain file given.
+    db : str or Path, optional
+        An existing store whose episodes and sessions foreign keys may point to.
+
+    Returns
+    -------
+    ValidationResult
+        Every problem found, the valid and the rejected rows.
+    """
+    sources, notices = read_sources(
+        paths, table=table, redcap_dictionary=redcap_dictionary, redcap_mapping=redcap_mapping
+    )
+    reference: dict[str, pl.DataFrame] = {}
+    if db is not None and Path(db).exists():
+        with Store(db, read_only=True) as store:
+            reference = _reference(store, {s.table for s in sources})
+    result = validate_sources(sources, reference=reference)
+    return _with_notices(result, notices)
+
+
+def _with_notices(result: ValidationResult, notices: list[Notice]) -> ValidationResult:
+    if not notices:
+        return result
+    from sciatica_outcomes.ingest.validate import _notice_issues  # noqa: PLC0415
+
+    result.issues = pl.concat([_notice_issues(notices), result.issues])
+    result.notices = notices + result.notices
+    return result
+
+
+@dataclass
+class IngestResult:
+    """Outcome of :func:`ingest_paths`.
+
+    Attributes
+    ----------
+    validation : ValidationResult
+        Every problem found and the rows per source.
+    db : Path
+        The store written to.
+    written : bool
+        False when ``strict`` refused the ingest because some row failed (nothing was written).
+    ingest_id : int or None
+        Id of the ``ingest_log`` entries of this ingest (None when nothing was written).
+    counts : list of WriteCounts
+        Upsert counts per source table, in the order of ``validation.tables``.
+    reports : dict of str to Path
+        ``json`` and ``html`` reports written next to the store.
+    """
+
+    validation: ValidationResult
+    db: Path
+    written: bool
+    ingest_id: int | None
+    counts: list[WriteCounts] = field(default_factory=list)
+    reports: dict[str, Path] = field(default_factory=dict)
+
+    def summary(self) -> pl.DataFrame:
+        """One row per source table: rows read, stored (inserted, updated, unchanged), quarantined, errors."""
+        base = self.validation.counts()
+        if self.written:
+            extra = pl.DataFrame(
+                {
+                    "inserted": [c.inserted for c in self.counts],
+                    "updated": [c.updated for c in self.counts],
+                    "unchanged": [c.unchanged for c in self.counts],
+                },
+                schema={"inserted": pl.Int64, "updated": pl.Int64, "unchanged": pl.Int64},
+            )
+        else:
+            zeros = [0] * base.height
+            extra = pl.DataFrame(
+                {"inserted": zeros, "updated": zeros, "unchanged": zeros},
+                schema={"inserted": pl.Int64, "updated": pl.Int64, "unchanged": pl.Int64},
+            )
+        out = pl.concat([base, extra], how="horizontal")
+        stored = pl.col("rows_valid") if self.written else pl.lit(0, pl.Int64)
+        return out.with_columns(stored.alias("rows_stored")).select(
+            "file",
+            "table",
+            "format",
+            "rows_read",
+            "rows_stored",
+            "inserted",
+            "updated",
+            "unchanged",
+            "rows_quarantined",
+            "errors",
+        )
+
+
+def ingest_paths(
+    paths: Iterable[str | Path] | str | Path,
+    db: str | Path = DEFAULT_DB,
+    *,
+    table: str | None = None,
+    strict: bool = False,
+    report_dir: str | Path | None = None,
+    max_examples: int = DEFAULT_MAX_EXAMPLES,
+    redcap_dictionary: str | Path | None = None,
+    redcap_mapping: str | Path | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> IngestResult:
+    """Validate sources and store them in one transaction; quarantine the rows that fail.
+
+    Parameters
+    ----------
+    paths : path or iterable of paths
+        Files and directories (a directory such as the synthetic cohort's output is read whole; files that
+        are not named after a table, such as ``truth.json``, are skipped with a notice).
+    db : str or Path
+        The DuckDB store (created if missing).
+    table : str, optional
+        Table of every plain file given (``--table``).
+    strict : bool
+        If True and any row fails, write nothing (``written`` is False); otherwise store the valid rows and
+        quarantine the others.
+    report_dir : str or Path, optional
+        Where the JSON and HTML reports go (default: next to the store).
+    max_examples : int
+        Examples per rule in the HTML report.
+    redcap_dictionary, redcap_mapping : str or Path, optional
+        REDCap data dictionary and mapping (default: the shipped ones).
+    on_progress : callable, optional
+        Progress callback, see :data:`ProgressCallback`.
+
+    Returns
+    -------
+    IngestResult
+        For every source, ``rows_read == rows_stored + rows_quarantined`` when written.
+
+    Raises
+    ------
+    UnusableInputError
+        Unreadable file, unknown table or unparseable file (nothing is written).
+    IdentifierColumnError
+        A direct identifier column (nothing is written).
+    StoreError
+        The store cannot be opened.
+
+    Notes
+    -----
+    The whole ingest (upserts of every table, quarantine rows, ``ingest_log`` entries) is one DuckDB
+    transaction: a crash before the commit leaves the store as it was. Re-ingesting an unchanged file
+    changes no data row and adds no quarantine row (the attempt is logged with ``rows_unchanged``).
+    """
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    db = Path(db)
+    sources, notices = read_sources(
+        paths,
+        table=table,
+        redcap_dictionary=redcap_dictionary,
+        redcap_mapping=redcap_mapping,
+        on_progress=on_progress,
+    )
+    with Store(db) as store:
+        reference = _reference(store, {s.table for s in sources})
+        validation = _with_notices(validate_sources(sources, reference=reference), notices)
+        if on_progress is not None:
+            on_progress("validated", "")
+        out_dir = Path(report_dir) if report_dir is not None else db.parent
+        if strict and not validation.ok:
+            reports = _write_reports(validation, out_dir, f"{db.stem}_refused", max_examples)
+            return IngestResult(validation, db, False, None, [], reports)
+        parts = [
+            {
+                "table": t.source.table,
+                "frame": t.valid,
+                "source_path": t.source.path,
+                "source_format": t.source.fmt,
+                "sha256": t.source.sha256,
+                "rows_read": t.rows_read,
+                "rows_quarantined": t.rows_quarantined,
+            }
+            for t in validation.tables
+        ]
+        quarantine_frames = [t.quarantine for t in validation.tables if t.rows_quarantined]
+        quarantine = (
+            pl.concat(quarantine_frames)
+            if quarantine_frames
+            else pl.DataFrame(schema={k: v for k, v in QUARANTINE_SCHEMA.items() if k != "ingest_id"})
+        )
+        ingest_id, counts = store.write_ingest(parts, quarantine, on_step=on_progress)
+    if on_progress is not None:
+        on_progress("committed", str(db))
+    reports = _write_reports(validation, out_dir, f"{db.stem}_ingest_{ingest_id}", max_examples)
+    return IngestResult(validation, db, True, ingest_id, counts, reports)
+
+
+def _write_reports(
+    validation: ValidationResult, out_dir: Path, stem: str, max_examples: int
+) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{stem}.report.json"
+    html_path = out_dir / f"{stem}.report.html"
+    write_json_report(validation, json_path)
+    write_html_report(validation, html_path, max_examples=max_examples)
+    return {"json": json_path, "html": html_path}
+
+
+def load_report(path: str | Path) -> dict[str, object]:
+    """Read a JSON report back (for tests and tooling)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,365 @@
+"""Readers for tabular sources: CSV (delimiter and encoding sniffed), Parquet and Excel workbooks.
+
+Every reader returns :class:`~sciatica_outcomes.ingest.sources.SourceTable` objects whose ``raw`` frame keeps
+the values exactly as read (text formats: strings) plus the row number a person sees in the source: the CSV
+line (header = line 1), the spreadsheet row, the Parquet row counted from 1. Nothing is converted here;
+parsing and checking happen in :mod:`sciatica_outcomes.ingest.validate`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sciatica_outcomes.errors import UnusableInputError
+from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable
+
+__all__ = ["read_csv_table", "read_excel_tables", "read_parquet_table", "sniff_csv"]
+
+_SNIFF_BYTES = 1 << 16
+_DELIMITERS = ",;\t|"
+_DUPLICATED = re.compile(r"^(.*)_duplicated_\d+$")
+
+
+def sniff_csv(sample: bytes) -> tuple[str, str, bool]:
+    """Guess the encoding and delimiter of a CSV file from its first bytes.
+
+    Parameters
+    ----------
+    sample : bytes
+        The first bytes of the file (64 KiB is plenty).
+
+    Returns
+    -------
+    tuple of (str, str, bool)
+        Python codec name, delimiter, and whether the file starts with a byte-order mark.
+
+    Notes
+    -----
+    UTF-8 (with or without BOM) and UTF-16 with BOM are recognised exactly; otherwise the sample is decoded
+    as UTF-8 and, failing that, the encoding is detected with ``charset_normalizer`` (typically cp1252 or
+    latin-1 from spreadsheet exports). The delimiter is the one of ``, ; TAB |`` that :class:`csv.Sniffer`
+    finds consistent over the first lines, else the most frequent one in the header line.
+    """
+    bom = False
+    if sample.startswith(codecs.BOM_UTF8):
+        encoding, bom, sample = "utf-8", True, sample[len(codecs.BOM_UTF8) :]
+    elif sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding, bom = "utf-16", True
+    else:
+        cut = sample.rfind(b"\n") if len(sample) >= _SNIFF_BYTES else len(sample)
+        try:
+            sample[: cut if cut > 0 else len(sample)].decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            from charset_normalizer import from_bytes  # noqa: PLC0415 - only for non-UTF-8 files
+
+            best = from_bytes(sample).best()
+            encoding = best.encoding if best is not None else "latin-1"
+    text = sample.decode(encoding, errors="replace")
+    if encoding == "utf-16":
+        text = text.lstrip("\ufeff")
+    lines = text.splitlines()[:20]
+    head = "\n".join(lines)
+    try:
+        delimiter = csv.Sniffer().sniff(head, delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        first = lines[0] if lines else ""
+        delimiter = (
+            max(_DELIMITERS, key=first.count) if first and any(d in first for d in _DELIMITERS) else ","
+        )
+    return encoding, delimiter, bom
+
+
+def _clean_header(frame: pl.DataFrame, path: str) -> pl.DataFrame:
+    names = frame.columns
+    dup = sorted({m.group(1) for c in names if (m := _DUPLICATED.match(c))})
+    if dup:
+        raise UnusableInputError(
+            f"{path}: column(s) {', '.join(repr(d) for d in dup)} appear more than once in the header; "
+            "rename or remove the extra copies"
+        )
+    cleaned = [c.lstrip("\ufeff").strip() for c in names]
+    if len(set(cleaned)) != len(cleaned):
+        raise UnusableInputError(
+            f"{path}: header has duplicate column names after trimming spaces: {cleaned}"
+        )
+    if any(c == "" for c in cleaned):
+        raise UnusableInputError(f"{path}: header has an empty column name; every column needs a name")
+    return frame.rename(dict(zip(names, cleaned, strict=True)))
+
+
+def _csv_line_numbers(text: str, delimiter: str, n_rows: int) -> list[int]:
+    """Starting line of every record (header = line 1) for files whose quoted fields span lines.
+
+    This is the rare path (a cell containing a line break); it walks the records with :mod:`csv` once.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    next(reader, None)
+    starts: list[int] = []
+    prev_end = reader.line_num
+    for _record in reader:
+        starts.append(prev_end + 1)
+        prev_end = reader.line_num
+    if len(starts) != n_rows:
+        raise UnusableInputError(
+            f"cannot number the rows: the CSV parser saw {len(starts)} records and polars {n_rows}; "
+            "check the file for unbalanced quotes"
+        )
+    return starts
+
+
+def _drop_blank_rows(
+    raw: pl.DataFrame, path: str, table: str, unit: str
+) -> tuple[pl.DataFrame, list[Notice]]:
+    data_cols = [c for c in raw.columns if c != ROW]
+    if not data_cols:
+        return raw, []
+    blank = raw.select(pl.all_horizontal(pl.col(data_cols).is_null()).alias("b")).to_series()
+    n_blank = int(blank.sum())
+    if not n_blank:
+        return raw, []
+    where = raw.filter(blank)[ROW].head(10).to_list()
+    shown = ", ".join(str(r) for r in where) + (" ..." if n_blank > len(where) else "")
+    notice = Notice(
+        path, table, "blank_row", f"{n_blank} blank {unit}(s) skipped ({unit} {shown}): they hold no data"
+    )
+    return raw.filter(~blank), [notice]
+
+
+def read_csv_table(path: str | Path, table: str, sha256: str) -> SourceTable:
+    """Read a CSV file as strings with line numbers.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    table : str
+        Canonical table the file holds.
+    sha256 : str
+        Hash of the file (computed by the caller).
+
+    Returns
+    -------
+    SourceTable
+        ``raw`` holds every column as String (empty cells are null) and :data:`ROW`, the line number of the
+        record (header = line 1). Fully blank lines are dropped and reported as a notice.
+
+    Raises
+    ------
+    UnusableInputError
+        If the file cannot be read or parsed (ragged lines, duplicate header names).
+    """
+    path = Path(path)
+    shown = str(path)
+    try:
+        with open(path, "rb") as fh:
+            sample = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise UnusableInputError(f"{shown}: cannot read file ({exc.strerror})") from exc
+    notices: list[Notice] = []
+    if not sample.strip():
+        return SourceTable(
+            table,
+            shown,
+            "csv",
+            sha256,
+            pl.DataFrame(schema={ROW: pl.Int64}),
+            [Notice(shown, table, "empty_file", "the file is empty: no header and no rows")],
+        )
+    encoding, delimiter, _bom = sniff_csv(sample)
+    text: str | None = None
+    source: Any = path
+    if encoding not in ("utf-8", "ascii"):
+        text = path.read_bytes().decode(encoding)
+        source = text.lstrip("\ufeff").encode("utf-8")
+        notices.append(Notice(shown, table, "encoding", f"decoded as {encoding} (not UTF-8)"))
+    try:
+        raw = pl.read_csv(
+            source,
+            separator=delimiter,
+            infer_schema=False,
+            raise_if_empty=False,
+            empty_string_is_null=True,
+        )
+    except pl.exceptions.ComputeError as exc:
+        if "utf-8" in str(exc).lower() and text is None:
+            data = path.read_bytes()
+            from charset_normalizer import from_bytes  # noqa: PLC0415
+
+            best = from_bytes(data).best()
+            enc = best.encoding if best is not None else "latin-1"
+            text = data.decode(enc, errors="strict")
+            notices.append(Notice(shown, table, "encoding", f"decoded as {enc} (invalid UTF-8 further in)"))
+            raw = pl.read_csv(
+                text.lstrip("\ufeff").encode("utf-8"),
+                separator=delimiter,
+                infer_schema=False,
+                raise_if_empty=False,
+                empty_string_is_null=True,
+            )
+        else:
+            first = str(exc).strip().splitlines()[0]
+            raise UnusableInputError(
+                f"{shown}: cannot parse as CSV (delimiter {delimiter!r}): {first}"
+            ) from exc
+    raw = _clean_header(raw, shown)
+    str_cols = [c for c, t in raw.schema.items() if t == pl.String]
+    multiline = bool(
+        str_cols
+        and raw.select(pl.any_horizontal(pl.col(str_cols).str.contains("\n", literal=True)).any()).item()
+    )
+    if multiline:
+        if text is None:
+            text = path.read_bytes().decode("utf-8").lstrip("\ufeff")
+        lines = _csv_line_numbers(text, delimiter, raw.height)
+        raw = raw.with_columns(pl.Series(ROW, lines, dtype=pl.Int64))
+    else:
+        raw = raw.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + 2).alias(ROW))
+    raw, blank = _drop_blank_rows(raw, shown, table, "line")
+    return SourceTable(table, shown, "csv", sha256, raw, notices + blank)
+
+
+def read_parquet_table(path: str | Path, table: str, sha256: str) -> SourceTable:
+    """Read a Parquet file with its native column types; rows are numbered from 1."""
+    shown = str(path)
+    try:
+        raw = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise UnusableInputError(f"{shown}: cannot read as Parquet: {exc}") from exc
+    raw = _clean_header(raw, shown).with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + 1).alias(ROW))
+    raw, blank = _drop_blank_rows(raw, shown, table, "row")
+    return SourceTable(table, shown, "parquet", sha256, raw, blank)
+
+
+def _cell_text(value: Any) -> str | None:
+    """Text of one spreadsheet cell as a person would type it (numbers without a spurious ``.0``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    if isinstance(value, datetime):
+        return value.date().isoformat() if value.time() == time(0) else value.isoformat()
+    if isinstance(value, date | time):
+        return value.isoformat()
+    text = str(value)
+    return text if text != "" else None
+
+
+def read_excel_tables(path: str | Path, sha256: str, table: str | None = None) -> list[SourceTable]:
+    """Read an ``.xlsx`` workbook: one sheet per canonical table.
+
+    Parameters
+    ----------
+    path : str or Path
+        The workbook.
+    sha256 : str
+        Hash of the file.
+    table : str, optional
+        Table of a single-sheet workbook whose sheet is not named after a table.
+
+    Returns
+    -------
+    list of SourceTable
+        One per sheet named after a canonical table (sheets with other names are skipped with a notice);
+        values as text (dates as ``YYYY-MM-DD``, whole numbers without ``.0``), :data:`ROW` = spreadsheet row.
+
+    Notes
+    -----
+    openpyxl yields cells row by row, so this reader walks the rows in Python; spreadsheets stop at
+    1,048,576 rows, which keeps that affordable. Use CSV or Parquet for larger extracts.
+    """
+    from openpyxl import load_workbook  # noqa: PLC0415 - optional at import time
+
+    from sciatica_outcomes.schemas import TABLE_SPECS  # noqa: PLC0415
+
+    shown = str(path)
+    try:
+        wb = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:
+        raise UnusableInputError(f"{shown}: cannot read as an .xlsx workbook: {exc}") from exc
+    out: list[SourceTable] = []
+    skipped: list[Notice] = []
+    try:
+        names = list(wb.sheetnames)
+        for sheet in names:
+            name = sheet.strip().lower()
+            if name in TABLE_SPECS:
+                target = name
+            elif table is not None and len(names) == 1:
+                target = table
+            else:
+                skipped.append(
+                    Notice(shown, None, "skipped_sheet", f"sheet {sheet!r} skipped: not named after a table")
+                )
+                continue
+            ws = wb[sheet]
+            rows = ws.iter_rows(values_only=True)
+            header = next(rows, None)
+            where = f"{shown}#{sheet}"
+            if header is None:
+                out.append(
+                    SourceTable(
+                        target,
+                        where,
+                        "excel",
+                        sha256,
+                        pl.DataFrame(schema={ROW: pl.Int64}),
+                        [Notice(where, target, "empty_file", "the sheet is empty")],
+                    )
+                )
+                continue
+            last = max((i for i, h in enumerate(header) if h not in (None, "")), default=-1)
+            cols = [_cell_text(h) or "" for h in header[: last + 1]]
+            data: list[list[str | None]] = [[] for _ in cols]
+            row_no: list[int] = []
+            extra_cells: list[int] = []
+            for i, values in enumerate(rows, start=2):
+                if values is None:
+                    continue
+                texts = [_cell_text(v) for v in values]
+                if any(t is not None for t in texts[last + 1 :]):
+                    extra_cells.append(i)
+                if all(t is None for t in texts[: last + 1]) and i not in extra_cells:
+                    continue
+                row_no.append(i)
+                for j in range(len(cols)):
+                    data[j].append(texts[j] if j < len(texts) else None)
+            raw = pl.DataFrame(
+                {c: pl.Series(c, d, dtype=pl.String) for c, d in zip(cols, data, strict=True)}
+                | {ROW: pl.Series(ROW, row_no, dtype=pl.Int64)}
+            )
+            raw = _clean_header(raw, where)
+            notices: list[Notice] = []
+            if extra_cells:
+                notices.append(
+                    Notice(
+                        where,
+                        target,
+                        "cell_outside_header",
+                        f"{len(extra_cells)} row(s) have values right of the last named column "
+                        f"(first: row {extra_cells[0]}); they are not read",
+                    )
+                )
+            out.append(SourceTable(target, where, "excel", sha256, raw, notices))
+    finally:
+        wb.close()
+    if out and skipped:
+        out[0].notices.extend(skipped)
+    elif skipped:
+        raise UnusableInputError(
+            f"{shown}: no sheet is named after a canonical table ({', '.join(TABLE_SPECS)}); "
+            "rename the sheets or pass --table for a single-sheet workbook"
+        )
+    return out

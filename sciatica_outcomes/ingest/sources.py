@@ -1,0 +1,69 @@
+"""Source tables: raw rows of one canonical table from one file, with row numbers as a person sees them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+__all__ = ["ROW", "Notice", "SourceTable", "file_sha256"]
+
+#: Name of the column carrying the source row number (CSV line with the header as line 1; spreadsheet row;
+#: Parquet row counted from 1; FHIR Bundle entry counted from 1).
+ROW = "__row"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A file-level finding that rejects no row (skipped blank lines, ignored columns, unchecked rules)."""
+
+    file: str
+    table: str | None
+    rule: str
+    message: str
+    column: str | None = None
+    row: int | None = None
+
+
+@dataclass
+class SourceTable:
+    """Raw rows of one canonical table read from one source.
+
+    Attributes
+    ----------
+    table : str
+        Canonical table name.
+    path : str
+        Source path as given (plus ``#sheet`` for a spreadsheet sheet).
+    fmt : str
+        ``csv``, ``parquet``, ``excel``, ``redcap`` or ``fhir``.
+    sha256 : str
+        Hash of the source file's bytes (the same for every table read from one file).
+    raw : polars.DataFrame
+        Columns as read (String for text formats, native types for Parquet) plus :data:`ROW`.
+    notices : list of Notice
+        File-level findings.
+    """
+
+    table: str
+    path: str
+    fmt: str
+    sha256: str
+    raw: pl.DataFrame
+    notices: list[Notice] = field(default_factory=list)
+
+    @property
+    def rows_read(self) -> int:
+        """Number of data rows read from the source."""
+        return self.raw.height
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,943 @@
+"""Validation engine: parse raw source tables, run every check, split good rows from quarantined ones.
+
+The pandera models in :mod:`sciatica_outcomes.schemas` are the single statement of the rules. This module
+compiles them (types, nullability, ``ge/le/gt/lt/in_range``, ``isin``, ``str_matches``) into polars
+expressions that are evaluated together in one pass, adds the row rules a column check cannot express
+(measure ranges from the catalog, capped tests, response ranges per instrument, end after start, dose
+present) and the cross-table rules (duplicate keys, foreign keys, dates inside the episode), and reports
+every failure of every row at once.
+
+Parsing is strict: a value is accepted only if it is exactly of the column's type. ``"7/10"`` in a pain
+column is an error (rule ``type``), not a 7 and not an empty value; ``"3.5"`` in a whole-number column is an
+error (rule ``integer``); dates must be ``YYYY-MM-DD``. The only normalisations, all documented here, are:
+surrounding spaces are ignored in numbers, dates and booleans; ``NA`` and an empty cell mean missing in
+those columns; whole numbers written with a zero fraction (``"3.0"``, as spreadsheets store them) are whole
+numbers; booleans accept ``true/false``, ``t/f``, ``yes/no``, ``y/n`` and ``1/0`` in any case. Text columns
+are taken verbatim (an empty cell is missing).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable
+from sciatica_outcomes.schemas import CODE_PATTERN, TABLE_SPECS, TableSpec, measure_catalog
+from sciatica_outcomes.schemas.questionnaire_items import INSTRUMENT_RESPONSE_RANGE
+from sciatica_outcomes.store import QUARANTINE_SCHEMA
+
+__all__ = [
+    "ISSUE_SCHEMA",
+    "MISSING_MARKERS",
+    "TableResult",
+    "ValidationResult",
+    "validate_sources",
+]
+
+#: Columns of an issue frame: one row per problem found.
+ISSUE_SCHEMA: dict[str, pl.DataType] = {
+    "file": pl.String(),
+    "table": pl.String(),
+    "row": pl.Int64(),
+    "column": pl.String(),
+    "value": pl.String(),
+    "rule": pl.String(),
+    "message": pl.String(),
+    "severity": pl.String(),
+}
+
+#: Cell contents meaning "missing" in number, date and boolean columns (after trimming spaces).
+MISSING_MARKERS: tuple[str, ...] = ("", "NA")
+
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0")
+_P = "__p__"  # prefix of parsed columns in the working frame
+_BAD = "__bad__"
+
+
+def _p(column: str) -> str:
+    return _P + column
+
+
+@dataclass(frozen=True)
+class _Check:
+    rule: str
+    column: str | None
+    failed: pl.Expr
+    value: pl.Expr
+    message: pl.Expr
+
+
+@dataclass
+class TableResult:
+    """Outcome of validating one source table.
+
+    Attributes
+    ----------
+    source : SourceTable
+        What was read.
+    valid : polars.DataFrame
+        Rows that passed every check, in canonical columns and dtypes.
+    quarantine : polars.DataFrame
+        Rejected rows (:data:`~sciatica_outcomes.store.QUARANTINE_SCHEMA` without ``ingest_id``).
+    """
+
+    source: SourceTable
+    valid: pl.DataFrame
+    quarantine: pl.DataFrame
+
+    @property
+    def rows_read(self) -> int:
+        """Rows read from the source."""
+        return self.source.rows_read
+
+    @property
+    def rows_valid(self) -> int:
+        """Rows that passed."""
+        return self.valid.height
+
+    @property
+    def rows_quarantined(self) -> int:
+        """Rows rejected."""
+        return self.quarantine.height
+
+
+@dataclass
+class ValidationResult:
+    """Every problem of every source, the valid rows and the quarantined rows.
+
+    Attributes
+    ----------
+    tables : list of TableResult
+        One per source table, in input order.
+    issues : polars.DataFrame
+        One row per problem (:data:`ISSUE_SCHEMA`); ``severity`` is ``error`` (the row is quarantined) or
+        ``warning`` (a file-level notice; rows are not affected).
+    """
+
+    tables: list[TableResult]
+    issues: pl.DataFrame
+    notices: list[Notice] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no row failed."""
+        return all(t.rows_quarantined == 0 for t in self.tables)
+
+    @property
+    def errors(self) -> pl.DataFrame:
+        """Issues of severity ``error``."""
+        return self.issues.filter(pl.col("severity") == "error")
+
+    def counts(self) -> pl.DataFrame:
+        """One row per source table: file, table, rows read, valid and quarantined, and errors found."""
+        errs = self.errors.group_by("file", "table").len("errors")
+        rows = pl.DataFrame(
+            {
+                "file": [t.source.path for t in self.tables],
+                "table": [t.source.table for t in self.tables],
+                "format": [t.source.fmt for t in self.tables],
+                "rows_read": [t.rows_read for t in self.tables],
+                "rows_valid": [t.rows_valid for t in self.tables],
+                "rows_quarantined": [t.rows_quarantined for t in self.tables],
+            },
+            schema={
+                "file": pl.String,
+                "table": pl.String,
+                "format": pl.String,
+                "rows_read": pl.Int64,
+                "rows_valid": pl.Int64,
+                "rows_quarantined": pl.Int64,
+            },
+        )
+        return rows.join(errs, on=["file", "table"], how="left").with_columns(
+            pl.col("errors").fill_null(0).cast(pl.Int64)
+        )
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def _missing(s: pl.Expr) -> pl.Expr:
+    return s.is_null() | s.is_in(list(MISSING_MARKERS))
+
+
+_TYPE_WORDS = {
+    pl.Int64: "a whole number",
+    pl.Float64: "a number (decimal point '.')",
+    pl.Date: "a date written YYYY-MM-DD",
+    pl.Boolean: "true or false (also yes/no, 1/0)",
+}
+
+
+def _parse(column: str, dtype: pl.DataType, raw_dtype: pl.DataType) -> tuple[pl.Expr, list[_Check]]:
+    """Parsed expression of one column plus its type checks (evaluated on the raw column)."""
+    raw = pl.col(column)
+    base = dtype.base_type()
+    value_str = raw.cast(pl.String)
+    if raw_dtype in (dtype, pl.Null):
+        parsed = raw.cast(dtype)
+        return parsed, ([_not_finite(column, parsed, value_str)] if base == pl.Float64 else [])
+    if base == pl.String:
+        return value_str, []
+    # typed sources (Parquet) with another type than the canonical one
+    if base == pl.Int64 and raw_dtype.is_integer():
+        parsed = raw.cast(pl.Int64, strict=False)
+        fail = raw.is_not_null() & parsed.is_null()
+        return parsed, [
+            _Check(
+                "type", column, fail, value_str, _msg("'{}' does not fit a 64-bit whole number", value_str)
+            )
+        ]
+    if base == pl.Int64 and raw_dtype.is_float():
+        whole = raw.is_finite() & (raw.round(0) == raw) & (raw.abs() < 2**53)
+        parsed = pl.when(whole).then(raw.cast(pl.Int64, strict=False))
+        fail = raw.is_not_null() & ~whole.fill_null(False)
+        return parsed, [
+            _Check("integer", column, fail, value_str, _msg(_NOT_WHOLE, value_str, pl.lit(column)))
+        ]
+    if base == pl.Float64 and raw_dtype.is_numeric():
+        parsed = raw.cast(pl.Float64)
+        return parsed, [_not_finite(column, parsed, value_str)]
+    if base == pl.Date and raw_dtype == pl.Datetime:
+        midnight = raw.dt.time() == pl.time(0)
+        parsed = pl.when(midnight).then(raw.dt.date())
+        fail = raw.is_not_null() & ~midnight.fill_null(False)
+        msg = _msg("'{}' has a time of day; {} takes a date", value_str, pl.lit(column))
+        return parsed, [_Check("type", column, fail, value_str, msg)]
+    return _parse_text(column, dtype)
+
+
+_NOT_WHOLE = "'{}' is not a whole number; {} takes whole numbers"
+
+
+def _msg(template: str, *args: pl.Expr) -> pl.Expr:
+    return pl.format(template, *args)
+
+
+def _parse_text(column: str, dtype: pl.DataType) -> tuple[pl.Expr, list[_Check]]:
+    """Strict parse of a column read as text (any raw type is compared through its text)."""
+    value_str = pl.col(column).cast(pl.String)
+    s = value_str.str.strip_chars()
+    present = ~_missing(s)
+    base = dtype.base_type()
+    word = pl.lit(_TYPE_WORDS[base])
+    if base == pl.Int64:
+        as_int = s.cast(pl.Int64, strict=False)
+        as_float = s.cast(pl.Float64, strict=False)
+        whole = as_float.is_finite() & (as_float.round(0) == as_float) & (as_float.abs() < 2**53)
+        fallback = pl.when(whole).then(as_float.cast(pl.Int64, strict=False))
+        parsed = pl.when(present).then(pl.coalesce(as_int, fallback))
+        not_whole = present & as_int.is_null() & as_float.is_not_null() & ~whole
+        not_number = present & as_int.is_null() & as_float.is_null()
+        return parsed, [
+            _Check("integer", column, not_whole, value_str, _msg(_NOT_WHOLE, value_str, pl.lit(column))),
+            _Check("type", column, not_number, value_str, _msg("'{}' is not {}", value_str, word)),
+        ]
+    if base == pl.Float64:
+        parsed = pl.when(present).then(s.cast(pl.Float64, strict=False))
+        fail = present & parsed.is_null()
+        return parsed, [
+            _Check("type", column, fail, value_str, _msg("'{}' is not {}", value_str, word)),
+            _not_finite(column, parsed, value_str),
+        ]
+    if base == pl.Date:
+        iso = s.str.contains(r"^\d{4}-\d{2}-\d{2}$")
+        parsed = pl.when(present & iso).then(s.str.to_date("%Y-%m-%d", strict=False))
+        fail = present & parsed.is_null()
+        return parsed, [_Check("type", column, fail, value_str, _msg("'{}' is not {}", value_str, word))]
+    if base == pl.Boolean:
+        low = s.str.to_lowercase()
+        parsed = pl.when(low.is_in(list(_TRUE))).then(True).when(low.is_in(list(_FALSE))).then(False)
+        fail = present & parsed.is_null()
+        return parsed.cast(pl.Boolean), [
+            _Check("type", column, fail, value_str, _msg("'{}' is not {}", value_str, word))
+        ]
+    raise NotImplementedError(f"no parser for {dtype} (column {column})")
+
+
+def _not_finite(column: str, parsed: pl.Expr, value_str: pl.Expr) -> _Check:
+    return _Check(
+        "type",
+        column,
+        parsed.is_not_null() & ~parsed.is_finite().fill_null(True),
+        value_str,
+        pl.format("'{}' is not a finite number; {} takes a number", value_str, pl.lit(column)),
+    )
+
+
+# ------------------------------------------------------------------------------------ column checks
+def _fmt_num(x: object) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _column_checks(spec: TableSpec, column: str) -> list[_Check]:
+    """Compile the pandera checks of one column into polars checks on the parsed values."""
+    col = spec.schema.columns[column]
+    v = pl.col(_p(column))
+    shown = v.cast(pl.String)
+    out: list[_Check] = []
+    for chk in col.checks:
+        st = chk.statistics
+        name = chk.name
+        if name in ("greater_than_or_equal_to", "greater_than"):
+            lo = st["min_value"]
+            fail = v < lo if name == "greater_than_or_equal_to" else v <= lo
+            word = "below the minimum" if name == "greater_than_or_equal_to" else "not above"
+            out.append(
+                _Check(
+                    "range",
+                    column,
+                    fail,
+                    shown,
+                    pl.format(
+                        "{} is {} {} for {}", shown, pl.lit(word), pl.lit(_fmt_num(lo)), pl.lit(column)
+                    ),
+                )
+            )
+        elif name in ("less_than_or_equal_to", "less_than"):
+            hi = st["max_value"]
+            fail = v > hi if name == "less_than_or_equal_to" else v >= hi
+            word = "above the maximum" if name == "less_than_or_equal_to" else "not below"
+            out.append(
+                _Check(
+                    "range",
+                    column,
+                    fail,
+                    shown,
+                    pl.format(
+                        "{} is {} {} for {}", shown, pl.lit(word), pl.lit(_fmt_num(hi)), pl.lit(column)
+                    ),
+                )
+            )
+        elif name == "in_range":
+            lo, hi = st["min_value"], st["max_value"]
+            lo_fail = v < lo if st.get("include_min", True) else v <= lo
+            hi_fail = v > hi if st.get("include_max", True) else v >= hi
+            out.append(
+                _Check(
+                    "range",
+                    column,
+                    lo_fail | hi_fail,
+                    shown,
+                    pl.format(
+                        "{} is outside {}-{} for {}",
+                        shown,
+                        pl.lit(_fmt_num(lo)),
+                        pl.lit(_fmt_num(hi)),
+                        pl.lit(column),
+                    ),
+                )
+            )
+        elif name == "isin":
+            allowed = list(st["allowed_values"])
+            listed = ", ".join(map(str, allowed))
+            out.append(
+                _Check(
+                    "allowed_values",
+                    column,
+                    ~v.is_in(allowed),
+                    shown,
+                    pl.format(
+                        "'{}' is not an allowed {}: expected one of {}", shown, pl.lit(column), pl.lit(listed)
+                    ),
+                )
+            )
+        elif name == "str_matches":
+            pattern = st["pattern"]
+            pattern = pattern.pattern if hasattr(pattern, "pattern") else str(pattern)
+            hint = (
+                "use 1-64 letters, digits, '_', '-' or '.' (no spaces, accents or invisible characters)"
+                if pattern == CODE_PATTERN
+                else f"expected text matching {pattern}"
+            )
+            out.append(
+                _Check(
+                    "format",
+                    column,
+                    ~v.str.contains(pattern),
+                    shown,
+                    pl.format("'{}' is not a valid {}: {}", shown, pl.lit(column), pl.lit(hint)),
+                )
+            )
+        else:  # pragma: no cover - guarded by tests/ingest/test_validate.py::test_every_schema_check_compiles
+            raise NotImplementedError(f"check {name!r} of {spec.name}.{column} has no polars translation")
+    if not col.nullable:
+        out.append(
+            _Check(
+                "required_value",
+                column,
+                v.is_null(),
+                pl.lit(None, pl.String),
+                pl.lit(f"{column} is empty; it is required"),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------- row rules
+def _row_rules(table: str) -> list[_Check]:
+    c = _p
+    if table == "episodes":
+        return [
+            _Check(
+                "end_before_start",
+                "end_date",
+                pl.col(c("end_date")) < pl.col(c("start_date")),
+                pl.col(c("end_date")).cast(pl.String),
+                pl.format(
+                    "end_date {} is before start_date {}", pl.col(c("end_date")), pl.col(c("start_date"))
+                ),
+            ),
+            _Check(
+                "end_reason_without_end_date",
+                "end_reason",
+                pl.col(c("end_reason")).is_not_null() & pl.col(c("end_date")).is_null(),
+                pl.col(c("end_reason")),
+                pl.format("end_reason '{}' is given but end_date is empty", pl.col(c("end_reason"))),
+            ),
+        ]
+    if table == "session_exercises":
+        return [
+            _Check(
+                "dose_missing",
+                "reps",
+                pl.col(c("reps")).is_null() & pl.col(c("hold_s")).is_null(),
+                pl.lit(None, pl.String),
+                pl.lit("neither reps nor hold_s is given: record the dose of the exercise"),
+            )
+        ]
+    if table == "measures":
+        cat = measure_catalog()
+        codes = cat["code"].to_list()
+        m = pl.col(c("measure"))
+        val = pl.col(c("value"))
+        lo = m.replace_strict(codes, cat["min"].to_list(), default=None, return_dtype=pl.Float64)
+        hi = m.replace_strict(codes, cat["max"].to_list(), default=None, return_dtype=pl.Float64)
+        integer = m.replace_strict(codes, cat["integer"].to_list(), default=False, return_dtype=pl.Boolean)
+        capped = m.replace_strict(codes, cat["cap_allowed"].to_list(), default=False, return_dtype=pl.Boolean)
+        known = m.is_in(codes)
+        pairs = [
+            f"{code}|{ver}"
+            for code, versions in zip(codes, cat["versions"].to_list(), strict=True)
+            if versions
+            for ver in versions.split(";")
+        ]
+        versioned = [
+            code for code, versions in zip(codes, cat["versions"].to_list(), strict=True) if versions
+        ]
+        ver = pl.col(c("instrument_version"))
+        cap = pl.col(c("cap_min"))
+        stop = pl.col(c("stopped_reason"))
+        shown = val.cast(pl.String)
+        return [
+            _Check(
+                "measure_range",
+                "value",
+                known & ((val < lo) | (val > hi)),
+                shown,
+                pl.format(
+                    "{} is outside the range of {} ({} to {})",
+                    shown,
+                    m,
+                    lo.cast(pl.String),
+                    hi.cast(pl.String),
+                ),
+            ),
+            _Check(
+                "measure_range",
+                "value",
+                known & lo.is_not_null() & hi.is_null() & (val < lo),
+                shown,
+                pl.format("{} is below the minimum {} of {}", shown, lo.cast(pl.String), m),
+            ),
+            _Check(
+                "measure_integer",
+                "value",
+                known & integer & (val.round(0) != val),
+                shown,
+                pl.format("{} is not a whole number; {} is scored in whole points", shown, m),
+            ),
+            _Check(
+                "cap_not_applicable",
+                "stopped_reason",
+                known & ~capped & (stop.is_not_null() | cap.is_not_null()),
+                pl.coalesce(stop, cap.cast(pl.String)),
+                pl.format("{} is not a capped test: stopped_reason and cap_min must be empty", m),
+            ),
+            _Check(
+                "above_cap",
+                "value",
+                capped & cap.is_not_null() & (val > cap),
+                shown,
+                pl.format("{} minutes is above the test's cap_min {}", shown, cap.cast(pl.String)),
+            ),
+            _Check(
+                "cap_mismatch",
+                "cap_min",
+                (stop == "cap") & (cap.is_null() | (val != cap)),
+                cap.cast(pl.String),
+                pl.format(
+                    "stopped_reason is 'cap' but value {} does not equal cap_min {}",
+                    shown,
+                    cap.cast(pl.String).fill_null("(empty)"),
+                ),
+            ),
+            _Check(
+                "unknown_version",
+                "instrument_version",
+                ver.is_not_null() & m.is_in(versioned) & ~(pl.concat_str(m, pl.lit("|"), ver)).is_in(pairs),
+                ver,
+                pl.format("instrument_version '{}' is not a known version of {}", ver, m),
+            ),
+        ]
+    if table == "questionnaire_items":
+        inst = pl.col(c("instrument"))
+        resp = pl.col(c("response"))
+        names = list(INSTRUMENT_RESPONSE_RANGE)
+        lo = inst.replace_strict(
+            names, [r[0] for r in INSTRUMENT_RESPONSE_RANGE.values()], default=None, return_dtype=pl.Int64
+        )
+        hi = inst.replace_strict(
+            names, [r[1] for r in INSTRUMENT_RESPONSE_RANGE.values()], default=None, return_dtype=pl.Int64
+        )
+        return [
+            _Check(
+                "response_range",
+                "response",
+                (resp < lo) | (resp > hi),
+                resp.cast(pl.String),
+                pl.format("response {} is outside {} to {} for {}", resp, lo, hi, inst),
+            )
+        ]
+    return []
+
+
+# ------------------------------------------------------------------------------------------- engine
+@dataclass
+class _Work:
+    source: SourceTable
+    frame: pl.DataFrame  # raw columns + ROW + parsed columns + _BAD
+    issues: list[pl.DataFrame]
+
+
+def _empty_issues() -> pl.DataFrame:
+    return pl.DataFrame(schema=ISSUE_SCHEMA)
+
+
+def _run_checks(
+    work: pl.DataFrame, checks: Sequence[_Check], source: SourceTable
+) -> tuple[pl.Series, list[pl.DataFrame]]:
+    """Evaluate all checks in one pass; return the row failure mask and the issue frames."""
+    if not checks or work.height == 0:
+        return pl.Series(_BAD, [False] * work.height, dtype=pl.Boolean), []
+    flags = work.select([ch.failed.fill_null(False).alias(f"f{i}") for i, ch in enumerate(checks)])
+    sums = flags.sum().row(0)
+    issues: list[pl.DataFrame] = []
+    for i, (ch, n) in enumerate(zip(checks, sums, strict=True)):
+        if not n:
+            continue
+        issues.append(
+            work.filter(flags[f"f{i}"]).select(
+                pl.lit(source.path, pl.String).alias("file"),
+                pl.lit(source.table, pl.String).alias("table"),
+                pl.col(ROW).cast(pl.Int64).alias("row"),
+                pl.lit(ch.column, pl.String).alias("column"),
+                ch.value.cast(pl.String).alias("value"),
+                pl.lit(ch.rule, pl.String).alias("rule"),
+                ch.message.cast(pl.String).alias("message"),
+                pl.lit("error", pl.String).alias("severity"),
+            )
+        )
+    bad = (
+        flags.select(pl.any_horizontal(pl.all()).alias(_BAD)).to_series()
+        if any(sums)
+        else pl.Series(_BAD, [False] * work.height, dtype=pl.Boolean)
+    )
+    return bad, issues
+
+
+def _first_pass(source: SourceTable) -> _Work:
+    """Parse one source and run its column checks and row rules."""
+    spec = TABLE_SPECS[source.table]
+    raw = source.raw
+    present = set(raw.columns) - {ROW}
+    exprs: list[pl.Expr] = []
+    checks: list[_Check] = []
+    for column, dtype in spec.dtypes.items():
+        if column in present:
+            parsed, type_checks = _parse(column, dtype, raw.schema[column])
+            exprs.append(parsed.cast(dtype).alias(_p(column)))
+            checks.extend(type_checks)
+        elif column in spec.generated_key_columns:
+            others = [k for k in spec.key if k != column]
+            exprs.append((pl.int_range(pl.len(), dtype=pl.Int64).over(others) + 1).alias(_p(column)))
+            source.notices.append(
+                Notice(
+                    source.path,
+                    source.table,
+                    "generated_column",
+                    f"{column} is not in the file: rows are numbered in file order within each "
+                    f"{' + '.join(others)}",
+                    column,
+                )
+            )
+        else:
+            exprs.append(pl.lit(None, dtype).alias(_p(column)))
+            if column in spec.required_columns:
+                checks.append(
+                    _Check(
+                        "missing_column",
+                        column,
+                        pl.lit(True),
+                        pl.lit(None, pl.String),
+                        pl.lit(f"required column {column} is missing from the file"),
+                    )
+                )
+    for column in sorted(present - set(spec.dtypes)):
+        close = difflib.get_close_matches(column.lower(), list(spec.dtypes), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        source.notices.append(
+            Notice(
+                source.path,
+                source.table,
+                "unknown_column",
+                f"column {column} is not part of {source.table} and is not stored{hint}",
+                column,
+                1 if source.fmt in ("csv", "excel", "redcap") else None,
+            )
+        )
+    work = raw.with_columns(exprs)
+    type_bad, issues = _run_checks(work, checks, source)
+    # value checks run only on parsed values; a cell that failed to parse is reported once (as type)
+    value_checks = [ch for column in spec.dtypes for ch in _column_checks(spec, column)]
+    missing_required = {ch.column for ch in checks if ch.rule == "missing_column"}
+    value_checks = [
+        ch for ch in value_checks if not (ch.rule == "required_value" and ch.column in missing_required)
+    ]
+    type_failed_cols = {ch.column for ch in checks if ch.rule in ("type", "integer")}
+    adjusted: list[_Check] = []
+    for ch in value_checks:
+        if ch.rule == "required_value" and ch.column in type_failed_cols:
+            # empty after parsing because the raw value was unparseable: already reported as type
+            raw_missing = _missing(pl.col(ch.column).cast(pl.String).str.strip_chars())
+            adjusted.append(_Check(ch.rule, ch.column, ch.failed & raw_missing, ch.value, ch.message))
+        else:
+            adjusted.append(ch)
+    bad2, issues2 = _run_checks(work, adjusted + _row_rules(source.table), source)
+    work = work.with_columns((type_bad | bad2).alias(_BAD))
+    return _Work(source, work, issues + issues2)
+
+
+def _flag(w: _Work, mask: pl.Series, checks_frame: pl.DataFrame) -> None:
+    w.frame = w.frame.with_columns((pl.col(_BAD) | mask).alias(_BAD))
+    if checks_frame.height:
+        w.issues.append(checks_frame)
+
+
+def _issue_rows(
+    w: _Work, mask: pl.Series, rule: str, column: str, value: pl.Expr, message: pl.Expr
+) -> pl.DataFrame:
+    return w.frame.filter(mask).select(
+        pl.lit(w.source.path, pl.String).alias("file"),
+        pl.lit(w.source.table, pl.String).alias("table"),
+        pl.col(ROW).cast(pl.Int64).alias("row"),
+        pl.lit(column, pl.String).alias("column"),
+        value.cast(pl.String).alias("value"),
+        pl.lit(rule, pl.String).alias("rule"),
+        message.cast(pl.String).alias("message"),
+        pl.lit("error", pl.String).alias("severity"),
+    )
+
+
+def _check_duplicates(works: Sequence[_Work], spec: TableSpec) -> None:
+    key = [_p(k) for k in spec.key]
+    parts = [
+        w.frame.select(*key, pl.col(ROW), pl.col(_BAD), pl.lit(i, pl.Int64).alias("__src"))
+        for i, w in enumerate(works)
+    ]
+    allk = pl.concat(parts).filter(pl.all_horizontal(pl.col(key).is_not_null()))
+    dup = allk.filter(pl.struct(key).is_duplicated())
+    if dup.is_empty():
+        return
+    if len(works) > 1:
+        path_of = pl.col("__src").replace_strict(
+            list(range(len(works))), [w.source.path for w in works], return_dtype=pl.String
+        )
+        where = dup.with_columns(pl.format("{} row {}", path_of, pl.col(ROW)).alias("__where"))
+    else:
+        where = dup.with_columns(pl.format("row {}", pl.col(ROW)).alias("__where"))
+    groups = where.group_by(key).agg(pl.col("__where").str.join(", ").alias("__all"))
+    where = where.join(groups, on=key, how="left", nulls_equal=True)
+    for i, w in enumerate(works):
+        mine = where.filter(pl.col("__src") == i).select(pl.col(ROW), "__all")
+        if mine.is_empty():
+            continue
+        flagged = w.frame.select(ROW).join(mine, on=ROW, how="left")
+        mask = flagged["__all"].is_not_null()
+        key_text = pl.concat_str(
+            [pl.format("{}={}", pl.lit(k), pl.col(_p(k)).cast(pl.String)) for k in spec.key], separator=", "
+        )
+        frame = w.frame.with_columns(flagged["__all"].alias("__all"))
+        issues = frame.filter(mask).select(
+            pl.lit(w.source.path, pl.String).alias("file"),
+            pl.lit(w.source.table, pl.String).alias("table"),
+            pl.col(ROW).cast(pl.Int64).alias("row"),
+            pl.lit(spec.key[-1], pl.String).alias("column"),
+            key_text.alias("value"),
+            pl.lit("duplicate_key", pl.String).alias("rule"),
+            pl.format("key ({}) appears more than once: {}", key_text, pl.col("__all")).alias("message"),
+            pl.lit("error", pl.String).alias("severity"),
+        )
+        _flag(w, mask, issues)
+
+
+def _valid_rows(works: Sequence[_Work], columns: Sequence[str]) -> pl.DataFrame:
+    frames = [w.frame.filter(~pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in columns]) for w in works]
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _check_foreign_key(w: _Work, fk_col: str, parent_table: str, parent_keys: pl.Series | None) -> None:
+    if parent_keys is None:
+        return
+    col = pl.col(_p(fk_col))
+    mask = w.frame.select((col.is_not_null() & ~col.is_in(parent_keys.implode())).alias("m")).to_series()
+    if not mask.any():
+        return
+    issues = _issue_rows(
+        w,
+        mask,
+        "foreign_key",
+        fk_col,
+        col,
+        pl.format(
+            "{} '{}' is not in {} (neither among this ingest's valid rows nor in the store)",
+            pl.lit(fk_col),
+            col,
+            pl.lit(parent_table),
+        ),
+    )
+    _flag(w, mask, issues)
+
+
+def _check_window(w: _Work, spec: TableSpec, episodes: pl.DataFrame | None) -> None:
+    win = spec.date_window
+    if win is None or episodes is None:
+        return
+    d = _p(win.date_column)
+    joined = w.frame.select(pl.col(_p("episode_id")), pl.col(d), pl.col(_BAD)).join(
+        episodes.select(
+            pl.col("episode_id").alias(_p("episode_id")),
+            pl.col("start_date").alias("__start"),
+            pl.col("end_date").alias("__end"),
+        ),
+        on=_p("episode_id"),
+        how="left",
+        maintain_order="left",
+    )
+    lo = pl.col("__start") - pl.duration(days=win.days_before_start)
+    hi = pl.col("__end") + pl.duration(days=win.days_after_end)
+    before = (pl.col(d) < lo).fill_null(False)
+    after = (pl.col(d) > hi).fill_null(False)
+    flags = joined.select(before.alias("b"), after.alias("a"))
+    if not (flags["b"].any() or flags["a"].any()):
+        return
+    frame = w.frame.with_columns(joined["__start"], joined["__end"])
+    tmp = _Work(w.source, frame, [])
+    shown = pl.col(d).cast(pl.String)
+    b = _issue_rows(
+        tmp,
+        flags["b"],
+        "outside_episode",
+        win.date_column,
+        shown,
+        pl.format(
+            "{} {} is before the episode start {} (at most {} day(s) before are allowed)",
+            pl.lit(win.date_column),
+            shown,
+            pl.col("__start"),
+            pl.lit(win.days_before_start),
+        ),
+    )
+    a = _issue_rows(
+        tmp,
+        flags["a"],
+        "outside_episode",
+        win.date_column,
+        shown,
+        pl.format(
+            "{} {} is after the episode end {} (at most {} day(s) after are allowed)",
+            pl.lit(win.date_column),
+            shown,
+            pl.col("__end"),
+            pl.lit(win.days_after_end),
+        ),
+    )
+    _flag(w, flags["b"] | flags["a"], pl.concat([b, a]))
+
+
+def _quarantine(w: _Work, issues: pl.DataFrame) -> pl.DataFrame:
+    bad = w.frame.filter(pl.col(_BAD))
+    if bad.is_empty():
+        return pl.DataFrame(schema={k: v for k, v in QUARANTINE_SCHEMA.items() if k != "ingest_id"})
+    raw_cols = [c for c in w.source.raw.columns if c != ROW]
+    record = (
+        bad.select(
+            pl.struct([pl.col(c).cast(pl.String) for c in raw_cols]).struct.json_encode().alias("record")
+        ).to_series()
+        if raw_cols
+        else pl.Series("record", ["{}"] * bad.height)
+    )
+    errs = (
+        issues.filter(pl.col("row").is_not_null())
+        .group_by("row", maintain_order=True)
+        .agg(pl.struct("column", "value", "rule", "message").alias("errors"))
+        .select(
+            pl.col("row"),
+            pl.struct("errors").struct.json_encode().str.slice(10).str.head(-1).alias("errors"),
+        )
+    )
+    out = pl.DataFrame(
+        {
+            "source_path": pl.Series([w.source.path] * bad.height, dtype=pl.String),
+            "sha256": pl.Series([w.source.sha256] * bad.height, dtype=pl.String),
+            "table_name": pl.Series([w.source.table] * bad.height, dtype=pl.String),
+            "row_number": bad[ROW].cast(pl.Int64),
+            "record": record,
+        }
+    )
+    return out.join(errs, left_on="row_number", right_on="row", how="left").with_columns(
+        pl.col("errors").fill_null("[]")
+    )
+
+
+def _notice_issues(notices: Sequence[Notice]) -> pl.DataFrame:
+    if not notices:
+        return _empty_issues()
+    return pl.DataFrame(
+        {
+            "file": [n.file for n in notices],
+            "table": [n.table for n in notices],
+            "row": [n.row for n in notices],
+            "column": [n.column for n in notices],
+            "value": [None] * len(notices),
+            "rule": [n.rule for n in notices],
+            "message": [n.message for n in notices],
+            "severity": ["warning"] * len(notices),
+        },
+        schema=ISSUE_SCHEMA,
+    )
+
+
+def validate_sources(
+    sources: Sequence[SourceTable],
+    *,
+    reference: Mapping[str, pl.DataFrame] | None = None,
+) -> ValidationResult:
+    """Validate source tables: every check on every row, cross-table rules included.
+
+    Parameters
+    ----------
+    sources : sequence of SourceTable
+        Raw tables as read by the readers (several sources may feed one table).
+    reference : mapping of str to polars.DataFrame, optional
+        Rows already in the store that foreign keys and episode windows may point to: ``episodes`` with
+        ``episode_id, start_date, end_date`` and ``sessions`` with ``session_id``. Without a reference and
+        without the parent table among the sources, foreign keys and episode windows of that table are not
+        checked; a warning says so.
+
+    Returns
+    -------
+    ValidationResult
+        Valid rows and quarantined rows per source, and every issue. For each source
+        ``rows_read == rows_valid + rows_quarantined``.
+
+    Notes
+    -----
+    Order of evaluation: (1) parse every column and run the column checks and row rules of every row in one
+    vectorised pass per source; (2) among rows still valid, keys duplicated within a table (across all its
+    sources) reject every copy; (3) in dependency order (episodes, sessions, then the others), foreign keys
+    must resolve to a valid row of this ingest or a stored row, and dated rows must fall inside their
+    episode (``DateWindow`` of the table's spec). A row can collect several errors; it is quarantined once.
+    """
+    reference = reference or {}
+    works = [_first_pass(s) for s in sources]
+    by_table: dict[str, list[_Work]] = {}
+    for w in works:
+        by_table.setdefault(w.source.table, []).append(w)
+    notices: list[Notice] = []
+    valid_parents: dict[str, pl.DataFrame] = {}
+    for table, spec in TABLE_SPECS.items():
+        tw = by_table.get(table, [])
+        if not tw:
+            continue
+        _check_duplicates(tw, spec)
+        for fk in spec.foreign_keys:
+            parent = fk.table
+            keys: list[pl.Series] = []
+            if parent in valid_parents:
+                keys.append(valid_parents[parent][fk.ref_columns[0]])
+            if parent in reference:
+                keys.append(reference[parent][fk.ref_columns[0]])
+            if not keys:
+                for w in tw:
+                    notices.append(
+                        Notice(
+                            w.source.path,
+                            table,
+                            "not_checked",
+                            f"foreign key {fk.columns[0]} -> {parent} not checked: "
+                            f"no {parent} in this ingest or the store",
+                            fk.columns[0],
+                        )
+                    )
+                continue
+            parent_keys = pl.concat(keys).unique()
+            for w in tw:
+                _check_foreign_key(w, fk.columns[0], parent, parent_keys)
+        if spec.date_window is not None:
+            eps: list[pl.DataFrame] = []
+            if "episodes" in valid_parents:
+                eps.append(valid_parents["episodes"].select("episode_id", "start_date", "end_date"))
+            if "episodes" in reference:
+                ref = reference["episodes"].select("episode_id", "start_date", "end_date")
+                if eps:
+                    ref = ref.join(eps[0].select("episode_id"), on="episode_id", how="anti")
+                eps.append(ref)
+            episodes = pl.concat(eps) if eps else None
+            if episodes is None:
+                for w in tw:
+                    notices.append(
+                        Notice(
+                            w.source.path,
+                            table,
+                            "not_checked",
+                            f"{spec.date_window.date_column} inside the episode not checked: "
+                            "no episodes in this ingest or the store",
+                            spec.date_window.date_column,
+                        )
+                    )
+            for w in tw:
+                _check_window(w, spec, episodes)
+        if table in ("episodes", "sessions"):
+            valid_parents[table] = _valid_rows(tw, spec.columns)
+    results: list[TableResult] = []
+    issue_frames: list[pl.DataFrame] = []
+    for w in works:
+        spec = TABLE_SPECS[w.source.table]
+        issues = pl.concat([_empty_issues(), *w.issues]) if w.issues else _empty_issues()
+        issues = issues.sort("row", "column", "rule", nulls_last=True)
+        valid = w.frame.filter(~pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.columns])
+        results.append(TableResult(w.source, valid, _quarantine(w, issues)))
+        issue_frames.append(_notice_issues(w.source.notices))
+        issue_frames.append(issues)
+    issue_frames.append(_notice_issues(notices))
+    all_issues = pl.concat(issue_frames) if issue_frames else _empty_issues()
+    return ValidationResult(results, all_issues, [n for w in works for n in w.source.notices] + notices)
+
+
+def issues_to_json(issues: pl.DataFrame) -> str:
+    """Serialise an issue frame as a JSON list of objects (used by the reports)."""
+    return json.dumps(issues.to_dicts(), ensure_ascii=False, default=str)
