@@ -97,7 +97,6 @@ def derive_command(
 ) -> None:
     """Derive the analysis frame, episode summary and red-flag alerts from the store."""
     console = Console()
-    err = Console(stderr=True)
     t0 = time.perf_counter()
     try:
         cfg = ClinicalConfig.from_toml(config) if config is not None else ClinicalConfig()
@@ -115,10 +114,10 @@ def derive_command(
                 )
         paths = write_derived(derived, out, source=str(db))
     except DataValidationError as exc:
-        err.print(f"[red]derive: {exc}[/red]")
+        typer.echo(f"derive: {exc}", err=True)
         raise typer.Exit(1) from exc
     except SciaticaOutcomesError as exc:
-        err.print(f"[red]derive: {exc}[/red]")
+        typer.echo(f"derive: {exc}", err=True)
         raise typer.Exit(2) from exc
     _print(console, derived, paths, time.perf_counter() - t0)
 
