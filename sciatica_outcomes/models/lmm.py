@@ -240,7 +240,7 @@ class GrowthModel:
             raise ModelSpecificationError(
                 f"response {self.formula_.response_label!r} is not finite in {int(bad_y.sum())} row(s), "
                 f"first "
-                f"at data row {int(frame['__row'][i])} ({dict(frame.drop('__row').row(i, named=True))}); "
+                f"at data row {int(frame['__row'][i])} ({self._row_text(frame, i)}); "
                 "check the transformation and the values"
             )
         bad = ~np.isfinite(x)
@@ -249,8 +249,13 @@ class GrowthModel:
             raise ModelSpecificationError(
                 f"fixed-effect column {names[j]!r} is not finite in {int(bad.any(axis=1).sum())} row(s), "
                 f"first "
-                f"at data row {int(frame['__row'][i])} ({dict(frame.drop('__row').row(i, named=True))})"
+                f"at data row {int(frame['__row'][i])} ({self._row_text(frame, i)})"
             )
+
+    @staticmethod
+    def _row_text(frame: pl.DataFrame, i: int) -> str:
+        row = frame.select([c for c in frame.columns if not c.startswith("__")]).row(i, named=True)
+        return ", ".join(f"{k}={v!r}" for k, v in row.items())
 
     def fit(self, data: Any) -> GrowthModel:
         """Fit the model.
@@ -305,6 +310,13 @@ class GrowthModel:
                 )
         self.design_ = design
         self.engine_ = engine
+        rms: dict[str, np.ndarray] = {st.inner: np.sqrt(np.mean(z1**2, axis=0))}
+        if st.outer is not None:
+            rms[st.outer] = np.sqrt(np.mean(z2**2, axis=0))
+        scale = np.ones(st.n_theta)
+        for grp, spec in st.specs.items():
+            scale[spec.index] = 1.0 / np.maximum(rms[grp][spec.rows], 1e-12)
+        self._theta_scale = scale
         self._column_info(frame)
         self.group_levels_ = {
             st.inner: frame.select("__g1", st.inner).unique("__g1", keep="first").sort("__g1")[st.inner],
@@ -336,47 +348,45 @@ class GrowthModel:
     def _optimise(self, reml: bool) -> None:
         eng, st = self.engine_, self.structure_
         lower = st.lower()
-        bounds = [(None if not np.isfinite(lo) else lo, None) for lo in lower]
+        scale = self._theta_scale
+        bounds = [
+            (None if not np.isfinite(lo) else lo / sc, None) for lo, sc in zip(lower, scale, strict=True)
+        ]
         n_start = eng.n_evals
 
-        def fg(th: np.ndarray) -> tuple[float, np.ndarray]:
-            f, g = eng.deviance(th, reml, grad=True)
-            return f, g  # type: ignore[return-value]
+        def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
+            f, g = self._fg(x * scale, reml)
+            return f, g * scale
 
         def run(start: np.ndarray) -> np.ndarray:
             res = optimize.minimize(
                 fg,
-                start,
+                start / scale,
                 jac=True,
                 method="L-BFGS-B",
                 bounds=bounds,
                 options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20},
             )
-            return self._newton(np.clip(res.x, lower, None), lower, reml)
+            return self._newton(np.maximum(res.x * scale, lower), lower, reml)
 
         messages: list[str] = []
-        theta = run(st.theta0())
+        theta = run(st.theta0() * scale)
         restarts = 0
         check = self._check(theta, lower, reml)
         while restarts < self.max_restarts and not check["ok"]:
             restarts += 1
-            messages.append(f"restart {restarts}: decrement {check['decrement']:.2e} above tolerance")
-            theta = run(theta + 0.05 * st.theta0())
+            start = self._escape(theta, check, lower, reml)
+            messages.append(
+                f"restart {restarts}: "
+                + (
+                    "left a saddle point or boundary maximum"
+                    if start is not None
+                    else "decrement above tolerance"
+                )
+            )
+            theta = run(start if start is not None else np.maximum(theta + 0.05 * st.theta0() * scale, lower))
             check = self._check(theta, lower, reml)
         diag = np.asarray(st.diag_theta)
-        at_bound = theta[diag] < SINGULAR_TOL
-        if at_bound.any():
-            # confirm a boundary optimum from an interior start
-            restarts += 1
-            alt_start = theta.copy()
-            alt_start[diag[at_bound]] = 0.1
-            alt = run(alt_start)
-            f_alt = eng.deviance(alt, reml)[0]
-            f_cur = eng.deviance(theta, reml)[0]
-            if f_alt < f_cur - 1e-9:
-                theta = alt
-                check = self._check(theta, lower, reml)
-                messages.append("an interior restart improved the boundary fit")
         singular = bool((theta[diag] < SINGULAR_TOL).any())
         if singular:
             messages.append("boundary (singular) fit: a random-effect SD is estimated as (nearly) zero")
@@ -389,6 +399,36 @@ class GrowthModel:
             "singular": singular,
             "n_evals": eng.n_evals - n_start,
         }
+
+    def _escape(
+        self, theta: np.ndarray, check: dict[str, Any], lower: np.ndarray, reml: bool
+    ) -> np.ndarray | None:
+        """A lower start along a direction of negative curvature (interior, or inward from a bound)."""
+        h, free = check["hessian"], check["free"]
+        directions: list[np.ndarray] = []
+        inward = check["inward"]
+        for j in np.flatnonzero(inward):
+            e = np.zeros_like(theta)
+            e[j] = self._theta_scale[j]
+            directions.append(e)
+        if free.any():
+            vals, vecs = np.linalg.eigh(h[np.ix_(free, free)])
+            if vals[0] < 0:
+                v = np.zeros_like(theta)
+                v[free] = (
+                    vecs[:, 0] * self._theta_scale[free] / np.abs(vecs[:, 0] * self._theta_scale[free]).max()
+                )
+                directions += [v, -v]
+        f0 = self.engine_.deviance(theta, reml)[0]
+        best, best_f = None, f0
+        for d in directions:
+            for a in (1.0, 0.3, 0.1, 0.03, 0.01):
+                cand = np.maximum(theta + a * d, lower)
+                fc = self.engine_.deviance(cand, reml)[0]
+                if fc < best_f - 1e-10 * max(1.0, abs(f0)):
+                    best, best_f = cand, fc
+                    break
+        return best
 
     def _newton(self, theta: np.ndarray, lower: np.ndarray, reml: bool, max_iter: int = 12) -> np.ndarray:
         """Projected Newton steps from an L-BFGS-B point until the projected gradient vanishes.
@@ -444,10 +484,16 @@ class GrowthModel:
         return 0.5 * (h + h.T)
 
     def _check(self, theta: np.ndarray, lower: np.ndarray, reml: bool) -> dict[str, Any]:
-        _, g = self._fg(theta, reml)
-        free = ~((theta <= lower + 1e-12) & (g >= 0))
-        pg = np.where(free, g, 0.0)
+        """First- and second-order optimality checks at ``theta`` (bound constraints respected)."""
+        f, g = self._fg(theta, reml)
         h = self._hessian(theta, reml)
+        at_bound = theta <= lower + 1e-12
+        g_tol = 1e-8 * max(1.0, abs(f))
+        # a bound is active when the deviance rises into the interior (first or, if flat, second order)
+        active = at_bound & ((g > g_tol) | ((np.abs(g) <= g_tol) & (np.diag(h) >= 0)))
+        inward = at_bound & ~active
+        free = ~active
+        pg = np.where(free, g, 0.0)
         hf = h[np.ix_(free, free)]
         vals = np.linalg.eigvalsh(hf) if free.any() else np.array([np.inf])
         pd_ = bool(vals.min() > 0)
@@ -456,11 +502,14 @@ class GrowthModel:
         else:
             dec = float(np.abs(pg).max())
         return {
-            "ok": dec < self.gradient_tol and pd_,
+            "ok": dec < self.gradient_tol and pd_ and not inward.any(),
             "decrement": dec,
             "grad_norm": float(np.abs(pg).max()),
             "pd": pd_,
             "min_eig": float(vals.min()),
+            "hessian": h,
+            "free": free,
+            "inward": inward,
         }
 
     # ------------------------------------------------------------------------------------------------
