@@ -389,6 +389,7 @@ class Store:
                     SELECT 1 FROM quarantine q
                     WHERE q.sha256 IS NOT DISTINCT FROM n.sha256 AND q.table_name = n.table_name
                       AND q.row_number = n.row_number AND q.source_path = n.source_path
+                      AND q.record = n.record
                 )
                 """
             )

@@ -21,7 +21,7 @@ import polars as pl
 from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable
 
-__all__ = ["read_csv_table", "read_excel_tables", "read_parquet_table", "sniff_csv"]
+__all__ = ["read_csv_raw", "read_csv_table", "read_excel_tables", "read_parquet_table", "sniff_csv"]
 
 _SNIFF_BYTES = 1 << 16
 _DELIMITERS = ",;\t|"
@@ -157,6 +157,15 @@ def read_csv_table(path: str | Path, table: str, sha256: str) -> SourceTable:
     UnusableInputError
         If the file cannot be read or parsed (ragged lines, duplicate header names).
     """
+    raw, notices = read_csv_raw(path, table)
+    return SourceTable(table, str(path), "csv", sha256, raw, notices)
+
+
+def read_csv_raw(path: str | Path, table: str | None = None) -> tuple[pl.DataFrame, list[Notice]]:
+    """Read a CSV file as strings plus :data:`ROW`; return the frame and the file-level notices.
+
+    See :func:`read_csv_table`; ``table`` only labels the notices.
+    """
     path = Path(path)
     shown = str(path)
     try:
@@ -166,14 +175,8 @@ def read_csv_table(path: str | Path, table: str, sha256: str) -> SourceTable:
         raise UnusableInputError(f"{shown}: cannot read file ({exc.strerror})") from exc
     notices: list[Notice] = []
     if not sample.strip():
-        return SourceTable(
-            table,
-            shown,
-            "csv",
-            sha256,
-            pl.DataFrame(schema={ROW: pl.Int64}),
-            [Notice(shown, table, "empty_file", "the file is empty: no header and no rows")],
-        )
+        empty = Notice(shown, table, "empty_file", "the file is empty: no header and no rows")
+        return pl.DataFrame(schema={ROW: pl.Int64}), [empty]
     encoding, delimiter, _bom = sniff_csv(sample)
     text: str | None = None
     source: Any = path
@@ -182,13 +185,7 @@ def read_csv_table(path: str | Path, table: str, sha256: str) -> SourceTable:
         source = text.lstrip("\ufeff").encode("utf-8")
         notices.append(Notice(shown, table, "encoding", f"decoded as {encoding} (not UTF-8)"))
     try:
-        raw = pl.read_csv(
-            source,
-            separator=delimiter,
-            infer_schema=False,
-            raise_if_empty=False,
-            empty_string_is_null=True,
-        )
+        raw = _polars_csv(source, delimiter)
     except pl.exceptions.ComputeError as exc:
         if "utf-8" in str(exc).lower() and text is None:
             data = path.read_bytes()
@@ -198,13 +195,7 @@ def read_csv_table(path: str | Path, table: str, sha256: str) -> SourceTable:
             enc = best.encoding if best is not None else "latin-1"
             text = data.decode(enc, errors="strict")
             notices.append(Notice(shown, table, "encoding", f"decoded as {enc} (invalid UTF-8 further in)"))
-            raw = pl.read_csv(
-                text.lstrip("\ufeff").encode("utf-8"),
-                separator=delimiter,
-                infer_schema=False,
-                raise_if_empty=False,
-                empty_string_is_null=True,
-            )
+            raw = _polars_csv(text.lstrip("\ufeff").encode("utf-8"), delimiter)
         else:
             first = str(exc).strip().splitlines()[0]
             raise UnusableInputError(
@@ -224,7 +215,17 @@ def read_csv_table(path: str | Path, table: str, sha256: str) -> SourceTable:
     else:
         raw = raw.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + 2).alias(ROW))
     raw, blank = _drop_blank_rows(raw, shown, table, "line")
-    return SourceTable(table, shown, "csv", sha256, raw, notices + blank)
+    return raw, notices + blank
+
+
+def _polars_csv(source: Any, delimiter: str) -> pl.DataFrame:
+    return pl.read_csv(
+        source,
+        separator=delimiter,
+        infer_schema=False,
+        raise_if_empty=False,
+        empty_string_is_null=True,
+    )
 
 
 def read_parquet_table(path: str | Path, table: str, sha256: str) -> SourceTable:

@@ -57,6 +57,7 @@ _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 _P = "__p__"  # prefix of parsed columns in the working frame
 _BAD = "__bad__"
+_RID = "__rid__"  # position of the row in its source frame (several rows may share a FHIR entry number)
 
 
 def _p(column: str) -> str:
@@ -523,8 +524,15 @@ class _Work:
     issues: list[pl.DataFrame]
 
 
-def _empty_issues() -> pl.DataFrame:
-    return pl.DataFrame(schema=ISSUE_SCHEMA)
+def _empty_issues(internal: bool = False) -> pl.DataFrame:
+    schema = dict(ISSUE_SCHEMA)
+    if internal:
+        schema = {**schema, "row": pl.Int64(), _RID: pl.UInt32()}
+        schema = {
+            k: schema[k]
+            for k in ("file", "table", "row", _RID, "column", "value", "rule", "message", "severity")
+        }
+    return pl.DataFrame(schema=schema)
 
 
 def _run_checks(
@@ -544,6 +552,7 @@ def _run_checks(
                 pl.lit(source.path, pl.String).alias("file"),
                 pl.lit(source.table, pl.String).alias("table"),
                 pl.col(ROW).cast(pl.Int64).alias("row"),
+                pl.col(_RID),
                 pl.lit(ch.column, pl.String).alias("column"),
                 ch.value.cast(pl.String).alias("value"),
                 pl.lit(ch.rule, pl.String).alias("rule"),
@@ -562,8 +571,8 @@ def _run_checks(
 def _first_pass(source: SourceTable) -> _Work:
     """Parse one source and run its column checks and row rules."""
     spec = TABLE_SPECS[source.table]
-    raw = source.raw
-    present = set(raw.columns) - {ROW}
+    raw = source.raw.with_row_index(_RID)
+    present = set(raw.columns) - {ROW, _RID}
     exprs: list[pl.Expr] = []
     checks: list[_Check] = []
     for column, dtype in spec.dtypes.items():
@@ -644,6 +653,7 @@ def _issue_rows(
         pl.lit(w.source.path, pl.String).alias("file"),
         pl.lit(w.source.table, pl.String).alias("table"),
         pl.col(ROW).cast(pl.Int64).alias("row"),
+        pl.col(_RID),
         pl.lit(column, pl.String).alias("column"),
         value.cast(pl.String).alias("value"),
         pl.lit(rule, pl.String).alias("rule"),
@@ -655,7 +665,7 @@ def _issue_rows(
 def _check_duplicates(works: Sequence[_Work], spec: TableSpec) -> None:
     key = [_p(k) for k in spec.key]
     parts = [
-        w.frame.select(*key, pl.col(ROW), pl.col(_BAD), pl.lit(i, pl.Int64).alias("__src"))
+        w.frame.select(*key, pl.col(ROW), pl.col(_RID), pl.lit(i, pl.Int64).alias("__src"))
         for i, w in enumerate(works)
     ]
     allk = pl.concat(parts).filter(pl.all_horizontal(pl.col(key).is_not_null()))
@@ -672,10 +682,10 @@ def _check_duplicates(works: Sequence[_Work], spec: TableSpec) -> None:
     groups = where.group_by(key).agg(pl.col("__where").str.join(", ").alias("__all"))
     where = where.join(groups, on=key, how="left", nulls_equal=True)
     for i, w in enumerate(works):
-        mine = where.filter(pl.col("__src") == i).select(pl.col(ROW), "__all")
+        mine = where.filter(pl.col("__src") == i).select(pl.col(_RID), "__all")
         if mine.is_empty():
             continue
-        flagged = w.frame.select(ROW).join(mine, on=ROW, how="left")
+        flagged = w.frame.select(_RID).join(mine, on=_RID, how="left", maintain_order="left")
         mask = flagged["__all"].is_not_null()
         key_text = pl.concat_str(
             [pl.format("{}={}", pl.lit(k), pl.col(_p(k)).cast(pl.String)) for k in spec.key], separator=", "
@@ -685,6 +695,7 @@ def _check_duplicates(works: Sequence[_Work], spec: TableSpec) -> None:
             pl.lit(w.source.path, pl.String).alias("file"),
             pl.lit(w.source.table, pl.String).alias("table"),
             pl.col(ROW).cast(pl.Int64).alias("row"),
+            pl.col(_RID),
             pl.lit(spec.key[-1], pl.String).alias("column"),
             key_text.alias("value"),
             pl.lit("duplicate_key", pl.String).alias("rule"),
@@ -791,11 +802,10 @@ def _quarantine(w: _Work, issues: pl.DataFrame) -> pl.DataFrame:
         else pl.Series("record", ["{}"] * bad.height)
     )
     errs = (
-        issues.filter(pl.col("row").is_not_null())
-        .group_by("row", maintain_order=True)
+        issues.group_by(_RID, maintain_order=True)
         .agg(pl.struct("column", "value", "rule", "message").alias("errors"))
         .select(
-            pl.col("row"),
+            pl.col(_RID),
             pl.struct("errors").struct.json_encode().str.slice(10).str.head(-1).alias("errors"),
         )
     )
@@ -805,12 +815,11 @@ def _quarantine(w: _Work, issues: pl.DataFrame) -> pl.DataFrame:
             "sha256": pl.Series([w.source.sha256] * bad.height, dtype=pl.String),
             "table_name": pl.Series([w.source.table] * bad.height, dtype=pl.String),
             "row_number": bad[ROW].cast(pl.Int64),
+            _RID: bad[_RID],
             "record": record,
         }
     )
-    return out.join(errs, left_on="row_number", right_on="row", how="left").with_columns(
-        pl.col("errors").fill_null("[]")
-    )
+    return out.join(errs, on=_RID, how="left").with_columns(pl.col("errors").fill_null("[]")).drop(_RID)
 
 
 def _notice_issues(notices: Sequence[Notice]) -> pl.DataFrame:
@@ -927,12 +936,12 @@ def validate_sources(
     issue_frames: list[pl.DataFrame] = []
     for w in works:
         spec = TABLE_SPECS[w.source.table]
-        issues = pl.concat([_empty_issues(), *w.issues]) if w.issues else _empty_issues()
-        issues = issues.sort("row", "column", "rule", nulls_last=True)
+        issues = pl.concat([_empty_issues(True), *w.issues]) if w.issues else _empty_issues(True)
+        issues = issues.sort(_RID, "column", "rule", nulls_last=True)
         valid = w.frame.filter(~pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.columns])
         results.append(TableResult(w.source, valid, _quarantine(w, issues)))
         issue_frames.append(_notice_issues(w.source.notices))
-        issue_frames.append(issues)
+        issue_frames.append(issues.drop(_RID))
     issue_frames.append(_notice_issues(notices))
     all_issues = pl.concat(issue_frames) if issue_frames else _empty_issues()
     return ValidationResult(results, all_issues, [n for w in works for n in w.source.notices] + notices)
