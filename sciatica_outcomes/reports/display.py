@@ -118,6 +118,7 @@ class ReportWriter:
         *,
         count_cols: Sequence[str] = (),
         n_col: str | None = None,
+        suppress_by: str | None = None,
         digits: int = 1,
         note: str | None = None,
     ) -> HtmlBlock:
@@ -134,8 +135,11 @@ class ReportWriter:
         count_cols : sequence of str
             Count columns: suppressed together (primary + complementary, see ``suppress_table``).
         n_col : str, optional
-            The column holding each row's number of patients; every other statistic of a row whose
-            ``n_col`` is 1-10 is withheld as well (a mean of three patients is as identifying as the count).
+            The column holding each row's number of patients; every statistic (floating-point column) of a
+            row whose ``n_col`` is 1-10 is withheld as well (a mean of three patients identifies them).
+        suppress_by : str, optional
+            A column whose groups are separate tables for suppression (e.g. the characteristic of a case-mix
+            table, each with its own total).
         digits : int
             Decimal places for floating-point columns.
         note : str, optional
@@ -144,17 +148,31 @@ class ReportWriter:
         cols = list(count_cols)
         if n_col is not None and n_col not in cols:
             cols.append(n_col)
+        if cols and suppress_by is not None:
+            shown = pl.concat(
+                [suppress_counts(part, cols) for _, part in frame.group_by(suppress_by, maintain_order=True)]
+            )
+            frame = pl.concat([part for _, part in frame.group_by(suppress_by, maintain_order=True)])
+        elif cols:
+            shown = suppress_counts(frame, cols)
+        else:
+            shown = frame
         if n_col is not None:
             small = frame[n_col].fill_null(0).is_between(LOW, HIGH)
         else:
             small = pl.Series([False] * frame.height)
-        shown = suppress_counts(frame, cols) if cols else frame
-        stat_cols = [c for c in frame.columns if c not in cols and frame.schema[c].is_numeric()]
+        # statistics are floating-point columns; integer columns other than counts are labels (e.g. weeks)
+        stat_cols = [c for c in frame.columns if c not in cols and frame.schema[c].is_float()]
         if stat_cols:
             shown = shown.with_columns(
                 pl.when(small).then(None).otherwise(pl.col(c)).alias(c) for c in stat_cols
             )
-        write_safe_csv(shown, self.tables_dir / f"{name}.csv")
+        # in the CSV a missing value is an empty cell (a lone "-" would read as a formula to a spreadsheet)
+        text_cols = [c for c, t in shown.schema.items() if t == pl.String]
+        csv_frame = shown.with_columns(
+            pl.when(pl.col(c) == "-").then(None).otherwise(pl.col(c)).alias(c) for c in text_cols
+        )
+        write_safe_csv(csv_frame, self.tables_dir / f"{name}.csv")
         self.tables.append({"name": name, "caption": caption, "file": f"tables/{name}.csv"})
         head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in shown.columns)
         rows = ("".join(f"<td>{_fmt(v, digits)}</td>" for v in row) for row in shown.iter_rows())

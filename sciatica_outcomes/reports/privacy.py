@@ -270,14 +270,17 @@ def suppress_counts(
     Returns
     -------
     polars.DataFrame
-        Same rows and columns; every count column is a string column (``*`` where suppressed).
+        Same rows and columns; every count column is a string column (``*`` where suppressed, ``-`` where
+        the input was null: a null is not a count and takes part in suppression as 0).
     """
     missing = [c for c in count_cols if c not in frame.columns]
     if missing:
         raise ValueError(f"count columns not in the frame: {missing}")
     values = frame.select(pl.col(c).fill_null(0).cast(pl.Int64) for c in count_cols).to_numpy()
+    nulls = frame.select(pl.col(c).is_null() for c in count_cols).to_numpy()
     result = suppress_table(values, totals_known=totals_known)
     shown = result.shown()
+    shown[nulls] = "-"  # not a count (e.g. no threshold defined): shown as a dash, never as 0
     return frame.with_columns(
         pl.Series(c, [str(x) for x in shown[:, j]], dtype=pl.String) for j, c in enumerate(count_cols)
     )

@@ -26,21 +26,39 @@ from typing import Any
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes.derive.adherence import episode_adherence, weekly_adherence
+from sciatica_outcomes.derive.dose import episode_progression, weekly_dose
+from sciatica_outcomes.derive.pain import session_pain
+from sciatica_outcomes.derive.redflags import red_flag_alerts
 from sciatica_outcomes.errors import ReportParameterError
+from sciatica_outcomes.models.lmm import GrowthModel
+from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_table
 from sciatica_outcomes.schemas import SCHEMA_VERSION
+from sciatica_outcomes.scoring.visits import assign_visits, change_from_baseline
 from sciatica_outcomes.store import CANONICAL_TABLES, Store
 
 __all__ = [
     "COHORT_RULES",
     "END_REASONS",
+    "GROWTH_TIME",
+    "REPORT_OUTCOMES",
+    "OutcomeModel",
     "Quarter",
     "QuarterlyInputs",
+    "adherence_summary",
     "as_of",
     "case_mix",
     "data_quality",
+    "dose_progression",
+    "end_of_episode_outcomes",
+    "flow_display",
     "load_inputs",
+    "outcome_models",
     "patient_flow",
+    "provenance",
+    "safety_summary",
     "table_hashes",
+    "trend",
     "validate_parameters",
 ]
 
@@ -284,6 +302,34 @@ def patient_flow(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> pl.
     return pl.DataFrame(rows, schema={"stage": pl.String, "n": pl.Int64}, orient="row")
 
 
+def flow_display(flow: pl.DataFrame) -> dict[str, str]:
+    """Suppressed display strings of :func:`patient_flow`, respecting the flow's own identities.
+
+    The flow has three additive lines, each with a total that the report shows or implies: active at start +
+    enrolled = active in quarter; ended (all reasons) + still active = active in quarter; and the end reasons
+    sum to the number ended. Each line is suppressed as a table of its own (primary and complementary
+    suppression, :func:`~sciatica_outcomes.reports.privacy.suppress_table`); a total of 1-10 is withheld too.
+    """
+    n = dict(flow.iter_rows())
+    reasons = [s for s in n if s.startswith("ended: ")]
+    shown: dict[str, str] = {}
+    lines = [
+        ["active at start of quarter", "enrolled in quarter"],
+        ["ended", "still active at end of quarter"],
+        reasons,
+    ]
+    values = {**n, "ended": sum(n[r] for r in reasons)}
+    for line in lines:
+        res = suppress_table([values[k] for k in line])
+        for k, v in zip(line, res.shown()[:, 0], strict=True):
+            shown[k] = str(v)
+    active = n["active in quarter"]
+    shown["active in quarter"] = SUPPRESSED if LOW <= active <= HIGH else str(active)
+    if LOW <= values["ended"] <= HIGH:
+        shown["ended"] = SUPPRESSED
+    return {k: shown[k] for k in [*n, "ended"]}
+
+
 def _band(col: str, edges: list[float], labels: list[str]) -> pl.Expr:
     """Label ``col`` by bins ``[-inf, e1), [e1, e2), ..., [ek, inf)``; nulls are "not recorded"."""
     expr = pl.when(pl.col(col).is_null()).then(pl.lit("not recorded"))
@@ -432,4 +478,339 @@ def provenance(inputs: QuarterlyInputs) -> dict[str, Any]:
         "sources": json.loads(sources.write_json()),
         "config": inputs.config.to_dict(),
         "cohort_rules": COHORT_RULES,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------
+# adherence, safety, outcomes at the end of the episode, trend
+# ------------------------------------------------------------------------------------------------------
+
+
+def _active(
+    inputs: QuarterlyInputs, quarter: Quarter | None = None
+) -> tuple[Quarter, dict[str, pl.DataFrame]]:
+    q = quarter or inputs.quarter
+    tables = inputs.tables if quarter is None else as_of(inputs.history, q.end)
+    ep = tables["episodes"].filter(_episode_sets(tables["episodes"], q)["active"])
+    return q, {**tables, "episodes": ep}
+
+
+def adherence_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> dict[str, Any]:
+    """Adherence to the 2-3 sessions/week prescription in the quarter.
+
+    Returns
+    -------
+    dict
+        ``"patient_weeks"`` (ISO weeks of active episodes overlapping the quarter), ``"met_share"`` (share of
+        patient-weeks with at least the prescribed whole number of completed sessions), ``"mean_ratio"``
+        (mean of completed / prescribed per patient-week), ``"by_program_week"`` (frame ``program_week,
+        mean, q25, q75, n``: completed sessions per patient-week by week of the program) and
+        ``"episode_ratio"`` (per-episode adherence ratio of the episodes ended in the quarter).
+    """
+    q, t = _active(inputs, quarter)
+    cfg = inputs.config
+    weekly = weekly_adherence(t["episodes"], t["sessions"], cfg, data_cut=q.end)
+    in_q = weekly.filter(
+        (pl.col("week_start") <= q.end) & (pl.col("week_start") >= q.start - timedelta(days=6))
+    ).join(t["episodes"].select("episode_id", "start_date"), on="episode_id")
+    in_q = in_q.with_columns(
+        ((pl.col("week_start") - pl.col("start_date")).dt.total_days() // 7 + 1)
+        .cast(pl.Int32)
+        .alias("program_week"),
+        (pl.col("completed") * 7.0 / pl.col("days_in_window")).alias("per_week"),
+    )
+    by_week = (
+        in_q.filter(pl.col("days_in_window") == 7)
+        .group_by("program_week")
+        .agg(
+            pl.col("completed").mean().alias("mean"),
+            pl.col("completed").quantile(0.25, "linear").alias("q25"),
+            pl.col("completed").quantile(0.75, "linear").alias("q75"),
+            pl.len().cast(pl.Int64).alias("n"),
+        )
+        .sort("program_week")
+    )
+    ended = t["episodes"].filter(_episode_sets(t["episodes"], q)["ended"])
+    per_episode = episode_adherence(ended, t["sessions"], cfg, data_cut=q.end)
+    return {
+        "patient_weeks": in_q.height,
+        "met_share": float(in_q["met"].mean()) if in_q.height else None,
+        "mean_ratio": float(in_q["ratio"].mean()) if in_q.height else None,
+        "by_program_week": by_week,
+        "episode_ratio": per_episode.select("episode_id", "adherence", "longest_gap_days", "dropout"),
+    }
+
+
+def safety_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> dict[str, Any]:
+    """Red-flag alerts, flares and pain-response categories for the quarter.
+
+    Returns
+    -------
+    dict
+        ``"open_unactioned"`` (red-flag alerts dated up to the end of the quarter with no action recorded,
+        whatever their date: frame with ``weeks_open`` instead of dates), ``"alerts_by_flag"`` (counts of
+        red-flag alerts dated in the quarter by flag, and of sustained-distal-spread signals),
+        ``"completed_sessions"``, ``"flares"``, ``"flare_rate_per_100"``, ``"spikes"``,
+        ``"settle_unknown"`` and ``"pain_bands"`` (completed sessions of the quarter by pain-monitoring
+        band).
+    """
+    q, t = _active(inputs, quarter)
+    cfg = inputs.config
+    alerts = red_flag_alerts(t["symptom_checks"], t["sessions"], cfg)
+    date_col = "alert_on" if "alert_on" in alerts.columns else "date"
+    red = alerts.filter(pl.col("kind") == "red_flag")
+    open_unactioned = red.filter(pl.col("unactioned").fill_null(False)).with_columns(
+        ((pl.lit(q.end) - pl.col(date_col)).dt.total_days() // 7).alias("weeks_open")
+    )
+    in_q = alerts.filter(pl.col(date_col).is_between(q.start, q.end))
+    by_flag = (
+        in_q.with_columns(
+            pl.when(pl.col("kind") == "red_flag")
+            .then(pl.col("flags"))
+            .otherwise(pl.lit("sustained distal spread (review)"))
+            .str.split(";")
+            .alias("flag")
+        )
+        .explode("flag")
+        .group_by("flag")
+        .agg(pl.len().cast(pl.Int64).alias("alerts"))
+        .sort("flag")
+    )
+    sessions = t["sessions"].filter(pl.col("session_date").is_between(q.start, q.end))
+    exercises = t["session_exercises"].join(sessions.select("session_id"), on="session_id")
+    pain = session_pain(sessions, exercises, cfg)
+    completed = pain.height
+    bands = (
+        pain.group_by("pain_band")
+        .agg(pl.len().cast(pl.Int64).alias("sessions"))
+        .sort("pain_band")
+        .rename({"pain_band": "band"})
+    )
+    flares = int(pain["flare"].sum()) if completed else 0
+    return {
+        "open_unactioned": open_unactioned.select("weeks_open", "flags", "kind").sort(
+            "weeks_open", descending=True
+        ),
+        "alerts_by_flag": by_flag,
+        "completed_sessions": completed,
+        "flares": flares,
+        "flare_rate_per_100": 100.0 * flares / completed if completed else None,
+        "spikes": int(pain["spike"].sum()) if completed else 0,
+        "settle_unknown": int(pain["settle_unknown"].sum()) if completed else 0,
+        "pain_bands": bands,
+    }
+
+
+#: Outcomes of the quarterly report, with labels and units.
+REPORT_OUTCOMES: dict[str, tuple[str, str]] = {
+    "walk_tolerance_min": ("Walking tolerance", "minutes"),
+    "sit_tolerance_min": ("Sitting tolerance", "minutes"),
+    "nprs_leg": ("Leg pain", "NPRS 0-10"),
+    "odi": ("Disability (ODI)", "% 0-100"),
+}
+
+
+def end_of_episode_outcomes(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> pl.DataFrame:
+    """Change from baseline to the last assessment of each episode that ended in the quarter.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per outcome: ``outcome, n_baseline, n_with_end, mean_change, median_change, responders_mcid,
+        responders_30pct, at_cap_end`` where responders count episodes whose improvement from baseline
+        reached the absolute MCID / 30 % (null where the outcome has no threshold), and ``at_cap_end`` counts
+        end tests stopped at their cap (their change is a lower bound). Counts are raw: suppress before
+        showing.
+    """
+    q, t = _active(inputs, quarter)
+    ended = t["episodes"].filter(_episode_sets(t["episodes"], q)["ended"])
+    m = t["measures"].filter(pl.col("measure").is_in(list(REPORT_OUTCOMES)))
+    m = m.join(ended.select("episode_id", "start_date"), on="episode_id")
+    scored = change_from_baseline(assign_visits(m, inputs.config), inputs.config)
+    last = (
+        scored.filter(pl.col("day") > inputs.config.baseline_after_days)
+        .sort("assessed_on")
+        .group_by("episode_id", "measure")
+        .agg(pl.all().last())
+    )
+    with_base = (
+        scored.filter(pl.col("visit") == "w0")
+        .group_by("measure")
+        .agg(pl.col("episode_id").n_unique().cast(pl.Int64).alias("n_baseline"))
+    )
+    summary = (
+        last.filter(pl.col("change").is_not_null())
+        .group_by("measure")
+        .agg(
+            pl.len().cast(pl.Int64).alias("n_with_end"),
+            pl.col("change").mean().alias("mean_change"),
+            pl.col("change").median().alias("median_change"),
+            pl.col("responder_mcid").sum().cast(pl.Int64).alias("responders_mcid"),
+            pl.col("responder_relative").sum().cast(pl.Int64).alias("responders_30pct"),
+            pl.col("responder_mcid").is_not_null().any().alias("_has_mcid"),
+            pl.col("responder_relative").is_not_null().any().alias("_has_rel"),
+            pl.col("censored").sum().cast(pl.Int64).alias("at_cap_end"),
+        )
+    )
+    base = pl.DataFrame({"measure": list(REPORT_OUTCOMES)})
+    out = base.join(with_base, on="measure", how="left").join(summary, on="measure", how="left")
+    return (
+        out.with_columns(
+            pl.when(pl.col("_has_mcid")).then(pl.col("responders_mcid")).alias("responders_mcid"),
+            pl.when(pl.col("_has_rel")).then(pl.col("responders_30pct")).alias("responders_30pct"),
+            pl.col("n_baseline", "n_with_end").fill_null(0),
+        )
+        .drop("_has_mcid", "_has_rel")
+        .rename({"measure": "outcome"})
+    )
+
+
+def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
+    """Headline figures for this quarter and the ``n_previous`` quarters before it (same definitions).
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per quarter (oldest first): ``quarter, active, enrolled, ended, completed,
+        adherence_met_share, flare_rate_per_100, odi_end_n, odi_responders``. Counts are raw: suppress
+        before showing.
+    """
+    rows = []
+    for k in range(n_previous, -1, -1):
+        qk = inputs.quarter.shift(-k)
+        flow = dict(patient_flow(inputs, qk).iter_rows())
+        adh = adherence_summary(inputs, qk)
+        safe = safety_summary(inputs, qk)
+        outc = end_of_episode_outcomes(inputs, qk).filter(pl.col("outcome") == "odi")
+        rows.append(
+            {
+                "quarter": qk.label,
+                "active": flow["active in quarter"],
+                "enrolled": flow["enrolled in quarter"],
+                "ended": sum(v for s, v in flow.items() if s.startswith("ended:")),
+                "completed": flow["ended: completed"],
+                "adherence_met_share": adh["met_share"],
+                "flare_rate_per_100": safe["flare_rate_per_100"],
+                "odi_end_n": int(outc["n_with_end"][0] or 0),
+                "odi_responders": int(outc["responders_mcid"][0] or 0),
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+#: Growth-model time shape of the quarterly report: fastest improvement early, slowing later.
+GROWTH_TIME = "log1p(week)"
+
+
+@dataclass(frozen=True)
+class OutcomeModel:
+    """A fitted growth model of one outcome with what the report shows of it."""
+
+    outcome: str
+    formula: str
+    n_obs: int
+    n_episodes: int
+    trajectory: pl.DataFrame
+    observed: pl.DataFrame
+    changes: pl.DataFrame
+    spec: dict[str, Any]
+
+
+def outcome_models(
+    inputs: QuarterlyInputs, weeks: tuple[float, ...] = (6.0, 12.0, 26.0), horizon: float = 26.0
+) -> dict[str, OutcomeModel]:
+    """Fit the report's growth model to every outcome using all assessments up to the end of the quarter.
+
+    Model (lme4 notation): ``y ~ log1p(week) + (log1p(week) | episode_id)`` plus ``(1 | clinic_id)`` when the
+    report covers several clinics; REML; week = days since start / 7, baseline assessments before the start
+    at week 0. Returns, per outcome, the population trajectory over ``0..horizon`` weeks with 95 % CIs, the
+    observed means by two-week bin (with their n), and the estimated change from week 0 to each of ``weeks``
+    (``L beta`` contrasts with Satterthwaite df). Capped tolerance tests enter at their cap (a lower bound),
+    so tolerance improvements are under-estimated; the report says so.
+    """
+    ep = inputs.tables["episodes"].select("episode_id", "start_date", "clinic_id")
+    several = ep["clinic_id"].n_unique() > 1
+    out: dict[str, OutcomeModel] = {}
+    grid = pl.DataFrame({"week": [w / 2 for w in range(int(horizon * 2) + 1)]})
+    for outcome in REPORT_OUTCOMES:
+        m = inputs.tables["measures"].filter(pl.col("measure") == outcome).join(ep, on="episode_id")
+        m = (
+            assign_visits(m, inputs.config)
+            .with_columns((pl.col("day").clip(lower_bound=0) / 7.0).alias("week"))
+            .rename({"value": outcome})
+        )
+        if m.height == 0 or m["episode_id"].n_unique() < 20:
+            continue
+        formula = f"{outcome} ~ {GROWTH_TIME} + ({GROWTH_TIME} | episode_id)"
+        if several:
+            formula += " + (1 | clinic_id)"
+        model = GrowthModel(formula).fit(m)
+        traj = model.predict(grid).select("week", pl.col("fit").alias("estimate"), "ci_low", "ci_high")
+        observed = (
+            m.with_columns(((pl.col("week") / 2).round(0) * 2).alias("bin"))
+            .group_by("bin")
+            .agg(pl.col(outcome).mean().alias("mean"), pl.len().cast(pl.Int64).alias("n"))
+            .rename({"bin": "week"})
+            .filter(pl.col("week") <= horizon)
+            .sort("week")
+        )
+        x = model.design_.matrix(pl.DataFrame({"week": [0.0, *weeks]}))
+        changes = (
+            model.contrast(x[1:] - x[0])
+            .with_columns(pl.Series("week", list(weeks)))
+            .select("week", "estimate", "se", "df", "ci_low", "ci_high", "p")
+        )
+        spec = {
+            "outcome": outcome,
+            "formula": formula,
+            "reml": True,
+            "n_obs": m.height,
+            "n_episodes": m["episode_id"].n_unique(),
+            "converged": model.to_dict()["diagnostics"]["converged"],
+            "diagnostics": model.to_dict()["diagnostics"],
+        }
+        out[outcome] = OutcomeModel(
+            outcome, formula, m.height, spec["n_episodes"], traj, observed, changes, spec
+        )
+    return out
+
+
+def dose_progression(inputs: QuarterlyInputs) -> dict[str, Any]:
+    """Training dose by muscle group and load progression of the episodes active in the quarter.
+
+    Returns
+    -------
+    dict
+        ``"by_muscle_group"``: ``muscle_group, episodes, mean_weekly_reps, mean_weekly_volume_kg,
+        mean_weekly_tut_s`` over the patient-weeks in the quarter; ``"progression"``: counts of active
+        episodes with at least one progression, mean weeks between progressions, behind the 1-2 week
+        guideline, and stalled while tolerating the load (``n_*`` keys; raw counts, suppress before showing).
+    """
+    q, t = _active(inputs, None)
+    dose = weekly_dose(t["episodes"], t["sessions"], t["session_exercises"]).join(
+        t["episodes"].select("episode_id", "start_date"), on="episode_id"
+    )
+    week_start = pl.col("start_date") + pl.duration(days=7 * pl.col("program_week"))
+    in_q = dose.filter((week_start >= q.start - timedelta(days=6)) & (week_start <= q.end))
+    by_group = (
+        in_q.group_by("muscle_group")
+        .agg(
+            pl.col("episode_id").n_unique().cast(pl.Int64).alias("episodes"),
+            pl.col("reps_total").mean().alias("mean_weekly_reps"),
+            pl.col("volume_load_kg").mean().alias("mean_weekly_volume_kg"),
+            pl.col("tut_s").mean().alias("mean_weekly_tut_s"),
+        )
+        .sort("muscle_group")
+    )
+    prog = episode_progression(t["episodes"], t["sessions"], t["session_exercises"], inputs.config)
+    with_sessions = prog.filter(pl.col("n_progression_sessions").is_not_null())
+    return {
+        "by_muscle_group": by_group,
+        "progression": {
+            "n_episodes": with_sessions.height,
+            "n_progressed": int((with_sessions["n_progression_sessions"] > 0).sum()),
+            "mean_weeks_between": with_sessions["mean_weeks_between_progressions"].mean(),
+            "n_behind_guideline": int(with_sessions["behind_guideline"].fill_null(False).sum()),
+            "n_stalled": int(with_sessions["stalled"].fill_null(False).sum()),
+        },
     }

@@ -1,0 +1,131 @@
+"""``sciatica-outcomes report quarterly|cohort``: render a report notebook to HTML from the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from sciatica_outcomes.errors import ReportParameterError, SciaticaOutcomesError
+from sciatica_outcomes.reports import quarterly
+from sciatica_outcomes.reports.runner import ReportResult, run_notebook
+from sciatica_outcomes.store import DEFAULT_DB
+
+__all__ = ["render_cohort", "render_quarterly", "report_app"]
+
+report_app = typer.Typer(help="Render the quarterly clinic report or the researcher's cohort analysis.")
+console = Console(stderr=True)
+
+
+def render_quarterly(
+    db: str | Path,
+    quarter: str,
+    out: str | Path | None = None,
+    *,
+    clinic: str | None = None,
+    config: str | Path | None = None,
+    pdf: bool = False,
+    timeout_s: float = 900.0,
+) -> ReportResult:
+    """Render the quarterly outcome report (``notebooks/quarterly_report.ipynb``).
+
+    Parameters are validated against the store before anything runs (unknown quarter, clinic or config file
+    raise ``ReportParameterError``). The report lands in ``out`` (default ``reports/<quarter>[-<clinic>]``).
+    """
+    params: dict[str, Any] = {
+        "db": str(Path(db).resolve()),
+        "quarter": quarter,
+        "clinic": clinic or "",
+        "config": str(Path(config).resolve()) if config else "",
+    }
+    target = Path(out) if out else Path("reports") / (quarter + (f"-{clinic}" if clinic else ""))
+    with_prov = {"report_kind": "quarterly"}
+    return run_notebook(
+        "quarterly_report.ipynb",
+        target,
+        params,
+        validate=quarterly.validate_parameters,
+        timeout_s=timeout_s,
+        pdf=pdf,
+        provenance=with_prov,
+    )
+
+
+def render_cohort(
+    db: str | Path,
+    out: str | Path | None = None,
+    *,
+    outcome: str = "odi",
+    config: str | Path | None = None,
+    pdf: bool = False,
+    timeout_s: float = 1200.0,
+) -> ReportResult:
+    """Render the researcher's cohort analysis (``notebooks/cohort_analysis.ipynb``) into ``out``."""
+    db_path = Path(db).resolve()
+    if not db_path.is_file():
+        raise ReportParameterError(f"store {db} does not exist: ingest data first (sciatica-outcomes ingest)")
+    params: dict[str, Any] = {
+        "db": str(db_path),
+        "outcome": outcome,
+        "config": str(Path(config).resolve()) if config else "",
+    }
+    target = Path(out) if out else Path("reports") / "cohort"
+    return run_notebook(
+        "cohort_analysis.ipynb",
+        target,
+        params,
+        timeout_s=timeout_s,
+        pdf=pdf,
+        provenance={"report_kind": "cohort"},
+    )
+
+
+def _done(result: ReportResult) -> None:
+    size = result.html.stat().st_size / 1024
+    console.print(
+        f"Report: {result.html} ({size:,.0f} KiB, {len(result.figures)} figures, "
+        f"{len(result.tables)} tables, {result.seconds:.1f} s)"
+    )
+    if result.pdf:
+        console.print(f"PDF: {result.pdf}")
+    typer.echo(str(result.html))
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(code=2 if isinstance(exc, ReportParameterError) else 1)
+
+
+@report_app.command("quarterly")
+def quarterly_command(
+    quarter: Annotated[str, typer.Option("--quarter", help="Quarter such as 2026Q3.")],
+    db: Annotated[Path, typer.Option("--db", help="DuckDB store.")] = DEFAULT_DB,
+    clinic: Annotated[str | None, typer.Option("--clinic", help="Restrict to one clinic_id.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Report directory.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file of clinical thresholds.")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also print to PDF with headless Chromium.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Overall time limit in seconds.")] = 900.0,
+) -> None:
+    """Render the quarterly clinic outcome report."""
+    try:
+        _done(render_quarterly(db, quarter, out, clinic=clinic, config=config, pdf=pdf, timeout_s=timeout))
+    except SciaticaOutcomesError as exc:
+        _fail(exc)
+
+
+@report_app.command("cohort")
+def cohort_command(
+    db: Annotated[Path, typer.Option("--db", help="DuckDB store.")] = DEFAULT_DB,
+    out: Annotated[Path | None, typer.Option("--out", help="Report directory.")] = None,
+    outcome: Annotated[str, typer.Option("--outcome", help="Primary outcome (a measure code).")] = "odi",
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file of clinical thresholds.")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also print to PDF with headless Chromium.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Overall time limit in seconds.")] = 1200.0,
+) -> None:
+    """Render the researcher's cohort analysis."""
+    try:
+        _done(render_cohort(db, out, outcome=outcome, config=config, pdf=pdf, timeout_s=timeout))
+    except SciaticaOutcomesError as exc:
+        _fail(exc)

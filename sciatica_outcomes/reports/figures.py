@@ -1,0 +1,204 @@
+"""Report figures (matplotlib): colour-blind-safe, labelled axes with units, privacy-aware.
+
+Each function draws on an ``ax`` (created when ``None``) and returns the axes. Counts printed on a figure are
+taken as display strings that have already been through suppression; observed group means are only drawn
+for groups of more than 10 patients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from matplotlib.axes import Axes
+from matplotlib.patches import FancyBboxPatch
+
+from sciatica_outcomes.reports.display import PALETTE
+from sciatica_outcomes.reports.privacy import HIGH
+
+__all__ = ["adherence_plot", "bar_counts", "flow_diagram", "funnel_plot", "trajectory_plot", "trend_plot"]
+
+
+def _axes(ax: Axes | None, size: tuple[float, float] = (7.0, 3.8)) -> Axes:
+    if ax is not None:
+        return ax
+    _, new = plt.subplots(figsize=size)
+    return new
+
+
+def flow_diagram(stages: dict[str, str], ax: Axes | None = None) -> Axes:
+    """CONSORT-style patient-flow diagram for one quarter.
+
+    Parameters
+    ----------
+    stages : dict
+        Display strings (already suppressed) for the stages of :func:`quarterly.patient_flow`, keyed by stage.
+    """
+    ax = _axes(ax, (7.5, 4.6))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 10)
+    ax.axis("off")
+
+    def box(x: float, y: float, text: str, w: float = 3.2, h: float = 1.1, color: str = PALETTE[0]) -> None:
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05", fc="white", ec=color, lw=1.6
+            )
+        )
+        ax.text(x, y, text, ha="center", va="center", fontsize=9)
+
+    def arrow(x0: float, y0: float, x1: float, y1: float) -> None:
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "#444"})
+
+    box(2.3, 9.0, f"Active at start of quarter\nn = {stages['active at start of quarter']}")
+    box(7.7, 9.0, f"Enrolled in quarter\nn = {stages['enrolled in quarter']}")
+    box(5.0, 6.6, f"Active in quarter\nn = {stages['active in quarter']}", w=3.6)
+    arrow(2.3, 8.4, 4.4, 7.2)
+    arrow(7.7, 8.4, 5.6, 7.2)
+    ended = [k for k in stages if k.startswith("ended: ")]
+    lines = "\n".join(f"{k.removeprefix('ended: ')}: {stages[k]}" for k in ended)
+    box(2.6, 3.0, f"Ended in quarter\n{lines}", w=4.2, h=3.6, color=PALETTE[1])
+    box(
+        7.7,
+        3.0,
+        f"Still active at end\nof quarter\nn = {stages['still active at end of quarter']}",
+        w=3.4,
+        h=1.6,
+        color=PALETTE[2],
+    )
+    arrow(4.4, 6.0, 2.9, 4.9)
+    arrow(5.6, 6.0, 7.5, 3.9)
+    return ax
+
+
+def trajectory_plot(
+    predicted: pl.DataFrame,
+    observed: pl.DataFrame | None,
+    *,
+    label: str,
+    unit: str,
+    higher_is_better: bool,
+    ax: Axes | None = None,
+    color: str = PALETTE[0],
+) -> Axes:
+    """Model-based mean trajectory with its 95 % confidence band, observed means overlaid.
+
+    Parameters
+    ----------
+    predicted : polars.DataFrame
+        ``week, estimate, ci_low, ci_high`` (population curve from the growth model).
+    observed : polars.DataFrame, optional
+        ``week, mean, n`` observed means by (rounded) week; groups of 10 or fewer are not drawn.
+    label, unit : str
+        Outcome name and unit for the axis label.
+    higher_is_better : bool
+        Printed in the axis label as the direction of improvement.
+    """
+    ax = _axes(ax)
+    p = predicted.sort("week")
+    ax.fill_between(p["week"], p["ci_low"], p["ci_high"], color=color, alpha=0.2, lw=0, label="95% CI")
+    ax.plot(p["week"], p["estimate"], color=color, lw=2, label="model-based mean")
+    if observed is not None and observed.height:
+        o = observed.filter(pl.col("n") > HIGH)
+        ax.plot(o["week"], o["mean"], "o", color=PALETTE[1], ms=5, label="observed mean (n > 10)")
+    arrow = "higher is better" if higher_is_better else "lower is better"
+    ax.set_xlabel("weeks since start of program")
+    ax.set_ylabel(f"{label} ({unit}; {arrow})")
+    ax.legend(loc="best", fontsize=8)
+    return ax
+
+
+def adherence_plot(weekly: pl.DataFrame, ax: Axes | None = None) -> Axes:
+    """Completed sessions per program week against the 2-3 sessions/week prescription.
+
+    Parameters
+    ----------
+    weekly : polars.DataFrame
+        ``program_week, mean, q25, q75, n`` (completed sessions per patient-week).
+    """
+    ax = _axes(ax)
+    w = weekly.filter(pl.col("n") > HIGH).sort("program_week")
+    ax.axhspan(2, 3, color=PALETTE[2], alpha=0.15, label="prescribed 2-3 per week")
+    ax.fill_between(
+        w["program_week"],
+        w["q25"],
+        w["q75"],
+        color=PALETTE[0],
+        alpha=0.2,
+        lw=0,
+        label="middle half of patients",
+    )
+    ax.plot(w["program_week"], w["mean"], color=PALETTE[0], lw=2, marker="o", ms=3, label="mean")
+    ax.set_xlabel("program week")
+    ax.set_ylabel("completed sessions per week")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="best", fontsize=8)
+    return ax
+
+
+def trend_plot(
+    trend: pl.DataFrame, columns: Sequence[str], labels: Sequence[str], unit: str, ax: Axes | None = None
+) -> Axes:
+    """Metrics over the last quarters (one line per column; null points, e.g. suppressed, are gaps)."""
+    ax = _axes(ax)
+    x = np.arange(trend.height)
+    for i, (col, lab) in enumerate(zip(columns, labels, strict=True)):
+        y = trend[col].cast(pl.Float64).to_numpy()
+        ax.plot(x, y, marker="o", color=PALETTE[i % len(PALETTE)], label=lab)
+    ax.set_xticks(x, trend["quarter"].to_list())
+    ax.set_xlabel("quarter")
+    ax.set_ylabel(unit)
+    ax.legend(loc="best", fontsize=8)
+    return ax
+
+
+def bar_counts(
+    categories: Sequence[str],
+    values: Sequence[float],
+    *,
+    xlabel: str,
+    ylabel: str,
+    ax: Axes | None = None,
+    colors: Sequence[str] | None = None,
+) -> Axes:
+    """Horizontal bars of shares or counts (already safe to show)."""
+    ax = _axes(ax, (7.0, 0.5 + 0.45 * max(len(categories), 1)))
+    y = np.arange(len(categories))
+    ax.barh(y, values, color=list(colors) if colors else PALETTE[0])
+    ax.set_yticks(y, list(categories))
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return ax
+
+
+def funnel_plot(
+    units: pl.DataFrame, limits: pl.DataFrame, *, label: str, unit: str, ax: Axes | None = None, **_: Any
+) -> Axes:
+    """Funnel plot: observed minus expected change by volume, with 95 % and 99.8 % control limits.
+
+    Parameters
+    ----------
+    units : polars.DataFrame
+        ``unit, n, o_minus_e`` per clinic or therapist (units with 10 or fewer episodes are not drawn).
+    limits : polars.DataFrame
+        ``n, lo95, hi95, lo998, hi998`` over a grid of volumes.
+    """
+    ax = _axes(ax)
+    lim = limits.sort("n")
+    ax.plot(lim["n"], lim["lo95"], "--", color="#666", lw=1, label="95% limits")
+    ax.plot(lim["n"], lim["hi95"], "--", color="#666", lw=1)
+    ax.plot(lim["n"], lim["lo998"], ":", color="#000", lw=1, label="99.8% limits")
+    ax.plot(lim["n"], lim["hi998"], ":", color="#000", lw=1)
+    ax.axhline(0, color="#999", lw=0.8)
+    u = units.filter(pl.col("n") > HIGH)
+    ax.plot(u["n"], u["o_minus_e"], "o", color=PALETTE[0], label="clinic")
+    for name, n, v in u.select("unit", "n", "o_minus_e").iter_rows():
+        ax.annotate(str(name), (n, v), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel("episodes with an outcome (volume)")
+    ax.set_ylabel(f"observed - expected {label} ({unit})")
+    ax.legend(loc="best", fontsize=8)
+    return ax

@@ -1,0 +1,234 @@
+"""End to end: synthetic cohort -> CSV -> ingest -> quarterly report executed for real -> HTML and outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from sciatica_outcomes.ingest import ingest_paths
+from sciatica_outcomes.reports.runner import CHROMIUM_FLAGS, chromium_path
+from sciatica_outcomes.synth import generate_cohort, write_cohort
+
+SECTIONS = (
+    "Red flags needing action",
+    "Headline figures",
+    "Patient flow",
+    "Case mix",
+    "Adherence",
+    "Outcomes",
+    "Walking tolerance",
+    "Sitting tolerance",
+    "Leg pain",
+    "Disability (ODI)",
+    "Safety",
+    "Dose and progression",
+    "Trend over the last five quarters",
+    "Data quality",
+    "Methods",
+    "Provenance",
+)
+FIGURES = {
+    "patient_flow.png",
+    "adherence.png",
+    "trajectory_walk_tolerance_min.png",
+    "trajectory_sit_tolerance_min.png",
+    "trajectory_nprs_leg.png",
+    "trajectory_odi.png",
+    "pain_bands.png",
+    "trend_adherence.png",
+}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    cohort = generate_cohort(n_patients=700, n_clinics=4, seed=77)
+    write_cohort(cohort, root / "cohort")
+    db = root / "outcomes.duckdb"
+    result = ingest_paths(root / "cohort", db)
+    assert result.written
+    out = root / "report"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sciatica_outcomes.cli",
+            "report",
+            "quarterly",
+            "--db",
+            str(db),
+            "--quarter",
+            "2026Q2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("report.html")
+    return {"root": root, "cohort": root / "cohort", "out": out, "db": db}
+
+
+def test_every_section_and_figure_is_there(rendered: dict[str, Path]) -> None:
+    page = (rendered["out"] / "report.html").read_text(encoding="utf-8")
+    for section in SECTIONS:
+        assert re.search(rf"<h[23][^>]*>{re.escape(section)}", page), section
+    assert {p.name for p in (rendered["out"] / "figures").glob("*.png")} == FIGURES
+    # every figure is inline with a real alt text, and nothing is fetched from elsewhere
+    imgs = re.findall(r'<img src="([^"]{0,40})[^"]*" alt="([^"]*)"', page)
+    assert len(imgs) == len(FIGURES)
+    assert all(src.startswith("data:image/png;base64,") and len(alt) > 20 for src, alt in imgs)
+    assert "http://" not in page and "https://" not in page
+    assert "import " not in page and "Traceback" not in page and "failed to compute" not in page
+
+
+def test_numbers_match_an_independent_count(rendered: dict[str, Path]) -> None:
+    flow = pl.read_csv(rendered["out"] / "tables" / "patient_flow.csv", infer_schema=False)
+    shown = dict(flow.iter_rows())
+    episodes = pl.read_csv(rendered["cohort"] / "episodes.csv", try_parse_dates=True)
+    enrolled = episodes.filter(
+        pl.col("start_date").dt.year().eq(2026) & pl.col("start_date").dt.quarter().eq(2)
+    )
+    assert shown["enrolled in quarter"] in (str(enrolled.height), "*")
+    assert enrolled.height > 10 and shown["enrolled in quarter"] == str(enrolled.height)
+
+
+def test_no_small_counts_identifiers_or_dates_in_any_output(rendered: dict[str, Path]) -> None:
+    cohort = rendered["cohort"]
+    identifiers: set[str] = set()
+    dates: set[str] = set()
+    for name, cols in {
+        "episodes": ["episode_id", "patient_id", "therapist_id"],
+        "sessions": ["session_id"],
+    }.items():
+        frame = pl.read_csv(cohort / f"{name}.csv", infer_schema=False)
+        for c in cols:
+            identifiers |= set(frame[c].to_list())
+    for name, cols in {
+        "episodes": ["start_date", "end_date"],
+        "sessions": ["session_date"],
+        "measures": ["assessed_on"],
+        "symptom_checks": ["checked_on"],
+    }.items():
+        frame = pl.read_csv(cohort / f"{name}.csv", infer_schema=False)
+        for c in cols:
+            dates |= {d for d in frame[c].drop_nulls().to_list()}
+    token = re.compile(r"(?:EP|PT|TH|SE)\d{4,8}|\d{4}-\d{2}-\d{2}")
+    files = [p for p in rendered["out"].rglob("*") if p.is_file() and p.suffix in {".html", ".csv", ".json"}]
+    assert len(files) > 10
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
+        found = set(token.findall(text))
+        assert not (found & identifiers), (path.name, sorted(found & identifiers)[:5])
+        assert not (found & dates), (path.name, sorted(found & dates)[:5])
+    # every count column of every exported table is either suppressed or outside 1-10
+    for csv_path in (rendered["out"] / "tables").glob("*.csv"):
+        table = pl.read_csv(csv_path, infer_schema=False)
+        for col in (
+            "n",
+            "alerts",
+            "sessions",
+            "rows",
+            "responders_mcid",
+            "responders_30pct",
+            "at_cap_end",
+            "active",
+            "enrolled",
+            "ended",
+            "completed",
+        ):
+            if col in table.columns:
+                values = [v for v in table[col].to_list() if v not in ("*", None)]
+                assert not [v for v in values if 1 <= int(v) <= 10], (csv_path.name, col)
+
+
+def test_provenance_records_data_models_and_config(rendered: dict[str, Path]) -> None:
+    prov = json.loads((rendered["out"] / "provenance.json").read_text(encoding="utf-8"))
+    assert set(prov["data_sha256"]) == {
+        "episodes",
+        "sessions",
+        "session_exercises",
+        "measures",
+        "questionnaire_items",
+        "symptom_checks",
+    }
+    assert prov["schema_version"] and prov["package_version"]
+    assert {m["outcome"] for m in prov["models"]} == {
+        "walk_tolerance_min",
+        "sit_tolerance_min",
+        "nprs_leg",
+        "odi",
+    }
+    assert all(m["converged"] for m in prov["models"])
+    assert prov["config"]["values"]["mcid"]["odi"]["absolute"] == 10.0
+    assert prov["quarter"] == "2026Q2" and prov["run_seconds"] > 0
+
+
+def test_bad_parameters_fail_fast_with_exit_code_2(rendered: dict[str, Path], tmp_path: Path) -> None:
+    for args, message in (
+        (["--quarter", "2026Q9"], "quarter must look like"),
+        (["--quarter", "2031Q1"], "outside the data"),
+        (["--quarter", "2026Q2", "--clinic", "CL77"], "unknown clinic"),
+    ):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sciatica_outcomes.cli",
+                "report",
+                "quarterly",
+                "--db",
+                str(rendered["db"]),
+                "--out",
+                str(tmp_path / "r"),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr
+        assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_report_renders_in_headless_chromium_with_all_images(
+    rendered: dict[str, Path], tmp_path: Path
+) -> None:
+    browser = chromium_path()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Chromium (Debian package 'chromium') for the browser test")
+        pytest.skip("Chromium is not installed")
+    html = rendered["out"] / "report.html"
+    proc = subprocess.run(
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            html.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = re.search(r'<body[^>]*data-images="(\d+)"[^>]*data-images-loaded="(\d+)"', proc.stdout)
+    assert body is not None, "the page's load handler did not run"
+    total, loaded = int(body.group(1)), int(body.group(2))
+    assert total == len(FIGURES) and loaded == total
