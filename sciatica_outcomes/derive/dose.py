@@ -125,25 +125,34 @@ def exercise_progression(sessions: pl.DataFrame, session_exercises: pl.DataFrame
         .sort("episode_id", "family", "session_date", "session_id")
     )
     cols = ("exercise", "family_level", *_DIMENSIONS)
-    rows = rows.with_columns(
-        pl.col(c).shift(1).over("episode_id", "family").alias(f"_prev_{c}") for c in cols
+    # rows are sorted by episode and family: the previous row is the same series unless a boundary is crossed
+    boundary = (pl.col("episode_id") != pl.col("episode_id").shift(1)) | (
+        pl.col("family") != pl.col("family").shift(1)
+    )
+    rows = rows.with_columns(boundary.fill_null(True).alias("_boundary")).with_columns(
+        pl.when(~pl.col("_boundary")).then(pl.col(c).shift(1)).alias(f"_prev_{c}") for c in cols
     )
     prev = {c: pl.col(f"_prev_{c}") for c in cols}
     same = (pl.col("exercise") == prev["exercise"]).fill_null(False)
-    ups = {d: (same & (pl.col(d) > prev[d])).fill_null(False) for d in _DIMENSIONS}
-    downs = {d: (same & (pl.col(d) < prev[d])).fill_null(False) for d in _DIMENSIONS}
-    any_up = pl.any_horizontal(list(ups.values()))
-    any_down = pl.any_horizontal(list(downs.values()))
-    level_up = (pl.col("family_level") > prev["family_level"]).fill_null(False)
-    level_down = (pl.col("family_level") < prev["family_level"]).fill_null(False)
+    rows = rows.with_columns(
+        *[(same & (pl.col(d) > prev[d])).fill_null(False).alias(f"_up_{d}") for d in _DIMENSIONS],
+        *[(same & (pl.col(d) < prev[d])).fill_null(False).alias(f"_down_{d}") for d in _DIMENSIONS],
+        (pl.col("family_level") > prev["family_level"]).fill_null(False).alias("_level_up"),
+        (pl.col("family_level") < prev["family_level"]).fill_null(False).alias("_level_down"),
+    ).with_columns(
+        pl.any_horizontal([f"_up_{d}" for d in _DIMENSIONS]).alias("_any_up"),
+        pl.any_horizontal([f"_down_{d}" for d in _DIMENSIONS]).alias("_any_down"),
+    )
+    any_up, any_down = pl.col("_any_up"), pl.col("_any_down")
+    level_up, level_down = pl.col("_level_up"), pl.col("_level_down")
     kind = pl.when(level_up).then(pl.lit("variant"))
     for d in _DIMENSIONS:
-        kind = kind.when(ups[d] & ~any_down).then(pl.lit(d))
+        kind = kind.when(pl.col(f"_up_{d}") & ~any_down).then(pl.lit(d))
     return rows.with_columns(
         (level_up | (any_up & ~any_down & ~level_down)).alias("progressed"),
         (level_down | (any_down & ~any_up & ~level_up)).alias("regressed"),
         kind.otherwise(None).alias("progression"),
-    ).drop([f"_prev_{c}" for c in cols])
+    ).select(pl.exclude("^_.*$"))
 
 
 def episode_progression(
