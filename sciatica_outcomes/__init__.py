@@ -1,16 +1,24 @@
 """sciatica-outcomes: outcomes analytics for strength-training programs in chronic sciatica."""
 
+from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes.derive import analysis_frame, derive_all, episode_summary
 from sciatica_outcomes.schemas.catalogs import exercise_catalog, measure_catalog
+from sciatica_outcomes.scoring import score_questionnaires
 from sciatica_outcomes.synth import Cohort, SynthConfig, generate_cohort, write_cohort
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClinicalConfig",
     "Cohort",
     "SynthConfig",
     "__version__",
+    "analysis_frame",
+    "derive_all",
+    "episode_summary",
     "exercise_catalog",
     "generate_cohort",
     "measure_catalog",
+    "score_questionnaires",
     "write_cohort",
 ]
