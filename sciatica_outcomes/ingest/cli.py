@@ -1,0 +1,192 @@
+"""Commands of the ingest stage: ``validate``, ``ingest``, ``schemas export`` and ``pseudonymize``.
+
+Exit codes: 0 clean (or stored), 1 some row failed (``validate``; ``ingest --strict``), 2 unusable input
+(unreadable file, unknown table, identifier column) with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sciatica_outcomes.errors import SciaticaOutcomesError, UnusableInputError
+from sciatica_outcomes.ingest.pipeline import DEFAULT_MAX_EXAMPLES, ingest_paths, validate_paths
+from sciatica_outcomes.ingest.privacy import pseudonymize
+from sciatica_outcomes.ingest.report import write_html_report, write_json_report
+from sciatica_outcomes.schemas.frictionless import DEFAULT_SCHEMA_DIR, export_schemas
+from sciatica_outcomes.store import DEFAULT_DB
+
+__all__ = ["ingest_command", "pseudonymize_command", "schemas_app", "validate_command"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+schemas_app = typer.Typer(help="Canonical table schemas.", no_args_is_help=True)
+
+#: Inputs larger than this get a progress bar (they take more than a few seconds).
+_PROGRESS_BYTES = 50 * 2**20
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _table(frame: pl.DataFrame, title: str) -> Table:
+    table = Table(title=title)
+    for c in frame.columns:
+        table.add_column(c, justify="right" if frame.schema[c].is_numeric() else "left")
+    for row in frame.iter_rows():
+        table.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row))
+    return table
+
+
+def _size(paths: list[Path]) -> int:
+    total = 0
+    for p in paths:
+        if p.is_dir():
+            total += sum(f.stat().st_size for f in p.iterdir() if f.is_file())
+        elif p.is_file():
+            total += p.stat().st_size
+    return total
+
+
+def validate_command(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories to validate.")],
+    report: Annotated[Path | None, typer.Option("--report", help="Write every issue as JSON here.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a readable HTML report here.")] = None,
+    table: Annotated[str | None, typer.Option("--table", help="Table of every plain file given.")] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Store whose episodes and sessions foreign keys may point to.")
+    ] = None,
+    max_examples: Annotated[
+        int, typer.Option("--max-examples", min=1, help="Examples per rule in the HTML report.")
+    ] = DEFAULT_MAX_EXAMPLES,
+) -> None:
+    """Check files against the canonical schemas and report every problem at once (nothing is stored)."""
+    try:
+        result = validate_paths(paths, table=table, db=db)
+    except (SciaticaOutcomesError, OSError) as exc:
+        raise _fail(exc) from None
+    console.print(_table(result.counts(), "Validation"))
+    errors = result.errors
+    if errors.height:
+        by_rule = errors.group_by("rule").len("count").sort("count", descending=True)
+        console.print(_table(by_rule, "Problems by rule"))
+        shown = errors.head(10).select("file", "row", "column", "value", "message")
+        console.print(_table(shown, f"First {shown.height} of {errors.height:,} problems"))
+    for n in result.notices:
+        console.print(f"[yellow]note[/yellow] {n.file}: {n.message}", highlight=False)
+    if report is not None:
+        write_json_report(result, report)
+        console.print(f"JSON report: {report}")
+    if html is not None:
+        write_html_report(result, html, max_examples=max_examples)
+        console.print(f"HTML report: {html}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def ingest_command(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories to ingest.")],
+    db: Annotated[Path, typer.Option("--db", help="DuckDB store (created if missing).")] = DEFAULT_DB,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Write nothing if any row fails (exit 1).")
+    ] = False,
+    table: Annotated[str | None, typer.Option("--table", help="Table of every plain file given.")] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report-dir", help="Where the reports go (default: next to the store).")
+    ] = None,
+    max_examples: Annotated[
+        int, typer.Option("--max-examples", min=1, help="Examples per rule in the HTML report.")
+    ] = DEFAULT_MAX_EXAMPLES,
+) -> None:
+    """Validate and store: good rows are upserted by key in one transaction, bad rows are quarantined."""
+    t0 = time.perf_counter()
+    show_progress = sys.stderr.isatty() and _size(paths) > _PROGRESS_BYTES
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not show_progress,
+    )
+    try:
+        with progress:
+            task = progress.add_task("reading", total=None)
+
+            def step(stage: str, detail: str) -> None:
+                progress.update(task, description=f"{stage} {Path(detail).name if detail else ''}".strip())
+
+            result = ingest_paths(
+                paths,
+                db=db,
+                table=table,
+                strict=strict,
+                report_dir=report_dir,
+                max_examples=max_examples,
+                on_progress=step,
+            )
+    except (SciaticaOutcomesError, OSError) as exc:
+        raise _fail(exc) from None
+    console.print(_table(result.summary(), f"Ingest into {db}"))
+    for n in result.validation.notices:
+        console.print(f"[yellow]note[/yellow] {n.file}: {n.message}", highlight=False)
+    elapsed = time.perf_counter() - t0
+    if not result.written:
+        console.print(
+            f"[red]--strict: nothing written[/red]: {result.validation.errors.height:,} problem(s); "
+            f"report {result.reports['html']}"
+        )
+        raise typer.Exit(1)
+    quarantined = sum(t.rows_quarantined for t in result.validation.tables)
+    console.print(
+        f"ingest {result.ingest_id}: {sum(t.rows_valid for t in result.validation.tables):,} rows stored, "
+        f"{quarantined:,} quarantined in {elapsed:.1f} s; report {result.reports['html']}"
+    )
+
+
+@schemas_app.command("export")
+def schemas_export_command(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the schema files.")] = DEFAULT_SCHEMA_DIR,
+) -> None:
+    """Write the Frictionless Table Schemas, the catalogs and the REDCap dictionary and mapping."""
+    written = export_schemas(out)
+    for p in written:
+        console.print(str(p), highlight=False)
+
+
+def pseudonymize_command(
+    path: Annotated[Path, typer.Argument(help="CSV or Parquet file holding an identifier column.")],
+    column: Annotated[str, typer.Option("--column", help="Identifier column to replace with random codes.")],
+    key: Annotated[
+        Path, typer.Option("--key", help="Key file (crosswalk); reused if it exists. Keep it apart.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output file (same format as the input).")],
+    as_name: Annotated[
+        str, typer.Option("--as", help="Name of the code column in the output.")
+    ] = "patient_id",
+    drop: Annotated[
+        list[str] | None, typer.Option("--drop", help="Other identifier column to remove (repeatable).")
+    ] = None,
+    prefix: Annotated[str, typer.Option("--prefix", help="First characters of new codes.")] = "P",
+) -> None:
+    """Replace an identifier (e.g. MRN) with random codes; the crosswalk goes to a separate key file."""
+    try:
+        res = pseudonymize(
+            path, column, key=key, out=out, new_name=as_name, drop=tuple(drop or ()), prefix=prefix
+        )
+    except (SciaticaOutcomesError, OSError) as exc:
+        raise _fail(exc if isinstance(exc, SciaticaOutcomesError) else UnusableInputError(str(exc))) from None
+    console.print(
+        f"{res.rows:,} rows, {res.identifiers:,} identifiers: {res.new_codes:,} new codes, "
+        f"{res.reused_codes:,} reused. Wrote {res.out}; key {res.key} (store it apart from the data)."
+    )
