@@ -17,9 +17,12 @@ from sciatica_outcomes.models.inference import (
     vcov_varpar_from_hessian,
 )
 from sciatica_outcomes.models.lmm import GrowthModel, likelihood_ratio_test
+from sciatica_outcomes.models.mmrm import COVARIANCE_STRUCTURES, MMRM, MMRMResult, fit_mmrm
 from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
 
 __all__ = [
+    "COVARIANCE_STRUCTURES",
+    "MMRM",
     "ConvergenceDiagnostics",
     "Design",
     "EmmeansResult",
@@ -27,11 +30,13 @@ __all__ = [
     "GrowthModel",
     "LevelSpec",
     "LikelihoodRatioTest",
+    "MMRMResult",
     "ModelFormula",
     "ProfiledDeviance",
     "RandomTerm",
     "WaldInference",
     "emmeans",
+    "fit_mmrm",
     "likelihood_ratio",
     "likelihood_ratio_test",
     "numerical_hessian",

@@ -1,0 +1,1138 @@
+"""Mixed model for repeated measures (MMRM): visit as a category, structured residual covariance, REML.
+
+The model for subject ``i`` observed at the visit subset ``S_i`` of ``T`` scheduled visits is
+
+.. math::
+
+    y_i = X_i \\beta + e_i, \\qquad e_i \\sim N(0, \\Sigma_{S_i S_i}(\\theta)),
+
+with no random effects: all within-subject dependence is in the ``T x T`` covariance ``Sigma`` of the visits,
+unstructured or structured (compound symmetry, AR(1), Toeplitz, and their heterogeneous-variance forms).
+Subjects with any subset of visits contribute through their observed visits (likelihood-based, valid under
+missing at random).
+
+The likelihood is evaluated batched by missingness pattern: one vectorised pass over the rows computes, per
+pattern ``k`` (visit set ``S_k``, ``n_k`` subjects), the cross-product tensor
+``M_k[a, :, b, :] = sum_i z_ia z_ib'`` of the rows ``z = [x, y]``; every later evaluation of the REML
+criterion, its gradient and the Satterthwaite quantities costs ``O(patterns x |S_k|^2 p^2)``, independent of
+the number of subjects.
+
+Public API: :class:`MMRM` (estimator) and :class:`MMRMResult` (frozen result), :data:`COVARIANCE_STRUCTURES`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import scipy.linalg
+from scipy import optimize
+
+from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
+from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans
+from sciatica_outcomes.models.formula import Design, parse_formula
+from sciatica_outcomes.models.inference import WaldInference, vcov_varpar_from_hessian
+
+__all__ = ["COVARIANCE_STRUCTURES", "MMRM", "MMRMResult", "fit_mmrm"]
+
+#: Covariance structures of the visits and their meaning.
+COVARIANCE_STRUCTURES: dict[str, str] = {
+    "us": "unstructured: T variances and T(T-1)/2 covariances",
+    "cs": "compound symmetry: one variance, one correlation",
+    "csh": "heterogeneous compound symmetry: T variances, one correlation",
+    "ar1": "first-order autoregressive over visit positions: one variance, rho^|i-j|",
+    "ar1h": "heterogeneous AR(1): T variances, rho^|i-j|",
+    "toep": "Toeplitz: one variance, T-1 band correlations",
+    "toeph": "heterogeneous Toeplitz: T variances, T-1 band correlations",
+}
+
+_LOG2PI = math.log(2.0 * math.pi)
+_HETERO = {"csh", "ar1h", "toeph"}
+
+
+# --------------------------------------------------------------------------------------------------
+# covariance structures: Sigma(theta), written with operations that accept complex theta (complex-step
+# derivatives give dSigma/dtheta to machine precision)
+# --------------------------------------------------------------------------------------------------
+
+
+def _n_theta(structure: str, t: int) -> int:
+    n_sd = t if structure in _HETERO or structure == "us" else 1
+    if structure == "us":
+        return t * (t + 1) // 2
+    n_cor = {"cs": 1, "csh": 1, "ar1": 1, "ar1h": 1, "toep": t - 1, "toeph": t - 1}[structure]
+    return n_sd + (n_cor if t > 1 else 0)
+
+
+def _cs_lower(t: int) -> float:
+    return -1.0 / (t - 1) if t > 1 else -1.0
+
+
+def _pacf_to_acf(phi: np.ndarray) -> np.ndarray:
+    """Autocorrelations ``r_1..r_K`` from partial autocorrelations ``phi_1..phi_K`` (Durbin-Levinson)."""
+    k_max = phi.shape[0]
+    r = np.zeros(k_max, dtype=phi.dtype)
+    if k_max == 0:
+        return r
+    a = np.zeros(k_max, dtype=phi.dtype)  # AR coefficients of the current order
+    r[0] = phi[0]
+    a[0] = phi[0]
+    for k in range(1, k_max):  # loop over lags (few)
+        prev = a[:k].copy()
+        r[k] = phi[k] * (1.0 - prev @ r[:k]) + prev @ r[:k][::-1]
+        a[:k] = prev - phi[k] * prev[::-1]
+        a[k] = phi[k]
+    return r
+
+
+def _acf_to_pacf(r: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_pacf_to_acf` (for starting values)."""
+    k_max = r.shape[0]
+    phi = np.zeros(k_max)
+    a = np.zeros(k_max)
+    for k in range(k_max):
+        prev = a[:k].copy()
+        den = 1.0 - prev @ r[:k]
+        num = r[k] - prev @ r[:k][::-1]
+        phi[k] = num / den if den > 1e-12 else 0.0
+        a[:k] = prev - phi[k] * prev[::-1]
+        a[k] = phi[k]
+    return phi
+
+
+def _sigma(theta: np.ndarray, structure: str, t: int) -> np.ndarray:
+    """The ``T x T`` covariance of the visits for the unconstrained parameters ``theta``."""
+    if structure == "us":
+        lower = np.zeros((t, t), dtype=theta.dtype)
+        lower[np.diag_indices(t)] = np.exp(theta[:t])
+        rows, cols = np.tril_indices(t, -1)
+        lower[rows, cols] = theta[t:]
+        return lower @ lower.T
+    n_sd = t if structure in _HETERO else 1
+    sd = np.exp(theta[:n_sd]) * np.ones(t)
+    rest = theta[n_sd:]
+    lag = np.abs(np.subtract.outer(np.arange(t), np.arange(t)))
+    if t == 1:
+        corr = np.ones((1, 1), dtype=theta.dtype)
+    elif structure in ("cs", "csh"):
+        lo = _cs_lower(t)
+        rho = lo + (1.0 - lo) / (1.0 + np.exp(-rest[0]))
+        corr = rho * np.ones((t, t), dtype=theta.dtype) + (1.0 - rho) * np.eye(t)
+    elif structure in ("ar1", "ar1h"):
+        rho = np.tanh(rest[0])
+        powers = [np.ones((), dtype=theta.dtype)]
+        for _ in range(1, t):  # rho^k for k = 0..T-1 (complex-safe integer powers)
+            powers.append(powers[-1] * rho)
+        corr = np.stack(powers)[lag]
+    else:  # toep, toeph
+        acf = _pacf_to_acf(np.tanh(rest))
+        corr = np.concatenate([np.ones(1, dtype=theta.dtype), acf])[lag]
+    return sd[:, None] * corr * sd[None, :]
+
+
+def _sigma_jacobian(theta: np.ndarray, structure: str, t: int) -> np.ndarray:
+    """``dSigma / dtheta_j`` for every parameter (shape ``(q, T, T)``), by complex step."""
+    h = 1e-30
+    q = theta.shape[0]
+    out = np.empty((q, t, t))
+    for j in range(q):  # loop over the (few) variance parameters
+        tc = theta.astype(complex)
+        tc[j] += 1j * h
+        out[j] = _sigma(tc, structure, t).imag / h
+    return out
+
+
+def _theta_start(s0: np.ndarray, structure: str) -> np.ndarray:
+    """Unconstrained parameters approximating a positive definite starting covariance ``s0``."""
+    t = s0.shape[0]
+    if structure == "us":
+        chol = np.linalg.cholesky(s0)
+        rows, cols = np.tril_indices(t, -1)
+        return np.concatenate([np.log(np.diag(chol)), chol[rows, cols]])
+    sd = np.sqrt(np.diag(s0))
+    corr = s0 / np.outer(sd, sd)
+    sd_part = np.log(sd) if structure in _HETERO else np.array([math.log(float(np.sqrt(np.mean(sd**2))))])
+    if t == 1:
+        return sd_part
+    lag = np.abs(np.subtract.outer(np.arange(t), np.arange(t)))
+    band = np.array([corr[lag == k].mean() for k in range(1, t)])
+    if structure in ("cs", "csh"):
+        lo = _cs_lower(t)
+        rho = float(np.clip(corr[lag > 0].mean(), lo + 0.05 * (1 - lo), 0.95))
+        u = (rho - lo) / (1.0 - lo)
+        cor_part = np.array([math.log(u / (1.0 - u))])
+    elif structure in ("ar1", "ar1h"):
+        cor_part = np.array([math.atanh(float(np.clip(band[0], -0.9, 0.9)))])
+    else:
+        pacf = np.clip(_acf_to_pacf(np.clip(band, -0.95, 0.95)), -0.9, 0.9)
+        cor_part = np.arctanh(pacf)
+    return np.concatenate([sd_part, cor_part])
+
+
+def _variance_parameters(sigma: np.ndarray, structure: str, visits: list[str]) -> list[tuple[str, float]]:
+    """Interpretable variance parameters (standard deviations and correlations) of a fitted ``Sigma``."""
+    t = sigma.shape[0]
+    sd = np.sqrt(np.diag(sigma))
+    corr = sigma / np.outer(sd, sd)
+    out: list[tuple[str, float]] = []
+    if structure == "us" or structure in _HETERO:
+        out.extend((f"sd[{v}]", float(s)) for v, s in zip(visits, sd, strict=True))
+    else:
+        out.append(("sd", float(sd[0])))
+    if structure == "us":
+        rows, cols = np.tril_indices(t, -1)
+        out.extend(
+            (f"corr[{visits[c]},{visits[r]}]", float(corr[r, c])) for r, c in zip(rows, cols, strict=True)
+        )
+    elif t > 1 and structure in ("cs", "csh", "ar1", "ar1h"):
+        out.append(("rho", float(corr[1, 0])))
+    elif t > 1:
+        out.extend((f"rho_lag{k}", float(corr[k, 0])) for k in range(1, t))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# sufficient statistics by missingness pattern and the REML criterion
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Patterns:
+    """Per-pattern cross-product tensors of ``z = [x, y]``."""
+
+    visit_sets: list[np.ndarray]  # visit indices of each pattern
+    counts: np.ndarray  # subjects per pattern
+    tensors: list[np.ndarray]  # (m, p + 1, m, p + 1) per pattern
+    n_obs: int
+    p: int
+    t: int
+
+
+def _build_patterns(
+    subject: np.ndarray, visit: np.ndarray, x: np.ndarray, y: np.ndarray, t: int
+) -> _Patterns:
+    """Group subjects by their set of observed visits and accumulate cross products in one pass."""
+    n_sub = int(subject.max()) + 1
+    bits = np.bincount(subject, weights=np.exp2(visit), minlength=n_sub).astype(np.int64)
+    row_bits = bits[subject]
+    order = np.lexsort((visit, subject, row_bits))
+    z = np.column_stack([x, y])[order]
+    row_bits = row_bits[order]
+    patterns, first_row = np.unique(row_bits, return_index=True)
+    bounds = [*first_row.tolist(), row_bits.shape[0]]
+    sets: list[np.ndarray] = []
+    counts: list[int] = []
+    tensors: list[np.ndarray] = []
+    k = z.shape[1]
+    for j, pat in enumerate(patterns.tolist()):  # loop over missingness patterns
+        vis = np.flatnonzero((int(pat) >> np.arange(t)) & 1)
+        m = vis.shape[0]
+        block = z[bounds[j] : bounds[j + 1]].reshape(-1, m * k)
+        tensors.append((block.T @ block).reshape(m, k, m, k))
+        sets.append(vis)
+        counts.append(block.shape[0])
+    return _Patterns(sets, np.asarray(counts), tensors, int(y.shape[0]), x.shape[1], t)
+
+
+@dataclass
+class _Evaluation:
+    value: float
+    beta: np.ndarray
+    a_inv: np.ndarray
+    weights: list[np.ndarray]
+    sigma: np.ndarray
+
+
+class _Criterion:
+    """The REML (or ML) criterion ``-2 log L(theta)`` of an MMRM from pattern statistics.
+
+    Notes
+    -----
+    With ``W_k = Sigma_k^{-1}``, ``A = X' V^{-1} X = sum_k sum_ab W_k[a, b] C_k[a, b]`` and the GLS
+    estimate ``beta(theta) = A^{-1} X' V^{-1} y``::
+
+        -2 l_R = (N - p) log(2 pi) + sum_k n_k log|Sigma_k| + log|A| + r' V^{-1} r
+
+    (the constant ``nlme::gls`` uses, so log-likelihoods compare with ``gls``); for ML
+    ``N log(2 pi) + sum_k n_k log|Sigma_k| + r' V^{-1} r``. The gradient with respect to ``Sigma_k`` is
+    ``n_k W_k - W_k (G_k + R_k) W_k`` with ``G_k[a, b] = tr(A^{-1} C_k[a, b])`` (REML only) and ``R_k`` the
+    residual cross products of the pattern; the chain rule through ``dSigma / dtheta`` gives the gradient.
+    """
+
+    def __init__(self, pats: _Patterns, structure: str, reml: bool) -> None:
+        self.pats = pats
+        self.structure = structure
+        self.reml = reml
+        p = pats.p
+        n = pats.n_obs
+        self.const = (n - p) * _LOG2PI if reml else n * _LOG2PI
+        self.p = p
+
+    def _weights(self, sigma: np.ndarray) -> tuple[list[np.ndarray], float] | None:
+        ws: list[np.ndarray] = []
+        logdet = 0.0
+        for vis, cnt in zip(self.pats.visit_sets, self.pats.counts, strict=True):
+            sub = sigma[np.ix_(vis, vis)]
+            try:
+                chol = np.linalg.cholesky(sub)
+            except np.linalg.LinAlgError:
+                return None
+            inv_l = np.linalg.inv(chol)
+            ws.append(inv_l.T @ inv_l)
+            logdet += float(cnt) * 2.0 * float(np.log(np.diag(chol)).sum())
+        return ws, logdet
+
+    def evaluate(self, theta: np.ndarray) -> _Evaluation | None:
+        sigma = _sigma(theta, self.structure, self.pats.t)
+        got = self._weights(sigma)
+        if got is None or not np.all(np.isfinite(sigma)):
+            return None
+        ws, logdet = got
+        p = self.p
+        q = np.zeros((p + 1, p + 1))
+        for w, ten in zip(ws, self.pats.tensors, strict=True):
+            q += np.einsum("ab,aibj->ij", w, ten)
+        a = q[:p, :p]
+        try:
+            chol = np.linalg.cholesky(a)
+        except np.linalg.LinAlgError:
+            return None
+        inv_l = np.linalg.inv(chol)
+        a_inv = inv_l.T @ inv_l
+        beta = a_inv @ q[:p, p]
+        rss = float(q[p, p] - q[:p, p] @ beta)
+        value = self.const + logdet + rss
+        if self.reml:
+            value += 2.0 * float(np.log(np.diag(chol)).sum())
+        return _Evaluation(value, beta, a_inv, ws, sigma)
+
+    def sigma_gradient(self, ev: _Evaluation) -> np.ndarray:
+        """Gradient of the criterion with respect to the full ``T x T`` matrix ``Sigma``."""
+        p = self.p
+        t = self.pats.t
+        grad = np.zeros((t, t))
+        v = np.concatenate([-ev.beta, [1.0]])
+        for vis, cnt, w, ten in zip(
+            self.pats.visit_sets, self.pats.counts, ev.weights, self.pats.tensors, strict=True
+        ):
+            inner = np.einsum("i,aibj,j->ab", v, ten, v)
+            if self.reml:
+                inner = inner + np.einsum("pq,apbq->ab", ev.a_inv, ten[:, :p, :, :p])
+            grad[np.ix_(vis, vis)] += cnt * w - w @ inner @ w
+        return grad
+
+    def value_and_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        ev = self.evaluate(theta)
+        if ev is None:
+            return math.inf, np.zeros_like(theta)
+        gs = self.sigma_gradient(ev)
+        jac = _sigma_jacobian(theta, self.structure, self.pats.t)
+        return ev.value, np.einsum("ab,jab->j", gs, jac)
+
+    def grad(self, theta: np.ndarray) -> np.ndarray:
+        return self.value_and_grad(theta)[1]
+
+    def hessian(self, theta: np.ndarray) -> np.ndarray:
+        """Observed Hessian of the criterion: central differences of the analytic gradient."""
+        qn = theta.shape[0]
+        hess = np.empty((qn, qn))
+        for j in range(qn):  # loop over the (few) variance parameters
+            h = 1e-5 * max(1.0, abs(float(theta[j])))
+            up, dn = theta.copy(), theta.copy()
+            up[j] += h
+            dn[j] -= h
+            hess[:, j] = (self.grad(up) - self.grad(dn)) / (2.0 * h)
+        return 0.5 * (hess + hess.T)
+
+    def vcov_jacobian(self, theta: np.ndarray, ev: _Evaluation) -> np.ndarray:
+        """``d vcov(beta) / d theta_j`` (shape ``(q, p, p)``), analytic: ``-V (dA/dtheta_j) V``."""
+        p = self.p
+        jac = _sigma_jacobian(theta, self.structure, self.pats.t)
+        out = np.empty((theta.shape[0], p, p))
+        for j in range(theta.shape[0]):  # loop over the (few) variance parameters
+            da = np.zeros((p, p))
+            for vis, w, ten in zip(self.pats.visit_sets, ev.weights, self.pats.tensors, strict=True):
+                dw = -w @ jac[j][np.ix_(vis, vis)] @ w
+                da += np.einsum("ab,apbq->pq", dw, ten[:, :p, :, :p])
+            out[j] = -ev.a_inv @ da @ ev.a_inv
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# design columns in the order of their names
+# --------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _formula_orders_interactions_like_names() -> bool:
+    """Whether ``Design`` builds factor x factor interaction columns in the order of its column names.
+
+    Probe on a 3 x 3 layout: the column named ``aa3:bb2`` must be the indicator of ``a = a3, b = b2``.
+    """
+    frame = pl.DataFrame(
+        {"y": [0.0] * 9, "a": ["a1", "a2", "a3"] * 3, "b": ["b1"] * 3 + ["b2"] * 3 + ["b3"] * 3}
+    )
+    design, x = Design.build(parse_formula("y ~ a * b"), frame)
+    col = x[:, design.column_names.index("aa3:bb2")]
+    expected = ((frame["a"] == "a3") & (frame["b"] == "b2")).to_numpy().astype(float)
+    return bool(np.array_equal(col, expected))
+
+
+def _column_order(design: Design) -> np.ndarray | None:
+    """Permutation taking ``Design`` matrix columns to the order of ``design.column_names``, or ``None``.
+
+    ``formula.Design`` names interaction columns with the first variable varying fastest (as R does); if its
+    matrix is built with the last variable fastest (see :func:`_formula_orders_interactions_like_names`),
+    the columns of every multi-column interaction are reordered here. This shim switches itself off when
+    the two agree.
+    """
+    if _formula_orders_interactions_like_names():
+        return None
+    order = np.arange(len(design.column_names))
+    term_cols = [cols for label, cols in design.term_columns if label != "(Intercept)"]
+    for cols, codes in zip(term_cols, design.coding, strict=True):
+        sizes = []
+        for lab, how in codes:
+            var = design.formula.variables[lab]
+            sizes.append(
+                len(var.suffixes) if how == "numeric" else len(var.levels) - (1 if how == "contrast" else 0)
+            )
+        if len(sizes) < 2:
+            continue
+        # name position (first fastest) -> matrix position (last fastest)
+        idx = np.indices(sizes).reshape(
+            len(sizes), -1
+        )  # rows: index of each variable, C order = last fastest
+        name_pos = np.ravel_multi_index(idx[::-1], sizes[::-1])  # first variable fastest
+        matrix_pos = np.ravel_multi_index(idx, sizes)
+        mapping = np.empty(len(cols), dtype=np.int64)
+        mapping[name_pos] = matrix_pos
+        order[np.asarray(cols)] = np.asarray(cols)[mapping]
+    return order if not np.array_equal(order, np.arange(order.shape[0])) else None
+
+
+class _OrderedDesign:
+    """A ``Design`` whose ``matrix`` returns columns in the order of ``column_names``."""
+
+    def __init__(self, design: Design) -> None:
+        self.design = design
+        self.order = _column_order(design)
+        self.column_names = design.column_names
+        self.term_columns = design.term_columns
+        self.formula = design.formula
+
+    def fix(self, x: np.ndarray) -> np.ndarray:
+        return x if self.order is None else x[:, self.order]
+
+    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        return self.fix(self.design.matrix(frame))
+
+
+@dataclass
+class _EmmeansView:
+    """What :func:`sciatica_outcomes.models.emmeans.emmeans` reads from a fitted model."""
+
+    design_: _OrderedDesign
+    inference_: WaldInference
+    column_info_: dict[str, tuple[str, Any]]
+
+    def _fitted(self) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# the result
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MMRMResult:
+    """A fitted MMRM.
+
+    Attributes
+    ----------
+    summary : polars.DataFrame
+        Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (Satterthwaite df, two-sided p,
+        ``level`` confidence interval); terms named as R prints them.
+    covariance : numpy.ndarray
+        Estimated ``T x T`` covariance matrix of the visits (rows and columns in the order of ``visits``).
+    visits : list of str
+        Visit levels in their order.
+    variance_parameters : polars.DataFrame
+        ``name, estimate``: standard deviations and correlations of the structure.
+    loglik, aic, bic : float
+        (Restricted) log-likelihood and information criteria as ``nlme`` computes them for ``gls``
+        (``df = p + q``; BIC with ``log(N - p)`` under REML).
+    diagnostics : dict
+        Optimizer, iterations, gradient norm, convergence flag and message, Hessian positive definiteness,
+        boundary flag, missingness patterns, rows dropped and why, fit time.
+    """
+
+    formula: str
+    subject: str
+    visit: str
+    structure: str
+    reml: bool
+    level: float
+    visits: list[str]
+    coef_names: list[str]
+    beta: np.ndarray
+    vcov: np.ndarray
+    summary: pl.DataFrame
+    covariance: np.ndarray
+    variance_parameters: pl.DataFrame
+    theta: np.ndarray
+    theta_cov: np.ndarray
+    loglik: float
+    aic: float
+    bic: float
+    n_obs: int
+    n_subjects: int
+    diagnostics: dict[str, Any]
+    patterns: pl.DataFrame
+    inference: WaldInference = field(repr=False)
+    _view: _EmmeansView = field(repr=False)
+
+    @property
+    def correlation(self) -> np.ndarray:
+        """Correlation matrix of the visits."""
+        sd = np.sqrt(np.diag(self.covariance))
+        return self.covariance / np.outer(sd, sd)
+
+    @property
+    def converged(self) -> bool:
+        """Whether the optimizer met its convergence criteria (see ``diagnostics``)."""
+        return bool(self.diagnostics["converged"])
+
+    # ---- linear functions of beta ---------------------------------------------------------------
+    def contrast(
+        self,
+        lmat: np.ndarray | Sequence[Sequence[float]] | dict[str, float],
+        names: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """Estimates, SE, Satterthwaite df, t, p and CI of the rows of ``L beta``.
+
+        Parameters
+        ----------
+        lmat : array_like or dict
+            ``k x p`` matrix with columns in the order of ``coef_names``, or ``{coefficient: weight}``.
+        names : sequence of str, optional
+            Row labels.
+
+        Returns
+        -------
+        polars.DataFrame
+            Columns ``term, estimate, se, df, t, p, ci_low, ci_high``.
+
+        Notes
+        -----
+        ``df = 2 (l' V l)^2 / (g' Cov(theta) g)``, ``g_j = l' (dV / dtheta_j) l`` (see :class:`MMRM`).
+        """
+        mat = lmat if isinstance(lmat, dict) else np.atleast_2d(np.asarray(lmat, dtype=float))
+        return self.inference.contrast(mat, level=self.level, labels=names)
+
+    def f_test(self, lmat: np.ndarray | Sequence[Sequence[float]]) -> dict[str, float]:
+        """Satterthwaite F test of ``L beta = 0`` (as lmerTest's ``contestMD``): ``f, num_df, den_df, p``."""
+        return self.inference.f_test(np.atleast_2d(np.asarray(lmat, dtype=float)))
+
+    def anova(self) -> pl.DataFrame:
+        """Satterthwaite F test per model term (all coefficients of the term jointly zero).
+
+        Returns
+        -------
+        polars.DataFrame
+            ``term, num_df, den_df, F, p``. Each test is the marginal test of the term's own coefficients
+            (for main effects involved in interactions this tests the effect at the reference levels).
+        """
+        rows = []
+        for term, cols in self._view.design_.term_columns:
+            lmat = np.zeros((len(cols), self.beta.shape[0]))
+            lmat[np.arange(len(cols)), cols] = 1.0
+            res = self.f_test(lmat)
+            rows.append((term, res["num_df"], res["den_df"], res["f"], res["p"]))
+        return pl.DataFrame(rows, schema=["term", "num_df", "den_df", "F", "p"], orient="row", strict=False)
+
+    def emmeans(
+        self,
+        specs: str | Sequence[str] | None = None,
+        by: str | Sequence[str] | None = None,
+        at: dict[str, Sequence[Any]] | None = None,
+    ) -> EmmeansResult:
+        """Estimated marginal (least-squares) means with emmeans defaults, and their contrasts.
+
+        Parameters
+        ----------
+        specs : str or sequence of str, optional
+            Predictors whose level combinations get a mean (default: the visit).
+        by : str or sequence of str, optional
+            Predictors to condition on (e.g. ``"visit"`` to compare groups within each visit).
+        at : dict, optional
+            Values of predictors in the reference grid.
+
+        Returns
+        -------
+        EmmeansResult
+            ``means`` (``emmean, se, df, t, p, ci_low, ci_high``) and ``contrasts(method, adjust)``.
+
+        Notes
+        -----
+        Reference grid: every factor at all levels, numeric predictors at their mean over the fitted rows;
+        cell ``c`` has ``l_c = mean_{g in c} x_g`` (equal weights over other factors), Satterthwaite df.
+        Validated against: ``emmeans::emmeans(gls_fit, ~ visit, mode = "satterthwaite")`` (the emmeans
+        default for ``gls``) and ``pairs(emmeans(gls_fit, ~ group | visit))``.
+        """
+        spec = self.visit if specs is None else specs
+        return emmeans(self._view, spec, at=at, by=by, level=self.level)  # type: ignore[arg-type]
+
+    def lsmeans(self, specs: str | Sequence[str] | None = None) -> pl.DataFrame:
+        """LS means by visit (or by ``specs``): the ``means`` frame of :meth:`emmeans`."""
+        return self.emmeans(specs).means
+
+    def pairs(
+        self, factor: str, by: str | None = None, method: str = "pairwise", adjust: str | None = "none"
+    ) -> pl.DataFrame:
+        """Differences of LS means between the levels of ``factor`` within each level of ``by``.
+
+        Parameters
+        ----------
+        factor : str
+            Factor whose levels are compared (e.g. treatment or adherence group).
+        by : str, optional
+            Factor to condition on (e.g. the visit).
+        method : {"pairwise", "revpairwise", "trt.vs.ctrl"}
+            ``pairwise``: earlier minus later level (emmeans ``pairs``); ``trt.vs.ctrl``: level minus first.
+        adjust : {"none", "tukey", "bonferroni", "holm"}
+            Multiplicity adjustment reported in ``p_adjusted`` (default none).
+
+        Returns
+        -------
+        polars.DataFrame
+            ``by`` column, ``contrast, estimate, se, df, t, p, p_adjusted``.
+        """
+        return self.emmeans(factor, by=by).contrasts(method=method, adjust=adjust)
+
+    # ---- export ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of the fit (coefficient names as R prints them)."""
+        return {
+            "model": "mmrm",
+            "formula": self.formula,
+            "subject": self.subject,
+            "visit": self.visit,
+            "method": "REML" if self.reml else "ML",
+            "df_method": "satterthwaite",
+            "n_obs": self.n_obs,
+            "n_subjects": self.n_subjects,
+            "fixed_effects": self.summary.to_dicts(),
+            "covariance": {
+                "structure": self.structure,
+                "visits": list(self.visits),
+                "matrix": self.covariance.tolist(),
+                "correlation": self.correlation.tolist(),
+                "parameters": dict(self.variance_parameters.iter_rows()),
+            },
+            "lsmeans": self.lsmeans().to_dicts(),
+            "loglik": self.loglik,
+            "aic": self.aic,
+            "bic": self.bic,
+            "diagnostics": _jsonable(self.diagnostics),
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """:meth:`to_dict` as JSON text (non-finite numbers as null)."""
+        return json.dumps(_jsonable(self.to_dict()), indent=indent)
+
+    def plot(self, ax: Any = None, by: str | None = None) -> Any:
+        """LS means by visit with confidence intervals (one line per level of ``by``); returns the axes."""
+        import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 4))
+        specs = [self.visit] if by is None else [self.visit, by]
+        emm = self.lsmeans(specs)
+        x_of = {v: i for i, v in enumerate(self.visits)}
+        parts = [(None, emm)] if by is None else [(k[0], g) for k, g in emm.group_by(by, maintain_order=True)]
+        for label, sub in parts:
+            xs = [x_of[str(v)] for v in sub[self.visit].to_list()]
+            est = sub["emmean"].to_numpy()
+            err = np.vstack([est - sub["ci_low"].to_numpy(), sub["ci_high"].to_numpy() - est])
+            ax.errorbar(xs, est, yerr=err, marker="o", capsize=3, label=label)
+        ax.set_xticks(range(len(self.visits)), self.visits)
+        ax.set_xlabel(self.visit)
+        ax.set_ylabel(f"LS mean ({round(100 * self.level)} % CI)")
+        if by is not None:
+            ax.legend(title=by)
+        return ax
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------
+# the estimator
+# --------------------------------------------------------------------------------------------------
+
+
+def _natural_key(s: str) -> tuple[Any, ...]:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", s))
+
+
+def _visit_levels(col: pl.Series, given: Sequence[Any] | None) -> tuple[pl.Series, list[str]]:
+    """Visit values as strings with their level order (numeric order, or natural order of labels)."""
+    if col.dtype.is_numeric():
+        vals = col.cast(pl.Float64)
+        integral = bool((vals.drop_nulls() == vals.drop_nulls().round(0)).all())
+        text = vals.cast(pl.Int64).cast(pl.String) if integral else vals.cast(pl.String)
+        observed = sorted(set(vals.drop_nulls().to_list()))
+        levels = [str(int(v)) if integral else str(v) for v in observed]
+    else:
+        text = col.cast(pl.String)
+        if isinstance(col.dtype, pl.Enum):
+            present = set(text.drop_nulls().to_list())
+            levels = [v for v in col.dtype.categories.to_list() if v in present]
+        else:
+            levels = sorted(set(text.drop_nulls().to_list()), key=_natural_key)
+    if given is not None:
+        given_s = [str(v) for v in given]
+        extra = sorted(set(text.drop_nulls().to_list()) - set(given_s))
+        if extra:
+            raise ModelSpecificationError(
+                f"visit values {extra} are not among visit_levels {given_s}; add them or filter the rows"
+            )
+        if len(set(given_s)) != len(given_s):
+            raise ModelSpecificationError(f"visit_levels {given_s} contain duplicates")
+        levels = [v for v in given_s if v in set(text.drop_nulls().to_list())]
+        missing = [v for v in given_s if v not in levels]
+        if missing:
+            raise ModelSpecificationError(
+                f"visit_levels {missing} have no observations; drop them from visit_levels"
+            )
+    return text, levels
+
+
+class MMRM:
+    """Mixed model for repeated measures with a structured residual covariance of the visits.
+
+    Parameters
+    ----------
+    formula : str
+        Fixed effects in R syntax without random terms, e.g.
+        ``"odi ~ visit * adherence_group + baseline_odi + visit:baseline_odi"``.
+    subject : str
+        Column identifying the subject (episode or patient).
+    visit : str
+        Column of the scheduled visit; treated as a factor. Numeric visits (weeks) are ordered numerically,
+        text labels in natural order (``w6 < w12 < w26``) unless ``visit_levels`` is given; the order sets
+        the positions used by AR(1) and Toeplitz structures and the reference level.
+    covariance : {"us", "cs", "csh", "ar1", "ar1h", "toep", "toeph"}
+        Covariance structure of the visits (see :data:`COVARIANCE_STRUCTURES`).
+    visit_levels : sequence, optional
+        Explicit visit order.
+    reference : dict, optional
+        Reference levels of factors, e.g. ``{"group": "low"}``.
+    reml : bool
+        REML (default) or maximum likelihood.
+    level : float
+        Confidence level of intervals.
+    max_iter : int
+        Maximum optimizer iterations.
+
+    Notes
+    -----
+    Model: ``y_i = X_i beta + e_i``, ``e_i ~ N(0, Sigma[S_i, S_i])``. REML criterion (as ``nlme``)::
+
+        -2 l_R(theta) = (N - p) log 2 pi + sum_i log|Sigma_i| + log|X' V^-1 X| + r' V^-1 r
+
+    ``beta = (X' V^-1 X)^-1 X' V^-1 y`` and ``vcov(beta) = (X' V^-1 X)^-1`` at ``theta``-hat. Satterthwaite
+    df for a contrast ``l``: ``2 (l' V l)^2 / (g' Cov(theta) g)``, ``g_j = l' dV/dtheta_j l`` (analytic),
+    ``Cov(theta) = 2 H^-1`` with ``H`` the observed Hessian of ``-2 l_R`` (finite differences of the
+    analytic gradient). Parameters: ``us`` the log-Cholesky factor of Sigma; other structures log standard
+    deviations and transformed correlations (Toeplitz through partial autocorrelations, always positive
+    definite). The optimizer is BFGS followed by Newton steps on the observed Hessian.
+
+    Validated against: ``nlme::gls(y ~ ..., correlation = corSymm(form = ~ vnum | id), weights =
+    varIdent(form = ~ 1 | visit), method = "REML")`` (us), ``corCompSymm`` (cs, csh with varIdent),
+    ``corAR1`` (ar1, ar1h), ``corARMA(p = T - 1)`` (toep, toeph); LS means and Satterthwaite df against
+    ``emmeans::emmeans(fit, ~ visit)`` (mode "satterthwaite"); cs df against ``lmerTest::lmer(y ~ ... +
+    (1 | id))``. See ``tests/reference/mmrm/``.
+
+    Examples
+    --------
+    >>> fit = MMRM("odi ~ visit * group + baseline", subject="episode_id", visit="visit").fit(frame)
+    >>> fit.result_.summary, fit.result_.lsmeans(), fit.result_.pairs("group", by="visit")
+    """
+
+    def __init__(
+        self,
+        formula: str,
+        subject: str,
+        visit: str,
+        covariance: str = "us",
+        visit_levels: Sequence[Any] | None = None,
+        reference: dict[str, Any] | None = None,
+        reml: bool = True,
+        level: float = 0.95,
+        max_iter: int = 500,
+    ) -> None:
+        if covariance not in COVARIANCE_STRUCTURES:
+            raise ModelSpecificationError(
+                f"covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {covariance!r}"
+            )
+        if not 0 < level < 1:
+            raise ModelSpecificationError(f"level must lie in (0, 1), got {level}")
+        self.formula = formula
+        self.subject = subject
+        self.visit = visit
+        self.covariance = covariance
+        self.visit_levels = visit_levels
+        self.reference = reference
+        self.reml = reml
+        self.level = level
+        self.max_iter = max_iter
+
+    # ---- data preparation ------------------------------------------------------------------------
+    def _prepare(self, data: Any) -> dict[str, Any]:
+        frame = _as_polars(data)
+        parsed = parse_formula(self.formula)
+        if parsed.random:
+            raise ModelSpecificationError(
+                f"formula {self.formula!r} has random terms; an MMRM models within-subject dependence "
+                "through the covariance structure instead; remove the (... | ...) terms"
+            )
+        for col in (self.subject, self.visit):
+            if col not in frame.columns:
+                raise ModelSpecificationError(
+                    f"column {col!r} is not in the data; available: {', '.join(frame.columns)}"
+                )
+        needed = sorted(set(parsed.columns()) | {self.subject, self.visit})
+        missing_cols = [c for c in needed if c not in frame.columns]
+        if missing_cols:
+            raise ModelSpecificationError(
+                f"formula {self.formula!r} uses columns {missing_cols} the data do not have; "
+                f"available: {', '.join(frame.columns)}"
+            )
+        n_in = frame.height
+        frame = frame.select(needed)
+        # rows unusable for the model are dropped and counted (never silently)
+        null_subject = frame[self.subject].is_null() | frame[self.visit].is_null()
+        frame = frame.filter(~null_subject)
+        text, levels = _visit_levels(frame[self.visit], self.visit_levels)
+        frame = frame.with_columns(text.cast(pl.Enum(levels)).alias(self.visit))
+        raw_design, x = Design.build(parsed, frame, self.reference)
+        design = _OrderedDesign(raw_design)
+        x = design.fix(x)
+        y = raw_design.response(frame)
+        bad_y = ~np.isfinite(y)
+        bad_x = ~np.isfinite(x).all(axis=1) & ~bad_y
+        keep = ~(bad_y | bad_x)
+        frame = frame.filter(pl.Series(keep))
+        x, y = x[keep], y[keep]
+        if frame.height == 0:
+            raise UnusableInputError(
+                f"no row has a response and every covariate of {self.formula!r}; nothing to fit"
+            )
+        # visit levels that lost every row after dropping incomplete rows
+        present = frame[self.visit].cast(pl.String).unique().to_list()
+        levels_kept = [v for v in levels if v in set(present)]
+        if len(levels_kept) != len(levels):
+            gone = [v for v in levels if v not in set(present)]
+            raise ModelSpecificationError(
+                f"visits {gone} have no row with a response and complete covariates; "
+                "remove them with visit_levels or check the data"
+            )
+        subj_codes = frame[self.subject].cast(pl.String).cast(pl.Categorical).to_physical().to_numpy()
+        subj_codes = np.unique(subj_codes, return_inverse=True)[1].astype(np.int64)
+        visit_codes = frame[self.visit].to_physical().to_numpy().astype(np.int64)
+        dup = pl.DataFrame({"s": subj_codes, "v": visit_codes}).is_duplicated().to_numpy()
+        if dup.any():
+            ex = frame.filter(pl.Series(dup)).select(self.subject, self.visit).head(3).rows()
+            raise ModelSpecificationError(
+                f"{int(dup.sum())} rows repeat a ({self.subject}, {self.visit}) pair, e.g. {ex}; an MMRM "
+                "needs at most one row per subject and visit: aggregate or deduplicate first"
+            )
+        rank = np.linalg.matrix_rank(x)
+        if rank < x.shape[1]:
+            piv = scipy.linalg.qr(x, mode="economic", pivoting=True)[2]
+            dropped = [design.column_names[j] for j in piv[rank:]]
+            raise ModelSpecificationError(
+                f"the design of {self.formula!r} is rank deficient (rank {rank} < {x.shape[1]} columns); "
+                f"aliased columns: {dropped}; simplify the formula or check empty factor combinations"
+            )
+        return {
+            "frame": frame,
+            "design": design,
+            "x": x,
+            "y": y,
+            "subject": subj_codes,
+            "visit": visit_codes,
+            "levels": levels,
+            "dropped": {
+                "rows_in": n_in,
+                "missing_subject_or_visit": int(null_subject.sum()),
+                "missing_response": int(bad_y.sum()),
+                "missing_covariate": int(bad_x.sum()),
+            },
+        }
+
+    # ---- fitting ---------------------------------------------------------------------------------
+    def fit(self, data: Any) -> MMRM:
+        """Fit the model to a long frame (one row per subject and visit); returns ``self``.
+
+        Parameters
+        ----------
+        data : polars.DataFrame or pandas.DataFrame
+            Columns of the formula, ``subject`` and ``visit``. Rows missing the response or a covariate
+            are dropped and counted in ``result_.diagnostics["rows_dropped"]``.
+
+        Raises
+        ------
+        ModelSpecificationError
+            Unknown columns, random terms, duplicated subject-visit rows, rank-deficient design, or an
+            unstructured covariance whose visit pairs are never observed together.
+        """
+        t0 = time.perf_counter()
+        prep = self._prepare(data)
+        x, y = prep["x"], prep["y"]
+        t = len(prep["levels"])
+        pats = _build_patterns(prep["subject"], prep["visit"], x, y, t)
+        struct = self.covariance
+        if struct == "us":
+            together = np.zeros((t, t), dtype=bool)
+            for vis in pats.visit_sets:
+                together[np.ix_(vis, vis)] = True
+            if not together.all():
+                a, b = np.argwhere(~together)[0]
+                raise ModelSpecificationError(
+                    f"visits {prep['levels'][a]!r} and {prep['levels'][b]!r} are never observed in the same "
+                    "subject, so their unstructured covariance is not identifiable; use toep, ar1 or cs"
+                )
+        crit = _Criterion(pats, struct, self.reml)
+        theta0 = _theta_start(_start_sigma(pats), struct)
+        theta, diag = _optimise(crit, theta0, self.max_iter)
+        ev = crit.evaluate(theta)
+        if ev is None:  # pragma: no cover - the optimizer only returns evaluable points
+            raise RuntimeError("the fitted covariance is not positive definite")
+        hess = crit.hessian(theta)
+        theta_cov, eig_desc = vcov_varpar_from_hessian(hess)
+        hess_pd = bool(eig_desc[-1] > 1e-8 * max(1.0, float(eig_desc[0])))
+        design = prep["design"]
+        names = design.column_names
+        inference = WaldInference(
+            names=tuple(names),
+            beta=ev.beta,
+            vcov_beta=ev.a_inv,
+            jacobian=crit.vcov_jacobian(theta, ev),
+            vcov_varpar=theta_cov,
+            hessian_eigenvalues=eig_desc,
+        )
+        summary = inference.contrast(np.eye(len(names)), level=self.level, labels=names)
+        sigma = ev.sigma
+        levels = prep["levels"]
+        sd = np.sqrt(np.diag(sigma))
+        corr = sigma / np.outer(sd, sd)
+        off = corr[~np.eye(t, dtype=bool)]
+        boundary = bool(
+            (off.size and np.max(np.abs(off)) > 0.999)
+            or np.linalg.eigvalsh(corr).min() < 1e-6
+            or sd.min() < 1e-6 * max(sd.max(), 1e-300)
+        )
+        q = theta.shape[0]
+        p = x.shape[1]
+        loglik = -0.5 * ev.value
+        n_eff = pats.n_obs - p if self.reml else pats.n_obs
+        diag.update(
+            {
+                "hessian_positive_definite": hess_pd,
+                "hessian_min_eigenvalue": float(eig_desc[-1]),
+                "boundary": boundary,
+                "n_patterns": len(pats.visit_sets),
+                "rows_dropped": prep["dropped"],
+                "fit_seconds": time.perf_counter() - t0,
+            }
+        )
+        if not hess_pd:
+            diag["message"] = (
+                diag["message"] + "; Hessian not positive definite: Cov(theta) uses its positive eigenvalues"
+            )
+        patterns = pl.DataFrame(
+            {
+                "visits": [",".join(levels[i] for i in vis) for vis in pats.visit_sets],
+                "n_subjects": pats.counts,
+            }
+        ).sort("n_subjects", descending=True)
+        self.result_ = MMRMResult(
+            formula=self.formula,
+            subject=self.subject,
+            visit=self.visit,
+            structure=struct,
+            reml=self.reml,
+            level=self.level,
+            visits=levels,
+            coef_names=names,
+            beta=ev.beta,
+            vcov=ev.a_inv,
+            summary=summary,
+            covariance=sigma,
+            variance_parameters=pl.DataFrame(
+                _variance_parameters(sigma, struct, levels), schema=["name", "estimate"], orient="row"
+            ),
+            theta=theta,
+            theta_cov=theta_cov,
+            loglik=loglik,
+            aic=-2.0 * loglik + 2.0 * (p + q),
+            bic=-2.0 * loglik + math.log(n_eff) * (p + q),
+            n_obs=pats.n_obs,
+            n_subjects=int(pats.counts.sum()),
+            diagnostics=diag,
+            patterns=patterns,
+            inference=inference,
+            _view=_EmmeansView(design, inference, _column_info(design.formula, prep["frame"])),
+        )
+        return self
+
+
+def _as_polars(data: Any) -> pl.DataFrame:
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return pl.from_pandas(data)
+    raise UnusableInputError(f"data must be a polars or pandas DataFrame, got {type(data).__name__}")
+
+
+def _start_sigma(pats: _Patterns) -> np.ndarray:
+    """Pairwise moment estimate of Sigma from OLS residuals, made positive definite."""
+    p, t = pats.p, pats.t
+    xtx = np.zeros((p + 1, p + 1))
+    for ten in pats.tensors:
+        m = ten.shape[0]
+        xtx += np.einsum("aiaj->ij", ten) if m else 0.0
+    beta = np.linalg.lstsq(xtx[:p, :p], xtx[:p, p], rcond=None)[0]
+    v = np.concatenate([-beta, [1.0]])
+    num = np.zeros((t, t))
+    cnt = np.zeros((t, t))
+    for vis, n_k, ten in zip(pats.visit_sets, pats.counts, pats.tensors, strict=True):
+        num[np.ix_(vis, vis)] += np.einsum("i,aibj,j->ab", v, ten, v)
+        cnt[np.ix_(vis, vis)] += n_k
+    s0 = np.where(cnt > 0, num / np.maximum(cnt, 1), 0.0)
+    var = np.diag(s0).copy()
+    var = np.where(var > 0, var, max(float(var.max()), 1.0))
+    sd = np.sqrt(var)
+    corr = s0 / np.outer(sd, sd)
+    np.fill_diagonal(corr, 1.0)
+    w, vecs = np.linalg.eigh(0.5 * (corr + corr.T))
+    w = np.maximum(w, 0.05)
+    corr = vecs @ np.diag(w) @ vecs.T
+    d = np.sqrt(np.diag(corr))
+    corr = corr / np.outer(d, d)
+    return corr * np.outer(sd, sd)
+
+
+def _optimise(crit: _Criterion, theta0: np.ndarray, max_iter: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """BFGS from ``theta0`` then Newton steps on the observed Hessian until the Newton decrement is tiny."""
+    fun = crit.value_and_grad
+    res = optimize.minimize(fun, theta0, jac=True, method="BFGS", options={"maxiter": max_iter, "gtol": 1e-6})
+    theta = np.asarray(res.x, dtype=float)
+    f, g = fun(theta)
+    iters = int(res.nit)
+    newton = 0
+    decrement = math.inf
+    converged = False
+    message = f"BFGS: {res.message}"
+    for _ in range(50):  # Newton polishing (a handful of steps from a nearby point)
+        hess = crit.hessian(theta)
+        try:
+            evals, evecs = np.linalg.eigh(hess)
+        except np.linalg.LinAlgError:
+            break
+        evals_c = np.maximum(np.abs(evals), 1e-8 * max(1.0, float(np.abs(evals).max())))
+        step = -evecs @ ((evecs.T @ g) / evals_c)
+        decrement = float(-g @ step)
+        if decrement < 1e-10 and evals.min() > 0:
+            converged = True
+            break
+        lam = 1.0
+        for _ in range(30):  # step halving
+            f_new, g_new = fun(theta + lam * step)
+            if f_new <= f + 1e-4 * lam * float(g @ step) or (math.isfinite(f_new) and abs(f_new - f) < 1e-12):
+                break
+            lam *= 0.5
+        else:
+            # no decrease possible: converged if already at the optimum to rounding error
+            converged = decrement < 1e-8 and evals.min() > 0
+            if not converged:
+                message += "; Newton line search failed"
+            break
+        theta = theta + lam * step
+        f, g = f_new, g_new
+        newton += 1
+    if converged:
+        message += f"; converged (Newton decrement {decrement:.2g})"
+    else:
+        message += f"; not converged (Newton decrement {decrement:.3g})"
+    return theta, {
+        "optimizer": "BFGS + Newton (observed Hessian)",
+        "iterations": iters,
+        "newton_steps": newton,
+        "criterion": f,
+        "gradient_norm": float(np.max(np.abs(g))),
+        "newton_decrement": decrement,
+        "converged": converged,
+        "message": message,
+    }
+
+
+def _column_info(formula: Any, frame: pl.DataFrame) -> dict[str, tuple[str, Any]]:
+    """Predictor columns for the emmeans reference grid: factor levels, or the mean over fitted rows."""
+    info: dict[str, tuple[str, Any]] = {}
+    for var in formula.variables.values():
+        for col in var.columns:
+            if var.kind == "factor":
+                info[col] = ("factor", [str(v) for v in var.levels])
+            elif col not in info:
+                info[col] = ("numeric", float(frame[col].cast(pl.Float64).mean()))  # type: ignore[arg-type]
+    return info
+
+
+def fit_mmrm(
+    data: Any, formula: str, subject: str, visit: str, covariance: str = "us", **kwargs: Any
+) -> MMRMResult:
+    """Fit an :class:`MMRM` and return its result (a functional shortcut).
+
+    Parameters
+    ----------
+    data : polars.DataFrame or pandas.DataFrame
+        Long data, one row per subject and visit.
+    formula, subject, visit, covariance
+        As for :class:`MMRM`.
+    **kwargs
+        Other :class:`MMRM` parameters (``visit_levels``, ``reference``, ``reml``, ``level``).
+
+    Returns
+    -------
+    MMRMResult
+
+    Notes
+    -----
+    See :class:`MMRM` for the model and formulas. Validated against: ``nlme::gls`` (see :class:`MMRM`).
+    """
+    return MMRM(formula, subject, visit, covariance=covariance, **kwargs).fit(data).result_
