@@ -62,3 +62,22 @@ def test_derive_bad_input_exit_codes(tmp_path: Path) -> None:
         store.write("episodes", generate_cohort(n_patients=5, seed=1).tables["episodes"], source="t")
     bad = run("derive", "--db", str(db), "--out", str(tmp_path / "o"), "--config", str(tmp_path / "bad.toml"))
     assert bad.returncode == 2 and "unknown configuration key 'flare_rise'" in bad.stderr
+
+
+def test_write_scores_upserts_questionnaire_scores_with_provenance(tmp_path: Path) -> None:
+    cohort = generate_cohort(n_patients=60, seed=12)
+    db = tmp_path / "s.duckdb"
+    with Store(db) as store:
+        for name, frame in cohort.tables.items():
+            kept = (
+                frame.filter(pl.col("measure") != "sbi") if name == "measures" else frame
+            )  # SBI as items only
+            store.write(name, kept, source="synthetic cohort")
+    r = run("derive", "--db", str(db), "--out", str(tmp_path / "out"), "--write-scores")
+    assert r.returncode == 0, r.stderr
+    with Store(db, read_only=True) as store:
+        sbi = store.read("measures").filter(pl.col("measure") == "sbi")
+        log = store.read("ingest_log")
+    n_sbi = cohort.tables["measures"].filter(pl.col("measure") == "sbi").height
+    assert sbi.height == n_sbi
+    assert log.filter(pl.col("source_path").str.contains("score_questionnaires"))["rows_read"].item() > n_sbi
