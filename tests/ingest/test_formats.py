@@ -1,0 +1,180 @@
+"""Round trips through every source format: the store must hold exactly the synthetic tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+from polars.testing import assert_frame_equal
+
+from sciatica_outcomes.ingest import ingest_paths, validate_paths
+from sciatica_outcomes.ingest.fhir import write_fhir_bundle
+from sciatica_outcomes.ingest.redcap import write_redcap_export
+from sciatica_outcomes.schemas.redcap import redcap_dictionary
+from sciatica_outcomes.store import CANONICAL_TABLES, Store
+from sciatica_outcomes.synth import Cohort
+from tests.ingest.conftest import sort_by_key, write_workbook
+
+
+def _assert_store_equals(db: Path, cohort: Cohort, tables: tuple[str, ...] = CANONICAL_TABLES) -> None:
+    with Store(db, read_only=True) as store:
+        for name in tables:
+            assert_frame_equal(store.read(name), sort_by_key(name, cohort.tables[name]))
+
+
+def test_excel_round_trip(tmp_path: Path, tiny_cohort: Cohort) -> None:
+    book = write_workbook(tiny_cohort.tables, tmp_path / "cohort.xlsx")
+    res = ingest_paths(book, db=tmp_path / "o.duckdb")
+    assert res.validation.ok
+    assert {t.source.fmt for t in res.validation.tables} == {"excel"}
+    _assert_store_equals(tmp_path / "o.duckdb", tiny_cohort)
+
+
+def test_excel_rows_are_spreadsheet_rows(tmp_path: Path, small_cohort: Cohort) -> None:
+    ep = (
+        small_cohort.tables["episodes"]
+        .head(6)
+        .with_columns(
+            pl.when(pl.int_range(pl.len()) == 3)
+            .then(150)
+            .otherwise(pl.col("age_at_start"))
+            .alias("age_at_start")
+        )
+    )
+    book = write_workbook({"episodes": ep, "Notes": pl.DataFrame({"x": ["free text"]})}, tmp_path / "e.xlsx")
+    res = validate_paths([book])
+    err = res.errors.row(0, named=True)
+    assert (err["row"], err["column"], err["rule"], err["value"]) == (5, "age_at_start", "range", "150")
+    assert "skipped_sheet" in res.issues["rule"].to_list()
+
+
+def test_redcap_round_trip(tmp_path: Path, small_cohort: Cohort) -> None:
+    export = write_redcap_export(small_cohort.tables, tmp_path / "project_export.csv")
+    res = ingest_paths(export, db=tmp_path / "o.duckdb")
+    assert res.validation.ok
+    assert sum(t.rows_read for t in res.validation.tables) == pl.read_csv(export, infer_schema=False).height
+    _assert_store_equals(tmp_path / "o.duckdb", small_cohort)
+
+
+def test_redcap_label_export_is_recoded_through_the_dictionary(tmp_path: Path, small_cohort: Cohort) -> None:
+    d = redcap_dictionary().with_columns(
+        pl.when(pl.col("Variable / Field Name") == "se_status")
+        .then(pl.lit("completed, Completed | missed, Missed | cancelled, Cancelled"))
+        .otherwise(pl.col("Choices, Calculations, OR Slider Labels"))
+        .alias("Choices, Calculations, OR Slider Labels")
+    )
+    d.write_csv(tmp_path / "dictionary.csv")
+    export = write_redcap_export(small_cohort.tables, tmp_path / "export.csv")
+    flat = pl.read_csv(export, infer_schema=False).with_columns(pl.col("se_status").str.to_titlecase())
+    flat.write_csv(export)
+    res = ingest_paths([export, tmp_path / "dictionary.csv"], db=tmp_path / "o.duckdb")
+    assert res.validation.ok
+    _assert_store_equals(tmp_path / "o.duckdb", small_cohort, ("sessions",))
+
+
+def test_redcap_bad_cell_is_reported_on_its_export_line(tmp_path: Path, small_cohort: Cohort) -> None:
+    export = write_redcap_export(small_cohort.tables, tmp_path / "export.csv")
+    flat = pl.read_csv(export, infer_schema=False)
+    target = flat.with_row_index().filter(pl.col("redcap_repeat_instrument") == "measures")["index"][2]
+    flat = flat.with_columns(
+        pl.when(pl.int_range(pl.len()) == target)
+        .then(pl.lit("7/10"))
+        .otherwise(pl.col("me_value"))
+        .alias("me_value")
+    )
+    flat.write_csv(export)
+    res = validate_paths([export])
+    err = res.errors.row(0, named=True)
+    assert (err["row"], err["column"], err["value"], err["rule"]) == (target + 2, "value", "7/10", "type")
+
+
+def test_fhir_round_trip(tmp_path: Path, small_cohort: Cohort) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    small_cohort.tables["episodes"].write_csv(src / "episodes.csv")
+    write_fhir_bundle(
+        small_cohort.tables["measures"], small_cohort.tables["questionnaire_items"], src / "bundle.json"
+    )
+    res = ingest_paths(src, db=tmp_path / "o.duckdb")
+    assert res.validation.ok
+    assert {t.source.fmt for t in res.validation.tables} == {"csv", "fhir"}
+    _assert_store_equals(tmp_path / "o.duckdb", small_cohort, ("episodes", "measures", "questionnaire_items"))
+
+
+def test_fhir_loinc_codes_ordinal_answers_and_bad_values(tmp_path: Path, small_cohort: Cohort) -> None:
+    ep = small_cohort.tables["episodes"].row(0, named=True)
+    day = ep["start_date"].isoformat()
+    ext = [
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/workflow-episodeOfCare",
+            "valueReference": {"reference": f"EpisodeOfCare/{ep['episode_id']}"},
+        }
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": {"resourceType": "Patient", "id": "x"}},
+            {  # ODI by LOINC only
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "extension": ext,
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "97909-6"}]},
+                    "effectiveDateTime": f"{day}T09:30:00+01:00",
+                    "valueQuantity": {"value": 34},
+                }
+            },
+            {  # pain NRS by LOINC with bodySite, value given as text "7/10"
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "extension": ext,
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "72514-3"}]},
+                    "bodySite": {"text": "leg"},
+                    "effectiveDateTime": day,
+                    "valueQuantity": {"value": "7/10"},
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "QuestionnaireResponse",
+                    "status": "completed",
+                    "extension": ext,
+                    "questionnaire": "http://example.org/Questionnaire/odi|2.1a",
+                    "authored": day,
+                    "item": [
+                        {
+                            "linkId": "walking",
+                            "answer": [
+                                {
+                                    "valueCoding": {
+                                        "code": "LA-x",
+                                        "extension": [
+                                            {
+                                                "url": "http://hl7.org/fhir/StructureDefinition/ordinalValue",
+                                                "valueDecimal": 2,
+                                            }
+                                        ],
+                                    }
+                                }
+                            ],
+                        },
+                        {"linkId": "lifting", "answer": [{"valueInteger": 9}]},
+                    ],
+                }
+            },
+        ],
+    }
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(bundle))
+    small_cohort.tables["episodes"].head(1).write_csv(tmp_path / "episodes.csv")
+    res = validate_paths([path, tmp_path / "episodes.csv"])
+    measures = next(t for t in res.tables if t.source.table == "measures")
+    assert measures.valid.select("measure", "value", "assessed_on").row(0) == ("odi", 34.0, ep["start_date"])
+    errs = {(r["row"], r["column"], r["rule"], r["value"]) for r in res.errors.iter_rows(named=True)}
+    assert errs == {(3, "value", "type", "7/10"), (4, "response", "response_range", "9")}
+    items = next(t for t in res.tables if t.source.table == "questionnaire_items")
+    assert items.valid.select("item", "response", "instrument_version").row(0) == ("walking", 2, "2.1a")
+    assert "skipped_resource" in res.issues["rule"].to_list()
