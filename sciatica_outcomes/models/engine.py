@@ -27,27 +27,31 @@ def batched_inv_logdet(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Parameters
     ----------
     a : numpy.ndarray
-        Shape ``(m, q, q)``, symmetric positive definite.
+        Shape ``(q, q, m)``: ``m`` symmetric positive definite matrices, batch axis last.
 
     Returns
     -------
     inv, logdet : numpy.ndarray
-        Shapes ``(m, q, q)`` and ``(m,)``.
+        Shapes ``(q, q, m)`` and ``(m,)``.
+
+    Notes
+    -----
+    2x2: ``A^-1 = [[d, -b], [-b, a]] / (ad - b^2)``; 3x3: adjugate over determinant.
     """
-    q = a.shape[-1]
+    q = a.shape[0]
     if q == 1:
-        return 1.0 / a, np.log(a[:, 0, 0])
+        return 1.0 / a, np.log(a[0, 0])
     if q == 2:
-        p, r, s = a[:, 0, 0], a[:, 0, 1], a[:, 1, 1]
+        p, r, s = a[0, 0], a[0, 1], a[1, 1]
         det = p * s - r * r
         inv = np.empty_like(a)
-        inv[:, 0, 0] = s / det
-        inv[:, 1, 1] = p / det
-        inv[:, 0, 1] = inv[:, 1, 0] = -r / det
+        inv[0, 0] = s / det
+        inv[1, 1] = p / det
+        inv[0, 1] = inv[1, 0] = -r / det
         return inv, np.log(det)
     if q == 3:
-        a00, a01, a02 = a[:, 0, 0], a[:, 0, 1], a[:, 0, 2]
-        a11, a12, a22 = a[:, 1, 1], a[:, 1, 2], a[:, 2, 2]
+        a00, a01, a02 = a[0, 0], a[0, 1], a[0, 2]
+        a11, a12, a22 = a[1, 1], a[1, 2], a[2, 2]
         c00 = a11 * a22 - a12 * a12
         c01 = a02 * a12 - a01 * a22
         c02 = a01 * a12 - a02 * a11
@@ -56,25 +60,74 @@ def batched_inv_logdet(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c22 = a00 * a11 - a01 * a01
         det = a00 * c00 + a01 * c01 + a02 * c02
         inv = np.empty_like(a)
-        inv[:, 0, 0], inv[:, 1, 1], inv[:, 2, 2] = c00 / det, c11 / det, c22 / det
-        inv[:, 0, 1] = inv[:, 1, 0] = c01 / det
-        inv[:, 0, 2] = inv[:, 2, 0] = c02 / det
-        inv[:, 1, 2] = inv[:, 2, 1] = c12 / det
+        inv[0, 0], inv[1, 1], inv[2, 2] = c00 / det, c11 / det, c22 / det
+        inv[0, 1] = inv[1, 0] = c01 / det
+        inv[0, 2] = inv[2, 0] = c02 / det
+        inv[1, 2] = inv[2, 1] = c12 / det
         return inv, np.log(det)
-    chol = np.linalg.cholesky(a)
+    stack = np.moveaxis(a, -1, 0)
+    chol = np.linalg.cholesky(stack)
     logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-    return np.linalg.inv(a), logdet
+    return np.moveaxis(np.linalg.inv(stack), 0, -1), logdet
+
+
+def _bm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched product ``(i, j, m) x (j, k, m) -> (i, k, m)`` by q^2 vectorised multiply-adds."""
+    out = np.zeros((a.shape[0], b.shape[1], a.shape[2]))
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i] += a[i, j] * b[j]
+    return out
+
+
+def _t(a: np.ndarray) -> np.ndarray:
+    """Batched transpose (view)."""
+    return a.transpose(1, 0, 2)
+
+
+def _cl(c: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Constant ``(i, j)`` matrix times batch ``(j, k, m)``."""
+    out = np.zeros((c.shape[0], *b.shape[1:]))
+    for i in range(c.shape[0]):
+        for j in range(c.shape[1]):
+            if c[i, j] != 0.0:
+                out[i] += c[i, j] * b[j]
+    return out
+
+
+def _cr(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Batch ``(i, j, m)`` times constant ``(j, k)``."""
+    out = np.zeros((b.shape[0], c.shape[1], b.shape[2]))
+    for j in range(c.shape[0]):
+        for k in range(c.shape[1]):
+            if c[j, k] != 0.0:
+                out[:, k] += b[:, j] * c[j, k]
+    return out
+
+
+def _sp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``sum_m a_m b_m`` for batches ``(i, j, m)`` and ``(j, k, m)`` -> ``(i, k)`` (one GEMM per ``j``)."""
+    out = np.zeros((a.shape[0], b.shape[1]))
+    for j in range(a.shape[1]):
+        out += a[:, j, :] @ b[j].T
+    return out
+
+
+def _add_identity(a: np.ndarray) -> np.ndarray:
+    for i in range(a.shape[0]):
+        a[i, i] += 1.0
+    return a
 
 
 def _group_cross(g: np.ndarray, u: np.ndarray, v: np.ndarray, m: int, sym: bool = False) -> np.ndarray:
-    """Per-group cross products ``sum_{rows of group} u_r v_r'`` (shape ``(m, ku, kv)``) by bincount."""
+    """Per-group cross products ``sum_{rows of group} u_r v_r'``, shape ``(ku, kv, m)``, by bincount."""
     ku, kv = u.shape[1], v.shape[1]
-    out = np.empty((m, ku, kv))
+    out = np.empty((ku, kv, m))
     for a in range(ku):  # loops over the (few) columns; each bincount is one vectorised pass over rows
         for b in range(a if sym else 0, kv):
-            out[:, a, b] = np.bincount(g, weights=u[:, a] * v[:, b], minlength=m)
+            out[a, b] = np.bincount(g, weights=u[:, a] * v[:, b], minlength=m)
             if sym:
-                out[:, b, a] = out[:, a, b]
+                out[b, a] = out[a, b]
     return out
 
 
@@ -180,70 +233,53 @@ class ProfiledDeviance:
     def _solve(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         self.n_evals += 1
         l1 = self.level1.template(theta)
-        c11, f1 = self.c11, self.f1
-        a = l1.T @ c11 @ l1
-        a[:, range(l1.shape[0]), range(l1.shape[0])] += 1.0
+        c11l = _cr(self.c11, l1)  # (q1, q1, m1): C Lambda
+        a = _add_identity(_cl(l1.T, c11l))
         ainv, logdet = batched_inv_logdet(a)
-        g1 = np.matmul(l1.T, f1)  # (m1, q1, d)
-        b1 = ainv @ g1
-        d = self.d
-        s = self.wtw - np.tensordot(g1, b1, axes=([0, 1], [0, 1]))
-        out = {"l1": l1, "ainv": ainv, "b1": b1, "logdet": float(logdet.sum())}
+        g1 = _cl(l1.T, self.f1)  # (q1, d, m1)
+        b1 = _bm(ainv, g1)
+        s = self.wtw - _sp(_t(g1), b1)
+        out = {"l1": l1, "c11l": c11l, "ainv": ainv, "b1": b1, "logdet": float(logdet.sum())}
         if self.nested:
             l2 = self.level2.template(theta)
-            e = l1.T @ self.c12 @ l2  # (m1, q1, q2)
-            ainv_e = ainv @ e
+            e = _cl(l1.T, _cr(self.c12, l2))  # (q1, q2, m1)
+            ainv_e = _bm(ainv, e)
             cs = self.cstarts
-            h = l2.T @ self.c22 @ l2
-            h[:, range(l2.shape[0]), range(l2.shape[0])] += 1.0
-            sc = h - np.add.reduceat(np.swapaxes(e, 1, 2) @ ainv_e, cs, axis=0)
+            h = _add_identity(_cl(l2.T, _cr(self.c22, l2)))
+            sc = h - np.add.reduceat(_bm(_t(e), ainv_e), cs, axis=-1)
             scinv, ldc = batched_inv_logdet(sc)
-            g2 = np.matmul(l2.T, self.f2)
-            gt = g2 - np.add.reduceat(np.swapaxes(ainv_e, 1, 2) @ g1, cs, axis=0)
-            b2 = scinv @ gt  # (m2, q2, d)
-            s = s - np.tensordot(gt, b2, axes=([0, 1], [0, 1]))
-            par = self.parent
-            b1 = ainv @ (g1 - e @ b2[par])
+            g2 = _cl(l2.T, self.f2)
+            gt = g2 - np.add.reduceat(_bm(_t(ainv_e), g1), cs, axis=-1)
+            b2 = _bm(scinv, gt)  # (q2, d, m2)
+            s = s - _sp(_t(gt), b2)
+            b1 = _bm(ainv, g1 - _bm(e, b2[:, :, self.parent]))
             out.update(
                 l2=l2, ainv_e=ainv_e, scinv=scinv, b1=b1, b2=b2, logdet=out["logdet"] + float(ldc.sum())
             )
         out["s"] = 0.5 * (s + s.T)
-        if d != s.shape[0]:
-            raise RuntimeError("internal dimension mismatch")
         return out
 
     def _grad_lambda(self, st: dict[str, np.ndarray], psi: np.ndarray) -> np.ndarray:
         """Gradient of ``log|A| + phi(S)`` with respect to ``theta`` given ``Psi = d phi / d S``."""
         l1, ainv, b1 = st["l1"], st["ainv"], st["b1"]
-        bpsi1 = b1 @ psi  # (m1, q1, d)
+        bpsi1 = _cr(b1, psi)  # (q1, d, m1)
         if not self.nested:
-            m = ainv + bpsi1 @ np.swapaxes(b1, 1, 2)
-            g_l1 = 2.0 * (
-                np.tensordot(self.c11 @ l1, m, axes=([0, 2], [0, 1]))
-                - np.tensordot(self.f1, bpsi1, axes=([0, 2], [0, 2]))
-            )
+            m = ainv + _bm(bpsi1, _t(b1))
+            g_l1 = 2.0 * (_sp(st["c11l"], m) - _sp(self.f1, _t(bpsi1)))
             return self.level1.gather(g_l1, self.n_theta)
         l2, ainv_e, scinv, b2 = st["l2"], st["ainv_e"], st["scinv"], st["b2"]
         par = self.parent
-        scinv_p = scinv[par]
         # inverse blocks: A_ii = Ainv + Ainv E S^-1 E' Ainv ; A_ic = -Ainv E S^-1
-        a_ic = -ainv_e @ scinv_p  # (m1, q1, q2)
-        a_ii = ainv - a_ic @ np.swapaxes(ainv_e, 1, 2)
-        b2p = b2[par]
-        bpsi2 = b2 @ psi  # (m2, q2, d)
-        m_ii = a_ii + bpsi1 @ np.swapaxes(b1, 1, 2)
-        m_ci = np.swapaxes(a_ic, 1, 2) + bpsi2[par] @ np.swapaxes(b1, 1, 2)  # (m1, q2, q1)
-        g_l1 = 2.0 * (
-            np.tensordot(self.c11 @ l1, m_ii, axes=([0, 2], [0, 1]))
-            + np.tensordot(self.c12 @ l2, m_ci, axes=([0, 2], [0, 1]))
-            - np.tensordot(self.f1, bpsi1, axes=([0, 2], [0, 2]))
-        )
-        m_cc = scinv + bpsi2 @ np.swapaxes(b2, 1, 2)
-        m_ic = a_ic + bpsi1 @ np.swapaxes(b2p, 1, 2)  # (m1, q1, q2)
+        a_ic = -_bm(ainv_e, scinv[:, :, par])  # (q1, q2, m1)
+        a_ii = ainv - _bm(a_ic, _t(ainv_e))
+        bpsi2 = _cr(b2, psi)  # (q2, d, m2)
+        m_ii = a_ii + _bm(bpsi1, _t(b1))
+        m_ci = _t(a_ic) + _bm(bpsi2[:, :, par], _t(b1))  # (q2, q1, m1)
+        g_l1 = 2.0 * (_sp(st["c11l"], m_ii) + _sp(_cr(self.c12, l2), m_ci) - _sp(self.f1, _t(bpsi1)))
+        m_cc = scinv + _bm(bpsi2, _t(b2))
+        m_ic = a_ic + _bm(bpsi1, _t(b2[:, :, par]))  # (q1, q2, m1)
         g_l2 = 2.0 * (
-            np.tensordot(self.c22 @ l2, m_cc, axes=([0, 2], [0, 1]))
-            + np.tensordot(np.swapaxes(self.c12, 1, 2) @ l1, m_ic, axes=([0, 2], [0, 1]))
-            - np.tensordot(self.f2, bpsi2, axes=([0, 2], [0, 2]))
+            _sp(_cr(self.c22, l2), m_cc) + _sp(_cr(_t(self.c12), l1), m_ic) - _sp(self.f2, _t(bpsi2))
         )
         return self.level1.gather(g_l1, self.n_theta) + self.level2.gather(g_l2, self.n_theta)
 
@@ -319,21 +355,24 @@ class ProfiledDeviance:
         return float(varpar[-1]) ** 2 * np.linalg.inv(st["s"][:p, :p])
 
     def random_effects(self, theta: np.ndarray, beta: np.ndarray) -> dict[str, np.ndarray]:
-        """Conditional modes ``b = Lambda u`` and blocks of ``Lambda A^{-1} Lambda'`` (times sigma^2)."""
+        """Conditional modes ``b = Lambda u`` and blocks of ``Lambda A^{-1} Lambda'`` (times sigma^2).
+
+        Returns arrays with the group axis first: ``b1 (m1, q1)``, ``cov1 (m1, q1, q1)`` (and ``b2``,
+        ``cov2`` for the outer level).
+        """
         st = self._solve(theta)
         v = np.r_[-beta, 1.0]
         l1 = st["l1"]
-        u1 = st["b1"] @ v
-        out = {"b1": u1 @ l1.T}
+        u1 = np.tensordot(st["b1"], v, axes=(1, 0))  # (q1, m1)
+        out = {"b1": (l1 @ u1).T}
         if self.nested:
             l2 = st["l2"]
             scinv = st["scinv"]
-            par = self.parent
-            a_ic = -st["ainv_e"] @ scinv[par]
-            a_ii = st["ainv"] - a_ic @ np.swapaxes(st["ainv_e"], 1, 2)
-            out["cov1"] = l1 @ a_ii @ l1.T
-            out["b2"] = (st["b2"] @ v) @ l2.T
-            out["cov2"] = l2 @ scinv @ l2.T
+            a_ic = -_bm(st["ainv_e"], scinv[:, :, self.parent])
+            a_ii = st["ainv"] - _bm(a_ic, _t(st["ainv_e"]))
+            out["cov1"] = np.moveaxis(_cr(_cl(l1, a_ii), l1.T), -1, 0)
+            out["b2"] = (l2 @ np.tensordot(st["b2"], v, axes=(1, 0))).T
+            out["cov2"] = np.moveaxis(_cr(_cl(l2, scinv), l2.T), -1, 0)
         else:
-            out["cov1"] = l1 @ st["ainv"] @ l1.T
+            out["cov1"] = np.moveaxis(_cr(_cl(l1, st["ainv"]), l1.T), -1, 0)
         return out

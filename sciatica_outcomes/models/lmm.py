@@ -445,6 +445,7 @@ class GrowthModel:
                 break
             if h_full is None:
                 h_full = self._hessian(theta, reml)
+                self._h_cache = (theta.copy(), h_full)
             h = h_full[np.ix_(free, free)]
             vals, vecs = np.linalg.eigh(h)
             vals = np.maximum(vals, 1e-8 * max(vals.max(), 1.0))
@@ -486,7 +487,13 @@ class GrowthModel:
     def _check(self, theta: np.ndarray, lower: np.ndarray, reml: bool) -> dict[str, Any]:
         """First- and second-order optimality checks at ``theta`` (bound constraints respected)."""
         f, g = self._fg(theta, reml)
-        h = self._hessian(theta, reml)
+        cached = getattr(self, "_h_cache", None)
+        if cached is not None and np.allclose(
+            cached[0], theta, rtol=1e-4, atol=1e-4 * self._theta_scale.min()
+        ):
+            h = cached[1]  # Hessian from the last Newton step, a negligible distance away
+        else:
+            h = self._hessian(theta, reml)
         at_bound = theta <= lower + 1e-12
         g_tol = 1e-8 * max(1.0, abs(f))
         # a bound is active when the deviance rises into the interior (first or, if flat, second order)
