@@ -513,6 +513,12 @@ class MMRMResult:
         """Whether the optimizer met its convergence criteria (see ``diagnostics``)."""
         return bool(self.diagnostics["converged"])
 
+    def design_matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """Fixed-effects design of new data (fitted factor levels; columns in ``coef_names`` order)."""
+        if self.visit in frame.columns:
+            frame = frame.with_columns(pl.col(self.visit).cast(pl.String))
+        return self._view.design_.matrix(frame)
+
     # ---- linear functions of beta ---------------------------------------------------------------
     def contrast(
         self,
