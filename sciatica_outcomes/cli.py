@@ -20,6 +20,7 @@ from sciatica_outcomes.derive import derive_all
 from sciatica_outcomes.derive.cli import derive_command, write_derived
 from sciatica_outcomes.ingest import ingest_paths
 from sciatica_outcomes.ingest.cli import ingest_command, pseudonymize_command, schemas_app, validate_command
+from sciatica_outcomes.models.cli import fit_command
 from sciatica_outcomes.reports.cli import render_quarterly, report_app
 
 app = typer.Typer(
@@ -123,6 +124,7 @@ app.command("validate")(validate_command)
 app.command("ingest")(ingest_command)
 app.command("pseudonymize")(pseudonymize_command)
 app.add_typer(schemas_app, name="schemas")
+app.command("fit")(fit_command)
 
 
 def main() -> None:

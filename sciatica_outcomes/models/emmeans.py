@@ -219,34 +219,41 @@ def emmeans(
 
 
 def parse_emmeans_spec(text: str) -> tuple[list[str], dict[str, list[float | str]], list[str]]:
-    """Parse the CLI form ``"week=0,6,12,26"`` or ``"week=0,6,12,26|group"`` into specs, at and by.
+    """Parse the CLI form into specs, ``at`` values and ``by`` predictors.
+
+    ``"week=0,6,12,26"`` -> means at those weeks; ``"group|week=0,12"`` -> means of each group by week at
+    weeks 0 and 12; several predictors on one side are separated by ``;``.
 
     Raises
     ------
     ModelSpecificationError
-        When the text is not ``name[=v1,v2,...][|by1,by2]``.
+        When the text is not ``name[=v1,v2,...][;name...][|name[=...];...]``.
     """
     main, _, by_txt = text.partition("|")
-    specs: list[str] = []
     at: dict[str, list[float | str]] = {}
-    for part in filter(None, (p.strip() for p in main.split(";"))):
-        name, eq, vals = part.partition("=")
-        name = name.strip()
-        if not name.isidentifier():
-            raise ModelSpecificationError(
-                f"emmeans spec {text!r}: expected 'name=v1,v2,...' (e.g. 'week=0,6,12,26'), got {part!r}"
-            )
-        specs.append(name)
-        if eq:
-            items = [v.strip() for v in vals.split(",") if v.strip()]
-            parsed: list[float | str] = []
-            for v in items:
-                try:
-                    parsed.append(float(v))
-                except ValueError:
-                    parsed.append(v)
-            at[name] = parsed
-    by = [b.strip() for b in by_txt.split(",") if b.strip()]
+
+    def side(part_text: str) -> list[str]:
+        names: list[str] = []
+        for part in filter(None, (p.strip() for p in part_text.split(";"))):
+            name, eq, vals = part.partition("=")
+            name = name.strip()
+            if not name.isidentifier():
+                raise ModelSpecificationError(
+                    f"emmeans spec {text!r}: expected 'name=v1,v2,...' (e.g. 'week=0,6,12,26'), got {part!r}"
+                )
+            names.append(name)
+            if eq:
+                parsed: list[float | str] = []
+                for v in (v.strip() for v in vals.split(",") if v.strip()):
+                    try:
+                        parsed.append(float(v))
+                    except ValueError:
+                        parsed.append(v)
+                at[name] = parsed
+        return names
+
+    specs = side(main)
+    by = side(by_txt)
     if not specs:
         raise ModelSpecificationError(f"emmeans spec {text!r} names no predictor")
     return specs, at, by

@@ -101,5 +101,6 @@ def test_parse_emmeans_spec() -> None:
     assert parse_emmeans_spec("week=0,6,12,26") == (["week"], {"week": [0.0, 6.0, 12.0, 26.0]}, [])
     assert parse_emmeans_spec("group|week") == (["group"], {}, ["week"])
     assert parse_emmeans_spec("week=0,12;group") == (["week", "group"], {"week": [0.0, 12.0]}, [])
+    assert parse_emmeans_spec("group|week=0,26") == (["group"], {"week": [0.0, 26.0]}, ["week"])
     with pytest.raises(ModelSpecificationError, match="expected"):
         parse_emmeans_spec("1week=3")

@@ -1,0 +1,202 @@
+"""``sciatica-outcomes fit``: fit a growth model from a file or the store and print / save its results.
+
+Python equivalent::
+
+    from sciatica_outcomes.models import GrowthModel
+    m = GrowthModel("walk ~ week * adherence + (week | patient)").fit(pl.read_csv("frame.csv"))
+    m.summary, m.variance_components, m.emmeans("week", at={"week": [0, 6, 12, 26]}).means
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sciatica_outcomes.errors import SciaticaOutcomesError, UnusableInputError
+from sciatica_outcomes.models.emmeans import parse_emmeans_spec
+from sciatica_outcomes.models.lmm import GrowthModel
+
+__all__ = ["ModelKind", "fit_command", "read_frame", "standard_formula"]
+
+
+class ModelKind(StrEnum):
+    """Estimators the ``fit`` command can run."""
+
+    lmm = "lmm"
+
+
+def standard_formula(outcome: str, n_clinics: int) -> str:
+    """The standard growth model of an outcome on the derived analysis frame.
+
+    ``outcome ~ week * adherence_overall + age + (week | episode_id)``, with ``(1 | clinic_id)`` added
+    when the data hold more than one clinic (episodes nested in clinics).
+    """
+    clinic = "(1 | clinic_id) + " if n_clinics > 1 else ""
+    return f"{outcome} ~ week * adherence_overall + age + {clinic}(week | episode_id)"
+
+
+def read_frame(path: Path) -> pl.DataFrame:
+    """Read a CSV or Parquet analysis frame.
+
+    Raises
+    ------
+    UnusableInputError
+        When the file is missing, unreadable or not ``.csv`` / ``.parquet``.
+    """
+    if not path.exists():
+        raise UnusableInputError(f"data file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pl.read_csv(path, infer_schema_length=10000)
+        if suffix in (".parquet", ".pq"):
+            return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UnusableInputError(f"cannot read {str(path)!r}: {exc}") from exc
+    raise UnusableInputError(f"data file {str(path)!r}: expected a .csv or .parquet file, got {suffix!r}")
+
+
+def _from_db(db: Path, outcome: str | None) -> pl.DataFrame:
+    from sciatica_outcomes.derive import analysis_frame  # noqa: PLC0415 - keep CLI start-up light
+
+    if not db.exists():
+        raise UnusableInputError(
+            f"store {str(db)!r} does not exist; create it with `sciatica-outcomes ingest`"
+        )
+    frame = analysis_frame(db)
+    if outcome is not None and outcome not in frame.columns:
+        measures = [c for c in frame.columns if f"baseline_{c}" in frame.columns]
+        raise UnusableInputError(
+            f"outcome {outcome!r} is not in the analysis frame; measures present: {measures}"
+        )
+    return frame
+
+
+def _fixed_table(model: GrowthModel) -> Table:
+    table = Table(title=f"Fixed effects ({'REML' if model.reml else 'ML'}, Satterthwaite df)")
+    for col in ("term", "estimate", "se", "df", "t", "p", "95% CI"):
+        table.add_column(col, justify="left" if col == "term" else "right")
+    for r in model.summary.iter_rows(named=True):
+        table.add_row(
+            r["term"],
+            f"{r['estimate']:.5g}",
+            f"{r['se']:.4g}",
+            f"{r['df']:.1f}",
+            f"{r['t']:.2f}",
+            f"{r['p']:.3g}",
+            f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]",
+        )
+    return table
+
+
+def _random_table(model: GrowthModel) -> Table:
+    table = Table(title="Random effects (VarCorr)")
+    for col in ("group", "term", "variance", "sd", "corr"):
+        table.add_column(col)
+    for r in model.variance_components.iter_rows(named=True):
+        term = r["term1"] or ""
+        if r["term2"]:
+            term = f"{term} ~ {r['term2']}"
+        table.add_row(
+            r["group"],
+            term,
+            f"{r['variance']:.5g}",
+            "" if r["sd"] is None else f"{r['sd']:.5g}",
+            "" if r["corr"] is None else f"{r['corr']:.3f}",
+        )
+    return table
+
+
+def fit_command(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Analysis frame, .csv or .parquet (one row per observation)."),
+    ] = None,
+    formula: Annotated[
+        str | None,
+        typer.Option("--formula", help='lme4 formula, e.g. "walk ~ week * adherence + (week | patient)".'),
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="DuckDB store: fit on the derived analysis frame.")
+    ] = None,
+    outcome: Annotated[
+        str | None, typer.Option("--outcome", help="Measure for the standard growth model (with --db).")
+    ] = None,
+    ml: Annotated[bool, typer.Option("--ml", help="Maximum likelihood instead of REML.")] = False,
+    emmeans: Annotated[
+        str | None,
+        typer.Option("--emmeans", help='Marginal means, e.g. "week=0,6,12,26" or "group|week=0,12".'),
+    ] = None,
+    reference: Annotated[
+        list[str] | None, typer.Option("--reference", help="Reference level, COLUMN=LEVEL (repeatable).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    model: Annotated[ModelKind, typer.Option("--model", help="Estimator.")] = ModelKind.lmm,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Do not print tables.")] = False,
+) -> None:
+    """Fit a mixed-effects growth model (lme4 formula, REML, Satterthwaite df) and report it."""
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        if (data is None) == (db is None):
+            raise UnusableInputError("give exactly one of --data FILE or --db STORE")
+        if data is not None:
+            if formula is None:
+                raise UnusableInputError("--data needs --formula")
+            frame = read_frame(data)
+        elif db is not None:
+            if outcome is None and formula is None:
+                raise UnusableInputError("--db needs --outcome (standard growth model) or --formula")
+            frame = _from_db(db, outcome)
+            if formula is None and outcome is not None:
+                n_clinics = frame["clinic_id"].n_unique() if "clinic_id" in frame.columns else 1
+                formula = standard_formula(outcome, n_clinics)
+        if formula is None:
+            raise UnusableInputError("no formula given")
+        refs: dict[str, Any] = {}
+        for item in reference or []:
+            col, eq, level = item.partition("=")
+            if not eq or not col or not level:
+                raise UnusableInputError(f"--reference {item!r}: expected COLUMN=LEVEL, e.g. group=control")
+            refs[col.strip()] = level.strip()
+        if model is not ModelKind.lmm:  # pragma: no cover - only lmm exists yet
+            raise UnusableInputError(f"--model {model.value!r} is not available")
+        fitted = GrowthModel(formula, reml=not ml, reference=refs).fit(frame)
+        out = fitted.to_dict()
+        em_result = None
+        if emmeans:
+            specs, at, by = parse_emmeans_spec(emmeans)
+            em_result = fitted.emmeans(specs, at=at, by=by or None)
+            out["emmeans"] = em_result.to_dict()
+    except SciaticaOutcomesError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    if not quiet:
+        console.print(f"[bold]{formula}[/]  n_obs={fitted.result_.n_obs:,}  groups={fitted.result_.n_groups}")
+        console.print(_fixed_table(fitted))
+        console.print(_random_table(fitted))
+        r = fitted.result_
+        console.print(
+            f"logLik {r.loglik:.4f}  AIC {r.aic:.2f}  BIC {r.bic:.2f}  sigma {r.sigma:.5g}  "
+            f"converged {r.converged}  ({r.diagnostics.n_evaluations} evaluations, "
+            f"|grad| {r.diagnostics.gradient_norm:.1e}, {r.diagnostics.fit_seconds:.2f} s)"
+        )
+        for msg in r.diagnostics.messages:
+            console.print(f"note: {msg}")
+        if em_result is not None:
+            console.print(em_result.means)
+        if json_out is not None:
+            console.print(f"Wrote {json_out}")
+    if not fitted.result_.converged:
+        sys.stderr.write("warning: the optimizer's convergence checks failed; see diagnostics\n")
