@@ -21,7 +21,7 @@ from sciatica_outcomes.derive.cli import derive_command, write_derived
 from sciatica_outcomes.ingest import ingest_paths
 from sciatica_outcomes.ingest.cli import ingest_command, pseudonymize_command, schemas_app, validate_command
 from sciatica_outcomes.models.cli import fit_command
-from sciatica_outcomes.reports.cli import render_quarterly, report_app
+from sciatica_outcomes.reports.cli import render_cohort, render_quarterly, report_app
 
 app = typer.Typer(
     name="sciatica-outcomes",
@@ -113,6 +113,11 @@ def demo_command(
     console.print(
         f"4. Growth models fitted and quarterly report rendered ({len(report.figures)} figures, "
         f"{len(report.tables)} tables) in {report.seconds:.1f} s"
+    )
+    cohort_report = render_cohort(db, out / "cohort-analysis")
+    console.print(
+        f"5. Researcher's cohort analysis rendered ({len(cohort_report.figures)} figures, "
+        f"{len(cohort_report.tables)} tables, CSV and LaTeX): {cohort_report.html}"
     )
     console.print(f"Demo finished in {time.perf_counter() - t0:.1f} s. Open the quarterly report:")
     typer.echo(str(report.html))

@@ -12,9 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sciatica_outcomes.ingest import ingest_paths
 from sciatica_outcomes.reports.runner import CHROMIUM_FLAGS, chromium_path
-from sciatica_outcomes.synth import generate_cohort, write_cohort
 
 SECTIONS = (
     "Red flags needing action",
@@ -47,13 +45,8 @@ FIGURES = {
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("e2e")
-    cohort = generate_cohort(n_patients=700, n_clinics=4, seed=77)
-    write_cohort(cohort, root / "cohort")
-    db = root / "outcomes.duckdb"
-    result = ingest_paths(root / "cohort", db)
-    assert result.written
+def rendered(report_store: dict[str, Path]) -> dict[str, Path]:
+    root, db = report_store["root"], report_store["db"]
     out = root / "report"
     proc = subprocess.run(
         [
@@ -76,7 +69,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("report.html")
-    return {"root": root, "cohort": root / "cohort", "out": out, "db": db}
+    return {**report_store, "out": out}
 
 
 def test_every_section_and_figure_is_there(rendered: dict[str, Path]) -> None:

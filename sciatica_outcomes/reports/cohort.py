@@ -1,0 +1,276 @@
+"""The computations behind the researcher's cohort analysis (``notebooks/cohort_analysis.ipynb``).
+
+A publishable starting point: Table 1 by adherence group with standardized mean differences, growth-model
+comparison over time shapes (linear, ``log1p``, natural spline, piecewise linear; ML fits compared by AIC,
+BIC and likelihood-ratio tests where nested), the fixed effects of the chosen model with Satterthwaite df,
+dose-response (adherence x time), marginal means at chosen weeks, and a completers-only sensitivity analysis.
+Tables are written as CSV and as LaTeX (booktabs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes.derive import derive_all
+from sciatica_outcomes.errors import ReportParameterError
+from sciatica_outcomes.models.lmm import GrowthModel, likelihood_ratio_test
+from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED
+
+__all__ = [
+    "ADHERENCE_CUT",
+    "TIME_SHAPES",
+    "CohortData",
+    "compare_time_shapes",
+    "load_cohort",
+    "model_frame",
+    "smd",
+    "table_one",
+    "to_latex",
+]
+
+#: Adherence ratio separating the "high" and "low" adherence groups (completed / prescribed sessions).
+ADHERENCE_CUT = 0.8
+
+#: Time shapes compared by :func:`compare_time_shapes` (fixed part; random part ``(week | episode_id)``).
+TIME_SHAPES: dict[str, str] = {
+    "linear": "week",
+    "log1p": "log1p(week)",
+    "natural spline (knots 6, 12)": "ns(week, knots = c(6, 12))",
+    "piecewise linear (hinge 12)": "week + pmax(week - 12, 0)",
+}
+
+
+@dataclass(frozen=True)
+class CohortData:
+    """Analysis frame and episode summary of the cohort, with the adherence group attached."""
+
+    frame: pl.DataFrame
+    episodes: pl.DataFrame
+    config: ClinicalConfig
+
+
+def load_cohort(db: str | Path, config: ClinicalConfig | None = None) -> CohortData:
+    """Derive the analysis frame and episode summary from the store and add the adherence group.
+
+    ``adherence_group`` is ``"high"`` when the episode's adherence ratio is at least :data:`ADHERENCE_CUT`
+    and ``"low"`` otherwise (null when no program time was observed).
+    """
+    path = Path(db)
+    if not path.is_file():
+        raise ReportParameterError(f"store {db} does not exist: ingest data first (sciatica-outcomes ingest)")
+    cfg = config or ClinicalConfig()
+    derived = derive_all(path, cfg)
+    group = (
+        pl.when(pl.col("adherence").is_null())
+        .then(None)
+        .when(pl.col("adherence") >= ADHERENCE_CUT)
+        .then(pl.lit("high"))
+        .otherwise(pl.lit("low"))
+    )
+    episodes = derived.episode_summary.with_columns(group.alias("adherence_group"))
+    frame = derived.analysis_frame.join(
+        episodes.select("episode_id", "adherence_group", "end_reason"), on="episode_id", how="left"
+    )
+    return CohortData(frame=frame, episodes=episodes, config=cfg)
+
+
+def model_frame(data: CohortData, outcome: str) -> pl.DataFrame:
+    """Rows with the outcome observed; ``week`` from 0 (baseline assessments before the start count as 0)."""
+    if outcome not in data.frame.columns:
+        known = [c for c in data.frame.columns if f"baseline_{c}" in data.frame.columns]
+        raise ReportParameterError(f"unknown outcome {outcome!r}; the analysis frame has {known}")
+    return data.frame.filter(pl.col(outcome).is_not_null()).with_columns(
+        pl.col("week").clip(lower_bound=0.0).alias("week")
+    )
+
+
+def smd(a: np.ndarray, b: np.ndarray, binary: bool = False) -> float:
+    """Standardized mean difference between two groups.
+
+    Notes
+    -----
+    Continuous: ``(mean_a - mean_b) / sqrt((s_a^2 + s_b^2) / 2)``; binary (proportions ``p``):
+    ``(p_a - p_b) / sqrt((p_a (1 - p_a) + p_b (1 - p_b)) / 2)`` (Austin, Stat Med 2009;28:3083). Missing
+    values are ignored; returns NaN when a group is empty or both variances are 0.
+    """
+    a = a[~np.isnan(a)]
+    b = b[~np.isnan(b)]
+    if a.size == 0 or b.size == 0:
+        return math.nan
+    if binary:
+        pa, pb = a.mean(), b.mean()
+        den = math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / 2)
+        return (pa - pb) / den if den > 0 else math.nan
+    den = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2) if a.size > 1 and b.size > 1 else 0.0
+    return (a.mean() - b.mean()) / den if den > 0 else math.nan
+
+
+def _count_cell(n: int, total: int) -> str:
+    if LOW <= n <= HIGH or LOW <= total - n <= HIGH:
+        return SUPPRESSED
+    return f"{n} ({100 * n / total:.0f}%)" if total else "-"
+
+
+def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
+    """Table 1: baseline characteristics by group with standardized mean differences.
+
+    Continuous rows show ``mean (SD)``; categorical rows ``n (%)`` per level, withheld (``*``) when the count
+    or its complement within the group is 1-10. The ``SMD`` column compares the two groups (first minus
+    second in sorted order).
+    """
+    ep = data.episodes.filter(pl.col(group).is_not_null())
+    levels = sorted(ep[group].unique().to_list())
+    if len(levels) != 2:
+        raise ReportParameterError(f"Table 1 compares two groups; {group!r} has {levels}")
+    parts = {lv: ep.filter(pl.col(group) == lv) for lv in levels}
+    rows: list[dict[str, Any]] = []
+    header = {"characteristic": "episodes, n", "SMD": ""}
+    for lv in levels:
+        n = parts[lv].height
+        header[lv] = SUPPRESSED if LOW <= n <= HIGH else str(n)
+    rows.append(header)
+    continuous = [
+        ("age, years", "age_at_start"),
+        ("symptom duration, weeks", "symptom_duration_weeks"),
+        ("baseline ODI, %", "baseline_odi"),
+        ("baseline leg pain, 0-10", "baseline_nprs_leg"),
+        ("baseline back pain, 0-10", "baseline_nprs_back"),
+        ("baseline walking tolerance, min", "baseline_walk_tolerance_min"),
+        ("baseline sitting tolerance, min", "baseline_sit_tolerance_min"),
+    ]
+    for label, col in continuous:
+        if col not in ep.columns:
+            continue
+        row: dict[str, Any] = {"characteristic": label}
+        arrays = {}
+        for lv in levels:
+            v = parts[lv][col].cast(pl.Float64).to_numpy()
+            arrays[lv] = v
+            ok = v[~np.isnan(v)]
+            row[lv] = f"{ok.mean():.1f} ({ok.std(ddof=1):.1f})" if ok.size > HIGH else SUPPRESSED
+        row["SMD"] = f"{smd(arrays[levels[0]], arrays[levels[1]]):.2f}"
+        rows.append(row)
+    for label, col in (("sex", "sex"), ("affected side", "affected_side")):
+        for value in sorted(ep[col].drop_nulls().unique().to_list()):
+            row = {"characteristic": f"{label}: {value}"}
+            arrays = {}
+            for lv in levels:
+                flag = (parts[lv][col] == value).fill_null(False)
+                arrays[lv] = flag.cast(pl.Float64).to_numpy()
+                row[lv] = _count_cell(int(flag.sum()), parts[lv].height)
+            row["SMD"] = f"{smd(arrays[levels[0]], arrays[levels[1]], binary=True):.2f}"
+            rows.append(row)
+    return pl.DataFrame(
+        rows, schema={"characteristic": pl.String, **dict.fromkeys(levels, pl.String), "SMD": pl.String}
+    )
+
+
+def compare_time_shapes(
+    frame: pl.DataFrame, outcome: str, shapes: dict[str, str] | None = None
+) -> tuple[pl.DataFrame, dict[str, GrowthModel]]:
+    """Fit the growth model with each time shape by ML and compare them.
+
+    Every model has the random part ``(week | episode_id)`` so that only the mean curve differs. Returns a
+    table ``shape, formula, df, loglik, AIC, BIC, LRT_vs_linear_p`` (likelihood-ratio test against the linear
+    model for the shapes that nest it: spline and piecewise) and the fitted models.
+
+    Validated against R: the same ML fits as ``lme4::lmer(..., REML = FALSE)``; ``anova()`` likelihood-ratio
+    tests (tests/models golden cases cover the engine; this function only assembles them).
+    """
+    shapes = shapes or TIME_SHAPES
+    models: dict[str, GrowthModel] = {}
+    rows = []
+    for name, fixed in shapes.items():
+        formula = f"{outcome} ~ {fixed} + (week | episode_id)"
+        models[name] = GrowthModel(formula, reml=False).fit(frame)
+    base = models.get("linear")
+    for name, model in models.items():
+        d = model.to_dict()
+        nested = base is not None and name in ("natural spline (knots 6, 12)", "piecewise linear (hinge 12)")
+        p = likelihood_ratio_test(base, model).p if nested and base is not None else None
+        rows.append(
+            {
+                "shape": name,
+                "formula": model.formula_.text if hasattr(model, "formula_") else "",
+                "n_par": len(model.beta_) + len(model.theta_) + 1,
+                "loglik": d["loglik"],
+                "AIC": d["aic"],
+                "BIC": d["bic"],
+                "LRT_vs_linear_p": p,
+                "converged": d["diagnostics"]["converged"],
+            }
+        )
+    table = pl.DataFrame(rows).with_columns((pl.col("AIC") - pl.col("AIC").min()).alias("delta_AIC"))
+    return table.sort("AIC"), models
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+        ("$", r"\$"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+        ("^", r"\^{}"),
+        ("~", r"\~{}"),
+    ):
+        text = text.replace(a, b)
+    return text
+
+
+def to_latex(frame: pl.DataFrame, path: str | Path, caption: str, label: str, digits: int = 3) -> Path:
+    """Write a frame as a LaTeX ``table`` with ``booktabs`` rules (floats to ``digits`` places)."""
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "--"
+        if isinstance(v, float):
+            if math.isnan(v):
+                return "--"
+            return (
+                f"{v:.{digits}g}"
+                if abs(v) < 1e-3 or abs(v) >= 1e5
+                else f"{v:.{digits}f}".rstrip("0").rstrip(".")
+            )
+        return _latex_escape(str(v))
+
+    cols = frame.columns
+    align = "l" + "r" * (len(cols) - 1)
+    lines = [
+        r"\begin{table}[ht]",
+        r"\centering",
+        rf"\caption{{{_latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(_latex_escape(c) for c in cols) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(cell(v) for v in row) + r" \\" for row in frame.iter_rows()]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def completers(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows of episodes that completed the program (``end_reason == "completed"``)."""
+    return frame.filter(pl.col("end_reason") == "completed")
+
+
+def fixed_effects_table(model: GrowthModel, terms: Sequence[str] | None = None) -> pl.DataFrame:
+    """The model's fixed effects (estimate, SE, Satterthwaite df, t, p, 95 % CI), optionally some terms."""
+    s = model.summary
+    return s.filter(pl.col("term").is_in(list(terms))) if terms else s
