@@ -4,6 +4,7 @@ See DESIGN.md. ``GrowthModel`` is the estimator; ``WaldInference`` / ``satterthw
 estimator-independent inference layer (reused by residual-covariance models).
 """
 
+from sciatica_outcomes.models.compare import ProviderComparison, compare_providers, episode_outcomes
 from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, parse_emmeans_spec
 from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance
 from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
@@ -18,7 +19,9 @@ from sciatica_outcomes.models.inference import (
 )
 from sciatica_outcomes.models.lmm import GrowthModel, likelihood_ratio_test
 from sciatica_outcomes.models.mmrm import COVARIANCE_STRUCTURES, MMRM, MMRMResult, fit_mmrm
+from sciatica_outcomes.models.responders import responder_analysis, responder_frame, wilson_interval
 from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
+from sciatica_outcomes.models.survival import KaplanMeierResult, kaplan_meier, time_to_improvement
 
 __all__ = [
     "COVARIANCE_STRUCTURES",
@@ -28,21 +31,30 @@ __all__ = [
     "EmmeansResult",
     "FitResult",
     "GrowthModel",
+    "KaplanMeierResult",
     "LevelSpec",
     "LikelihoodRatioTest",
     "MMRMResult",
     "ModelFormula",
     "ProfiledDeviance",
+    "ProviderComparison",
     "RandomTerm",
     "WaldInference",
+    "compare_providers",
     "emmeans",
+    "episode_outcomes",
     "fit_mmrm",
+    "kaplan_meier",
     "likelihood_ratio",
     "likelihood_ratio_test",
     "numerical_hessian",
     "numerical_jacobian",
     "parse_emmeans_spec",
     "parse_formula",
+    "responder_analysis",
+    "responder_frame",
     "satterthwaite_from_deviance",
+    "time_to_improvement",
     "vcov_varpar_from_hessian",
+    "wilson_interval",
 ]
