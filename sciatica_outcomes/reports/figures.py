@@ -19,7 +19,15 @@ from matplotlib.patches import FancyBboxPatch
 from sciatica_outcomes.reports.display import PALETTE
 from sciatica_outcomes.reports.privacy import HIGH
 
-__all__ = ["adherence_plot", "bar_counts", "flow_diagram", "funnel_plot", "trajectory_plot", "trend_plot"]
+__all__ = [
+    "adherence_plot",
+    "bar_counts",
+    "flow_diagram",
+    "funnel_plot",
+    "km_plot",
+    "trajectory_plot",
+    "trend_plot",
+]
 
 
 def _axes(ax: Axes | None, size: tuple[float, float] = (7.0, 3.8)) -> Axes:
@@ -200,5 +208,41 @@ def funnel_plot(
         ax.annotate(str(name), (n, v), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xlabel("episodes with an outcome (volume)")
     ax.set_ylabel(f"observed - expected {label} ({unit})")
+    ax.legend(loc="best", fontsize=8)
+    return ax
+
+
+def km_plot(curves: pl.DataFrame, ax: Axes | None = None) -> Axes:
+    """Cumulative share reaching a clinically important improvement (``1 - S(t)``) by outcome, with 95 % CI.
+
+    Parameters
+    ----------
+    curves : polars.DataFrame
+        ``outcome, time, share_improved, ci_low, ci_high`` at each event time.
+    """
+    ax = _axes(ax)
+    for i, (key, part) in enumerate(curves.group_by("outcome", maintain_order=True)):
+        color = PALETTE[i % len(PALETTE)]
+        t = np.r_[0.0, part["time"].to_numpy()]
+        ax.step(
+            t,
+            100 * np.r_[0.0, part["share_improved"].to_numpy()],
+            where="post",
+            color=color,
+            lw=2,
+            label=str(key[0]),
+        )
+        ax.fill_between(
+            t,
+            100 * np.r_[0.0, part["ci_low"].to_numpy()],
+            100 * np.r_[0.0, part["ci_high"].to_numpy()],
+            step="post",
+            color=color,
+            alpha=0.15,
+            lw=0,
+        )
+    ax.set_xlabel("weeks since start of program")
+    ax.set_ylabel("reached the MCID (%, cumulative)")
+    ax.set_ylim(0, 100)
     ax.legend(loc="best", fontsize=8)
     return ax

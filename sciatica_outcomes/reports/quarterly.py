@@ -32,6 +32,8 @@ from sciatica_outcomes.derive.pain import session_pain
 from sciatica_outcomes.derive.redflags import red_flag_alerts
 from sciatica_outcomes.errors import ReportParameterError
 from sciatica_outcomes.models.lmm import GrowthModel
+from sciatica_outcomes.models.responders import responder_frame
+from sciatica_outcomes.models.survival import kaplan_meier, time_to_improvement
 from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_table
 from sciatica_outcomes.schemas import SCHEMA_VERSION
 from sciatica_outcomes.scoring.visits import assign_visits, change_from_baseline
@@ -41,6 +43,7 @@ __all__ = [
     "COHORT_RULES",
     "END_REASONS",
     "GROWTH_TIME",
+    "KM_OUTCOMES",
     "REPORT_OUTCOMES",
     "OutcomeModel",
     "Quarter",
@@ -58,6 +61,7 @@ __all__ = [
     "provenance",
     "safety_summary",
     "table_hashes",
+    "time_to_improvement_summary",
     "trend",
     "validate_parameters",
 ]
@@ -813,4 +817,62 @@ def dose_progression(inputs: QuarterlyInputs) -> dict[str, Any]:
             "n_behind_guideline": int(with_sessions["behind_guideline"].fill_null(False).sum()),
             "n_stalled": int(with_sessions["stalled"].fill_null(False).sum()),
         },
+    }
+
+
+#: Outcomes whose time to a clinically important improvement the report shows (they have an MCID).
+KM_OUTCOMES: dict[str, str] = {"odi": "Disability (ODI)", "nprs_leg": "Leg pain"}
+
+
+def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
+    """Kaplan-Meier time to the first visit with a clinically important improvement (absolute MCID).
+
+    Uses every episode with a baseline and at least one follow-up visit up to the end of the quarter; an
+    episode that has not reached the MCID is censored at its last follow-up visit.
+
+    Returns
+    -------
+    dict
+        ``"curves"``: ``outcome, time, share_improved, ci_low, ci_high`` (cumulative share, ``1 - S(t)``);
+        ``"medians"``: ``outcome, n, n_events, median_weeks, ci_low, ci_high`` (raw counts: suppress before
+        showing).
+    """
+    curves, medians = [], []
+    for outcome, label in KM_OUTCOMES.items():
+        rf = responder_frame(inputs.tables, outcome, inputs.config)
+        tti = time_to_improvement(rf, "mcid")
+        if tti.height == 0:
+            continue
+        km = kaplan_meier(tti)
+        curves.append(
+            km.curves.select(
+                pl.lit(label).alias("outcome"),
+                "time",
+                (1 - pl.col("survival")).alias("share_improved"),
+                (1 - pl.col("ci_high")).alias("ci_low"),
+                (1 - pl.col("ci_low")).alias("ci_high"),
+            )
+        )
+        medians.append(
+            km.medians.select(
+                pl.lit(label).alias("outcome"),
+                pl.col("n").cast(pl.Int64),
+                pl.col("n_events").cast(pl.Int64),
+                pl.col("median").alias("median_weeks"),
+                "ci_low",
+                "ci_high",
+            )
+        )
+    empty_c = pl.DataFrame(
+        schema={
+            "outcome": pl.String,
+            "time": pl.Float64,
+            "share_improved": pl.Float64,
+            "ci_low": pl.Float64,
+            "ci_high": pl.Float64,
+        }
+    )
+    return {
+        "curves": pl.concat(curves) if curves else empty_c,
+        "medians": pl.concat(medians) if medians else pl.DataFrame(),
     }

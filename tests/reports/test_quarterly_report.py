@@ -26,6 +26,7 @@ SECTIONS = (
     "Leg pain",
     "Disability (ODI)",
     "Safety",
+    "Time to clinically important improvement",
     "Dose and progression",
     "Trend over the last five quarters",
     "Data quality",
@@ -41,6 +42,7 @@ FIGURES = {
     "trajectory_odi.png",
     "pain_bands.png",
     "trend_adherence.png",
+    "time_to_mcid.png",
 }
 
 
