@@ -31,6 +31,7 @@ class ModelKind(StrEnum):
     """Estimators the ``fit`` command can run."""
 
     lmm = "lmm"
+    mmrm = "mmrm"  # mixed model for repeated measures (models/mmrm.py, run by models/cli_trial.py)
 
 
 def standard_formula(outcome: str, n_clinics: int) -> str:
@@ -140,11 +141,15 @@ def fit_command(
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
     model: Annotated[ModelKind, typer.Option("--model", help="Estimator.")] = ModelKind.lmm,
+    subject: Annotated[str | None, typer.Option("--subject", help="MMRM: subject column.")] = None,
+    visit: Annotated[str | None, typer.Option("--visit", help="MMRM: visit column (a factor).")] = None,
+    covariance: Annotated[
+        str, typer.Option("--covariance", help="MMRM: us, cs, csh, ar1, ar1h, toep or toeph.")
+    ] = "us",
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print tables.")] = False,
 ) -> None:
     """Fit a mixed-effects growth model (lme4 formula, REML, Satterthwaite df) and report it."""
     console = Console()
-    err = Console(stderr=True)
     try:
         if (data is None) == (db is None):
             raise UnusableInputError("give exactly one of --data FILE or --db STORE")
@@ -167,6 +172,15 @@ def fit_command(
             if not eq or not col or not level:
                 raise UnusableInputError(f"--reference {item!r}: expected COLUMN=LEVEL, e.g. group=control")
             refs[col.strip()] = level.strip()
+        if model is ModelKind.mmrm:  # --- MMRM branch: implemented in models/cli_trial.py ---
+            from sciatica_outcomes.models.cli_trial import fit_mmrm_command  # noqa: PLC0415
+
+            if subject is None or visit is None:
+                raise UnusableInputError("--model mmrm needs --subject and --visit")
+            fit_mmrm_command(
+                frame, formula, subject, visit, covariance, not ml, refs, emmeans, json_out, quiet
+            )
+            return
         if model is not ModelKind.lmm:  # pragma: no cover - only lmm exists yet
             raise UnusableInputError(f"--model {model.value!r} is not available")
         fitted = GrowthModel(formula, reml=not ml, reference=refs).fit(frame)
@@ -177,7 +191,7 @@ def fit_command(
             em_result = fitted.emmeans(specs, at=at, by=by or None)
             out["emmeans"] = em_result.to_dict()
     except SciaticaOutcomesError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

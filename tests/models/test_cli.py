@@ -1,0 +1,132 @@
+"""End-to-end tests of ``sciatica-outcomes fit`` (real subprocess, real files, real store)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from lmm_golden import REFERENCE
+from typer.testing import CliRunner
+
+from sciatica_outcomes.cli import app
+from sciatica_outcomes.store import Store
+from sciatica_outcomes.synth import generate_cohort
+
+CLI = [sys.executable, "-m", "sciatica_outcomes.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, check=False, timeout=300)
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the command in-process (same code path, without paying the interpreter start-up again)."""
+    res = CliRunner().invoke(app, list(args))
+    return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, res.stderr)
+
+
+def test_fit_csv_json_matches_r(tmp_path: Path) -> None:
+    out = tmp_path / "fit.json"
+    r = run(
+        "fit",
+        "--data",
+        str(REFERENCE / "factor_groups.csv"),
+        "--formula",
+        "y ~ week * group + sex + (week | patient)",
+        "--reference",
+        "group=strength",
+        "--emmeans",
+        "group|week=0,12,26",
+        "--json",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Fixed effects" in r.stdout
+    got = json.loads(out.read_text())
+    expected = json.loads((REFERENCE / "factor_interaction.json").read_text())
+    for key in (
+        "fixed_effects",
+        "random_effects",
+        "sigma",
+        "loglik",
+        "aic",
+        "bic",
+        "reml",
+        "n_obs",
+        "n_groups",
+    ):
+        assert key in got
+    assert [f["term"] for f in got["fixed_effects"]] == expected["fixed"]["term"]
+    est = np.array([f["estimate"] for f in got["fixed_effects"]])
+    assert np.allclose(est, expected["fixed"]["estimate"], rtol=1e-5)
+    assert abs(got["loglik"] - expected["loglik"]) < 1e-5
+    assert got["converged"] is True and got["reml"] is True
+    assert len(got["emmeans"]) == 9
+    assert np.allclose(
+        [e["emmean"] for e in got["emmeans"]], [e["emmean"] for e in expected["emmeans"]["table"]]
+    )
+
+
+def test_fit_ml_parquet(tmp_path: Path) -> None:
+    data = tmp_path / "b.parquet"
+    pl.read_csv(REFERENCE / "balanced.csv").write_parquet(data)
+    r = invoke(
+        "fit",
+        "--data",
+        str(data),
+        "--formula",
+        "y ~ week * adherence + (week | patient)",
+        "--ml",
+        "--quiet",
+        "--json",
+        str(tmp_path / "o.json"),
+    )
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "o.json").read_text())
+    expected = json.loads((REFERENCE / "balanced_ml.json").read_text())
+    assert got["reml"] is False
+    assert abs(got["loglik"] - expected["loglik"]) < 1e-5
+
+
+def test_fit_from_store_standard_model(tmp_path: Path) -> None:
+    cohort = generate_cohort(n_patients=250, n_clinics=4, seed=12)
+    db = tmp_path / "s.duckdb"
+    with Store(db) as store:
+        for name, frame in cohort.tables.items():
+            store.write(name, frame, source="synthetic cohort")
+    out = tmp_path / "fit.json"
+    r = run("fit", "--db", str(db), "--outcome", "odi", "--emmeans", "week=0,6,12,26", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    got = json.loads(out.read_text())
+    assert got["formula"] == "odi ~ week * adherence_overall + age + (1 | clinic_id) + (week | episode_id)"
+    assert got["n_groups"]["clinic_id"] <= 4
+    week = next(f for f in got["fixed_effects"] if f["term"] == "week")
+    assert week["estimate"] < 0  # ODI improves over the program
+    bad = invoke("fit", "--db", str(db), "--outcome", "nonsense")
+    assert bad.returncode == 2 and "not in the analysis frame" in bad.stderr
+
+
+def test_fit_bad_arguments_exit_2(tmp_path: Path) -> None:
+    r = invoke("fit", "--data", str(tmp_path / "none.csv"), "--formula", "y ~ week + (1 | patient)")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = invoke("fit", "--data", str(REFERENCE / "balanced.csv"), "--formula", "y ~ week + (1 | nope)")
+    assert r.returncode == 2 and "nope" in r.stderr
+    r = invoke("fit", "--formula", "y ~ week + (1 | patient)")
+    assert r.returncode == 2 and "exactly one of --data" in r.stderr
+    r = invoke(
+        "fit",
+        "--data",
+        str(REFERENCE / "balanced.csv"),
+        "--formula",
+        "y ~ week + (1|patient)",
+        "--reference",
+        "x",
+    )
+    assert r.returncode == 2 and "COLUMN=LEVEL" in r.stderr
+    (tmp_path / "f.txt").write_text("a")
+    r = invoke("fit", "--data", str(tmp_path / "f.txt"), "--formula", "y ~ week + (1 | patient)")
+    assert r.returncode == 2 and ".csv or .parquet" in r.stderr
