@@ -21,6 +21,7 @@ from sciatica_outcomes.derive.cli import derive_command, write_derived
 from sciatica_outcomes.ingest import ingest_paths
 from sciatica_outcomes.ingest.cli import ingest_command, pseudonymize_command, schemas_app, validate_command
 from sciatica_outcomes.models.cli import fit_command
+from sciatica_outcomes.models.cli_trial import compare_clinics_command, responders_command
 from sciatica_outcomes.reports.cli import render_cohort, render_quarterly, report_app
 
 app = typer.Typer(
@@ -130,6 +131,8 @@ app.command("ingest")(ingest_command)
 app.command("pseudonymize")(pseudonymize_command)
 app.add_typer(schemas_app, name="schemas")
 app.command("fit")(fit_command)
+app.command("responders")(responders_command)
+app.command("compare-clinics")(compare_clinics_command)
 
 
 def main() -> None:

@@ -1,0 +1,257 @@
+"""Trial-grade commands: ``fit --model mmrm``, ``responders`` and ``compare-clinics``.
+
+Python equivalents::
+
+    from sciatica_outcomes.models import MMRM, responder_frame, responder_analysis, episode_outcomes
+    res = MMRM("odi ~ visit * group + baseline", subject="episode_id", visit="visit", covariance="us")
+    res.fit(frame).result_.to_dict()
+    responder_analysis(responder_frame(tables, "odi"))
+    compare_providers(episode_outcomes(tables, "odi", "w12"), level="clinic_id")
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes.errors import SciaticaOutcomesError, UnusableInputError
+from sciatica_outcomes.models.compare import DEFAULT_CASE_MIX, compare_providers, episode_outcomes
+from sciatica_outcomes.models.emmeans import parse_emmeans_spec
+from sciatica_outcomes.models.mmrm import COVARIANCE_STRUCTURES, MMRM, MMRMResult, _jsonable
+from sciatica_outcomes.models.responders import responder_analysis, responder_frame
+
+__all__ = ["compare_clinics_command", "fit_mmrm_command", "load_canonical_tables", "responders_command"]
+
+_TABLES = ("episodes", "measures")
+
+
+def load_canonical_tables(tables_dir: Path | None, db: Path | None) -> dict[str, pl.DataFrame]:
+    """Canonical tables from a directory of CSV/Parquet files (as ``synth`` writes) or a DuckDB store.
+
+    Raises
+    ------
+    UnusableInputError
+        Neither or both sources given, a missing directory or table, or an unreadable file.
+    """
+    if (tables_dir is None) == (db is None):
+        raise UnusableInputError("give exactly one of --tables DIR or --db STORE")
+    if db is not None:
+        if not db.exists():
+            raise UnusableInputError(
+                f"store {str(db)!r} does not exist; create it with `sciatica-outcomes ingest`"
+            )
+        from sciatica_outcomes.store import Store  # noqa: PLC0415 - keep CLI start-up light
+
+        with Store(db, read_only=True) as store:
+            return dict(store.tables())
+    if tables_dir is None or not tables_dir.is_dir():
+        raise UnusableInputError(f"--tables {str(tables_dir)!r} is not a directory")
+    out: dict[str, pl.DataFrame] = {}
+    for name in _TABLES:
+        for suffix in (".parquet", ".csv"):
+            path = tables_dir / f"{name}{suffix}"
+            if path.exists():
+                try:
+                    out[name] = (
+                        pl.read_parquet(path)
+                        if suffix == ".parquet"
+                        else pl.read_csv(path, infer_schema_length=10000, try_parse_dates=True)
+                    )
+                except (pl.exceptions.PolarsError, OSError) as exc:
+                    raise UnusableInputError(f"cannot read {str(path)!r}: {exc}") from exc
+                break
+        else:
+            raise UnusableInputError(f"{str(tables_dir)!r} has no {name}.csv or {name}.parquet")
+    return out
+
+
+def _config(path: Path | None) -> ClinicalConfig:
+    return ClinicalConfig.from_toml(path) if path is not None else ClinicalConfig()
+
+
+def _write(frame: pl.DataFrame, out: Path | None, extra: Mapping[str, Any] | None = None) -> None:
+    if out is None:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        payload: dict[str, Any] = {"rows": frame.to_dicts()}
+        payload.update(extra or {})
+        out.write_text(json.dumps(payload, indent=1, default=str) + "\n", encoding="utf-8")
+    else:
+        frame.write_csv(out)
+
+
+def _print_frame(console: Console, frame: pl.DataFrame, title: str, cols: list[str]) -> None:
+    table = Table(title=title)
+    for c in cols:
+        table.add_column(c, justify="left" if frame.schema[c] == pl.String else "right")
+    for row in frame.select(cols).iter_rows():
+        table.add_row(*["" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fit --model mmrm
+# ---------------------------------------------------------------------------------------------------
+
+
+def fit_mmrm_command(
+    frame: pl.DataFrame,
+    formula: str,
+    subject: str,
+    visit: str,
+    covariance: str = "us",
+    reml: bool = True,
+    reference: Mapping[str, Any] | None = None,
+    emmeans: str | None = None,
+    json_out: Path | None = None,
+    quiet: bool = False,
+) -> MMRMResult:
+    """Fit an MMRM for ``sciatica-outcomes fit --model mmrm`` and print / write its results.
+
+    The JSON has the growth model's conventions (``fixed_effects`` with R coefficient names, ``loglik``,
+    ``aic``, ``bic``, ``diagnostics``) plus ``covariance: {structure, visits, matrix, ...}`` and ``lsmeans``.
+    """
+    if covariance not in COVARIANCE_STRUCTURES:
+        raise UnusableInputError(
+            f"--covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {covariance!r}"
+        )
+    res = MMRM(formula, subject, visit, covariance=covariance, reml=reml, reference=dict(reference or {}))
+    result = res.fit(frame).result_
+    out = result.to_dict()
+    em = None
+    if emmeans:
+        specs, at, by = parse_emmeans_spec(emmeans)
+        em = result.emmeans(specs, by=by or None, at=at or None)
+        out["emmeans"] = em.to_dict()
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(result.to_json() if em is None else json.dumps(_jsonable(out), indent=1) + "\n")
+    if not quiet:
+        console = Console()
+        console.print(
+            f"[bold]{formula}[/]  MMRM {covariance} ({'REML' if reml else 'ML'})  n_obs={result.n_obs:,}  "
+            f"subjects={result.n_subjects:,}  patterns={result.diagnostics['n_patterns']}"
+        )
+        _print_frame(
+            console, result.summary, "Fixed effects (Satterthwaite df)", list(result.summary.columns)
+        )
+        cov = pl.DataFrame(result.covariance, schema=result.visits).insert_column(
+            0, pl.Series(visit, result.visits)
+        )
+        _print_frame(console, cov, f"Covariance of the visits ({covariance})", list(cov.columns))
+        _print_frame(console, result.lsmeans(), "LS means by visit", list(result.lsmeans().columns))
+        if em is not None:
+            console.print(em.means)
+        d = result.diagnostics
+        console.print(
+            f"logLik {result.loglik:.4f}  AIC {result.aic:.2f}  BIC {result.bic:.2f}  "
+            f"converged {d['converged']}"
+            f"  (|grad| {d['gradient_norm']:.1e}, {d['fit_seconds']:.2f} s)  {d['message']}"
+        )
+        if json_out is not None:
+            console.print(f"Wrote {json_out}")
+    if not result.converged:
+        sys.stderr.write("warning: the MMRM's convergence checks failed; see diagnostics\n")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# responders and compare-clinics
+# ---------------------------------------------------------------------------------------------------
+
+
+def responders_command(
+    measure: Annotated[str, typer.Option("--measure", help="Outcome measure, e.g. odi, nprs_leg.")] = "odi",
+    tables: Annotated[
+        Path | None, typer.Option("--tables", help="Directory of canonical tables (CSV or Parquet).")
+    ] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="DuckDB store.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Group the observed shares, e.g. clinic_id.")] = None,
+    model: Annotated[bool, typer.Option("--model/--no-model", help="Add the MMRM-based share.")] = True,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML overriding MCIDs / windows.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write a tidy .csv or .json here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the table.")] = False,
+) -> None:
+    """Share reaching the MCID (absolute and relative) by visit: observed (Wilson) and model-based."""
+    try:
+        cfg = _config(config)
+        frame = responder_frame(load_canonical_tables(tables, db), measure, cfg)
+        res = responder_analysis(frame, cfg, by=by, model=model)
+    except SciaticaOutcomesError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    assumptions = sorted(set(res["assumption"].drop_nulls().to_list()))
+    _write(res, out, {"measure": measure, "assumptions": assumptions})
+    if not quiet:
+        console = Console()
+        cols = [
+            "method",
+            "definition",
+            *([by] if by else []),
+            "visit",
+            "n_determined",
+            "share",
+            "ci_low",
+            "ci_high",
+        ]
+        _print_frame(console, res, f"Responders: {measure}", cols)
+        for a in assumptions:
+            console.print(f"assumption: {a}")
+        for note in sorted(set(res["note"].drop_nulls().to_list())):
+            console.print(f"note: {note}")
+        if out is not None:
+            console.print(f"Wrote {out}")
+
+
+def compare_clinics_command(
+    measure: Annotated[str, typer.Option("--measure", help="Outcome measure, e.g. odi.")] = "odi",
+    visit: Annotated[str, typer.Option("--visit", help="Follow-up visit label, e.g. w12.")] = "w12",
+    level: Annotated[str, typer.Option("--level", help="clinic_id or therapist_id.")] = "clinic_id",
+    case_mix: Annotated[str, typer.Option("--case-mix", help="Case-mix formula.")] = DEFAULT_CASE_MIX,
+    tables: Annotated[
+        Path | None, typer.Option("--tables", help="Directory of canonical tables (CSV or Parquet).")
+    ] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="DuckDB store.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML overriding visit windows.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write a tidy .csv or .json here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the table.")] = False,
+) -> None:
+    """Risk-adjusted comparison: observed - expected improvement, funnel limits, shrunken estimates."""
+    try:
+        frame = episode_outcomes(load_canonical_tables(tables, db), measure, visit, _config(config))
+        res = compare_providers(frame, level=level, case_mix=case_mix)
+    except SciaticaOutcomesError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    _write(
+        res.providers,
+        out,
+        {
+            "measure": measure,
+            "visit": visit,
+            "case_mix": res.case_mix.to_dicts(),
+            "residual_sd": res.residual_sd,
+            "between_sd": res.between_sd,
+            "diagnostics": res.diagnostics,
+        },
+    )
+    if not quiet:
+        console = Console()
+        cols = ["provider", "n", "observed", "expected", "o_minus_e", "band", "shrunken", "shrunken_low"]
+        cols += ["shrunken_high", "rank_shrunken"]
+        _print_frame(console, res.providers, f"{measure} improvement at {visit} by {level}", cols)
+        console.print(
+            f"case mix: {case_mix}; residual SD {res.residual_sd:.3g}; between SD {res.between_sd:.3g}"
+        )
+        if out is not None:
+            console.print(f"Wrote {out}")
