@@ -150,7 +150,6 @@ def fit_command(
 ) -> None:
     """Fit a mixed-effects growth model (lme4 formula, REML, Satterthwaite df) and report it."""
     console = Console()
-    err = Console(stderr=True)
     try:
         if (data is None) == (db is None):
             raise UnusableInputError("give exactly one of --data FILE or --db STORE")
@@ -192,7 +191,7 @@ def fit_command(
             em_result = fitted.emmeans(specs, at=at, by=by or None)
             out["emmeans"] = em_result.to_dict()
     except SciaticaOutcomesError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
