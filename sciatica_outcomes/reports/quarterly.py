@@ -30,7 +30,8 @@ from sciatica_outcomes.derive.adherence import episode_adherence, weekly_adheren
 from sciatica_outcomes.derive.dose import episode_progression, weekly_dose
 from sciatica_outcomes.derive.pain import session_pain
 from sciatica_outcomes.derive.redflags import red_flag_alerts
-from sciatica_outcomes.errors import ReportParameterError
+from sciatica_outcomes.errors import ReportParameterError, UnusableInputError
+from sciatica_outcomes.models.compare import compare_providers, episode_outcomes
 from sciatica_outcomes.models.lmm import GrowthModel
 from sciatica_outcomes.models.responders import responder_frame
 from sciatica_outcomes.models.survival import kaplan_meier, time_to_improvement
@@ -59,6 +60,7 @@ __all__ = [
     "outcome_models",
     "patient_flow",
     "provenance",
+    "provider_comparison",
     "safety_summary",
     "table_hashes",
     "time_to_improvement_summary",
@@ -765,6 +767,7 @@ def outcome_models(
             .select("week", "estimate", "se", "df", "ci_low", "ci_high", "p")
         )
         spec = {
+            "purpose": "growth model",
             "outcome": outcome,
             "formula": formula,
             "reml": True,
@@ -875,4 +878,67 @@ def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
     return {
         "curves": pl.concat(curves) if curves else empty_c,
         "medians": pl.concat(medians) if medians else pl.DataFrame(),
+    }
+
+
+def provider_comparison(
+    inputs: QuarterlyInputs, outcome: str = "odi", visit: str = "w12"
+) -> dict[str, Any] | None:
+    """Risk-adjusted comparison of clinics (all-clinic report) or of therapists (one-clinic report).
+
+    Improvement in ``outcome`` at ``visit`` (12 weeks by default) is compared with what each episode's case
+    mix predicts (:func:`sciatica_outcomes.models.compare.compare_providers`); therapists are shown under
+    neutral labels (``therapist 1`` = the largest caseload), never by their codes.
+
+    Returns
+    -------
+    dict or None
+        ``"level"`` (clinic or therapist), ``"providers"`` (``unit, n, o_minus_e, limit95, limit998, band,
+        shrunken, shrunken_low, shrunken_high``), ``"limits"`` (funnel limits over volumes), ``"spec"``
+        (case-mix formula, SDs, rows used); None when fewer than two units have an outcome or too few
+        episodes support the case-mix model.
+    """
+    level = "therapist_id" if inputs.clinic else "clinic_id"
+    frame = episode_outcomes(inputs.tables, outcome, visit=visit, config=inputs.config)
+    frame = frame.filter(~pl.col("censored").fill_null(False))
+    if frame.height == 0 or frame[level].n_unique() < 2:
+        return None
+    try:
+        result = compare_providers(frame, level=level)
+    except UnusableInputError:
+        return None  # too few episodes for the case-mix model: the report says so
+    prov = result.providers.sort("n", descending=True)
+    if level == "therapist_id":
+        prov = prov.with_columns(pl.format("therapist {}", pl.int_range(1, pl.len() + 1)).alias("unit"))
+    else:
+        prov = prov.with_columns(pl.col("provider").cast(pl.String).alias("unit"))
+    n_max = max(int(prov["n"].max()), 20)
+    grid = pl.DataFrame({"n": [float(v) for v in range(2, n_max + 2)]})
+    sd = result.residual_sd
+    limits = grid.with_columns(
+        (-1.959964 * sd / pl.col("n").sqrt()).alias("lo95"),
+        (1.959964 * sd / pl.col("n").sqrt()).alias("hi95"),
+        (-3.090232 * sd / pl.col("n").sqrt()).alias("lo998"),
+        (3.090232 * sd / pl.col("n").sqrt()).alias("hi998"),
+    )
+    return {
+        "level": "therapist" if level == "therapist_id" else "clinic",
+        "providers": prov.select(
+            "unit",
+            pl.col("n").cast(pl.Int64),
+            "o_minus_e",
+            "band",
+            "shrunken",
+            "shrunken_low",
+            "shrunken_high",
+        ),
+        "limits": limits,
+        "spec": {
+            "outcome": outcome,
+            "visit": visit,
+            "level": level,
+            "residual_sd": result.residual_sd,
+            "between_sd": result.between_sd,
+            "diagnostics": result.diagnostics,
+        },
     }

@@ -29,6 +29,7 @@ SECTIONS = (
     "Time to clinically important improvement",
     "Dose and progression",
     "Trend over the last five quarters",
+    "Risk-adjusted comparison",
     "Data quality",
     "Methods",
     "Provenance",
@@ -43,6 +44,7 @@ FIGURES = {
     "pain_bands.png",
     "trend_adherence.png",
     "time_to_mcid.png",
+    "funnel.png",
 }
 
 
@@ -159,13 +161,16 @@ def test_provenance_records_data_models_and_config(rendered: dict[str, Path]) ->
         "symptom_checks",
     }
     assert prov["schema_version"] and prov["package_version"]
-    assert {m["outcome"] for m in prov["models"]} == {
+    growth = [m for m in prov["models"] if m["purpose"] == "growth model"]
+    assert {m["outcome"] for m in growth} == {
         "walk_tolerance_min",
         "sit_tolerance_min",
         "nprs_leg",
         "odi",
     }
-    assert all(m["converged"] for m in prov["models"])
+    assert all(m["converged"] for m in growth)
+    compare = [m for m in prov["models"] if m["purpose"] == "risk-adjusted comparison"]
+    assert compare and compare[0]["diagnostics"]["case_mix"].startswith("improvement ~ baseline")
     assert prov["config"]["values"]["mcid"]["odi"]["absolute"] == 10.0
     assert prov["quarter"] == "2026Q2" and prov["run_seconds"] > 0
 
