@@ -274,11 +274,16 @@ def _fmt_num(x: object) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def _column_checks(spec: TableSpec, column: str) -> list[_Check]:
+def _text(column: str, raw_columns: frozenset[str]) -> pl.Expr:
+    """The cell as written in the source when the column was read, else the parsed value as text."""
+    return pl.col(column if column in raw_columns else _p(column)).cast(pl.String)
+
+
+def _column_checks(spec: TableSpec, column: str, raw_columns: frozenset[str] = frozenset()) -> list[_Check]:
     """Compile the pandera checks of one column into polars checks on the parsed values."""
     col = spec.schema.columns[column]
     v = pl.col(_p(column))
-    shown = v.cast(pl.String)
+    shown = _text(column, raw_columns)
     out: list[_Check] = []
     for chk in col.checks:
         st = chk.statistics
@@ -379,7 +384,7 @@ def _column_checks(spec: TableSpec, column: str) -> list[_Check]:
 
 
 # --------------------------------------------------------------------------------------- row rules
-def _row_rules(table: str) -> list[_Check]:
+def _row_rules(table: str, raw_columns: frozenset[str] = frozenset()) -> list[_Check]:
     c = _p
     if table == "episodes":
         return [
@@ -387,7 +392,7 @@ def _row_rules(table: str) -> list[_Check]:
                 "end_before_start",
                 "end_date",
                 pl.col(c("end_date")) < pl.col(c("start_date")),
-                pl.col(c("end_date")).cast(pl.String),
+                _text("end_date", raw_columns),
                 pl.format(
                     "end_date {} is before start_date {}", pl.col(c("end_date")), pl.col(c("start_date"))
                 ),
@@ -432,7 +437,7 @@ def _row_rules(table: str) -> list[_Check]:
         ver = pl.col(c("instrument_version"))
         cap = pl.col(c("cap_min"))
         stop = pl.col(c("stopped_reason"))
-        shown = val.cast(pl.String)
+        shown = _text("value", raw_columns)
         return [
             _Check(
                 "measure_range",
@@ -465,7 +470,7 @@ def _row_rules(table: str) -> list[_Check]:
                 "cap_not_applicable",
                 "stopped_reason",
                 known & ~capped & (stop.is_not_null() | cap.is_not_null()),
-                pl.coalesce(stop, cap.cast(pl.String)),
+                pl.coalesce(_text("stopped_reason", raw_columns), _text("cap_min", raw_columns)),
                 pl.format("{} is not a capped test: stopped_reason and cap_min must be empty", m),
             ),
             _Check(
@@ -479,7 +484,7 @@ def _row_rules(table: str) -> list[_Check]:
                 "cap_mismatch",
                 "cap_min",
                 (stop == "cap") & (cap.is_null() | (val != cap)),
-                cap.cast(pl.String),
+                _text("cap_min", raw_columns),
                 pl.format(
                     "stopped_reason is 'cap' but value {} does not equal cap_min {}",
                     shown,
@@ -509,7 +514,7 @@ def _row_rules(table: str) -> list[_Check]:
                 "response_range",
                 "response",
                 (resp < lo) | (resp > hi),
-                resp.cast(pl.String),
+                _text("response", raw_columns),
                 pl.format("response {} is outside {} to {} for {}", resp, lo, hi, inst),
             )
         ]
@@ -548,7 +553,7 @@ def _run_checks(
         if not n:
             continue
         issues.append(
-            work.filter(flags[f"f{i}"]).select(
+            _rows(work, flags[f"f{i}"]).select(
                 pl.lit(source.path, pl.String).alias("file"),
                 pl.lit(source.table, pl.String).alias("table"),
                 pl.col(ROW).cast(pl.Int64).alias("row"),
@@ -621,7 +626,8 @@ def _first_pass(source: SourceTable) -> _Work:
     work = raw.with_columns(exprs)
     type_bad, issues = _run_checks(work, checks, source)
     # value checks run only on parsed values; a cell that failed to parse is reported once (as type)
-    value_checks = [ch for column in spec.dtypes for ch in _column_checks(spec, column)]
+    raw_columns = frozenset(present)
+    value_checks = [ch for column in spec.dtypes for ch in _column_checks(spec, column, raw_columns)]
     missing_required = {ch.column for ch in checks if ch.rule == "missing_column"}
     value_checks = [
         ch for ch in value_checks if not (ch.rule == "required_value" and ch.column in missing_required)
@@ -635,9 +641,18 @@ def _first_pass(source: SourceTable) -> _Work:
             adjusted.append(_Check(ch.rule, ch.column, ch.failed & raw_missing, ch.value, ch.message))
         else:
             adjusted.append(ch)
-    bad2, issues2 = _run_checks(work, adjusted + _row_rules(source.table), source)
+    bad2, issues2 = _run_checks(work, adjusted + _row_rules(source.table, raw_columns), source)
     work = work.with_columns((type_bad | bad2).alias(_BAD))
     return _Work(source, work, issues + issues2)
+
+
+def _rows(frame: pl.DataFrame, mask: pl.Series | pl.Expr) -> pl.DataFrame:
+    """Rows of ``frame`` where ``mask`` holds, in one chunk.
+
+    The rechunk works around a polars 2.1 panic ("assertion failed: i < self.len()" in binview) when string
+    expressions run on some filtered string-view columns; on the error path the frames are small.
+    """
+    return frame.filter(mask).rechunk()
 
 
 def _flag(w: _Work, mask: pl.Series, checks_frame: pl.DataFrame) -> None:
@@ -649,7 +664,7 @@ def _flag(w: _Work, mask: pl.Series, checks_frame: pl.DataFrame) -> None:
 def _issue_rows(
     w: _Work, mask: pl.Series, rule: str, column: str, value: pl.Expr, message: pl.Expr
 ) -> pl.DataFrame:
-    return w.frame.filter(mask).select(
+    return _rows(w.frame, mask).select(
         pl.lit(w.source.path, pl.String).alias("file"),
         pl.lit(w.source.table, pl.String).alias("table"),
         pl.col(ROW).cast(pl.Int64).alias("row"),
@@ -691,7 +706,7 @@ def _check_duplicates(works: Sequence[_Work], spec: TableSpec) -> None:
             [pl.format("{}={}", pl.lit(k), pl.col(_p(k)).cast(pl.String)) for k in spec.key], separator=", "
         )
         frame = w.frame.with_columns(flagged["__all"].alias("__all"))
-        issues = frame.filter(mask).select(
+        issues = _rows(frame, mask).select(
             pl.lit(w.source.path, pl.String).alias("file"),
             pl.lit(w.source.table, pl.String).alias("table"),
             pl.col(ROW).cast(pl.Int64).alias("row"),
@@ -790,7 +805,7 @@ def _check_window(w: _Work, spec: TableSpec, episodes: pl.DataFrame | None) -> N
 
 
 def _quarantine(w: _Work, issues: pl.DataFrame) -> pl.DataFrame:
-    bad = w.frame.filter(pl.col(_BAD))
+    bad = _rows(w.frame, pl.col(_BAD))
     if bad.is_empty():
         return pl.DataFrame(schema={k: v for k, v in QUARANTINE_SCHEMA.items() if k != "ingest_id"})
     raw_cols = [c for c in w.source.raw.columns if c != ROW]
