@@ -156,7 +156,7 @@ def _fmt_num(x: float) -> str:
     if float(x).is_integer() and abs(x) < 1e15:
         ax = abs(x)
         if ax >= 1e5 and ax == 10 ** round(math.log10(ax)):
-            return f"{x:.0e}".replace("e+0", "e+")
+            return f"{x:.0e}"
         return str(int(x))
     s = f"{x:.15g}"
     if "e" in s:
