@@ -43,6 +43,7 @@ from sciatica_outcomes.store import CANONICAL_TABLES, Store
 __all__ = [
     "COHORT_RULES",
     "END_REASONS",
+    "GROWTH_RANDOM",
     "GROWTH_TIME",
     "KM_OUTCOMES",
     "REPORT_OUTCOMES",
@@ -704,8 +705,11 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-#: Growth-model time shape of the quarterly report: fastest improvement early, slowing later.
-GROWTH_TIME = "log1p(week)"
+#: Growth-model time shape of the quarterly report: a natural cubic spline with knots at 6 and 12 weeks lets
+#: improvement be fast early and level off (the shape the cohort analysis' model comparison favours).
+GROWTH_TIME = "ns(week, knots = c(6, 12))"
+#: Random part per episode: intercept and linear week slope.
+GROWTH_RANDOM = "(week | episode_id)"
 
 
 @dataclass(frozen=True)
@@ -727,11 +731,12 @@ def outcome_models(
 ) -> dict[str, OutcomeModel]:
     """Fit the report's growth model to every outcome using all assessments up to the end of the quarter.
 
-    Model (lme4 notation): ``y ~ log1p(week) + (log1p(week) | episode_id)`` plus ``(1 | clinic_id)`` when the
-    report covers several clinics; REML; week = days since start / 7, baseline assessments before the start
-    at week 0. Returns, per outcome, the population trajectory over ``0..horizon`` weeks with 95 % CIs, the
-    observed means by two-week bin (with their n), and the estimated change from week 0 to each of ``weeks``
-    (``L beta`` contrasts with Satterthwaite df). Capped tolerance tests enter at their cap (a lower bound),
+    Model (lme4 notation): ``y ~ ns(week, knots = c(6, 12)) + (week | episode_id)``, plus
+    ``(1 | clinic_id)`` when the report covers several clinics; REML; week = days since start / 7, baseline
+    assessments before the start at week 0. Returns, per outcome, the population trajectory over
+    ``0..horizon`` weeks with 95 % CIs, the observed means by two-week bin (with their n), and the estimated
+    change from week 0 to each of ``weeks`` (``L beta`` contrasts with Satterthwaite df). Capped tolerance
+    tests enter at their cap (a lower bound),
     so tolerance improvements are under-estimated; the report says so.
     """
     ep = inputs.tables["episodes"].select("episode_id", "start_date", "clinic_id")
@@ -747,7 +752,7 @@ def outcome_models(
         )
         if m.height == 0 or m["episode_id"].n_unique() < 20:
             continue
-        formula = f"{outcome} ~ {GROWTH_TIME} + ({GROWTH_TIME} | episode_id)"
+        formula = f"{outcome} ~ {GROWTH_TIME} + {GROWTH_RANDOM}"
         if several:
             formula += " + (1 | clinic_id)"
         model = GrowthModel(formula).fit(m)
