@@ -21,11 +21,37 @@ import polars as pl
 from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable
 
-__all__ = ["read_csv_raw", "read_csv_table", "read_excel_tables", "read_parquet_table", "sniff_csv"]
+__all__ = [
+    "detect_encoding",
+    "read_csv_raw",
+    "read_csv_table",
+    "read_excel_tables",
+    "read_parquet_table",
+    "sniff_csv",
+]
 
 _SNIFF_BYTES = 1 << 16
 _DELIMITERS = ",;\t|"
 _DUPLICATED = re.compile(r"^(.*)_duplicated_\d+$")
+
+
+def detect_encoding(data: bytes) -> str:
+    """Encoding of bytes that are not UTF-8.
+
+    Windows-1252 (the encoding of spreadsheet CSV exports in Western Europe and the Americas) is chosen when
+    the bytes decode under it; otherwise ``charset_normalizer``'s best guess, else latin-1. Statistical
+    detection is unreliable on short files, which is why cp1252 is tried first; the chosen encoding is always
+    reported as a notice so that a wrong guess is visible.
+    """
+    try:
+        data.decode("cp1252")
+        return "cp1252"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes  # noqa: PLC0415 - only for non-UTF-8 files
+
+    best = from_bytes(data).best()
+    return best.encoding if best is not None else "latin-1"
 
 
 def sniff_csv(sample: bytes) -> tuple[str, str, bool]:
@@ -59,10 +85,7 @@ def sniff_csv(sample: bytes) -> tuple[str, str, bool]:
             sample[: cut if cut > 0 else len(sample)].decode("utf-8")
             encoding = "utf-8"
         except UnicodeDecodeError:
-            from charset_normalizer import from_bytes  # noqa: PLC0415 - only for non-UTF-8 files
-
-            best = from_bytes(sample).best()
-            encoding = best.encoding if best is not None else "latin-1"
+            encoding = detect_encoding(sample)
     text = sample.decode(encoding, errors="replace")
     if encoding == "utf-16":
         text = text.lstrip("\ufeff")
@@ -188,11 +211,8 @@ def read_csv_raw(path: str | Path, table: str | None = None) -> tuple[pl.DataFra
         raw = _polars_csv(source, delimiter)
     except pl.exceptions.ComputeError as exc:
         if "utf-8" in str(exc).lower() and text is None:
-            data = path.read_bytes()
-            from charset_normalizer import from_bytes  # noqa: PLC0415
-
-            best = from_bytes(data).best()
-            enc = best.encoding if best is not None else "latin-1"
+            data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+            enc = detect_encoding(data)
             text = data.decode(enc, errors="strict")
             notices.append(Notice(shown, table, "encoding", f"decoded as {enc} (invalid UTF-8 further in)"))
             raw = _polars_csv(text.lstrip("\ufeff").encode("utf-8"), delimiter)

@@ -1,0 +1,103 @@
+"""End-to-end tests of the ingest commands through the real CLI app (real files, real store)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+from typer.testing import CliRunner
+
+from sciatica_outcomes.cli import app
+from sciatica_outcomes.store import Store
+
+runner = CliRunner()
+
+
+def _corrupt_copy(csv_dir: Path, out: Path) -> Path:
+    shutil.copytree(csv_dir, out)
+    lines = (out / "sessions.csv").read_text().splitlines()
+    fields = lines[2].split(",")
+    fields[6] = "7/10"  # pain_before on line 3
+    lines[2] = ",".join(fields)
+    (out / "sessions.csv").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_validate_exit_codes_and_reports(tmp_path: Path, csv_dir: Path) -> None:
+    clean = runner.invoke(app, ["validate", str(csv_dir)])
+    assert clean.exit_code == 0, clean.output
+    bad = _corrupt_copy(csv_dir, tmp_path / "bad")
+    res = runner.invoke(
+        app, ["validate", str(bad), "--report", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")]
+    )
+    assert res.exit_code == 1, res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    issue = next(i for i in report["issues"] if i["severity"] == "error" and i["table"] == "sessions")
+    assert (issue["row"], issue["column"], issue["value"], issue["rule"]) == (
+        3,
+        "pain_before",
+        "7/10",
+        "type",
+    )
+    html = (tmp_path / "r.html").read_text()
+    assert "type: 1" in html and "7/10" in html
+    unknown = runner.invoke(app, ["validate", str(tmp_path / "r.json")])
+    assert unknown.exit_code == 2
+    (tmp_path / "people.csv").write_text("a\n1\n")
+    odd = runner.invoke(app, ["validate", str(tmp_path / "people.csv")])
+    assert odd.exit_code == 2 and "cannot tell which table" in odd.output
+
+
+def test_ingest_strict_and_identifier_refusal(tmp_path: Path, csv_dir: Path) -> None:
+    bad = _corrupt_copy(csv_dir, tmp_path / "bad")
+    db = tmp_path / "o.duckdb"
+    strict = runner.invoke(app, ["ingest", str(bad), "--db", str(db), "--strict"])
+    assert strict.exit_code == 1, strict.output
+    with Store(db, read_only=True) as store:
+        assert store.read("sessions").is_empty()
+    ok = runner.invoke(app, ["ingest", str(bad), "--db", str(db)])
+    assert ok.exit_code == 0, ok.output
+    assert "quarantined" in ok.output
+    with Store(db, read_only=True) as store:
+        assert store.quarantined("sessions")["row_number"].to_list() == [3]
+        # the exercises of the rejected session cannot point to it: quarantined too, for the foreign key
+        orphans = store.quarantined("session_exercises")
+    assert orphans.height > 0 and orphans["errors"].str.contains("foreign_key").all()
+    ep = pl.read_csv(csv_dir / "episodes.csv", infer_schema=False).with_columns(
+        pl.lit("x@y.org").alias("Email")
+    )
+    ep.write_csv(tmp_path / "episodes.csv")
+    refused = runner.invoke(app, ["ingest", str(tmp_path / "episodes.csv"), "--db", str(db)])
+    assert refused.exit_code == 2
+    assert "pseudonymize" in refused.output and "Email" in refused.output
+
+
+def test_schemas_export_and_pseudonymize(tmp_path: Path, csv_dir: Path) -> None:
+    res = runner.invoke(app, ["schemas", "export", "--out", str(tmp_path / "schemas")])
+    assert res.exit_code == 0
+    assert (tmp_path / "schemas" / "sessions.schema.json").exists()
+    ep = pl.read_csv(csv_dir / "episodes.csv", infer_schema=False)
+    ep.rename({"patient_id": "mrn"}).with_columns(pl.lit("Ann Example").alias("patient_name")).write_csv(
+        tmp_path / "raw.csv"
+    )
+    out = tmp_path / "clean" / "episodes.csv"
+    res = runner.invoke(
+        app,
+        [
+            "pseudonymize",
+            str(tmp_path / "raw.csv"),
+            "--column",
+            "mrn",
+            "--key",
+            str(tmp_path / "key" / "key.csv"),
+            "--out",
+            str(out),
+            "--drop",
+            "patient_name",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    ingested = runner.invoke(app, ["ingest", str(out), "--db", str(tmp_path / "o.duckdb")])
+    assert ingested.exit_code == 0, ingested.output
