@@ -23,7 +23,16 @@ SECTIONS = (
     "Sensitivity analysis",
     "Provenance",
 )
-TABLES = {"table1", "model_comparison", "fixed_effects", "emmeans", "emmeans_contrasts", "sensitivity"}
+TABLES = {
+    "table1",
+    "model_comparison",
+    "fixed_effects",
+    "emmeans",
+    "emmeans_contrasts",
+    "sensitivity",
+    "mmrm_vs_growth",
+    "mmrm_fixed_effects",
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +77,15 @@ def test_model_comparison_prefers_a_curved_shape(rendered: Path) -> None:
     aic = dict(zip(comp["shape"], comp["AIC"], strict=True))
     assert all(aic[s] < aic["linear"] for s in aic if s != "linear")
     assert comp["converged"].all()
+
+
+def test_mmrm_and_growth_model_agree_on_the_adherence_contrast(rendered: Path) -> None:
+    both = pl.read_csv(rendered / "tables" / "mmrm_vs_growth.csv")
+    assert both["week"].to_list() == [6, 12, 26]
+    ok = both.select(
+        ((pl.col("growth_model") - pl.col("mmrm")).abs() < 2 * pl.max_horizontal("growth_se", "mmrm_se")).all()
+    ).item()
+    assert ok
 
 
 def test_provenance_lists_every_model(rendered: Path) -> None:
