@@ -5,7 +5,13 @@ estimator-independent inference layer (reused by residual-covariance models).
 """
 
 from sciatica_outcomes.models.compare import ProviderComparison, compare_providers, episode_outcomes
-from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, parse_emmeans_spec
+from sciatica_outcomes.models.emmeans import (
+    EmmeansResult,
+    emmeans,
+    marginal_means,
+    parse_emmeans_spec,
+    predictor_info,
+)
 from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance
 from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
 from sciatica_outcomes.models.inference import (
@@ -47,10 +53,12 @@ __all__ = [
     "kaplan_meier",
     "likelihood_ratio",
     "likelihood_ratio_test",
+    "marginal_means",
     "numerical_hessian",
     "numerical_jacobian",
     "parse_emmeans_spec",
     "parse_formula",
+    "predictor_info",
     "responder_analysis",
     "responder_frame",
     "satterthwaite_from_deviance",

@@ -17,12 +17,13 @@ import polars as pl
 from scipy import stats
 
 from sciatica_outcomes.errors import ModelSpecificationError
+from sciatica_outcomes.models.formula import Design
 from sciatica_outcomes.models.inference import WaldInference
 
 if TYPE_CHECKING:
     from sciatica_outcomes.models.lmm import GrowthModel
 
-__all__ = ["EmmeansResult", "emmeans", "parse_emmeans_spec"]
+__all__ = ["EmmeansResult", "emmeans", "marginal_means", "parse_emmeans_spec", "predictor_info"]
 
 
 def _label(col: str, value: Any, numeric: bool) -> str:
@@ -160,10 +161,48 @@ def emmeans(
     lmer.df = "satterthwaite")`` (``tests/reference``).
     """
     model._fitted()
+    return marginal_means(
+        model.design_, model.column_info_, model.inference_, specs, at=at, by=by, level=level
+    )
+
+
+def predictor_info(design: Design, frame: pl.DataFrame) -> dict[str, tuple[str, Any]]:
+    """Reference-grid defaults of every data column of the fixed part: factor levels or the numeric mean.
+
+    Parameters
+    ----------
+    design : Design
+        A design built (``Design.build``) on ``frame``.
+    frame : polars.DataFrame
+        The rows the model was fitted to (after dropping incomplete rows).
+    """
+    info: dict[str, tuple[str, Any]] = {}
+    for var in design.formula.variables.values():
+        for col in var.columns:
+            if var.kind == "factor":
+                info[col] = ("factor", list(var.levels))
+            elif col not in info:
+                info[col] = ("numeric", float(frame[col].cast(pl.Float64).mean()))
+    return info
+
+
+def marginal_means(
+    design: Design,
+    info: Mapping[str, tuple[str, Any]],
+    inference: WaldInference,
+    specs: str | Sequence[str],
+    at: Mapping[str, Sequence[Any]] | None = None,
+    by: str | Sequence[str] | None = None,
+    level: float = 0.95,
+) -> EmmeansResult:
+    """Marginal means for any estimator with a fixed-effects :class:`Design` and a :class:`WaldInference`.
+
+    This is the estimator-independent core of :func:`emmeans` (a residual-covariance model supplies its own
+    design, :func:`predictor_info` and inference). Arguments and result as :func:`emmeans`.
+    """
     specs = [specs] if isinstance(specs, str) else list(specs)
     by_ = [] if by is None else ([by] if isinstance(by, str) else list(by))
     at = dict(at or {})
-    info = model.column_info_
     for col in [*specs, *by_, *at]:
         if col not in info:
             raise ModelSpecificationError(
@@ -190,7 +229,7 @@ def emmeans(
         {c: [row[i] for row in combos] for i, c in enumerate(cols)},
         schema={c: (pl.String if info[c][0] == "factor" else pl.Float64) for c in cols},
     )
-    x = model.design_.matrix(grid)
+    x = design.matrix(grid)
     keys = [*by_, *[s for s in specs if s not in by_]]
     cell = grid.select(keys).with_columns(
         pl.struct(keys).rank("dense").cast(pl.Int64).alias("__cell") if keys else pl.lit(1).alias("__cell")
@@ -212,10 +251,10 @@ def emmeans(
     order = np.lexsort(order_keys[::-1]) if order_keys else np.arange(n_cells)
     table = table[order.tolist()]
     weights = weights[order]
-    tab = model.inference_.contrast(weights, level=level)
+    tab = inference.contrast(weights, level=level)
     means = pl.concat([table, tab.drop("term").rename({"estimate": "emmean"})], how="horizontal")
     numeric = tuple(c for c in keys if info[c][0] == "numeric")
-    return EmmeansResult(means, tuple(specs), tuple(by_), weights, model.inference_, level, numeric)
+    return EmmeansResult(means, tuple(specs), tuple(by_), weights, inference, level, numeric)
 
 
 def parse_emmeans_spec(text: str) -> tuple[list[str], dict[str, list[float | str]], list[str]]:

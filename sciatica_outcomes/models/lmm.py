@@ -20,7 +20,7 @@ import polars as pl
 from scipy import optimize, stats
 
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
-from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans
+from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_info
 from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance
 from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
 from sciatica_outcomes.models.inference import (
@@ -330,13 +330,7 @@ class GrowthModel:
         return self
 
     def _column_info(self, frame: pl.DataFrame) -> None:
-        info: dict[str, tuple[str, Any]] = {}
-        for var in self.formula_.variables.values():
-            for col in var.columns:
-                if var.kind == "factor":
-                    info[col] = ("factor", list(var.levels))
-                elif col not in info:
-                    info[col] = ("numeric", float(frame[col].cast(pl.Float64).mean()))
+        info = predictor_info(self.design_, frame)
         self.column_info_ = info
         if self.time in frame.columns and frame[self.time].dtype.is_numeric():
             t = frame[self.time].cast(pl.Float64)
