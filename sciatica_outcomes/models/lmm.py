@@ -671,7 +671,7 @@ class GrowthModel:
         """The same model refitted with REML or ML on the stored sufficient statistics."""
         self._fitted()
         clone = object.__new__(GrowthModel)
-        clone.__dict__.update({k: v for k, v in self.__dict__.items() if not k.startswith("_fit")})
+        clone.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_fit_state", "_h_cache")})
         clone.reml = reml
         clone._optimise(reml)
         clone._finish(0.0)
