@@ -51,6 +51,8 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from sciatica_outcomes.scoring.instruments import ODI_SECTIONS, SCIATICA_ITEMS
+
 __all__ = [
     "TABLES",
     "Cohort",
@@ -72,19 +74,7 @@ TABLES: tuple[str, ...] = (
     "symptom_checks",
 )
 
-ODI_SECTIONS: tuple[str, ...] = (
-    "pain_intensity",
-    "personal_care",
-    "lifting",
-    "walking",
-    "sitting",
-    "standing",
-    "sleeping",
-    "sex_life",
-    "social_life",
-    "travelling",
-)
-SBI_ITEMS: tuple[str, ...] = ("leg_pain", "numbness_tingling", "weakness", "pain_sitting")
+SBI_ITEMS: tuple[str, ...] = SCIATICA_ITEMS
 PSFS_ITEMS: tuple[str, ...] = ("activity_1", "activity_2", "activity_3")
 RED_FLAG_FIELDS: tuple[str, ...] = (
     "saddle_numbness",
