@@ -152,6 +152,8 @@ class Store:
                 "Close it, or pass another --db."
             ) from exc
         self._closed = False
+        # rows are returned sorted by key, so DuckDB may insert in parallel without keeping order
+        self._exec("SET preserve_insertion_order = false")
         if not read_only:
             self._create()
         self._check_version()
@@ -400,7 +402,7 @@ class Store:
     def _count(self, table: str) -> int:
         return int(self._exec(f"SELECT count(*) FROM {_q(table)}")[0][0])
 
-    def _conform(self, table: str, frame: pl.DataFrame) -> pl.DataFrame:
+    def _conform(self, table: str, frame: pl.DataFrame, *, check_keys: bool = True) -> pl.DataFrame:
         spec = TABLE_SPECS.get(table)
         if spec is None:
             raise StoreError(f"unknown table {table!r}: expected one of {', '.join(CANONICAL_TABLES)}")
@@ -425,6 +427,8 @@ class Store:
                 for c, t in spec.dtypes.items()
             ]
         )
+        if not check_keys:
+            return out
         key = list(spec.key)
         null_keys = out.select(pl.any_horizontal(pl.col(key).is_null()).sum()).item()
         if null_keys:
@@ -433,16 +437,16 @@ class Store:
             raise DataValidationError(f"cannot write {table}: duplicate keys ({', '.join(key)})")
         return out
 
-    def _upsert(self, table: str, frame: pl.DataFrame) -> WriteCounts:
-        """Upsert inside the caller's transaction."""
-        frame = self._conform(table, frame)
+    def _upsert(self, table: str, frame: pl.DataFrame, *, validated: bool = False) -> WriteCounts:
+        """Upsert inside the caller's transaction (``validated``: keys already unique and non-null)."""
+        frame = self._conform(table, frame, check_keys=not validated)
         n = frame.height
         if n == 0:
             return WriteCounts(table, 0, 0, 0)
         spec = TABLE_SPECS[table]
         cols = list(spec.dtypes)
         col_sql = ", ".join(_q(c) for c in cols)
-        self._con.register("_incoming", frame)
+        self._con.register("_incoming", frame.to_arrow())
         try:
             if self._count(table) == 0:
                 self._exec(f"INSERT INTO {_q(table)} SELECT {col_sql} FROM _incoming")
@@ -483,7 +487,8 @@ class Store:
         ----------
         parts : sequence of mapping
             One entry per source table: ``table``, ``frame`` (its valid canonical rows), ``source_path``,
-            ``source_format``, ``sha256``, ``rows_read``, ``rows_quarantined``. Parts are upserted in
+            ``source_format``, ``sha256``, ``rows_read``, ``rows_quarantined``. Frames must come from
+            validation (keys unique within the frame and non-null; not re-checked here). Parts are upserted in
             table dependency order, each on its own, so the counts of every source are exact (a later source
             with the same key updates an earlier one).
         quarantine : polars.DataFrame
@@ -504,7 +509,7 @@ class Store:
         with self.transaction():
             ingest_id = self.next_ingest_id()
             for i in ranked:
-                counts[i] = self._upsert(parts[i]["table"], parts[i]["frame"])
+                counts[i] = self._upsert(parts[i]["table"], parts[i]["frame"], validated=True)
                 if on_step is not None:
                     on_step("stored", parts[i]["table"])
             if not quarantine.is_empty():

@@ -145,6 +145,8 @@ def _drop_blank_rows(
     data_cols = [c for c in raw.columns if c != ROW]
     if not data_cols:
         return raw, []
+    if raw.select(pl.col(data_cols[0]).null_count()).item() == 0:
+        return raw, []
     blank = raw.select(pl.all_horizontal(pl.col(data_cols).is_null()).alias("b")).to_series()
     n_blank = int(blank.sum())
     if not n_blank:
@@ -222,11 +224,7 @@ def read_csv_raw(path: str | Path, table: str | None = None) -> tuple[pl.DataFra
                 f"{shown}: cannot parse as CSV (delimiter {delimiter!r}): {first}"
             ) from exc
     raw = _clean_header(raw, shown)
-    str_cols = [c for c, t in raw.schema.items() if t == pl.String]
-    multiline = bool(
-        str_cols
-        and raw.select(pl.any_horizontal(pl.col(str_cols).str.contains("\n", literal=True)).any()).item()
-    )
+    multiline = _has_multiline_records(path if text is None else None, source, raw)
     if multiline:
         if text is None:
             text = path.read_bytes().decode("utf-8").lstrip("\ufeff")
@@ -236,6 +234,26 @@ def read_csv_raw(path: str | Path, table: str | None = None) -> tuple[pl.DataFra
         raw = raw.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + 2).alias(ROW))
     raw, blank = _drop_blank_rows(raw, shown, table, "line")
     return raw, notices + blank
+
+
+def _has_multiline_records(path: Path | None, source: Any, raw: pl.DataFrame) -> bool:
+    """Whether some record spans several lines (a quoted cell with a line break).
+
+    Counting line breaks in the file (a memchr scan) settles it without looking at the cells: one record per
+    line means ``header + rows`` lines (polars keeps blank lines as empty rows).
+    """
+    if path is not None:
+        breaks, last = 0, b""
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 24):
+                breaks += block.count(b"\n")
+                last = block[-1:]
+        ends_with_break = last == b"\n"
+    else:
+        breaks = source.count(b"\n")
+        ends_with_break = source.endswith(b"\n")
+    lines = breaks + (0 if ends_with_break else 1)
+    return lines > raw.height + 1
 
 
 def _polars_csv(source: Any, delimiter: str) -> pl.DataFrame:

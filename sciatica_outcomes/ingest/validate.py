@@ -179,8 +179,7 @@ def _parse(column: str, dtype: pl.DataType, raw_dtype: pl.DataType) -> tuple[pl.
     base = dtype.base_type()
     value_str = raw.cast(pl.String)
     if raw_dtype in (dtype, pl.Null):
-        parsed = raw.cast(dtype)
-        return parsed, ([_not_finite(column, parsed, value_str)] if base == pl.Float64 else [])
+        return raw.cast(dtype), []
     if base == pl.String:
         return value_str, []
     # typed sources (Parquet) with another type than the canonical one
@@ -200,8 +199,7 @@ def _parse(column: str, dtype: pl.DataType, raw_dtype: pl.DataType) -> tuple[pl.
             _Check("integer", column, fail, value_str, _msg(_NOT_WHOLE, value_str, pl.lit(column)))
         ]
     if base == pl.Float64 and raw_dtype.is_numeric():
-        parsed = raw.cast(pl.Float64)
-        return parsed, [_not_finite(column, parsed, value_str)]
+        return raw.cast(pl.Float64), []
     if base == pl.Date and raw_dtype == pl.Datetime:
         midnight = raw.dt.time() == pl.time(0)
         parsed = pl.when(midnight).then(raw.dt.date())
@@ -240,10 +238,7 @@ def _parse_text(column: str, dtype: pl.DataType) -> tuple[pl.Expr, list[_Check]]
     if base == pl.Float64:
         parsed = pl.when(present).then(s.cast(pl.Float64, strict=False))
         fail = present & parsed.is_null()
-        return parsed, [
-            _Check("type", column, fail, value_str, _msg("'{}' is not {}", value_str, word)),
-            _not_finite(column, parsed, value_str),
-        ]
+        return parsed, [_Check("type", column, fail, value_str, _msg("'{}' is not {}", value_str, word))]
     if base == pl.Date:
         iso = s.str.contains(r"^\d{4}-\d{2}-\d{2}$")
         parsed = pl.when(present & iso).then(s.str.to_date("%Y-%m-%d", strict=False))
@@ -256,6 +251,27 @@ def _parse_text(column: str, dtype: pl.DataType) -> tuple[pl.Expr, list[_Check]]
         return parsed.cast(pl.Boolean), [
             _Check("type", column, fail, value_str, _msg("'{}' is not {}", value_str, word))
         ]
+    raise NotImplementedError(f"no parser for {dtype} (column {column})")
+
+
+def _fast_parse(column: str, dtype: pl.DataType) -> pl.Expr:
+    """Cheap parse of a text column that accepts only what :func:`_parse_text` accepts unchanged.
+
+    Cells it leaves empty although the source has text are "suspect" and go through the strict parser
+    (which also handles spaces, ``NA``, ``3.0`` and the other boolean spellings); in clean files there are
+    none, so the cost of a column is one cast.
+    """
+    raw = pl.col(column)
+    base = dtype.base_type()
+    if base == pl.String:
+        return raw
+    if base in (pl.Int64, pl.Float64):
+        return raw.cast(base, strict=False)
+    if base == pl.Date:
+        iso = raw.str.contains(r"^\d{4}-\d{2}-\d{2}$")
+        return pl.when(iso).then(raw.str.to_date("%Y-%m-%d", strict=False))
+    if base == pl.Boolean:
+        return pl.when(raw == "true").then(True).when(raw == "false").then(False).cast(pl.Boolean)
     raise NotImplementedError(f"no parser for {dtype} (column {column})")
 
 
@@ -574,17 +590,27 @@ def _run_checks(
 
 
 def _first_pass(source: SourceTable) -> _Work:
-    """Parse one source and run its column checks and row rules."""
+    """Parse one source and run its column checks and row rules.
+
+    Text columns are parsed in two steps: a cheap cast for every cell (:func:`_fast_parse`), then the
+    strict parser (:func:`_parse_text`) only on rows with a cell the cast left empty. Both accept exactly the
+    same values, so the result equals a strict parse of every cell.
+    """
     spec = TABLE_SPECS[source.table]
     raw = source.raw.with_row_index(_RID)
     present = set(raw.columns) - {ROW, _RID}
     exprs: list[pl.Expr] = []
     checks: list[_Check] = []
+    text_cols: list[str] = []
     for column, dtype in spec.dtypes.items():
         if column in present:
-            parsed, type_checks = _parse(column, dtype, raw.schema[column])
-            exprs.append(parsed.cast(dtype).alias(_p(column)))
-            checks.extend(type_checks)
+            if raw.schema[column] == pl.String and dtype.base_type() != pl.String:
+                exprs.append(_fast_parse(column, dtype).alias(_p(column)))
+                text_cols.append(column)
+            else:
+                parsed, type_checks = _parse(column, dtype, raw.schema[column])
+                exprs.append(parsed.cast(dtype).alias(_p(column)))
+                checks.extend(type_checks)
         elif column in spec.generated_key_columns:
             others = [k for k in spec.key if k != column]
             exprs.append((pl.int_range(pl.len(), dtype=pl.Int64).over(others) + 1).alias(_p(column)))
@@ -625,6 +651,17 @@ def _first_pass(source: SourceTable) -> _Work:
         )
     work = raw.with_columns(exprs)
     type_bad, issues = _run_checks(work, checks, source)
+    type_failed: dict[str, pl.Series] = {}
+    if text_cols:
+        suspect = work.select(
+            pl.any_horizontal([pl.col(c).is_not_null() & pl.col(_p(c)).is_null() for c in text_cols]).alias(
+                "s"
+            )
+        ).to_series()
+        if suspect.any():
+            work, slow_bad, slow_issues, type_failed = _strict_parse(work, suspect, text_cols, spec, source)
+            type_bad = type_bad | slow_bad
+            issues = issues + slow_issues
     # value checks run only on parsed values; a cell that failed to parse is reported once (as type)
     raw_columns = frozenset(present)
     value_checks = [ch for column in spec.dtypes for ch in _column_checks(spec, column, raw_columns)]
@@ -632,18 +669,49 @@ def _first_pass(source: SourceTable) -> _Work:
     value_checks = [
         ch for ch in value_checks if not (ch.rule == "required_value" and ch.column in missing_required)
     ]
-    type_failed_cols = {ch.column for ch in checks if ch.rule in ("type", "integer")}
+    typed_fail_cols = {ch.column for ch in checks if ch.rule in ("type", "integer")}
     adjusted: list[_Check] = []
     for ch in value_checks:
-        if ch.rule == "required_value" and ch.column in type_failed_cols:
-            # empty after parsing because the raw value was unparseable: already reported as type
-            raw_missing = _missing(pl.col(ch.column).cast(pl.String).str.strip_chars())
-            adjusted.append(_Check(ch.rule, ch.column, ch.failed & raw_missing, ch.value, ch.message))
+        if ch.rule == "required_value" and ch.column in type_failed:
+            # empty after parsing because the text was unparseable: already reported as type
+            adjusted.append(
+                _Check(ch.rule, ch.column, ch.failed & ~pl.lit(type_failed[ch.column]), ch.value, ch.message)
+            )
+        elif ch.rule == "required_value" and ch.column in typed_fail_cols:
+            adjusted.append(
+                _Check(ch.rule, ch.column, ch.failed & pl.col(ch.column).is_null(), ch.value, ch.message)
+            )
         else:
             adjusted.append(ch)
     bad2, issues2 = _run_checks(work, adjusted + _row_rules(source.table, raw_columns), source)
     work = work.with_columns((type_bad | bad2).alias(_BAD))
     return _Work(source, work, issues + issues2)
+
+
+def _strict_parse(
+    work: pl.DataFrame, suspect: pl.Series, text_cols: list[str], spec: TableSpec, source: SourceTable
+) -> tuple[pl.DataFrame, pl.Series, list[pl.DataFrame], dict[str, pl.Series]]:
+    """Run the strict parser on the suspect rows and merge its values and type errors back."""
+    sub = _rows(work, suspect)
+    exprs: list[pl.Expr] = []
+    checks: list[_Check] = []
+    for column in text_cols:
+        parsed, type_checks = _parse_text(column, spec.dtypes[column])
+        exprs.append(parsed.cast(spec.dtypes[column]).alias(_p(column)))
+        checks.extend(type_checks)
+    strict = sub.select(pl.col(_RID), *exprs)
+    rids = strict[_RID]
+    work = work.with_columns([work[_p(c)].scatter(rids, strict[_p(c)]) for c in text_cols])
+    sub_bad, issues = _run_checks(sub, checks, source)
+    n = work.height
+    bad = pl.Series(_BAD, [False] * n, dtype=pl.Boolean).scatter(rids.filter(sub_bad), True)
+    failed: dict[str, pl.Series] = {}
+    for frame in issues:
+        for column, fr in frame.group_by("column"):
+            col = str(column[0])
+            base = failed.get(col, pl.Series("t", [False] * n, dtype=pl.Boolean))
+            failed[col] = base.scatter(fr[_RID], True)
+    return work, bad, issues, failed
 
 
 def _rows(frame: pl.DataFrame, mask: pl.Series | pl.Expr) -> pl.DataFrame:
@@ -683,8 +751,16 @@ def _check_duplicates(works: Sequence[_Work], spec: TableSpec) -> None:
         w.frame.select(*key, pl.col(ROW), pl.col(_RID), pl.lit(i, pl.Int64).alias("__src"))
         for i, w in enumerate(works)
     ]
-    allk = pl.concat(parts).filter(pl.all_horizontal(pl.col(key).is_not_null()))
-    dup = allk.filter(pl.struct(key).is_duplicated())
+    allk = pl.concat(parts)
+    # hash first (one u64 per row), then compare real keys only among rows whose hashes collide
+    combined = pl.lit(0, pl.UInt64)
+    for i, k in enumerate(key):
+        combined = combined * pl.lit(1_000_003 + 2 * i, pl.UInt64) + pl.col(k).hash(seed=i)
+    hashed = allk.select(combined.alias("h"), pl.all_horizontal(pl.col(key).is_not_null()).alias("ok"))
+    candidates = allk.filter(hashed["h"].is_duplicated() & hashed["ok"])
+    if candidates.is_empty():
+        return
+    dup = candidates.filter(pl.struct(key).is_duplicated())
     if dup.is_empty():
         return
     if len(works) > 1:
