@@ -17,8 +17,10 @@ Examples
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +37,7 @@ __all__ = [
     "DEFAULT_DB",
     "INGEST_LOG_SCHEMA",
     "QUARANTINE_SCHEMA",
+    "IngestWriter",
     "Store",
     "WriteCounts",
 ]
@@ -502,38 +505,114 @@ class Store:
         tuple of (int, list of WriteCounts)
             The ingest id and the counts per part, in the order of ``parts``.
         """
-        self._writable()
         order = {t: i for i, t in enumerate(CANONICAL_TABLES)}
-        ranked = sorted(range(len(parts)), key=lambda i: order[parts[i]["table"]])
-        counts: list[WriteCounts | None] = [None] * len(parts)
-        with self.transaction():
-            ingest_id = self.next_ingest_id()
-            for i in ranked:
-                counts[i] = self._upsert(parts[i]["table"], parts[i]["frame"], validated=True)
-                if on_step is not None:
-                    on_step("stored", parts[i]["table"])
-            if not quarantine.is_empty():
-                self.append_quarantine(
-                    quarantine.with_columns(pl.lit(ingest_id, pl.Int64).alias("ingest_id"))
-                )
-            if on_step is not None:
-                on_step("quarantined", "quarantine")
-            self.append_log(
-                [
-                    {
-                        "ingest_id": ingest_id,
-                        "source_path": p["source_path"],
-                        "source_format": p["source_format"],
-                        "sha256": p["sha256"],
-                        "table_name": p["table"],
-                        "rows_read": p["rows_read"],
-                        "rows_quarantined": p["rows_quarantined"],
-                        "counts": c,
-                    }
-                    for p, c in zip(parts, counts, strict=True)
-                ]
-            )
-        return ingest_id, [c for c in counts if c is not None]
+        writer = self.writer(on_step=on_step)
+        try:
+            for i in sorted(range(len(parts)), key=lambda i: order[parts[i]["table"]]):
+                writer.submit(i, parts[i])
+        except BaseException:
+            writer.abort()
+            raise
+        ingest_id, counts = writer.finish(quarantine)
+        return ingest_id, [counts[i] for i in range(len(parts))]
+
+    def writer(self, *, on_step: Callable[[str, str], None] | None = None) -> IngestWriter:
+        """Open one ingest transaction served by a background thread (see :class:`IngestWriter`)."""
+        self._writable()
+        return IngestWriter(self, on_step)
+
+
+class IngestWriter:
+    """One ingest transaction, written on a background thread while the caller validates the next table.
+
+    DuckDB and polars release the GIL, so storing table *k* overlaps validating table *k + 1*. Every
+    statement of the transaction (BEGIN, upserts, quarantine, log, COMMIT or ROLLBACK) runs on the writer
+    thread, in submission order; an error is re-raised by :meth:`finish` after the rollback. Use through
+    :meth:`Store.writer`; call :meth:`finish` or :meth:`abort` exactly once.
+    """
+
+    def __init__(self, store: Store, on_step: Callable[[str, str], None] | None) -> None:
+        self._store = store
+        self._on_step = on_step
+        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        self._parts: dict[Any, Mapping[str, Any]] = {}
+        self._counts: dict[Any, WriteCounts] = {}
+        self._error: BaseException | None = None
+        self._ingest_id: int | None = None
+        self._thread = threading.Thread(target=self._run, name="sciatica-outcomes-ingest-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, key: Any, part: Mapping[str, Any]) -> None:
+        """Queue a part (see :meth:`Store.write_ingest`); parts must arrive in table dependency order."""
+        self._parts[key] = part
+        self._queue.put(("part", key, part))
+
+    def finish(self, quarantine: pl.DataFrame) -> tuple[int, dict[Any, WriteCounts]]:
+        """Write the quarantine rows and the log entries, commit, and return the ingest id and the counts."""
+        self._queue.put(("finish", quarantine, None))
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._ingest_id is None:  # pragma: no cover - finish always sets it when no error occurred
+            raise StoreError("the ingest writer stopped without committing")
+        return self._ingest_id, dict(self._counts)
+
+    def abort(self) -> None:
+        """Roll the transaction back and stop the thread."""
+        self._queue.put(("abort", None, None))
+        self._thread.join()
+
+    def _run(self) -> None:
+        store = self._store
+        started = False
+        try:
+            store._exec("BEGIN TRANSACTION")
+            started = True
+            while True:
+                kind, a, b = self._queue.get()
+                if kind == "part":
+                    self._counts[a] = store._upsert(b["table"], b["frame"], validated=True)
+                    if self._on_step is not None:
+                        self._on_step("stored", b["table"])
+                elif kind == "finish":
+                    self._finish(a)
+                    store._exec("COMMIT")
+                    return
+                else:
+                    store._exec("ROLLBACK")
+                    return
+        except BaseException as exc:
+            self._error = exc
+            if started:
+                with suppress(duckdb.Error):
+                    store._exec("ROLLBACK")
+            # drain until the caller finishes or aborts
+            while self._queue.get()[0] == "part":
+                pass
+
+    def _finish(self, quarantine: pl.DataFrame) -> None:
+        store = self._store
+        ingest_id = store.next_ingest_id()
+        if not quarantine.is_empty():
+            store.append_quarantine(quarantine.with_columns(pl.lit(ingest_id, pl.Int64).alias("ingest_id")))
+        if self._on_step is not None:
+            self._on_step("quarantined", "quarantine")
+        store.append_log(
+            [
+                {
+                    "ingest_id": ingest_id,
+                    "source_path": p["source_path"],
+                    "source_format": p["source_format"],
+                    "sha256": p["sha256"],
+                    "table_name": p["table"],
+                    "rows_read": p["rows_read"],
+                    "rows_quarantined": p["rows_quarantined"],
+                    "counts": self._counts.get(key),
+                }
+                for key, p in self._parts.items()
+            ]
+        )
+        self._ingest_id = ingest_id
 
 
 def records_json(frame: pl.DataFrame) -> pl.Series:

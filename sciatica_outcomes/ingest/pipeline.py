@@ -22,7 +22,7 @@ from sciatica_outcomes.ingest.privacy import check_identifiers
 from sciatica_outcomes.ingest.readers import read_csv_table, read_excel_tables, read_parquet_table
 from sciatica_outcomes.ingest.report import write_html_report, write_json_report
 from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable, file_sha256
-from sciatica_outcomes.ingest.validate import ValidationResult, validate_sources
+from sciatica_outcomes.ingest.validate import TableResult, ValidationResult, validate_sources
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.store import DEFAULT_DB, QUARANTINE_SCHEMA, Store, WriteCounts
 
@@ -385,36 +385,57 @@ def ingest_paths(
     )
     with Store(db) as store:
         reference = _reference(store, {s.table for s in sources})
-        validation = _with_notices(validate_sources(sources, reference=reference), notices)
-        if on_progress is not None:
-            on_progress("validated", "")
         out_dir = Path(report_dir) if report_dir is not None else db.parent
-        if strict and not validation.ok:
-            reports = _write_reports(validation, out_dir, f"{db.stem}_refused", max_examples)
-            return IngestResult(validation, db, False, None, [], reports)
-        parts = [
-            {
-                "table": t.source.table,
-                "frame": t.valid,
-                "source_path": t.source.path,
-                "source_format": t.source.fmt,
-                "sha256": t.source.sha256,
-                "rows_read": t.rows_read,
-                "rows_quarantined": t.rows_quarantined,
-            }
-            for t in validation.tables
-        ]
-        quarantine_frames = [t.quarantine for t in validation.tables if t.rows_quarantined]
-        quarantine = (
-            pl.concat(quarantine_frames)
-            if quarantine_frames
-            else pl.DataFrame(schema={k: v for k, v in QUARANTINE_SCHEMA.items() if k != "ingest_id"})
-        )
-        ingest_id, counts = store.write_ingest(parts, quarantine, on_step=on_progress)
+        if strict:
+            validation = _with_notices(validate_sources(sources, reference=reference), notices)
+            if on_progress is not None:
+                on_progress("validated", "")
+            if not validation.ok:
+                reports = _write_reports(validation, out_dir, f"{db.stem}_refused", max_examples)
+                return IngestResult(validation, db, False, None, [], reports)
+            ingest_id, counts = store.write_ingest(
+                [_part(t) for t in validation.tables], _quarantine_of(validation), on_step=on_progress
+            )
+        else:
+            # store each table on the writer thread while the next one is validated
+            writer = store.writer(on_step=on_progress)
+            try:
+                validation = _with_notices(
+                    validate_sources(
+                        sources, reference=reference, on_table=lambda i, t: writer.submit(i, _part(t))
+                    ),
+                    notices,
+                )
+            except BaseException:
+                writer.abort()
+                raise
+            if on_progress is not None:
+                on_progress("validated", "")
+            ingest_id, by_position = writer.finish(_quarantine_of(validation))
+            counts = [by_position[i] for i in range(len(validation.tables))]
     if on_progress is not None:
         on_progress("committed", str(db))
     reports = _write_reports(validation, out_dir, f"{db.stem}_ingest_{ingest_id}", max_examples)
     return IngestResult(validation, db, True, ingest_id, counts, reports)
+
+
+def _part(t: TableResult) -> dict[str, object]:
+    return {
+        "table": t.source.table,
+        "frame": t.valid,
+        "source_path": t.source.path,
+        "source_format": t.source.fmt,
+        "sha256": t.source.sha256,
+        "rows_read": t.rows_read,
+        "rows_quarantined": t.rows_quarantined,
+    }
+
+
+def _quarantine_of(validation: ValidationResult) -> pl.DataFrame:
+    frames = [t.quarantine for t in validation.tables if t.rows_quarantined]
+    if frames:
+        return pl.concat(frames)
+    return pl.DataFrame(schema={k: v for k, v in QUARANTINE_SCHEMA.items() if k != "ingest_id"})
 
 
 def _write_reports(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -935,6 +935,7 @@ def validate_sources(
     sources: Sequence[SourceTable],
     *,
     reference: Mapping[str, pl.DataFrame] | None = None,
+    on_table: Callable[[int, TableResult], None] | None = None,
 ) -> ValidationResult:
     """Validate source tables: every check on every row, cross-table rules included.
 
@@ -947,6 +948,10 @@ def validate_sources(
         ``episode_id, start_date, end_date`` and ``sessions`` with ``session_id``. Without a reference and
         without the parent table among the sources, foreign keys and episode windows of that table are not
         checked; a warning says so.
+    on_table : callable, optional
+        Called as ``on_table(position, result)`` as soon as a source is final (tables finish in dependency
+        order; ``position`` is the source's index in ``sources``). The ingest uses it to store a table while
+        the next one is validated.
 
     Returns
     -------
@@ -963,16 +968,17 @@ def validate_sources(
     episode (``DateWindow`` of the table's spec). A row can collect several errors; it is quarantined once.
     """
     reference = reference or {}
-    works = [_first_pass(s) for s in sources]
-    by_table: dict[str, list[_Work]] = {}
-    for w in works:
-        by_table.setdefault(w.source.table, []).append(w)
+    positions: dict[str, list[int]] = {}
+    for i, src in enumerate(sources):
+        positions.setdefault(src.table, []).append(i)
     notices: list[Notice] = []
     valid_parents: dict[str, pl.DataFrame] = {}
+    results: dict[int, TableResult] = {}
+    issue_parts: dict[int, list[pl.DataFrame]] = {}
     for table, spec in TABLE_SPECS.items():
-        tw = by_table.get(table, [])
-        if not tw:
+        if table not in positions:
             continue
+        tw = [_first_pass(sources[i]) for i in positions[table]]
         _check_duplicates(tw, spec)
         for fk in spec.foreign_keys:
             parent = fk.table
@@ -982,17 +988,17 @@ def validate_sources(
             if parent in reference:
                 keys.append(reference[parent][fk.ref_columns[0]])
             if not keys:
-                for w in tw:
-                    notices.append(
-                        Notice(
-                            w.source.path,
-                            table,
-                            "not_checked",
-                            f"foreign key {fk.columns[0]} -> {parent} not checked: "
-                            f"no {parent} in this ingest or the store",
-                            fk.columns[0],
-                        )
+                notices.extend(
+                    Notice(
+                        w.source.path,
+                        table,
+                        "not_checked",
+                        f"foreign key {fk.columns[0]} -> {parent} not checked: "
+                        f"no {parent} in this ingest or the store",
+                        fk.columns[0],
                     )
+                    for w in tw
+                )
                 continue
             parent_keys = pl.concat(keys).unique()
             for w in tw:
@@ -1008,34 +1014,35 @@ def validate_sources(
                 eps.append(ref)
             episodes = pl.concat(eps) if eps else None
             if episodes is None:
-                for w in tw:
-                    notices.append(
-                        Notice(
-                            w.source.path,
-                            table,
-                            "not_checked",
-                            f"{spec.date_window.date_column} inside the episode not checked: "
-                            "no episodes in this ingest or the store",
-                            spec.date_window.date_column,
-                        )
+                notices.extend(
+                    Notice(
+                        w.source.path,
+                        table,
+                        "not_checked",
+                        f"{spec.date_window.date_column} inside the episode not checked: "
+                        "no episodes in this ingest or the store",
+                        spec.date_window.date_column,
                     )
+                    for w in tw
+                )
             for w in tw:
                 _check_window(w, spec, episodes)
         if table in ("episodes", "sessions"):
             valid_parents[table] = _valid_rows(tw, spec.columns)
-    results: list[TableResult] = []
-    issue_frames: list[pl.DataFrame] = []
-    for w in works:
-        spec = TABLE_SPECS[w.source.table]
-        issues = pl.concat([_empty_issues(True), *w.issues]) if w.issues else _empty_issues(True)
-        issues = issues.sort(_RID, "column", "rule", nulls_last=True)
-        valid = w.frame.filter(~pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.columns])
-        results.append(TableResult(w.source, valid, _quarantine(w, issues)))
-        issue_frames.append(_notice_issues(w.source.notices))
-        issue_frames.append(issues.drop(_RID))
-    issue_frames.append(_notice_issues(notices))
-    all_issues = pl.concat(issue_frames) if issue_frames else _empty_issues()
-    return ValidationResult(results, all_issues, [n for w in works for n in w.source.notices] + notices)
+        for i, w in zip(positions[table], tw, strict=True):
+            issues = pl.concat([_empty_issues(True), *w.issues]) if w.issues else _empty_issues(True)
+            issues = issues.sort(_RID, "column", "rule", nulls_last=True)
+            valid = w.frame.filter(~pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.columns])
+            results[i] = TableResult(w.source, valid, _quarantine(w, issues))
+            issue_parts[i] = [_notice_issues(w.source.notices), issues.drop(_RID)]
+            if on_table is not None:
+                on_table(i, results[i])
+        del tw
+    order = sorted(results)
+    frames = [f for i in order for f in issue_parts[i]] + [_notice_issues(notices)]
+    all_issues = pl.concat(frames) if frames else _empty_issues()
+    file_notices = [n for i in order for n in results[i].source.notices]
+    return ValidationResult([results[i] for i in order], all_issues, file_notices + notices)
 
 
 def issues_to_json(issues: pl.DataFrame) -> str:

@@ -1,0 +1,131 @@
+"""Validate + store throughput against polars' plain read of the same files.
+
+For each cohort size the synthetic cohort is generated at run time (never committed) and written as CSV and
+as Parquet under ``benchmarks/out/`` (git-ignored). Each measurement runs in a fresh child process so that
+its peak resident memory is its own:
+
+- ``plain read``: ``pl.read_csv`` / ``pl.read_parquet`` of the six table files (polars infers types);
+- ``pandera``: the pandera models' own polars validation of those typed frames (column checks only), for
+  reference: the ingest compiles the same checks into its own expressions;
+- ``validate+store``: ``ingest_paths`` into a new DuckDB file (read as text, strict parse, every check,
+  cross-table rules, one transaction, reports).
+
+The figure of merit is the ratio of validate+store time to plain read time (target: at most 3). Run:
+
+    .venv/bin/python benchmarks/ingest.py [--sizes 10000 100000] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+from sciatica_outcomes.ingest import ingest_paths
+from sciatica_outcomes.schemas import TABLE_SPECS
+from sciatica_outcomes.synth import generate_cohort, write_cohort
+
+OUT = Path(__file__).resolve().parent / "out"
+TABLES = ("episodes", "sessions", "session_exercises", "measures", "questionnaire_items", "symptom_checks")
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _child(task: str, data: Path, fmt: str) -> dict[str, float]:
+    files = [data / f"{t}.{fmt}" for t in TABLES]
+    if task != "plain":
+        TABLE_SPECS["sessions"].schema  # noqa: B018 - build the pandera schemas before timing
+    t0 = time.perf_counter()
+    if task == "plain":
+        frames = [pl.read_csv(f) if fmt == "csv" else pl.read_parquet(f) for f in files]
+        rows = sum(f.height for f in frames)
+    elif task == "pandera":
+        frames = [pl.read_parquet(data / f"{t}.parquet") for t in TABLES]
+        t0 = time.perf_counter()
+        for name, frame in zip(TABLES, frames, strict=True):
+            TABLE_SPECS[name].schema.validate(frame, lazy=True)
+        rows = sum(f.height for f in frames)
+    else:
+        db = data / f"bench_{fmt}.duckdb"
+        for p in (db, db.with_name(db.name + ".wal")):
+            p.unlink(missing_ok=True)
+        res = ingest_paths(files, db=db, report_dir=data / "reports")
+        rows = sum(t.rows_read for t in res.validation.tables)
+        assert res.validation.ok, "the synthetic cohort must validate cleanly"
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "rows": rows, "peak_mib": _peak_mib()}
+
+
+def _run(task: str, data: Path, fmt: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", task, "--data", str(data), "--fmt", fmt],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _generate(n: int) -> Path:
+    data = OUT / f"cohort_{n}"
+    if data.exists():
+        shutil.rmtree(data)
+    cohort = generate_cohort(n_patients=n, seed=1)
+    write_cohort(cohort, data, fmt="csv")
+    write_cohort(cohort, data, fmt="parquet")
+    return data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the fastest is shown")
+    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--child", choices=["plain", "pandera", "ingest"])
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--fmt", default="csv")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child, args.data, args.fmt)))
+        return
+    header = (
+        f"{'patients':>9} {'format':>7} {'rows':>11} {'plain read s':>12} {'rows/s':>11} "
+        f"{'validate+store s':>16} {'rows/s':>11} {'ratio':>6} {'peak MiB read':>13} {'peak MiB ingest':>15}"
+    )
+    print(header)
+    pandera_lines = []
+    for n in args.sizes:
+        data = _generate(n)
+        for fmt in ("csv", "parquet"):
+            plain = min((_run("plain", data, fmt) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+            ingest = min((_run("ingest", data, fmt) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+            rows = int(plain["rows"])
+            ratio = ingest["seconds"] / plain["seconds"]
+            print(
+                f"{n:>9,} {fmt:>7} {rows:>11,} {plain['seconds']:>12.2f} {rows / plain['seconds']:>11,.0f} "
+                f"{ingest['seconds']:>16.2f} {rows / ingest['seconds']:>11,.0f} {ratio:>6.2f} "
+                f"{plain['peak_mib']:>13,.0f} {ingest['peak_mib']:>15,.0f}",
+                flush=True,
+            )
+        pan = _run("pandera", data, "parquet")
+        pandera_lines.append(
+            f"{n:>9,} pandera polars validate (typed frames, column checks only): {pan['seconds']:.2f} s, "
+            f"{pan['rows'] / pan['seconds']:,.0f} rows/s"
+        )
+        if not args.keep:
+            shutil.rmtree(data)
+    for line in pandera_lines:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
