@@ -84,6 +84,8 @@ RED_FLAG_FIELDS: tuple[str, ...] = (
     "new_numbness",
 )
 SYMPTOM_EXTENT: tuple[str, ...] = ("back_only", "buttock", "thigh", "below_knee", "foot")
+SESSION_STATUS: tuple[str, ...] = ("completed", "missed", "cancelled")
+STOPPED_REASONS: tuple[str, ...] = ("cap", "fatigue", "symptom")
 BANDS: tuple[str, ...] = ("yellow", "red", "green", "blue", "black")
 
 
@@ -255,6 +257,14 @@ def _items_with_sum(rng: np.random.Generator, totals: np.ndarray, n_items: int, 
         items[rows[diff > 0], up[diff > 0]] += 1
         items[rows[diff < 0], down[diff < 0]] -= 1
     return items
+
+
+def _labels(names: tuple[str, ...] | list[str], codes: np.ndarray) -> pl.Series:
+    """String labels from integer codes into ``names`` (``-1`` = null), without a numpy string array."""
+    codes = np.asarray(codes, dtype=np.int64)
+    out = pl.Series(list(names), dtype=pl.String).gather(np.maximum(codes, 0))
+    missing = np.flatnonzero(codes < 0)
+    return out.scatter(missing, None) if missing.size else out
 
 
 def _id_series(prefix: str, numbers: np.ndarray, width: int) -> pl.Series:
@@ -459,7 +469,7 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
         mask: np.ndarray,
         measure: str,
         value: np.ndarray,
-        stopped: np.ndarray | None = None,
+        stopped: pl.Series | None = None,
         cap: float | None = None,
         version: str | None = None,
     ) -> None:
@@ -469,11 +479,15 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
                 {
                     "episode_id": ep_idx[mask],
                     "assessed_day": m_date[mask],
-                    "measure": np.full(cnt, measure),
+                    "measure": _labels([measure], np.zeros(cnt, dtype=np.int64)),
                     "value": value[mask].astype(float),
-                    "stopped_reason": stopped[mask] if stopped is not None else np.full(cnt, None),
-                    "cap_min": np.full(cnt, cap, dtype=float) if cap is not None else np.full(cnt, None),
-                    "instrument_version": np.full(cnt, version),
+                    "stopped_reason": (
+                        stopped.filter(pl.Series(mask))
+                        if stopped is not None
+                        else pl.repeat(None, cnt, dtype=pl.String, eager=True)
+                    ),
+                    "cap_min": pl.repeat(cap, cnt, dtype=pl.Float64, eager=True),
+                    "instrument_version": pl.repeat(version, cnt, dtype=pl.String, eager=True),
                     "visit_week": m_wk[mask],
                 },
                 schema_overrides={
@@ -497,7 +511,7 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
         at_cap = minutes >= cap
         fatigue = rng.random(ep_idx.shape[0]) < cfg.fatigue_share
         value = np.where(at_cap, cap, np.maximum(np.round(minutes, 1), 0.1))
-        stopped = np.where(at_cap, "cap", np.where(fatigue, "fatigue", "symptom"))
+        stopped = _labels(STOPPED_REASONS, np.where(at_cap, 0, np.where(fatigue, 1, 2)))
         add_measure(allm, name, value, stopped, cap)
 
     q_mask = np.isin(m_wk, np.asarray(cfg.questionnaire_weeks))
@@ -541,10 +555,12 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
                 {
                     "episode_id": ep_idx[qi][r],
                     "assessed_day": m_date[qi][r],
-                    "instrument": np.full(r.shape[0], instrument),
-                    "item": np.asarray(names)[c],
+                    "instrument": _labels([instrument], np.zeros(r.shape[0], dtype=np.int64)),
+                    "item": _labels(names, c),
                     "response": items[r, c],
-                    "instrument_version": np.full(r.shape[0], "2.1a" if instrument == "odi" else None),
+                    "instrument_version": pl.repeat(
+                        "2.1a" if instrument == "odi" else None, r.shape[0], dtype=pl.String, eager=True
+                    ),
                 },
                 schema_overrides={"instrument_version": pl.String},
             )
@@ -608,7 +624,7 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
     ns = s_ep.shape[0]
     u = rng.random(ns)
     completed = u < propensity[s_ep]
-    status = np.where(completed, "completed", np.where(rng.random(ns) < 0.7, "missed", "cancelled"))
+    status = _labels(SESSION_STATUS, np.where(completed, 0, np.where(rng.random(ns) < 0.7, 1, 2)))
     pain_latent = latent("nprs_leg", s_ep, s_day / 7.0, noise=False) + rng.normal(0, 0.6, ns)
     pain_before = np.clip(np.rint(pain_latent), 0, 10)
     flare = completed & (pain_before <= 7) & (rng.random(ns) < cfg.flare_prob)
@@ -624,7 +640,7 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
     )
     next_missing = ~flare & (rng.random(ns) < cfg.pain_next_day_missing)
     extent_score = pain_latent / 2.5 + rng.normal(0, 0.6, ns)
-    extent = np.asarray(SYMPTOM_EXTENT)[np.clip(np.floor(extent_score / 0.8).astype(np.int64), 0, 4)]
+    extent = _labels(SYMPTOM_EXTENT, np.clip(np.floor(extent_score / 0.8).astype(np.int64), 0, 4))
     session_no = np.arange(1, ns + 1)
     sessions = (
         pl.DataFrame(
@@ -681,58 +697,75 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
     r_ep = np.repeat(e_ep, n_slots)
     r_lvl = np.repeat(level, n_slots)
     slot = np.tile(np.arange(n_slots), ci.shape[0])
-    exercise = np.empty(r_sess.shape[0], dtype=object)
+    ex_names = (
+        "bird_dog",
+        "bird_dog_reach",
+        "pelvic_tilt",
+        "abdominal_bracing",
+        "glute_bridge",
+        "single_leg_bridge",
+        "kb_deadlift",
+        "banded_hip_thrust",
+        "clamshell",
+        "lateral_band_walk",
+        "nordic_regression",
+        "hamstring_stretch",
+        "neural_glide_slider",
+        "neural_glide_tensioner",
+    )
+    ex = {name: i for i, name in enumerate(ex_names)}
+    exercise = np.full(r_sess.shape[0], -1, dtype=np.int64)
     sets = np.full(r_sess.shape[0], 3, dtype=np.int64)
     reps = np.full(r_sess.shape[0], np.nan)
     hold = np.full(r_sess.shape[0], np.nan)
     load = np.full(r_sess.shape[0], np.nan)
-    band = np.full(r_sess.shape[0], "", dtype=object)
+    band = np.full(r_sess.shape[0], -1, dtype=np.int64)
     lv = r_lvl.astype(float)
     # core: bird-dog (hold 5 s + 2 s per level, then the reaching variant) or pelvic control
     m = (slot == 0) & (core_choice[r_ep] == 0)
     adv = m & (r_lvl >= 4)
     exercise[m & ~adv], hold[m & ~adv], reps[m & ~adv] = (
-        "bird_dog",
+        ex["bird_dog"],
         np.minimum(5 + 2 * lv[m & ~adv], 20),
         8,
     )
-    exercise[adv], reps[adv] = "bird_dog_reach", np.minimum(8 + 2 * (lv[adv] - 4), 15)
+    exercise[adv], reps[adv] = ex["bird_dog_reach"], np.minimum(8 + 2 * (lv[adv] - 4), 15)
     m = (slot == 0) & (core_choice[r_ep] == 1)
     adv = m & (r_lvl >= 3)
-    exercise[m & ~adv], reps[m & ~adv] = "pelvic_tilt", 10 + 2 * lv[m & ~adv]
+    exercise[m & ~adv], reps[m & ~adv] = ex["pelvic_tilt"], 10 + 2 * lv[m & ~adv]
     exercise[adv], hold[adv], reps[adv] = (
-        "abdominal_bracing",
+        ex["abdominal_bracing"],
         np.minimum(10 + 5 * (lv[adv] - 3), 45),
         6,
     )
     # gluteus maximus: bridge -> single-leg bridge; kettlebell deadlift by load; hip thrust by band
     m = (slot == 1) & (gm_choice[r_ep] == 0)
     adv = m & (r_lvl >= 3)
-    exercise[m & ~adv], reps[m & ~adv] = "glute_bridge", 10 + 2 * lv[m & ~adv]
-    exercise[adv], reps[adv] = "single_leg_bridge", np.minimum(8 + 2 * (lv[adv] - 3), 15)
+    exercise[m & ~adv], reps[m & ~adv] = ex["glute_bridge"], 10 + 2 * lv[m & ~adv]
+    exercise[adv], reps[adv] = ex["single_leg_bridge"], np.minimum(8 + 2 * (lv[adv] - 3), 15)
     m = (slot == 1) & (gm_choice[r_ep] == 1)
-    exercise[m], reps[m], load[m] = "kb_deadlift", 10, np.minimum(kb_start[r_ep[m]] + 2 * lv[m], 32)
+    exercise[m], reps[m], load[m] = ex["kb_deadlift"], 10, np.minimum(kb_start[r_ep[m]] + 2 * lv[m], 32)
     m = (slot == 1) & (gm_choice[r_ep] == 2)
-    exercise[m], reps[m] = "banded_hip_thrust", np.where(lv[m] >= len(BANDS), 15, 12)
-    band[m] = np.asarray(BANDS, dtype=object)[np.minimum(r_lvl[m], len(BANDS) - 1)]
+    exercise[m], reps[m] = ex["banded_hip_thrust"], np.where(lv[m] >= len(BANDS), 15, 12)
+    band[m] = np.minimum(r_lvl[m], len(BANDS) - 1)
     # gluteus medius: clamshell -> lateral band walk, band colour by level
     m = slot == 2
     adv = m & (r_lvl >= 3)
-    exercise[m & ~adv], reps[m & ~adv] = "clamshell", 12
-    band[m & ~adv] = np.asarray(BANDS, dtype=object)[r_lvl[m & ~adv]]
-    exercise[adv], reps[adv] = "lateral_band_walk", 10
-    band[adv] = np.asarray(BANDS, dtype=object)[np.minimum(r_lvl[adv] - 3, len(BANDS) - 1)]
+    exercise[m & ~adv], reps[m & ~adv] = ex["clamshell"], 12
+    band[m & ~adv] = r_lvl[m & ~adv]
+    exercise[adv], reps[adv] = ex["lateral_band_walk"], 10
+    band[adv] = np.minimum(r_lvl[adv] - 3, len(BANDS) - 1)
     # hamstrings: Nordic regression by reps, or stretch (mobility, not progressed)
     m = (slot == 3) & (ham_choice[r_ep] == 0)
-    exercise[m], reps[m] = "nordic_regression", np.minimum(4 + lv[m], 10)
+    exercise[m], reps[m] = ex["nordic_regression"], np.minimum(4 + lv[m], 10)
     sets[m] = np.where(r_lvl[m] >= 2, 3, 2)
     m = (slot == 3) & (ham_choice[r_ep] == 1)
-    exercise[m], hold[m], reps[m], sets[m] = "hamstring_stretch", 30, 1, 3
+    exercise[m], hold[m], reps[m], sets[m] = ex["hamstring_stretch"], 30, 1, 3
     # neural glides: slider, then tensioner after four progressions
     m = slot == 4
     adv = m & (r_lvl >= 4)
-    exercise[m & ~adv], reps[m & ~adv] = "neural_glide_slider", 10
-    exercise[adv], reps[adv] = "neural_glide_tensioner", 10
+    exercise[m & ~adv], reps[m & ~adv] = ex["neural_glide_slider"], 10
+    exercise[adv], reps[adv] = ex["neural_glide_tensioner"], 10
     sets[m] = 2
     pb = pain_before[r_sess]
     pain_during = np.clip(pb + rng.choice(np.array([-1, 0, 0, 1]), size=r_sess.shape[0]), 0, 10)
@@ -740,13 +773,13 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
     session_exercises = pl.DataFrame(
         {
             "session_id": sessions["session_id"].gather(r_sess),
-            "exercise": pl.Series(exercise.astype(str)),
+            "exercise": _labels(ex_names, exercise),
             "set_index": np.ones(r_sess.shape[0], dtype=np.int64),
             "sets": sets,
             "reps": reps,
             "hold_s": hold,
             "load_kg": load,
-            "band": pl.Series(band.astype(str)),
+            "band": _labels(BANDS, band),
             "pain_during": pain_during,
             "modified": modified,
         }
@@ -754,7 +787,6 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
         pl.col("reps", "hold_s").fill_nan(None).cast(pl.Int64),
         pl.col("load_kg").fill_nan(None),
         pl.col("pain_during").cast(pl.Int64),
-        pl.when(pl.col("band") != "").then(pl.col("band")).alias("band"),
     )
 
     # ---- truth ---------------------------------------------------------------------------------------
