@@ -757,6 +757,8 @@ def _check_duplicates(works: Sequence[_Work], spec: TableSpec) -> None:
     for i, k in enumerate(key):
         combined = combined * pl.lit(1_000_003 + 2 * i, pl.UInt64) + pl.col(k).hash(seed=i)
     hashed = allk.select(combined.alias("h"), pl.all_horizontal(pl.col(key).is_not_null()).alias("ok"))
+    if hashed["h"].n_unique() == hashed.height:
+        return
     candidates = allk.filter(hashed["h"].is_duplicated() & hashed["ok"])
     if candidates.is_empty():
         return
