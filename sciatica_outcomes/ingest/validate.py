@@ -295,6 +295,17 @@ def _text(column: str, raw_columns: frozenset[str]) -> pl.Expr:
     return pl.col(column if column in raw_columns else _p(column)).cast(pl.String)
 
 
+#: Characters people cannot see in a message; shown as <U+XXXX> (the reported ``value`` keeps them as read).
+_INVISIBLE = ("\u00a0", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\t", "\r", "\n")
+
+
+def _visible(text: pl.Expr) -> pl.Expr:
+    """Text with invisible and non-breaking characters spelled out, for messages."""
+    for ch in _INVISIBLE:
+        text = text.str.replace_all(ch, f"<U+{ord(ch):04X}>", literal=True)
+    return text
+
+
 def _column_checks(spec: TableSpec, column: str, raw_columns: frozenset[str] = frozenset()) -> list[_Check]:
     """Compile the pandera checks of one column into polars checks on the parsed values."""
     col = spec.schema.columns[column]
@@ -363,7 +374,10 @@ def _column_checks(spec: TableSpec, column: str, raw_columns: frozenset[str] = f
                     ~v.is_in(allowed),
                     shown,
                     pl.format(
-                        "'{}' is not an allowed {}: expected one of {}", shown, pl.lit(column), pl.lit(listed)
+                        "'{}' is not an allowed {}: expected one of {}",
+                        _visible(shown),
+                        pl.lit(column),
+                        pl.lit(listed),
                     ),
                 )
             )
@@ -381,10 +395,10 @@ def _column_checks(spec: TableSpec, column: str, raw_columns: frozenset[str] = f
                     column,
                     ~v.str.contains(pattern),
                     shown,
-                    pl.format("'{}' is not a valid {}: {}", shown, pl.lit(column), pl.lit(hint)),
+                    pl.format("'{}' is not a valid {}: {}", _visible(shown), pl.lit(column), pl.lit(hint)),
                 )
             )
-        else:  # pragma: no cover - guarded by tests/ingest/test_validate.py::test_every_schema_check_compiles
+        else:  # pragma: no cover - every check of the shipped schemas is translated (tested)
             raise NotImplementedError(f"check {name!r} of {spec.name}.{column} has no polars translation")
     if not col.nullable:
         out.append(

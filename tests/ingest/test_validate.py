@@ -174,6 +174,8 @@ def test_rows_read_equal_stored_plus_quarantined_and_every_corruption_is_reporte
         )
         if c.kind in _CELL_CORRUPTIONS and c.value:
             assert hit["value"][0] == c.value
+        if c.kind == "stray_unicode" and any(ch in c.value for ch in ("\u200b", "\u00a0")):
+            assert "<U+" in hit["message"][0], "invisible characters must be visible in the message"
         quarantined = next(t for t in res.tables if t.source.table == c.table).quarantine
         assert c.row + 2 in quarantined["row_number"].to_list()
     for table in extra - empty:
