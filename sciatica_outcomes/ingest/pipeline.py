@@ -21,7 +21,7 @@ from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest.privacy import check_identifiers
 from sciatica_outcomes.ingest.readers import read_csv_table, read_excel_tables, read_parquet_table
 from sciatica_outcomes.ingest.report import write_html_report, write_json_report
-from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable, file_sha256
+from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable, file_digest
 from sciatica_outcomes.ingest.validate import TableResult, ValidationResult, validate_sources
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.store import DEFAULT_DB, QUARANTINE_SCHEMA, Store, WriteCounts
@@ -155,9 +155,12 @@ def read_sources(
     files = [(p, e) for p, e in files if p not in dictionaries]
     sources: list[SourceTable] = []
     with ThreadPoolExecutor(max_workers=2) as pool:
-        hashes = {p: pool.submit(file_sha256, p) for p, _ in files}
+        digests = {p: pool.submit(file_digest, p) for p, _ in files}
         for path, explicit in files:
-            sha = hashes[path].result
+
+            def sha(path: Path = path) -> str:
+                return digests[path].result().sha256
+
             suffix = path.suffix.lower()
             stem = path.stem.strip().lower()
             if suffix in _JSON:
@@ -194,7 +197,8 @@ def read_sources(
                 if suffix in _PARQUET:
                     got = [read_parquet_table(path, target, sha())]
                 else:
-                    got = [read_csv_table(path, target, sha())]
+                    digest = digests[path].result()
+                    got = [read_csv_table(path, target, digest.sha256, lines=digest.lines)]
             for src in got:
                 check_identifiers(src.raw.drop(ROW, strict=False), src.path)
             sources.extend(got)

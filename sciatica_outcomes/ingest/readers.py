@@ -159,7 +159,7 @@ def _drop_blank_rows(
     return raw.filter(~blank), [notice]
 
 
-def read_csv_table(path: str | Path, table: str, sha256: str) -> SourceTable:
+def read_csv_table(path: str | Path, table: str, sha256: str, *, lines: int | None = None) -> SourceTable:
     """Read a CSV file as strings with line numbers.
 
     Parameters
@@ -170,6 +170,8 @@ def read_csv_table(path: str | Path, table: str, sha256: str) -> SourceTable:
         Canonical table the file holds.
     sha256 : str
         Hash of the file (computed by the caller).
+    lines : int, optional
+        Number of lines of the file if the caller counted them (:func:`file_digest`); saves a pass.
 
     Returns
     -------
@@ -182,11 +184,13 @@ def read_csv_table(path: str | Path, table: str, sha256: str) -> SourceTable:
     UnusableInputError
         If the file cannot be read or parsed (ragged lines, duplicate header names).
     """
-    raw, notices = read_csv_raw(path, table)
+    raw, notices = read_csv_raw(path, table, lines=lines)
     return SourceTable(table, str(path), "csv", sha256, raw, notices)
 
 
-def read_csv_raw(path: str | Path, table: str | None = None) -> tuple[pl.DataFrame, list[Notice]]:
+def read_csv_raw(
+    path: str | Path, table: str | None = None, *, lines: int | None = None
+) -> tuple[pl.DataFrame, list[Notice]]:
     """Read a CSV file as strings plus :data:`ROW`; return the frame and the file-level notices.
 
     See :func:`read_csv_table`; ``table`` only labels the notices.
@@ -224,7 +228,10 @@ def read_csv_raw(path: str | Path, table: str | None = None) -> tuple[pl.DataFra
                 f"{shown}: cannot parse as CSV (delimiter {delimiter!r}): {first}"
             ) from exc
     raw = _clean_header(raw, shown)
-    multiline = _has_multiline_records(path if text is None else None, source, raw)
+    if lines is not None and text is None:
+        multiline = lines > raw.height + 1
+    else:
+        multiline = _has_multiline_records(path if text is None else None, source, raw)
     if multiline:
         if text is None:
             text = path.read_bytes().decode("utf-8").lstrip("\ufeff")

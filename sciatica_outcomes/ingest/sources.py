@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-__all__ = ["ROW", "Notice", "SourceTable", "file_sha256"]
+__all__ = ["ROW", "FileDigest", "Notice", "SourceTable", "file_digest", "file_sha256"]
 
 #: Name of the column carrying the source row number (CSV line with the header as line 1; spreadsheet row;
 #: Parquet row counted from 1; FHIR Bundle entry counted from 1).
@@ -60,10 +60,33 @@ class SourceTable:
         return self.raw.height
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
+@dataclass(frozen=True)
+class FileDigest:
+    """What one pass over a file's bytes tells: its SHA-256 and its line breaks."""
+
+    sha256: str
+    line_breaks: int
+    ends_with_break: bool
+
+    @property
+    def lines(self) -> int:
+        """Number of lines (a last line without a break counts)."""
+        return self.line_breaks + (0 if self.ends_with_break else 1)
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 22) -> FileDigest:
+    """SHA-256 and line-break count of a file, in one chunked pass."""
     h = hashlib.sha256()
+    breaks = 0
+    last = b""
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
-    return h.hexdigest()
+            breaks += block.count(b"\n")
+            last = block[-1:]
+    return FileDigest(h.hexdigest(), breaks, last == b"\n")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    return file_digest(path, chunk).sha256
