@@ -342,17 +342,18 @@ class GrowthModel:
     def _optimise(self, reml: bool) -> None:
         eng, st = self.engine_, self.structure_
         lower = st.lower()
-        scale = self._theta_scale
-        bounds = [
-            (None if not np.isfinite(lo) else lo / sc, None) for lo, sc in zip(lower, scale, strict=True)
-        ]
         n_start = eng.n_evals
 
-        def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
-            f, g = self._fg(x * scale, reml)
-            return f, g * scale
+        def run(start: np.ndarray, scale: np.ndarray) -> np.ndarray:
+            """L-BFGS-B in scaled coordinates ``x = theta / scale``, then projected Newton polishing."""
+            bounds = [
+                (None if not np.isfinite(lo) else lo / sc, None) for lo, sc in zip(lower, scale, strict=True)
+            ]
 
-        def run(start: np.ndarray) -> np.ndarray:
+            def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
+                f, g = self._fg(x * scale, reml)
+                return f, g * scale
+
             res = optimize.minimize(
                 fg,
                 start / scale,
@@ -364,7 +365,8 @@ class GrowthModel:
             return self._newton(np.maximum(res.x * scale, lower), lower, reml)
 
         messages: list[str] = []
-        theta = run(st.theta0() * scale)
+        scale = self._theta_scale
+        theta = run(st.theta0() * scale, scale)
         restarts = 0
         check = self._check(theta, lower, reml)
         while restarts < self.max_restarts and not check["ok"]:
@@ -378,7 +380,20 @@ class GrowthModel:
                     else "decrement above tolerance"
                 )
             )
-            theta = run(start if start is not None else np.maximum(theta + 0.05 * st.theta0() * scale, lower))
+            # restart preconditioned by the Hessian diagonal (flat directions such as a clinic SD get steps
+            # of their own size)
+            hd = np.abs(np.diag(check["hessian"]))
+            pre = 1.0 / np.sqrt(np.maximum(hd, 1e-12 * max(hd.max(), 1.0)))
+            pre *= scale.max() / pre.max()
+            if start is not None:
+                # near the optimum already: Newton steps first, L-BFGS-B only if they do not settle
+                theta = self._newton(start, lower, reml, max_iter=30)
+                check = self._check(theta, lower, reml)
+                if check["ok"]:
+                    break
+            else:
+                start = np.maximum(theta + 0.05 * st.theta0() * scale, lower)
+            theta = run(start, pre)
             check = self._check(theta, lower, reml)
         diag = np.asarray(st.diag_theta)
         singular = bool((theta[diag] < SINGULAR_TOL).any())
@@ -416,12 +431,11 @@ class GrowthModel:
         f0 = self.engine_.deviance(theta, reml)[0]
         best, best_f = None, f0
         for d in directions:
-            for a in (1.0, 0.3, 0.1, 0.03, 0.01):
+            for a in (1.0, 0.3, 0.1, 0.03, 0.01, 0.003):
                 cand = np.maximum(theta + a * d, lower)
                 fc = self.engine_.deviance(cand, reml)[0]
                 if fc < best_f - 1e-10 * max(1.0, abs(f0)):
                     best, best_f = cand, fc
-                    break
         return best
 
     def _newton(self, theta: np.ndarray, lower: np.ndarray, reml: bool, max_iter: int = 12) -> np.ndarray:
