@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from sciatica_outcomes.errors import UnusableInputError
+from sciatica_outcomes.ingest.privacy import check_identifiers
 from sciatica_outcomes.ingest.readers import read_csv_raw
 from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable
 from sciatica_outcomes.schemas import TABLE_SPECS
@@ -108,6 +109,7 @@ def read_redcap_export(
     if bad_tables:
         raise UnusableInputError(f"REDCap mapping names unknown table(s): {', '.join(bad_tables)}")
     raw, notices = read_csv_raw(path)
+    check_identifiers(raw.drop(ROW), shown)
     if RECORD_ID not in raw.columns:
         raise UnusableInputError(f"{shown}: a REDCap export needs a {RECORD_ID} column")
     if _INSTRUMENT not in raw.columns:

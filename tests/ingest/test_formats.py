@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
+from sciatica_outcomes.errors import IdentifierColumnError
 from sciatica_outcomes.ingest import ingest_paths, validate_paths
 from sciatica_outcomes.ingest.fhir import write_fhir_bundle
 from sciatica_outcomes.ingest.redcap import write_redcap_export
@@ -178,3 +180,10 @@ def test_fhir_loinc_codes_ordinal_answers_and_bad_values(tmp_path: Path, small_c
     items = next(t for t in res.tables if t.source.table == "questionnaire_items")
     assert items.valid.select("item", "response", "instrument_version").row(0) == ("walking", 2, "2.1a")
     assert "skipped_resource" in res.issues["rule"].to_list()
+
+
+def test_redcap_export_with_identifier_fields_is_refused(tmp_path: Path, small_cohort: Cohort) -> None:
+    export = write_redcap_export(small_cohort.tables, tmp_path / "export.csv")
+    pl.read_csv(export, infer_schema=False).with_columns(pl.lit("Ann").alias("first_name")).write_csv(export)
+    with pytest.raises(IdentifierColumnError, match="first_name"):
+        validate_paths([export])
