@@ -289,3 +289,29 @@ def test_pandas_and_polars_give_identical_fits() -> None:
         pd.DataFrame(data.to_dict(as_series=False))
     )
     assert np.array_equal(a.beta_, b.beta_)
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_conditional_modes_match_ranef(golden: dict, name: str) -> None:
+    """ranef(m, condVar = TRUE): BLUPs of the first five levels (to 1e-4 of their conditional SD or of the
+    random-effect SD) and conditional SDs (1e-4 relative)."""
+    _, r, m = golden[name]
+    ours = m.ranef()
+    for block in r["ranef"]:
+        terms = block["terms"] if isinstance(block["terms"], list) else [block["terms"]]
+        levels = block["level"] if isinstance(block["level"], list) else [block["level"]]
+        frame = ours[block["group"]]
+        rows = frame.filter(pl.col(block["group"]).cast(pl.String).is_in(levels))
+        rows = rows.sort(pl.col(block["group"]).cast(pl.String))
+        assert rows[block["group"]].cast(pl.String).to_list() == sorted(levels)
+        order = np.argsort(levels)
+        sd_term = dict(zip(m.variance_components["term1"], m.variance_components["sd"], strict=False))
+        for j, term in enumerate(terms):
+            expected = np.asarray(block["values"][j], dtype=float)[order]
+            if block["cond_sd"] is not None:
+                cond = np.asarray(block["cond_sd"][j], dtype=float)[order]
+                assert rel(rows[f"{term}__cond_sd"], cond) < 1e-4
+                scale = cond
+            else:
+                scale = np.full(expected.shape, sd_term[term])
+            assert np.max(np.abs(rows[term].to_numpy() - expected) / scale) < 1e-4

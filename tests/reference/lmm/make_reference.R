@@ -5,6 +5,7 @@
 # with lmerTest loaded (summary(): Satterthwaite df), records VarCorr, sigma, logLik, AIC, BIC, theta,
 #   emmeans(m, specs, at = at, lmer.df = "satterthwaite", lmerTest.limit = Inf) and pairs() of it,
 #   anova(m_small, m) (likelihood-ratio test, ML refits) and contest(m, L, joint = TRUE) where asked,
+# ranef(m, condVar = TRUE) for the first five levels of each grouping factor,
 # and the same fit with lme4's default optimizer (nloptwrap) with its convergence messages.
 suppressPackageStartupMessages({
   library(lme4); library(lmerTest); library(emmeans); library(jsonlite); library(splines)
@@ -39,6 +40,16 @@ for (case in cases) {
     singular = isSingular(m),
     messages = as.list(m@optinfo$conv$lme4$messages)
   )
+  re <- ranef(m, condVar = TRUE)
+  out$ranef <- lapply(names(re), function(g) {
+    r <- re[[g]]
+    k <- min(5L, nrow(r))
+    pv <- attr(r, "postVar")
+    sdv <- if (is.array(pv) && length(dim(pv)) == 3L)
+      lapply(seq_len(ncol(r)), function(j) sqrt(pv[j, j, seq_len(k)])) else NULL
+    list(group = g, level = rownames(r)[seq_len(k)], terms = colnames(r),
+         values = lapply(seq_len(ncol(r)), function(j) r[seq_len(k), j]), cond_sd = sdv)
+  })
   md <- lmer(f, data = d, REML = case$reml)
   out$default_optimizer <- list(loglik = num(logLik(md)), optimizer = md@optinfo$optimizer,
                                 messages = as.list(md@optinfo$conv$lme4$messages))
