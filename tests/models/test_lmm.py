@@ -315,3 +315,18 @@ def test_conditional_modes_match_ranef(golden: dict, name: str) -> None:
             else:
                 scale = np.full(expected.shape, sd_term[term])
             assert np.max(np.abs(rows[term].to_numpy() - expected) / scale) < 1e-4
+
+
+def test_optimizer_detects_and_leaves_a_boundary_maximum(golden: dict) -> None:
+    """With a slope SD at zero the gradient vanishes by symmetry; the second-order check must see that the
+    deviance falls into the interior, and the escape must find a lower start (lme4's optimum is interior)."""
+    _, r, m = golden["uncorrelated_slopes"]
+    lower = m.structure_.lower()
+    bad = m.theta_.copy()
+    bad[1] = 0.0
+    check = m._check(bad, lower, True)
+    assert check["inward"][1] and not check["ok"]
+    start = m._escape(bad, check, lower, True)
+    assert start is not None
+    assert m.engine_.deviance(start, True)[0] < m.engine_.deviance(bad, True)[0]
+    assert m.theta_[1] > 0.01 and abs(m.result_.loglik - r["loglik"]) < 1e-5
