@@ -23,7 +23,7 @@ from sciatica_outcomes.models.inference import (
     satterthwaite_from_deviance,
     vcov_varpar_from_hessian,
 )
-from sciatica_outcomes.models.lmm import GrowthModel, likelihood_ratio_test
+from sciatica_outcomes.models.lmm import GrowthModel, fit_standard, likelihood_ratio_test, standard_formula
 from sciatica_outcomes.models.mmrm import COVARIANCE_STRUCTURES, MMRM, MMRMResult, fit_mmrm
 from sciatica_outcomes.models.responders import responder_analysis, responder_frame, wilson_interval
 from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
@@ -50,6 +50,7 @@ __all__ = [
     "emmeans",
     "episode_outcomes",
     "fit_mmrm",
+    "fit_standard",
     "kaplan_meier",
     "likelihood_ratio",
     "likelihood_ratio_test",
@@ -62,6 +63,7 @@ __all__ = [
     "responder_analysis",
     "responder_frame",
     "satterthwaite_from_deviance",
+    "standard_formula",
     "time_to_improvement",
     "vcov_varpar_from_hessian",
     "wilson_interval",

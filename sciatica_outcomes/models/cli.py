@@ -22,9 +22,9 @@ from rich.table import Table
 
 from sciatica_outcomes.errors import SciaticaOutcomesError, UnusableInputError
 from sciatica_outcomes.models.emmeans import parse_emmeans_spec
-from sciatica_outcomes.models.lmm import GrowthModel
+from sciatica_outcomes.models.lmm import GrowthModel, standard_formula
 
-__all__ = ["ModelKind", "fit_command", "read_frame", "standard_formula"]
+__all__ = ["ModelKind", "fit_command", "read_frame"]
 
 
 class ModelKind(StrEnum):
@@ -32,16 +32,6 @@ class ModelKind(StrEnum):
 
     lmm = "lmm"
     mmrm = "mmrm"  # mixed model for repeated measures (models/mmrm.py, run by models/cli_trial.py)
-
-
-def standard_formula(outcome: str, n_clinics: int) -> str:
-    """The standard growth model of an outcome on the derived analysis frame.
-
-    ``outcome ~ week * adherence_overall + age + (week | episode_id)``, with ``(1 | clinic_id)`` added
-    when the data hold more than one clinic (episodes nested in clinics).
-    """
-    clinic = "(1 | clinic_id) + " if n_clinics > 1 else ""
-    return f"{outcome} ~ week * adherence_overall + age + {clinic}(week | episode_id)"
 
 
 def read_frame(path: Path) -> pl.DataFrame:

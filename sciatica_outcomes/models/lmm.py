@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 
-__all__ = ["GrowthModel", "likelihood_ratio_test"]
+__all__ = ["GrowthModel", "fit_standard", "likelihood_ratio_test", "standard_formula"]
 
 SINGULAR_TOL = 1e-4  # lme4::isSingular default
 
@@ -876,3 +876,37 @@ def likelihood_ratio_test(small: GrowthModel, large: GrowthModel) -> LikelihoodR
         return len(m.beta_) + m.structure_.n_theta + 1
 
     return likelihood_ratio(a.result_.loglik, b.result_.loglik, npar(a), npar(b), refit)
+
+
+def standard_formula(outcome: str, n_clinics: int) -> str:
+    """The standard growth model of an outcome on the derived analysis frame.
+
+    ``outcome ~ week * adherence_overall + age + (week | episode_id)``, with ``(1 | clinic_id)`` added
+    when the data hold more than one clinic (episodes nested in clinics).
+    """
+    clinic = "(1 | clinic_id) + " if n_clinics > 1 else ""
+    return f"{outcome} ~ week * adherence_overall + age + {clinic}(week | episode_id)"
+
+
+def fit_standard(frame: Any, outcome: str, reml: bool = True) -> GrowthModel:
+    """Fit the standard growth model of one outcome on the analysis frame (``derive.analysis_frame``).
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        The analysis frame (one row per episode and assessment, one column per measure).
+    outcome : str
+        Measure column, e.g. ``"odi"`` or ``"walk_tolerance_min"``.
+    reml : bool
+        REML (default) or ML.
+
+    Returns
+    -------
+    GrowthModel
+        Fitted; e.g. ``fit_standard(af, "odi").emmeans("week", at={"week": [0, 6, 12, 26]}).means``.
+    """
+    frame = _to_polars(frame)
+    if outcome not in frame.columns:
+        raise UnusableInputError(f"outcome {outcome!r} is not a column of the analysis frame")
+    n_clinics = frame["clinic_id"].n_unique() if "clinic_id" in frame.columns else 1
+    return GrowthModel(standard_formula(outcome, n_clinics), reml=reml).fit(frame)
