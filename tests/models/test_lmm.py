@@ -21,9 +21,11 @@ import statsmodels.formula.api as smf
 from lmm_golden import CASE_NAMES, load_data
 from scipy import stats
 
+from sciatica_outcomes.derive import analysis_frame
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
-from sciatica_outcomes.models import GrowthModel, likelihood_ratio_test
+from sciatica_outcomes.models import GrowthModel, fit_standard, likelihood_ratio_test, standard_formula
 from sciatica_outcomes.models.frames import simulate_growth
+from sciatica_outcomes.synth import generate_cohort
 
 
 def rel(a: Any, b: Any, floor: Any = 1e-300) -> float:
@@ -330,3 +332,14 @@ def test_optimizer_detects_and_leaves_a_boundary_maximum(golden: dict) -> None:
     assert start is not None
     assert m.engine_.deviance(start, True)[0] < m.engine_.deviance(bad, True)[0]
     assert m.theta_[1] > 0.01 and abs(m.result_.loglik - r["loglik"]) < 1e-5
+
+
+def test_fit_standard_on_the_derived_analysis_frame() -> None:
+    cohort = generate_cohort(n_patients=200, n_clinics=3, seed=31)
+    af = analysis_frame(cohort.tables)
+    m = fit_standard(af, "nprs_leg")
+    assert m.formula == standard_formula("nprs_leg", af["clinic_id"].n_unique())
+    assert m.result_.converged
+    assert m.summary.filter(pl.col("term") == "week")["estimate"][0] < 0  # leg pain falls over the program
+    with pytest.raises(UnusableInputError, match="not a column"):
+        fit_standard(af, "unknown_measure")
