@@ -116,3 +116,28 @@ def test_quarantine_is_retrievable_and_not_duplicated(tmp_path: Path) -> None:
         got = store.quarantined("sessions")
     assert got["row_number"].to_list() == [3, 7]
     assert got["pain_before"].to_list() == ["7/10", "11"]
+
+
+def test_writer_thread_error_rolls_back_and_is_raised(tmp_path: Path, cohort_1000: Cohort) -> None:
+    ep = cohort_1000.tables["episodes"]
+    part = {
+        "table": "episodes",
+        "frame": ep,
+        "source_path": "episodes.csv",
+        "source_format": "csv",
+        "sha256": "0" * 64,
+        "rows_read": ep.height,
+        "rows_quarantined": 0,
+    }
+    bad = {**part, "table": "sessions", "frame": ep}  # episode columns are not session columns
+    with Store(tmp_path / "s.duckdb") as store:
+        writer = store.writer()
+        writer.submit(0, part)
+        writer.submit(1, bad)
+        with pytest.raises(DataValidationError, match="cannot write sessions"):
+            writer.finish(pl.DataFrame())
+        assert store.read("episodes").is_empty()
+        assert store.read("ingest_log").is_empty()
+        # the connection is usable afterwards
+        ingest_id, counts = store.write_ingest([part], pl.DataFrame())
+    assert (ingest_id, counts[0].inserted) == (1, ep.height)
