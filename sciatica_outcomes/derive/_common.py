@@ -1,4 +1,18 @@
-"""Shared helpers of the derive stage: table access, data cut, each episode's observed program window."""
+"""Shared helpers of the derive stage: table access, data cut, each episode's observed program window.
+
+Integer keys
+------------
+At registry scale (10^5 episodes, 10^7 exercise rows) string-keyed joins, group-bys and multi-key sorts
+dominate derivation. The helpers at the end of this module map ``episode_id`` and ``session_id`` to dense
+integer codes once, in an order that equals the string order, so that later steps group, window and sort
+on integers and translate back to the identifiers only at the end:
+
+- :func:`completed_sessions` sorts the completed sessions once by ``episode_id, session_date, session_id``
+  and numbers episodes (``_e``) and sessions (``_s``) in that order;
+- :func:`exercise_rows_to_sessions` attaches each exercise row to its completed session by hashing only
+  the first row of every run of equal ``session_id`` (exports list a session's exercises together);
+- :func:`attach_episodes` does the same for any frame with an ``episode_id`` column and the episodes table.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
@@ -126,3 +141,136 @@ def episode_windows(episodes: pl.DataFrame, config: ClinicalConfig, data_cut: da
     return out.with_columns(
         ((pl.col("exposure_end") - pl.col("start_date")).dt.total_days() + 1).clip(0).alias("exposure_days")
     )
+
+
+def run_starts(*columns: str) -> pl.Expr:
+    """True on the first row and wherever any of ``columns`` differs from the previous row (nulls equal)."""
+    changed = pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in columns])
+    return changed | (pl.int_range(pl.len()) == 0)
+
+
+def run_codes(*columns: str) -> pl.Expr:
+    """Run number (0, 1, ...) of equal consecutive ``columns``: a dense code on a frame sorted by them."""
+    return (run_starts(*columns).cast(pl.Int64).cum_sum() - 1).set_sorted()
+
+
+def completed_sessions(sessions: pl.DataFrame, *columns: str | pl.Expr) -> pl.DataFrame:
+    """Completed sessions, sorted once, with integer episode and session codes.
+
+    Parameters
+    ----------
+    sessions : polars.DataFrame
+        Canonical sessions.
+    *columns : str or polars.Expr
+        Further columns to keep.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``session_id, episode_id, session_date, *columns, _e, _s`` sorted by ``episode_id, session_date,
+        session_id``; ``_e`` numbers the episodes and ``_s`` the (episode, date, session) keys in that
+        order, so sorting by the codes is sorting by the identifiers.
+    """
+    return (
+        sessions.filter(pl.col("status") == "completed")
+        .select("session_id", "episode_id", "session_date", *columns)
+        .sort("episode_id", "session_date", "session_id")
+        .with_columns(
+            run_codes("episode_id").alias("_e"),
+            run_codes("episode_id", "session_date", "session_id").alias("_s"),
+        )
+    )
+
+
+def first_of_runs(frame: pl.DataFrame, code: str) -> pl.DataFrame:
+    """One row per value of a dense sorted code (row ``i`` holds code ``i``)."""
+    return frame.filter(run_starts(code))
+
+
+def _match_runs(
+    frame: pl.DataFrame, key: str, table: pl.DataFrame, index: str, how: str = "inner"
+) -> pl.DataFrame:
+    """Inner (or left) join of ``frame`` with ``table`` on string ``key``, hashing one row per run.
+
+    ``table`` carries an integer column ``index``; the result is ``frame`` with ``index`` added, rows
+    repeated or dropped exactly as ``frame.join(table, on=key, how=how)`` would. Only the first row of each
+    run of equal keys in ``frame`` is hashed, so a frame grouped by ``key`` costs one lookup per group.
+    """
+    runs = frame.select(pl.col(key), run_starts(key).alias("_start"))
+    n_rows = runs.height
+    starts = runs["_start"]
+    run = (starts.cast(pl.Int64).cum_sum() - 1).to_numpy()
+    heads = runs.filter("_start").select(key).with_row_index("_run")
+    matched = heads.join(table.select(key, index), on=key, how="inner")
+    if matched["_run"].n_unique() == matched.height:
+        lut = np.full(heads.height, -1, dtype=np.int64)
+        lut[matched["_run"].to_numpy()] = matched[index].to_numpy()
+        idx = lut[run] if n_rows else np.zeros(0, dtype=np.int64)
+        out = frame.with_columns(pl.Series(index, idx))
+        if how == "inner":
+            return out.filter(pl.col(index) >= 0)
+        return out.with_columns(pl.when(pl.col(index) >= 0).then(pl.col(index)).alias(index))
+    out = frame.with_columns(pl.Series("_run", run)).join(
+        matched.select("_run", index), on="_run", how=how, maintain_order="left"
+    )
+    return out.drop("_run")
+
+
+def exercise_rows_to_sessions(session_exercises: pl.DataFrame, done: pl.DataFrame) -> pl.DataFrame:
+    """Exercise rows of completed sessions, each with the row number ``_row`` of its session in ``done``.
+
+    Same rows as ``session_exercises.join(done, on="session_id")`` (inner), without hashing every row.
+    """
+    return _match_runs(
+        session_exercises, "session_id", done.select("session_id").with_row_index("_row"), "_row"
+    )
+
+
+def attach_episodes(frame: pl.DataFrame, episodes: pl.DataFrame, *columns: str) -> pl.DataFrame:
+    """``frame`` inner-joined with ``episodes`` on ``episode_id``, adding ``columns`` and the code ``_ek``.
+
+    ``_ek`` is the dense rank of ``episode_id`` among the episodes (string order), so that grouping and
+    sorting by ``_ek`` is grouping and sorting by ``episode_id``. Rows repeat or drop exactly as in the
+    string join.
+    """
+    eps = (
+        episodes.select("episode_id", *columns)
+        .with_row_index("_eprow")
+        .with_columns(pl.col("episode_id").rank("dense").cast(pl.Int64).alias("_ek"))
+    )
+    out = _match_runs(frame, "episode_id", eps, "_eprow")
+    idx = out["_eprow"]
+    return out.with_columns(*[eps[c].gather(idx) for c in (*columns, "_ek")]).drop("_eprow")
+
+
+def sort_by_code(frame: pl.DataFrame, code: str) -> pl.DataFrame:
+    """``frame`` stably sorted by the integer column ``code`` and flagged sorted.
+
+    Derived keys follow the order of the session rows they come from (episode, then date), so they are
+    nearly sorted; numpy's stable sort (timsort) runs in close to linear time on such input, and a sorted
+    key lets ``group_by(code, maintain_order=True)`` aggregate contiguous slices instead of hashing.
+    """
+    key = frame[code].to_numpy()
+    if key.size > 1 and not bool(np.all(key[1:] >= key[:-1])):
+        frame = frame[np.argsort(key, kind="stable")]
+    return frame.with_columns(pl.col(code).set_sorted())
+
+
+def combined_code(columns: list[tuple[str, int]]) -> pl.Expr:
+    """One Int64 code ordering like the tuple of non-negative integer ``columns`` (name, number of values).
+
+    Raises
+    ------
+    OverflowError
+        When the product of the value counts does not fit in 63 bits.
+    """
+    size = 1
+    expr: pl.Expr | None = None
+    for name, n in columns:
+        size *= max(n, 1)
+        col = pl.col(name).cast(pl.Int64)
+        expr = col if expr is None else expr * max(n, 1) + col
+    if size >= 2**62:
+        raise OverflowError(f"combined code of {[c for c, _ in columns]} needs {size} values (> 2**62)")
+    assert expr is not None
+    return expr
