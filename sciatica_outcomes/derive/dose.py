@@ -27,10 +27,10 @@ _DIMENSIONS = ("load_kg", "band_rank", "reps", "hold_s", "sets")
 def _exercise_table(exercise: pl.Series) -> pl.DataFrame:
     """One row per distinct exercise code: catalog attributes and integer codes in string order.
 
-    Returns ``exercise, _x, muscle_group, category, family, family_level, _f, _m`` where ``_x`` is the row
+    Returns ``exercise, _x, muscle_group, category, family, family_level, _f`` where ``_x`` is the row
     number (codes sorted by name), ``family`` and ``family_level`` are filled as in
-    :func:`exercise_progression` (own code, level 1, when uncatalogued), ``_f`` ranks ``family`` and ``_m``
-    ranks ``muscle_group`` (``"uncatalogued"`` when missing) in string order.
+    :func:`exercise_progression` (own code, level 1, when uncatalogued) and ``_f`` ranks ``family`` in
+    string order (from 1).
     """
     cat = exercise_catalog().select(
         pl.col("code").alias("exercise"), "muscle_group", "category", "family", "family_level"
@@ -48,7 +48,6 @@ def _exercise_table(exercise: pl.Series) -> pl.DataFrame:
         pl.col("family_level").fill_null(1),
     ).with_columns(
         pl.col("family").rank("dense").cast(pl.Int64).alias("_f"),
-        pl.col("muscle_group").fill_null("uncatalogued").rank("dense").cast(pl.Int64).alias("_m"),
     )
 
 
@@ -143,35 +142,46 @@ def weekly_dose(
     rows, table = _coded_exercise_rows(done, session_exercises)
     eps = first_of_runs(done, "_e").select("_e", "episode_id")
     starts = eps.join(episodes.select("episode_id", "start_date"), on="episode_id").select("_e", "start_date")
-    groups = table.select("_m", pl.col("muscle_group").fill_null("uncatalogued")).unique("_m").sort("_m")
-    uncat = groups.filter(pl.col("muscle_group") == "uncatalogued")["_m"]
-    no_code = uncat.item() if uncat.len() else None
+    # muscle groups in string order; rows of exercises missing from the catalog (or with no code) fall in
+    # "uncatalogued"
+    filled = table["muscle_group"].fill_null("uncatalogued")
+    groups = pl.concat([filled, pl.Series(["uncatalogued"])]).unique().sort()
+    codes = (
+        pl.DataFrame({"muscle_group": groups}).with_row_index("_m").with_columns(pl.col("_m").cast(pl.Int64))
+    )
+    x_to_m = filled.to_frame().join(codes, on="muscle_group", how="left", maintain_order="left")["_m"]
+    no_code = codes.filter(pl.col("muscle_group") == "uncatalogued")["_m"].item()
     rows = rows.with_columns(
-        table["_m"].gather(rows["_x"]).fill_null(pl.lit(no_code, pl.Int64)).alias("_m"),
+        x_to_m.gather(rows["_x"]).fill_null(no_code).alias("_m"),
         done["session_date"].gather(rows["_row"]),
         *_volumes(),
     ).join(starts, on="_e")
-    out = (
-        rows.with_columns(
-            ((pl.col("session_date") - pl.col("start_date")).dt.total_days() // 7).alias("program_week")
-        )
-        .group_by("_e", "program_week", "_m")
-        .agg(
-            pl.col("_s").n_unique().cast(pl.UInt32).alias("n_sessions"),
-            pl.len().alias("n_exercise_rows"),
-            pl.col("volume_load_kg").sum(),
-            pl.col("reps_total").sum(),
-            pl.col("tut_s").sum(),
-        )
-        .sort("_e", "program_week", "_m")
+    rows = rows.with_columns(
+        ((pl.col("session_date") - pl.col("start_date")).dt.total_days() // 7).alias("program_week")
     )
-    mg = pl.DataFrame({"_m": range(1, (groups["_m"].max() or 0) + 1)}, schema={"_m": pl.Int64}).join(
-        groups, on="_m", how="left", maintain_order="left"
-    )["muscle_group"]
+    w_min = rows["program_week"].min()
+    w_min = int(w_min) if w_min is not None else 0
+    n_w = int(rows["program_week"].max() or 0) - w_min + 2
+    n_e = int(done["_e"].max() or 0) + 1
+    n_m = groups.len()
+    rows = sort_by_code(
+        rows.with_columns((pl.col("program_week") - w_min + 1).fill_null(0).alias("_w")).with_columns(
+            combined_code([("_e", n_e), ("_w", n_w), ("_m", n_m)]).alias("_o")
+        ),
+        "_o",
+    )
+    out = rows.group_by("_o", maintain_order=True).agg(
+        pl.col("_e", "program_week", "_m").first(),
+        pl.col("_s").n_unique().cast(pl.UInt32).alias("n_sessions"),
+        pl.len().alias("n_exercise_rows"),
+        pl.col("volume_load_kg").sum(),
+        pl.col("reps_total").sum(),
+        pl.col("tut_s").sum(),
+    )
     return out.select(
         eps["episode_id"].gather(out["_e"]),
         "program_week",
-        mg.gather(out["_m"] - 1).alias("muscle_group"),
+        groups.gather(out["_m"]).alias("muscle_group"),
         "n_sessions",
         "n_exercise_rows",
         "volume_load_kg",
