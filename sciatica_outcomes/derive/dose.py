@@ -52,13 +52,14 @@ def _exercise_table(exercise: pl.Series) -> pl.DataFrame:
 
 
 def _coded_exercise_rows(
-    done: pl.DataFrame, session_exercises: pl.DataFrame
+    done: pl.DataFrame, session_exercises: pl.DataFrame, *extra: pl.Expr
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Exercise rows of the completed sessions ``done`` (see :func:`completed_sessions`), on integer codes.
 
-    Returns the rows ``_row, _s, _e, _x, _f, family_level, sets, reps, hold_s, load_kg, band_rank`` (the same
-    rows as joining the exercise rows with the completed sessions on ``session_id``) and the exercise table of
-    :func:`_exercise_table`; a row with no exercise code has null ``_x``, ``_f`` and ``family_level``.
+    Returns the rows ``_row, _s, _e, _x, _f, family_level, sets, reps, hold_s, load_kg, band_rank`` and
+    the ``extra`` columns (the same rows as joining the exercise rows with the completed sessions on
+    ``session_id``; ``_row`` is the session's row in ``done``) and the exercise table of
+    :func:`_exercise_table`; a row with no exercise code has null ``_x`` and ``_f`` and level 1.
     """
     ex = session_exercises
     for col, dtype in (
@@ -96,6 +97,7 @@ def _coded_exercise_rows(
         .cast(pl.String)
         .replace_strict(band_map, default=None, return_dtype=pl.Int64)
         .alias("band_rank"),
+        *extra,
     )
     rows = exercise_rows_to_sessions(ex, done).drop("session_id")
     idx = rows["_row"]

@@ -10,8 +10,13 @@ import polars as pl
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.derive._common import Source, episode_windows, load_tables, resolve_data_cut
 from sciatica_outcomes.derive.adherence import episode_adherence
-from sciatica_outcomes.derive.dose import episode_progression
-from sciatica_outcomes.derive.pain import episode_pain, session_pain
+from sciatica_outcomes.derive.dose import _coded_exercise_rows, _episode_progression
+from sciatica_outcomes.derive.pain import (
+    _coded_session_pain,
+    _completed_with_pain,
+    _max_pain_during,
+    episode_pain,
+)
 from sciatica_outcomes.derive.redflags import red_flag_alerts
 from sciatica_outcomes.schemas.catalogs import measure_catalog
 from sciatica_outcomes.scoring import assign_visits, change_from_baseline, score_questionnaires
@@ -342,10 +347,16 @@ def derive_all(source: Source, config: ClinicalConfig | None = None, data_cut: d
     cut = resolve_data_cut(tables, data_cut)
     long, scored, problems = _outcomes(tables, config)
     adherence = episode_adherence(tables["episodes"], tables["sessions"], config, cut)
-    sp = session_pain(tables["sessions"], tables["session_exercises"], config)
+    # completed sessions and their exercise rows are sorted and coded once, for pain and progression
+    exercises = tables["session_exercises"]
+    done = _completed_with_pain(tables["sessions"])
+    extra = [pl.col("pain_during").cast(pl.Float64)] if "pain_during" in exercises.columns else []
+    rows, _ = _coded_exercise_rows(done, exercises, *extra)
+    coded_pain = _coded_session_pain(done, _max_pain_during(rows, done) if extra else None, config)
+    sp = coded_pain.drop("_e", "_s")
     pain = episode_pain(sp, tables["episodes"], config)
-    progression = episode_progression(
-        tables["episodes"], tables["sessions"], tables["session_exercises"], config, session_pain_frame=sp
+    progression = _episode_progression(
+        tables["episodes"], done, rows, config, coded_pain.select("_s", "flare")
     )
     alerts = red_flag_alerts(tables["symptom_checks"], tables["sessions"], config)
     return Derived(

@@ -5,6 +5,13 @@ from __future__ import annotations
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes.derive._common import (
+    attach_episodes,
+    combined_code,
+    completed_sessions,
+    exercise_rows_to_sessions,
+    sort_by_code,
+)
 
 __all__ = ["episode_pain", "session_pain", "weekly_pain"]
 
@@ -47,31 +54,58 @@ def session_pain(
     from Thomee, Phys Ther 1997;77:1690 and Silbernagel et al., AJSM 2007;35:897 (domain.md §3).
     """
     config = config or ClinicalConfig()
+    done = _completed_with_pain(sessions)
+    during = None
+    if session_exercises is not None and "pain_during" in session_exercises.columns:
+        rows = exercise_rows_to_sessions(
+            session_exercises.select("session_id", pl.col("pain_during").cast(pl.Float64)), done
+        )
+        during = _max_pain_during(rows, done)
+    return _coded_session_pain(done, during, config).drop("_e", "_s")
+
+
+def _completed_with_pain(sessions: pl.DataFrame) -> pl.DataFrame:
+    """Completed sessions (sorted, coded) with ``pain_before, pain_after, pain_next_day`` as floats."""
     s = sessions
     for col in ("pain_before", "pain_after", "pain_next_day"):
         if col not in s.columns:
             s = s.with_columns(pl.lit(None, pl.Float64).alias(col))
-    done = (
-        s.filter(pl.col("status") == "completed")
-        .select(
-            "session_id",
-            "episode_id",
-            "session_date",
-            pl.col("pain_before", "pain_after", "pain_next_day").cast(pl.Float64),
-        )
-        .sort("episode_id", "session_date", "session_id")
+    return completed_sessions(s, pl.col("pain_before", "pain_after", "pain_next_day").cast(pl.Float64))
+
+
+def _max_pain_during(rows: pl.DataFrame, done: pl.DataFrame) -> pl.Series:
+    """Highest ``pain_during`` of each completed session (aligned with ``done``; null without exercise rows).
+
+    ``rows`` are exercise rows with the row number ``_row`` of their session in ``done`` (see
+    :func:`~sciatica_outcomes.derive._common.exercise_rows_to_sessions`) and a float ``pain_during``.
+    """
+    per = (
+        sort_by_code(rows.select(pl.col("_row").cast(pl.Int64), "pain_during"), "_row")
+        .group_by("_row", maintain_order=True)
+        .agg(pl.col("pain_during").max())
     )
-    if session_exercises is not None and "pain_during" in session_exercises.columns:
-        during = session_exercises.group_by("session_id").agg(
-            pl.col("pain_during").cast(pl.Float64).max().alias("_during")
-        )
-        done = done.join(during, on="session_id", how="left")
-    else:
-        done = done.with_columns(pl.lit(None, pl.Float64).alias("_during"))
+    return (
+        done.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"))
+        .join(per, on="_row", how="left", maintain_order="left")["pain_during"]
+        .alias("_during")
+    )
+
+
+def _coded_session_pain(done: pl.DataFrame, during: pl.Series | None, config: ClinicalConfig) -> pl.DataFrame:
+    """:func:`session_pain` of the sorted, coded completed sessions of :func:`_completed_with_pain`.
+
+    ``during`` is the highest activity pain of each session (:func:`_max_pain_during`), or None. The result
+    keeps the episode and session codes ``_e, _s`` and the row order of ``done``.
+    """
+    done = done.with_columns(
+        during.alias("_during") if during is not None else pl.lit(None, pl.Float64).alias("_during")
+    )
     settle_days = config.settle_hours / 24.0
     rise = config.flare_rise_points
-    nxt_date = pl.col("session_date").shift(-1).over("episode_id")
-    nxt_before = pl.col("pain_before").shift(-1).over("episode_id")
+    # sorted by episode: the next row is the episode's next completed session unless the episode changes
+    same_episode = pl.col("_e") == pl.col("_e").shift(-1)
+    nxt_date = pl.when(same_episode).then(pl.col("session_date").shift(-1))
+    nxt_before = pl.when(same_episode).then(pl.col("pain_before").shift(-1))
     within = (nxt_date - pl.col("session_date")).dt.total_days() <= settle_days
     out = done.with_columns(
         pl.max_horizontal("pain_after", "_during").alias("activity_pain"),
@@ -108,6 +142,8 @@ def session_pain(
         "settled",
         "flare",
         "settle_unknown",
+        "_e",
+        "_s",
     )
 
 
@@ -135,16 +171,42 @@ def weekly_pain(
         ``rising = rise >= weekly_rise_points`` (pain must not rise week to week: Thomee 1997).
     """
     config = config or ClinicalConfig()
+    return _weekly_pain(attach_episodes(session_pain_frame, episodes, "start_date"), config)
+
+
+def _weekly_pain(d: pl.DataFrame, config: ClinicalConfig) -> pl.DataFrame:
+    """:func:`weekly_pain` of session pain rows with ``start_date`` and the episode code ``_ek``."""
+    d = d.with_columns(
+        ((pl.col("session_date") - pl.col("start_date")).dt.total_days() // 7).alias("program_week")
+    )
+    w_min = d["program_week"].min()
+    w_min = int(w_min) if w_min is not None else 0
+    n_w = int(d["program_week"].max() or 0) - w_min + 2
+    n_e = int(d["_ek"].max() or 0) + 1
+    d = sort_by_code(
+        d.select(
+            "episode_id",
+            "_ek",
+            "program_week",
+            "pain_before",
+            (pl.col("program_week") - w_min + 1).fill_null(0).alias("_w"),
+        ).with_columns(combined_code([("_ek", n_e), ("_w", n_w)]).alias("_o")),
+        "_o",
+    )
     return (
-        session_pain_frame.join(episodes.select("episode_id", "start_date"), on="episode_id")
-        .with_columns(
-            ((pl.col("session_date") - pl.col("start_date")).dt.total_days() // 7).alias("program_week")
+        d.group_by("_o", maintain_order=True)
+        .agg(
+            pl.col("episode_id", "_ek", "program_week").first(),
+            pl.col("pain_before").mean().alias("mean_pain_before"),
+            pl.len().alias("n_sessions"),
         )
-        .group_by("episode_id", "program_week")
-        .agg(pl.col("pain_before").mean().alias("mean_pain_before"), pl.len().alias("n_sessions"))
-        .sort("episode_id", "program_week")
-        .with_columns(pl.col("mean_pain_before").diff().over("episode_id").alias("rise"))
+        .with_columns(
+            pl.when(pl.col("_ek") == pl.col("_ek").shift(1))
+            .then(pl.col("mean_pain_before").diff())
+            .alias("rise")
+        )
         .with_columns((pl.col("rise") >= config.weekly_rise_points).fill_null(False).alias("rising"))
+        .select("episode_id", "program_week", "mean_pain_before", "n_sessions", "rise", "rising")
     )
 
 
@@ -168,17 +230,20 @@ def episode_pain(
     fewer than two distinct weeks.
     """
     config = config or ClinicalConfig()
-    d = session_pain_frame.join(episodes.select("episode_id", "start_date"), on="episode_id").with_columns(
+    d = attach_episodes(session_pain_frame, episodes, "start_date")
+    d = sort_by_code(d, "_ek").with_columns(
         ((pl.col("session_date") - pl.col("start_date")).dt.total_days() / 7.0).alias("_t")
     )
     y = d.filter(pl.col("pain_before").is_not_null())
     tc = pl.col("_t") - pl.col("_t").mean()
-    slope = y.group_by("episode_id").agg(
+    slope = y.group_by("_ek", maintain_order=True).agg(
+        pl.col("episode_id").first(),
         pl.when((tc**2).sum() > 0)
         .then((tc * (pl.col("pain_before") - pl.col("pain_before").mean())).sum() / (tc**2).sum())
-        .alias("pain_before_slope_per_week")
+        .alias("pain_before_slope_per_week"),
     )
-    counts = d.group_by("episode_id").agg(
+    counts = d.group_by("_ek", maintain_order=True).agg(
+        pl.col("episode_id").first(),
         pl.len().alias("n_completed"),
         pl.col("pain_before").is_not_null().sum().alias("n_completed_with_pain"),
         pl.col("spike").sum().alias("n_spikes"),
@@ -187,15 +252,15 @@ def episode_pain(
         (pl.col("pain_band") == "high_risk").sum().alias("n_high_risk"),
     )
     rising = (
-        weekly_pain(session_pain_frame, episodes, config)
-        .group_by("episode_id")
+        _weekly_pain(d, config)
+        .group_by("episode_id", maintain_order=True)
         .agg(pl.col("rising").sum().alias("n_rising_weeks"))
     )
     return (
         episodes.select("episode_id")
-        .join(counts, on="episode_id", how="left")
+        .join(counts.drop("_ek"), on="episode_id", how="left")
         .join(rising, on="episode_id", how="left")
-        .join(slope, on="episode_id", how="left")
+        .join(slope.drop("_ek"), on="episode_id", how="left")
         .with_columns(
             pl.col("n_completed", "n_completed_with_pain", "n_spikes", "n_flares", "n_settle_unknown")
             .fill_null(0)
