@@ -1,108 +1,212 @@
-"""Benchmark of the derive stage on a 100,000-episode synthetic cohort generated at run time.
+"""Benchmark of the derive stage on synthetic cohorts generated at run time (10,000 and 100,000 episodes).
 
-Prints one row per step (rows in, rows out, seconds) and the agreement of derived figures with the
-generator's truth. Run with ``make bench`` or ``.venv/bin/python benchmarks/derive.py [n_patients]``.
+Prints, per cohort size, one row per step (rows in, rows out, wall seconds, CPU seconds of all threads,
+the process's peak resident memory during the step and its rise over the step's start) and the total of
+``derive_all``; then the agreement of derived figures with the
+generator's truth for the largest cohort.
+
+With ``--baseline REV`` the derive package of git revision ``REV`` is loaded side by side (its
+``sciatica_outcomes/derive/*.py`` written to a temporary package) and every step is timed for both
+versions on the same cohort in the same process, alternating, with a check that the frames are identical.
+
+Run with ``make bench`` or
+``.venv/bin/python benchmarks/derive.py [--sizes 10000 100000] [--baseline REV]``.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import os
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import polars as pl
+from polars.testing import assert_frame_equal
 
+import sciatica_outcomes.derive as current
 from sciatica_outcomes.config import ClinicalConfig
-from sciatica_outcomes.derive import (
-    derive_all,
-    episode_adherence,
-    episode_pain,
-    episode_progression,
-    red_flag_alerts,
-    session_pain,
-    weekly_adherence,
-    weekly_dose,
-)
-from sciatica_outcomes.derive.frames import _outcomes
 from sciatica_outcomes.scoring import score_questionnaires
 from sciatica_outcomes.synth import generate_cohort
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def main(n_patients: int = 100_000) -> None:
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _PeakRSS:
+    """Peak resident set size of this process while the block runs, sampled every 5 ms (Linux).
+
+    ``peak`` is the process's peak (cohort tables included); ``growth`` its rise over the size at entry.
+    """
+
+    def __enter__(self) -> _PeakRSS:
+        self.start = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+
+    @property
+    def growth(self) -> float:
+        return self.peak - self.start
+
+
+def load_baseline(rev: str) -> ModuleType:
+    """Import the derive package of git revision ``rev`` as a separate package ``_derive_baseline``."""
+    out = Path(tempfile.mkdtemp(prefix="derive_baseline_")) / "_derive_baseline"
+    out.mkdir()
+    names = subprocess.run(
+        ["git", "ls-tree", "--name-only", rev, "sciatica_outcomes/derive/"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for name in names:
+        if name.endswith(".py"):
+            text = subprocess.run(
+                ["git", "show", f"{rev}:{name}"], cwd=ROOT, check=True, capture_output=True, text=True
+            ).stdout
+            (out / Path(name).name).write_text(text.replace("sciatica_outcomes.derive", "_derive_baseline"))
+    sys.path.insert(0, str(out.parent))
+    return importlib.import_module("_derive_baseline")
+
+
+def _steps(t: dict[str, pl.DataFrame], cfg: ClinicalConfig, cut: Any) -> list[tuple[str, int, Callable]]:
+    """(name, rows in, function of the derive package) for every timed step."""
+    ep, s, ex = t["episodes"], t["sessions"], t["session_exercises"]
+
+    def sp(m: ModuleType) -> pl.DataFrame:
+        return m.session_pain(s, ex, cfg)
+
+    items, checks = t["questionnaire_items"], t["symptom_checks"]
+    return [
+        ("score_questionnaires", items.height, lambda m: score_questionnaires(items, cfg).measures),
+        ("visits + change (long outcomes)", t["measures"].height, lambda m: m.outcome_measures(t, cfg)),
+        ("weekly_adherence", s.height, lambda m: m.weekly_adherence(ep, s, cfg, cut)),
+        ("episode_adherence", s.height, lambda m: m.episode_adherence(ep, s, cfg, cut)),
+        ("session_pain", s.height, sp),
+        ("episode_pain (+ session_pain)", s.height, lambda m: m.episode_pain(sp(m), ep, cfg)),
+        ("weekly_dose", ex.height, lambda m: m.weekly_dose(ep, s, ex)),
+        ("exercise_progression", ex.height, lambda m: m.exercise_progression(s, ex)),
+        ("episode_progression (+ session_pain)", ex.height, lambda m: m.episode_progression(ep, s, ex, cfg)),
+        ("red_flag_alerts", checks.height + s.height, lambda m: m.red_flag_alerts(checks, s, cfg)),
+        ("derive_all (total)", sum(f.height for f in t.values()), lambda m: m.derive_all(t, cfg, cut)),
+    ]
+
+
+def _frames(out: Any) -> list[pl.DataFrame]:
+    if isinstance(out, pl.DataFrame):
+        return [out]
+    return [out.analysis_frame, out.episode_summary, out.alerts, out.outcomes]
+
+
+def _identical(a: Any, b: Any) -> bool:
+    try:
+        for x, y in zip(_frames(a), _frames(b), strict=True):
+            assert_frame_equal(x, y, check_exact=True)
+    except AssertionError:
+        return False
+    return True
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float, float]:
+    with _PeakRSS() as mem:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return out, wall, cpu, mem
+
+
+def run_size(n_patients: int, baseline: ModuleType | None) -> tuple[list[tuple], Any]:
+    """Time every step on one generated cohort; returns the table rows and the cohort with its derivation."""
     t0 = time.perf_counter()
     cohort = generate_cohort(n_patients=n_patients, seed=2026)
     gen = time.perf_counter() - t0
-    t = cohort.tables
-    cut = cohort.config.data_cut
-    cfg = ClinicalConfig()
-    rows: list[tuple[str, int, int, float]] = []
-
-    def step(name: str, n_in: int, fn):
-        start = time.perf_counter()
-        out = fn()
-        rows.append((name, n_in, out.height, time.perf_counter() - start))
-        return out
-
-    step(
-        "score_questionnaires",
-        t["questionnaire_items"].height,
-        lambda: score_questionnaires(t["questionnaire_items"], cfg).measures,
-    )
-    step("visits + change (long outcomes)", t["measures"].height, lambda: _outcomes(t, cfg)[0])
-    step(
-        "weekly_adherence",
-        t["sessions"].height,
-        lambda: weekly_adherence(t["episodes"], t["sessions"], cfg, cut),
-    )
-    step(
-        "episode_adherence",
-        t["sessions"].height,
-        lambda: episode_adherence(t["episodes"], t["sessions"], cfg, cut),
-    )
-    sp = step(
-        "session_pain", t["sessions"].height, lambda: session_pain(t["sessions"], t["session_exercises"], cfg)
-    )
-    step("episode_pain", sp.height, lambda: episode_pain(sp, t["episodes"], cfg))
-    step(
-        "weekly_dose",
-        t["session_exercises"].height,
-        lambda: weekly_dose(t["episodes"], t["sessions"], t["session_exercises"]),
-    )
-    step(
-        "episode_progression",
-        t["session_exercises"].height,
-        lambda: episode_progression(t["episodes"], t["sessions"], t["session_exercises"], cfg, sp),
-    )
-    step(
-        "red_flag_alerts",
-        t["symptom_checks"].height + t["sessions"].height,
-        lambda: red_flag_alerts(t["symptom_checks"], t["sessions"], cfg),
-    )
-    start = time.perf_counter()
-    derived = derive_all(t, cfg, cut)
-    total = time.perf_counter() - start
-    rows.append(
-        (
-            "derive_all (analysis_frame + episode_summary + alerts)",
-            sum(f.height for f in t.values()),
-            derived.analysis_frame.height,
-            total,
-        )
-    )
-
-    pl.Config.set_tbl_rows(50)
-    pl.Config.set_tbl_width_chars(140)
-    pl.Config.set_fmt_str_lengths(80)
+    t, cut, cfg = cohort.tables, cohort.config.data_cut, ClinicalConfig()
     print(
         f"cohort: {n_patients:,} episodes, {t['sessions'].height:,} sessions, "
         f"{t['session_exercises'].height:,} exercise rows, {t['measures'].height:,} measures "
-        f"(generated in {gen:.1f} s)"
+        f"(generated in {gen:.1f} s)",
+        flush=True,
     )
+    rows: list[tuple] = []
+    derived = None
+    for name, n_in, fn in _steps(t, cfg, cut):
+        base = None
+        if baseline is not None:
+            base, b_wall, b_cpu, b_mem = _timed(lambda fn=fn: fn(baseline))
+        out, wall, cpu, mem = _timed(lambda fn=fn: fn(current))
+        row: tuple = (n_patients, name, n_in, _frames(out)[0].height, wall, cpu, mem.peak, mem.growth)
+        if baseline is not None:
+            row += (b_wall, b_cpu, b_mem.peak, b_mem.growth, b_wall / wall, _identical(base, out))
+        rows.append(row)
+        derived = out
+        del base, out
+    return rows, (cohort, derived)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--baseline", help="git revision whose derive package is timed side by side")
+    args = parser.parse_args(argv)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    pl.Config.set_tbl_rows(100)
+    pl.Config.set_tbl_width_chars(200)
+    pl.Config.set_fmt_str_lengths(60)
+    pl.Config.set_tbl_hide_dataframe_shape(True)
+    pl.Config.set_tbl_hide_column_data_types(True)
+    pl.Config.set_tbl_cols(-1)
+    pl.Config.set_tbl_formatting("ASCII_MARKDOWN")
+    all_rows: list[tuple] = []
+    last = None
+    for n in args.sizes:
+        rows, last = run_size(n, baseline)
+        all_rows.extend(rows)
+    schema = ["patients", "step", "rows_in", "rows_out", "seconds", "cpu_s", "peak_mb", "grow_mb"]
+    if baseline is not None:
+        schema += ["base_seconds", "base_cpu_s", "base_peak_mb", "base_grow_mb", "speedup", "identical"]
+    table = pl.DataFrame(all_rows, schema=schema, orient="row", infer_schema_length=None)
     print(
-        pl.DataFrame(rows, schema=["step", "rows_in", "rows_out", "seconds"], orient="row").with_columns(
-            pl.col("seconds").round(2)
+        table.with_columns(
+            pl.col("^.*seconds$|^.*cpu_s$|speedup$").round(2), pl.col("^.*_mb$").round(0).cast(pl.Int64)
         )
     )
+    print(f"process peak RSS: {_rss_peak_mb():,.0f} MB (ru_maxrss)")
+    assert last is not None
+    cohort, derived = last
+    _truth_checks(cohort, derived)
 
+
+def _rss_peak_mb() -> float:
+    import resource  # noqa: PLC0415 - Unix only, used for the closing line
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _truth_checks(cohort: Any, derived: Any) -> None:
+    cfg = ClinicalConfig()
     s = derived.episode_summary
     truth = cohort.truth
     observed = s.filter(pl.col("program_observed"))
@@ -157,4 +261,4 @@ def main(n_patients: int = 100_000) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)
+    main()
