@@ -7,7 +7,13 @@ from datetime import date
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
-from sciatica_outcomes.derive._common import episode_windows
+from sciatica_outcomes.derive._common import (
+    attach_episodes,
+    combined_code,
+    episode_windows,
+    run_starts,
+    sort_by_code,
+)
 
 __all__ = ["episode_adherence", "weekly_adherence"]
 
@@ -44,10 +50,30 @@ def weekly_adherence(
     ``ratio = completed / prescribed``, ``met = completed >= floor(prescribed)`` (whole sessions).
     """
     config = config or ClinicalConfig()
-    win = episode_windows(episodes, config, data_cut).filter(pl.col("exposure_days") > 0)
+    win = episode_windows(episodes, config, data_cut)
+    return _weekly_adherence(win, _inside(sessions, win)).drop("_ek")
+
+
+def _inside(sessions: pl.DataFrame, win: pl.DataFrame) -> pl.DataFrame:
+    """Sessions inside their episode's observed window, with the episode code ``_ek`` (episode_id order).
+
+    Returns ``episode_id, session_date, status, _ek`` stably sorted by ``_ek``.
+    """
+    rows = attach_episodes(
+        sessions.select("episode_id", "session_date", "status"), win, "start_date", "exposure_end"
+    ).filter(pl.col("session_date").is_between(pl.col("start_date"), pl.col("exposure_end")))
+    return sort_by_code(rows.select("episode_id", "session_date", "status", "_ek"), "_ek")
+
+
+def _weekly_adherence(win: pl.DataFrame, inside: pl.DataFrame) -> pl.DataFrame:
+    """:func:`weekly_adherence` from the episode windows and the sessions of :func:`_inside`."""
+    win = win.with_columns(pl.col("episode_id").rank("dense").cast(pl.Int64).alias("_ek")).filter(
+        pl.col("exposure_days") > 0
+    )
     weeks = (
         win.select(
             "episode_id",
+            "_ek",
             "spw",
             "start_date",
             "exposure_end",
@@ -66,17 +92,30 @@ def weekly_adherence(
             ).alias("days_in_window")
         )
     )
+    sessions = inside.select("_ek", "status", pl.col("session_date").dt.truncate("1w").alias("week_start"))
+    # one integer key per (episode, week): weeks are 7 days apart from the earliest Monday
+    first = pl.concat([weeks["week_start"], sessions["week_start"]]).min()
+    last = pl.concat([weeks["week_start"], sessions["week_start"]]).max()
+    n_weeks = (last - first).days // 7 + 1 if first is not None else 1
+    n_e = int(win["_ek"].max() or 0) + 1
+    week_no = ((pl.col("week_start") - pl.lit(first, pl.Date)).dt.total_days() // 7).alias("_wk")
+
+    def keyed(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(week_no).with_columns(
+            combined_code([("_ek", n_e), ("_wk", n_weeks)]).alias("_o")
+        )
+
     counts = (
-        sessions.join(win.select("episode_id", "start_date", "exposure_end"), on="episode_id")
-        .filter(pl.col("session_date").is_between(pl.col("start_date"), pl.col("exposure_end")))
-        .group_by("episode_id", pl.col("session_date").dt.truncate("1w").alias("week_start"))
+        sort_by_code(keyed(sessions), "_o")
+        .group_by("_o", maintain_order=True)
         .agg(
             (pl.col("status") == "completed").sum().cast(pl.Int64).alias("completed"),
             pl.len().cast(pl.Int64).alias("scheduled"),
         )
     )
     return (
-        weeks.join(counts, on=["episode_id", "week_start"], how="left")
+        sort_by_code(keyed(weeks), "_o")
+        .join(counts, on="_o", how="left", maintain_order="left")
         .with_columns(
             pl.col("completed", "scheduled").fill_null(0),
             (pl.col("spw") * pl.col("days_in_window") / 7.0).alias("prescribed"),
@@ -98,8 +137,8 @@ def weekly_adherence(
             "prescribed",
             "ratio",
             "met",
+            "_ek",
         )
-        .sort("episode_id", "week_start")
     )
 
 
@@ -143,35 +182,38 @@ def episode_adherence(
     """
     config = config or ClinicalConfig()
     win = episode_windows(episodes, config, data_cut)
-    inside = sessions.join(win.select("episode_id", "start_date", "exposure_end"), on="episode_id").filter(
-        pl.col("session_date").is_between(pl.col("start_date"), pl.col("exposure_end"))
-    )
-    counts = inside.group_by("episode_id").agg(
+    inside = _inside(sessions, win)
+    counts = inside.group_by("_ek", maintain_order=True).agg(
+        pl.col("episode_id").first(),
         pl.len().cast(pl.Int64).alias("n_scheduled"),
         (pl.col("status") == "completed").sum().cast(pl.Int64).alias("n_completed"),
         (pl.col("status") == "missed").sum().cast(pl.Int64).alias("n_missed"),
         (pl.col("status") == "cancelled").sum().cast(pl.Int64).alias("n_cancelled"),
     )
-    done = (
-        inside.filter(pl.col("status") == "completed")
-        .select("episode_id", "session_date")
-        .unique()
-        .sort("episode_id", "session_date")
-    )
-    gaps = done.group_by("episode_id").agg(
+    # distinct completed days per episode, in date order
+    done = inside.filter(pl.col("status") == "completed").select("_ek", "episode_id", "session_date")
+    day0 = done["session_date"].min()
+    n_days = (done["session_date"].max() - day0).days + 1 if day0 is not None else 1
+    n_e = int(done["_ek"].max() or 0) + 1
+    day = (pl.col("session_date") - pl.lit(day0, pl.Date)).dt.total_days().alias("_day")
+    done = sort_by_code(
+        done.with_columns(day).with_columns(combined_code([("_ek", n_e), ("_day", n_days)]).alias("_o")), "_o"
+    ).filter(run_starts("_o"))
+    gaps = done.group_by("_ek", maintain_order=True).agg(
+        pl.col("episode_id").first(),
         pl.col("session_date").diff().dt.total_days().max().alias("_between"),
         pl.col("session_date").min().alias("_first"),
         pl.col("session_date").max().alias("last_completed_on"),
     )
     weekly = (
-        weekly_adherence(episodes, sessions, config, data_cut)
-        .group_by("episode_id")
-        .agg(pl.col("met").mean().alias("weeks_met_share"))
+        _weekly_adherence(win, inside)
+        .group_by("_ek", maintain_order=True)
+        .agg(pl.col("episode_id").first(), pl.col("met").mean().alias("weeks_met_share"))
     )
     out = (
-        win.join(counts, on="episode_id", how="left")
-        .join(gaps, on="episode_id", how="left")
-        .join(weekly, on="episode_id", how="left")
+        win.join(counts.drop("_ek"), on="episode_id", how="left")
+        .join(gaps.drop("_ek"), on="episode_id", how="left")
+        .join(weekly.drop("_ek"), on="episode_id", how="left")
         .with_columns(pl.col("n_scheduled", "n_completed", "n_missed", "n_cancelled").fill_null(0))
         .with_columns((pl.col("spw") * pl.col("exposure_days") / 7.0).alias("prescribed_sessions"))
     )

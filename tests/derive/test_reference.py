@@ -16,10 +16,12 @@ from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.derive import (
     BAND_ORDER,
     derive_all,
+    episode_adherence,
     episode_pain,
     episode_progression,
     exercise_progression,
     session_pain,
+    weekly_adherence,
     weekly_dose,
     weekly_pain,
 )
@@ -216,3 +218,11 @@ def test_progression_summary_independent_of_order_and_shared_intermediates(
     # derive_all shares the coded sessions between pain and progression: same as the public functions
     derived = derive_all(tables, cfg, cohort_1000.config.data_cut).episode_summary
     _same(derived.select(summary.columns), summary)
+
+
+def test_adherence_independent_of_row_order(tables: dict[str, pl.DataFrame], cohort_1000: Cohort) -> None:
+    cfg, cut = ClinicalConfig(), cohort_1000.config.data_cut
+    original = cohort_1000.tables
+    for fn in (weekly_adherence, episode_adherence):
+        actual = fn(tables["episodes"], tables["sessions"], cfg, cut)
+        _same(actual, fn(original["episodes"], original["sessions"], cfg, cut))
