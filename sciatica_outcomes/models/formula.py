@@ -705,7 +705,8 @@ class Design:
                     lv = np.arange(1 if how == "contrast" else 0, len(var.levels))
                     m = (codes_[:, None] == lv[None, :]).astype(float)
                     m[codes_ < 0] = np.nan
-                block = (m[:, None, :] * block[:, :, None]).reshape(n, -1)
+                # the first variable varies fastest, as in the column names (and as R builds them)
+                block = (block[:, None, :] * m[:, :, None]).reshape(n, -1)
             cols.append(block)
         return np.column_stack(cols) if cols else np.empty((n, 0))
 
