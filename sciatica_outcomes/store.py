@@ -16,7 +16,6 @@ Examples
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -613,15 +612,3 @@ class IngestWriter:
             ]
         )
         self._ingest_id = ingest_id
-
-
-def records_json(frame: pl.DataFrame) -> pl.Series:
-    """One JSON object per row of a frame of raw values (used for ``quarantine.record``)."""
-    if frame.width == 0:
-        return pl.Series("record", ["{}"] * frame.height, dtype=pl.String)
-    return frame.select(pl.struct(pl.all()).struct.json_encode().alias("record")).to_series()
-
-
-def errors_json(errors: Sequence[Mapping[str, Any]]) -> str:
-    """Serialise one row's errors for ``quarantine.errors``."""
-    return json.dumps(list(errors), ensure_ascii=False)

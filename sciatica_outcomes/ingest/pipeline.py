@@ -9,7 +9,6 @@ Examples
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -451,8 +450,3 @@ def _write_reports(
     write_json_report(validation, json_path)
     write_html_report(validation, html_path, max_examples=max_examples)
     return {"json": json_path, "html": html_path}
-
-
-def load_report(path: str | Path) -> dict[str, object]:
-    """Read a JSON report back (for tests and tooling)."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -19,7 +19,6 @@ are taken verbatim (an empty cell is missing).
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -1064,8 +1063,3 @@ def validate_sources(
     all_issues = pl.concat(frames) if frames else _empty_issues()
     file_notices = [n for i in order for n in results[i].source.notices]
     return ValidationResult([results[i] for i in order], all_issues, file_notices + notices)
-
-
-def issues_to_json(issues: pl.DataFrame) -> str:
-    """Serialise an issue frame as a JSON list of objects (used by the reports)."""
-    return json.dumps(issues.to_dicts(), ensure_ascii=False, default=str)
