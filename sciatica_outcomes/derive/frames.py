@@ -5,11 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+import numpy as np
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
-from sciatica_outcomes.derive._common import Source, episode_windows, load_tables, resolve_data_cut
-from sciatica_outcomes.derive.adherence import episode_adherence
+from sciatica_outcomes.derive._common import (
+    Source,
+    combined_code,
+    episode_windows,
+    load_tables,
+    resolve_data_cut,
+    sort_by_code,
+)
+from sciatica_outcomes.derive.adherence import _inside, episode_adherence
 from sciatica_outcomes.derive.dose import _coded_exercise_rows, _episode_progression
 from sciatica_outcomes.derive.pain import (
     _coded_session_pain,
@@ -181,22 +189,9 @@ def _analysis(
     )
     # adherence so far: completed sessions in the program window up to the assessment date
     win = episode_windows(ep, config, data_cut)
-    done = (
-        tables["sessions"]
-        .filter(pl.col("status") == "completed")
-        .join(win.select("episode_id", "start_date", "exposure_end"), on="episode_id")
-        .filter(pl.col("session_date").is_between(pl.col("start_date"), pl.col("exposure_end")))
-        .group_by("episode_id", "session_date")
-        .len()
-        .sort("episode_id", "session_date")
-        .with_columns(pl.col("len").cum_sum().over("episode_id").alias("_done"))
-        .select("episode_id", pl.col("session_date").alias("assessed_on"), "_done")
-        .sort("assessed_on")
-    )
+    frame = frame.with_columns(_completed_so_far(tables["sessions"], win, frame).alias("_done"))
     frame = (
-        frame.sort("assessed_on")
-        .join_asof(done, on="assessed_on", by="episode_id", strategy="backward", check_sortedness=False)
-        .join(win.select("episode_id", "start_date", "exposure_end", "spw"), on="episode_id", how="left")
+        frame.join(win.select("episode_id", "start_date", "exposure_end", "spw"), on="episode_id", how="left")
         .with_columns(
             (
                 (pl.min_horizontal("assessed_on", "exposure_end") - pl.col("start_date")).dt.total_days() + 1
@@ -233,6 +228,50 @@ def _analysis(
         "adherence_so_far",
         "adherence_overall",
     ).sort("episode_id", "assessed_on")
+
+
+def _completed_so_far(sessions: pl.DataFrame, win: pl.DataFrame, frame: pl.DataFrame) -> pl.Series:
+    """Completed sessions of the episode's program window on or before each row's ``assessed_on``.
+
+    Null when the episode has none by then (an as-of join backward by episode, computed as a binary
+    search of the integer key ``(episode rank, day)`` over the running counts).
+    """
+    comp = _inside(sessions, win).filter(pl.col("status") == "completed")
+    ranks = win.select("episode_id", pl.col("episode_id").rank("dense").cast(pl.Int64).alias("_ek")).unique(
+        "episode_id"
+    )
+    rows = frame.select("episode_id", "assessed_on").join(
+        ranks, on="episode_id", how="left", maintain_order="left"
+    )
+    dates = pl.concat([comp["session_date"], rows["assessed_on"]])
+    day0, day1 = dates.min(), dates.max()
+    if comp.height == 0 or day0 is None:
+        return pl.Series("_done", [None] * frame.height, dtype=pl.UInt32)
+    n_days = (day1 - day0).days + 1
+    n_e = int(ranks["_ek"].max() or 0) + 1
+    day = (pl.col("_date") - pl.lit(day0, pl.Date)).dt.total_days()
+    key = combined_code([("_ek", n_e), ("_day", n_days)])
+    counts = (
+        sort_by_code(
+            comp.select("_ek", pl.col("session_date").alias("_date"))
+            .with_columns(day.alias("_day"))
+            .with_columns(key.alias("_o")),
+            "_o",
+        )
+        .group_by("_o", maintain_order=True)
+        .agg(pl.col("_ek").first(), pl.len().alias("_n"))
+        .with_columns(pl.col("_n").cum_sum().over("_ek").alias("_cum"))
+    )
+    probe = rows.select("_ek", pl.col("assessed_on").alias("_date")).with_columns(day.alias("_day"))
+    probe_key = probe.select(key.alias("_o"))["_o"]
+    known = probe_key.is_not_null().to_numpy()
+    keys = counts["_o"].to_numpy()
+    pos = np.searchsorted(keys, probe_key.fill_null(-1).to_numpy(), side="right") - 1
+    ek = counts["_ek"].to_numpy()
+    found = known & (pos >= 0) & (ek[np.clip(pos, 0, None)] == probe["_ek"].fill_null(-1).to_numpy())
+    return pl.Series("_done", counts["_cum"].to_numpy()[np.clip(pos, 0, None)]).scatter(
+        np.flatnonzero(~found), None
+    )
 
 
 def _summary(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes.derive._common import run_codes
 
 __all__ = ["ALERT_COLUMNS", "SYMPTOM_EXTENT_ORDER", "red_flag_alerts"]
 
@@ -136,18 +137,14 @@ def _spread_alerts(sessions: pl.DataFrame, config: ClinicalConfig) -> pl.DataFra
         .filter(pl.col("_lv").is_not_null())
         .sort("episode_id", "session_date")
     )
+    # sorted by episode: integer run codes replace string-keyed windows
+    s = s.with_columns(run_codes("episode_id").alias("_e"))
     s = s.with_columns(
-        ((pl.col("_lv") - pl.col("_lv").first().over("episode_id")) >= config.peripheralisation_levels).alias(
+        ((pl.col("_lv") - pl.col("_lv").first().over("_e")) >= config.peripheralisation_levels).alias(
             "_spread"
         )
-    ).with_columns(
-        (pl.col("_spread") != pl.col("_spread").shift(1).over("episode_id"))
-        .fill_null(True)
-        .cum_sum()
-        .over("episode_id")
-        .alias("_run")
-    )
-    s = s.with_columns(pl.int_range(pl.len()).over("episode_id", "_run").alias("_pos"))
+    ).with_columns(run_codes("_e", "_spread").alias("_run"))
+    s = s.with_columns(pl.int_range(pl.len()).over("_run").alias("_pos"))
     hits = s.filter(pl.col("_spread") & (pl.col("_pos") == config.peripheralisation_sessions - 1))
     return hits.select(
         pl.col("episode_id").cast(pl.String),

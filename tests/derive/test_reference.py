@@ -226,3 +226,14 @@ def test_adherence_independent_of_row_order(tables: dict[str, pl.DataFrame], coh
     for fn in (weekly_adherence, episode_adherence):
         actual = fn(tables["episodes"], tables["sessions"], cfg, cut)
         _same(actual, fn(original["episodes"], original["sessions"], cfg, cut))
+
+
+def test_adherence_so_far_independent_of_row_order(
+    tables: dict[str, pl.DataFrame], cohort_1000: Cohort
+) -> None:
+    cfg, cut = ClinicalConfig(), cohort_1000.config.data_cut
+    cols = ["episode_id", "assessed_on", "adherence_so_far", "adherence_overall"]
+    actual = derive_all(tables, cfg, cut).analysis_frame.select(cols)
+    expected = derive_all(cohort_1000.tables, cfg, cut).analysis_frame.select(cols)
+    _same(actual, expected)
+    assert actual["adherence_so_far"].is_not_null().sum() > 0
