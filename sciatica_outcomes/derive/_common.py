@@ -187,14 +187,13 @@ def first_of_runs(frame: pl.DataFrame, code: str) -> pl.DataFrame:
     return frame.filter(run_starts(code))
 
 
-def _match_runs(
-    frame: pl.DataFrame, key: str, table: pl.DataFrame, index: str, how: str = "inner"
-) -> pl.DataFrame:
-    """Inner (or left) join of ``frame`` with ``table`` on string ``key``, hashing one row per run.
+def _match_runs(frame: pl.DataFrame, key: str, table: pl.DataFrame, index: str) -> pl.DataFrame:
+    """Inner join of ``frame`` with ``table`` on string ``key``, hashing one row per run of equal keys.
 
-    ``table`` carries an integer column ``index``; the result is ``frame`` with ``index`` added, rows
-    repeated or dropped exactly as ``frame.join(table, on=key, how=how)`` would. Only the first row of each
-    run of equal keys in ``frame`` is hashed, so a frame grouped by ``key`` costs one lookup per group.
+    ``table`` carries a non-negative integer column ``index``; the result is ``frame`` with ``index``
+    added, rows repeated or dropped exactly as ``frame.join(table, on=key)`` would. Only the first row of
+    each run of equal keys in ``frame`` is hashed, so a frame grouped by ``key`` costs one lookup per group;
+    when every run matches at most one row of ``table`` the rows are then attached by array lookup.
     """
     runs = frame.select(pl.col(key), run_starts(key).alias("_start"))
     n_rows = runs.height
@@ -206,12 +205,9 @@ def _match_runs(
         lut = np.full(heads.height, -1, dtype=np.int64)
         lut[matched["_run"].to_numpy()] = matched[index].to_numpy()
         idx = lut[run] if n_rows else np.zeros(0, dtype=np.int64)
-        out = frame.with_columns(pl.Series(index, idx))
-        if how == "inner":
-            return out.filter(pl.col(index) >= 0)
-        return out.with_columns(pl.when(pl.col(index) >= 0).then(pl.col(index)).alias(index))
+        return frame.with_columns(pl.Series(index, idx)).filter(pl.col(index) >= 0)
     out = frame.with_columns(pl.Series("_run", run)).join(
-        matched.select("_run", index), on="_run", how=how, maintain_order="left"
+        matched.select("_run", index), on="_run", how="inner", maintain_order="left"
     )
     return out.drop("_run")
 
@@ -244,7 +240,7 @@ def attach_episodes(frame: pl.DataFrame, episodes: pl.DataFrame, *columns: str) 
 
 
 def sort_by_code(frame: pl.DataFrame, code: str) -> pl.DataFrame:
-    """``frame`` stably sorted by the integer column ``code`` and flagged sorted.
+    """``frame`` stably sorted by the non-null integer column ``code`` and flagged sorted.
 
     Derived keys follow the order of the session rows they come from (episode, then date), so they are
     nearly sorted; numpy's stable sort (timsort) runs in close to linear time on such input, and a sorted
@@ -270,7 +266,8 @@ def combined_code(columns: list[tuple[str, int]]) -> pl.Expr:
         size *= max(n, 1)
         col = pl.col(name).cast(pl.Int64)
         expr = col if expr is None else expr * max(n, 1) + col
+    if expr is None:
+        raise ValueError("combined_code needs at least one column")
     if size >= 2**62:
         raise OverflowError(f"combined code of {[c for c, _ in columns]} needs {size} values (> 2**62)")
-    assert expr is not None
     return expr

@@ -167,9 +167,16 @@ def weekly_dose(
     n_e = int(done["_e"].max() or 0) + 1
     n_m = groups.len()
     rows = sort_by_code(
-        rows.with_columns((pl.col("program_week") - w_min + 1).fill_null(0).alias("_w")).with_columns(
-            combined_code([("_e", n_e), ("_w", n_w), ("_m", n_m)]).alias("_o")
-        ),
+        rows.select(
+            "_e",
+            "_s",
+            "_m",
+            "program_week",
+            "volume_load_kg",
+            "reps_total",
+            "tut_s",
+            (pl.col("program_week") - w_min + 1).fill_null(0).alias("_w"),
+        ).with_columns(combined_code([("_e", n_e), ("_w", n_w), ("_m", n_m)]).alias("_o")),
         "_o",
     )
     out = rows.group_by("_o", maintain_order=True).agg(
@@ -201,7 +208,7 @@ def _coded_progression(done: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     n_s = int(done["_s"].max() or 0) + 1
     n_f = int(rows["_f"].max() or 0) + 1
     rows = sort_by_code(
-        rows.with_columns(pl.col("_f").fill_null(0)).with_columns(
+        rows.select("_e", "_s", "_x", pl.col("_f").fill_null(0), "family_level", *_DIMENSIONS).with_columns(
             combined_code([("_e", n_e), ("_f", n_f), ("_s", n_s)]).alias("_o")
         ),
         "_o",
