@@ -9,7 +9,8 @@ With ``--baseline REV`` the derive package of git revision ``REV`` is loaded sid
 ``sciatica_outcomes/derive/*.py`` written to a temporary package) and every step is timed for both
 versions on the same cohort in the same process, alternating, with a check that the frames are identical.
 
-Run with ``make bench`` or
+``derive_all`` is also timed once per version in a fresh process (row "derive_all (fresh process)"),
+free of the memory the earlier steps leave behind. Run with ``make bench`` or
 ``.venv/bin/python benchmarks/derive.py [--sizes 10000 100000] [--baseline REV]``.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -166,11 +168,32 @@ def run_size(n_patients: int, baseline: ModuleType | None) -> tuple[list[tuple],
     return rows, (cohort, derived)
 
 
+def _child(n_patients: int, rev: str | None) -> None:
+    """Time ``derive_all`` once in this (fresh) process and print the figures as one JSON line."""
+    module = load_baseline(rev) if rev else current
+    cohort = generate_cohort(n_patients=n_patients, seed=2026)
+    _out, wall, cpu, mem = _timed(
+        lambda: module.derive_all(cohort.tables, ClinicalConfig(), cohort.config.data_cut)
+    )
+    print(json.dumps({"seconds": wall, "cpu_s": cpu, "peak_mb": mem.peak, "grow_mb": mem.growth}))
+
+
+def fresh_derive_all(n_patients: int, rev: str | None) -> dict[str, float]:
+    """``derive_all`` timed in a new process (no memory left over from earlier steps)."""
+    cmd = [sys.executable, __file__, "--child", str(n_patients)] + (["--baseline", rev] if rev else [])
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--baseline", help="git revision whose derive package is timed side by side")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        _child(args.child, args.baseline)
+        return
     baseline = load_baseline(args.baseline) if args.baseline else None
     pl.Config.set_tbl_rows(100)
     pl.Config.set_tbl_width_chars(200)
@@ -183,7 +206,13 @@ def main(argv: list[str] | None = None) -> None:
     last = None
     for n in args.sizes:
         rows, last = run_size(n, baseline)
-        all_rows.extend(rows)
+        fresh = fresh_derive_all(n, None)
+        row: tuple = (n, "derive_all (fresh process)", rows[-1][2], rows[-1][3], *fresh.values())
+        if baseline is not None:
+            base = fresh_derive_all(n, args.baseline)
+            row += (base["seconds"], base["cpu_s"], base["peak_mb"], base["grow_mb"])
+            row += (base["seconds"] / fresh["seconds"], None)
+        all_rows.extend([*rows, row])
     schema = ["patients", "step", "rows_in", "rows_out", "seconds", "cpu_s", "peak_mb", "grow_mb"]
     if baseline is not None:
         schema += ["base_seconds", "base_cpu_s", "base_peak_mb", "base_grow_mb", "speedup", "identical"]
