@@ -199,7 +199,8 @@ def read_sources(
                     digest = digests[path].result()
                     got = [read_csv_table(path, target, digest.sha256, lines=digest.lines)]
             for src in got:
-                check_identifiers(src.raw.drop(ROW, strict=False), src.path)
+                # column selection by name shares the buffers (``drop`` would copy every column)
+                check_identifiers(src.raw[[c for c in src.raw.columns if c != ROW]], src.path)
             sources.extend(got)
             if on_progress is not None:
                 on_progress("read", str(path))

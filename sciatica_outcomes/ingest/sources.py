@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 __all__ = ["ROW", "FileDigest", "Notice", "SourceTable", "file_digest", "file_sha256"]
@@ -13,6 +14,8 @@ __all__ = ["ROW", "FileDigest", "Notice", "SourceTable", "file_digest", "file_sh
 #: Name of the column carrying the source row number (CSV line with the header as line 1; spreadsheet row;
 #: Parquet row counted from 1; FHIR Bundle entry counted from 1).
 ROW = "__row"
+
+_NEWLINE = ord("\n")
 
 
 @dataclass(frozen=True)
@@ -74,17 +77,25 @@ class FileDigest:
         return self.line_breaks + (0 if self.ends_with_break else 1)
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 22) -> FileDigest:
-    """SHA-256 and line-break count of a file, in one chunked pass."""
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> FileDigest:
+    """SHA-256 and line-break count of a file, in one chunked pass.
+
+    The file is read into one reused buffer (no copy per block); line breaks are counted with a vectorised
+    comparison, which is faster than ``bytes.count``. hashlib releases the GIL while hashing, so the digest
+    of one file runs beside the parsing of another.
+    """
     h = hashlib.sha256()
     breaks = 0
-    last = b""
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-            breaks += block.count(b"\n")
-            last = block[-1:]
-    return FileDigest(h.hexdigest(), breaks, last == b"\n")
+    last = -1
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+            block = np.frombuffer(buf, dtype=np.uint8, count=n)
+            breaks += int(np.count_nonzero(block == _NEWLINE))
+            last = int(block[-1])
+    return FileDigest(h.hexdigest(), breaks, last == _NEWLINE)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:

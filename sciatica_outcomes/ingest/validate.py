@@ -569,12 +569,17 @@ def _empty_issues(internal: bool = False) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
 
 
+def _all_false(name: str, n: int) -> pl.Series:
+    """A Boolean series of ``n`` False values, built in polars (no Python list)."""
+    return pl.repeat(False, n, dtype=pl.Boolean, eager=True).alias(name)
+
+
 def _run_checks(
     work: pl.DataFrame, checks: Sequence[_Check], source: SourceTable
 ) -> tuple[pl.Series, list[pl.DataFrame]]:
     """Evaluate all checks in one pass; return the row failure mask and the issue frames."""
     if not checks or work.height == 0:
-        return pl.Series(_BAD, [False] * work.height, dtype=pl.Boolean), []
+        return _all_false(_BAD, work.height), []
     flags = work.select([ch.failed.fill_null(False).alias(f"f{i}") for i, ch in enumerate(checks)])
     sums = flags.sum().row(0)
     issues: list[pl.DataFrame] = []
@@ -597,7 +602,7 @@ def _run_checks(
     bad = (
         flags.select(pl.any_horizontal(pl.all()).alias(_BAD)).to_series()
         if any(sums)
-        else pl.Series(_BAD, [False] * work.height, dtype=pl.Boolean)
+        else _all_false(_BAD, work.height)
     )
     return bad, issues
 
@@ -717,12 +722,12 @@ def _strict_parse(
     work = work.with_columns([work[_p(c)].scatter(rids, strict[_p(c)]) for c in text_cols])
     sub_bad, issues = _run_checks(sub, checks, source)
     n = work.height
-    bad = pl.Series(_BAD, [False] * n, dtype=pl.Boolean).scatter(rids.filter(sub_bad), True)
+    bad = _all_false(_BAD, n).scatter(rids.filter(sub_bad), True)
     failed: dict[str, pl.Series] = {}
     for frame in issues:
         for column, fr in frame.group_by("column"):
             col = str(column[0])
-            base = failed.get(col, pl.Series("t", [False] * n, dtype=pl.Boolean))
+            base = failed.get(col, _all_false("t", n))
             failed[col] = base.scatter(fr[_RID], True)
     return work, bad, issues, failed
 
@@ -1020,7 +1025,8 @@ def validate_sources(
                     for w in tw
                 )
                 continue
-            parent_keys = pl.concat(keys).unique()
+            # membership does not need distinct keys: deduplicating would cost a hash pass of its own
+            parent_keys = pl.concat(keys) if len(keys) > 1 else keys[0]
             for w in tw:
                 _check_foreign_key(w, fk.columns[0], parent, parent_keys)
         if spec.date_window is not None:
