@@ -264,25 +264,20 @@ def _has_multiline_records(path: Path | None, source: Any, raw: pl.DataFrame) ->
 
 
 def _polars_csv(source: Any, delimiter: str) -> pl.DataFrame:
-    """Every column as String, in one chunk per column.
-
-    polars 2.1 returns a large file in hundreds of chunks; eager operations on such a frame (``select``,
-    ``drop``, filters) concatenate them again each time, so the frame is made contiguous once here.
-    """
     return pl.read_csv(
         source,
         separator=delimiter,
         infer_schema=False,
         raise_if_empty=False,
         empty_string_is_null=True,
-    ).rechunk()
+    )
 
 
 def read_parquet_table(path: str | Path, table: str, sha256: str) -> SourceTable:
     """Read a Parquet file with its native column types; rows are numbered from 1."""
     shown = str(path)
     try:
-        raw = pl.read_parquet(path).rechunk()  # one chunk per column (see _polars_csv)
+        raw = pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise UnusableInputError(f"{shown}: cannot read as Parquet: {exc}") from exc
     raw = _clean_header(raw, shown).with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + 1).alias(ROW))

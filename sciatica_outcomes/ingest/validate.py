@@ -413,6 +413,27 @@ def _column_checks(spec: TableSpec, column: str, raw_columns: frozenset[str] = f
 
 
 # --------------------------------------------------------------------------------------- row rules
+_CATALOG_ROW = "__catalog_row__"
+
+
+def _row_helpers(table: str) -> list[pl.Expr]:
+    """Columns the row rules of ``table`` share, computed once before the rules run.
+
+    ``measures`` and ``questionnaire_items`` look their measure or instrument up in a catalog; the position
+    in the catalog (null when unknown) is computed once per row, and each rule gathers the fact it needs.
+    """
+    if table == "measures":
+        codes = measure_catalog()["code"].to_list()
+        key = pl.col(_p("measure"))
+    elif table == "questionnaire_items":
+        codes = list(INSTRUMENT_RESPONSE_RANGE)
+        key = pl.col(_p("instrument"))
+    else:
+        return []
+    at = key.replace_strict(codes, list(range(len(codes))), default=None, return_dtype=pl.UInt32)
+    return [at.alias(_CATALOG_ROW)]
+
+
 def _row_rules(table: str, raw_columns: frozenset[str] = frozenset()) -> list[_Check]:
     c = _p
     if table == "episodes":
@@ -449,11 +470,13 @@ def _row_rules(table: str, raw_columns: frozenset[str] = frozenset()) -> list[_C
         codes = cat["code"].to_list()
         m = pl.col(c("measure"))
         val = pl.col(c("value"))
-        lo = m.replace_strict(codes, cat["min"].to_list(), default=None, return_dtype=pl.Float64)
-        hi = m.replace_strict(codes, cat["max"].to_list(), default=None, return_dtype=pl.Float64)
-        integer = m.replace_strict(codes, cat["integer"].to_list(), default=False, return_dtype=pl.Boolean)
-        capped = m.replace_strict(codes, cat["cap_allowed"].to_list(), default=False, return_dtype=pl.Boolean)
-        known = m.is_in(codes)
+        # catalog facts gathered by the row's catalog position (:func:`_row_helpers`): one lookup per row
+        at = pl.col(_CATALOG_ROW)
+        lo = pl.lit(cat["min"].cast(pl.Float64)).gather(at)
+        hi = pl.lit(cat["max"].cast(pl.Float64)).gather(at)
+        integer = pl.lit(cat["integer"].cast(pl.Boolean)).gather(at).fill_null(False)
+        capped = pl.lit(cat["cap_allowed"].cast(pl.Boolean)).gather(at).fill_null(False)
+        known = at.is_not_null()
         pairs = [
             f"{code}|{ver}"
             for code, versions in zip(codes, cat["versions"].to_list(), strict=True)
@@ -531,13 +554,9 @@ def _row_rules(table: str, raw_columns: frozenset[str] = frozenset()) -> list[_C
     if table == "questionnaire_items":
         inst = pl.col(c("instrument"))
         resp = pl.col(c("response"))
-        names = list(INSTRUMENT_RESPONSE_RANGE)
-        lo = inst.replace_strict(
-            names, [r[0] for r in INSTRUMENT_RESPONSE_RANGE.values()], default=None, return_dtype=pl.Int64
-        )
-        hi = inst.replace_strict(
-            names, [r[1] for r in INSTRUMENT_RESPONSE_RANGE.values()], default=None, return_dtype=pl.Int64
-        )
+        at = pl.col(_CATALOG_ROW)
+        lo = pl.lit(pl.Series([r[0] for r in INSTRUMENT_RESPONSE_RANGE.values()], dtype=pl.Int64)).gather(at)
+        hi = pl.lit(pl.Series([r[1] for r in INSTRUMENT_RESPONSE_RANGE.values()], dtype=pl.Int64)).gather(at)
         return [
             _Check(
                 "response_range",
@@ -701,8 +720,13 @@ def _first_pass(source: SourceTable) -> _Work:
             )
         else:
             adjusted.append(ch)
+    helpers = _row_helpers(source.table)
+    if helpers:
+        work = work.with_columns(helpers)
     bad2, issues2 = _run_checks(work, adjusted + _row_rules(source.table, raw_columns), source)
     work = work.with_columns((type_bad | bad2).alias(_BAD))
+    if helpers:
+        work = work.drop(_CATALOG_ROW)
     return _Work(source, work, issues + issues2)
 
 
@@ -821,13 +845,37 @@ def _valid_rows(works: Sequence[_Work], columns: Sequence[str]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
+def _runs(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, pl.Series]:
+    """Runs of equal consecutive values of ``column``: one row per run, and the run of every row.
+
+    Child tables usually list the rows of one parent together (the exercises of a session, the sessions of
+    an episode), so a lookup per run instead of per row (hash, probe, compare) does a fraction of the work;
+    a run is found with one comparison of each value with the previous one. Exact for any row order.
+
+    Returns
+    -------
+    tuple of (polars.DataFrame, polars.Series)
+        ``heads`` (column ``v``: the value of each run, in order) and ``run`` (UInt32: the run of each row,
+        for ``gather``).
+    """
+    col = pl.col(column)
+    starts = (pl.int_range(pl.len()) == 0) | col.ne_missing(col.shift(1))
+    marked = frame.select(col.alias("v"), starts.alias("h"))
+    heads = marked.filter(pl.col("h")).select("v")
+    run = marked.select((pl.col("h").cum_sum().cast(pl.UInt32) - 1).alias("run")).to_series()
+    return heads, run
+
+
 def _check_foreign_key(w: _Work, fk_col: str, parent_table: str, parent_keys: pl.Series | None) -> None:
     if parent_keys is None:
         return
     col = pl.col(_p(fk_col))
-    mask = w.frame.select((col.is_not_null() & ~col.is_in(parent_keys.implode())).alias("m")).to_series()
-    if not mask.any():
+    heads, run = _runs(w.frame, _p(fk_col))
+    v = pl.col("v")
+    missing = heads.select((v.is_not_null() & ~v.is_in(parent_keys.implode())).alias("m")).to_series()
+    if not missing.any():
         return
+    mask = missing.gather(run)
     issues = _issue_rows(
         w,
         mask,
@@ -849,15 +897,20 @@ def _check_window(w: _Work, spec: TableSpec, episodes: pl.DataFrame | None) -> N
     if win is None or episodes is None:
         return
     d = _p(win.date_column)
-    joined = w.frame.select(pl.col(_p("episode_id")), pl.col(d), pl.col(_BAD)).join(
+    # episode ids are unique in ``episodes``: look each run of one episode up once, then spread to its rows
+    heads, run = _runs(w.frame, _p("episode_id"))
+    bounds = heads.join(
         episodes.select(
-            pl.col("episode_id").alias(_p("episode_id")),
+            pl.col("episode_id").alias("v"),
             pl.col("start_date").alias("__start"),
             pl.col("end_date").alias("__end"),
         ),
-        on=_p("episode_id"),
+        on="v",
         how="left",
         maintain_order="left",
+    )
+    joined = w.frame.select(pl.col(d)).with_columns(
+        bounds["__start"].gather(run).alias("__start"), bounds["__end"].gather(run).alias("__end")
     )
     lo = pl.col("__start") - pl.duration(days=win.days_before_start)
     hi = pl.col("__end") + pl.duration(days=win.days_after_end)
