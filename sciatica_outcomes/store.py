@@ -456,22 +456,27 @@ class Store:
             on = " AND ".join(f"i.{_q(k)} = e.{_q(k)}" for k in spec.key)
             first_key = _q(spec.key[0])
             differs = " OR ".join(f"i.{_q(c)} IS DISTINCT FROM e.{_q(c)}" for c in cols if c not in spec.key)
-            self._exec(
+            differs = differs or "FALSE"
+            # count first, in one join that materialises nothing: an unchanged re-ingest stops here
+            row = self._exec(
                 f"""
-                CREATE OR REPLACE TEMP TABLE _stage AS
-                SELECT i.*, e.{first_key} IS NULL AS _new,
-                       e.{first_key} IS NOT NULL AND ({differs or "FALSE"}) AS _changed
+                SELECT count(*) FILTER (e.{first_key} IS NULL),
+                       count(*) FILTER (e.{first_key} IS NOT NULL AND ({differs}))
                 FROM _incoming i LEFT JOIN {_q(table)} e ON {on}
                 """
-            )
-            row = self._exec("SELECT count(*) FILTER (_new), count(*) FILTER (_changed) FROM _stage")[0]
+            )[0]
             inserted, updated = int(row[0]), int(row[1])
             if updated:
-                match = " AND ".join(f"{_q(table)}.{_q(k)} = s.{_q(k)}" for k in spec.key)
-                self._exec(f"DELETE FROM {_q(table)} USING _stage s WHERE s._changed AND {match}")
+                self._exec(f"DELETE FROM {_q(table)} e USING _incoming i WHERE {on} AND ({differs})")
             if inserted or updated:
-                self._exec(f"INSERT INTO {_q(table)} SELECT {col_sql} FROM _stage WHERE _new OR _changed")
-            self._exec("DROP TABLE _stage")
+                # changed rows were deleted above, so the rows to add are exactly those without a match
+                self._exec(
+                    f"""
+                    INSERT INTO {_q(table)}
+                    SELECT {", ".join(f"i.{_q(c)}" for c in cols)} FROM _incoming i
+                    ANTI JOIN {_q(table)} e ON {on}
+                    """
+                )
             return WriteCounts(table, inserted, updated, n - inserted - updated)
         finally:
             self._con.unregister("_incoming")
