@@ -448,7 +448,8 @@ class Store:
         spec = TABLE_SPECS[table]
         cols = list(spec.dtypes)
         col_sql = ", ".join(_q(c) for c in cols)
-        self._con.register("_incoming", frame.to_arrow())
+        # string views pass to DuckDB without copying (the default large_string conversion copies them)
+        self._con.register("_incoming", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
         try:
             if self._count(table) == 0:
                 self._exec(f"INSERT INTO {_q(table)} SELECT {col_sql} FROM _incoming")

