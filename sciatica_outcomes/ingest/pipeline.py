@@ -197,7 +197,11 @@ def read_sources(
                     got = [read_parquet_table(path, target, sha())]
                 else:
                     digest = digests[path].result()
-                    got = [read_csv_table(path, target, digest.sha256, lines=digest.lines)]
+                    got = [
+                        read_csv_table(
+                            path, target, digest.sha256, lines=digest.lines, typed=TABLE_SPECS[target].dtypes
+                        )
+                    ]
             for src in got:
                 # column selection by name shares the buffers (``drop`` would copy every column)
                 check_identifiers(src.raw[[c for c in src.raw.columns if c != ROW]], src.path)

@@ -3,7 +3,10 @@
 Every reader returns :class:`~sciatica_outcomes.ingest.sources.SourceTable` objects whose ``raw`` frame keeps
 the values exactly as read (text formats: strings) plus the row number a person sees in the source: the CSV
 line (header = line 1), the spreadsheet row, the Parquet row counted from 1. Nothing is converted here;
-parsing and checking happen in :mod:`sciatica_outcomes.ingest.validate`.
+parsing and checking happen in :mod:`sciatica_outcomes.ingest.validate`. The one exception is the fast
+path of :func:`read_csv_table`: number and true/false columns may be read by polars' own parsers, which
+accept only cells the strict parser reads to the same value; a source read that way is read again as text
+as soon as validation finds a problem in it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import codecs
 import csv
 import io
 import re
+from collections.abc import Mapping
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -159,7 +163,14 @@ def _drop_blank_rows(
     return raw.filter(~blank), [notice]
 
 
-def read_csv_table(path: str | Path, table: str, sha256: str, *, lines: int | None = None) -> SourceTable:
+def read_csv_table(
+    path: str | Path,
+    table: str,
+    sha256: str,
+    *,
+    lines: int | None = None,
+    typed: Mapping[str, pl.DataType] | None = None,
+) -> SourceTable:
     """Read a CSV file as strings with line numbers.
 
     Parameters
@@ -172,20 +183,88 @@ def read_csv_table(path: str | Path, table: str, sha256: str, *, lines: int | No
         Hash of the file (computed by the caller).
     lines : int, optional
         Number of lines of the file if the caller counted them (:func:`file_digest`); saves a pass.
+    typed : mapping of str to polars.DataType, optional
+        Canonical types of the table's columns. When given, a fast first attempt reads the whole-number,
+        decimal and true/false columns with polars' own number parser (dates and text stay text); if any
+        cell of those columns does not parse, the file is read as text instead. The attempt's values are
+        exactly those the strict parser gives (polars accepts a subset of what it accepts: tested), and
+        the returned source can ``reread`` itself as text, which validation does for any source with a
+        problem so that reports and quarantine show the cells exactly as written.
 
     Returns
     -------
     SourceTable
-        ``raw`` holds every column as String (empty cells are null) and :data:`ROW`, the line number of the
-        record (header = line 1). Fully blank lines are dropped and reported as a notice.
+        ``raw`` holds every column as String (empty cells are null; with ``typed``, possibly typed number
+        and Boolean columns) and :data:`ROW`, the line number of the record (header = line 1). Fully blank
+        lines are dropped and reported as a notice.
 
     Raises
     ------
     UnusableInputError
         If the file cannot be read or parsed (ragged lines, duplicate header names).
     """
+    if typed:
+        got = _read_csv_typed(Path(path), table, typed, lines)
+        if got is not None:
+            raw, notices = got
+            return SourceTable(
+                table,
+                str(path),
+                "csv",
+                sha256,
+                raw,
+                notices,
+                reread=lambda: read_csv_table(path, table, sha256, lines=lines),
+            )
     raw, notices = read_csv_raw(path, table, lines=lines)
     return SourceTable(table, str(path), "csv", sha256, raw, notices)
+
+
+#: Canonical types polars' CSV parser may read directly: its integer, float and Boolean parsers accept a
+#: subset of what the strict parser of ``ingest.validate`` accepts, with the same values
+#: (``tests/ingest/test_readers.py::test_typed_csv_read_accepts_only_what_the_strict_parser_accepts``).
+#: Dates are not among them: polars guesses date formats.
+_TYPED_READ = (pl.Int64, pl.Float64, pl.Boolean)
+
+
+def _read_csv_typed(
+    path: Path, table: str, typed: Mapping[str, pl.DataType], lines: int | None
+) -> tuple[pl.DataFrame, list[Notice]] | None:
+    """The fast attempt of :func:`read_csv_table`; None when the file needs the text read."""
+    try:
+        with open(path, "rb") as fh:
+            sample = fh.read(_SNIFF_BYTES)
+    except OSError:
+        return None
+    if not sample.strip():
+        return None
+    encoding, delimiter, _bom = sniff_csv(sample)
+    if encoding not in ("utf-8", "ascii"):
+        return None
+    try:
+        header = pl.read_csv(path, separator=delimiter, infer_schema=False, n_rows=0).columns
+        overrides = {
+            c: typed[name]
+            for c in header
+            if (name := c.lstrip("\ufeff").strip()) in typed and typed[name].base_type() in _TYPED_READ
+        }
+        if not overrides:
+            return None
+        raw = pl.read_csv(
+            path,
+            separator=delimiter,
+            infer_schema=False,
+            schema_overrides=overrides,
+            raise_if_empty=False,
+            empty_string_is_null=True,
+        )
+    except pl.exceptions.PolarsError:
+        return None
+    try:
+        raw = _clean_header(raw, str(path))
+    except UnusableInputError:
+        return None
+    return _number_rows(raw, path, None, None, str(path), table, lines, delimiter, [])
 
 
 def read_csv_raw(
@@ -228,6 +307,21 @@ def read_csv_raw(
                 f"{shown}: cannot parse as CSV (delimiter {delimiter!r}): {first}"
             ) from exc
     raw = _clean_header(raw, shown)
+    return _number_rows(raw, path, text, source, shown, table, lines, delimiter, notices)
+
+
+def _number_rows(
+    raw: pl.DataFrame,
+    path: Path,
+    text: str | None,
+    source: Any,
+    shown: str,
+    table: str | None,
+    lines: int | None,
+    delimiter: str,
+    notices: list[Notice],
+) -> tuple[pl.DataFrame, list[Notice]]:
+    """Add :data:`ROW` (the line where each record starts) and drop fully blank lines with a notice."""
     if lines is not None and text is None:
         multiline = lines > raw.height + 1
     else:
@@ -235,8 +329,8 @@ def read_csv_raw(
     if multiline:
         if text is None:
             text = path.read_bytes().decode("utf-8").lstrip("\ufeff")
-        lines = _csv_line_numbers(text, delimiter, raw.height)
-        raw = raw.with_columns(pl.Series(ROW, lines, dtype=pl.Int64))
+        starts = _csv_line_numbers(text, delimiter, raw.height)
+        raw = raw.with_columns(pl.Series(ROW, starts, dtype=pl.Int64))
     else:
         raw = raw.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + 2).alias(ROW))
     raw, blank = _drop_blank_rows(raw, shown, table, "line")

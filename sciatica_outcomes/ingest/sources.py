@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,10 @@ class SourceTable:
         Columns as read (String for text formats, native types for Parquet) plus :data:`ROW`.
     notices : list of Notice
         File-level findings.
+    reread : callable, optional
+        For a CSV read with typed number columns (the fast path of
+        :func:`~sciatica_outcomes.ingest.readers.read_csv_table`): reads the same file as text. Validation
+        calls it for a source with any problem, so that reports and quarantine show cells as written.
     """
 
     table: str
@@ -56,6 +61,7 @@ class SourceTable:
     sha256: str
     raw: pl.DataFrame
     notices: list[Notice] = field(default_factory=list)
+    reread: Callable[[], SourceTable] | None = None
 
     @property
     def rows_read(self) -> int:

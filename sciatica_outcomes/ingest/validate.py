@@ -178,6 +178,8 @@ def _parse(column: str, dtype: pl.DataType, raw_dtype: pl.DataType) -> tuple[pl.
     base = dtype.base_type()
     value_str = raw.cast(pl.String)
     if raw_dtype in (dtype, pl.Null):
+        if base == pl.Float64 and raw_dtype == dtype:
+            return _finite(raw, column)
         return raw.cast(dtype), []
     if base == pl.String:
         return value_str, []
@@ -198,7 +200,7 @@ def _parse(column: str, dtype: pl.DataType, raw_dtype: pl.DataType) -> tuple[pl.
             _Check("integer", column, fail, value_str, _msg(_NOT_WHOLE, value_str, pl.lit(column)))
         ]
     if base == pl.Float64 and raw_dtype.is_numeric():
-        return raw.cast(pl.Float64), []
+        return _finite(raw.cast(pl.Float64), column)
     if base == pl.Date and raw_dtype == pl.Datetime:
         midnight = raw.dt.time() == pl.time(0)
         parsed = pl.when(midnight).then(raw.dt.date())
@@ -235,9 +237,13 @@ def _parse_text(column: str, dtype: pl.DataType) -> tuple[pl.Expr, list[_Check]]
             _Check("type", column, not_number, value_str, _msg("'{}' is not {}", value_str, word)),
         ]
     if base == pl.Float64:
-        parsed = pl.when(present).then(s.cast(pl.Float64, strict=False))
-        fail = present & parsed.is_null()
-        return parsed, [_Check("type", column, fail, value_str, _msg("'{}' is not {}", value_str, word))]
+        as_float = s.cast(pl.Float64, strict=False)
+        parsed = pl.when(present & as_float.is_finite()).then(as_float)
+        not_number = present & as_float.is_null()
+        return parsed, [
+            _Check("type", column, not_number, value_str, _msg("'{}' is not {}", value_str, word)),
+            _not_finite(column, pl.when(present).then(as_float), value_str),
+        ]
     if base == pl.Date:
         iso = s.str.contains(r"^\d{4}-\d{2}-\d{2}$")
         parsed = pl.when(present & iso).then(s.str.to_date("%Y-%m-%d", strict=False))
@@ -264,14 +270,23 @@ def _fast_parse(column: str, dtype: pl.DataType) -> pl.Expr:
     base = dtype.base_type()
     if base == pl.String:
         return raw
-    if base in (pl.Int64, pl.Float64):
+    if base == pl.Int64:
         return raw.cast(base, strict=False)
+    if base == pl.Float64:
+        # NaN and infinities become empty here, so the strict parser sees them and reports them
+        as_float = raw.cast(base, strict=False)
+        return pl.when(as_float.is_finite()).then(as_float)
     if base == pl.Date:
         iso = raw.str.contains(r"^\d{4}-\d{2}-\d{2}$")
         return pl.when(iso).then(raw.str.to_date("%Y-%m-%d", strict=False))
     if base == pl.Boolean:
         return pl.when(raw == "true").then(True).when(raw == "false").then(False).cast(pl.Boolean)
     raise NotImplementedError(f"no parser for {dtype} (column {column})")
+
+
+def _finite(values: pl.Expr, column: str) -> tuple[pl.Expr, list[_Check]]:
+    """Typed decimal values: NaN and infinities are type errors (and empty after parsing), not numbers."""
+    return pl.when(values.is_finite()).then(values), [_not_finite(column, values, values.cast(pl.String))]
 
 
 def _not_finite(column: str, parsed: pl.Expr, value_str: pl.Expr) -> _Check:
@@ -1010,6 +1025,68 @@ def _notice_issues(notices: Sequence[Notice]) -> pl.DataFrame:
     )
 
 
+def _table_pass(
+    srcs: Sequence[SourceTable],
+    table: str,
+    spec: TableSpec,
+    valid_parents: Mapping[str, pl.DataFrame],
+    reference: Mapping[str, pl.DataFrame],
+) -> tuple[list[_Work], list[Notice]]:
+    """Every check of one table's sources: first pass, duplicate keys, foreign keys, episode windows."""
+    notices: list[Notice] = []
+    tw = [_first_pass(src) for src in srcs]
+    _check_duplicates(tw, spec)
+    for fk in spec.foreign_keys:
+        parent = fk.table
+        keys: list[pl.Series] = []
+        if parent in valid_parents:
+            keys.append(valid_parents[parent][fk.ref_columns[0]])
+        if parent in reference:
+            keys.append(reference[parent][fk.ref_columns[0]])
+        if not keys:
+            notices.extend(
+                Notice(
+                    w.source.path,
+                    table,
+                    "not_checked",
+                    f"foreign key {fk.columns[0]} -> {parent} not checked: "
+                    f"no {parent} in this ingest or the store",
+                    fk.columns[0],
+                )
+                for w in tw
+            )
+            continue
+        # membership does not need distinct keys: deduplicating would cost a hash pass of its own
+        parent_keys = pl.concat(keys) if len(keys) > 1 else keys[0]
+        for w in tw:
+            _check_foreign_key(w, fk.columns[0], parent, parent_keys)
+    if spec.date_window is not None:
+        eps: list[pl.DataFrame] = []
+        if "episodes" in valid_parents:
+            eps.append(valid_parents["episodes"].select("episode_id", "start_date", "end_date"))
+        if "episodes" in reference:
+            ref = reference["episodes"].select("episode_id", "start_date", "end_date")
+            if eps:
+                ref = ref.join(eps[0].select("episode_id"), on="episode_id", how="anti")
+            eps.append(ref)
+        episodes = pl.concat(eps) if eps else None
+        if episodes is None:
+            notices.extend(
+                Notice(
+                    w.source.path,
+                    table,
+                    "not_checked",
+                    f"{spec.date_window.date_column} inside the episode not checked: "
+                    "no episodes in this ingest or the store",
+                    spec.date_window.date_column,
+                )
+                for w in tw
+            )
+        for w in tw:
+            _check_window(w, spec, episodes)
+    return tw, notices
+
+
 def validate_sources(
     sources: Sequence[SourceTable],
     *,
@@ -1062,56 +1139,17 @@ def validate_sources(
     for table, spec in TABLE_SPECS.items():
         if table not in positions:
             continue
-        tw = [_first_pass(sources[i]) for i in positions[table]]
-        _check_duplicates(tw, spec)
-        for fk in spec.foreign_keys:
-            parent = fk.table
-            keys: list[pl.Series] = []
-            if parent in valid_parents:
-                keys.append(valid_parents[parent][fk.ref_columns[0]])
-            if parent in reference:
-                keys.append(reference[parent][fk.ref_columns[0]])
-            if not keys:
-                notices.extend(
-                    Notice(
-                        w.source.path,
-                        table,
-                        "not_checked",
-                        f"foreign key {fk.columns[0]} -> {parent} not checked: "
-                        f"no {parent} in this ingest or the store",
-                        fk.columns[0],
-                    )
-                    for w in tw
-                )
-                continue
-            # membership does not need distinct keys: deduplicating would cost a hash pass of its own
-            parent_keys = pl.concat(keys) if len(keys) > 1 else keys[0]
-            for w in tw:
-                _check_foreign_key(w, fk.columns[0], parent, parent_keys)
-        if spec.date_window is not None:
-            eps: list[pl.DataFrame] = []
-            if "episodes" in valid_parents:
-                eps.append(valid_parents["episodes"].select("episode_id", "start_date", "end_date"))
-            if "episodes" in reference:
-                ref = reference["episodes"].select("episode_id", "start_date", "end_date")
-                if eps:
-                    ref = ref.join(eps[0].select("episode_id"), on="episode_id", how="anti")
-                eps.append(ref)
-            episodes = pl.concat(eps) if eps else None
-            if episodes is None:
-                notices.extend(
-                    Notice(
-                        w.source.path,
-                        table,
-                        "not_checked",
-                        f"{spec.date_window.date_column} inside the episode not checked: "
-                        "no episodes in this ingest or the store",
-                        spec.date_window.date_column,
-                    )
-                    for w in tw
-                )
-            for w in tw:
-                _check_window(w, spec, episodes)
+        srcs = [sources[i] for i in positions[table]]
+        read_notices = [len(src.notices) for src in srcs]
+        tw, table_notices = _table_pass(srcs, table, spec, valid_parents, reference)
+        if any(w.source.reread is not None and w.issues for w in tw):
+            # a fast typed read with problems: read those files as text and check the table again, so that
+            # reports and quarantine show the cells as written (the same rows fail: the values are equal)
+            for src, n in zip(srcs, read_notices, strict=True):
+                del src.notices[n:]  # the first pass adds its notices again
+            srcs = [w.source.reread() if w.source.reread is not None and w.issues else w.source for w in tw]
+            tw, table_notices = _table_pass(srcs, table, spec, valid_parents, reference)
+        notices.extend(table_notices)
         if table in ("episodes", "sessions"):
             valid_parents[table] = _valid_rows(tw, spec.columns)
         for i, w in zip(positions[table], tw, strict=True):

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sciatica_outcomes.errors import UnusableInputError
-from sciatica_outcomes.ingest import ROW, validate_paths
+from sciatica_outcomes.ingest import ROW, SourceTable, validate_paths
 from sciatica_outcomes.ingest.readers import read_csv_table, read_parquet_table, sniff_csv
+from sciatica_outcomes.store import Store
 
 HEADER = (
     "episode_id,checked_on,saddle_numbness,bladder_bowel_change,progressive_weakness,bilateral_symptoms,"
@@ -116,3 +119,195 @@ def test_parquet_native_types_are_checked_not_coerced(tmp_path: Path) -> None:
     errs = {(r["row"], r["column"], r["rule"]) for r in res.errors.iter_rows(named=True)}
     assert errs == {(2, "checked_on", "type")}
     assert res.tables[0].valid["bladder_bowel_change"].to_list() == [False]
+
+
+# ------------------------------------------------------------------------ fast typed read of CSV files
+EXERCISE_HEADER = "session_id,exercise,set_index,sets,reps,hold_s,load_kg,band,pain_during,modified"
+EXERCISE_ROW = {
+    "session_id": "SE1",
+    "exercise": "bird_dog",
+    "set_index": "1",
+    "sets": "3",
+    "reps": "10",
+    "hold_s": "",
+    "load_kg": "12.5",
+    "band": "",
+    "pain_during": "3",
+    "modified": "false",
+}
+#: Cells people type into number and true/false columns, including ones neither parser should accept.
+TRICKY = {
+    "reps": [
+        "7",
+        "+7",
+        "-7",
+        "007",
+        "-0",
+        "+0",
+        "7.0",
+        "7.",
+        "1e1",
+        " 7",
+        "7 ",
+        "NA",
+        "na",
+        "nan",
+        "inf",
+        "0x10",
+        "9223372036854775807",
+        "9223372036854775808",
+        "1_000",
+        "1,000",
+        "\u0663",
+        "7/10",
+        "-",
+        "\u00a07",
+        "7\u200b",
+    ],
+    "load_kg": [
+        "7",
+        "7.5",
+        "7.50",
+        ".5",
+        "5.",
+        "+5",
+        "-5",
+        "1e1",
+        "1E1",
+        "1e400",
+        "inf",
+        "-inf",
+        "Infinity",
+        "nan",
+        "NaN",
+        "-nan",
+        "NA",
+        "7,5",
+        " 7.5",
+        "7.5 ",
+        "1_0",
+        "0x1p3",
+        "1.5e",
+        "e5",
+        "+.5",
+        "5e+1",
+        "nan(1)",
+        "INF",
+    ],
+    "modified": [
+        "true",
+        "false",
+        "True",
+        "FALSE",
+        "TRUE",
+        "yes",
+        "no",
+        "1",
+        "0",
+        "t",
+        "f",
+        "T",
+        " true",
+        "NA",
+        "tru",
+    ],
+}
+
+
+def _outcome(src: SourceTable) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    from sciatica_outcomes.ingest import validate_sources  # noqa: PLC0415
+
+    src.reread = None  # compare the typed read itself, not its re-read as text
+    res = validate_sources([src])
+    valid = res.tables[0].valid.rows()
+    issues = res.errors.select("row", "column", "rule").sort("row", "column", "rule").rows()
+    return valid, issues
+
+
+def _compare_typed_and_text(tmp_path: Path, column: str, cell: str) -> bool:
+    """Validate one row read both ways; return whether the typed read was used."""
+    from sciatica_outcomes.schemas import TABLE_SPECS  # noqa: PLC0415
+
+    values = {**EXERCISE_ROW, column: '"' + cell.replace('"', '""') + '"'}
+    p = tmp_path / "session_exercises.csv"
+    p.write_text(EXERCISE_HEADER + "\n" + ",".join(values.values()) + "\n", encoding="utf-8")
+    typed = read_csv_table(p, "session_exercises", "0", typed=TABLE_SPECS["session_exercises"].dtypes)
+    text = read_csv_table(p, "session_exercises", "0")
+    assert text.raw.schema[column] == pl.String
+    used = typed.raw.schema[column] != pl.String
+    if used:
+        assert _outcome(typed) == _outcome(text), (column, cell)
+    return used
+
+
+@pytest.mark.parametrize(("column", "cell"), [(c, v) for c, cells in TRICKY.items() for v in cells])
+def test_typed_csv_read_accepts_only_what_the_strict_parser_accepts(
+    tmp_path: Path, column: str, cell: str
+) -> None:
+    used = _compare_typed_and_text(tmp_path, column, cell)
+    # plain numbers and true/false must take the fast path, or it is no faster than the text read
+    if cell in ("7", "12.5", "7.5", "true", "false"):
+        assert used
+
+
+@given(
+    column=st.sampled_from(list(TRICKY)),
+    cell=st.text(alphabet="0123456789+-.eEinfaNAtrusl _,x\u00a0", max_size=8),
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_typed_csv_read_agrees_with_the_strict_parser_on_random_cells(
+    tmp_path: Path, column: str, cell: str
+) -> None:
+    _compare_typed_and_text(tmp_path, column, cell)
+
+
+def test_problems_in_a_typed_read_are_reported_as_written(tmp_path: Path) -> None:
+    from sciatica_outcomes.ingest import ingest_paths  # noqa: PLC0415
+
+    good = ",".join(EXERCISE_ROW.values())
+    bad = ",".join({**EXERCISE_ROW, "set_index": "02", "load_kg": "12.50", "pain_during": "11"}.values())
+    sessions = tmp_path / "sessions.csv"
+    sessions.write_text(
+        "session_id,episode_id,session_date,status\nSE1,EP1,2025-01-02,completed\n", encoding="utf-8"
+    )
+    episodes = tmp_path / "episodes.csv"
+    episodes.write_text(
+        "episode_id,patient_id,clinic_id,start_date,age_at_start,sex\nEP1,PT1,CL01,2025-01-01,52,F\n",
+        encoding="utf-8",
+    )
+    p = tmp_path / "session_exercises.csv"
+    p.write_text(EXERCISE_HEADER + "\n" + good + "\n" + bad + "\n", encoding="utf-8")
+    res = ingest_paths([episodes, sessions, p], db=tmp_path / "s.duckdb")
+    err = res.validation.errors.filter(pl.col("table") == "session_exercises")
+    assert err.select("row", "column", "value", "rule").rows() == [(3, "pain_during", "11", "range")]
+    exercises = next(t for t in res.validation.tables if t.source.table == "session_exercises")
+    assert exercises.source.raw.schema["load_kg"] == pl.String  # re-read as text because a row failed
+    with Store(tmp_path / "s.duckdb", read_only=True) as store:
+        q = store.quarantined("session_exercises")
+        stored = store.read("session_exercises")
+    assert q.select("row_number", "set_index", "load_kg", "pain_during").rows() == [(3, "02", "12.50", "11")]
+    assert stored.select("set_index", "load_kg").rows() == [(1, 12.5)]
+    clean = next(t for t in res.validation.tables if t.source.table == "episodes")
+    assert clean.source.reread is not None  # the clean file kept its fast typed read
+
+
+@pytest.mark.parametrize("cell", ["nan", "inf", "-Infinity"])
+def test_non_finite_numbers_are_type_errors_in_text_and_typed_sources(tmp_path: Path, cell: str) -> None:
+    from sciatica_outcomes.ingest import validate_sources  # noqa: PLC0415
+
+    values = {**EXERCISE_ROW, "load_kg": cell}
+    p = tmp_path / "session_exercises.csv"
+    p.write_text(EXERCISE_HEADER + "\n" + ",".join(values.values()) + "\n", encoding="utf-8")
+    res = validate_paths([p])
+    assert res.errors.filter(pl.col("severity") == "error").select("column", "value", "rule").rows() == [
+        ("load_kg", cell, "type")
+    ]
+    assert "not a finite number" in res.errors.filter(pl.col("rule") == "type")["message"][0]
+    typed = pl.read_csv(p, schema_overrides={"load_kg": pl.Float64}, infer_schema=False).with_columns(
+        pl.lit(2, pl.Int64).alias(ROW)
+    )
+    res = validate_sources([SourceTable("session_exercises", "x.parquet", "parquet", "0", typed)])
+    assert res.errors.filter(pl.col("severity") == "error").select("column", "rule").rows() == [
+        ("load_kg", "type")
+    ]
+    assert res.tables[0].rows_quarantined == 1
