@@ -590,6 +590,13 @@ class _Work:
     source: SourceTable
     frame: pl.DataFrame  # raw columns + ROW + parsed columns + _BAD
     issues: list[pl.DataFrame]
+    runs_of: dict[str, tuple[pl.DataFrame, pl.Series]] = field(default_factory=dict)
+
+    def runs(self, column: str) -> tuple[pl.DataFrame, pl.Series]:
+        """:func:`_runs` of a parsed column, computed once (the foreign key and window checks share it)."""
+        if column not in self.runs_of:
+            self.runs_of[column] = _runs(self.frame, column)
+        return self.runs_of[column]
 
 
 def _empty_issues(internal: bool = False) -> pl.DataFrame:
@@ -804,19 +811,22 @@ def _issue_rows(
 
 def _check_duplicates(works: Sequence[_Work], spec: TableSpec) -> None:
     key = [_p(k) for k in spec.key]
+    # hash first (one u64 per row, straight from each frame), then compare real keys only among rows whose
+    # hashes collide; distinct hashes (the clean case) settle it without gathering the keys
+    combined = pl.lit(0, pl.UInt64)
+    for i, k in enumerate(key):
+        combined = combined * pl.lit(1_000_003 + 2 * i, pl.UInt64) + pl.col(k).hash(seed=i)
+    hashes = [w.frame.select(combined.alias("h")).to_series() for w in works]
+    h = pl.concat(hashes) if len(hashes) > 1 else hashes[0]
+    if h.n_unique() == h.len():
+        return
     parts = [
         w.frame.select(*key, pl.col(ROW), pl.col(_RID), pl.lit(i, pl.Int64).alias("__src"))
         for i, w in enumerate(works)
     ]
     allk = pl.concat(parts)
-    # hash first (one u64 per row), then compare real keys only among rows whose hashes collide
-    combined = pl.lit(0, pl.UInt64)
-    for i, k in enumerate(key):
-        combined = combined * pl.lit(1_000_003 + 2 * i, pl.UInt64) + pl.col(k).hash(seed=i)
-    hashed = allk.select(combined.alias("h"), pl.all_horizontal(pl.col(key).is_not_null()).alias("ok"))
-    if hashed["h"].n_unique() == hashed.height:
-        return
-    candidates = allk.filter(hashed["h"].is_duplicated() & hashed["ok"])
+    ok = allk.select(pl.all_horizontal(pl.col(key).is_not_null())).to_series()
+    candidates = allk.filter(h.is_duplicated() & ok)
     if candidates.is_empty():
         return
     dup = candidates.filter(pl.struct(key).is_duplicated())
@@ -873,11 +883,15 @@ def _runs(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, pl.Series]:
         ``heads`` (column ``v``: the value of each run, in order) and ``run`` (UInt32: the run of each row,
         for ``gather``).
     """
-    col = pl.col(column)
-    starts = (pl.int_range(pl.len()) == 0) | col.ne_missing(col.shift(1))
-    marked = frame.select(col.alias("v"), starts.alias("h"))
-    heads = marked.filter(pl.col("h")).select("v")
-    run = marked.select((pl.col("h").cum_sum().cast(pl.UInt32) - 1).alias("run")).to_series()
+    # one contiguous copy of the column makes the neighbour comparison a single pass (a read file comes in
+    # hundreds of chunks); comparing two slices avoids materialising a shifted copy
+    s = frame.get_column(column).rechunk()
+    n = s.len()
+    if n == 0:
+        return s.alias("v").to_frame(), pl.Series("run", [], dtype=pl.UInt32)
+    starts = pl.concat([pl.Series([True]), s.slice(1).ne_missing(s.slice(0, n - 1))])
+    heads = s.filter(starts).alias("v").to_frame()
+    run = (starts.cum_sum().cast(pl.UInt32) - 1).alias("run")
     return heads, run
 
 
@@ -885,7 +899,7 @@ def _check_foreign_key(w: _Work, fk_col: str, parent_table: str, parent_keys: pl
     if parent_keys is None:
         return
     col = pl.col(_p(fk_col))
-    heads, run = _runs(w.frame, _p(fk_col))
+    heads, run = w.runs(_p(fk_col))
     # an anti join hashes the parent keys once (``is_in`` of an imploded list costs five times as much)
     parents = parent_keys.alias("v").to_frame()
     absent = (
@@ -919,7 +933,7 @@ def _check_window(w: _Work, spec: TableSpec, episodes: pl.DataFrame | None) -> N
         return
     d = _p(win.date_column)
     # episode ids are unique in ``episodes``: look each run of one episode up once, then spread to its rows
-    heads, run = _runs(w.frame, _p("episode_id"))
+    heads, run = w.runs(_p("episode_id"))
     bounds = heads.join(
         episodes.select(
             pl.col("episode_id").alias("v"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,3 +320,19 @@ def test_cross_table_rules_use_the_store(tmp_path: Path) -> None:
     res = ingest_paths(src / "sessions.csv", db=tmp_path / "o.duckdb")
     assert res.summary()["rows_quarantined"].to_list() == [1]
     shutil.rmtree(src)
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["EP1", "EP2", "EP3", ""])), max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_runs_rebuild_the_column_and_split_at_every_change(values: list[str | None]) -> None:
+    from sciatica_outcomes.ingest.validate import _runs  # noqa: PLC0415
+
+    frame = pl.concat(  # several chunks, as a read file has
+        [pl.DataFrame({"c": values[:5]}, schema={"c": pl.String}), pl.DataFrame({"c": values[5:]})],
+        rechunk=False,
+    )
+    heads, run = _runs(frame, "c")
+    assert heads["v"].gather(run).to_list() == values
+    h = heads["v"].to_list()
+    assert all(a != b for a, b in itertools.pairwise(h))
+    assert run.to_list() == sorted(run.to_list())
