@@ -742,6 +742,18 @@ def _first_pass(source: SourceTable) -> _Work:
             )
         else:
             adjusted.append(ch)
+    # a foreign key's format depends on the code alone: check each run of equal codes once (child rows
+    # come grouped by parent), and keep the runs for the foreign key and episode window checks
+    runs: dict[str, tuple[pl.DataFrame, pl.Series]] = {}
+    fk_columns = {fk.columns[0] for fk in spec.foreign_keys}
+    for k, ch in enumerate(adjusted):
+        if ch.rule == "format" and ch.column in fk_columns and work.height:
+            parsed = _p(ch.column)
+            heads, run = runs[parsed] = _runs(work, parsed)
+            head_failed = heads.rename({"v": parsed}).select(ch.failed.fill_null(False).alias("f"))
+            adjusted[k] = _Check(
+                ch.rule, ch.column, pl.lit(head_failed.get_column("f").gather(run)), ch.value, ch.message
+            )
     helpers = _row_helpers(source.table)
     if helpers:
         work = work.with_columns(helpers)
@@ -749,7 +761,7 @@ def _first_pass(source: SourceTable) -> _Work:
     work = work.with_columns((type_bad | bad2).alias(_BAD))
     if helpers:
         work = work.drop(_CATALOG_ROW)
-    return _Work(source, work, issues + issues2)
+    return _Work(source, work, issues + issues2, runs)
 
 
 def _strict_parse(
