@@ -5,12 +5,18 @@ as Parquet under ``benchmarks/out/`` (git-ignored). Each measurement runs in a f
 its peak resident memory is its own:
 
 - ``plain read``: ``pl.read_csv`` / ``pl.read_parquet`` of the six table files (polars infers types);
+- ``duckdb load``: DuckDB's own ``CREATE TABLE t AS SELECT * FROM read_csv(...)`` / ``read_parquet(...)``
+  of the same files into a new DuckDB file: no check at all, just what storing these rows in a DuckDB file
+  costs when DuckDB reads them itself (the floor for any store that is a DuckDB file);
 - ``pandera``: the pandera models' own polars validation of those typed frames (column checks only), for
   reference: the ingest compiles the same checks into its own expressions;
 - ``validate+store``: ``ingest_paths`` into a new DuckDB file (read as text, strict parse, every check,
   cross-table rules, one transaction, reports).
 
-The figure of merit is the ratio of validate+store time to plain read time (target: at most 3). Run:
+The figure of merit is the ratio of validate+store time to plain read time (target: at most 3); the ratio
+to DuckDB's own unchecked load shows what validation adds to the cost of the store itself. Measurements
+are interleaved (read, load, ingest, read, ...) so that a slower spell of a shared machine touches all
+three; the fastest run of each is shown. Run:
 
     .venv/bin/python benchmarks/ingest.py [--sizes 10000 100000] [--repeat 2]
 """
@@ -26,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from sciatica_outcomes.ingest import ingest_paths
@@ -58,6 +65,18 @@ def _child(task: str, data: Path, fmt: str) -> dict[str, float]:
     if task == "plain":
         frames = [pl.read_csv(f) if fmt == "csv" else pl.read_parquet(f) for f in files]
         rows = sum(f.height for f in frames)
+    elif task == "duckdb":
+        db = data / f"bench_duckdb_{fmt}.duckdb"
+        for p in (db, db.with_name(db.name + ".wal")):
+            p.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        con = duckdb.connect(str(db))
+        rows = 0
+        for name, f in zip(TABLES, files, strict=True):
+            reader = "read_csv" if fmt == "csv" else "read_parquet"
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM {reader}('{f}')")
+            rows += con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+        con.close()
     elif task == "pandera":
         frames = [pl.read_parquet(data / f"{t}.parquet") for t in TABLES]
         t0 = time.perf_counter()
@@ -102,7 +121,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the fastest is shown")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
-    parser.add_argument("--child", choices=["generate", "plain", "pandera", "ingest"])
+    parser.add_argument("--child", choices=["generate", "plain", "duckdb", "pandera", "ingest"])
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--data", type=Path)
     parser.add_argument("--fmt", default="csv")
@@ -117,20 +136,25 @@ def main() -> None:
         return
     header = (
         f"{'patients':>9} {'format':>7} {'rows':>11} {'plain read s':>12} {'rows/s':>11} "
-        f"{'validate+store s':>16} {'rows/s':>11} {'ratio':>6} {'peak MiB read':>13} {'peak MiB ingest':>15}"
+        f"{'duckdb load s':>13} {'validate+store s':>16} {'rows/s':>11} {'x read':>6} {'x load':>6} "
+        f"{'peak MiB read':>13} {'peak MiB ingest':>15}"
     )
     print(header)
     pandera_lines = []
     for n in args.sizes:
         data = _generate(n)
         for fmt in ("csv", "parquet"):
-            plain = min((_run("plain", data, fmt) for _ in range(args.repeat)), key=lambda r: r["seconds"])
-            ingest = min((_run("ingest", data, fmt) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+            runs: dict[str, list[dict[str, float]]] = {"plain": [], "duckdb": [], "ingest": []}
+            for _ in range(args.repeat):
+                for task, got in runs.items():
+                    got.append(_run(task, data, fmt))
+            plain, load, ingest = (min(runs[t], key=lambda r: r["seconds"]) for t in runs)
             rows = int(plain["rows"])
-            ratio = ingest["seconds"] / plain["seconds"]
+            assert int(load["rows"]) == rows == int(ingest["rows"]), "every task must see every row"
             print(
                 f"{n:>9,} {fmt:>7} {rows:>11,} {plain['seconds']:>12.2f} {rows / plain['seconds']:>11,.0f} "
-                f"{ingest['seconds']:>16.2f} {rows / ingest['seconds']:>11,.0f} {ratio:>6.2f} "
+                f"{load['seconds']:>13.2f} {ingest['seconds']:>16.2f} {rows / ingest['seconds']:>11,.0f} "
+                f"{ingest['seconds'] / plain['seconds']:>6.2f} {ingest['seconds'] / load['seconds']:>6.2f} "
                 f"{plain['peak_mib']:>13,.0f} {ingest['peak_mib']:>15,.0f}",
                 flush=True,
             )
