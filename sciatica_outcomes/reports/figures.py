@@ -17,11 +17,12 @@ from matplotlib.axes import Axes
 from matplotlib.patches import FancyBboxPatch
 
 from sciatica_outcomes.reports.display import PALETTE
-from sciatica_outcomes.reports.privacy import HIGH
+from sciatica_outcomes.reports.privacy import HIGH, SUPPRESSED, suppress_counts
 
 __all__ = [
     "adherence_plot",
     "bar_counts",
+    "drawable_units",
     "flow_diagram",
     "funnel_plot",
     "km_plot",
@@ -188,21 +189,27 @@ def funnel_plot(
 ) -> Axes:
     """Funnel plot: observed minus expected change by volume, with 95 % and 99.8 % control limits.
 
+    A point's position on the volume axis is its count, so only units whose count the report's table may
+    show are drawn: the counts go through the same suppression as the table (``suppress_counts``: 1-10
+    and the complementary cells that would let one be worked out from the total), and suppressed units are
+    left off the plot.
+
     Parameters
     ----------
     units : polars.DataFrame
-        ``unit, n, o_minus_e`` per clinic or therapist (units with 10 or fewer episodes are not drawn).
+        ``unit, n, o_minus_e`` per clinic or therapist.
     limits : polars.DataFrame
         ``n, lo95, hi95, lo998, hi998`` over a grid of volumes.
     """
     ax = _axes(ax)
+    units = drawable_units(units)
     lim = limits.sort("n")
     ax.plot(lim["n"], lim["lo95"], "--", color="#666", lw=1, label="95% limits")
     ax.plot(lim["n"], lim["hi95"], "--", color="#666", lw=1)
     ax.plot(lim["n"], lim["lo998"], ":", color="#000", lw=1, label="99.8% limits")
     ax.plot(lim["n"], lim["hi998"], ":", color="#000", lw=1)
     ax.axhline(0, color="#999", lw=0.8)
-    u = units.filter(pl.col("n") > HIGH)
+    u = units
     ax.plot(u["n"], u["o_minus_e"], "o", color=PALETTE[0], label="clinic")
     for name, n, v in u.select("unit", "n", "o_minus_e").iter_rows():
         ax.annotate(str(name), (n, v), textcoords="offset points", xytext=(4, 3), fontsize=7)
@@ -210,6 +217,21 @@ def funnel_plot(
     ax.set_ylabel(f"observed - expected {label} ({unit})")
     ax.legend(loc="best", fontsize=8)
     return ax
+
+
+def drawable_units(units: pl.DataFrame) -> pl.DataFrame:
+    """Units whose count ``n`` survives suppression as a one-column table (the rows a funnel plot may draw).
+
+    Returns
+    -------
+    polars.DataFrame
+        The rows of ``units`` whose ``n`` the suppressed table shows: never a count of 1-10, nor a count
+        withheld so that a small one cannot be recovered from the total.
+    """
+    if units.is_empty():
+        return units
+    shown = suppress_counts(units.select("n"), ["n"])["n"]
+    return units.filter((shown != SUPPRESSED) & (units["n"] > HIGH))
 
 
 def km_plot(curves: pl.DataFrame, ax: Axes | None = None) -> Axes:

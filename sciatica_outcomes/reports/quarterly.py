@@ -917,8 +917,10 @@ def provider_comparison(
         prov = prov.with_columns(pl.format("therapist {}", pl.int_range(1, pl.len() + 1)).alias("unit"))
     else:
         prov = prov.with_columns(pl.col("provider").cast(pl.String).alias("unit"))
+    # the grid ends at a round volume above the largest unit, so that its end does not tell that count
     n_max = max(int(prov["n"].max()), 20)
-    grid = pl.DataFrame({"n": [float(v) for v in range(2, n_max + 2)]})
+    n_max = 50 * (n_max // 50 + 1)
+    grid = pl.DataFrame({"n": [float(v) for v in range(2, n_max + 1)]})
     sd = result.residual_sd
     limits = grid.with_columns(
         (-1.959964 * sd / pl.col("n").sqrt()).alias("lo95"),
