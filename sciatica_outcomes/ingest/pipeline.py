@@ -196,12 +196,17 @@ def read_sources(
                 if suffix in _PARQUET:
                     got = [read_parquet_table(path, target, sha())]
                 else:
-                    digest = digests[path].result()
+                    # the digest of this file runs beside its parse; its line count is needed only after
                     got = [
                         read_csv_table(
-                            path, target, digest.sha256, lines=digest.lines, typed=TABLE_SPECS[target].dtypes
+                            path,
+                            target,
+                            "",
+                            lines=lambda path=path: digests[path].result().lines,
+                            typed=TABLE_SPECS[target].dtypes,
                         )
                     ]
+                    got[0].sha256 = sha()
             for src in got:
                 # column selection by name shares the buffers (``drop`` would copy every column)
                 check_identifiers(src.raw[[c for c in src.raw.columns if c != ROW]], src.path)

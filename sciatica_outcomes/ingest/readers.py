@@ -15,7 +15,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -168,7 +168,7 @@ def read_csv_table(
     table: str,
     sha256: str,
     *,
-    lines: int | None = None,
+    lines: int | Callable[[], int] | None = None,
     typed: Mapping[str, pl.DataType] | None = None,
 ) -> SourceTable:
     """Read a CSV file as strings with line numbers.
@@ -181,8 +181,9 @@ def read_csv_table(
         Canonical table the file holds.
     sha256 : str
         Hash of the file (computed by the caller).
-    lines : int, optional
-        Number of lines of the file if the caller counted them (:func:`file_digest`); saves a pass.
+    lines : int or callable, optional
+        Number of lines of the file if the caller counts them (:func:`file_digest`), or a function that
+        returns it once the file is read (the count may run beside the parse); saves a pass.
     typed : mapping of str to polars.DataType, optional
         Canonical types of the table's columns. When given, a fast first attempt reads the whole-number,
         decimal and true/false columns with polars' own number parser (dates and text stay text); if any
@@ -207,15 +208,10 @@ def read_csv_table(
         got = _read_csv_typed(Path(path), table, typed, lines)
         if got is not None:
             raw, notices = got
-            return SourceTable(
-                table,
-                str(path),
-                "csv",
-                sha256,
-                raw,
-                notices,
-                reread=lambda: read_csv_table(path, table, sha256, lines=lines),
-            )
+            src = SourceTable(table, str(path), "csv", sha256, raw, notices)
+            # the text read carries the source's hash as it is then (a caller may fill it in after reading)
+            src.reread = lambda: read_csv_table(path, table, src.sha256, lines=lines)
+            return src
     raw, notices = read_csv_raw(path, table, lines=lines)
     return SourceTable(table, str(path), "csv", sha256, raw, notices)
 
@@ -228,7 +224,7 @@ _TYPED_READ = (pl.Int64, pl.Float64, pl.Boolean)
 
 
 def _read_csv_typed(
-    path: Path, table: str, typed: Mapping[str, pl.DataType], lines: int | None
+    path: Path, table: str, typed: Mapping[str, pl.DataType], lines: int | Callable[[], int] | None
 ) -> tuple[pl.DataFrame, list[Notice]] | None:
     """The fast attempt of :func:`read_csv_table`; None when the file needs the text read."""
     try:
@@ -268,7 +264,7 @@ def _read_csv_typed(
 
 
 def read_csv_raw(
-    path: str | Path, table: str | None = None, *, lines: int | None = None
+    path: str | Path, table: str | None = None, *, lines: int | Callable[[], int] | None = None
 ) -> tuple[pl.DataFrame, list[Notice]]:
     """Read a CSV file as strings plus :data:`ROW`; return the frame and the file-level notices.
 
@@ -317,11 +313,13 @@ def _number_rows(
     source: Any,
     shown: str,
     table: str | None,
-    lines: int | None,
+    lines: int | Callable[[], int] | None,
     delimiter: str,
     notices: list[Notice],
 ) -> tuple[pl.DataFrame, list[Notice]]:
     """Add :data:`ROW` (the line where each record starts) and drop fully blank lines with a notice."""
+    if callable(lines):
+        lines = lines()
     if lines is not None and text is None:
         multiline = lines > raw.height + 1
     else:

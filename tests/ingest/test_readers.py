@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from pathlib import Path
 
@@ -285,6 +286,10 @@ def test_problems_in_a_typed_read_are_reported_as_written(tmp_path: Path) -> Non
     with Store(tmp_path / "s.duckdb", read_only=True) as store:
         q = store.quarantined("session_exercises")
         stored = store.read("session_exercises")
+        log = store.read("ingest_log")
+    digests = dict(zip(log["table_name"], log["sha256"], strict=True))
+    for f in (episodes, sessions, p):  # the re-read source keeps its file's hash
+        assert digests[f.stem] == hashlib.sha256(f.read_bytes()).hexdigest()
     assert q.select("row_number", "set_index", "load_kg", "pain_during").rows() == [(3, "02", "12.50", "11")]
     assert stored.select("set_index", "load_kg").rows() == [(1, 12.5)]
     clean = next(t for t in res.validation.tables if t.source.table == "episodes")
