@@ -841,7 +841,10 @@ def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``"curves"``: ``outcome, time, share_improved, ci_low, ci_high`` (cumulative share, ``1 - S(t)``);
+        ``"curves"``: ``outcome, time, share_improved, ci_low, ci_high`` (cumulative share, ``1 - S(t)``)
+        at the event times where more than 10 episodes are still at risk: the size of a later step would
+        tell how many of a handful of patients improved, so each curve stops there (the usual rule for
+        published survival curves);
         ``"medians"``: ``outcome, n, n_events, median_weeks, ci_low, ci_high`` (raw counts: suppress before
         showing).
     """
@@ -853,7 +856,7 @@ def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
             continue
         km = kaplan_meier(tti)
         curves.append(
-            km.curves.select(
+            km.curves.filter(pl.col("n_at_risk") > HIGH).select(
                 pl.lit(label).alias("outcome"),
                 "time",
                 (1 - pl.col("survival")).alias("share_improved"),

@@ -95,3 +95,20 @@ def test_completeness_and_provenance(db: Path) -> None:
     assert set(prov["data_sha256"]) == set(inputs.tables)
     assert prov["data_sha256"] == q.provenance(q.load_inputs(db, "2026Q1"))["data_sha256"]
     assert prov["data_sha256"] != q.provenance(q.load_inputs(db, "2025Q4"))["data_sha256"]
+
+
+def test_time_to_improvement_curves_stop_before_ten_or_fewer_remain_at_risk(db: Path) -> None:
+    from sciatica_outcomes.models.responders import responder_frame  # noqa: PLC0415
+    from sciatica_outcomes.models.survival import kaplan_meier, time_to_improvement  # noqa: PLC0415
+
+    inputs = q.load_inputs(db, "2026Q3", clinic="CL02")
+    tti = q.time_to_improvement_summary(inputs)
+    for outcome, label in q.KM_OUTCOMES.items():
+        rf = responder_frame(inputs.tables, outcome, inputs.config)
+        curves = kaplan_meier(time_to_improvement(rf, "mcid")).curves
+        shown = tti["curves"].filter(pl.col("outcome") == label)
+        kept = curves.filter(pl.col("n_at_risk") > 10)
+        assert shown["time"].to_list() == kept["time"].to_list()
+        assert shown["share_improved"].to_list() == pytest.approx((1 - kept["survival"]).to_list())
+        # the tail of a one-clinic cohort does fall to 10 or fewer at risk: the test cuts something
+        assert curves.filter(pl.col("n_at_risk") <= 10).height > 0
