@@ -22,7 +22,9 @@ __all__ = [
     "SuppressedTable",
     "audit_suppression",
     "neutralise_cell",
+    "safe_count",
     "safe_percent",
+    "safe_rate",
     "suppress_counts",
     "suppress_table",
     "write_safe_csv",
@@ -286,6 +288,11 @@ def suppress_counts(
     )
 
 
+def safe_count(n: int) -> str:
+    """A count as report text: ``*`` for 1-10, else the number with thousands separators (0 is shown)."""
+    return SUPPRESSED if LOW <= n <= HIGH else f"{n:,}"
+
+
 def safe_percent(numerator: int, denominator: int, *, suppressed: bool = False, digits: int = 0) -> str:
     """Format ``numerator / denominator`` as a percentage only when neither count is a small cell.
 
@@ -299,6 +306,19 @@ def safe_percent(numerator: int, denominator: int, *, suppressed: bool = False, 
     if suppressed or any(LOW <= x <= HIGH for x in (numerator, rest, denominator)):
         return SUPPRESSED
     return f"{100.0 * numerator / denominator:.{digits}f}%"
+
+
+def safe_rate(numerator: int, denominator: int, *, per: float = 100.0, digits: int = 1) -> str:
+    """Format the rate ``per * numerator / denominator`` (e.g. flares per 100 sessions) when it is safe.
+
+    Withheld (``*``) under the rule of :func:`safe_percent`: when the numerator, its complement or the
+    denominator is 1-10, since the rate times a shown denominator gives the count back.
+    """
+    if denominator <= 0:
+        return "-"
+    if any(LOW <= x <= HIGH for x in (numerator, denominator - numerator, denominator)):
+        return SUPPRESSED
+    return f"{per * numerator / denominator:.{digits}f}"
 
 
 def neutralise_cell(value: object) -> object:

@@ -35,7 +35,7 @@ from sciatica_outcomes.models.compare import compare_providers, episode_outcomes
 from sciatica_outcomes.models.lmm import GrowthModel
 from sciatica_outcomes.models.responders import responder_frame
 from sciatica_outcomes.models.survival import kaplan_meier, time_to_improvement
-from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_table
+from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_counts, suppress_table
 from sciatica_outcomes.schemas import SCHEMA_VERSION
 from sciatica_outcomes.scoring.visits import assign_visits, change_from_baseline
 from sciatica_outcomes.store import CANONICAL_TABLES, Store
@@ -52,6 +52,7 @@ __all__ = [
     "QuarterlyInputs",
     "adherence_summary",
     "as_of",
+    "band_shares",
     "case_mix",
     "data_quality",
     "dose_progression",
@@ -508,8 +509,9 @@ def adherence_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -
     Returns
     -------
     dict
-        ``"patient_weeks"`` (ISO weeks of active episodes overlapping the quarter), ``"met_share"`` (share of
-        patient-weeks with at least the prescribed whole number of completed sessions), ``"mean_ratio"``
+        ``"patient_weeks"`` (ISO weeks of active episodes overlapping the quarter), ``"weeks_met"`` (those
+        with at least the prescribed whole number of completed sessions), ``"met_share"`` (their share),
+        ``"mean_ratio"``
         (mean of completed / prescribed per patient-week), ``"by_program_week"`` (frame ``program_week,
         mean, q25, q75, n``: completed sessions per patient-week by week of the program) and
         ``"episode_ratio"`` (per-episode adherence ratio of the episodes ended in the quarter).
@@ -541,6 +543,7 @@ def adherence_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -
     per_episode = episode_adherence(ended, t["sessions"], cfg, data_cut=q.end)
     return {
         "patient_weeks": in_q.height,
+        "weeks_met": int(in_q["met"].sum()) if in_q.height else 0,
         "met_share": float(in_q["met"].mean()) if in_q.height else None,
         "mean_ratio": float(in_q["ratio"].mean()) if in_q.height else None,
         "by_program_week": by_week,
@@ -606,6 +609,29 @@ def safety_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> d
         "settle_unknown": int(pain["settle_unknown"].sum()) if completed else 0,
         "pain_bands": bands,
     }
+
+
+def band_shares(bands: pl.DataFrame, count_col: str = "sessions") -> pl.DataFrame:
+    """Shares of a count breakdown that a figure may draw when the total is printed beside it.
+
+    The counts go through :func:`~sciatica_outcomes.reports.privacy.suppress_counts` first (1-10, and the
+    complementary cells that would let one be worked out from the total): a share times the printed total is
+    the count, so a withheld count gets no share (null) and its label says so.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``band`` (label, `` (withheld)`` appended where suppressed) and ``share`` (percent of the total, null
+        where withheld).
+    """
+    total = int(bands[count_col].sum()) if bands.height else 0
+    if total == 0:
+        return pl.DataFrame(schema={"band": pl.String, "share": pl.Float64})
+    withheld = suppress_counts(bands, [count_col])[count_col] == SUPPRESSED
+    return bands.select(
+        pl.when(withheld).then(pl.col("band") + " (withheld)").otherwise(pl.col("band")).alias("band"),
+        pl.when(withheld).then(None).otherwise(100.0 * pl.col(count_col) / total).alias("share"),
+    )
 
 
 #: Outcomes of the quarterly report, with labels and units.
@@ -678,9 +704,10 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
     Returns
     -------
     polars.DataFrame
-        One row per quarter (oldest first): ``quarter, active, enrolled, ended, completed,
-        adherence_met_share, flare_rate_per_100, odi_end_n, odi_responders``. Counts are raw: suppress
-        before showing.
+        One row per quarter (oldest first): ``quarter, active, enrolled, ended, completed, patient_weeks,
+        weeks_met, adherence_met_share, completed_sessions, flares, flare_rate_per_100, odi_end_n,
+        odi_responders``. Counts are raw: suppress before showing, and show a share or a rate only when
+        its counts may be shown (``safe_percent``, ``safe_rate``).
     """
     rows = []
     for k in range(n_previous, -1, -1):
@@ -696,7 +723,11 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
                 "enrolled": flow["enrolled in quarter"],
                 "ended": sum(v for s, v in flow.items() if s.startswith("ended:")),
                 "completed": flow["ended: completed"],
+                "patient_weeks": adh["patient_weeks"],
+                "weeks_met": adh["weeks_met"],
                 "adherence_met_share": adh["met_share"],
+                "completed_sessions": safe["completed_sessions"],
+                "flares": safe["flares"],
                 "flare_rate_per_100": safe["flare_rate_per_100"],
                 "odi_end_n": int(outc["n_with_end"][0] or 0),
                 "odi_responders": int(outc["responders_mcid"][0] or 0),

@@ -118,3 +118,32 @@ def test_write_safe_csv_neutralises_strings_not_numbers(tmp_path: Path) -> None:
         rows = list(csv.reader(fh))
     assert [r[0] for r in rows[1:]] == ['\'=HYPERLINK("x")', "'+1", "CL01", "'@SUM(A1)"]
     assert [float(r[1]) for r in rows[1:]] == [-3.5, 2.0, -1.0, 0.0]
+
+
+def test_safe_count_withholds_one_to_ten_only() -> None:
+    from sciatica_outcomes.reports.privacy import safe_count  # noqa: PLC0415
+
+    assert [safe_count(n) for n in (0, 1, 10, 11, 12345)] == ["0", "*", "*", "11", "12,345"]
+
+
+def test_band_shares_give_no_share_to_a_withheld_count() -> None:
+    from sciatica_outcomes.reports.quarterly import band_shares  # noqa: PLC0415
+
+    bands = pl.DataFrame({"band": ["acceptable", "high_risk", "safe"], "sessions": [300, 4, 120]})
+    got = band_shares(bands)
+    # 4 is withheld, and so is 120 (the smallest other count): otherwise 4 = total - 300 - 120
+    assert got["band"].to_list() == ["acceptable", "high_risk (withheld)", "safe (withheld)"]
+    assert got["share"][0] == pytest.approx(100 * 300 / 424) and got["share"].null_count() == 2
+    clean = band_shares(bands.with_columns(pl.Series("sessions", [300, 40, 120])))
+    assert clean["share"].to_list() == pytest.approx([100 * 300 / 460, 100 * 40 / 460, 100 * 120 / 460])
+    assert band_shares(bands.head(0)).is_empty()
+
+
+def test_safe_rate_follows_the_percent_rule() -> None:
+    from sciatica_outcomes.reports.privacy import safe_rate  # noqa: PLC0415
+
+    # 2 flares in 97 sessions: 2.1 per 100 times the printed 97 gives 2 back, so it is withheld
+    assert safe_rate(2, 97) == "*"
+    assert safe_rate(0, 97) == "0.0" and safe_rate(20, 1000) == "2.0"
+    assert safe_rate(95, 100) == "*"  # the complement (5 sessions without) is a small count
+    assert safe_rate(0, 5) == "*" and safe_rate(0, 0) == "-"
