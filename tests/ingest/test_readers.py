@@ -316,3 +316,26 @@ def test_non_finite_numbers_are_type_errors_in_text_and_typed_sources(tmp_path: 
         ("load_kg", "type")
     ]
     assert res.tables[0].rows_quarantined == 1
+
+
+def test_typed_read_numbers_lines_of_multiline_cells_and_skips_blank_lines(tmp_path: Path) -> None:
+    from sciatica_outcomes.schemas import TABLE_SPECS  # noqa: PLC0415
+
+    p = tmp_path / "measures.csv"
+    p.write_text(
+        "episode_id,assessed_on,measure,value,stopped_reason,cap_min,instrument_version\n"
+        "EP1,2025-01-02,nprs_leg,7.0,,,\n"
+        "\n"
+        'EP1,2025-01-02,odi,40,,,"2.1a\nUK"\n'
+        "EP1,2025-01-09,nprs_leg,6,,,\n",
+        encoding="utf-8",
+    )
+    src = read_csv_table(p, "measures", "0", typed=TABLE_SPECS["measures"].dtypes)
+    assert src.reread is not None and src.raw.schema["value"] == pl.Float64  # the fast path was taken
+    assert src.raw[ROW].to_list() == [2, 4, 6]
+    assert src.raw["instrument_version"].to_list() == [None, "2.1a\nUK", None]
+    assert [n.rule for n in src.notices] == ["blank_row"]
+    text = read_csv_table(p, "measures", "0")
+    assert text.raw[ROW].to_list() == [2, 4, 6] and [n.message for n in text.notices] == [
+        n.message for n in src.notices
+    ]
