@@ -22,7 +22,8 @@ from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.derive import derive_all
 from sciatica_outcomes.errors import ReportParameterError
 from sciatica_outcomes.models.lmm import GrowthModel, likelihood_ratio_test
-from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED
+from sciatica_outcomes.reports.display import to_latex
+from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_table
 
 __all__ = [
     "ADHERENCE_CUT",
@@ -113,29 +114,28 @@ def smd(a: np.ndarray, b: np.ndarray, binary: bool = False) -> float:
     return (a.mean() - b.mean()) / den if den > 0 else math.nan
 
 
-def _count_cell(n: int, total: int) -> str:
-    if LOW <= n <= HIGH or LOW <= total - n <= HIGH:
-        return SUPPRESSED
-    return f"{n} ({100 * n / total:.0f}%)" if total else "-"
-
-
 def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
     """Table 1: baseline characteristics by group with standardized mean differences.
 
-    Continuous rows show ``mean (SD)``; categorical rows ``n (%)`` per level, withheld (``*``) when the count
-    or its complement within the group is 1-10. The ``SMD`` column compares the two groups (first minus
-    second in sorted order).
+    Continuous rows show ``mean (SD)`` (withheld when a group has 10 or fewer values); categorical rows
+    ``n (%)`` per level. The counts of one characteristic form a table (levels x groups) whose group totals
+    are shown, so they are suppressed together (:func:`~sciatica_outcomes.reports.privacy.suppress_table`,
+    primary and complementary): a level cannot be worked out as the group size minus the others. The
+    ``SMD`` column compares the two groups (first minus second in sorted order) and is withheld whenever a
+    cell it is computed from is withheld (an SMD of two proportions and the group sizes gives the counts
+    back). When one group has 1-10 episodes both group sizes are withheld (the total is shown elsewhere).
     """
     ep = data.episodes.filter(pl.col(group).is_not_null())
     levels = sorted(ep[group].unique().to_list())
     if len(levels) != 2:
         raise ReportParameterError(f"Table 1 compares two groups; {group!r} has {levels}")
     parts = {lv: ep.filter(pl.col(group) == lv) for lv in levels}
+    sizes = [parts[lv].height for lv in levels]
+    small_group = any(LOW <= n <= HIGH for n in sizes)
     rows: list[dict[str, Any]] = []
     header = {"characteristic": "episodes, n", "SMD": ""}
-    for lv in levels:
-        n = parts[lv].height
-        header[lv] = SUPPRESSED if LOW <= n <= HIGH else str(n)
+    for lv, n in zip(levels, sizes, strict=True):
+        header[lv] = SUPPRESSED if small_group else str(n)
     rows.append(header)
     continuous = [
         ("age, years", "age_at_start"),
@@ -156,17 +156,29 @@ def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
             arrays[lv] = v
             ok = v[~np.isnan(v)]
             row[lv] = f"{ok.mean():.1f} ({ok.std(ddof=1):.1f})" if ok.size > HIGH else SUPPRESSED
-        row["SMD"] = f"{smd(arrays[levels[0]], arrays[levels[1]]):.2f}"
+        withheld = any(row[lv] == SUPPRESSED for lv in levels)
+        row["SMD"] = SUPPRESSED if withheld else f"{smd(arrays[levels[0]], arrays[levels[1]]):.2f}"
         rows.append(row)
     for label, col in (("sex", "sex"), ("affected side", "affected_side")):
-        for value in sorted(ep[col].drop_nulls().unique().to_list()):
+        values = sorted(ep[col].drop_nulls().unique().to_list())
+        if not values:
+            continue
+        flags = {lv: [(parts[lv][col] == v).fill_null(False) for v in values] for lv in levels}
+        counts = np.array([[int(flags[lv][i].sum()) for lv in levels] for i in range(len(values))])
+        # missing values count in the group total: they are a level of their own for suppression
+        missing = np.array([[parts[lv][col].null_count() for lv in levels]])
+        sup = suppress_table(np.vstack([counts, missing]))
+        for i, value in enumerate(values):
             row = {"characteristic": f"{label}: {value}"}
-            arrays = {}
-            for lv in levels:
-                flag = (parts[lv][col] == value).fill_null(False)
-                arrays[lv] = flag.cast(pl.Float64).to_numpy()
-                row[lv] = _count_cell(int(flag.sum()), parts[lv].height)
-            row["SMD"] = f"{smd(arrays[levels[0]], arrays[levels[1]], binary=True):.2f}"
+            for j, lv in enumerate(levels):
+                n, total = int(counts[i, j]), sizes[j]
+                hidden = bool(sup.mask[i, j]) or small_group
+                row[lv] = SUPPRESSED if hidden else (f"{n} ({100 * n / total:.0f}%)" if total else "-")
+            if any(row[lv] == SUPPRESSED for lv in levels):
+                row["SMD"] = SUPPRESSED
+            else:
+                a, b = (flags[lv][i].cast(pl.Float64).to_numpy() for lv in levels)
+                row["SMD"] = f"{smd(a, b, binary=True):.2f}"
             rows.append(row)
     return pl.DataFrame(
         rows, schema={"characteristic": pl.String, **dict.fromkeys(levels, pl.String), "SMD": pl.String}
@@ -210,59 +222,6 @@ def compare_time_shapes(
         )
     table = pl.DataFrame(rows).with_columns((pl.col("AIC") - pl.col("AIC").min()).alias("delta_AIC"))
     return table.sort("AIC"), models
-
-
-def _latex_escape(text: str) -> str:
-    for a, b in (
-        ("\\", r"\textbackslash{}"),
-        ("&", r"\&"),
-        ("%", r"\%"),
-        ("_", r"\_"),
-        ("#", r"\#"),
-        ("$", r"\$"),
-        ("{", r"\{"),
-        ("}", r"\}"),
-        ("^", r"\^{}"),
-        ("~", r"\~{}"),
-    ):
-        text = text.replace(a, b)
-    return text
-
-
-def to_latex(frame: pl.DataFrame, path: str | Path, caption: str, label: str, digits: int = 3) -> Path:
-    """Write a frame as a LaTeX ``table`` with ``booktabs`` rules (floats to ``digits`` places)."""
-
-    def cell(v: Any) -> str:
-        if v is None:
-            return "--"
-        if isinstance(v, float):
-            if math.isnan(v):
-                return "--"
-            return (
-                f"{v:.{digits}g}"
-                if abs(v) < 1e-3 or abs(v) >= 1e5
-                else f"{v:.{digits}f}".rstrip("0").rstrip(".")
-            )
-        return _latex_escape(str(v))
-
-    cols = frame.columns
-    align = "l" + "r" * (len(cols) - 1)
-    lines = [
-        r"\begin{table}[ht]",
-        r"\centering",
-        rf"\caption{{{_latex_escape(caption)}}}",
-        rf"\label{{{label}}}",
-        rf"\begin{{tabular}}{{{align}}}",
-        r"\toprule",
-        " & ".join(_latex_escape(c) for c in cols) + r" \\",
-        r"\midrule",
-    ]
-    lines += [" & ".join(cell(v) for v in row) + r" \\" for row in frame.iter_rows()]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
 
 
 def completers(frame: pl.DataFrame) -> pl.DataFrame:

@@ -11,7 +11,8 @@ import base64
 import html
 import io
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_co
 mpl.use("Agg")
 import matplotlib.pyplot as plt
 
-__all__ = ["PALETTE", "HtmlBlock", "ReportWriter", "apply_style"]
+__all__ = ["PALETTE", "HtmlBlock", "ReportWriter", "apply_style", "to_latex"]
 
 #: Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008), in the order figures use it.
 PALETTE: tuple[str, ...] = (
@@ -77,6 +78,59 @@ def _fmt(value: Any, digits: int) -> str:
     return html.escape(str(value))
 
 
+def _latex_escape(text: str) -> str:
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+        ("$", r"\$"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+        ("^", r"\^{}"),
+        ("~", r"\~{}"),
+    ):
+        text = text.replace(a, b)
+    return text
+
+
+def to_latex(frame: pl.DataFrame, path: str | Path, caption: str, label: str, digits: int = 3) -> Path:
+    """Write a frame as a LaTeX ``table`` with ``booktabs`` rules (floats to ``digits`` places)."""
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "--"
+        if isinstance(v, float):
+            if math.isnan(v):
+                return "--"
+            return (
+                f"{v:.{digits}g}"
+                if abs(v) < 1e-3 or abs(v) >= 1e5
+                else f"{v:.{digits}f}".rstrip("0").rstrip(".")
+            )
+        return _latex_escape(str(v))
+
+    cols = frame.columns
+    align = "l" + "r" * (len(cols) - 1)
+    lines = [
+        r"\begin{table}[ht]",
+        r"\centering",
+        rf"\caption{{{_latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(_latex_escape(c) for c in cols) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(cell(v) for v in row) + r" \\" for row in frame.iter_rows()]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
 class ReportWriter:
     """Writes a report's tables and figures and returns their HTML.
 
@@ -119,8 +173,10 @@ class ReportWriter:
         count_cols: Sequence[str] = (),
         n_col: str | None = None,
         suppress_by: str | None = None,
+        within: Mapping[str, str] | None = None,
         digits: int = 1,
         note: str | None = None,
+        latex: bool = False,
     ) -> HtmlBlock:
         """Suppress, save and render a table.
 
@@ -140,23 +196,33 @@ class ReportWriter:
         suppress_by : str, optional
             A column whose groups are separate tables for suppression (e.g. the characteristic of a case-mix
             table, each with its own total).
+        within : mapping of str to str, optional
+            Nested count columns ``{part: whole}`` (see ``suppress_counts``): a part is withheld when it or
+            ``whole - part`` is 1-10.
         digits : int
             Decimal places for floating-point columns.
         note : str, optional
             A footnote under the table.
+        latex : bool
+            Also write ``tables/<name>.tex`` (booktabs) of the table as shown, after suppression.
         """
-        cols = list(count_cols)
-        if n_col is not None and n_col not in cols:
+        nested = dict(within or {})
+        cols = [c for c in count_cols if c not in nested]
+        if n_col is not None and n_col not in cols and n_col not in nested:
             cols.append(n_col)
-        if cols and suppress_by is not None:
+        if (cols or nested) and suppress_by is not None:
             shown = pl.concat(
-                [suppress_counts(part, cols) for _, part in frame.group_by(suppress_by, maintain_order=True)]
+                [
+                    suppress_counts(part, cols, within=nested)
+                    for _, part in frame.group_by(suppress_by, maintain_order=True)
+                ]
             )
             frame = pl.concat([part for _, part in frame.group_by(suppress_by, maintain_order=True)])
-        elif cols:
-            shown = suppress_counts(frame, cols)
+        elif cols or nested:
+            shown = suppress_counts(frame, cols, within=nested)
         else:
             shown = frame
+        cols = cols + [c for c in nested if c not in cols]
         if n_col is not None:
             small = frame[n_col].fill_null(0).is_between(LOW, HIGH)
         else:
@@ -173,6 +239,8 @@ class ReportWriter:
             pl.when(pl.col(c) == "-").then(None).otherwise(pl.col(c)).alias(c) for c in text_cols
         )
         write_safe_csv(csv_frame, self.tables_dir / f"{name}.csv")
+        if latex:
+            to_latex(shown, self.tables_dir / f"{name}.tex", caption, f"tab:{name}")
         self.tables.append({"name": name, "caption": caption, "file": f"tables/{name}.csv"})
         head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in shown.columns)
         rows = ("".join(f"<td>{_fmt(v, digits)}</td>" for v in row) for row in shown.iter_rows())

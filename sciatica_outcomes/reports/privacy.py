@@ -9,7 +9,7 @@ spreadsheet would run as a formula.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,7 +256,11 @@ def audit_suppression(table: SuppressedTable) -> list[str]:
 
 
 def suppress_counts(
-    frame: pl.DataFrame, count_cols: Sequence[str], *, totals_known: bool = True
+    frame: pl.DataFrame,
+    count_cols: Sequence[str],
+    *,
+    totals_known: bool = True,
+    within: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
     """Return ``frame`` with its count columns as display strings, suppressed cells shown as ``*``.
 
@@ -268,6 +272,13 @@ def suppress_counts(
         The count columns, treated as one table (rows x columns) for complementary suppression.
     totals_known : bool, default True
         See :func:`suppress_table`.
+    within : mapping of str to str, optional
+        Nested counts: ``{part: whole}`` where ``part`` counts a subset of the same row's ``whole`` (events
+        among the episodes at risk, responders among those with an end score, enrolled among the active).
+        The part and its complement ``whole - part`` are a partition of a shown total, so the part is
+        withheld when either is 1-10, or when the whole is withheld for being 1-10. Parts are processed in
+        the mapping's order, after ``count_cols``; a whole may itself be an earlier part. Parts are not part
+        of the ``count_cols`` table (their sums across rows are not totals).
 
     Returns
     -------
@@ -275,17 +286,32 @@ def suppress_counts(
         Same rows and columns; every count column is a string column (``*`` where suppressed, ``-`` where
         the input was null: a null is not a count and takes part in suppression as 0).
     """
-    missing = [c for c in count_cols if c not in frame.columns]
+    within = dict(within or {})
+    missing = [c for c in [*count_cols, *within, *within.values()] if c not in frame.columns]
     if missing:
         raise ValueError(f"count columns not in the frame: {missing}")
-    values = frame.select(pl.col(c).fill_null(0).cast(pl.Int64) for c in count_cols).to_numpy()
-    nulls = frame.select(pl.col(c).is_null() for c in count_cols).to_numpy()
-    result = suppress_table(values, totals_known=totals_known)
-    shown = result.shown()
-    shown[nulls] = "-"  # not a count (e.g. no threshold defined): shown as a dash, never as 0
-    return frame.with_columns(
-        pl.Series(c, [str(x) for x in shown[:, j]], dtype=pl.String) for j, c in enumerate(count_cols)
-    )
+    out = frame
+    if count_cols:
+        values = frame.select(pl.col(c).fill_null(0).cast(pl.Int64) for c in count_cols).to_numpy()
+        nulls = frame.select(pl.col(c).is_null() for c in count_cols).to_numpy()
+        result = suppress_table(values, totals_known=totals_known)
+        shown = result.shown()
+        shown[nulls] = "-"  # not a count (e.g. no threshold defined): shown as a dash, never as 0
+        out = frame.with_columns(
+            pl.Series(c, [str(x) for x in shown[:, j]], dtype=pl.String) for j, c in enumerate(count_cols)
+        )
+    for part, whole in within.items():
+        p, w = pl.col(part).fill_null(0), pl.col(whole).fill_null(0)
+        withheld = p.is_between(LOW, HIGH) | (w - p).is_between(LOW, HIGH) | w.is_between(LOW, HIGH)
+        text = (
+            pl.when(pl.col(part).is_null())
+            .then(pl.lit("-"))
+            .when(withheld)
+            .then(pl.lit(SUPPRESSED))
+            .otherwise(pl.col(part).cast(pl.Int64).cast(pl.String))
+        )
+        out = out.with_columns(frame.select(text.alias(part)).to_series())
+    return out
 
 
 def safe_count(n: int) -> str:

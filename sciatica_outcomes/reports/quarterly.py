@@ -23,6 +23,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
@@ -30,7 +31,7 @@ from sciatica_outcomes.derive.adherence import episode_adherence, weekly_adheren
 from sciatica_outcomes.derive.dose import episode_progression, weekly_dose
 from sciatica_outcomes.derive.pain import session_pain
 from sciatica_outcomes.derive.redflags import red_flag_alerts
-from sciatica_outcomes.errors import ReportParameterError, UnusableInputError
+from sciatica_outcomes.errors import ModelSpecificationError, ReportParameterError, UnusableInputError
 from sciatica_outcomes.models.compare import compare_providers, episode_outcomes
 from sciatica_outcomes.models.lmm import GrowthModel
 from sciatica_outcomes.models.responders import responder_frame
@@ -204,7 +205,10 @@ def validate_parameters(params: dict[str, Any]) -> None:
     Raises
     ------
     ReportParameterError
-        Malformed or out-of-range quarter, unknown clinic, missing store, unreadable config file.
+        Malformed or out-of-range quarter, unknown clinic, missing store, unreadable config file, or 10 or
+        fewer episodes active in the quarter (for the clinic when one is given): every section of such a
+        report would describe a handful of identifiable patients, so none is rendered
+        (:data:`MIN_ACTIVE_EPISODES`).
     """
     quarter = Quarter.parse(params.get("quarter", ""))
     db = Path(str(params.get("db", "")))
@@ -228,6 +232,24 @@ def validate_parameters(params: dict[str, Any]) -> None:
     cfg = params.get("config")
     if cfg not in (None, ""):
         ClinicalConfig.from_toml(cfg)
+    scope = ep if clinic in (None, "") else ep.filter(pl.col("clinic_id") == clinic)
+    # as the report sees the data: an episode ended after the quarter was still open at its end
+    scope = scope.with_columns(
+        pl.when(pl.col("end_date") <= quarter.end).then(pl.col("end_date")).alias("end_date")
+    )
+    active = scope.filter(_episode_sets(scope, quarter)["active"]).height
+    if active < MIN_ACTIVE_EPISODES:
+        where = f"clinic {clinic}" if clinic not in (None, "") else "the store"
+        raise ReportParameterError(
+            f"{where} has {'no' if active == 0 else 'between 1 and 10'} episode(s) active in {quarter}: a "
+            f"quarterly report needs at least {MIN_ACTIVE_EPISODES}, or it would describe identifiable "
+            "patients; report on all clinics together, or on a longer period"
+        )
+
+
+#: Fewest episodes active in the quarter for which a quarterly report is rendered (counts of 1-10 are never
+#: shown, and every statistic of the report would otherwise come from 10 or fewer patients).
+MIN_ACTIVE_EPISODES = HIGH + 1
 
 
 def _quarter_of(day: date) -> Quarter:
@@ -313,28 +335,26 @@ def patient_flow(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> pl.
 def flow_display(flow: pl.DataFrame) -> dict[str, str]:
     """Suppressed display strings of :func:`patient_flow`, respecting the flow's own identities.
 
-    The flow has three additive lines, each with a total that the report shows or implies: active at start +
-    enrolled = active in quarter; ended (all reasons) + still active = active in quarter; and the end reasons
-    sum to the number ended. Each line is suppressed as a table of its own (primary and complementary
-    suppression, :func:`~sciatica_outcomes.reports.privacy.suppress_table`); a total of 1-10 is withheld too.
+    The flow has two partitions of the episodes active in the quarter, whose total the report shows: active
+    at start + enrolled, and the end reasons + still active (the reasons sum to the number ended). Each
+    partition is suppressed as a table of its own (primary and complementary suppression,
+    :func:`~sciatica_outcomes.reports.privacy.suppress_table`), the second with every reason as its own cell,
+    so that no withheld cell is the total minus the shown ones. "Ended" is shown only when "still active" is
+    (it is then the total minus it anyway) and it is not 1-10; a total of 1-10 withholds everything.
     """
     n = dict(flow.iter_rows())
     reasons = [s for s in n if s.startswith("ended: ")]
     shown: dict[str, str] = {}
-    lines = [
-        ["active at start of quarter", "enrolled in quarter"],
-        ["ended", "still active at end of quarter"],
-        reasons,
-    ]
-    values = {**n, "ended": sum(n[r] for r in reasons)}
-    for line in lines:
-        res = suppress_table([values[k] for k in line])
+    still = "still active at end of quarter"
+    for line in (["active at start of quarter", "enrolled in quarter"], [*reasons, still]):
+        res = suppress_table([n[k] for k in line])
         for k, v in zip(line, res.shown()[:, 0], strict=True):
             shown[k] = str(v)
     active = n["active in quarter"]
+    ended = sum(n[r] for r in reasons)
     shown["active in quarter"] = SUPPRESSED if LOW <= active <= HIGH else str(active)
-    if LOW <= values["ended"] <= HIGH:
-        shown["ended"] = SUPPRESSED
+    hide_ended = shown[still] == SUPPRESSED or LOW <= ended <= HIGH
+    shown["ended"] = SUPPRESSED if hide_ended else str(ended)
     return {k: shown[k] for k in [*n, "ended"]}
 
 
@@ -706,13 +726,18 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
     polars.DataFrame
         One row per quarter (oldest first): ``quarter, active, enrolled, ended, completed, patient_weeks,
         weeks_met, adherence_met_share, completed_sessions, flares, flare_rate_per_100, odi_end_n,
-        odi_responders``. Counts are raw: suppress before showing, and show a share or a rate only when
-        its counts may be shown (``safe_percent``, ``safe_rate``).
+        odi_responders`` with raw counts (show a share or a rate only when its counts may be shown:
+        ``safe_percent``, ``safe_rate``), plus ``active_shown, enrolled_shown, ended_shown,
+        completed_shown``: the flow counts as each quarter's own :func:`flow_display` shows them, so that
+        the trend withholds exactly what that quarter's flow table withholds (suppressing the trend's
+        columns on their own would let one table give away what the other hides).
     """
     rows = []
     for k in range(n_previous, -1, -1):
         qk = inputs.quarter.shift(-k)
-        flow = dict(patient_flow(inputs, qk).iter_rows())
+        flow_frame = patient_flow(inputs, qk)
+        flow = dict(flow_frame.iter_rows())
+        shown = flow_display(flow_frame)
         adh = adherence_summary(inputs, qk)
         safe = safety_summary(inputs, qk)
         outc = end_of_episode_outcomes(inputs, qk).filter(pl.col("outcome") == "odi")
@@ -731,6 +756,10 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
                 "flare_rate_per_100": safe["flare_rate_per_100"],
                 "odi_end_n": int(outc["n_with_end"][0] or 0),
                 "odi_responders": int(outc["responders_mcid"][0] or 0),
+                "active_shown": shown["active in quarter"],
+                "enrolled_shown": shown["enrolled in quarter"],
+                "ended_shown": shown["ended"],
+                "completed_shown": shown["ended: completed"],
             }
         )
     return pl.DataFrame(rows)
@@ -863,6 +892,21 @@ def dose_progression(inputs: QuarterlyInputs) -> dict[str, Any]:
 KM_OUTCOMES: dict[str, str] = {"odi": "Disability (ODI)", "nprs_leg": "Leg pain"}
 
 
+def _coarse_steps(curve: pl.DataFrame) -> pl.DataFrame:
+    """Rows of a Kaplan-Meier curve at which more than 10 events have accrued since the previous kept row.
+
+    A curve has one row per distinct event time (visit weeks here: a few dozen at most), so the greedy
+    accumulation runs over those rows, not over patients.
+    """
+    keep = np.zeros(curve.height, dtype=bool)
+    accrued = 0
+    for i, events in enumerate(curve["n_events"].to_numpy()):
+        accrued += int(events)
+        if accrued > HIGH:
+            keep[i], accrued = True, 0
+    return curve.filter(pl.Series(keep))
+
+
 def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
     """Kaplan-Meier time to the first visit with a clinically important improvement (absolute MCID).
 
@@ -872,10 +916,11 @@ def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``"curves"``: ``outcome, time, share_improved, ci_low, ci_high`` (cumulative share, ``1 - S(t)``)
-        at the event times where more than 10 episodes are still at risk: the size of a later step would
-        tell how many of a handful of patients improved, so each curve stops there (the usual rule for
-        published survival curves);
+        ``"curves"``: ``outcome, time, share_improved, ci_low, ci_high`` (cumulative share, ``1 - S(t)``,
+        the Kaplan-Meier estimate itself) at a subset of the event times chosen so that no step tells a
+        count of 1-10: a point is kept once more than 10 events have accrued since the previous kept point
+        (the first step is then more than 10 episodes of a shown total), and each curve stops before 10 or
+        fewer episodes remain at risk (the usual rule for published survival curves);
         ``"medians"``: ``outcome, n, n_events, median_weeks, ci_low, ci_high`` (raw counts: suppress before
         showing).
     """
@@ -887,7 +932,7 @@ def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
             continue
         km = kaplan_meier(tti)
         curves.append(
-            km.curves.filter(pl.col("n_at_risk") > HIGH).select(
+            _coarse_steps(km.curves.filter(pl.col("n_at_risk") > HIGH)).select(
                 pl.lit(label).alias("outcome"),
                 "time",
                 (1 - pl.col("survival")).alias("share_improved"),
@@ -938,14 +983,19 @@ def provider_comparison(
         episodes support the case-mix model.
     """
     level = "therapist_id" if inputs.clinic else "clinic_id"
-    frame = episode_outcomes(inputs.tables, outcome, visit=visit, config=inputs.config)
+    try:
+        frame = episode_outcomes(inputs.tables, outcome, visit=visit, config=inputs.config)
+    except UnusableInputError:
+        return None  # no assessment at that visit yet: the report says so
     frame = frame.filter(~pl.col("censored").fill_null(False))
     if frame.height == 0 or frame[level].n_unique() < 2:
         return None
     try:
         result = compare_providers(frame, level=level)
-    except UnusableInputError:
-        return None  # too few episodes for the case-mix model: the report says so
+    except (UnusableInputError, ModelSpecificationError):
+        # too few episodes for the case-mix model, or a case-mix factor with one level among them (e.g.
+        # one sex only): the report says that no comparison can be made
+        return None
     prov = result.providers.sort("n", descending=True)
     if level == "therapist_id":
         prov = prov.with_columns(pl.format("therapist {}", pl.int_range(1, pl.len() + 1)).alias("unit"))
@@ -968,7 +1018,8 @@ def provider_comparison(
             "unit",
             pl.col("n").cast(pl.Int64),
             "o_minus_e",
-            "band",
+            # the band is a statistic of the unit's patients: withheld with the others for 10 or fewer
+            pl.when(pl.col("n") > HIGH).then(pl.col("band")).alias("band"),
             "shrunken",
             "shrunken_low",
             "shrunken_high",
