@@ -369,6 +369,10 @@ def write_safe_csv(frame: pl.DataFrame, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # categorical and enum values are text in the file too: neutralise them as strings
+    text = (pl.String, pl.Categorical, pl.Enum)
+    to_string = [c for c, t in frame.schema.items() if isinstance(t, text)]
+    frame = frame.with_columns(pl.col(c).cast(pl.String) for c in to_string)
     string_cols = [c for c, t in frame.schema.items() if t == pl.String]
     safe = frame.with_columns(
         pl.when(pl.col(c).str.contains(r"^[=+\-@\t\r\n]"))

@@ -116,3 +116,60 @@ def test_latex_escapes_and_formats(tmp_path: Path) -> None:
     )
     assert r"week:adherence\_overall & -1.23 \\" in tex
     assert r"50\% \& more & -- \\" in tex and r"\caption{Effects of 100\%}" in tex
+
+
+def _episodes(
+    sex_high: list[str], sex_low: list[str], side_high: list[str], side_low: list[str]
+) -> pl.DataFrame:
+    n_h, n_l = len(sex_high), len(sex_low)
+    rng = np.random.default_rng(5)
+    return pl.DataFrame(
+        {
+            "adherence_group": ["high"] * n_h + ["low"] * n_l,
+            "sex": sex_high + sex_low,
+            "affected_side": side_high + side_low,
+            "age_at_start": rng.normal(50, 10, n_h + n_l),
+        }
+    )
+
+
+def test_table_one_leaves_no_category_to_subtraction_and_no_smd_from_withheld_cells() -> None:
+    from sciatica_outcomes.config import ClinicalConfig  # noqa: PLC0415
+
+    # side, high group: 12 right, 5 left, 1 bilateral (n 18); low group: 9 right, 13 left, 0 bilateral
+    ep = _episodes(
+        ["F"] * 10 + ["M"] * 8,
+        ["F"] * 14 + ["M"] * 8,
+        ["right"] * 12 + ["left"] * 5 + ["bilateral"],
+        ["right"] * 9 + ["left"] * 13,
+    )
+    t1 = cohort.table_one(cohort.CohortData(pl.DataFrame(), ep, ClinicalConfig()))
+    rows = {r["characteristic"]: r for r in t1.iter_rows(named=True)}
+    assert rows["episodes, n"]["high"] == "18" and rows["episodes, n"]["low"] == "22"
+    high = [rows[f"affected side: {s}"]["high"] for s in ("bilateral", "left", "right")]
+    # 1 and 5 are withheld; right (12) must go too, or 18 - 12 - 5 would give the bilateral 1 back
+    assert high == ["*", "*", "*"]
+    for r in t1.iter_rows(named=True):
+        if "*" in (r["high"], r["low"]) and r["characteristic"] != "episodes, n":
+            assert r["SMD"] == "*", r
+    # sex: 10 women and 8 men in the high group are both withheld, and so is their SMD
+    assert (rows["sex: F"]["high"], rows["sex: M"]["high"], rows["sex: F"]["SMD"]) == ("*", "*", "*")
+    assert rows["age, years"]["SMD"] != "*"
+    # a group of 1-10 withholds both group sizes (the cohort total is printed elsewhere)
+    few = _episodes(["F"] * 8, ["F"] * 20 + ["M"] * 15, ["left"] * 8, ["left"] * 20 + ["right"] * 15)
+    t1 = cohort.table_one(cohort.CohortData(pl.DataFrame(), few, ClinicalConfig()))
+    assert t1.row(0, named=True) == {"characteristic": "episodes, n", "high": "*", "low": "*", "SMD": ""}
+
+
+def test_latex_of_a_report_table_is_written_after_suppression(tmp_path: Path) -> None:
+    from sciatica_outcomes.reports.display import ReportWriter  # noqa: PLC0415
+
+    w = ReportWriter(tmp_path)
+    frame = pl.DataFrame(
+        {"analysis": ["all episodes", "completers only"], "episodes": [40, 8], "change": [-9.5, -12.25]}
+    )
+    w.table(frame, "sensitivity", "Change", n_col="episodes", digits=2, latex=True)
+    tex = (tmp_path / "tables" / "sensitivity.tex").read_text(encoding="utf-8")
+    # 8 completers: withheld with their estimate; 40 as well (the column total would give 8 back)
+    assert r"completers only & * & -- \\" in tex and r"all episodes & * & -9.5 \\" in tex
+    assert "12.25" not in tex and " 8 " not in tex and "40" not in tex

@@ -147,3 +147,42 @@ def test_safe_rate_follows_the_percent_rule() -> None:
     assert safe_rate(0, 97) == "0.0" and safe_rate(20, 1000) == "2.0"
     assert safe_rate(95, 100) == "*"  # the complement (5 sessions without) is a small count
     assert safe_rate(0, 5) == "*" and safe_rate(0, 0) == "-"
+
+
+def test_nested_counts_are_suppressed_as_partitions_of_their_whole() -> None:
+    frame = pl.DataFrame({"outcome": ["odi", "leg", "walk"], "n": [27, 40, 8], "n_events": [19, 20, 3]})
+    shown = suppress_counts(frame, ["n"], within={"n_events": "n"})
+    # 27 - 19 = 8 never improved: the events are withheld; 8 episodes withhold everything in their row
+    assert shown["n_events"].to_list() == ["*", "20", "*"]
+    assert shown["n"][2] == "*"
+    chain = pl.DataFrame({"active": [45, 30], "ended": [20, 29], "completed": [12, 15]})
+    got = suppress_counts(chain, ["active"], within={"ended": "active", "completed": "ended"})
+    # 20 - 12 = 8 ended otherwise; 30 - 29 = 1 still active
+    assert got.select("ended", "completed").rows() == [("20", "*"), ("*", "15")]
+
+
+@given(
+    st.lists(st.integers(0, 40), min_size=2, max_size=6),
+    st.data(),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_nested_count_or_its_complement_of_one_to_ten_is_shown(
+    wholes: list[int], data: st.DataObject
+) -> None:
+    parts = [data.draw(st.integers(0, w)) for w in wholes]
+    frame = pl.DataFrame({"whole": wholes, "part": parts})
+    shown = suppress_counts(frame, ["whole"], within={"part": "whole"})
+    for w, p, sw, sp in zip(wholes, parts, shown["whole"], shown["part"], strict=True):
+        if sp != "*":
+            assert not (1 <= p <= 10) and not (1 <= w - p <= 10) and not (1 <= w <= 10)
+        if sw != "*":
+            assert not (1 <= w <= 10)
+
+
+def test_safe_csv_neutralises_categorical_and_enum_text(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"a": ["=1+1", "x"]}).with_columns(
+        pl.col("a").cast(pl.Categorical).alias("c"), pl.col("a").cast(pl.Enum(["=1+1", "x"])).alias("e")
+    )
+    with open(write_safe_csv(frame, tmp_path / "t.csv"), newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[1] == ["'=1+1", "'=1+1", "'=1+1"]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sciatica_outcomes.errors import ReportParameterError
 from sciatica_outcomes.reports import quarterly as q
@@ -120,3 +122,56 @@ def test_time_to_improvement_curves_never_step_by_a_small_count(db: Path) -> Non
         assert (steps > 10).all()
         # the raw curve has small steps and a small tail: the rule does cut something
         assert (curves["n_events"] <= 10).any() and (curves["n_at_risk"] <= 10).any()
+
+
+_REASONS = ["completed", "dropped out", "referred", "surgery", "injection", "other"]
+
+
+@given(st.integers(0, 40), st.integers(0, 40), st.lists(st.integers(0, 25), min_size=6, max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_flow_display_leaves_no_withheld_count_to_subtraction(
+    start: int, enrolled: int, ended: list[int]
+) -> None:
+    active = start + enrolled
+    scale = sum(ended)
+    if scale > active:  # the reasons cannot end more episodes than were active
+        ended = [e * active // scale for e in ended]
+    still = active - sum(ended)
+    stages = ["active at start of quarter", "enrolled in quarter", "active in quarter"]
+    stages += [f"ended: {r}" for r in _REASONS] + ["still active at end of quarter"]
+    values = [start, enrolled, active, *ended, still]
+    shown = q.flow_display(pl.DataFrame({"stage": stages, "n": values}))
+    n = dict(zip(stages, values, strict=True)) | {"ended": sum(ended)}
+    for stage, text in shown.items():
+        if text != "*":
+            assert not (1 <= n[stage] <= 10), (stage, n[stage])
+    # identities: whole = sum of parts; shown whole minus shown parts must be 0 or more than 10
+    identities = [
+        ("active in quarter", ["active at start of quarter", "enrolled in quarter"]),
+        ("active in quarter", [*(f"ended: {r}" for r in _REASONS), "still active at end of quarter"]),
+        ("active in quarter", ["ended", "still active at end of quarter"]),
+        ("ended", [f"ended: {r}" for r in _REASONS]),
+    ]
+    for whole, parts in identities:
+        if shown[whole] == "*":
+            continue
+        hidden = [p for p in parts if shown[p] == "*"]
+        rest = sum(n[p] for p in hidden)
+        assert rest == 0 or rest > 10, (whole, hidden, rest)
+        assert len([p for p in hidden if n[p] > 0]) != 1, (whole, hidden)
+
+
+def test_no_quarterly_report_for_ten_or_fewer_active_episodes(tmp_path: Path) -> None:
+    small = generate_cohort(n_patients=40, n_clinics=3, seed=3)
+    path = tmp_path / "small.duckdb"
+    with Store(path) as store:
+        for name, frame in small.tables.items():
+            store.write(name, frame, source="synthetic")
+    params = {"db": str(path), "quarter": "2026Q2", "clinic": "CL01"}
+    flow = dict(q.patient_flow(q.load_inputs(path, "2026Q2", clinic="CL01")).iter_rows())
+    assert 1 <= flow["active in quarter"] <= 10
+    with pytest.raises(ReportParameterError, match="between 1 and 10 episode"):
+        q.validate_parameters(params)
+    q.validate_parameters({**params, "clinic": ""})  # all clinics together: enough episodes
+    # a one-clinic quarter whose case mix has one sex only: no comparison, no exception
+    assert q.provider_comparison(q.load_inputs(path, "2026Q1", clinic="CL01")) is None
