@@ -1,16 +1,20 @@
 # sciatica-outcomes: every target creates .venv from the project's own files when missing.
+# Third-party packages come from requirements.lock (exact versions, resolved by `make lock`); the project
+# itself is installed on top without resolving anything again.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= reports/demo
+LOCK   := requirements.lock
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint typecheck wheel-test bench lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -22,11 +26,26 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
-	$(BIN)/python -m pytest -q -m "not slow"
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q -m "not slow and not packaging"
+	$(MAKE) --no-print-directory wheel-test
+
+# Build the wheel, install it into a new venv (locked dependencies) and render both reports from another
+# directory with the installed command (tests/test_packaging.py).
+wheel-test: $(STAMP)
+	$(BIN)/python -m pytest -q -m packaging tests/test_packaging.py
 
 bench: $(STAMP)
 	@for f in benchmarks/*.py; do [ -f "$$f" ] || continue; echo "== $$f"; $(BIN)/python "$$f" || exit 1; done
 
+# Re-resolve the newest versions allowed by pyproject.toml into requirements.lock (needs the package index).
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --upgrade -o $(LOCK)
+
 clean:
-	rm -rf $(VENV) reports/demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) reports/demo .pytest_cache .ruff_cache .mypy_cache dist build

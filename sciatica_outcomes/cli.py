@@ -2,6 +2,10 @@
 
 Each stage registers its own commands here; every command can be reproduced in a few lines of Python.
 Exit codes: 0 success, 1 data problems found, 2 unusable input or arguments.
+
+Start-up: importing this module loads typer and the stages' light ``cli`` modules only; every command imports
+what it runs inside its body (``tests/test_cli_startup.py`` fails if SciPy, pandera, DuckDB, nbconvert or
+matplotlib load at import, or if ``--help`` takes a second).
 """
 
 from __future__ import annotations
@@ -9,20 +13,25 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from sciatica_outcomes import synth
-from sciatica_outcomes.derive import derive_all
-from sciatica_outcomes.derive.cli import derive_command, write_derived
-from sciatica_outcomes.ingest import ingest_paths
+from sciatica_outcomes._cli_help import install as _plain_help_labels
+from sciatica_outcomes._terminal import make_table, print_table
+from sciatica_outcomes._version import __version__
+from sciatica_outcomes.derive.cli import derive_command
 from sciatica_outcomes.ingest.cli import ingest_command, pseudonymize_command, schemas_app, validate_command
 from sciatica_outcomes.models.cli import fit_command
 from sciatica_outcomes.models.cli_trial import compare_clinics_command, responders_command
-from sciatica_outcomes.reports.cli import render_cohort, render_quarterly, report_app
+from sciatica_outcomes.reports.cli import report_app
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from sciatica_outcomes import synth
+
+_plain_help_labels()
 
 app = typer.Typer(
     name="sciatica-outcomes",
@@ -31,7 +40,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"sciatica-outcomes {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Outcomes analytics for strength-training programs in chronic sciatica."""
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
 
 
 class TableFormat(StrEnum):
@@ -41,14 +73,14 @@ class TableFormat(StrEnum):
     parquet = "parquet"
 
 
-def _print_summary(cohort: synth.Cohort, title: str) -> None:
-    table = Table(title=title)
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for figure, value in synth.cohort_summary(cohort).iter_rows():
-        shown = f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
-        table.add_row(figure, shown)
-    console.print(table)
+def _print_summary(console: Console, cohort: synth.Cohort, title: str) -> None:
+    from sciatica_outcomes import synth
+
+    rows = [
+        (figure, f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}")
+        for figure, value in synth.cohort_summary(cohort).iter_rows()
+    ]
+    print_table(console, make_table(title, ("figure", "value"), rows, width=console.width))
 
 
 @app.command("synth")
@@ -61,12 +93,15 @@ def synth_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the summary.")] = False,
 ) -> None:
     """Generate a calibrated synthetic cohort with known ground truth."""
+    from sciatica_outcomes import synth
+
+    console = _console()
     t0 = time.perf_counter()
     cohort = synth.generate_cohort(n_patients=patients, n_clinics=clinics, seed=seed)
     paths = synth.write_cohort(cohort, out, fmt=fmt.value)
     elapsed = time.perf_counter() - t0
     if not quiet:
-        _print_summary(cohort, f"Synthetic cohort (seed {seed})")
+        _print_summary(console, cohort, f"Synthetic cohort (seed {seed})")
         size = sum(p.stat().st_size for p in paths.values())
         console.print(f"Wrote {len(paths)} files ({size / 2**20:,.1f} MiB) to {out} in {elapsed:.1f} s")
 
@@ -82,27 +117,33 @@ def demo_command(
     quarter: Annotated[str, typer.Option("--quarter", help="Quarter of the demo report.")] = "2026Q3",
 ) -> None:
     """Run the whole product on a synthetic cohort: generate, ingest, derive, fit, render the report."""
+    from sciatica_outcomes import synth
+    from sciatica_outcomes.derive import derive_all
+    from sciatica_outcomes.derive.cli import write_derived
+    from sciatica_outcomes.ingest import ingest_paths
+    from sciatica_outcomes.reports.cli import render_cohort, render_quarterly
+
+    console = _console()
     t0 = time.perf_counter()
     data_dir = out / "cohort"
     db = out / "outcomes.duckdb"
     cohort = synth.generate_cohort(n_patients=patients, n_clinics=clinics, seed=seed)
     synth.write_cohort(cohort, data_dir)
-    _print_summary(cohort, "1. Synthetic cohort")
+    _print_summary(console, cohort, "1. Synthetic cohort")
     console.print(f"   tables and truth.json: {data_dir}")
 
     result = ingest_paths(data_dir, db)
-    table = Table(title="2. Ingest into the DuckDB store")
-    for col in ("table", "rows read", "stored", "quarantined"):
-        table.add_column(col, justify="left" if col == "table" else "right")
-    summary = result.summary()
-    for row in summary.iter_rows(named=True):
-        table.add_row(
+    rows = [
+        (
             str(row["table"]),
             f"{row['rows_read']:,}",
             f"{row.get('rows_stored', 0) or 0:,}",
             f"{row['rows_quarantined']:,}",
         )
-    console.print(table)
+        for row in result.summary().iter_rows(named=True)
+    ]
+    header = ("table", "rows read", "stored", "quarantined")
+    print_table(console, make_table("2. Ingest into the DuckDB store", header, rows, width=console.width))
     console.print(f"   store: {db}; validation report: {result.reports.get('html', '-')}")
 
     paths = write_derived(derive_all(db), out / "derived", source=str(db))

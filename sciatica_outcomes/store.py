@@ -28,6 +28,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from sciatica_outcomes.defaults import DEFAULT_DB
 from sciatica_outcomes.errors import DataValidationError, StoreError
 from sciatica_outcomes.schemas import SCHEMA_VERSION, TABLE_SPECS
 
@@ -42,7 +43,6 @@ __all__ = [
 ]
 
 #: Default location of the store (relative to the working directory); ``--db`` overrides it.
-DEFAULT_DB = Path("data/outcomes.duckdb")
 
 #: The six canonical tables, in dependency order.
 CANONICAL_TABLES: tuple[str, ...] = tuple(TABLE_SPECS)
@@ -115,7 +115,7 @@ def _ddl(table: str, schema: Mapping[str, pl.DataType]) -> str:
 
 
 def _package_version() -> str:
-    from sciatica_outcomes import __version__  # noqa: PLC0415 - avoid an import cycle at module load
+    from sciatica_outcomes._version import __version__  # noqa: PLC0415
 
     return __version__
 

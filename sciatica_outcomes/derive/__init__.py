@@ -1,16 +1,52 @@
-"""Derive stage: adherence, dose and progression, pain response and flares, red flags, analysis frames."""
+"""Derive stage: adherence, dose and progression, pain response and flares, red flags, analysis frames.
 
-from sciatica_outcomes.derive.adherence import episode_adherence, weekly_adherence
-from sciatica_outcomes.derive.dose import BAND_ORDER, episode_progression, exercise_progression, weekly_dose
-from sciatica_outcomes.derive.frames import (
-    Derived,
-    analysis_frame,
-    derive_all,
-    episode_summary,
-    outcome_measures,
-)
-from sciatica_outcomes.derive.pain import episode_pain, session_pain, weekly_pain
-from sciatica_outcomes.derive.redflags import ALERT_COLUMNS, SYMPTOM_EXTENT_ORDER, red_flag_alerts
+Names are imported on first use (``sciatica_outcomes._lazy``), so importing this package or its ``cli``
+module stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sciatica_outcomes._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from sciatica_outcomes.derive.adherence import episode_adherence, weekly_adherence
+    from sciatica_outcomes.derive.dose import (
+        BAND_ORDER,
+        episode_progression,
+        exercise_progression,
+        weekly_dose,
+    )
+    from sciatica_outcomes.derive.frames import (
+        Derived,
+        analysis_frame,
+        derive_all,
+        episode_summary,
+        outcome_measures,
+    )
+    from sciatica_outcomes.derive.pain import episode_pain, session_pain, weekly_pain
+    from sciatica_outcomes.derive.redflags import ALERT_COLUMNS, SYMPTOM_EXTENT_ORDER, red_flag_alerts
+
+_EXPORTS: dict[str, str] = {
+    "ALERT_COLUMNS": "sciatica_outcomes.derive.redflags",
+    "BAND_ORDER": "sciatica_outcomes.derive.dose",
+    "Derived": "sciatica_outcomes.derive.frames",
+    "SYMPTOM_EXTENT_ORDER": "sciatica_outcomes.derive.redflags",
+    "analysis_frame": "sciatica_outcomes.derive.frames",
+    "derive_all": "sciatica_outcomes.derive.frames",
+    "episode_adherence": "sciatica_outcomes.derive.adherence",
+    "episode_pain": "sciatica_outcomes.derive.pain",
+    "episode_progression": "sciatica_outcomes.derive.dose",
+    "episode_summary": "sciatica_outcomes.derive.frames",
+    "exercise_progression": "sciatica_outcomes.derive.dose",
+    "outcome_measures": "sciatica_outcomes.derive.frames",
+    "red_flag_alerts": "sciatica_outcomes.derive.redflags",
+    "session_pain": "sciatica_outcomes.derive.pain",
+    "weekly_adherence": "sciatica_outcomes.derive.adherence",
+    "weekly_dose": "sciatica_outcomes.derive.dose",
+    "weekly_pain": "sciatica_outcomes.derive.pain",
+}
 
 __all__ = [
     "ALERT_COLUMNS",
@@ -31,3 +67,5 @@ __all__ = [
     "weekly_dose",
     "weekly_pain",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

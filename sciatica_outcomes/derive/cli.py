@@ -15,16 +15,20 @@ import json
 import time
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from sciatica_outcomes.config import ClinicalConfig
-from sciatica_outcomes.derive.frames import Derived, derive_all
+from sciatica_outcomes._terminal import make_table, print_table
+from sciatica_outcomes.defaults import DEFAULT_DB
 from sciatica_outcomes.errors import DataValidationError, SciaticaOutcomesError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from sciatica_outcomes.derive.frames import Derived
+
+# Only typer and light modules load at import; the command imports polars, DuckDB and the derive stage.
 
 __all__ = ["derive_command", "write_derived"]
 
@@ -80,7 +84,7 @@ def write_derived(derived: Derived, out: Path, *, source: str) -> dict[str, Path
 
 def derive_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for the derived files.")],
-    db: Annotated[Path, typer.Option("--db", help="DuckDB store to read.")] = Path("data/outcomes.duckdb"),
+    db: Annotated[Path, typer.Option("--db", help="DuckDB store to read.")] = DEFAULT_DB,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML file overriding clinical thresholds.")
     ] = None,
@@ -96,13 +100,17 @@ def derive_command(
     ] = False,
 ) -> None:
     """Derive the analysis frame, episode summary and red-flag alerts from the store."""
+    from rich.console import Console
+
+    from sciatica_outcomes.config import ClinicalConfig
+    from sciatica_outcomes.derive.frames import derive_all
+    from sciatica_outcomes.store import Store
+
     console = Console()
     t0 = time.perf_counter()
     try:
         cfg = ClinicalConfig.from_toml(config) if config is not None else ClinicalConfig()
         cut = _parse_date(data_cut)
-        from sciatica_outcomes.store import Store  # noqa: PLC0415 - keep CLI start-up light
-
         with Store(db, read_only=not write_scores) as store:
             derived = derive_all(store, cfg, cut)
             if write_scores and derived.scored_measures.height:
@@ -125,7 +133,7 @@ def derive_command(
 def _parse_date(text: str | None) -> date | None:
     if text is None:
         return None
-    from sciatica_outcomes.errors import UnusableInputError  # noqa: PLC0415
+    from sciatica_outcomes.errors import UnusableInputError
 
     try:
         return date.fromisoformat(text)
@@ -134,14 +142,13 @@ def _parse_date(text: str | None) -> date | None:
 
 
 def _print(console: Console, derived: Derived, paths: dict[str, Path], elapsed: float) -> None:
+    import polars as pl
+
     summary = derived.episode_summary
     alerts = derived.alerts
     unactioned = int(alerts["unactioned"].fill_null(False).sum())
     observed = summary.filter(pl.col("program_observed"))
     completed = int(summary["n_completed"].sum())
-    table = Table(title="Derived metrics")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
     rows = [
         ("episodes", f"{summary.height:,}"),
         ("analysis rows (episode x assessment)", f"{derived.analysis_frame.height:,}"),
@@ -156,10 +163,8 @@ def _print(console: Console, derived: Derived, paths: dict[str, Path], elapsed: 
         ("neuro-worsening review signals", f"{int((alerts['kind'] == 'neuro_worsening').sum()):,}"),
         ("questionnaires refused (see scoring_problems.csv)", f"{derived.scoring_problems.height:,}"),
     ]
-    for figure, value in rows:
-        table.add_row(figure, value)
-    table.add_row("[bold red]UNACTIONED red-flag alerts[/bold red]", f"[bold red]{unactioned:,}[/bold red]")
-    console.print(table)
+    rows.append(("[bold red]UNACTIONED red-flag alerts[/bold red]", f"[bold red]{unactioned:,}[/bold red]"))
+    print_table(console, make_table("Derived metrics", ("figure", "value"), rows, width=console.width))
     if unactioned:
         console.print(
             f"[bold red]{unactioned} red-flag alert(s) have no recorded action: "

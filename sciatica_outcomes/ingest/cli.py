@@ -9,25 +9,30 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from sciatica_outcomes._terminal import make_table, print_table
+from sciatica_outcomes.defaults import DEFAULT_DB, DEFAULT_MAX_EXAMPLES, DEFAULT_SCHEMA_DIR
 from sciatica_outcomes.errors import SciaticaOutcomesError, UnusableInputError
-from sciatica_outcomes.ingest.pipeline import DEFAULT_MAX_EXAMPLES, ingest_paths, validate_paths
-from sciatica_outcomes.ingest.privacy import pseudonymize
-from sciatica_outcomes.ingest.report import write_html_report, write_json_report
-from sciatica_outcomes.schemas.frictionless import DEFAULT_SCHEMA_DIR, export_schemas
-from sciatica_outcomes.store import DEFAULT_DB
+
+if TYPE_CHECKING:
+    import polars as pl
+    from rich.console import Console
+    from rich.table import Table
+
+# Start-up cost: only typer and this package's light modules load at import; each command imports the
+# stage it runs (polars, pandera, DuckDB) in its body, so `--help` answers at once.
 
 __all__ = ["ingest_command", "pseudonymize_command", "schemas_app", "validate_command"]
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
 
 schemas_app = typer.Typer(help="Canonical table schemas.", no_args_is_help=True)
 
@@ -36,17 +41,17 @@ _PROGRESS_BYTES = 50 * 2**20
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+    _console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
-def _table(frame: pl.DataFrame, title: str) -> Table:
-    table = Table(title=title)
-    for c in frame.columns:
-        table.add_column(c, justify="right" if frame.schema[c].is_numeric() else "left")
-    for row in frame.iter_rows():
-        table.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row))
-    return table
+def _table(frame: pl.DataFrame, title: str, width: int | None = None) -> Table:
+    rows = [
+        ["" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row]
+        for row in frame.iter_rows()
+    ]
+    numeric = [j for j, c in enumerate(frame.columns) if frame.schema[c].is_numeric()]
+    return make_table(title, frame.columns, rows, numeric=numeric, width=width)
 
 
 def _size(paths: list[Path]) -> int:
@@ -60,7 +65,7 @@ def _size(paths: list[Path]) -> int:
 
 
 def validate_command(
-    paths: Annotated[list[Path], typer.Argument(help="Files or directories to validate.")],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Files or directories to validate.")],
     report: Annotated[Path | None, typer.Option("--report", help="Write every issue as JSON here.")] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Write a readable HTML report here.")] = None,
     table: Annotated[str | None, typer.Option("--table", help="Table of every plain file given.")] = None,
@@ -72,17 +77,23 @@ def validate_command(
     ] = DEFAULT_MAX_EXAMPLES,
 ) -> None:
     """Check files against the canonical schemas and report every problem at once (nothing is stored)."""
+    from sciatica_outcomes.ingest.pipeline import validate_paths
+    from sciatica_outcomes.ingest.report import write_html_report, write_json_report
+
+    console = _console()
     try:
         result = validate_paths(paths, table=table, db=db)
     except (SciaticaOutcomesError, OSError) as exc:
         raise _fail(exc) from None
-    console.print(_table(result.counts(), "Validation"))
+    print_table(console, _table(result.counts(), "Validation", console.width))
     errors = result.errors
     if errors.height:
         by_rule = errors.group_by("rule").len("count").sort("count", descending=True)
-        console.print(_table(by_rule, "Problems by rule"))
+        print_table(console, _table(by_rule, "Problems by rule", console.width))
         shown = errors.head(10).select("file", "row", "column", "value", "message")
-        console.print(_table(shown, f"First {shown.height} of {errors.height:,} problems"))
+        print_table(
+            console, _table(shown, f"First {shown.height} of {errors.height:,} problems", console.width)
+        )
     for n in result.notices:
         console.print(f"[yellow]note[/yellow] {n.file}: {n.message}", highlight=False)
     if report is not None:
@@ -95,7 +106,7 @@ def validate_command(
 
 
 def ingest_command(
-    paths: Annotated[list[Path], typer.Argument(help="Files or directories to ingest.")],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Files or directories to ingest.")],
     db: Annotated[Path, typer.Option("--db", help="DuckDB store (created if missing).")] = DEFAULT_DB,
     strict: Annotated[
         bool, typer.Option("--strict", help="Write nothing if any row fails (exit 1).")
@@ -109,6 +120,11 @@ def ingest_command(
     ] = DEFAULT_MAX_EXAMPLES,
 ) -> None:
     """Validate and store: good rows are upserted by key in one transaction, bad rows are quarantined."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sciatica_outcomes.ingest.pipeline import ingest_paths
+
+    console, err_console = _console(), _console(stderr=True)
     t0 = time.perf_counter()
     show_progress = sys.stderr.isatty() and _size(paths) > _PROGRESS_BYTES
     progress = Progress(
@@ -137,7 +153,7 @@ def ingest_command(
             )
     except (SciaticaOutcomesError, OSError) as exc:
         raise _fail(exc) from None
-    console.print(_table(result.summary(), f"Ingest into {db}"))
+    print_table(console, _table(result.summary(), f"Ingest into {db}", console.width))
     for n in result.validation.notices:
         console.print(f"[yellow]note[/yellow] {n.file}: {n.message}", highlight=False)
     elapsed = time.perf_counter() - t0
@@ -159,13 +175,18 @@ def schemas_export_command(
     out: Annotated[Path, typer.Option("--out", help="Directory for the schema files.")] = DEFAULT_SCHEMA_DIR,
 ) -> None:
     """Write the Frictionless Table Schemas, the catalogs and the REDCap dictionary and mapping."""
+    from sciatica_outcomes.schemas.frictionless import export_schemas
+
+    console = _console()
     written = export_schemas(out)
     for p in written:
         console.print(str(p), highlight=False)
 
 
 def pseudonymize_command(
-    path: Annotated[Path, typer.Argument(help="CSV or Parquet file holding an identifier column.")],
+    path: Annotated[
+        Path, typer.Argument(metavar="FILE", help="CSV or Parquet file holding an identifier column.")
+    ],
     column: Annotated[str, typer.Option("--column", help="Identifier column to replace with random codes.")],
     key: Annotated[
         Path, typer.Option("--key", help="Key file (crosswalk); reused if it exists. Keep it apart.")
@@ -180,6 +201,9 @@ def pseudonymize_command(
     prefix: Annotated[str, typer.Option("--prefix", help="First characters of new codes.")] = "P",
 ) -> None:
     """Replace an identifier (e.g. MRN) with random codes; the crosswalk goes to a separate key file."""
+    from sciatica_outcomes.ingest.privacy import pseudonymize
+
+    console = _console()
     try:
         res = pseudonymize(
             path, column, key=key, out=out, new_name=as_name, drop=tuple(drop or ()), prefix=prefix

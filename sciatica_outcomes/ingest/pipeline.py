@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from sciatica_outcomes.defaults import DEFAULT_MAX_EXAMPLES
 from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest.privacy import check_identifiers
 from sciatica_outcomes.ingest.readers import read_csv_table, read_excel_tables, read_parquet_table
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 #: Examples shown per rule in the HTML report (counts are always exact; the JSON report lists every issue).
-DEFAULT_MAX_EXAMPLES = 20
 
 #: ``callback(stage, detail)``: stages are ``read`` (detail = file), ``validated``, ``stored`` (detail =
 #: table, called inside the transaction), ``quarantined`` and ``committed``.

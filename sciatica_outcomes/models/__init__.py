@@ -2,32 +2,87 @@
 
 See DESIGN.md. ``GrowthModel`` is the estimator; ``WaldInference`` / ``satterthwaite_from_deviance`` are the
 estimator-independent inference layer (reused by residual-covariance models).
+
+Names are imported on first use (``sciatica_outcomes._lazy``), so importing this package or its ``cli``
+module stays cheap.
 """
 
-from sciatica_outcomes.models.compare import ProviderComparison, compare_providers, episode_outcomes
-from sciatica_outcomes.models.emmeans import (
-    EmmeansResult,
-    emmeans,
-    marginal_means,
-    parse_emmeans_spec,
-    predictor_info,
-)
-from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance
-from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
-from sciatica_outcomes.models.inference import (
-    LikelihoodRatioTest,
-    WaldInference,
-    likelihood_ratio,
-    numerical_hessian,
-    numerical_jacobian,
-    satterthwaite_from_deviance,
-    vcov_varpar_from_hessian,
-)
-from sciatica_outcomes.models.lmm import GrowthModel, fit_standard, likelihood_ratio_test, standard_formula
-from sciatica_outcomes.models.mmrm import COVARIANCE_STRUCTURES, MMRM, MMRMResult, fit_mmrm
-from sciatica_outcomes.models.responders import responder_analysis, responder_frame, wilson_interval
-from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
-from sciatica_outcomes.models.survival import KaplanMeierResult, kaplan_meier, time_to_improvement
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sciatica_outcomes._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from sciatica_outcomes.models.compare import ProviderComparison, compare_providers, episode_outcomes
+    from sciatica_outcomes.models.emmeans import (
+        EmmeansResult,
+        emmeans,
+        marginal_means,
+        parse_emmeans_spec,
+        predictor_info,
+    )
+    from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance
+    from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
+    from sciatica_outcomes.models.inference import (
+        LikelihoodRatioTest,
+        WaldInference,
+        likelihood_ratio,
+        numerical_hessian,
+        numerical_jacobian,
+        satterthwaite_from_deviance,
+        vcov_varpar_from_hessian,
+    )
+    from sciatica_outcomes.models.lmm import (
+        GrowthModel,
+        fit_standard,
+        likelihood_ratio_test,
+        standard_formula,
+    )
+    from sciatica_outcomes.models.mmrm import COVARIANCE_STRUCTURES, MMRM, MMRMResult, fit_mmrm
+    from sciatica_outcomes.models.responders import responder_analysis, responder_frame, wilson_interval
+    from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
+    from sciatica_outcomes.models.survival import KaplanMeierResult, kaplan_meier, time_to_improvement
+
+_EXPORTS: dict[str, str] = {
+    "COVARIANCE_STRUCTURES": "sciatica_outcomes.models.mmrm",
+    "ConvergenceDiagnostics": "sciatica_outcomes.models.results",
+    "Design": "sciatica_outcomes.models.formula",
+    "EmmeansResult": "sciatica_outcomes.models.emmeans",
+    "FitResult": "sciatica_outcomes.models.results",
+    "GrowthModel": "sciatica_outcomes.models.lmm",
+    "KaplanMeierResult": "sciatica_outcomes.models.survival",
+    "LevelSpec": "sciatica_outcomes.models.engine",
+    "LikelihoodRatioTest": "sciatica_outcomes.models.inference",
+    "MMRM": "sciatica_outcomes.models.mmrm",
+    "MMRMResult": "sciatica_outcomes.models.mmrm",
+    "ModelFormula": "sciatica_outcomes.models.formula",
+    "ProfiledDeviance": "sciatica_outcomes.models.engine",
+    "ProviderComparison": "sciatica_outcomes.models.compare",
+    "RandomTerm": "sciatica_outcomes.models.formula",
+    "WaldInference": "sciatica_outcomes.models.inference",
+    "compare_providers": "sciatica_outcomes.models.compare",
+    "emmeans": "sciatica_outcomes.models.emmeans",
+    "episode_outcomes": "sciatica_outcomes.models.compare",
+    "fit_mmrm": "sciatica_outcomes.models.mmrm",
+    "fit_standard": "sciatica_outcomes.models.lmm",
+    "kaplan_meier": "sciatica_outcomes.models.survival",
+    "likelihood_ratio": "sciatica_outcomes.models.inference",
+    "likelihood_ratio_test": "sciatica_outcomes.models.lmm",
+    "marginal_means": "sciatica_outcomes.models.emmeans",
+    "numerical_hessian": "sciatica_outcomes.models.inference",
+    "numerical_jacobian": "sciatica_outcomes.models.inference",
+    "parse_emmeans_spec": "sciatica_outcomes.models.emmeans",
+    "parse_formula": "sciatica_outcomes.models.formula",
+    "predictor_info": "sciatica_outcomes.models.emmeans",
+    "responder_analysis": "sciatica_outcomes.models.responders",
+    "responder_frame": "sciatica_outcomes.models.responders",
+    "satterthwaite_from_deviance": "sciatica_outcomes.models.inference",
+    "standard_formula": "sciatica_outcomes.models.lmm",
+    "time_to_improvement": "sciatica_outcomes.models.survival",
+    "vcov_varpar_from_hessian": "sciatica_outcomes.models.inference",
+    "wilson_interval": "sciatica_outcomes.models.responders",
+}
 
 __all__ = [
     "COVARIANCE_STRUCTURES",
@@ -68,3 +123,5 @@ __all__ = [
     "vcov_varpar_from_hessian",
     "wilson_interval",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

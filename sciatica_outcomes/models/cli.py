@@ -13,16 +13,21 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import polars as pl
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from sciatica_outcomes._terminal import make_table, print_table
 from sciatica_outcomes.errors import SciaticaOutcomesError, UnusableInputError
-from sciatica_outcomes.models.emmeans import parse_emmeans_spec
-from sciatica_outcomes.models.lmm import GrowthModel, standard_formula
+
+if TYPE_CHECKING:
+    import polars as pl
+    from rich.table import Table
+
+    from sciatica_outcomes.models.lmm import GrowthModel
+
+# Only typer and light modules load at import. `fit` imports polars, NumPy, SciPy and the model code, and
+# neither pandera nor DuckDB nor the report stack when it reads a file (tests/test_cli_startup.py).
 
 __all__ = ["ModelKind", "fit_command", "read_frame"]
 
@@ -42,6 +47,8 @@ def read_frame(path: Path) -> pl.DataFrame:
     UnusableInputError
         When the file is missing, unreadable or not ``.csv`` / ``.parquet``.
     """
+    import polars as pl
+
     if not path.exists():
         raise UnusableInputError(f"data file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
@@ -56,7 +63,7 @@ def read_frame(path: Path) -> pl.DataFrame:
 
 
 def _from_db(db: Path, outcome: str | None) -> pl.DataFrame:
-    from sciatica_outcomes.derive import analysis_frame  # noqa: PLC0415 - keep CLI start-up light
+    from sciatica_outcomes.derive import analysis_frame
 
     if not db.exists():
         raise UnusableInputError(
@@ -71,12 +78,9 @@ def _from_db(db: Path, outcome: str | None) -> pl.DataFrame:
     return frame
 
 
-def _fixed_table(model: GrowthModel) -> Table:
-    table = Table(title=f"Fixed effects ({'REML' if model.reml else 'ML'}, Satterthwaite df)")
-    for col in ("term", "estimate", "se", "df", "t", "p", "95% CI"):
-        table.add_column(col, justify="left" if col == "term" else "right")
-    for r in model.summary.iter_rows(named=True):
-        table.add_row(
+def _fixed_table(model: GrowthModel, width: int | None = None) -> Table:
+    rows = [
+        (
             r["term"],
             f"{r['estimate']:.5g}",
             f"{r['se']:.4g}",
@@ -85,25 +89,29 @@ def _fixed_table(model: GrowthModel) -> Table:
             f"{r['p']:.3g}",
             f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]",
         )
-    return table
+        for r in model.summary.iter_rows(named=True)
+    ]
+    title = f"Fixed effects ({'REML' if model.reml else 'ML'}, Satterthwaite df)"
+    return make_table(title, ("term", "estimate", "se", "df", "t", "p", "95% CI"), rows, width=width)
 
 
-def _random_table(model: GrowthModel) -> Table:
-    table = Table(title="Random effects (VarCorr)")
-    for col in ("group", "term", "variance", "sd", "corr"):
-        table.add_column(col)
+def _random_table(model: GrowthModel, width: int | None = None) -> Table:
+    rows = []
     for r in model.variance_components.iter_rows(named=True):
         term = r["term1"] or ""
         if r["term2"]:
             term = f"{term} ~ {r['term2']}"
-        table.add_row(
-            r["group"],
-            term,
-            f"{r['variance']:.5g}",
-            "" if r["sd"] is None else f"{r['sd']:.5g}",
-            "" if r["corr"] is None else f"{r['corr']:.3f}",
+        rows.append(
+            (
+                r["group"],
+                term,
+                f"{r['variance']:.5g}",
+                "" if r["sd"] is None else f"{r['sd']:.5g}",
+                "" if r["corr"] is None else f"{r['corr']:.3f}",
+            )
         )
-    return table
+    header = ("group", "term", "variance", "sd", "corr")
+    return make_table("Random effects (VarCorr)", header, rows, numeric=(2, 3, 4), width=width)
 
 
 def fit_command(
@@ -139,6 +147,11 @@ def fit_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print tables.")] = False,
 ) -> None:
     """Fit a mixed-effects growth model (lme4 formula, REML, Satterthwaite df) and report it."""
+    from rich.console import Console
+
+    from sciatica_outcomes.models.emmeans import parse_emmeans_spec
+    from sciatica_outcomes.models.lmm import GrowthModel, standard_formula
+
     console = Console()
     try:
         if (data is None) == (db is None):
@@ -163,7 +176,7 @@ def fit_command(
                 raise UnusableInputError(f"--reference {item!r}: expected COLUMN=LEVEL, e.g. group=control")
             refs[col.strip()] = level.strip()
         if model is ModelKind.mmrm:  # --- MMRM branch: implemented in models/cli_trial.py ---
-            from sciatica_outcomes.models.cli_trial import fit_mmrm_command  # noqa: PLC0415
+            from sciatica_outcomes.models.cli_trial import fit_mmrm_command
 
             if subject is None or visit is None:
                 raise UnusableInputError("--model mmrm needs --subject and --visit")
@@ -188,8 +201,8 @@ def fit_command(
         json_out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     if not quiet:
         console.print(f"[bold]{formula}[/]  n_obs={fitted.result_.n_obs:,}  groups={fitted.result_.n_groups}")
-        console.print(_fixed_table(fitted))
-        console.print(_random_table(fitted))
+        print_table(console, _fixed_table(fitted, console.width))
+        print_table(console, _random_table(fitted, console.width))
         r = fitted.result_
         console.print(
             f"logLik {r.loglik:.4f}  AIC {r.aic:.2f}  BIC {r.bic:.2f}  sigma {r.sigma:.5g}  "

@@ -15,19 +15,22 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import polars as pl
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes._terminal import make_table, print_table
+from sciatica_outcomes.defaults import DEFAULT_CASE_MIX
 from sciatica_outcomes.errors import SciaticaOutcomesError, UnusableInputError
-from sciatica_outcomes.models.compare import DEFAULT_CASE_MIX, compare_providers, episode_outcomes
-from sciatica_outcomes.models.emmeans import parse_emmeans_spec
-from sciatica_outcomes.models.mmrm import COVARIANCE_STRUCTURES, MMRM, MMRMResult, _jsonable
-from sciatica_outcomes.models.responders import responder_analysis, responder_frame
+
+if TYPE_CHECKING:
+    import polars as pl
+    from rich.console import Console
+
+    from sciatica_outcomes.config import ClinicalConfig
+    from sciatica_outcomes.models.mmrm import MMRMResult
+
+# Only typer and light modules load at import; each command imports the models it runs.
 
 __all__ = ["compare_clinics_command", "fit_mmrm_command", "load_canonical_tables", "responders_command"]
 
@@ -42,6 +45,8 @@ def load_canonical_tables(tables_dir: Path | None, db: Path | None) -> dict[str,
     UnusableInputError
         Neither or both sources given, a missing directory or table, or an unreadable file.
     """
+    import polars as pl
+
     if (tables_dir is None) == (db is None):
         raise UnusableInputError("give exactly one of --tables DIR or --db STORE")
     if db is not None:
@@ -49,7 +54,7 @@ def load_canonical_tables(tables_dir: Path | None, db: Path | None) -> dict[str,
             raise UnusableInputError(
                 f"store {str(db)!r} does not exist; create it with `sciatica-outcomes ingest`"
             )
-        from sciatica_outcomes.store import Store  # noqa: PLC0415 - keep CLI start-up light
+        from sciatica_outcomes.store import Store
 
         with Store(db, read_only=True) as store:
             return dict(store.tables())
@@ -75,6 +80,8 @@ def load_canonical_tables(tables_dir: Path | None, db: Path | None) -> dict[str,
 
 
 def _config(path: Path | None) -> ClinicalConfig:
+    from sciatica_outcomes.config import ClinicalConfig
+
     return ClinicalConfig.from_toml(path) if path is not None else ClinicalConfig()
 
 
@@ -91,12 +98,14 @@ def _write(frame: pl.DataFrame, out: Path | None, extra: Mapping[str, Any] | Non
 
 
 def _print_frame(console: Console, frame: pl.DataFrame, title: str, cols: list[str]) -> None:
-    table = Table(title=title)
-    for c in cols:
-        table.add_column(c, justify="left" if frame.schema[c] == pl.String else "right")
-    for row in frame.select(cols).iter_rows():
-        table.add_row(*["" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    console.print(table)
+    import polars as pl
+
+    rows = [
+        ["" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        for row in frame.select(cols).iter_rows()
+    ]
+    numeric = [j for j, c in enumerate(cols) if frame.schema[c] != pl.String]
+    print_table(console, make_table(title, cols, rows, numeric=numeric, width=console.width))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -121,6 +130,12 @@ def fit_mmrm_command(
     The JSON has the growth model's conventions (``fixed_effects`` with R coefficient names, ``loglik``,
     ``aic``, ``bic``, ``diagnostics``) plus ``covariance: {structure, visits, matrix, ...}`` and ``lsmeans``.
     """
+    import polars as pl
+    from rich.console import Console
+
+    from sciatica_outcomes.models.emmeans import parse_emmeans_spec
+    from sciatica_outcomes.models.mmrm import COVARIANCE_STRUCTURES, MMRM, _jsonable
+
     if covariance not in COVARIANCE_STRUCTURES:
         raise UnusableInputError(
             f"--covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {covariance!r}"
@@ -183,6 +198,10 @@ def responders_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the table.")] = False,
 ) -> None:
     """Share reaching the MCID (absolute and relative) by visit: observed (Wilson) and model-based."""
+    from rich.console import Console
+
+    from sciatica_outcomes.models.responders import responder_analysis, responder_frame
+
     try:
         cfg = _config(config)
         frame = responder_frame(load_canonical_tables(tables, db), measure, cfg)
@@ -227,6 +246,10 @@ def compare_clinics_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the table.")] = False,
 ) -> None:
     """Risk-adjusted comparison: observed - expected improvement, funnel limits, shrunken estimates."""
+    from rich.console import Console
+
+    from sciatica_outcomes.models.compare import compare_providers, episode_outcomes
+
     try:
         frame = episode_outcomes(load_canonical_tables(tables, db), measure, visit, _config(config))
         res = compare_providers(frame, level=level, case_mix=case_mix)

@@ -24,6 +24,7 @@ import polars as pl
 from scipy import stats
 
 from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes.defaults import DEFAULT_CASE_MIX
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models.formula import Design, parse_formula
 from sciatica_outcomes.models.lmm import GrowthModel
@@ -38,7 +39,6 @@ __all__ = [
 ]
 
 #: Default case-mix formula: baseline severity, age, symptom duration, sex and affected side.
-DEFAULT_CASE_MIX = "improvement ~ baseline + age_at_start + log(symptom_duration_weeks) + sex + affected_side"
 
 
 def episode_outcomes(

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from sciatica_outcomes.errors import ModelSpecificationError
+from sciatica_outcomes.models._dist import chi2_sf, f_sf, t_ppf, t_sf
 
 __all__ = [
     "LikelihoodRatioTest",
@@ -211,8 +211,8 @@ class WaldInference:
         var, df = self.satterthwaite(mat)
         se = np.sqrt(var)
         t = (est - rhs) / se
-        p = 2.0 * stats.t.sf(np.abs(t), df)
-        q = stats.t.ppf(0.5 + level / 2.0, df)
+        p = 2.0 * t_sf(np.abs(t), df)
+        q = t_ppf(0.5 + level / 2.0, df)
         if labels is None:
             labels = [f"contrast {i + 1}" for i in range(mat.shape[0])]
         return pl.DataFrame(
@@ -259,7 +259,7 @@ class WaldInference:
         else:
             e = float(np.sum(nu / (nu - 2)))
             ddf = 2 * e / (e - q)
-        return {"f": f, "num_df": float(q), "den_df": ddf, "p": float(stats.f.sf(f, q, ddf))}
+        return {"f": f, "num_df": float(q), "den_df": ddf, "p": float(f_sf(f, q, ddf))}
 
 
 def satterthwaite_from_deviance(
@@ -355,6 +355,6 @@ def likelihood_ratio(
         df_large,
         stat,
         dfd,
-        float(stats.chi2.sf(stat, dfd)),
+        float(chi2_sf(stat, dfd)),
         refitted_ml,
     )

@@ -10,16 +10,17 @@ predictions.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import polars as pl
-from scipy import optimize, stats
+from scipy import optimize
 
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
+from sciatica_outcomes.models._dist import t_ppf
 from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_info
 from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance
 from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
@@ -42,7 +43,8 @@ SINGULAR_TOL = 1e-4  # lme4::isSingular default
 def _to_polars(data: Any) -> pl.DataFrame:
     if isinstance(data, pl.DataFrame):
         return data
-    if isinstance(data, pd.DataFrame):
+    pandas = sys.modules.get("pandas")  # a pandas frame exists only if pandas was imported
+    if pandas is not None and isinstance(data, pandas.DataFrame):
         return pl.from_pandas(data)
     raise UnusableInputError(f"expected a polars or pandas DataFrame, got {type(data).__name__}")
 
@@ -743,7 +745,7 @@ class GrowthModel:
         fit = x @ self.beta_
         var, df = self.inference_.satterthwaite(np.nan_to_num(x))
         se = np.sqrt(var)
-        q = stats.t.ppf(0.5 + level / 2, df)
+        q = t_ppf(0.5 + level / 2, df)
         out = frame.with_columns(
             pl.Series("fit", fit),
             pl.Series("se", se),

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
+from sciatica_outcomes.defaults import DEFAULT_DB
 from sciatica_outcomes.errors import ReportParameterError, SciaticaOutcomesError
-from sciatica_outcomes.reports import quarterly
-from sciatica_outcomes.reports.runner import ReportResult, run_notebook
-from sciatica_outcomes.store import DEFAULT_DB
+
+if TYPE_CHECKING:
+    from sciatica_outcomes.reports.runner import ReportResult
+
+# Only typer and light modules load at import; papermill, nbconvert and the report code load when a report
+# is rendered.
 
 __all__ = ["render_cohort", "render_quarterly", "report_app"]
 
-report_app = typer.Typer(help="Render the quarterly clinic report or the researcher's cohort analysis.")
-console = Console(stderr=True)
+report_app = typer.Typer(
+    help="Render the quarterly clinic report or the researcher's cohort analysis.", no_args_is_help=True
+)
+
+
+def _err(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(message)
 
 
 def render_quarterly(
@@ -34,6 +44,9 @@ def render_quarterly(
     Parameters are validated against the store before anything runs (unknown quarter, clinic or config file
     raise ``ReportParameterError``). The report lands in ``out`` (default ``reports/<quarter>[-<clinic>]``).
     """
+    from sciatica_outcomes.reports import quarterly
+    from sciatica_outcomes.reports.runner import run_notebook
+
     params: dict[str, Any] = {
         "db": str(Path(db).resolve()),
         "quarter": quarter,
@@ -62,10 +75,15 @@ def render_cohort(
     pdf: bool = False,
     timeout_s: float = 1200.0,
 ) -> ReportResult:
-    """Render the researcher's cohort analysis (``notebooks/cohort_analysis.ipynb``) into ``out``."""
+    """Render the researcher's cohort analysis (``notebooks/cohort_analysis.ipynb``) into ``out``.
+
+    Parameters are validated against the store before anything runs (missing or empty store, unknown outcome
+    or one without values, unreadable config raise ``ReportParameterError``).
+    """
+    from sciatica_outcomes.reports import cohort
+    from sciatica_outcomes.reports.runner import run_notebook
+
     db_path = Path(db).resolve()
-    if not db_path.is_file():
-        raise ReportParameterError(f"store {db} does not exist: ingest data first (sciatica-outcomes ingest)")
     params: dict[str, Any] = {
         "db": str(db_path),
         "outcome": outcome,
@@ -76,6 +94,7 @@ def render_cohort(
         "cohort_analysis.ipynb",
         target,
         params,
+        validate=cohort.validate_parameters,
         timeout_s=timeout_s,
         pdf=pdf,
         provenance={"report_kind": "cohort"},
@@ -84,17 +103,17 @@ def render_cohort(
 
 def _done(result: ReportResult) -> None:
     size = result.html.stat().st_size / 1024
-    console.print(
+    _err(
         f"Report: {result.html} ({size:,.0f} KiB, {len(result.figures)} figures, "
         f"{len(result.tables)} tables, {result.seconds:.1f} s)"
     )
     if result.pdf:
-        console.print(f"PDF: {result.pdf}")
+        _err(f"PDF: {result.pdf}")
     typer.echo(str(result.html))
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {exc}")
+    _err(f"[red]error:[/red] {exc}")
     raise typer.Exit(code=2 if isinstance(exc, ReportParameterError) else 1)
 
 

@@ -233,3 +233,42 @@ def fixed_effects_table(model: GrowthModel, terms: Sequence[str] | None = None) 
     """The model's fixed effects (estimate, SE, Satterthwaite df, t, p, 95 % CI), optionally some terms."""
     s = model.summary
     return s.filter(pl.col("term").is_in(list(terms))) if terms else s
+
+
+def validate_parameters(params: dict[str, Any]) -> None:
+    """Check the cohort analysis's parameters against the store before the notebook runs.
+
+    Raises
+    ------
+    ReportParameterError
+        Missing store, a store without episodes or measures, an outcome that is not a measure code or has
+        no values in the store (the message lists the measures that do), or an unreadable config file.
+    """
+    from sciatica_outcomes.schemas.catalogs import measure_catalog  # noqa: PLC0415
+    from sciatica_outcomes.store import Store  # noqa: PLC0415
+
+    db = Path(str(params.get("db", "")))
+    if not db.is_file():
+        raise ReportParameterError(f"store {db} does not exist: ingest data first (sciatica-outcomes ingest)")
+    cfg = params.get("config")
+    if cfg not in (None, ""):
+        ClinicalConfig.from_toml(cfg)
+    with Store(db, read_only=True) as store:
+        n_episodes = store.read("episodes", columns=["episode_id"]).height
+        measures = store.read("measures", columns=["measure"])["measure"]
+    if n_episodes == 0 or measures.len() == 0:
+        missing = "episodes" if n_episodes == 0 else "measures"
+        raise ReportParameterError(
+            f"store {db} holds no {missing}: ingest the clinic's {missing} table first "
+            "(sciatica-outcomes ingest FILE --db STORE)"
+        )
+    present = sorted(set(measures.unique().to_list()))
+    outcome = str(params.get("outcome", ""))
+    if outcome not in set(measure_catalog()["code"].to_list()):
+        raise ReportParameterError(
+            f"unknown outcome {outcome!r}: give a measure code; the store holds {', '.join(present)}"
+        )
+    if outcome not in present:
+        raise ReportParameterError(
+            f"outcome {outcome!r} has no values in the store; the store holds {', '.join(present)}"
+        )

@@ -25,7 +25,7 @@ from typing import Any
 
 import nbformat
 
-from sciatica_outcomes import __version__
+from sciatica_outcomes._version import __version__
 from sciatica_outcomes.errors import ReportParameterError, SciaticaOutcomesError
 from sciatica_outcomes.reports.html import notebook_to_html
 
@@ -49,13 +49,19 @@ class ReportResult:
 
 
 def find_notebook(name: str) -> Path:
-    """Locate a report notebook: a path, the repository's ``notebooks/``, or the packaged copy."""
+    """Locate a report notebook: a path, the copy packaged in the wheel, or the repository's ``notebooks/``.
+
+    An installed wheel carries the notebooks as package data (``sciatica_outcomes/_notebooks/``, see
+    ``[tool.hatch.build.targets.wheel.force-include]`` in pyproject.toml); a source checkout
+    (editable install) reads them from ``notebooks/`` at the top of the repository.
+    """
     if Path(name).suffix == ".ipynb" and Path(name).is_file():
         return Path(name)
-    here = Path(__file__).resolve()
-    candidates = [here.parents[2] / "notebooks" / name]
     packaged = resources.files("sciatica_outcomes").joinpath("_notebooks", name)
-    candidates.append(Path(str(packaged)))
+    candidates = [Path(str(packaged))]
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file():
+        candidates.append(checkout / "notebooks" / name)
     for path in candidates:
         if path.is_file():
             return path

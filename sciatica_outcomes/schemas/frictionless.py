@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from sciatica_outcomes.defaults import DEFAULT_SCHEMA_DIR
 from sciatica_outcomes.schemas._spec import SCHEMA_VERSION, TableSpec
 from sciatica_outcomes.schemas.redcap import redcap_dictionary, redcap_mapping, repeating_instruments
 from sciatica_outcomes.schemas.registry import TABLE_SPECS
@@ -22,7 +23,6 @@ from sciatica_outcomes.schemas.registry import TABLE_SPECS
 __all__ = ["DEFAULT_SCHEMA_DIR", "export_schemas", "table_schema"]
 
 #: Where ``schemas export`` writes by default (relative to the repository root).
-DEFAULT_SCHEMA_DIR = Path("data/schemas")
 
 _TYPES = {
     pl.String: "string",

@@ -1,13 +1,41 @@
-"""Scoring stage: questionnaire instruments, visit windows, change from baseline and responders."""
+"""Scoring stage: questionnaire instruments, visit windows, change from baseline and responders.
 
-from sciatica_outcomes.scoring.instruments import (
-    INSTRUMENTS,
-    Instrument,
-    ScoredQuestionnaires,
-    odi_band,
-    score_questionnaires,
-)
-from sciatica_outcomes.scoring.visits import BASELINE_LABEL, assign_visits, cap_share, change_from_baseline
+Names are imported on first use (``sciatica_outcomes._lazy``), so importing this package or its ``cli``
+module stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sciatica_outcomes._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from sciatica_outcomes.scoring.instruments import (
+        INSTRUMENTS,
+        Instrument,
+        ScoredQuestionnaires,
+        odi_band,
+        score_questionnaires,
+    )
+    from sciatica_outcomes.scoring.visits import (
+        BASELINE_LABEL,
+        assign_visits,
+        cap_share,
+        change_from_baseline,
+    )
+
+_EXPORTS: dict[str, str] = {
+    "BASELINE_LABEL": "sciatica_outcomes.scoring.visits",
+    "INSTRUMENTS": "sciatica_outcomes.scoring.instruments",
+    "Instrument": "sciatica_outcomes.scoring.instruments",
+    "ScoredQuestionnaires": "sciatica_outcomes.scoring.instruments",
+    "assign_visits": "sciatica_outcomes.scoring.visits",
+    "cap_share": "sciatica_outcomes.scoring.visits",
+    "change_from_baseline": "sciatica_outcomes.scoring.visits",
+    "odi_band": "sciatica_outcomes.scoring.instruments",
+    "score_questionnaires": "sciatica_outcomes.scoring.instruments",
+}
 
 __all__ = [
     "BASELINE_LABEL",
@@ -20,3 +48,5 @@ __all__ = [
     "odi_band",
     "score_questionnaires",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
