@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy.interpolate import BSpline
 
 from sciatica_outcomes.errors import ModelSpecificationError
 
@@ -209,6 +208,8 @@ _UNARY = {"log": np.log, "log1p": np.log1p, "exp": np.exp, "sqrt": np.sqrt, "abs
 
 def _bspline_basis(x: np.ndarray, knots: np.ndarray, deriv: int = 0) -> np.ndarray:
     """Cubic B-spline basis as ``splines::splineDesign(knots, x, 4, derivs)`` (one column per spline)."""
+    from scipy.interpolate import BSpline  # noqa: PLC0415 - 0.4 s to import; only ns() terms need it
+
     n_basis = knots.shape[0] - 4
     out = np.empty((x.shape[0], n_basis))
     right = knots[-1]
