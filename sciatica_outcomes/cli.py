@@ -21,6 +21,7 @@ from sciatica_outcomes._cli_help import install as _plain_help_labels
 from sciatica_outcomes._terminal import make_table, print_table
 from sciatica_outcomes._version import __version__
 from sciatica_outcomes.derive.cli import derive_command
+from sciatica_outcomes.errors import SciaticaOutcomesError
 from sciatica_outcomes.ingest.cli import ingest_command, pseudonymize_command, schemas_app, validate_command
 from sciatica_outcomes.models.cli import fit_command
 from sciatica_outcomes.models.cli_trial import compare_clinics_command, responders_command
@@ -66,6 +67,15 @@ def _console() -> Console:
     return Console()
 
 
+def _exit_on_write_error(exc: OSError, what: str) -> typer.Exit:
+    """One line on stderr for an output that cannot be written; exit code 2."""
+    where = exc.filename or "the output directory"
+    typer.echo(
+        f"error: cannot write {what} to {where}: {exc.strerror or exc}; choose a writable --out", err=True
+    )
+    return typer.Exit(2)
+
+
 class TableFormat(StrEnum):
     """File formats the synthetic cohort can be written in."""
 
@@ -98,7 +108,10 @@ def synth_command(
     console = _console()
     t0 = time.perf_counter()
     cohort = synth.generate_cohort(n_patients=patients, n_clinics=clinics, seed=seed)
-    paths = synth.write_cohort(cohort, out, fmt=fmt.value)
+    try:
+        paths = synth.write_cohort(cohort, out, fmt=fmt.value)
+    except OSError as exc:
+        raise _exit_on_write_error(exc, "the cohort") from None
     elapsed = time.perf_counter() - t0
     if not quiet:
         _print_summary(console, cohort, f"Synthetic cohort (seed {seed})")
@@ -125,44 +138,50 @@ def demo_command(
 
     console = _console()
     t0 = time.perf_counter()
-    data_dir = out / "cohort"
-    db = out / "outcomes.duckdb"
-    cohort = synth.generate_cohort(n_patients=patients, n_clinics=clinics, seed=seed)
-    synth.write_cohort(cohort, data_dir)
-    _print_summary(console, cohort, "1. Synthetic cohort")
-    console.print(f"   tables and truth.json: {data_dir}")
+    try:
+        data_dir = out / "cohort"
+        db = out / "outcomes.duckdb"
+        cohort = synth.generate_cohort(n_patients=patients, n_clinics=clinics, seed=seed)
+        synth.write_cohort(cohort, data_dir)
+        _print_summary(console, cohort, "1. Synthetic cohort")
+        console.print(f"   tables and truth.json: {data_dir}")
 
-    result = ingest_paths(data_dir, db)
-    rows = [
-        (
-            str(row["table"]),
-            f"{row['rows_read']:,}",
-            f"{row.get('rows_stored', 0) or 0:,}",
-            f"{row['rows_quarantined']:,}",
+        result = ingest_paths(data_dir, db)
+        rows = [
+            (
+                str(row["table"]),
+                f"{row['rows_read']:,}",
+                f"{row.get('rows_stored', 0) or 0:,}",
+                f"{row['rows_quarantined']:,}",
+            )
+            for row in result.summary().iter_rows(named=True)
+        ]
+        header = ("table", "rows read", "stored", "quarantined")
+        print_table(console, make_table("2. Ingest into the DuckDB store", header, rows, width=console.width))
+        console.print(f"   store: {db}; validation report: {result.reports.get('html', '-')}")
+
+        paths = write_derived(derive_all(db), out / "derived", source=str(db))
+        console.print(
+            f"3. Derived metrics: {', '.join(sorted(p.name for p in paths.values()))} in {out / 'derived'}"
         )
-        for row in result.summary().iter_rows(named=True)
-    ]
-    header = ("table", "rows read", "stored", "quarantined")
-    print_table(console, make_table("2. Ingest into the DuckDB store", header, rows, width=console.width))
-    console.print(f"   store: {db}; validation report: {result.reports.get('html', '-')}")
 
-    paths = write_derived(derive_all(db), out / "derived", source=str(db))
-    console.print(
-        f"3. Derived metrics: {', '.join(sorted(p.name for p in paths.values()))} in {out / 'derived'}"
-    )
-
-    report = render_quarterly(db, quarter, out / f"quarterly-{quarter}")
-    console.print(
-        f"4. Growth models fitted and quarterly report rendered ({len(report.figures)} figures, "
-        f"{len(report.tables)} tables) in {report.seconds:.1f} s"
-    )
-    cohort_report = render_cohort(db, out / "cohort-analysis")
-    console.print(
-        f"5. Researcher's cohort analysis rendered ({len(cohort_report.figures)} figures, "
-        f"{len(cohort_report.tables)} tables, CSV and LaTeX): {cohort_report.html}"
-    )
-    console.print(f"Demo finished in {time.perf_counter() - t0:.1f} s. Open the quarterly report:")
-    typer.echo(str(report.html))
+        report = render_quarterly(db, quarter, out / f"quarterly-{quarter}")
+        console.print(
+            f"4. Growth models fitted and quarterly report rendered ({len(report.figures)} figures, "
+            f"{len(report.tables)} tables) in {report.seconds:.1f} s"
+        )
+        cohort_report = render_cohort(db, out / "cohort-analysis")
+        console.print(
+            f"5. Researcher's cohort analysis rendered ({len(cohort_report.figures)} figures, "
+            f"{len(cohort_report.tables)} tables, CSV and LaTeX): {cohort_report.html}"
+        )
+        console.print(f"Demo finished in {time.perf_counter() - t0:.1f} s. Open the quarterly report:")
+        typer.echo(str(report.html))
+    except OSError as exc:
+        raise _exit_on_write_error(exc, "the demo") from None
+    except SciaticaOutcomesError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 app.command("derive")(derive_command)

@@ -178,7 +178,13 @@ def schemas_export_command(
     from sciatica_outcomes.schemas.frictionless import export_schemas
 
     console = _console()
-    written = export_schemas(out)
+    try:
+        written = export_schemas(out)
+    except OSError as exc:
+        typer.echo(
+            f"error: cannot write the schemas to {exc.filename or out}: {exc.strerror or exc}", err=True
+        )
+        raise typer.Exit(2) from None
     for p in written:
         console.print(str(p), highlight=False)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sciatica_outcomes.defaults import DEFAULT_DB
-from sciatica_outcomes.errors import ReportParameterError, SciaticaOutcomesError
+from sciatica_outcomes.errors import SciaticaOutcomesError, StoreError
 
 if TYPE_CHECKING:
     from sciatica_outcomes.reports.runner import ReportResult
@@ -26,7 +26,7 @@ report_app = typer.Typer(
 def _err(message: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(message)
+    Console(stderr=True).print(message, soft_wrap=True)  # one line, whatever the terminal's width
 
 
 def render_quarterly(
@@ -114,7 +114,8 @@ def _done(result: ReportResult) -> None:
 
 def _fail(exc: Exception) -> None:
     _err(f"[red]error:[/red] {exc}")
-    raise typer.Exit(code=2 if isinstance(exc, ReportParameterError) else 1)
+    # unusable input (bad parameter, unreadable store or config) is exit 2; a report that failed to run is 1
+    raise typer.Exit(code=2 if isinstance(exc, ValueError | StoreError) else 1)
 
 
 @report_app.command("quarterly")
