@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from sciatica_outcomes._typing import FloatArray
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.defaults import DEFAULT_CASE_MIX
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
@@ -130,7 +131,7 @@ class ProviderComparison:
         return ax
 
 
-def _band(z: np.ndarray) -> np.ndarray:
+def _band(z: FloatArray) -> FloatArray:
     z95, z998 = stats.norm.ppf(0.975), stats.norm.ppf(0.999)
     return np.select(
         [z > z998, z > z95, z < -z998, z < -z95],

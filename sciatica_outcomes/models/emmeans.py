@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from sciatica_outcomes._typing import FloatArray
 from sciatica_outcomes.errors import ModelSpecificationError
 from sciatica_outcomes.models.formula import Design
 from sciatica_outcomes.models.inference import WaldInference
@@ -39,7 +40,7 @@ class EmmeansResult:
     means: pl.DataFrame
     specs: tuple[str, ...]
     by: tuple[str, ...]
-    weights: np.ndarray  # (rows of means, p): the linear functions of beta
+    weights: FloatArray  # (rows of means, p): the linear functions of beta
     inference: WaldInference
     level: float
     numeric: tuple[str, ...]

@@ -37,6 +37,7 @@ import polars as pl
 import scipy.linalg
 from scipy import optimize
 
+from sciatica_outcomes._typing import FloatArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans
 from sciatica_outcomes.models.formula import Design, parse_formula
@@ -77,7 +78,7 @@ def _cs_lower(t: int) -> float:
     return -1.0 / (t - 1) if t > 1 else -1.0
 
 
-def _pacf_to_acf(phi: np.ndarray) -> np.ndarray:
+def _pacf_to_acf(phi: FloatArray) -> FloatArray:
     """Autocorrelations ``r_1..r_K`` from partial autocorrelations ``phi_1..phi_K`` (Durbin-Levinson)."""
     k_max = phi.shape[0]
     r = np.zeros(k_max, dtype=phi.dtype)
@@ -94,7 +95,7 @@ def _pacf_to_acf(phi: np.ndarray) -> np.ndarray:
     return r
 
 
-def _acf_to_pacf(r: np.ndarray) -> np.ndarray:
+def _acf_to_pacf(r: FloatArray) -> FloatArray:
     """Inverse of :func:`_pacf_to_acf` (for starting values)."""
     k_max = r.shape[0]
     phi = np.zeros(k_max)
@@ -109,7 +110,7 @@ def _acf_to_pacf(r: np.ndarray) -> np.ndarray:
     return phi
 
 
-def _sigma(theta: np.ndarray, structure: str, t: int) -> np.ndarray:
+def _sigma(theta: FloatArray, structure: str, t: int) -> FloatArray:
     """The ``T x T`` covariance of the visits for the unconstrained parameters ``theta``."""
     if structure == "us":
         lower = np.zeros((t, t), dtype=theta.dtype)
@@ -139,7 +140,7 @@ def _sigma(theta: np.ndarray, structure: str, t: int) -> np.ndarray:
     return sd[:, None] * corr * sd[None, :]
 
 
-def _sigma_jacobian(theta: np.ndarray, structure: str, t: int) -> np.ndarray:
+def _sigma_jacobian(theta: FloatArray, structure: str, t: int) -> FloatArray:
     """``dSigma / dtheta_j`` for every parameter (shape ``(q, T, T)``), by complex step."""
     h = 1e-30
     q = theta.shape[0]
@@ -151,7 +152,7 @@ def _sigma_jacobian(theta: np.ndarray, structure: str, t: int) -> np.ndarray:
     return out
 
 
-def _theta_start(s0: np.ndarray, structure: str) -> np.ndarray:
+def _theta_start(s0: FloatArray, structure: str) -> FloatArray:
     """Unconstrained parameters approximating a positive definite starting covariance ``s0``."""
     t = s0.shape[0]
     if structure == "us":
@@ -178,7 +179,7 @@ def _theta_start(s0: np.ndarray, structure: str) -> np.ndarray:
     return np.concatenate([sd_part, cor_part])
 
 
-def _variance_parameters(sigma: np.ndarray, structure: str, visits: list[str]) -> list[tuple[str, float]]:
+def _variance_parameters(sigma: FloatArray, structure: str, visits: list[str]) -> list[tuple[str, float]]:
     """Interpretable variance parameters (standard deviations and correlations) of a fitted ``Sigma``."""
     t = sigma.shape[0]
     sd = np.sqrt(np.diag(sigma))
@@ -209,16 +210,16 @@ def _variance_parameters(sigma: np.ndarray, structure: str, visits: list[str]) -
 class _Patterns:
     """Per-pattern cross-product tensors of ``z = [x, y]``."""
 
-    visit_sets: list[np.ndarray]  # visit indices of each pattern
-    counts: np.ndarray  # subjects per pattern
-    tensors: list[np.ndarray]  # (m, p + 1, m, p + 1) per pattern
+    visit_sets: list[FloatArray]  # visit indices of each pattern
+    counts: FloatArray  # subjects per pattern
+    tensors: list[FloatArray]  # (m, p + 1, m, p + 1) per pattern
     n_obs: int
     p: int
     t: int
 
 
 def _build_patterns(
-    subject: np.ndarray, visit: np.ndarray, x: np.ndarray, y: np.ndarray, t: int
+    subject: FloatArray, visit: FloatArray, x: FloatArray, y: FloatArray, t: int
 ) -> _Patterns:
     """Group subjects by their set of observed visits and accumulate cross products in one pass."""
     n_sub = int(subject.max()) + 1
@@ -229,9 +230,9 @@ def _build_patterns(
     row_bits = row_bits[order]
     patterns, first_row = np.unique(row_bits, return_index=True)
     bounds = [*first_row.tolist(), row_bits.shape[0]]
-    sets: list[np.ndarray] = []
+    sets: list[FloatArray] = []
     counts: list[int] = []
-    tensors: list[np.ndarray] = []
+    tensors: list[FloatArray] = []
     k = z.shape[1]
     for j, pat in enumerate(patterns.tolist()):  # loop over missingness patterns
         vis = np.flatnonzero((int(pat) >> np.arange(t)) & 1)
@@ -246,10 +247,10 @@ def _build_patterns(
 @dataclass
 class _Evaluation:
     value: float
-    beta: np.ndarray
-    a_inv: np.ndarray
-    weights: list[np.ndarray]
-    sigma: np.ndarray
+    beta: FloatArray
+    a_inv: FloatArray
+    weights: list[FloatArray]
+    sigma: FloatArray
 
 
 class _Criterion:
@@ -277,8 +278,8 @@ class _Criterion:
         self.const = (n - p) * _LOG2PI if reml else n * _LOG2PI
         self.p = p
 
-    def _weights(self, sigma: np.ndarray) -> tuple[list[np.ndarray], float] | None:
-        ws: list[np.ndarray] = []
+    def _weights(self, sigma: FloatArray) -> tuple[list[FloatArray], float] | None:
+        ws: list[FloatArray] = []
         logdet = 0.0
         for vis, cnt in zip(self.pats.visit_sets, self.pats.counts, strict=True):
             sub = sigma[np.ix_(vis, vis)]
@@ -291,7 +292,7 @@ class _Criterion:
             logdet += float(cnt) * 2.0 * float(np.log(np.diag(chol)).sum())
         return ws, logdet
 
-    def evaluate(self, theta: np.ndarray) -> _Evaluation | None:
+    def evaluate(self, theta: FloatArray) -> _Evaluation | None:
         sigma = _sigma(theta, self.structure, self.pats.t)
         got = self._weights(sigma)
         if got is None or not np.all(np.isfinite(sigma)):
@@ -315,7 +316,7 @@ class _Criterion:
             value += 2.0 * float(np.log(np.diag(chol)).sum())
         return _Evaluation(value, beta, a_inv, ws, sigma)
 
-    def sigma_gradient(self, ev: _Evaluation) -> np.ndarray:
+    def sigma_gradient(self, ev: _Evaluation) -> FloatArray:
         """Gradient of the criterion with respect to the full ``T x T`` matrix ``Sigma``."""
         p = self.p
         t = self.pats.t
@@ -330,7 +331,7 @@ class _Criterion:
             grad[np.ix_(vis, vis)] += cnt * w - w @ inner @ w
         return grad
 
-    def value_and_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+    def value_and_grad(self, theta: FloatArray) -> tuple[float, FloatArray]:
         ev = self.evaluate(theta)
         if ev is None:
             return math.inf, np.zeros_like(theta)
@@ -338,10 +339,10 @@ class _Criterion:
         jac = _sigma_jacobian(theta, self.structure, self.pats.t)
         return ev.value, np.einsum("ab,jab->j", gs, jac)
 
-    def grad(self, theta: np.ndarray) -> np.ndarray:
+    def grad(self, theta: FloatArray) -> FloatArray:
         return self.value_and_grad(theta)[1]
 
-    def hessian(self, theta: np.ndarray) -> np.ndarray:
+    def hessian(self, theta: FloatArray) -> FloatArray:
         """Observed Hessian of the criterion: central differences of the analytic gradient."""
         qn = theta.shape[0]
         hess = np.empty((qn, qn))
@@ -353,7 +354,7 @@ class _Criterion:
             hess[:, j] = (self.grad(up) - self.grad(dn)) / (2.0 * h)
         return 0.5 * (hess + hess.T)
 
-    def vcov_jacobian(self, theta: np.ndarray, ev: _Evaluation) -> np.ndarray:
+    def vcov_jacobian(self, theta: FloatArray, ev: _Evaluation) -> FloatArray:
         """``d vcov(beta) / d theta_j`` (shape ``(q, p, p)``), analytic: ``-V (dA/dtheta_j) V``."""
         p = self.p
         jac = _sigma_jacobian(theta, self.structure, self.pats.t)
@@ -387,7 +388,7 @@ def _formula_orders_interactions_like_names() -> bool:
     return bool(np.array_equal(col, expected))
 
 
-def _column_order(design: Design) -> np.ndarray | None:
+def _column_order(design: Design) -> FloatArray | None:
     """Permutation taking ``Design`` matrix columns to the order of ``design.column_names``, or ``None``.
 
     ``formula.Design`` names interaction columns with the first variable varying fastest (as R does); if its
@@ -430,10 +431,10 @@ class _OrderedDesign:
         self.term_columns = design.term_columns
         self.formula = design.formula
 
-    def fix(self, x: np.ndarray) -> np.ndarray:
+    def fix(self, x: FloatArray) -> FloatArray:
         return x if self.order is None else x[:, self.order]
 
-    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+    def matrix(self, frame: pl.DataFrame) -> FloatArray:
         return self.fix(self.design.matrix(frame))
 
 
@@ -485,13 +486,13 @@ class MMRMResult:
     level: float
     visits: list[str]
     coef_names: list[str]
-    beta: np.ndarray
-    vcov: np.ndarray
+    beta: FloatArray
+    vcov: FloatArray
     summary: pl.DataFrame
-    covariance: np.ndarray
+    covariance: FloatArray
     variance_parameters: pl.DataFrame
-    theta: np.ndarray
-    theta_cov: np.ndarray
+    theta: FloatArray
+    theta_cov: FloatArray
     loglik: float
     aic: float
     bic: float
@@ -503,7 +504,7 @@ class MMRMResult:
     _view: _EmmeansView = field(repr=False)
 
     @property
-    def correlation(self) -> np.ndarray:
+    def correlation(self) -> FloatArray:
         """Correlation matrix of the visits."""
         sd = np.sqrt(np.diag(self.covariance))
         return self.covariance / np.outer(sd, sd)
@@ -513,7 +514,7 @@ class MMRMResult:
         """Whether the optimizer met its convergence criteria (see ``diagnostics``)."""
         return bool(self.diagnostics["converged"])
 
-    def design_matrix(self, frame: pl.DataFrame) -> np.ndarray:
+    def design_matrix(self, frame: pl.DataFrame) -> FloatArray:
         """Fixed-effects design of new data (fitted factor levels; columns in ``coef_names`` order)."""
         if self.visit in frame.columns:
             frame = frame.with_columns(pl.col(self.visit).cast(pl.String))
@@ -522,7 +523,7 @@ class MMRMResult:
     # ---- linear functions of beta ---------------------------------------------------------------
     def contrast(
         self,
-        lmat: np.ndarray | Sequence[Sequence[float]] | dict[str, float],
+        lmat: FloatArray | Sequence[Sequence[float]] | dict[str, float],
         names: Sequence[str] | None = None,
     ) -> pl.DataFrame:
         """Estimates, SE, Satterthwaite df, t, p and CI of the rows of ``L beta``.
@@ -546,7 +547,7 @@ class MMRMResult:
         mat = lmat if isinstance(lmat, dict) else np.atleast_2d(np.asarray(lmat, dtype=float))
         return self.inference.contrast(mat, level=self.level, labels=names)
 
-    def f_test(self, lmat: np.ndarray | Sequence[Sequence[float]]) -> dict[str, float]:
+    def f_test(self, lmat: FloatArray | Sequence[Sequence[float]]) -> dict[str, float]:
         """Satterthwaite F test of ``L beta = 0`` (as lmerTest's ``contestMD``): ``f, num_df, den_df, p``."""
         return self.inference.f_test(np.atleast_2d(np.asarray(lmat, dtype=float)))
 
@@ -1025,7 +1026,7 @@ def _as_polars(data: Any) -> pl.DataFrame:
     raise UnusableInputError(f"data must be a polars or pandas DataFrame, got {type(data).__name__}")
 
 
-def _start_sigma(pats: _Patterns) -> np.ndarray:
+def _start_sigma(pats: _Patterns) -> FloatArray:
     """Pairwise moment estimate of Sigma from OLS residuals, made positive definite."""
     p, t = pats.p, pats.t
     xtx = np.zeros((p + 1, p + 1))
@@ -1053,7 +1054,7 @@ def _start_sigma(pats: _Patterns) -> np.ndarray:
     return corr * np.outer(sd, sd)
 
 
-def _optimise(crit: _Criterion, theta0: np.ndarray, max_iter: int) -> tuple[np.ndarray, dict[str, Any]]:
+def _optimise(crit: _Criterion, theta0: FloatArray, max_iter: int) -> tuple[FloatArray, dict[str, Any]]:
     """BFGS from ``theta0`` then Newton steps on the observed Hessian until the Newton decrement is tiny."""
     fun = crit.value_and_grad
     res = optimize.minimize(fun, theta0, jac=True, method="BFGS", options={"maxiter": max_iter, "gtol": 1e-6})

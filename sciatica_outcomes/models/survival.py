@@ -20,6 +20,7 @@ import polars as pl
 from scipy import stats
 from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 
+from sciatica_outcomes._typing import FloatArray
 from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.scoring import BASELINE_LABEL
 
@@ -245,7 +246,7 @@ def kaplan_meier(
     return KaplanMeierResult(pl.concat(curves), med_frame, logrank)
 
 
-def _pointwise_ci(sf: SurvfuncRight, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+def _pointwise_ci(sf: SurvfuncRight, alpha: float) -> tuple[FloatArray, FloatArray]:
     """Pointwise log-log (cloglog) interval of S(t), as ``survfit(conf.type = "log-log")``."""
     s = sf.surv_prob
     se = sf.surv_prob_se
