@@ -119,7 +119,7 @@ class ProviderComparison:
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 4))
         p = self.providers
-        n_max = max(int(p["n"].max()), 2)
+        n_max = max(int(p["n"].to_numpy().max()), 2)
         grid = np.linspace(1, n_max * 1.05, 200)
         for z, style in ((stats.norm.ppf(0.975), "--"), (stats.norm.ppf(0.999), ":")):
             ax.plot(grid, z * self.residual_sd / np.sqrt(grid), "k" + style, lw=1)

@@ -264,7 +264,8 @@ class _Spline:
         const = const[:, 1:]
         basis = basis[:, 1:]
         q, _ = np.linalg.qr(const.T, mode="complete")
-        return (basis @ q)[:, 2:]
+        out: FloatArray = (basis @ q)[:, 2:]
+        return out
 
 
 @dataclass
@@ -554,7 +555,8 @@ def parse_formula(text: str) -> ModelFormula:
                     )
                 random_vars.setdefault(lab, Variable(n2, lab))
                 rv.append(lab)
-            cols: list[str | None] = ([None] if has_int else []) + rv
+            cols: list[str | None] = [None] if has_int else []
+            cols += rv
             if not cols:
                 raise ModelSpecificationError(f"formula {text!r}: empty random term {deparse(node)!r}")
             if bar.value == "||":

@@ -27,9 +27,9 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -37,13 +37,48 @@ import polars as pl
 import scipy.linalg
 from scipy import optimize
 
-from sciatica_outcomes._typing import FloatArray
+from sciatica_outcomes._typing import FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
-from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans
-from sciatica_outcomes.models.formula import Design, parse_formula
-from sciatica_outcomes.models.inference import WaldInference, vcov_varpar_from_hessian
+from sciatica_outcomes.models.emmeans import EmmeansResult, _column_mean, emmeans
+from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
+from sciatica_outcomes.models.inference import FTest, WaldInference, vcov_varpar_from_hessian
 
-__all__ = ["COVARIANCE_STRUCTURES", "MMRM", "MMRMResult", "fit_mmrm"]
+__all__ = ["COVARIANCE_STRUCTURES", "MMRM", "MMRMDiagnostics", "MMRMResult", "RowsDropped", "fit_mmrm"]
+
+FrameLike: TypeAlias = "pl.DataFrame | pd.DataFrame"
+"""The data a model accepts: a polars or a pandas frame (pandas is converted)."""
+
+
+class RowsDropped(TypedDict):
+    """Rows read and rows dropped, by reason (never silently)."""
+
+    rows_in: int
+    missing_subject_or_visit: int
+    missing_response: int
+    missing_covariate: int
+
+
+class _OptimiserReport(TypedDict):
+    optimizer: str
+    iterations: int
+    newton_steps: int
+    criterion: float
+    gradient_norm: float
+    newton_decrement: float
+    converged: bool
+    message: str
+
+
+class MMRMDiagnostics(_OptimiserReport):
+    """How the optimum was reached and how good it is (``MMRMResult.diagnostics``)."""
+
+    hessian_positive_definite: bool
+    hessian_min_eigenvalue: float
+    boundary: bool
+    n_patterns: int
+    rows_dropped: RowsDropped
+    fit_seconds: float
+
 
 #: Covariance structures of the visits and their meaning.
 COVARIANCE_STRUCTURES: dict[str, str] = {
@@ -210,17 +245,15 @@ def _variance_parameters(sigma: FloatArray, structure: str, visits: list[str]) -
 class _Patterns:
     """Per-pattern cross-product tensors of ``z = [x, y]``."""
 
-    visit_sets: list[FloatArray]  # visit indices of each pattern
-    counts: FloatArray  # subjects per pattern
+    visit_sets: list[IntArray]  # visit indices of each pattern
+    counts: IntArray  # subjects per pattern
     tensors: list[FloatArray]  # (m, p + 1, m, p + 1) per pattern
     n_obs: int
     p: int
     t: int
 
 
-def _build_patterns(
-    subject: FloatArray, visit: FloatArray, x: FloatArray, y: FloatArray, t: int
-) -> _Patterns:
+def _build_patterns(subject: IntArray, visit: IntArray, x: FloatArray, y: FloatArray, t: int) -> _Patterns:
     """Group subjects by their set of observed visits and accumulate cross products in one pass."""
     n_sub = int(subject.max()) + 1
     bits = np.bincount(subject, weights=np.exp2(visit), minlength=n_sub).astype(np.int64)
@@ -230,7 +263,7 @@ def _build_patterns(
     row_bits = row_bits[order]
     patterns, first_row = np.unique(row_bits, return_index=True)
     bounds = [*first_row.tolist(), row_bits.shape[0]]
-    sets: list[FloatArray] = []
+    sets: list[IntArray] = []
     counts: list[int] = []
     tensors: list[FloatArray] = []
     k = z.shape[1]
@@ -388,7 +421,7 @@ def _formula_orders_interactions_like_names() -> bool:
     return bool(np.array_equal(col, expected))
 
 
-def _column_order(design: Design) -> FloatArray | None:
+def _column_order(design: Design) -> IntArray | None:
     """Permutation taking ``Design`` matrix columns to the order of ``design.column_names``, or ``None``.
 
     ``formula.Design`` names interaction columns with the first variable varying fastest (as R does); if its
@@ -498,7 +531,7 @@ class MMRMResult:
     bic: float
     n_obs: int
     n_subjects: int
-    diagnostics: dict[str, Any]
+    diagnostics: MMRMDiagnostics
     patterns: pl.DataFrame
     inference: WaldInference = field(repr=False)
     _view: _EmmeansView = field(repr=False)
@@ -507,7 +540,8 @@ class MMRMResult:
     def correlation(self) -> FloatArray:
         """Correlation matrix of the visits."""
         sd = np.sqrt(np.diag(self.covariance))
-        return self.covariance / np.outer(sd, sd)
+        corr: FloatArray = self.covariance / np.outer(sd, sd)
+        return corr
 
     @property
     def converged(self) -> bool:
@@ -547,7 +581,7 @@ class MMRMResult:
         mat = lmat if isinstance(lmat, dict) else np.atleast_2d(np.asarray(lmat, dtype=float))
         return self.inference.contrast(mat, level=self.level, labels=names)
 
-    def f_test(self, lmat: FloatArray | Sequence[Sequence[float]]) -> dict[str, float]:
+    def f_test(self, lmat: FloatArray | Sequence[Sequence[float]]) -> FTest:
         """Satterthwaite F test of ``L beta = 0`` (as lmerTest's ``contestMD``): ``f, num_df, den_df, p``."""
         return self.inference.f_test(np.atleast_2d(np.asarray(lmat, dtype=float)))
 
@@ -572,7 +606,7 @@ class MMRMResult:
         self,
         specs: str | Sequence[str] | None = None,
         by: str | Sequence[str] | None = None,
-        at: dict[str, Sequence[Any]] | None = None,
+        at: Mapping[str, Sequence[Any]] | None = None,
     ) -> EmmeansResult:
         """Estimated marginal (least-squares) means with emmeans defaults, and their contrasts.
 
@@ -598,7 +632,7 @@ class MMRMResult:
         default for ``gls``) and ``pairs(emmeans(gls_fit, ~ group | visit))``.
         """
         spec = self.visit if specs is None else specs
-        return emmeans(self._view, spec, at=at, by=by, level=self.level)  # type: ignore[arg-type]
+        return emmeans(self._view, spec, at=at, by=by, level=self.level)
 
     def lsmeans(self, specs: str | Sequence[str] | None = None) -> pl.DataFrame:
         """LS means by visit (or by ``specs``): the ``means`` frame of :meth:`emmeans`."""
@@ -737,6 +771,19 @@ def _visit_levels(col: pl.Series, given: Sequence[Any] | None) -> tuple[pl.Serie
     return text, levels
 
 
+class _Prepared(TypedDict):
+    """The rows an MMRM is fitted to, as arrays (:meth:`MMRM._prepare`)."""
+
+    frame: pl.DataFrame
+    design: _OrderedDesign
+    x: FloatArray
+    y: FloatArray
+    subject: IntArray  # subject code 0 .. n_subjects - 1 of each row
+    visit: IntArray  # visit position of each row
+    levels: list[str]
+    dropped: RowsDropped
+
+
 class MMRM:
     """Mixed model for repeated measures with a structured residual covariance of the visits.
 
@@ -818,7 +865,7 @@ class MMRM:
         self.max_iter = max_iter
 
     # ---- data preparation ------------------------------------------------------------------------
-    def _prepare(self, data: Any) -> dict[str, Any]:
+    def _prepare(self, data: FrameLike) -> _Prepared:
         frame = _as_polars(data)
         parsed = parse_formula(self.formula)
         if parsed.random:
@@ -902,7 +949,7 @@ class MMRM:
         }
 
     # ---- fitting ---------------------------------------------------------------------------------
-    def fit(self, data: Any) -> MMRM:
+    def fit(self, data: FrameLike) -> MMRM:
         """Fit the model to a long frame (one row per subject and visit); returns ``self``.
 
         Parameters
@@ -935,7 +982,7 @@ class MMRM:
                 )
         crit = _Criterion(pats, struct, self.reml)
         theta0 = _theta_start(_start_sigma(pats), struct)
-        theta, diag = _optimise(crit, theta0, self.max_iter)
+        theta, report = _optimise(crit, theta0, self.max_iter)
         ev = crit.evaluate(theta)
         if ev is None:  # pragma: no cover - the optimizer only returns evaluable points
             raise RuntimeError("the fitted covariance is not positive definite")
@@ -967,16 +1014,15 @@ class MMRM:
         p = x.shape[1]
         loglik = -0.5 * ev.value
         n_eff = pats.n_obs - p if self.reml else pats.n_obs
-        diag.update(
-            {
-                "hessian_positive_definite": hess_pd,
-                "hessian_min_eigenvalue": float(eig_desc[-1]),
-                "boundary": boundary,
-                "n_patterns": len(pats.visit_sets),
-                "rows_dropped": prep["dropped"],
-                "fit_seconds": time.perf_counter() - t0,
-            }
-        )
+        diag: MMRMDiagnostics = {
+            **report,
+            "hessian_positive_definite": hess_pd,
+            "hessian_min_eigenvalue": float(eig_desc[-1]),
+            "boundary": boundary,
+            "n_patterns": len(pats.visit_sets),
+            "rows_dropped": prep["dropped"],
+            "fit_seconds": time.perf_counter() - t0,
+        }
         if not hess_pd:
             diag["message"] = (
                 diag["message"] + "; Hessian not positive definite: Cov(theta) uses its positive eigenvalues"
@@ -1018,7 +1064,7 @@ class MMRM:
         return self
 
 
-def _as_polars(data: Any) -> pl.DataFrame:
+def _as_polars(data: object) -> pl.DataFrame:
     if isinstance(data, pl.DataFrame):
         return data
     if isinstance(data, pd.DataFrame):
@@ -1051,10 +1097,11 @@ def _start_sigma(pats: _Patterns) -> FloatArray:
     corr = vecs @ np.diag(w) @ vecs.T
     d = np.sqrt(np.diag(corr))
     corr = corr / np.outer(d, d)
-    return corr * np.outer(sd, sd)
+    sigma: FloatArray = corr * np.outer(sd, sd)
+    return sigma
 
 
-def _optimise(crit: _Criterion, theta0: FloatArray, max_iter: int) -> tuple[FloatArray, dict[str, Any]]:
+def _optimise(crit: _Criterion, theta0: FloatArray, max_iter: int) -> tuple[FloatArray, _OptimiserReport]:
     """BFGS from ``theta0`` then Newton steps on the observed Hessian until the Newton decrement is tiny."""
     fun = crit.value_and_grad
     res = optimize.minimize(fun, theta0, jac=True, method="BFGS", options={"maxiter": max_iter, "gtol": 1e-6})
@@ -1108,7 +1155,7 @@ def _optimise(crit: _Criterion, theta0: FloatArray, max_iter: int) -> tuple[Floa
     }
 
 
-def _column_info(formula: Any, frame: pl.DataFrame) -> dict[str, tuple[str, Any]]:
+def _column_info(formula: ModelFormula, frame: pl.DataFrame) -> dict[str, tuple[str, Any]]:
     """Predictor columns for the emmeans reference grid: factor levels, or the mean over fitted rows."""
     info: dict[str, tuple[str, Any]] = {}
     for var in formula.variables.values():
@@ -1116,7 +1163,7 @@ def _column_info(formula: Any, frame: pl.DataFrame) -> dict[str, tuple[str, Any]
             if var.kind == "factor":
                 info[col] = ("factor", [str(v) for v in var.levels])
             elif col not in info:
-                info[col] = ("numeric", float(frame[col].cast(pl.Float64).mean()))  # type: ignore[arg-type]
+                info[col] = ("numeric", _column_mean(frame, col))
     return info
 
 

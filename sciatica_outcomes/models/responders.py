@@ -290,7 +290,8 @@ def model_based_responders(
 
     def shares(beta: FloatArray, sd: FloatArray, thr: FloatArray) -> FloatArray:
         mean = xg @ beta  # (visits, patients)
-        return stats.norm.cdf((direction * mean - thr[None, :]) / sd[:, None]).mean(axis=1)
+        share: FloatArray = stats.norm.cdf((direction * mean - thr[None, :]) / sd[:, None]).mean(axis=1)
+        return share
 
     rng = np.random.default_rng(seed)
     betas = rng.multivariate_normal(res.beta, res.vcov, n_draws)
