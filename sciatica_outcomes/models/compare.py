@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -30,6 +30,9 @@ from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models.formula import Design, parse_formula
 from sciatica_outcomes.models.lmm import GrowthModel
 from sciatica_outcomes.models.responders import responder_frame
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = [
     "DEFAULT_CASE_MIX",
@@ -112,7 +115,7 @@ class ProviderComparison:
             "diagnostics": self.diagnostics,
         }
 
-    def funnel(self, ax: Any = None) -> Any:
+    def funnel(self, ax: Axes | None = None) -> Axes:
         """Funnel plot: O - E against volume with 95 % and 99.8 % limits; returns the axes."""
         import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
 

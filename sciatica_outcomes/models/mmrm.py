@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypedDict
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models.emmeans import EmmeansResult, _column_mean, emmeans
 from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
 from sciatica_outcomes.models.inference import FTest, WaldInference, vcov_varpar_from_hessian
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["COVARIANCE_STRUCTURES", "MMRM", "MMRMDiagnostics", "MMRMResult", "RowsDropped", "fit_mmrm"]
 
@@ -692,7 +695,7 @@ class MMRMResult:
         """:meth:`to_dict` as JSON text (non-finite numbers as null)."""
         return json.dumps(_jsonable(self.to_dict()), indent=indent)
 
-    def plot(self, ax: Any = None, by: str | None = None) -> Any:
+    def plot(self, ax: Axes | None = None, by: str | None = None) -> Axes:
         """LS means by visit with confidence intervals (one line per level of ``by``); returns the axes."""
         import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
 
