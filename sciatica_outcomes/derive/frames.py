@@ -14,6 +14,7 @@ from sciatica_outcomes.derive._common import (
     combined_code,
     episode_windows,
     load_tables,
+    max_int,
     resolve_data_cut,
     sort_by_code,
 )
@@ -248,7 +249,7 @@ def _completed_so_far(sessions: pl.DataFrame, win: pl.DataFrame, frame: pl.DataF
     if comp.height == 0 or not isinstance(day0, date) or not isinstance(day1, date):
         return pl.Series("_done", [None] * frame.height, dtype=pl.UInt32)
     n_days = (day1 - day0).days + 1
-    n_e = int(ranks.select(pl.col("_ek").max().fill_null(0)).item()) + 1
+    n_e = max_int(ranks["_ek"]) + 1
     day = (pl.col("_date") - pl.lit(day0, pl.Date)).dt.total_days()
     key = combined_code([("_ek", n_e), ("_day", n_days)])
     counts = (
