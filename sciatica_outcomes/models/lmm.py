@@ -34,6 +34,7 @@ from sciatica_outcomes.models.inference import (
 from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.axes import Axes
 
 
