@@ -8,6 +8,7 @@ fit, the table is printed at its own minimum width (the terminal then wraps the 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from rich import box
 from rich.console import Console
@@ -65,7 +66,7 @@ def make_table(
             sizes[j] = max(values[j], min(len(header[j]), HEADER_FLOOR))
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
     for j, name in enumerate(header):
-        justify = "right" if j in numbers else "left"
+        justify: Literal["right", "left"] = "right" if j in numbers else "left"
         # a number fits its column on one line; only a header longer than the column folds
         table.add_column(name, justify=justify, overflow="fold", width=sizes[j])
     for row in cells:

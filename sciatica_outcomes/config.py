@@ -28,9 +28,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sciatica_outcomes.errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_T = TypeVar("_T")
+_Table = TypeVar("_Table", bound="DataclassInstance")
 
 __all__ = ["ClinicalConfig", "Mcid", "VisitWindow", "default_config"]
 
@@ -118,7 +124,7 @@ def _default_windows() -> dict[str, VisitWindow]:
     }
 
 
-def _f(default: Any, source: str, doc: str) -> Any:
+def _f(default: _T, source: str, doc: str) -> _T:
     """A documented config field (default, source, one-line meaning)."""
     return field(default=default, metadata={"source": source, "doc": doc})
 
@@ -407,7 +413,9 @@ class ClinicalConfig:
         ]
 
 
-def _merge_tables(key: str, current: dict[str, Any], value: Any, kind: type) -> dict[str, Any]:
+def _merge_tables(
+    key: str, current: Mapping[str, _Table], value: object, kind: type[_Table]
+) -> dict[str, _Table]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key} must be a table of tables, got {value!r}")
     merged = dict(current)

@@ -201,7 +201,8 @@ class Store:
     def _exec(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Execute one statement and fetch its whole result (DuckDB needs results consumed)."""
         cur = self._con.execute(sql, params) if params is not None else self._con.execute(sql)
-        return cur.fetchall() if cur.description is not None else []
+        # duckdb's stubs type description as never None; it is None for statements without a result
+        return cur.fetchall() if cur.description is not None else []  # type: ignore[redundant-expr]
 
     def _existing_tables(self) -> set[str]:
         rows = self._exec("SELECT table_name FROM duckdb_tables() WHERE NOT temporary")
@@ -261,10 +262,13 @@ class Store:
             return pl.DataFrame(schema=dict(schema))
         cols = ", ".join(_q(c) for c in schema)
         keys = ", ".join(_q(c) for c in order)
-        frame = pl.from_arrow(
+        # typing gaps: duckdb's stubs say to_arrow_table may return None (so polars' overload gives
+        # "DataFrame | Series"), and polars' cast takes a Mapping keyed by column-or-selector, which a
+        # dict keyed by str does not match (Mapping keys are invariant)
+        frame: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
             self._con.sql(f"SELECT {cols} FROM {_q(table)} ORDER BY {keys}").to_arrow_table()
         )
-        return frame.cast(dict(schema))
+        return frame.cast(dict(schema))  # type: ignore[arg-type]
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """Return the six canonical tables, keyed by name."""
@@ -381,7 +385,8 @@ class Store:
         """
         if frame.is_empty():
             return 0
-        frame = frame.select(list(QUARANTINE_SCHEMA)).cast(dict(QUARANTINE_SCHEMA))
+        # polars' cast takes a Mapping keyed by column-or-selector; a dict keyed by str does not match
+        frame = frame.select(list(QUARANTINE_SCHEMA)).cast(dict(QUARANTINE_SCHEMA))  # type: ignore[arg-type]
         self._con.register("_q_rows", frame)
         try:
             before = self._count("quarantine")

@@ -46,11 +46,13 @@ import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
+from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
 from sciatica_outcomes.scoring.instruments import ODI_SECTIONS, SCIATICA_ITEMS
 
 __all__ = [
@@ -210,7 +212,7 @@ class Cohort:
     config: SynthConfig
 
 
-def effective_weeks(weeks: np.ndarray | float, tau: float) -> np.ndarray:
+def effective_weeks(weeks: npt.ArrayLike, tau: float) -> FloatArray:
     """Time transform of the generating curve, ``g(t) = tau * (1 - exp(-max(t, 0) / tau))``.
 
     Parameters
@@ -225,8 +227,9 @@ def effective_weeks(weeks: np.ndarray | float, tau: float) -> np.ndarray:
     numpy.ndarray
         Effective weeks; ``g'(0) = 1`` so a rate per effective week is the initial rate per week.
     """
-    t = np.maximum(np.asarray(weeks, dtype=float), 0.0)
-    return tau * (1.0 - np.exp(-t / tau))
+    t = np.maximum(np.asarray(weeks, dtype=np.float64), 0.0)
+    out: FloatArray = tau * (1.0 - np.exp(-t / tau))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,7 +237,7 @@ def effective_weeks(weeks: np.ndarray | float, tau: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def _items_with_sum(rng: np.random.Generator, totals: np.ndarray, n_items: int, item_max: int) -> np.ndarray:
+def _items_with_sum(rng: np.random.Generator, totals: FloatArray, n_items: int, item_max: int) -> IntArray:
     """Integer item responses in ``0..item_max`` whose row sums equal ``totals`` exactly.
 
     Responses start near the even share ``totals / n_items`` with noise, then the difference to the target
@@ -259,7 +262,7 @@ def _items_with_sum(rng: np.random.Generator, totals: np.ndarray, n_items: int, 
     return items
 
 
-def _labels(names: tuple[str, ...] | list[str], codes: np.ndarray) -> pl.Series:
+def _labels(names: tuple[str, ...] | list[str], codes: npt.ArrayLike) -> pl.Series:
     """String labels from integer codes into ``names`` (``-1`` = null), without a numpy string array."""
     codes = np.asarray(codes, dtype=np.int64)
     out = pl.Series(list(names), dtype=pl.String).gather(np.maximum(codes, 0))
@@ -267,7 +270,7 @@ def _labels(names: tuple[str, ...] | list[str], codes: np.ndarray) -> pl.Series:
     return out.scatter(missing, None) if missing.size else out
 
 
-def _id_series(prefix: str, numbers: np.ndarray, width: int) -> pl.Series:
+def _id_series(prefix: str, numbers: npt.ArrayLike, width: int) -> pl.Series:
     """Vectorised identifier codes such as ``EP000123``."""
     return (
         pl.DataFrame({"n": np.asarray(numbers, dtype=np.int64)})
@@ -276,9 +279,18 @@ def _id_series(prefix: str, numbers: np.ndarray, width: int) -> pl.Series:
     )
 
 
-def _dates(base_days: np.ndarray, offsets: np.ndarray) -> pl.Series:
+def _dates(base_days: IntArray, offsets: IntArray) -> pl.Series:
     """Dates from epoch-day integers (``base_days + offsets``)."""
     return pl.Series((base_days + offsets).astype(np.int32)).cast(pl.Date)
+
+
+class _Effects(TypedDict):
+    """Latent per-episode and per-clinic effects of one outcome (the ground truth of its growth model)."""
+
+    level: FloatArray
+    rate: FloatArray
+    clinic_intercept: FloatArray
+    clinic_rate: FloatArray
 
 
 def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Cohort:
@@ -332,7 +344,7 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
     # ---- latent outcome effects -------------------------------------------------------------------
     severity = rng.standard_normal(n)
     responsiveness = rng.standard_normal(n)
-    effects: dict[str, dict[str, np.ndarray]] = {}
+    effects: dict[str, _Effects] = {}
     ls, lr = cfg.severity_loading, cfg.responsiveness_loading
     for name, p in cfg.outcomes.items():
         z0 = ls * severity + math.sqrt(1 - ls**2) * rng.standard_normal(n)
@@ -348,7 +360,7 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
             "clinic_rate": r_c,
         }
 
-    def latent(name: str, idx: np.ndarray, weeks: np.ndarray, noise: bool = True) -> np.ndarray:
+    def latent(name: str, idx: IntArray, weeks: FloatArray, noise: bool = True) -> FloatArray:
         e = effects[name]
         val = e["level"][idx] + e["rate"][idx] * effective_weeks(weeks, cfg.tau_weeks)
         if noise:
@@ -466,9 +478,9 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
     item_frames: list[pl.DataFrame] = []
 
     def add_measure(
-        mask: np.ndarray,
+        mask: BoolArray,
         measure: str,
-        value: np.ndarray,
+        value: FloatArray,
         stopped: pl.Series | None = None,
         cap: float | None = None,
         version: str | None = None,

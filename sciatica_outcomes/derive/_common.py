@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Protocol, TypeAlias
 
 import numpy as np
 import polars as pl
@@ -27,7 +27,29 @@ import polars as pl
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.errors import UnusableInputError
 
-Source = Any  # a Store, a path to a DuckDB store, or a mapping of canonical table name -> frame
+
+def max_int(series: pl.Series, default: int = 0) -> int:
+    """Largest value of an integer column, ``default`` when it has none (empty or all null)."""
+    value = series.max()
+    return int(value) if isinstance(value, int | float) else default
+
+
+def min_int(series: pl.Series, default: int = 0) -> int:
+    """Smallest value of an integer column, ``default`` when it has none (empty or all null)."""
+    value = series.min()
+    return int(value) if isinstance(value, int | float) else default
+
+
+class TableSource(Protocol):
+    """Anything with the canonical tables, such as a :class:`~sciatica_outcomes.store.Store`."""
+
+    def tables(self) -> Mapping[str, pl.DataFrame]:
+        """The canonical tables keyed by name."""
+        ...
+
+
+Source: TypeAlias = "TableSource | str | Path | Mapping[str, pl.DataFrame]"
+"""A Store (or anything with ``tables()``), a path to a DuckDB store, or a mapping of table name to frame."""
 
 TABLE_NAMES: tuple[str, ...] = (
     "episodes",
@@ -56,6 +78,7 @@ def load_tables(source: Source) -> dict[str, pl.DataFrame]:
     if isinstance(source, str | Path):
         from sciatica_outcomes.store import Store  # noqa: PLC0415 - the store is optional for frame input
 
+        tables: Mapping[str, pl.DataFrame]
         with Store(source, read_only=True) as store:
             tables = store.tables()
     elif hasattr(source, "tables") and callable(source.tables):
@@ -87,7 +110,7 @@ def resolve_data_cut(tables: Mapping[str, pl.DataFrame], data_cut: date | None) 
     """The data cut: the given date, else the latest date recorded in any table (None if there is none)."""
     if data_cut is not None:
         return data_cut
-    candidates: list[Any] = []
+    candidates: list[object] = []
     for name, col in (
         ("sessions", "session_date"),
         ("measures", "assessed_on"),
@@ -98,8 +121,8 @@ def resolve_data_cut(tables: Mapping[str, pl.DataFrame], data_cut: date | None) 
         frame = tables.get(name)
         if frame is not None and col in frame.columns and frame.height and frame.schema[col] == pl.Date:
             candidates.append(frame[col].max())
-    candidates = [c for c in candidates if c is not None]
-    return max(candidates) if candidates else None
+    dates = [c for c in candidates if isinstance(c, date)]
+    return max(dates) if dates else None
 
 
 def episode_windows(episodes: pl.DataFrame, config: ClinicalConfig, data_cut: date | None) -> pl.DataFrame:

@@ -11,6 +11,7 @@ from sciatica_outcomes.derive._common import (
     attach_episodes,
     combined_code,
     episode_windows,
+    max_int,
     run_starts,
     sort_by_code,
 )
@@ -96,8 +97,8 @@ def _weekly_adherence(win: pl.DataFrame, inside: pl.DataFrame) -> pl.DataFrame:
     # one integer key per (episode, week): weeks are 7 days apart from the earliest Monday
     first = pl.concat([weeks["week_start"], sessions["week_start"]]).min()
     last = pl.concat([weeks["week_start"], sessions["week_start"]]).max()
-    n_weeks = (last - first).days // 7 + 1 if first is not None else 1
-    n_e = int(win["_ek"].max() or 0) + 1
+    n_weeks = (last - first).days // 7 + 1 if isinstance(first, date) and isinstance(last, date) else 1
+    n_e = max_int(win["_ek"]) + 1
     week_no = ((pl.col("week_start") - pl.lit(first, pl.Date)).dt.total_days() // 7).alias("_wk")
 
     def keyed(frame: pl.DataFrame) -> pl.DataFrame:
@@ -192,9 +193,9 @@ def episode_adherence(
     )
     # distinct completed days per episode, in date order
     done = inside.filter(pl.col("status") == "completed").select("_ek", "episode_id", "session_date")
-    day0 = done["session_date"].min()
-    n_days = (done["session_date"].max() - day0).days + 1 if day0 is not None else 1
-    n_e = int(done["_ek"].max() or 0) + 1
+    day0, day1 = done["session_date"].min(), done["session_date"].max()
+    n_days = (day1 - day0).days + 1 if isinstance(day0, date) and isinstance(day1, date) else 1
+    n_e = max_int(done["_ek"]) + 1
     day = (pl.col("session_date") - pl.lit(day0, pl.Date)).dt.total_days().alias("_day")
     done = sort_by_code(
         done.with_columns(day).with_columns(combined_code([("_ek", n_e), ("_day", n_days)]).alias("_o")), "_o"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
@@ -10,11 +12,16 @@ from sciatica_outcomes.derive._common import (
     completed_sessions,
     exercise_rows_to_sessions,
     first_of_runs,
+    max_int,
+    min_int,
     run_starts,
     sort_by_code,
 )
 from sciatica_outcomes.derive.pain import session_pain
 from sciatica_outcomes.schemas.catalogs import exercise_catalog
+
+if TYPE_CHECKING:
+    from polars.expr.whenthen import ChainedThen, Then
 
 __all__ = ["BAND_ORDER", "episode_progression", "exercise_progression", "weekly_dose"]
 
@@ -161,10 +168,9 @@ def weekly_dose(
     rows = rows.with_columns(
         ((pl.col("session_date") - pl.col("start_date")).dt.total_days() // 7).alias("program_week")
     )
-    w_min = rows["program_week"].min()
-    w_min = int(w_min) if w_min is not None else 0
-    n_w = int(rows["program_week"].max() or 0) - w_min + 2
-    n_e = int(done["_e"].max() or 0) + 1
+    w_min = min_int(rows["program_week"])
+    n_w = max_int(rows["program_week"]) - w_min + 2
+    n_e = max_int(done["_e"]) + 1
     n_m = groups.len()
     rows = sort_by_code(
         rows.select(
@@ -204,9 +210,9 @@ _LEVEL_SHIFT = 2**32
 
 def _coded_progression(done: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     """Progression rows on integer codes, sorted by ``_e, _f, _s`` (see :func:`exercise_progression`)."""
-    n_e = int(done["_e"].max() or 0) + 1
-    n_s = int(done["_s"].max() or 0) + 1
-    n_f = int(rows["_f"].max() or 0) + 1
+    n_e = max_int(done["_e"]) + 1
+    n_s = max_int(done["_s"]) + 1
+    n_f = max_int(rows["_f"]) + 1
     rows = sort_by_code(
         rows.select("_e", "_s", "_x", pl.col("_f").fill_null(0), "family_level", *_DIMENSIONS).with_columns(
             combined_code([("_e", n_e), ("_f", n_f), ("_s", n_s)]).alias("_o")
@@ -245,7 +251,7 @@ def _coded_progression(done: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     )
     any_up, any_down = pl.col("_any_up"), pl.col("_any_down")
     level_up, level_down = pl.col("_level_up"), pl.col("_level_down")
-    kind = pl.when(level_up).then(pl.lit("variant"))
+    kind: Then | ChainedThen = pl.when(level_up).then(pl.lit("variant"))
     for d in _DIMENSIONS:
         kind = kind.when(pl.col(f"_up_{d}") & ~any_down).then(pl.lit(d))
     return per.with_columns(

@@ -14,6 +14,7 @@ from sciatica_outcomes.derive._common import (
     combined_code,
     episode_windows,
     load_tables,
+    max_int,
     resolve_data_cut,
     sort_by_code,
 )
@@ -245,10 +246,10 @@ def _completed_so_far(sessions: pl.DataFrame, win: pl.DataFrame, frame: pl.DataF
     )
     dates = pl.concat([comp["session_date"], rows["assessed_on"]])
     day0, day1 = dates.min(), dates.max()
-    if comp.height == 0 or day0 is None:
+    if comp.height == 0 or not isinstance(day0, date) or not isinstance(day1, date):
         return pl.Series("_done", [None] * frame.height, dtype=pl.UInt32)
     n_days = (day1 - day0).days + 1
-    n_e = int(ranks["_ek"].max() or 0) + 1
+    n_e = max_int(ranks["_ek"]) + 1
     day = (pl.col("_date") - pl.lit(day0, pl.Date)).dt.total_days()
     key = combined_code([("_ek", n_e), ("_day", n_days)])
     counts = (
@@ -338,7 +339,7 @@ def _summary(
         for col in ("last_visit", "change", "responder_mcid"):
             piv = follow.pivot(on="measure", index="episode_id", values=col, aggregate_function="first")
             wide = wide.join(
-                piv.rename(lambda c, col=col: c if c == "episode_id" else f"{c}_{col}"),
+                piv.rename({c: f"{c}_{col}" for c in piv.columns if c != "episode_id"}),
                 on="episode_id",
                 how="left",
             )

@@ -10,6 +10,8 @@ from sciatica_outcomes.derive._common import (
     combined_code,
     completed_sessions,
     exercise_rows_to_sessions,
+    max_int,
+    min_int,
     sort_by_code,
 )
 
@@ -179,10 +181,9 @@ def _weekly_pain(d: pl.DataFrame, config: ClinicalConfig) -> pl.DataFrame:
     d = d.with_columns(
         ((pl.col("session_date") - pl.col("start_date")).dt.total_days() // 7).alias("program_week")
     )
-    w_min = d["program_week"].min()
-    w_min = int(w_min) if w_min is not None else 0
-    n_w = int(d["program_week"].max() or 0) - w_min + 2
-    n_e = int(d["_ek"].max() or 0) + 1
+    w_min = min_int(d["program_week"])
+    n_w = max_int(d["program_week"]) - w_min + 2
+    n_e = max_int(d["_ek"]) + 1
     d = sort_by_code(
         d.select(
             "episode_id",

@@ -319,7 +319,7 @@ def write_fhir_bundle(measures: pl.DataFrame, items: pl.DataFrame, path: str | P
         }
         if r["measure"] in ("nprs_leg", "nprs_back"):
             obs["bodySite"] = {"text": r["measure"].removeprefix("nprs_")}
-        comps = []
+        comps: list[dict[str, object]] = []
         if r.get("stopped_reason") is not None:
             comps.append(
                 {

@@ -160,6 +160,9 @@ def read_sources(
             def sha(path: Path = path) -> str:
                 return digests[path].result().sha256
 
+            def n_lines(path: Path = path) -> int:
+                return digests[path].result().lines
+
             suffix = path.suffix.lower()
             stem = path.stem.strip().lower()
             if suffix in _JSON:
@@ -202,7 +205,7 @@ def read_sources(
                             path,
                             target,
                             "",
-                            lines=lambda path=path: digests[path].result().lines,
+                            lines=n_lines,
                             typed=TABLE_SPECS[target].dtypes,
                         )
                     ]

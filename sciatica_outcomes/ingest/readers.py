@@ -144,7 +144,7 @@ def _csv_line_numbers(text: str, delimiter: str, n_rows: int) -> list[int]:
 
 
 def _drop_blank_rows(
-    raw: pl.DataFrame, path: str, table: str, unit: str
+    raw: pl.DataFrame, path: str, table: str | None, unit: str
 ) -> tuple[pl.DataFrame, list[Notice]]:
     data_cols = [c for c in raw.columns if c != ROW]
     if not data_cols:

@@ -229,7 +229,7 @@ def _parse_text(column: str, dtype: pl.DataType) -> tuple[pl.Expr, list[_Check]]
         as_float = s.cast(pl.Float64, strict=False)
         whole = as_float.is_finite() & (as_float.round(0) == as_float) & (as_float.abs() < 2**53)
         fallback = pl.when(whole).then(as_float.cast(pl.Int64, strict=False))
-        parsed = pl.when(present).then(pl.coalesce(as_int, fallback))
+        parsed: pl.Expr = pl.when(present).then(pl.coalesce(as_int, fallback))
         not_whole = present & as_int.is_null() & as_float.is_not_null() & ~whole
         not_number = present & as_int.is_null() & as_float.is_null()
         return parsed, [
@@ -736,7 +736,7 @@ def _first_pass(source: SourceTable) -> _Work:
             adjusted.append(
                 _Check(ch.rule, ch.column, ch.failed & ~pl.lit(type_failed[ch.column]), ch.value, ch.message)
             )
-        elif ch.rule == "required_value" and ch.column in typed_fail_cols:
+        elif ch.rule == "required_value" and ch.column is not None and ch.column in typed_fail_cols:
             adjusted.append(
                 _Check(ch.rule, ch.column, ch.failed & pl.col(ch.column).is_null(), ch.value, ch.message)
             )
@@ -748,9 +748,9 @@ def _first_pass(source: SourceTable) -> _Work:
     fk_columns = {fk.columns[0] for fk in spec.foreign_keys}
     for k, ch in enumerate(adjusted):
         if ch.rule == "format" and ch.column in fk_columns and work.height:
-            parsed = _p(ch.column)
-            heads, run = runs[parsed] = _runs(work, parsed)
-            head_failed = heads.rename({"v": parsed}).select(ch.failed.fill_null(False).alias("f"))
+            parsed_col = _p(ch.column)
+            heads, run = runs[parsed_col] = _runs(work, parsed_col)
+            head_failed = heads.rename({"v": parsed_col}).select(ch.failed.fill_null(False).alias("f"))
             adjusted[k] = _Check(
                 ch.rule, ch.column, pl.lit(head_failed.get_column("f").gather(run)), ch.value, ch.message
             )
@@ -783,8 +783,8 @@ def _strict_parse(
     bad = _all_false(_BAD, n).scatter(rids.filter(sub_bad), True)
     failed: dict[str, pl.Series] = {}
     for frame in issues:
-        for column, fr in frame.group_by("column"):
-            col = str(column[0])
+        for key, fr in frame.group_by("column"):
+            col = str(key[0])
             base = failed.get(col, _all_false("t", n))
             failed[col] = base.scatter(fr[_RID], True)
     return work, bad, issues, failed

@@ -154,19 +154,19 @@ def fit_command(
 
     console = Console()
     try:
-        if (data is None) == (db is None):
-            raise UnusableInputError("give exactly one of --data FILE or --db STORE")
-        if data is not None:
+        if data is not None and db is None:
             if formula is None:
                 raise UnusableInputError("--data needs --formula")
             frame = read_frame(data)
-        elif db is not None:
+        elif db is not None and data is None:
             if outcome is None and formula is None:
                 raise UnusableInputError("--db needs --outcome (standard growth model) or --formula")
             frame = _from_db(db, outcome)
             if formula is None and outcome is not None:
                 n_clinics = frame["clinic_id"].n_unique() if "clinic_id" in frame.columns else 1
                 formula = standard_formula(outcome, n_clinics)
+        else:
+            raise UnusableInputError("give exactly one of --data FILE or --db STORE")
         if formula is None:
             raise UnusableInputError("no formula given")
         refs: dict[str, Any] = {}

@@ -17,18 +17,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 from scipy import stats
 
+from sciatica_outcomes._typing import FloatArray
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.defaults import DEFAULT_CASE_MIX
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models.formula import Design, parse_formula
 from sciatica_outcomes.models.lmm import GrowthModel
 from sciatica_outcomes.models.responders import responder_frame
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = [
     "DEFAULT_CASE_MIX",
@@ -111,14 +115,14 @@ class ProviderComparison:
             "diagnostics": self.diagnostics,
         }
 
-    def funnel(self, ax: Any = None) -> Any:
+    def funnel(self, ax: Axes | None = None) -> Axes:
         """Funnel plot: O - E against volume with 95 % and 99.8 % limits; returns the axes."""
         import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
 
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 4))
         p = self.providers
-        n_max = max(int(p["n"].max()), 2)
+        n_max = max(int(p["n"].to_numpy().max()), 2)
         grid = np.linspace(1, n_max * 1.05, 200)
         for z, style in ((stats.norm.ppf(0.975), "--"), (stats.norm.ppf(0.999), ":")):
             ax.plot(grid, z * self.residual_sd / np.sqrt(grid), "k" + style, lw=1)
@@ -130,7 +134,7 @@ class ProviderComparison:
         return ax
 
 
-def _band(z: np.ndarray) -> np.ndarray:
+def _band(z: FloatArray) -> FloatArray:
     z95, z998 = stats.norm.ppf(0.975), stats.norm.ppf(0.999)
     return np.select(
         [z > z998, z > z95, z < -z998, z < -z95],

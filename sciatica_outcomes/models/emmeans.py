@@ -10,19 +10,48 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
 
+from sciatica_outcomes._typing import FloatArray
 from sciatica_outcomes.errors import ModelSpecificationError
 from sciatica_outcomes.models.formula import Design
 from sciatica_outcomes.models.inference import WaldInference
 
-if TYPE_CHECKING:
-    from sciatica_outcomes.models.lmm import GrowthModel
-
 __all__ = ["EmmeansResult", "emmeans", "marginal_means", "parse_emmeans_spec", "predictor_info"]
+
+
+class FixedDesign(Protocol):
+    """A fixed-effects design: a :class:`~sciatica_outcomes.models.formula.Design` or a view of one."""
+
+    def matrix(self, frame: pl.DataFrame) -> FloatArray:
+        """The fixed-effects design matrix of ``frame``'s rows."""
+        ...
+
+
+class FittedModel(Protocol):
+    """What :func:`emmeans` reads from a fitted model (a ``GrowthModel`` or an MMRM's view)."""
+
+    @property
+    def design_(self) -> FixedDesign:
+        """The fixed-effects design."""
+        ...
+
+    @property
+    def column_info_(self) -> Mapping[str, tuple[str, Any]]:
+        """Reference-grid defaults of the predictors (:func:`predictor_info`)."""
+        ...
+
+    @property
+    def inference_(self) -> WaldInference:
+        """Satterthwaite inference of the fixed effects."""
+        ...
+
+    def _fitted(self) -> None:
+        """Raise unless fitted."""
+        ...
 
 
 def _label(col: str, value: Any, numeric: bool) -> str:
@@ -39,7 +68,7 @@ class EmmeansResult:
     means: pl.DataFrame
     specs: tuple[str, ...]
     by: tuple[str, ...]
-    weights: np.ndarray  # (rows of means, p): the linear functions of beta
+    weights: FloatArray  # (rows of means, p): the linear functions of beta
     inference: WaldInference
     level: float
     numeric: tuple[str, ...]
@@ -127,7 +156,7 @@ class EmmeansResult:
 
 
 def emmeans(
-    model: GrowthModel,
+    model: FittedModel,
     specs: str | Sequence[str],
     at: Mapping[str, Sequence[Any]] | None = None,
     by: str | Sequence[str] | None = None,
@@ -138,7 +167,7 @@ def emmeans(
     Parameters
     ----------
     model : GrowthModel
-        A fitted model.
+        A fitted model (anything with ``design_``, ``column_info_``, ``inference_`` and ``_fitted``).
     specs : str or sequence of str
         Predictors whose combinations get a mean (e.g. ``"week"`` or ``["week", "group"]``).
     at : mapping, optional
@@ -183,12 +212,20 @@ def predictor_info(design: Design, frame: pl.DataFrame) -> dict[str, tuple[str, 
             if var.kind == "factor":
                 info[col] = ("factor", list(var.levels))
             elif col not in info:
-                info[col] = ("numeric", float(frame[col].cast(pl.Float64).mean()))
+                info[col] = ("numeric", _column_mean(frame, col))
     return info
 
 
+def _column_mean(frame: pl.DataFrame, col: str) -> float:
+    """Mean of a numeric column over the fitted rows (the reference-grid default of a covariate)."""
+    mean = frame[col].cast(pl.Float64).mean()
+    if not isinstance(mean, float):  # no row has a value: the fitted rows are complete, so never in a fit
+        raise ModelSpecificationError(f"column {col!r} has no value to average for the reference grid")
+    return mean
+
+
 def marginal_means(
-    design: Design,
+    design: FixedDesign,
     info: Mapping[str, tuple[str, Any]],
     inference: WaldInference,
     specs: str | Sequence[str],

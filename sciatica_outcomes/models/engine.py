@@ -13,15 +13,18 @@ rows. The nested level is eliminated by blocks (Schur complements per clinic).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NotRequired, TypedDict, cast
 
 import numpy as np
 
-__all__ = ["LevelSpec", "ProfiledDeviance"]
+from sciatica_outcomes._typing import FloatArray, IntArray
+
+__all__ = ["FixedAtTheta", "LevelSpec", "ProfiledDeviance", "RandomEffectModes"]
 
 _LOG2PI = float(np.log(2.0 * np.pi))
 
 
-def batched_inv_logdet(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def batched_inv_logdet(a: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Inverse and log-determinant of a stack of small SPD matrices (closed forms for 1x1, 2x2, 3x3).
 
     Parameters
@@ -68,10 +71,11 @@ def batched_inv_logdet(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     stack = np.moveaxis(a, -1, 0)
     chol = np.linalg.cholesky(stack)
     logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-    return np.moveaxis(np.linalg.inv(stack), 0, -1), logdet
+    # numpy's stubs type linalg results as floating[Any] whatever the input; the input here is float64
+    return np.moveaxis(cast("FloatArray", np.linalg.inv(stack)), 0, -1), logdet
 
 
-def _bm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _bm(a: FloatArray, b: FloatArray) -> FloatArray:
     """Batched product ``(i, j, m) x (j, k, m) -> (i, k, m)`` by q^2 vectorised multiply-adds."""
     out = np.zeros((a.shape[0], b.shape[1], a.shape[2]))
     for i in range(a.shape[0]):
@@ -80,12 +84,12 @@ def _bm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _t(a: np.ndarray) -> np.ndarray:
+def _t(a: FloatArray) -> FloatArray:
     """Batched transpose (view)."""
     return a.transpose(1, 0, 2)
 
 
-def _cl(c: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _cl(c: FloatArray, b: FloatArray) -> FloatArray:
     """Constant ``(i, j)`` matrix times batch ``(j, k, m)``."""
     out = np.zeros((c.shape[0], *b.shape[1:]))
     for i in range(c.shape[0]):
@@ -95,7 +99,7 @@ def _cl(c: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _cr(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+def _cr(b: FloatArray, c: FloatArray) -> FloatArray:
     """Batch ``(i, j, m)`` times constant ``(j, k)``."""
     out = np.zeros((b.shape[0], c.shape[1], b.shape[2]))
     for j in range(c.shape[0]):
@@ -105,7 +109,7 @@ def _cr(b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _sp(a: FloatArray, b: FloatArray) -> FloatArray:
     """``sum_m a_m b_m`` for batches ``(i, j, m)`` and ``(j, k, m)`` -> ``(i, k)`` (one GEMM per ``j``)."""
     out = np.zeros((a.shape[0], b.shape[1]))
     for j in range(a.shape[1]):
@@ -113,13 +117,13 @@ def _sp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _add_identity(a: np.ndarray) -> np.ndarray:
+def _add_identity(a: FloatArray) -> FloatArray:
     for i in range(a.shape[0]):
         a[i, i] += 1.0
     return a
 
 
-def _group_cross(g: np.ndarray, u: np.ndarray, v: np.ndarray, m: int, sym: bool = False) -> np.ndarray:
+def _group_cross(g: IntArray, u: FloatArray, v: FloatArray, m: int, sym: bool = False) -> FloatArray:
     """Per-group cross products ``sum_{rows of group} u_r v_r'``, shape ``(ku, kv, m)``, by bincount."""
     ku, kv = u.shape[1], v.shape[1]
     out = np.empty((ku, kv, m))
@@ -140,19 +144,78 @@ class LevelSpec:
     """
 
     q: int
-    rows: np.ndarray
-    cols: np.ndarray
-    index: np.ndarray
+    rows: IntArray
+    cols: IntArray
+    index: IntArray
 
-    def template(self, theta: np.ndarray) -> np.ndarray:
+    def template(self, theta: FloatArray) -> FloatArray:
         """The ``q x q`` lower-triangular ``Lambda`` for ``theta``."""
         lam = np.zeros((self.q, self.q))
         lam[self.rows, self.cols] = theta[self.index]
         return lam
 
-    def gather(self, grad_lambda: np.ndarray, n_theta: int) -> np.ndarray:
+    def gather(self, grad_lambda: FloatArray, n_theta: int) -> FloatArray:
         """Gradient with respect to ``theta`` from the gradient with respect to the template entries."""
-        return np.bincount(self.index, weights=grad_lambda[self.rows, self.cols], minlength=n_theta)
+        # with weights, bincount returns float64; numpy's stubs say intp whatever the weights
+        return cast(
+            "FloatArray",
+            np.bincount(self.index, weights=grad_lambda[self.rows, self.cols], minlength=n_theta),
+        )
+
+
+@dataclass(frozen=True)
+class _Outer:
+    """Sufficient statistics of the outer (clinic) level of a nested model."""
+
+    level: LevelSpec
+    m2: int
+    parent: IntArray  # outer group of each inner group
+    cstarts: IntArray  # first inner group of each outer group
+    c12: FloatArray
+    c22: FloatArray
+    f2: FloatArray
+
+
+@dataclass(frozen=True)
+class _OuterState:
+    """The outer level's part of one evaluation (:meth:`ProfiledDeviance._solve`)."""
+
+    l2: FloatArray
+    ainv_e: FloatArray
+    scinv: FloatArray
+    b2: FloatArray
+
+
+@dataclass(frozen=True)
+class _State:
+    """One evaluation of the blocks at ``theta``, shared by the deviance, its gradient and the BLUPs."""
+
+    l1: FloatArray
+    c11l: FloatArray
+    ainv: FloatArray
+    b1: FloatArray
+    logdet: float
+    s: FloatArray
+    outer: _OuterState | None
+
+
+class FixedAtTheta(TypedDict):
+    """What :meth:`ProfiledDeviance.fixed` returns."""
+
+    beta: FloatArray
+    sxx_inv: FloatArray
+    r2: float
+    sigma: float
+    state: _State
+
+
+class RandomEffectModes(TypedDict):
+    """What :meth:`ProfiledDeviance.random_effects` returns (``b2``, ``cov2`` for nested models only)."""
+
+    b1: FloatArray
+    cov1: FloatArray
+    b2: NotRequired[FloatArray]
+    cov2: NotRequired[FloatArray]
 
 
 class ProfiledDeviance:
@@ -194,13 +257,13 @@ class ProfiledDeviance:
 
     def __init__(
         self,
-        x: np.ndarray,
-        y: np.ndarray,
-        z1: np.ndarray,
-        g1: np.ndarray,
+        x: FloatArray,
+        y: FloatArray,
+        z1: FloatArray,
+        g1: IntArray,
         level1: LevelSpec,
-        z2: np.ndarray | None = None,
-        g2: np.ndarray | None = None,
+        z2: FloatArray | None = None,
+        g2: IntArray | None = None,
         level2: LevelSpec | None = None,
     ) -> None:
         n, p = x.shape
@@ -217,95 +280,100 @@ class ProfiledDeviance:
         self.f1 = _group_cross(g1, z1, w, m1)
         self.wtw = w.T @ w
         self.nested = z2 is not None
-        if self.nested:
+        self._outer: _Outer | None = None
+        if z2 is not None:
+            if g2 is None or level2 is None:
+                raise ValueError("a nested model needs the outer group index g2 and its level2 with z2")
             m2 = int(g2.max()) + 1
-            self.m2 = m2
             parent = np.zeros(m1, dtype=np.int64)
             parent[g1] = g2
-            self.parent = parent
             order_ok = np.all(np.diff(parent) >= 0)
             if not order_ok:
                 raise ValueError("inner groups must be numbered in order of their outer group")
-            self.cstarts = np.flatnonzero(np.r_[True, np.diff(parent) != 0])
-            self.c12 = _group_cross(g1, z1, z2, m1)
-            self.c22 = _group_cross(g2, z2, z2, m2, sym=True)
-            self.f2 = _group_cross(g2, z2, w, m2)
+            self._outer = _Outer(
+                level=level2,
+                m2=m2,
+                parent=parent,
+                cstarts=np.flatnonzero(np.r_[True, np.diff(parent) != 0]),
+                c12=_group_cross(g1, z1, z2, m1),
+                c22=_group_cross(g2, z2, z2, m2, sym=True),
+                f2=_group_cross(g2, z2, w, m2),
+            )
         self.n_evals = 0
 
     # ---------------------------------------------------------------------------------------------
-    def _solve(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+    def _solve(self, theta: FloatArray) -> _State:
         self.n_evals += 1
         l1 = self.level1.template(theta)
         c11l = _cr(self.c11, l1)  # (q1, q1, m1): C Lambda
         a = _add_identity(_cl(l1.T, c11l))
-        ainv, logdet = batched_inv_logdet(a)
+        ainv, logdet_blocks = batched_inv_logdet(a)
         g1 = _cl(l1.T, self.f1)  # (q1, d, m1)
         b1 = _bm(ainv, g1)
         s = self.wtw - _sp(_t(g1), b1)
-        out = {"l1": l1, "c11l": c11l, "ainv": ainv, "b1": b1, "logdet": float(logdet.sum())}
-        if self.nested:
-            l2 = self.level2.template(theta)
-            e = _cl(l1.T, _cr(self.c12, l2))  # (q1, q2, m1)
+        logdet = float(logdet_blocks.sum())
+        outer_state = None
+        if self._outer is not None:
+            o = self._outer
+            l2 = o.level.template(theta)
+            e = _cl(l1.T, _cr(o.c12, l2))  # (q1, q2, m1)
             ainv_e = _bm(ainv, e)
-            cs = self.cstarts
-            h = _add_identity(_cl(l2.T, _cr(self.c22, l2)))
+            cs = o.cstarts
+            h = _add_identity(_cl(l2.T, _cr(o.c22, l2)))
             sc = h - np.add.reduceat(_bm(_t(e), ainv_e), cs, axis=-1)
             scinv, ldc = batched_inv_logdet(sc)
-            g2 = _cl(l2.T, self.f2)
+            g2 = _cl(l2.T, o.f2)
             gt = g2 - np.add.reduceat(_bm(_t(ainv_e), g1), cs, axis=-1)
             b2 = _bm(scinv, gt)  # (q2, d, m2)
             s = s - _sp(_t(gt), b2)
-            b1 = _bm(ainv, g1 - _bm(e, b2[:, :, self.parent]))
-            out.update(
-                l2=l2, ainv_e=ainv_e, scinv=scinv, b1=b1, b2=b2, logdet=out["logdet"] + float(ldc.sum())
-            )
-        out["s"] = 0.5 * (s + s.T)
-        return out
+            b1 = _bm(ainv, g1 - _bm(e, b2[:, :, o.parent]))
+            logdet += float(ldc.sum())
+            outer_state = _OuterState(l2=l2, ainv_e=ainv_e, scinv=scinv, b2=b2)
+        return _State(l1=l1, c11l=c11l, ainv=ainv, b1=b1, logdet=logdet, s=0.5 * (s + s.T), outer=outer_state)
 
-    def _grad_lambda(self, st: dict[str, np.ndarray], psi: np.ndarray) -> np.ndarray:
+    def _grad_lambda(self, st: _State, psi: FloatArray) -> FloatArray:
         """Gradient of ``log|A| + phi(S)`` with respect to ``theta`` given ``Psi = d phi / d S``."""
-        l1, ainv, b1 = st["l1"], st["ainv"], st["b1"]
+        l1, ainv, b1 = st.l1, st.ainv, st.b1
         bpsi1 = _cr(b1, psi)  # (q1, d, m1)
-        if not self.nested:
+        if self._outer is None or st.outer is None:
             m = ainv + _bm(bpsi1, _t(b1))
-            g_l1 = 2.0 * (_sp(st["c11l"], m) - _sp(self.f1, _t(bpsi1)))
+            g_l1 = 2.0 * (_sp(st.c11l, m) - _sp(self.f1, _t(bpsi1)))
             return self.level1.gather(g_l1, self.n_theta)
-        l2, ainv_e, scinv, b2 = st["l2"], st["ainv_e"], st["scinv"], st["b2"]
-        par = self.parent
+        o = self._outer
+        l2, ainv_e, scinv, b2 = st.outer.l2, st.outer.ainv_e, st.outer.scinv, st.outer.b2
+        par = o.parent
         # inverse blocks: A_ii = Ainv + Ainv E S^-1 E' Ainv ; A_ic = -Ainv E S^-1
         a_ic = -_bm(ainv_e, scinv[:, :, par])  # (q1, q2, m1)
         a_ii = ainv - _bm(a_ic, _t(ainv_e))
         bpsi2 = _cr(b2, psi)  # (q2, d, m2)
         m_ii = a_ii + _bm(bpsi1, _t(b1))
         m_ci = _t(a_ic) + _bm(bpsi2[:, :, par], _t(b1))  # (q2, q1, m1)
-        g_l1 = 2.0 * (_sp(st["c11l"], m_ii) + _sp(_cr(self.c12, l2), m_ci) - _sp(self.f1, _t(bpsi1)))
+        g_l1 = 2.0 * (_sp(st.c11l, m_ii) + _sp(_cr(o.c12, l2), m_ci) - _sp(self.f1, _t(bpsi1)))
         m_cc = scinv + _bm(bpsi2, _t(b2))
         m_ic = a_ic + _bm(bpsi1, _t(b2[:, :, par]))  # (q1, q2, m1)
-        g_l2 = 2.0 * (
-            _sp(_cr(self.c22, l2), m_cc) + _sp(_cr(_t(self.c12), l1), m_ic) - _sp(self.f2, _t(bpsi2))
-        )
-        return self.level1.gather(g_l1, self.n_theta) + self.level2.gather(g_l2, self.n_theta)
+        g_l2 = 2.0 * (_sp(_cr(o.c22, l2), m_cc) + _sp(_cr(_t(o.c12), l1), m_ic) - _sp(o.f2, _t(bpsi2)))
+        return self.level1.gather(g_l1, self.n_theta) + o.level.gather(g_l2, self.n_theta)
 
     # ---------------------------------------------------------------------------------------------
-    def _pieces(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    def _pieces(self, s: FloatArray) -> tuple[FloatArray, FloatArray, float, float]:
         p = self.p
         sxx = s[:p, :p]
         chol = np.linalg.cholesky(sxx)
         ld_x = 2.0 * float(np.log(np.diag(chol)).sum())
-        sxx_inv = np.linalg.inv(sxx)
+        sxx_inv = cast("FloatArray", np.linalg.inv(sxx))  # float64 in, float64 out (stubs say floating)
         beta = sxx_inv @ s[:p, p]
         r2 = float(s[p, p] - s[p, :p] @ beta)
         return sxx_inv, beta, r2, ld_x
 
-    def deviance(self, theta: np.ndarray, reml: bool, grad: bool = False) -> tuple[float, np.ndarray | None]:
+    def deviance(self, theta: FloatArray, reml: bool, grad: bool = False) -> tuple[float, FloatArray | None]:
         """Profiled REML or ML deviance at ``theta`` and, if asked, its gradient."""
         st = self._solve(theta)
         try:
-            sxx_inv, beta, r2, ld_x = self._pieces(st["s"])
+            sxx_inv, beta, r2, ld_x = self._pieces(st.s)
         except np.linalg.LinAlgError:
             return np.inf, (np.full(self.n_theta, np.nan) if grad else None)
         nu = self.n - self.p if reml else self.n
-        dev = st["logdet"] + nu * (1.0 + np.log(2.0 * np.pi * r2 / nu))
+        dev = st.logdet + nu * (1.0 + np.log(2.0 * np.pi * r2 / nu))
         if reml:
             dev += ld_x
         if not grad:
@@ -317,8 +385,8 @@ class ProfiledDeviance:
         return float(dev), self._grad_lambda(st, psi)
 
     def deviance_vp(
-        self, varpar: np.ndarray, reml: bool, grad: bool = False
-    ) -> tuple[float, np.ndarray | None]:
+        self, varpar: FloatArray, reml: bool, grad: bool = False
+    ) -> tuple[float, FloatArray | None]:
         """Deviance at ``(theta, sigma)`` profiled over beta only, as ``lmerTest`` defines it.
 
         Notes
@@ -328,10 +396,10 @@ class ProfiledDeviance:
         """
         theta, sigma = varpar[:-1], float(varpar[-1])
         st = self._solve(theta)
-        sxx_inv, beta, r2, ld_x = self._pieces(st["s"])
+        sxx_inv, beta, r2, ld_x = self._pieces(st.s)
         s2 = sigma * sigma
         nu = self.n - self.p if reml else self.n
-        dev = st["logdet"] + r2 / s2 + nu * np.log(2.0 * np.pi * s2)
+        dev = st.logdet + r2 / s2 + nu * np.log(2.0 * np.pi * s2)
         if reml:
             dev += ld_x
         if not grad:
@@ -344,20 +412,20 @@ class ProfiledDeviance:
         g_sigma = -2.0 * r2 / (s2 * sigma) + 2.0 * nu / sigma
         return float(dev), np.r_[g_theta, g_sigma]
 
-    def fixed(self, theta: np.ndarray, reml: bool) -> dict[str, np.ndarray | float]:
+    def fixed(self, theta: FloatArray, reml: bool) -> FixedAtTheta:
         """Beta, ``S_XX^{-1}``, penalised RSS, sigma and the deviance pieces at ``theta``."""
         st = self._solve(theta)
-        sxx_inv, beta, r2, _ = self._pieces(st["s"])
+        sxx_inv, beta, r2, _ = self._pieces(st.s)
         nu = self.n - self.p if reml else self.n
         return {"beta": beta, "sxx_inv": sxx_inv, "r2": r2, "sigma": float(np.sqrt(r2 / nu)), "state": st}
 
-    def covbeta(self, varpar: np.ndarray) -> np.ndarray:
+    def covbeta(self, varpar: FloatArray) -> FloatArray:
         """``vcov(beta) = sigma^2 S_XX(theta)^{-1}`` (``lmerTest:::get_covbeta``)."""
         st = self._solve(varpar[:-1])
         p = self.p
-        return float(varpar[-1]) ** 2 * np.linalg.inv(st["s"][:p, :p])
+        return float(varpar[-1]) ** 2 * cast("FloatArray", np.linalg.inv(st.s[:p, :p]))  # as in _pieces
 
-    def random_effects(self, theta: np.ndarray, beta: np.ndarray) -> dict[str, np.ndarray]:
+    def random_effects(self, theta: FloatArray, beta: FloatArray) -> RandomEffectModes:
         """Conditional modes ``b = Lambda u`` and blocks of ``Lambda A^{-1} Lambda'`` (times sigma^2).
 
         Returns arrays with the group axis first: ``b1 (m1, q1)``, ``cov1 (m1, q1, q1)`` (and ``b2``,
@@ -365,17 +433,18 @@ class ProfiledDeviance:
         """
         st = self._solve(theta)
         v = np.r_[-beta, 1.0]
-        l1 = st["l1"]
-        u1 = np.tensordot(st["b1"], v, axes=(1, 0))  # (q1, m1)
-        out = {"b1": (l1 @ u1).T}
-        if self.nested:
-            l2 = st["l2"]
-            scinv = st["scinv"]
-            a_ic = -_bm(st["ainv_e"], scinv[:, :, self.parent])
-            a_ii = st["ainv"] - _bm(a_ic, _t(st["ainv_e"]))
-            out["cov1"] = np.moveaxis(_cr(_cl(l1, a_ii), l1.T), -1, 0)
-            out["b2"] = (l2 @ np.tensordot(st["b2"], v, axes=(1, 0))).T
-            out["cov2"] = np.moveaxis(_cr(_cl(l2, scinv), l2.T), -1, 0)
-        else:
-            out["cov1"] = np.moveaxis(_cr(_cl(l1, st["ainv"]), l1.T), -1, 0)
-        return out
+        l1 = st.l1
+        u1 = np.tensordot(st.b1, v, axes=(1, 0))  # (q1, m1)
+        b1 = (l1 @ u1).T
+        if self._outer is None or st.outer is None:
+            return {"b1": b1, "cov1": np.moveaxis(_cr(_cl(l1, st.ainv), l1.T), -1, 0)}
+        l2 = st.outer.l2
+        scinv = st.outer.scinv
+        a_ic = -_bm(st.outer.ainv_e, scinv[:, :, self._outer.parent])
+        a_ii = st.ainv - _bm(a_ic, _t(st.outer.ainv_e))
+        return {
+            "b1": b1,
+            "cov1": np.moveaxis(_cr(_cl(l1, a_ii), l1.T), -1, 0),
+            "b2": (l2 @ np.tensordot(st.outer.b2, v, axes=(1, 0))).T,
+            "cov2": np.moveaxis(_cr(_cl(l2, scinv), l2.T), -1, 0),
+        }

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sciatica_outcomes._typing import FloatArray
 from sciatica_outcomes.errors import ModelSpecificationError
 
 __all__ = ["Design", "ModelFormula", "RandomTerm", "parse_formula"]
@@ -206,7 +207,7 @@ def _names_in(node: Node) -> list[str]:
 _UNARY = {"log": np.log, "log1p": np.log1p, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs}
 
 
-def _bspline_basis(x: np.ndarray, knots: np.ndarray, deriv: int = 0) -> np.ndarray:
+def _bspline_basis(x: FloatArray, knots: FloatArray, deriv: int = 0) -> FloatArray:
     """Cubic B-spline basis as ``splines::splineDesign(knots, x, 4, derivs)`` (one column per spline)."""
     from scipy.interpolate import BSpline  # noqa: PLC0415 - 0.4 s to import; only ns() terms need it
 
@@ -233,11 +234,11 @@ def _bspline_basis(x: np.ndarray, knots: np.ndarray, deriv: int = 0) -> np.ndarr
 class _Spline:
     """State of ``ns(x, ...)``: interior and boundary knots and the constraint rotation."""
 
-    knots: np.ndarray
-    boundary: np.ndarray
+    knots: FloatArray
+    boundary: FloatArray
 
     @classmethod
-    def from_data(cls, x: np.ndarray, df: int | None, knots: np.ndarray | None) -> _Spline:
+    def from_data(cls, x: FloatArray, df: int | None, knots: FloatArray | None) -> _Spline:
         boundary = np.array([np.min(x), np.max(x)], dtype=float)
         if knots is None:
             if df is None:
@@ -249,7 +250,7 @@ class _Spline:
             knots = np.quantile(x, probs) if n_inner else np.empty(0)  # type 7 = R's default
         return cls(np.sort(np.asarray(knots, dtype=float)), boundary)
 
-    def basis(self, x: np.ndarray) -> np.ndarray:
+    def basis(self, x: FloatArray) -> FloatArray:
         b0, b1 = self.boundary
         aknots = np.sort(np.concatenate([np.repeat(self.boundary, 4), self.knots]))
         xc = np.clip(x, b0, b1)
@@ -264,7 +265,8 @@ class _Spline:
         const = const[:, 1:]
         basis = basis[:, 1:]
         q, _ = np.linalg.qr(const.T, mode="complete")
-        return (basis @ q)[:, 2:]
+        out: FloatArray = (basis @ q)[:, 2:]
+        return out
 
 
 @dataclass
@@ -277,7 +279,7 @@ class Variable:
     levels: list[Any] = field(default_factory=list)
     suffixes: list[str] = field(default_factory=lambda: [""])
     spline: _Spline | None = None
-    mean: np.ndarray | None = None
+    mean: FloatArray | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -298,7 +300,7 @@ def _is_categorical(s: pl.Series) -> bool:
     return s.dtype in (pl.String, pl.Categorical, pl.Boolean) or isinstance(s.dtype, pl.Enum)
 
 
-def _eval_numeric(node: Node, frame: pl.DataFrame, formula: str, var: Variable, fit: bool) -> np.ndarray:
+def _eval_numeric(node: Node, frame: pl.DataFrame, formula: str, var: Variable, fit: bool) -> FloatArray:
     k = node.kind
     if k == "num":
         return np.asarray(node.value, dtype=float)
@@ -341,7 +343,7 @@ def _eval_numeric(node: Node, frame: pl.DataFrame, formula: str, var: Variable, 
     )
 
 
-def _eval_variable(var: Variable, frame: pl.DataFrame, formula: str, fit: bool) -> np.ndarray:
+def _eval_variable(var: Variable, frame: pl.DataFrame, formula: str, fit: bool) -> FloatArray:
     """Numeric matrix (n x k) of a numeric variable, or integer level codes (-1 = unseen) of a factor."""
     node = var.node
     if var.kind == "factor":
@@ -554,7 +556,8 @@ def parse_formula(text: str) -> ModelFormula:
                     )
                 random_vars.setdefault(lab, Variable(n2, lab))
                 rv.append(lab)
-            cols: list[str | None] = ([None] if has_int else []) + rv
+            cols: list[str | None] = [None] if has_int else []
+            cols += rv
             if not cols:
                 raise ModelSpecificationError(f"formula {text!r}: empty random term {deparse(node)!r}")
             if bar.value == "||":
@@ -619,10 +622,10 @@ class Design:
     @classmethod
     def build(
         cls, formula: ModelFormula, frame: pl.DataFrame, reference: dict[str, Any] | None = None
-    ) -> tuple[Design, np.ndarray]:
+    ) -> tuple[Design, FloatArray]:
         """Resolve variable kinds, levels and spline knots on ``frame``; return the design and X."""
         reference = dict(reference or {})
-        data: dict[str, np.ndarray] = {}
+        data: dict[str, FloatArray] = {}
         for lab, var in formula.variables.items():
             node = var.node
             if node.kind == "name" and _is_categorical(_column(frame, node.value, formula.text)):
@@ -693,8 +696,8 @@ class Design:
         design = cls(formula, names, term_columns, coding)
         return design, design._matrix(data, frame.height)
 
-    def _matrix(self, data: dict[str, np.ndarray], n: int) -> np.ndarray:
-        cols: list[np.ndarray] = [np.ones(n)] if self.formula.intercept else []
+    def _matrix(self, data: dict[str, FloatArray], n: int) -> FloatArray:
+        cols: list[FloatArray] = [np.ones(n)] if self.formula.intercept else []
         for codes in self.coding:
             block = np.ones((n, 1))
             for lab, how in codes:
@@ -711,7 +714,7 @@ class Design:
             cols.append(block)
         return np.column_stack(cols) if cols else np.empty((n, 0))
 
-    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+    def matrix(self, frame: pl.DataFrame) -> FloatArray:
         """Design matrix of new data with the fitted levels and knots (unseen levels give NaN rows)."""
         data = {
             lab: _eval_variable(var, frame, self.formula.text, fit=False)
@@ -719,7 +722,7 @@ class Design:
         }
         return self._matrix(data, frame.height)
 
-    def random_matrix(self, frame: pl.DataFrame, term: RandomTerm) -> np.ndarray:
+    def random_matrix(self, frame: pl.DataFrame, term: RandomTerm) -> FloatArray:
         """Columns of one random term for ``frame`` (n x len(term.variables))."""
         cols = []
         for lab in term.variables:
@@ -737,7 +740,7 @@ class Design:
                 cols.append(_eval_variable(var, frame, self.formula.text, fit=True)[:, 0])
         return np.column_stack(cols)
 
-    def response(self, frame: pl.DataFrame) -> np.ndarray:
+    def response(self, frame: pl.DataFrame) -> FloatArray:
         """The response vector."""
         dummy = Variable(self.formula.response, self.formula.response_label)
         return _eval_variable(dummy, frame, self.formula.text, fit=False)[:, 0]

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import polars as pl
 
+from sciatica_outcomes._typing import FloatArray
 from sciatica_outcomes.errors import ModelSpecificationError
 from sciatica_outcomes.models._dist import chi2_sf, f_sf, t_ppf, t_sf
 
 __all__ = [
+    "FTest",
     "LikelihoodRatioTest",
     "WaldInference",
     "likelihood_ratio",
@@ -29,13 +32,13 @@ __all__ = [
 ]
 
 
-def _steps(x: np.ndarray, rel: float) -> np.ndarray:
+def _steps(x: FloatArray, rel: float) -> FloatArray:
     return rel * np.maximum(np.abs(x), 1e-2)
 
 
 def numerical_jacobian(
-    fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, rel: float = 1e-4, richardson: bool = False
-) -> np.ndarray:
+    fn: Callable[[FloatArray], FloatArray], x: FloatArray, rel: float = 1e-4, richardson: bool = False
+) -> FloatArray:
     """Jacobian of an array-valued function by central differences (optionally one Richardson step).
 
     Parameters
@@ -74,11 +77,11 @@ def numerical_jacobian(
 
 
 def numerical_hessian(
-    fn: Callable[[np.ndarray], float],
-    x: np.ndarray,
-    gradient: Callable[[np.ndarray], np.ndarray] | None = None,
+    fn: Callable[[FloatArray], float],
+    x: FloatArray,
+    gradient: Callable[[FloatArray], FloatArray] | None = None,
     rel: float = 1e-4,
-) -> np.ndarray:
+) -> FloatArray:
     """Hessian of a scalar function: Jacobian of its analytic gradient when given, else second differences.
 
     Returns
@@ -93,7 +96,7 @@ def numerical_hessian(
     k = x.shape[0]
     step = _steps(x, max(rel, 1e-3))
 
-    def second(hs: np.ndarray) -> np.ndarray:
+    def second(hs: FloatArray) -> FloatArray:
         out = np.empty((k, k))
         for i in range(k):
             for j in range(i, k):
@@ -109,7 +112,7 @@ def numerical_hessian(
     return (4 * second(step / 2) - second(step)) / 3  # Richardson: second differences lose more digits
 
 
-def vcov_varpar_from_hessian(hessian: np.ndarray, tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+def vcov_varpar_from_hessian(hessian: FloatArray, tol: float = 1e-8) -> tuple[FloatArray, FloatArray]:
     """``2 H^+`` from the positive eigenvalues of the deviance Hessian (as ``lmerTest:::as_lmerModLT``).
 
     Returns
@@ -122,6 +125,15 @@ def vcov_varpar_from_hessian(hessian: np.ndarray, tol: float = 1e-8) -> tuple[np
     pos = vals > tol
     inv = (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
     return 2.0 * inv, vals
+
+
+class FTest(TypedDict):
+    """A joint F-test (:meth:`WaldInference.f_test`): statistic, numerator and denominator df, p-value."""
+
+    f: float
+    num_df: float
+    den_df: float
+    p: float
 
 
 @dataclass(frozen=True)
@@ -145,13 +157,13 @@ class WaldInference:
     """
 
     names: tuple[str, ...]
-    beta: np.ndarray
-    vcov_beta: np.ndarray
-    jacobian: np.ndarray
-    vcov_varpar: np.ndarray
-    hessian_eigenvalues: np.ndarray
+    beta: FloatArray
+    vcov_beta: FloatArray
+    jacobian: FloatArray
+    vcov_varpar: FloatArray
+    hessian_eigenvalues: FloatArray
 
-    def _as_matrix(self, contrast: np.ndarray | Sequence[float] | dict[str, float]) -> np.ndarray:
+    def _as_matrix(self, contrast: FloatArray | Sequence[float] | dict[str, float]) -> FloatArray:
         if isinstance(contrast, dict):
             unknown = set(contrast) - set(self.names)
             if unknown:
@@ -168,7 +180,7 @@ class WaldInference:
             )
         return mat
 
-    def satterthwaite(self, contrast: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def satterthwaite(self, contrast: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Variance and Satterthwaite df of each row ``l`` of a contrast matrix.
 
         Notes
@@ -188,7 +200,7 @@ class WaldInference:
 
     def contrast(
         self,
-        contrast: np.ndarray | Sequence[float] | dict[str, float],
+        contrast: FloatArray | Sequence[float] | dict[str, float],
         rhs: float = 0.0,
         level: float = 0.95,
         labels: Sequence[str] | None = None,
@@ -228,9 +240,7 @@ class WaldInference:
             }
         )
 
-    def f_test(
-        self, contrast: np.ndarray, rhs: np.ndarray | float = 0.0, eps: float = 1.49e-8
-    ) -> dict[str, float]:
+    def f_test(self, contrast: FloatArray, rhs: FloatArray | float = 0.0, eps: float = 1.49e-8) -> FTest:
         """Joint F-test of ``L beta = rhs`` with Satterthwaite denominator df (``lmerTest::contestMD``).
 
         Notes
@@ -264,12 +274,12 @@ class WaldInference:
 
 def satterthwaite_from_deviance(
     names: Sequence[str],
-    beta: np.ndarray,
-    varpar: np.ndarray,
-    covbeta: Callable[[np.ndarray], np.ndarray],
-    deviance: Callable[[np.ndarray], float] | None = None,
-    gradient: Callable[[np.ndarray], np.ndarray] | None = None,
-    hessian: np.ndarray | None = None,
+    beta: FloatArray,
+    varpar: FloatArray,
+    covbeta: Callable[[FloatArray], FloatArray],
+    deviance: Callable[[FloatArray], float] | None = None,
+    gradient: Callable[[FloatArray], FloatArray] | None = None,
+    hessian: FloatArray | None = None,
 ) -> WaldInference:
     """Build :class:`WaldInference` from an estimator's ``vcov(beta)(varpar)`` and deviance.
 

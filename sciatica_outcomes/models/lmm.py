@@ -13,18 +13,20 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 import numpy as np
 import polars as pl
 from scipy import optimize
 
+from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models._dist import t_ppf
 from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_info
-from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance
+from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance, RandomEffectModes
 from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
 from sciatica_outcomes.models.inference import (
+    FTest,
     LikelihoodRatioTest,
     likelihood_ratio,
     satterthwaite_from_deviance,
@@ -32,6 +34,7 @@ from sciatica_outcomes.models.inference import (
 from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.axes import Axes
 
 
@@ -39,8 +42,35 @@ __all__ = ["GrowthModel", "fit_standard", "likelihood_ratio_test", "standard_for
 
 SINGULAR_TOL = 1e-4  # lme4::isSingular default
 
+FrameLike: TypeAlias = "pl.DataFrame | pd.DataFrame"
+"""The data a model accepts: a polars or a pandas frame (pandas is converted)."""
 
-def _to_polars(data: Any) -> pl.DataFrame:
+
+class _Check(TypedDict):
+    """First- and second-order optimality checks at a ``theta`` (:meth:`GrowthModel._check`)."""
+
+    ok: bool
+    decrement: float
+    grad_norm: float
+    pd: bool
+    min_eig: float
+    hessian: FloatArray
+    free: BoolArray
+    inward: BoolArray
+
+
+class _FitState(TypedDict):
+    """How the optimum was reached (:meth:`GrowthModel._optimise`), for the diagnostics."""
+
+    reml: bool
+    check: _Check
+    restarts: int
+    messages: list[str]
+    singular: bool
+    n_evals: int
+
+
+def _to_polars(data: object) -> pl.DataFrame:
     if isinstance(data, pl.DataFrame):
         return data
     pandas = sys.modules.get("pandas")  # a pandas frame exists only if pandas was imported
@@ -102,13 +132,13 @@ class _Structure:
             self.specs[grp] = LevelSpec(off, np.array(rows), np.array(cols), np.array(index))
         self.n_theta = idx
 
-    def theta0(self) -> np.ndarray:
+    def theta0(self) -> FloatArray:
         """lme4's start: identity relative covariance factor."""
         th = np.zeros(self.n_theta)
         th[self.diag_theta] = 1.0
         return th
 
-    def lower(self) -> np.ndarray:
+    def lower(self) -> FloatArray:
         lo = np.full(self.n_theta, -np.inf)
         lo[self.diag_theta] = 0.0
         return lo
@@ -178,7 +208,7 @@ class GrowthModel:
         _Structure(parse_formula(formula))  # fail early on a bad formula
 
     # ------------------------------------------------------------------------------------------------
-    def _prepare(self, data: Any) -> pl.DataFrame:
+    def _prepare(self, data: FrameLike) -> pl.DataFrame:
         self.formula_ = parse_formula(self.formula)
         self.structure_ = _Structure(self.formula_)
         frame = _to_polars(data)
@@ -235,7 +265,7 @@ class GrowthModel:
         self.n_groups_ = {g: counts[g] for g in (inner, self.structure_.outer) if g is not None}
         return frame
 
-    def _check_finite(self, frame: pl.DataFrame, x: np.ndarray, y: np.ndarray, names: list[str]) -> None:
+    def _check_finite(self, frame: pl.DataFrame, x: FloatArray, y: FloatArray, names: list[str]) -> None:
         bad_y = ~np.isfinite(y)
         if bad_y.any():
             i = int(np.flatnonzero(bad_y)[0])
@@ -259,7 +289,7 @@ class GrowthModel:
         row = frame.select([c for c in frame.columns if not c.startswith("__")]).row(i, named=True)
         return ", ".join(f"{k}={v!r}" for k, v in row.items())
 
-    def fit(self, data: Any) -> GrowthModel:
+    def fit(self, data: FrameLike) -> GrowthModel:
         """Fit the model.
 
         Parameters
@@ -294,27 +324,29 @@ class GrowthModel:
                 f"{n} complete rows for {p} fixed effects: need more rows than effects"
             )
         st = self.structure_
-        zs = {grp: [] for grp in st.specs}
+        zs: dict[str, list[FloatArray]] = {grp: [] for grp in st.specs}
         for t, *_ in st.term_slices:
             zs[t.group].append(design.random_matrix(frame, t))
         z1 = np.column_stack(zs[st.inner])
-        g1 = frame["__g1"].to_numpy()
+        g1: IntArray = frame["__g1"].to_numpy()
+        z_all = [z1]
         if st.outer is not None:
             z2 = np.column_stack(zs[st.outer])
-            g2 = frame["__g2"].to_numpy()
+            z_all.append(z2)
+            g2: IntArray = frame["__g2"].to_numpy()
             engine = ProfiledDeviance(x, y, z1, g1, st.specs[st.inner], z2, g2, st.specs[st.outer])
         else:
             engine = ProfiledDeviance(x, y, z1, g1, st.specs[st.inner])
-        for z in (z1, *([z2] if st.outer is not None else [])):
+        for z in z_all:
             if not np.all(np.isfinite(z)):
                 raise ModelSpecificationError(
                     f"a random-effects column of {self.formula!r} has non-finite values"
                 )
         self.design_ = design
         self.engine_ = engine
-        rms: dict[str, np.ndarray] = {st.inner: np.sqrt(np.mean(z1**2, axis=0))}
+        rms: dict[str, FloatArray] = {st.inner: np.sqrt(np.mean(z1**2, axis=0))}
         if st.outer is not None:
-            rms[st.outer] = np.sqrt(np.mean(z2**2, axis=0))
+            rms[st.outer] = np.sqrt(np.mean(z_all[1] ** 2, axis=0))
         scale = np.ones(st.n_theta)
         for grp, spec in st.specs.items():
             scale[spec.index] = 1.0 / np.maximum(rms[grp][spec.rows], 1e-12)
@@ -335,7 +367,7 @@ class GrowthModel:
         info = predictor_info(self.design_, frame)
         self.column_info_ = info
         if self.time in frame.columns and frame[self.time].dtype.is_numeric():
-            t = frame[self.time].cast(pl.Float64)
+            t = frame[self.time].cast(pl.Float64).to_numpy()  # complete rows only: no nulls, not empty
             self._time_bounds = (float(t.min()), float(t.max()))
         else:
             self._time_bounds = (0.0, 1.0)
@@ -346,13 +378,13 @@ class GrowthModel:
         lower = st.lower()
         n_start = eng.n_evals
 
-        def run(start: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        def run(start: FloatArray, scale: FloatArray) -> FloatArray:
             """L-BFGS-B in scaled coordinates ``x = theta / scale``, then projected Newton polishing."""
             bounds = [
                 (None if not np.isfinite(lo) else lo / sc, None) for lo, sc in zip(lower, scale, strict=True)
             ]
 
-            def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
+            def fg(x: FloatArray) -> tuple[float, FloatArray]:
                 f, g = self._fg(x * scale, reml)
                 return f, g * scale
 
@@ -402,7 +434,7 @@ class GrowthModel:
         if singular:
             messages.append("boundary (singular) fit: a random-effect SD is estimated as (nearly) zero")
         self.theta_ = theta
-        self._fit_state = {
+        self._fit_state: _FitState = {
             "reml": reml,
             "check": check,
             "restarts": restarts,
@@ -411,12 +443,10 @@ class GrowthModel:
             "n_evals": eng.n_evals - n_start,
         }
 
-    def _escape(
-        self, theta: np.ndarray, check: dict[str, Any], lower: np.ndarray, reml: bool
-    ) -> np.ndarray | None:
+    def _escape(self, theta: FloatArray, check: _Check, lower: FloatArray, reml: bool) -> FloatArray | None:
         """A lower start along a direction of negative curvature (interior, or inward from a bound)."""
         h, free = check["hessian"], check["free"]
-        directions: list[np.ndarray] = []
+        directions: list[FloatArray] = []
         inward = check["inward"]
         for j in np.flatnonzero(inward):
             e = np.zeros_like(theta)
@@ -440,14 +470,14 @@ class GrowthModel:
                     best, best_f = cand, fc
         return best
 
-    def _newton(self, theta: np.ndarray, lower: np.ndarray, reml: bool, max_iter: int = 12) -> np.ndarray:
+    def _newton(self, theta: FloatArray, lower: FloatArray, reml: bool, max_iter: int = 12) -> FloatArray:
         """Projected Newton steps from an L-BFGS-B point until the projected gradient vanishes.
 
         Steps are accepted on the deviance while the predicted decrease is resolvable, and on the projected
         gradient norm once it is below the deviance's rounding level (where a line search cannot tell).
         """
         f, g = self._fg(theta, reml)
-        h_full: np.ndarray | None = None
+        h_full: FloatArray | None = None
         for _ in range(max_iter):
             free = ~((theta <= lower) & (g > 0))
             pg = np.where(free, g, 0.0)
@@ -465,27 +495,28 @@ class GrowthModel:
             if pred <= 0.0 or np.abs(step).max() < 1e-10 * max(1.0, float(np.abs(theta).max())):
                 break
             noise_level = pred < 1e-9 * max(1.0, abs(f))
-            t, accepted = 1.0, False
+            t = 1.0
+            accepted: tuple[FloatArray, float, FloatArray] | None = None
             for _ in range(30):
                 cand = np.maximum(theta + t * step, lower)
                 fc, gc = self._fg(cand, reml)
                 pgc = np.where(~((cand <= lower) & (gc > 0)), gc, 0.0)
                 if fc <= f - 1e-4 * t * pred or (noise_level and np.abs(pgc).max() < np.abs(pg).max()):
-                    accepted = True
+                    accepted = (cand, fc, gc)
                     break
                 t *= 0.5
-            if not accepted:
+            if accepted is None:
                 break
-            theta, f, g = cand, fc, gc
+            theta, f, g = accepted
         return theta
 
-    def _fg(self, theta: np.ndarray, reml: bool) -> tuple[float, np.ndarray]:
+    def _fg(self, theta: FloatArray, reml: bool) -> tuple[float, FloatArray]:
         f, g = self.engine_.deviance(theta, reml, grad=True)
         if g is None:
             raise RuntimeError("the deviance engine returned no gradient")
         return f, g
 
-    def _hessian(self, theta: np.ndarray, reml: bool) -> np.ndarray:
+    def _hessian(self, theta: FloatArray, reml: bool) -> FloatArray:
         k = theta.shape[0]
         h = np.empty((k, k))
         for j in range(k):  # k (<= 10) gradient pairs
@@ -494,7 +525,7 @@ class GrowthModel:
             h[j] = (self._fg(theta + e, reml)[1] - self._fg(theta - e, reml)[1]) / (2 * e[j])
         return 0.5 * (h + h.T)
 
-    def _check(self, theta: np.ndarray, lower: np.ndarray, reml: bool) -> dict[str, Any]:
+    def _check(self, theta: FloatArray, lower: FloatArray, reml: bool) -> _Check:
         """First- and second-order optimality checks at ``theta`` (bound constraints respected)."""
         f, g = self._fg(theta, reml)
         cached = getattr(self, "_h_cache", None)
@@ -515,7 +546,7 @@ class GrowthModel:
         vals = np.linalg.eigvalsh(hf) if free.any() else np.array([np.inf])
         pd_ = bool(vals.min() > 0)
         if pd_ and free.any():
-            dec = float(math.sqrt(max(pg[free] @ np.linalg.solve(hf, pg[free]), 0.0)))
+            dec = float(math.sqrt(max(float(pg[free] @ np.linalg.solve(hf, pg[free])), 0.0)))
         else:
             dec = float(np.abs(pg).max())
         return {
@@ -541,7 +572,7 @@ class GrowthModel:
         names = self.design_.column_names
         varpar = np.r_[theta, sigma]
 
-        def grad_vp(vp: np.ndarray) -> np.ndarray:
+        def grad_vp(vp: FloatArray) -> FloatArray:
             return eng.deviance_vp(vp, reml, grad=True)[1]  # type: ignore[return-value]
 
         self.inference_ = satterthwaite_from_deviance(names, beta, varpar, eng.covbeta, gradient=grad_vp)
@@ -590,7 +621,7 @@ class GrowthModel:
             diagnostics=diagnostics,
         )
 
-    def _varcorr(self, theta: np.ndarray, sigma: float) -> pl.DataFrame:
+    def _varcorr(self, theta: FloatArray, sigma: float) -> pl.DataFrame:
         st = self.structure_
         rows: list[dict[str, Any]] = []
         for label, (t, off, k, _) in zip(st.group_labels(), st.term_slices, strict=True):
@@ -662,13 +693,13 @@ class GrowthModel:
         return self.result_.random_effects
 
     def contrast(
-        self, contrast: np.ndarray | Sequence[float] | dict[str, float], rhs: float = 0.0, level: float = 0.95
+        self, contrast: FloatArray | Sequence[float] | dict[str, float], rhs: float = 0.0, level: float = 0.95
     ) -> pl.DataFrame:
         """t-test of ``L beta = rhs`` per row of ``L`` (or a ``{coefficient: weight}`` mapping)."""
         self._fitted()
         return self.inference_.contrast(contrast, rhs=rhs, level=level)
 
-    def f_test(self, contrast: np.ndarray, rhs: float = 0.0) -> dict[str, float]:
+    def f_test(self, contrast: FloatArray, rhs: float = 0.0) -> FTest:
         """Joint F-test of ``L beta = rhs`` with Satterthwaite denominator df."""
         self._fitted()
         return self.inference_.f_test(contrast, rhs)
@@ -699,15 +730,12 @@ class GrowthModel:
         st = self.structure_
         re = self.engine_.random_effects(self.theta_, self.beta_)
         out: dict[str, pl.DataFrame] = {}
-        for grp, bkey, ckey in ((st.inner, "b1", "cov1"), (st.outer, "b2", "cov2")):
-            if grp is None:
-                continue
+        for grp, b, cov1 in self._levels(re):
             names = []
             for t, *_ in st.term_slices:
                 if t.group == grp:
                     names += ["(Intercept)" if v is None else v for v in t.variables]
-            b = re[bkey]
-            cov = re[ckey] * self.sigma_**2
+            cov = cov1 * self.sigma_**2
             cols: dict[str, Any] = {grp: self.group_levels_[grp]}
             for j, nm in enumerate(names):
                 cols[nm] = b[:, j]
@@ -715,7 +743,15 @@ class GrowthModel:
             out[grp] = pl.DataFrame(cols)
         return out
 
-    def predict(self, data: Any, include_random: bool = False, level: float = 0.95) -> pl.DataFrame:
+    def _levels(self, re: RandomEffectModes) -> list[tuple[str, FloatArray, FloatArray]]:
+        """Grouping column, conditional modes and covariances over sigma^2 of each level, inner first."""
+        st = self.structure_
+        out = [(st.inner, re["b1"], re["cov1"])]
+        if st.outer is not None and "b2" in re and "cov2" in re:
+            out.append((st.outer, re["b2"], re["cov2"]))
+        return out
+
+    def predict(self, data: FrameLike, include_random: bool = False, level: float = 0.95) -> pl.DataFrame:
         """Predictions with confidence intervals.
 
         Parameters
@@ -760,9 +796,7 @@ class GrowthModel:
         cond = fit.copy()
         cvar = var.copy()
         known = np.ones(frame.height, dtype=bool)
-        for grp, bkey, ckey in ((st.inner, "b1", "cov1"), (st.outer, "b2", "cov2")):
-            if grp is None:
-                continue
+        for grp, b_all, cov_all in self._levels(re):
             if grp not in frame.columns:
                 raise ModelSpecificationError(
                     f"include_random=True needs the grouping column {grp!r} in the data"
@@ -776,8 +810,8 @@ class GrowthModel:
             )["__i"]
             found = idx.is_not_null().to_numpy()
             ii = idx.fill_null(0).to_numpy()
-            b = re[bkey][ii]
-            cov = re[ckey][ii] * self.sigma_**2
+            b = b_all[ii]
+            cov = cov_all[ii] * self.sigma_**2
             cond += np.where(found, np.einsum("ij,ij->i", z, b), 0.0)
             cvar += np.where(found, np.einsum("ij,ijk,ik->i", z, cov, z), 0.0)
             if grp == st.inner:
@@ -813,7 +847,7 @@ class GrowthModel:
         em = self.emmeans([self.time], at={self.time: list(weeks)}, by=by).means
         groups = [None] if by is None else em[by].unique(maintain_order=True).to_list()
         for g in groups:
-            part = em if g is None else em.filter(pl.col(by) == g)
+            part = em if by is None else em.filter(pl.col(by) == g)
             t = part[self.time].to_numpy()
             ax.plot(t, part["emmean"].to_numpy(), label=None if g is None else str(g))
             ax.fill_between(t, part["ci_low"].to_numpy(), part["ci_high"].to_numpy(), alpha=0.2)
@@ -890,7 +924,7 @@ def standard_formula(outcome: str, n_clinics: int) -> str:
     return f"{outcome} ~ week * adherence_overall + age + {clinic}(week | episode_id)"
 
 
-def fit_standard(frame: Any, outcome: str, reml: bool = True) -> GrowthModel:
+def fit_standard(frame: FrameLike, outcome: str, reml: bool = True) -> GrowthModel:
     """Fit the standard growth model of one outcome on the analysis frame (``derive.analysis_frame``).
 
     Parameters

@@ -27,9 +27,9 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -37,12 +37,51 @@ import polars as pl
 import scipy.linalg
 from scipy import optimize
 
+from sciatica_outcomes._typing import FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
-from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans
-from sciatica_outcomes.models.formula import Design, parse_formula
-from sciatica_outcomes.models.inference import WaldInference, vcov_varpar_from_hessian
+from sciatica_outcomes.models.emmeans import EmmeansResult, _column_mean, emmeans
+from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
+from sciatica_outcomes.models.inference import FTest, WaldInference, vcov_varpar_from_hessian
 
-__all__ = ["COVARIANCE_STRUCTURES", "MMRM", "MMRMResult", "fit_mmrm"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["COVARIANCE_STRUCTURES", "MMRM", "MMRMDiagnostics", "MMRMResult", "RowsDropped", "fit_mmrm"]
+
+FrameLike: TypeAlias = "pl.DataFrame | pd.DataFrame"
+"""The data a model accepts: a polars or a pandas frame (pandas is converted)."""
+
+
+class RowsDropped(TypedDict):
+    """Rows read and rows dropped, by reason (never silently)."""
+
+    rows_in: int
+    missing_subject_or_visit: int
+    missing_response: int
+    missing_covariate: int
+
+
+class _OptimiserReport(TypedDict):
+    optimizer: str
+    iterations: int
+    newton_steps: int
+    criterion: float
+    gradient_norm: float
+    newton_decrement: float
+    converged: bool
+    message: str
+
+
+class MMRMDiagnostics(_OptimiserReport):
+    """How the optimum was reached and how good it is (``MMRMResult.diagnostics``)."""
+
+    hessian_positive_definite: bool
+    hessian_min_eigenvalue: float
+    boundary: bool
+    n_patterns: int
+    rows_dropped: RowsDropped
+    fit_seconds: float
+
 
 #: Covariance structures of the visits and their meaning.
 COVARIANCE_STRUCTURES: dict[str, str] = {
@@ -77,7 +116,7 @@ def _cs_lower(t: int) -> float:
     return -1.0 / (t - 1) if t > 1 else -1.0
 
 
-def _pacf_to_acf(phi: np.ndarray) -> np.ndarray:
+def _pacf_to_acf(phi: FloatArray) -> FloatArray:
     """Autocorrelations ``r_1..r_K`` from partial autocorrelations ``phi_1..phi_K`` (Durbin-Levinson)."""
     k_max = phi.shape[0]
     r = np.zeros(k_max, dtype=phi.dtype)
@@ -94,7 +133,7 @@ def _pacf_to_acf(phi: np.ndarray) -> np.ndarray:
     return r
 
 
-def _acf_to_pacf(r: np.ndarray) -> np.ndarray:
+def _acf_to_pacf(r: FloatArray) -> FloatArray:
     """Inverse of :func:`_pacf_to_acf` (for starting values)."""
     k_max = r.shape[0]
     phi = np.zeros(k_max)
@@ -109,7 +148,7 @@ def _acf_to_pacf(r: np.ndarray) -> np.ndarray:
     return phi
 
 
-def _sigma(theta: np.ndarray, structure: str, t: int) -> np.ndarray:
+def _sigma(theta: FloatArray, structure: str, t: int) -> FloatArray:
     """The ``T x T`` covariance of the visits for the unconstrained parameters ``theta``."""
     if structure == "us":
         lower = np.zeros((t, t), dtype=theta.dtype)
@@ -139,7 +178,7 @@ def _sigma(theta: np.ndarray, structure: str, t: int) -> np.ndarray:
     return sd[:, None] * corr * sd[None, :]
 
 
-def _sigma_jacobian(theta: np.ndarray, structure: str, t: int) -> np.ndarray:
+def _sigma_jacobian(theta: FloatArray, structure: str, t: int) -> FloatArray:
     """``dSigma / dtheta_j`` for every parameter (shape ``(q, T, T)``), by complex step."""
     h = 1e-30
     q = theta.shape[0]
@@ -151,7 +190,7 @@ def _sigma_jacobian(theta: np.ndarray, structure: str, t: int) -> np.ndarray:
     return out
 
 
-def _theta_start(s0: np.ndarray, structure: str) -> np.ndarray:
+def _theta_start(s0: FloatArray, structure: str) -> FloatArray:
     """Unconstrained parameters approximating a positive definite starting covariance ``s0``."""
     t = s0.shape[0]
     if structure == "us":
@@ -178,7 +217,7 @@ def _theta_start(s0: np.ndarray, structure: str) -> np.ndarray:
     return np.concatenate([sd_part, cor_part])
 
 
-def _variance_parameters(sigma: np.ndarray, structure: str, visits: list[str]) -> list[tuple[str, float]]:
+def _variance_parameters(sigma: FloatArray, structure: str, visits: list[str]) -> list[tuple[str, float]]:
     """Interpretable variance parameters (standard deviations and correlations) of a fitted ``Sigma``."""
     t = sigma.shape[0]
     sd = np.sqrt(np.diag(sigma))
@@ -209,17 +248,15 @@ def _variance_parameters(sigma: np.ndarray, structure: str, visits: list[str]) -
 class _Patterns:
     """Per-pattern cross-product tensors of ``z = [x, y]``."""
 
-    visit_sets: list[np.ndarray]  # visit indices of each pattern
-    counts: np.ndarray  # subjects per pattern
-    tensors: list[np.ndarray]  # (m, p + 1, m, p + 1) per pattern
+    visit_sets: list[IntArray]  # visit indices of each pattern
+    counts: IntArray  # subjects per pattern
+    tensors: list[FloatArray]  # (m, p + 1, m, p + 1) per pattern
     n_obs: int
     p: int
     t: int
 
 
-def _build_patterns(
-    subject: np.ndarray, visit: np.ndarray, x: np.ndarray, y: np.ndarray, t: int
-) -> _Patterns:
+def _build_patterns(subject: IntArray, visit: IntArray, x: FloatArray, y: FloatArray, t: int) -> _Patterns:
     """Group subjects by their set of observed visits and accumulate cross products in one pass."""
     n_sub = int(subject.max()) + 1
     bits = np.bincount(subject, weights=np.exp2(visit), minlength=n_sub).astype(np.int64)
@@ -229,9 +266,9 @@ def _build_patterns(
     row_bits = row_bits[order]
     patterns, first_row = np.unique(row_bits, return_index=True)
     bounds = [*first_row.tolist(), row_bits.shape[0]]
-    sets: list[np.ndarray] = []
+    sets: list[IntArray] = []
     counts: list[int] = []
-    tensors: list[np.ndarray] = []
+    tensors: list[FloatArray] = []
     k = z.shape[1]
     for j, pat in enumerate(patterns.tolist()):  # loop over missingness patterns
         vis = np.flatnonzero((int(pat) >> np.arange(t)) & 1)
@@ -246,10 +283,10 @@ def _build_patterns(
 @dataclass
 class _Evaluation:
     value: float
-    beta: np.ndarray
-    a_inv: np.ndarray
-    weights: list[np.ndarray]
-    sigma: np.ndarray
+    beta: FloatArray
+    a_inv: FloatArray
+    weights: list[FloatArray]
+    sigma: FloatArray
 
 
 class _Criterion:
@@ -277,8 +314,8 @@ class _Criterion:
         self.const = (n - p) * _LOG2PI if reml else n * _LOG2PI
         self.p = p
 
-    def _weights(self, sigma: np.ndarray) -> tuple[list[np.ndarray], float] | None:
-        ws: list[np.ndarray] = []
+    def _weights(self, sigma: FloatArray) -> tuple[list[FloatArray], float] | None:
+        ws: list[FloatArray] = []
         logdet = 0.0
         for vis, cnt in zip(self.pats.visit_sets, self.pats.counts, strict=True):
             sub = sigma[np.ix_(vis, vis)]
@@ -291,7 +328,7 @@ class _Criterion:
             logdet += float(cnt) * 2.0 * float(np.log(np.diag(chol)).sum())
         return ws, logdet
 
-    def evaluate(self, theta: np.ndarray) -> _Evaluation | None:
+    def evaluate(self, theta: FloatArray) -> _Evaluation | None:
         sigma = _sigma(theta, self.structure, self.pats.t)
         got = self._weights(sigma)
         if got is None or not np.all(np.isfinite(sigma)):
@@ -315,7 +352,7 @@ class _Criterion:
             value += 2.0 * float(np.log(np.diag(chol)).sum())
         return _Evaluation(value, beta, a_inv, ws, sigma)
 
-    def sigma_gradient(self, ev: _Evaluation) -> np.ndarray:
+    def sigma_gradient(self, ev: _Evaluation) -> FloatArray:
         """Gradient of the criterion with respect to the full ``T x T`` matrix ``Sigma``."""
         p = self.p
         t = self.pats.t
@@ -330,7 +367,7 @@ class _Criterion:
             grad[np.ix_(vis, vis)] += cnt * w - w @ inner @ w
         return grad
 
-    def value_and_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+    def value_and_grad(self, theta: FloatArray) -> tuple[float, FloatArray]:
         ev = self.evaluate(theta)
         if ev is None:
             return math.inf, np.zeros_like(theta)
@@ -338,10 +375,10 @@ class _Criterion:
         jac = _sigma_jacobian(theta, self.structure, self.pats.t)
         return ev.value, np.einsum("ab,jab->j", gs, jac)
 
-    def grad(self, theta: np.ndarray) -> np.ndarray:
+    def grad(self, theta: FloatArray) -> FloatArray:
         return self.value_and_grad(theta)[1]
 
-    def hessian(self, theta: np.ndarray) -> np.ndarray:
+    def hessian(self, theta: FloatArray) -> FloatArray:
         """Observed Hessian of the criterion: central differences of the analytic gradient."""
         qn = theta.shape[0]
         hess = np.empty((qn, qn))
@@ -353,7 +390,7 @@ class _Criterion:
             hess[:, j] = (self.grad(up) - self.grad(dn)) / (2.0 * h)
         return 0.5 * (hess + hess.T)
 
-    def vcov_jacobian(self, theta: np.ndarray, ev: _Evaluation) -> np.ndarray:
+    def vcov_jacobian(self, theta: FloatArray, ev: _Evaluation) -> FloatArray:
         """``d vcov(beta) / d theta_j`` (shape ``(q, p, p)``), analytic: ``-V (dA/dtheta_j) V``."""
         p = self.p
         jac = _sigma_jacobian(theta, self.structure, self.pats.t)
@@ -387,7 +424,7 @@ def _formula_orders_interactions_like_names() -> bool:
     return bool(np.array_equal(col, expected))
 
 
-def _column_order(design: Design) -> np.ndarray | None:
+def _column_order(design: Design) -> IntArray | None:
     """Permutation taking ``Design`` matrix columns to the order of ``design.column_names``, or ``None``.
 
     ``formula.Design`` names interaction columns with the first variable varying fastest (as R does); if its
@@ -430,10 +467,10 @@ class _OrderedDesign:
         self.term_columns = design.term_columns
         self.formula = design.formula
 
-    def fix(self, x: np.ndarray) -> np.ndarray:
+    def fix(self, x: FloatArray) -> FloatArray:
         return x if self.order is None else x[:, self.order]
 
-    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+    def matrix(self, frame: pl.DataFrame) -> FloatArray:
         return self.fix(self.design.matrix(frame))
 
 
@@ -485,35 +522,36 @@ class MMRMResult:
     level: float
     visits: list[str]
     coef_names: list[str]
-    beta: np.ndarray
-    vcov: np.ndarray
+    beta: FloatArray
+    vcov: FloatArray
     summary: pl.DataFrame
-    covariance: np.ndarray
+    covariance: FloatArray
     variance_parameters: pl.DataFrame
-    theta: np.ndarray
-    theta_cov: np.ndarray
+    theta: FloatArray
+    theta_cov: FloatArray
     loglik: float
     aic: float
     bic: float
     n_obs: int
     n_subjects: int
-    diagnostics: dict[str, Any]
+    diagnostics: MMRMDiagnostics
     patterns: pl.DataFrame
     inference: WaldInference = field(repr=False)
     _view: _EmmeansView = field(repr=False)
 
     @property
-    def correlation(self) -> np.ndarray:
+    def correlation(self) -> FloatArray:
         """Correlation matrix of the visits."""
         sd = np.sqrt(np.diag(self.covariance))
-        return self.covariance / np.outer(sd, sd)
+        corr: FloatArray = self.covariance / np.outer(sd, sd)
+        return corr
 
     @property
     def converged(self) -> bool:
         """Whether the optimizer met its convergence criteria (see ``diagnostics``)."""
         return bool(self.diagnostics["converged"])
 
-    def design_matrix(self, frame: pl.DataFrame) -> np.ndarray:
+    def design_matrix(self, frame: pl.DataFrame) -> FloatArray:
         """Fixed-effects design of new data (fitted factor levels; columns in ``coef_names`` order)."""
         if self.visit in frame.columns:
             frame = frame.with_columns(pl.col(self.visit).cast(pl.String))
@@ -522,7 +560,7 @@ class MMRMResult:
     # ---- linear functions of beta ---------------------------------------------------------------
     def contrast(
         self,
-        lmat: np.ndarray | Sequence[Sequence[float]] | dict[str, float],
+        lmat: FloatArray | Sequence[Sequence[float]] | dict[str, float],
         names: Sequence[str] | None = None,
     ) -> pl.DataFrame:
         """Estimates, SE, Satterthwaite df, t, p and CI of the rows of ``L beta``.
@@ -546,7 +584,7 @@ class MMRMResult:
         mat = lmat if isinstance(lmat, dict) else np.atleast_2d(np.asarray(lmat, dtype=float))
         return self.inference.contrast(mat, level=self.level, labels=names)
 
-    def f_test(self, lmat: np.ndarray | Sequence[Sequence[float]]) -> dict[str, float]:
+    def f_test(self, lmat: FloatArray | Sequence[Sequence[float]]) -> FTest:
         """Satterthwaite F test of ``L beta = 0`` (as lmerTest's ``contestMD``): ``f, num_df, den_df, p``."""
         return self.inference.f_test(np.atleast_2d(np.asarray(lmat, dtype=float)))
 
@@ -571,7 +609,7 @@ class MMRMResult:
         self,
         specs: str | Sequence[str] | None = None,
         by: str | Sequence[str] | None = None,
-        at: dict[str, Sequence[Any]] | None = None,
+        at: Mapping[str, Sequence[Any]] | None = None,
     ) -> EmmeansResult:
         """Estimated marginal (least-squares) means with emmeans defaults, and their contrasts.
 
@@ -597,7 +635,7 @@ class MMRMResult:
         default for ``gls``) and ``pairs(emmeans(gls_fit, ~ group | visit))``.
         """
         spec = self.visit if specs is None else specs
-        return emmeans(self._view, spec, at=at, by=by, level=self.level)  # type: ignore[arg-type]
+        return emmeans(self._view, spec, at=at, by=by, level=self.level)
 
     def lsmeans(self, specs: str | Sequence[str] | None = None) -> pl.DataFrame:
         """LS means by visit (or by ``specs``): the ``means`` frame of :meth:`emmeans`."""
@@ -657,7 +695,7 @@ class MMRMResult:
         """:meth:`to_dict` as JSON text (non-finite numbers as null)."""
         return json.dumps(_jsonable(self.to_dict()), indent=indent)
 
-    def plot(self, ax: Any = None, by: str | None = None) -> Any:
+    def plot(self, ax: Axes | None = None, by: str | None = None) -> Axes:
         """LS means by visit with confidence intervals (one line per level of ``by``); returns the axes."""
         import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
 
@@ -734,6 +772,19 @@ def _visit_levels(col: pl.Series, given: Sequence[Any] | None) -> tuple[pl.Serie
                 f"visit_levels {missing} have no observations; drop them from visit_levels"
             )
     return text, levels
+
+
+class _Prepared(TypedDict):
+    """The rows an MMRM is fitted to, as arrays (:meth:`MMRM._prepare`)."""
+
+    frame: pl.DataFrame
+    design: _OrderedDesign
+    x: FloatArray
+    y: FloatArray
+    subject: IntArray  # subject code 0 .. n_subjects - 1 of each row
+    visit: IntArray  # visit position of each row
+    levels: list[str]
+    dropped: RowsDropped
 
 
 class MMRM:
@@ -817,7 +868,7 @@ class MMRM:
         self.max_iter = max_iter
 
     # ---- data preparation ------------------------------------------------------------------------
-    def _prepare(self, data: Any) -> dict[str, Any]:
+    def _prepare(self, data: FrameLike) -> _Prepared:
         frame = _as_polars(data)
         parsed = parse_formula(self.formula)
         if parsed.random:
@@ -901,7 +952,7 @@ class MMRM:
         }
 
     # ---- fitting ---------------------------------------------------------------------------------
-    def fit(self, data: Any) -> MMRM:
+    def fit(self, data: FrameLike) -> MMRM:
         """Fit the model to a long frame (one row per subject and visit); returns ``self``.
 
         Parameters
@@ -934,7 +985,7 @@ class MMRM:
                 )
         crit = _Criterion(pats, struct, self.reml)
         theta0 = _theta_start(_start_sigma(pats), struct)
-        theta, diag = _optimise(crit, theta0, self.max_iter)
+        theta, report = _optimise(crit, theta0, self.max_iter)
         ev = crit.evaluate(theta)
         if ev is None:  # pragma: no cover - the optimizer only returns evaluable points
             raise RuntimeError("the fitted covariance is not positive definite")
@@ -966,16 +1017,15 @@ class MMRM:
         p = x.shape[1]
         loglik = -0.5 * ev.value
         n_eff = pats.n_obs - p if self.reml else pats.n_obs
-        diag.update(
-            {
-                "hessian_positive_definite": hess_pd,
-                "hessian_min_eigenvalue": float(eig_desc[-1]),
-                "boundary": boundary,
-                "n_patterns": len(pats.visit_sets),
-                "rows_dropped": prep["dropped"],
-                "fit_seconds": time.perf_counter() - t0,
-            }
-        )
+        diag: MMRMDiagnostics = {
+            **report,
+            "hessian_positive_definite": hess_pd,
+            "hessian_min_eigenvalue": float(eig_desc[-1]),
+            "boundary": boundary,
+            "n_patterns": len(pats.visit_sets),
+            "rows_dropped": prep["dropped"],
+            "fit_seconds": time.perf_counter() - t0,
+        }
         if not hess_pd:
             diag["message"] = (
                 diag["message"] + "; Hessian not positive definite: Cov(theta) uses its positive eigenvalues"
@@ -1017,7 +1067,7 @@ class MMRM:
         return self
 
 
-def _as_polars(data: Any) -> pl.DataFrame:
+def _as_polars(data: object) -> pl.DataFrame:
     if isinstance(data, pl.DataFrame):
         return data
     if isinstance(data, pd.DataFrame):
@@ -1025,7 +1075,7 @@ def _as_polars(data: Any) -> pl.DataFrame:
     raise UnusableInputError(f"data must be a polars or pandas DataFrame, got {type(data).__name__}")
 
 
-def _start_sigma(pats: _Patterns) -> np.ndarray:
+def _start_sigma(pats: _Patterns) -> FloatArray:
     """Pairwise moment estimate of Sigma from OLS residuals, made positive definite."""
     p, t = pats.p, pats.t
     xtx = np.zeros((p + 1, p + 1))
@@ -1050,10 +1100,11 @@ def _start_sigma(pats: _Patterns) -> np.ndarray:
     corr = vecs @ np.diag(w) @ vecs.T
     d = np.sqrt(np.diag(corr))
     corr = corr / np.outer(d, d)
-    return corr * np.outer(sd, sd)
+    sigma: FloatArray = corr * np.outer(sd, sd)
+    return sigma
 
 
-def _optimise(crit: _Criterion, theta0: np.ndarray, max_iter: int) -> tuple[np.ndarray, dict[str, Any]]:
+def _optimise(crit: _Criterion, theta0: FloatArray, max_iter: int) -> tuple[FloatArray, _OptimiserReport]:
     """BFGS from ``theta0`` then Newton steps on the observed Hessian until the Newton decrement is tiny."""
     fun = crit.value_and_grad
     res = optimize.minimize(fun, theta0, jac=True, method="BFGS", options={"maxiter": max_iter, "gtol": 1e-6})
@@ -1107,7 +1158,7 @@ def _optimise(crit: _Criterion, theta0: np.ndarray, max_iter: int) -> tuple[np.n
     }
 
 
-def _column_info(formula: Any, frame: pl.DataFrame) -> dict[str, tuple[str, Any]]:
+def _column_info(formula: ModelFormula, frame: pl.DataFrame) -> dict[str, tuple[str, Any]]:
     """Predictor columns for the emmeans reference grid: factor levels, or the mean over fitted rows."""
     info: dict[str, tuple[str, Any]] = {}
     for var in formula.variables.values():
@@ -1115,7 +1166,7 @@ def _column_info(formula: Any, frame: pl.DataFrame) -> dict[str, tuple[str, Any]
             if var.kind == "factor":
                 info[col] = ("factor", [str(v) for v in var.levels])
             elif col not in info:
-                info[col] = ("numeric", float(frame[col].cast(pl.Float64).mean()))  # type: ignore[arg-type]
+                info[col] = ("numeric", _column_mean(frame, col))
     return info
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from sciatica_outcomes._typing import FloatArray
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models.mmrm import MMRM, _sigma
@@ -52,7 +53,7 @@ MODEL_ASSUMPTION = (
 _DEFINITIONS = {"mcid": "responder_mcid", "relative": "responder_relative"}
 
 
-def wilson_interval(successes: Any, trials: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def wilson_interval(successes: Any, trials: Any, level: float = 0.95) -> tuple[FloatArray, FloatArray]:
     """Wilson score interval of binomial proportions (vectorised).
 
     Parameters
@@ -287,9 +288,10 @@ def model_based_responders(
     if mcid.relative is not None:
         thresholds["relative"] = float(mcid.relative) * np.abs(base)
 
-    def shares(beta: np.ndarray, sd: np.ndarray, thr: np.ndarray) -> np.ndarray:
+    def shares(beta: FloatArray, sd: FloatArray, thr: FloatArray) -> FloatArray:
         mean = xg @ beta  # (visits, patients)
-        return stats.norm.cdf((direction * mean - thr[None, :]) / sd[:, None]).mean(axis=1)
+        share: FloatArray = stats.norm.cdf((direction * mean - thr[None, :]) / sd[:, None]).mean(axis=1)
+        return share
 
     rng = np.random.default_rng(seed)
     betas = rng.multivariate_normal(res.beta, res.vcov, n_draws)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,14 +15,19 @@ FIXED_COLUMNS = ("term", "estimate", "se", "df", "t", "p", "ci_low", "ci_high")
 RANDOM_COLUMNS = ("group", "term1", "term2", "variance", "sd", "corr")
 
 
-def _clean(value: Any) -> Any:
+def _clean(value: object) -> object:
+    """JSON-ready copy: non-finite floats become ``None``, tuples lists, at any depth."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return _clean_dict(value)
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
+
+
+def _clean_dict(value: Mapping[str, object]) -> dict[str, Any]:
+    return {k: _clean(v) for k, v in value.items()}
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,7 @@ class ConvergenceDiagnostics:
         """Plain-data form."""
         out = dict(self.__dict__)
         out["messages"] = list(self.messages)
-        return _clean(out)
+        return _clean_dict(out)
 
 
 @dataclass(frozen=True)
@@ -119,4 +125,4 @@ class FitResult:
             "diagnostics": self.diagnostics.to_dict(),
         }
         out.update(self.extras)
-        return _clean(out)
+        return _clean_dict(out)

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 from scipy import stats
 from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 
+from sciatica_outcomes._typing import FloatArray
 from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.scoring import BASELINE_LABEL
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["KaplanMeierResult", "kaplan_meier", "time_to_improvement", "tolerance_times"]
 
@@ -142,7 +146,7 @@ class KaplanMeierResult:
         """Plain-data form."""
         return {"medians": self.medians.to_dicts(), "logrank": self.logrank, "curves": self.curves.to_dicts()}
 
-    def plot(self, ax: Any = None, cumulative: bool = False) -> Any:
+    def plot(self, ax: Axes | None = None, cumulative: bool = False) -> Axes:
         """Step plot of the curves (``1 - S`` when ``cumulative``); returns the axes."""
         import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
 
@@ -245,7 +249,7 @@ def kaplan_meier(
     return KaplanMeierResult(pl.concat(curves), med_frame, logrank)
 
 
-def _pointwise_ci(sf: SurvfuncRight, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+def _pointwise_ci(sf: SurvfuncRight, alpha: float) -> tuple[FloatArray, FloatArray]:
     """Pointwise log-log (cloglog) interval of S(t), as ``survfit(conf.type = "log-log")``."""
     s = sf.surv_prob
     se = sf.surv_prob_se
