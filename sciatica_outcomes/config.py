@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sciatica_outcomes.errors import ConfigError
+from sciatica_outcomes.schemas.vocabulary import RED_FLAG_COLUMNS
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -247,13 +248,7 @@ class ClinicalConfig:
     )
     # --- red flags ------------------------------------------------------------------------------------
     red_flag_fields: tuple[str, ...] = _f(
-        (
-            "saddle_numbness",
-            "bladder_bowel_change",
-            "progressive_weakness",
-            "bilateral_symptoms",
-            "new_numbness",
-        ),
+        RED_FLAG_COLUMNS,
         "BMJ Best Practice CES; NHS Lothian RefHelp; NICE CKS sciatica (domain.md §3)",
         "symptom-check (or session) booleans that raise a red-flag alert",
     )

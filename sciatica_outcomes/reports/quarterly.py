@@ -37,9 +37,10 @@ from sciatica_outcomes.models.lmm import GrowthModel
 from sciatica_outcomes.models.responders import responder_frame
 from sciatica_outcomes.models.survival import kaplan_meier, time_to_improvement
 from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_counts, suppress_table
-from sciatica_outcomes.schemas import SCHEMA_VERSION
+from sciatica_outcomes.schemas import SCHEMA_VERSION, TABLE_SPECS
+from sciatica_outcomes.schemas.vocabulary import CANONICAL_TABLES, END_REASONS
 from sciatica_outcomes.scoring.visits import assign_visits, change_from_baseline
-from sciatica_outcomes.store import CANONICAL_TABLES, Store
+from sciatica_outcomes.store import Store
 
 __all__ = [
     "COHORT_RULES",
@@ -85,15 +86,10 @@ COHORT_RULES: dict[str, str] = {
     "trend": "the same definitions applied to each of the four previous quarters",
 }
 
-#: End reasons in display order (canonical vocabulary of ``episodes.end_reason``).
-END_REASONS: tuple[str, ...] = ("completed", "dropped_out", "referred", "surgery", "injection", "other")
-
 _QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
+#: The date column of every table dated within its episode (the tables' date-window rule).
 _DATE_COLUMNS: dict[str, str] = {
-    "sessions": "session_date",
-    "measures": "assessed_on",
-    "questionnaire_items": "assessed_on",
-    "symptom_checks": "checked_on",
+    name: spec.date_window.date_column for name, spec in TABLE_SPECS.items() if spec.date_window is not None
 }
 
 
@@ -453,7 +449,7 @@ def data_quality(inputs: QuarterlyInputs) -> dict[str, pl.DataFrame]:
         pl.col("end_date").is_not_null()
         & ((pl.col("end_date") - pl.col("assessed_on")).dt.total_days().is_between(0, 14))
     )
-    measures = ["walk_tolerance_min", "sit_tolerance_min", "nprs_leg", "odi"]
+    measures = list(REPORT_OUTCOMES)
     rows = []
     for meas in measures:
         b = at_base.filter(pl.col("measure") == meas).select("episode_id").unique()

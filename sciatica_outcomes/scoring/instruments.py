@@ -23,6 +23,12 @@ import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.errors import DataValidationError, UnusableInputError
+from sciatica_outcomes.schemas.vocabulary import (
+    MODIFIED_ODI_SECTIONS,
+    ODI_SECTIONS,
+    RMDQ_ITEMS,
+    SCIATICA_ITEMS,
+)
 
 __all__ = [
     "INSTRUMENTS",
@@ -31,25 +37,6 @@ __all__ = [
     "odi_band",
     "score_questionnaires",
 ]
-
-ODI_SECTIONS: tuple[str, ...] = (
-    "pain_intensity",
-    "personal_care",
-    "lifting",
-    "walking",
-    "sitting",
-    "standing",
-    "sleeping",
-    "sex_life",
-    "social_life",
-    "travelling",
-)
-#: Modified ODI (Fritz & Irrgang, Phys Ther 2001;81:776): employment/homemaking replaces sex life.
-MODIFIED_ODI_SECTIONS: tuple[str, ...] = tuple(
-    "employment_homemaking" if s == "sex_life" else s for s in ODI_SECTIONS
-)
-SCIATICA_ITEMS: tuple[str, ...] = ("leg_pain", "numbness_tingling", "weakness", "pain_sitting")
-RMDQ_ITEMS: tuple[str, ...] = tuple(str(i) for i in range(1, 25))
 
 Rule = Literal["percent_of_answered", "sum", "mean", "each"]
 
