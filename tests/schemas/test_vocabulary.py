@@ -150,4 +150,4 @@ def test_no_module_spells_out_a_vocabulary_of_its_own() -> None:
                 for name, vocab in vocabularies.items()
                 if words <= vocab
             ]
-    assert copies == [], "import these from sciatica_outcomes.schemas.vocabulary instead: " + "; ".join(copies)
+    assert copies == [], "import them from sciatica_outcomes.schemas.vocabulary: " + "; ".join(copies)
