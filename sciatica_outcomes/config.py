@@ -176,6 +176,13 @@ class ClinicalConfig:
     baseline_after_days: int = _f(
         7, "convention (protocol choice)", "baseline window ends this many days after episode start"
     )
+    end_window_days: int = _f(
+        14,
+        "convention (protocol choice): discharge measures are taken in the last two weeks of the episode; "
+        "registries report PROM capture at intake and at discharge (APTA registry, FOTO; domain.md §4)",
+        "an assessment this many days or fewer before an episode's end date is an end-of-episode "
+        "(discharge) assessment",
+    )
     visit_windows: dict[str, VisitWindow] = field(
         default_factory=_default_windows,
         metadata={
@@ -264,7 +271,14 @@ class ClinicalConfig:
     )
 
     def __post_init__(self) -> None:
-        ints = ("odi_max_missing", "rmdq_max_missing", "sbi_max_missing", "psfs_min_items", "psfs_max_items")
+        ints = (
+            "odi_max_missing",
+            "rmdq_max_missing",
+            "sbi_max_missing",
+            "psfs_min_items",
+            "psfs_max_items",
+            "end_window_days",
+        )
         for name in ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -25,9 +25,10 @@ PACKAGE = REPO / "sciatica_outcomes"
 STAGES: tuple[str, ...] = ("ingest", "store", "scoring", "derive", "models", "reports")
 #: The shared vocabulary every stage may import (they import only one another): the canonical schemas and
 #: vocabularies, the exception hierarchy, the clinical configuration and the version; plus plumbing that
-#: imports no stage (default paths and settings, lazy re-exports, terminal tables and help for the CLIs).
+#: imports no stage (default paths and settings, type aliases, lazy re-exports, terminal tables and help
+#: for the CLIs).
 SHARED: frozenset[str] = frozenset(
-    {"schemas", "errors", "config", "_version", "defaults", "_lazy", "_terminal", "_cli_help"}
+    {"schemas", "errors", "config", "_version", "defaults", "_typing", "_lazy", "_terminal", "_cli_help"}
 )
 #: Modules that may import only the shared ones.
 LEAVES: frozenset[str] = frozenset({"synth"})
