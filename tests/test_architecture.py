@@ -9,13 +9,9 @@ a stage to its right, and never a private (``_``) name or module of another stag
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import pytest
-
-import sciatica_outcomes
-from sciatica_outcomes._version import __version__
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "sciatica_outcomes"
@@ -176,8 +172,3 @@ def test_a_wrong_way_import_is_found_in_source(tmp_path: Path) -> None:
     assert len(bad) == 1, bad
     assert bad[0].startswith("sciatica_outcomes.derive.probe line 4 (sciatica_outcomes.models.lmm import")
     assert "to its right" in bad[0]
-
-
-def test_one_version_everywhere() -> None:
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-    assert sciatica_outcomes.__version__ == __version__ == pyproject["project"]["version"]

@@ -28,8 +28,12 @@ from sciatica_outcomes.derive.pain import (
 )
 from sciatica_outcomes.derive.redflags import red_flag_alerts
 from sciatica_outcomes.schemas.catalogs import measure_catalog
-from sciatica_outcomes.scoring import assign_visits, change_from_baseline, score_questionnaires
-from sciatica_outcomes.scoring.visits import flag_end_of_episode
+from sciatica_outcomes.scoring import (
+    assign_visits,
+    change_from_baseline,
+    flag_end_of_episode,
+    score_questionnaires,
+)
 
 __all__ = ["Derived", "analysis_frame", "derive_all", "episode_summary", "outcome_measures"]
 

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sciatica_outcomes.config import ClinicalConfig, Mcid, VisitWindow
-from sciatica_outcomes.scoring import assign_visits, cap_share, change_from_baseline
-from sciatica_outcomes.scoring.visits import flag_end_of_episode
+from sciatica_outcomes.scoring import assign_visits, cap_share, change_from_baseline, flag_end_of_episode
 
 START = date(2025, 1, 6)
 
