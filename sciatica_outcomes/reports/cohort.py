@@ -205,23 +205,28 @@ def compare_time_shapes(
         models[name] = GrowthModel(formula, reml=False).fit(frame)
     base = models.get("linear")
     for name, model in models.items():
-        d = model.to_dict()
+        fit = model.result_
         nested = base is not None and name in ("natural spline (knots 6, 12)", "piecewise linear (hinge 12)")
         p = likelihood_ratio_test(base, model).p if nested and base is not None else None
         rows.append(
             {
                 "shape": name,
-                "formula": model.formula_.text if hasattr(model, "formula_") else "",
+                "formula": model.formula_.text,
                 "n_par": len(model.beta_) + len(model.theta_) + 1,
-                "loglik": d["loglik"],
-                "AIC": d["aic"],
-                "BIC": d["bic"],
+                "loglik": _finite(fit.loglik),
+                "AIC": _finite(fit.aic),
+                "BIC": _finite(fit.bic),
                 "LRT_vs_linear_p": p,
-                "converged": d["diagnostics"]["converged"],
+                "converged": fit.diagnostics.converged,
             }
         )
     table = pl.DataFrame(rows).with_columns((pl.col("AIC") - pl.col("AIC").min()).alias("delta_AIC"))
     return table.sort("AIC"), models
+
+
+def _finite(value: float) -> float | None:
+    """A fit statistic for the table: None (null) when the fit produced no finite value."""
+    return value if math.isfinite(value) else None
 
 
 def completers(frame: pl.DataFrame) -> pl.DataFrame:

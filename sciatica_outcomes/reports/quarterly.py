@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import polars as pl
@@ -53,9 +53,18 @@ __all__ = [
     "GROWTH_TIME",
     "KM_OUTCOMES",
     "REPORT_OUTCOMES",
+    "AdherenceSummary",
+    "DataQuality",
+    "DoseProgression",
+    "ModelSpec",
     "OutcomeModel",
+    "ProgressionCounts",
+    "ProviderSpec",
+    "ProviderView",
     "Quarter",
     "QuarterlyInputs",
+    "SafetySummary",
+    "TimeToImprovement",
     "adherence_summary",
     "as_of",
     "band_shares",
@@ -89,6 +98,95 @@ COHORT_RULES: dict[str, str] = {
     "adherence": "sessions scheduled in the quarter for episodes active in the quarter",
     "trend": "the same definitions applied to each of the four previous quarters",
 }
+
+
+class DataQuality(TypedDict):
+    """:func:`data_quality`: quarantined rows by rule and measure completeness."""
+
+    quarantine: pl.DataFrame
+    completeness: pl.DataFrame
+
+
+class AdherenceSummary(TypedDict):
+    """:func:`adherence_summary`: adherence to the prescription in a quarter."""
+
+    patient_weeks: int
+    weeks_met: int
+    met_share: float | None
+    mean_ratio: float | None
+    by_program_week: pl.DataFrame
+    episode_ratio: pl.DataFrame
+
+
+class SafetySummary(TypedDict):
+    """:func:`safety_summary`: red-flag alerts, flares and pain-response bands in a quarter."""
+
+    open_unactioned: pl.DataFrame
+    alerts_by_flag: pl.DataFrame
+    completed_sessions: int
+    flares: int
+    flare_rate_per_100: float | None
+    spikes: int
+    settle_unknown: int
+    pain_bands: pl.DataFrame
+
+
+class ProgressionCounts(TypedDict):
+    """Load progression of the active episodes (raw counts: suppress before showing)."""
+
+    n_episodes: int
+    n_progressed: int
+    mean_weeks_between: float | None
+    n_behind_guideline: int
+    n_stalled: int
+
+
+class DoseProgression(TypedDict):
+    """:func:`dose_progression`: weekly dose by muscle group and load progression."""
+
+    by_muscle_group: pl.DataFrame
+    progression: ProgressionCounts
+
+
+class TimeToImprovement(TypedDict):
+    """:func:`time_to_improvement_summary`: Kaplan-Meier curves (coarsened) and medians."""
+
+    curves: pl.DataFrame
+    medians: pl.DataFrame
+
+
+class ModelSpec(TypedDict):
+    """What the report's provenance records of one growth model."""
+
+    purpose: str
+    outcome: str
+    formula: str
+    reml: bool
+    n_obs: int
+    n_episodes: int
+    converged: bool
+    diagnostics: dict[str, Any]
+
+
+class ProviderSpec(TypedDict):
+    """What the report's provenance records of the risk-adjusted comparison."""
+
+    outcome: str
+    visit: str
+    level: str
+    residual_sd: float
+    between_sd: float
+    diagnostics: dict[str, Any]
+
+
+class ProviderView(TypedDict):
+    """:func:`provider_comparison`: the units as the report shows them, the funnel limits, the spec."""
+
+    level: str
+    providers: pl.DataFrame
+    limits: pl.DataFrame
+    spec: ProviderSpec
+
 
 _QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
 #: The date column of every table dated within its episode (the tables' date-window rule).
@@ -420,12 +518,12 @@ def case_mix(inputs: QuarterlyInputs) -> pl.DataFrame:
     return pl.concat(parts).select("characteristic", "category", "n")
 
 
-def data_quality(inputs: QuarterlyInputs) -> dict[str, pl.DataFrame]:
+def data_quality(inputs: QuarterlyInputs) -> DataQuality:
     """Rows quarantined by rule and measure completeness at baseline and at the end of the episode.
 
     Returns
     -------
-    dict
+    DataQuality
         ``"quarantine"``: ``table, rule, rows`` (all ingests up to now; a quarantined row counts once per
         rule it broke); ``"completeness"``: ``measure, baseline_n, baseline_of, end_n, end_of`` for the
         episodes enrolled in (baseline) and ended in (end) the quarter: a baseline is a value at visit w0, an
@@ -524,12 +622,12 @@ def _active(
     return q, {**tables, "episodes": ep}
 
 
-def adherence_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> dict[str, Any]:
+def adherence_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> AdherenceSummary:
     """Adherence to the 2-3 sessions/week prescription in the quarter.
 
     Returns
     -------
-    dict
+    AdherenceSummary
         ``"patient_weeks"`` (ISO weeks of active episodes overlapping the quarter), ``"weeks_met"`` (those
         with at least the prescribed whole number of completed sessions), ``"met_share"`` (their share),
         ``"mean_ratio"``
@@ -572,12 +670,12 @@ def adherence_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -
     }
 
 
-def safety_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> dict[str, Any]:
+def safety_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> SafetySummary:
     """Red-flag alerts, flares and pain-response categories for the quarter.
 
     Returns
     -------
-    dict
+    SafetySummary
         ``"open_unactioned"`` (red-flag alerts dated up to the end of the quarter with no action recorded,
         whatever their date: frame with ``weeks_open`` instead of dates), ``"alerts_by_flag"`` (counts of
         red-flag alerts dated in the quarter by flag, and of sustained-distal-spread signals),
@@ -786,7 +884,7 @@ class OutcomeModel:
     trajectory: pl.DataFrame
     observed: pl.DataFrame
     changes: pl.DataFrame
-    spec: dict[str, Any]
+    spec: ModelSpec
 
 
 def outcome_models(
@@ -834,7 +932,7 @@ def outcome_models(
             .with_columns(pl.Series("week", list(weeks)))
             .select("week", "estimate", "se", "df", "ci_low", "ci_high", "p")
         )
-        spec = {
+        spec: ModelSpec = {
             "purpose": "growth model",
             "outcome": outcome,
             "formula": formula,
@@ -850,12 +948,12 @@ def outcome_models(
     return out
 
 
-def dose_progression(inputs: QuarterlyInputs) -> dict[str, Any]:
+def dose_progression(inputs: QuarterlyInputs) -> DoseProgression:
     """Training dose by muscle group and load progression of the episodes active in the quarter.
 
     Returns
     -------
-    dict
+    DoseProgression
         ``"by_muscle_group"``: ``muscle_group, episodes, mean_weekly_reps, mean_weekly_volume_kg,
         mean_weekly_tut_s`` over the patient-weeks in the quarter; ``"progression"``: counts of active
         episodes with at least one progression, mean weeks between progressions, behind the 1-2 week
@@ -910,7 +1008,7 @@ def _coarse_steps(curve: pl.DataFrame) -> pl.DataFrame:
     return curve.filter(pl.Series(keep))
 
 
-def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
+def time_to_improvement_summary(inputs: QuarterlyInputs) -> TimeToImprovement:
     """Kaplan-Meier time to the first visit with a clinically important improvement (absolute MCID).
 
     Uses every episode with a baseline and at least one follow-up visit up to the end of the quarter; an
@@ -918,7 +1016,7 @@ def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
 
     Returns
     -------
-    dict
+    TimeToImprovement
         ``"curves"``: ``outcome, time, share_improved, ci_low, ci_high`` (cumulative share, ``1 - S(t)``,
         the Kaplan-Meier estimate itself) at a subset of the event times chosen so that no step tells a
         count of 1-10: a point is kept once more than 10 events have accrued since the previous kept point
@@ -970,7 +1068,7 @@ def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
 
 def provider_comparison(
     inputs: QuarterlyInputs, outcome: str = "odi", visit: str = "w12"
-) -> dict[str, Any] | None:
+) -> ProviderView | None:
     """Risk-adjusted comparison of clinics (all-clinic report) or of therapists (one-clinic report).
 
     Improvement in ``outcome`` at ``visit`` (12 weeks by default) is compared with what each episode's case
@@ -979,7 +1077,7 @@ def provider_comparison(
 
     Returns
     -------
-    dict or None
+    ProviderView or None
         ``"level"`` (clinic or therapist), ``"providers"`` (``unit, n, o_minus_e, limit95, limit998, band,
         shrunken, shrunken_low, shrunken_high``), ``"limits"`` (funnel limits over volumes), ``"spec"``
         (case-mix formula, SDs, rows used); None when fewer than two units have an outcome or too few
