@@ -205,6 +205,12 @@ class ClinicalConfig:
         "DESIGN.md canonical tables: prescribed_sessions_per_week default 2-3 (lower bound)",
         "prescribed sessions per week when an episode does not record it",
     )
+    adherence_high_min: float = _f(
+        0.8,
+        "convention (protocol choice): no published adherence standard for supervised sciatica programs",
+        "adherence ratio (completed / prescribed sessions) from which an episode is in the high-adherence "
+        "group of the cohort analysis",
+    )
     dropout_gap_weeks: float = _f(
         2.0,
         "convention: 4-6 prescribed sessions missed in a row; no published standard",
@@ -291,6 +297,7 @@ class ClinicalConfig:
         positive = (
             "program_weeks",
             "default_sessions_per_week",
+            "adherence_high_min",
             "dropout_gap_weeks",
             "progression_guideline_weeks",
             "progression_stall_weeks",
