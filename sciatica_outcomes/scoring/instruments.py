@@ -228,10 +228,11 @@ def odi_band(score: pl.Expr, *, label: bool = False) -> pl.Expr:
     Validated against: Fairbank & Pynsent 2000 bands as reproduced in the awell-score oswestry README.
     """
     which = 2 if label else 1
-    expr = pl.when(score.is_null()).then(None)
-    for band in ODI_BANDS[:-1]:
-        expr = expr.when(score <= band[0]).then(pl.lit(band[which]))
-    return expr.otherwise(pl.lit(ODI_BANDS[-1][which]))
+    # from the top band down: each cut point overrides what lies at or below it
+    expr: pl.Expr = pl.lit(ODI_BANDS[-1][which])
+    for upper, *names in reversed(ODI_BANDS[:-1]):
+        expr = pl.when(score <= upper).then(pl.lit(names[which - 1])).otherwise(expr)
+    return pl.when(score.is_null()).then(None).otherwise(expr)
 
 
 _REQUIRED = ("episode_id", "assessed_on", "instrument", "item", "response")
