@@ -22,18 +22,32 @@ STAGES: tuple[str, ...] = ("ingest", "store", "scoring", "derive", "models", "re
 #: The shared vocabulary every stage may import (they import only one another): the canonical schemas and
 #: vocabularies, the exception hierarchy, the clinical configuration and the version; plus plumbing that
 #: imports no stage (default paths and settings, type aliases, lazy re-exports, terminal tables and help
-#: for the CLIs).
+#: for the CLIs, safe output files).
 SHARED: frozenset[str] = frozenset(
-    {"schemas", "errors", "config", "_version", "defaults", "_typing", "_lazy", "_terminal", "_cli_help"}
+    {
+        "schemas",
+        "errors",
+        "config",
+        "_version",
+        "defaults",
+        "_typing",
+        "_lazy",
+        "_terminal",
+        "_cli_help",
+        "outputs",
+    }
 )
 #: Modules that may import only the shared ones.
 LEAVES: frozenset[str] = frozenset({"synth"})
 #: Modules that assemble everything: the ``sciatica-outcomes`` command and the package's public API.
 TOP: frozenset[str] = frozenset({"cli", "__init__"})
 #: The one hand-off to a stage on the right: ingest writes its validated frames through the store's public
-#: writer (the arrow "validate -> store" is a call). Only these names; the column schemas and records they
-#: exchange live in ``schemas.store_tables``. The store never imports ingest.
-HANDOFF: dict[tuple[str, str], frozenset[str]] = {("ingest", "store"): frozenset({"Store", "DEFAULT_DB"})}
+#: writer (the arrow "validate -> store" is a call), after checking that ``--db`` can be a store. Only these
+#: names; the column schemas and records they exchange live in ``schemas.store_tables``. The store never
+#: imports ingest.
+HANDOFF: dict[tuple[str, str], frozenset[str]] = {
+    ("ingest", "store"): frozenset({"Store", "DEFAULT_DB", "check_store_path"})
+}
 
 
 def _unit(dotted: str) -> str:
