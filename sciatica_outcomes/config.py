@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sciatica_outcomes.errors import ConfigError
+from sciatica_outcomes.schemas.vocabulary import RED_FLAG_COLUMNS
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -175,6 +176,13 @@ class ClinicalConfig:
     baseline_after_days: int = _f(
         7, "convention (protocol choice)", "baseline window ends this many days after episode start"
     )
+    end_window_days: int = _f(
+        14,
+        "convention (protocol choice): discharge measures are taken in the last two weeks of the episode; "
+        "registries report PROM capture at intake and at discharge (APTA registry, FOTO; domain.md §4)",
+        "an assessment this many days or fewer before an episode's end date is an end-of-episode "
+        "(discharge) assessment",
+    )
     visit_windows: dict[str, VisitWindow] = field(
         default_factory=_default_windows,
         metadata={
@@ -196,6 +204,12 @@ class ClinicalConfig:
         2.0,
         "DESIGN.md canonical tables: prescribed_sessions_per_week default 2-3 (lower bound)",
         "prescribed sessions per week when an episode does not record it",
+    )
+    adherence_high_min: float = _f(
+        0.8,
+        "convention (protocol choice): no published adherence standard for supervised sciatica programs",
+        "adherence ratio (completed / prescribed sessions) from which an episode is in the high-adherence "
+        "group of the cohort analysis",
     )
     dropout_gap_weeks: float = _f(
         2.0,
@@ -247,13 +261,7 @@ class ClinicalConfig:
     )
     # --- red flags ------------------------------------------------------------------------------------
     red_flag_fields: tuple[str, ...] = _f(
-        (
-            "saddle_numbness",
-            "bladder_bowel_change",
-            "progressive_weakness",
-            "bilateral_symptoms",
-            "new_numbness",
-        ),
+        RED_FLAG_COLUMNS,
         "BMJ Best Practice CES; NHS Lothian RefHelp; NICE CKS sciatica (domain.md §3)",
         "symptom-check (or session) booleans that raise a red-flag alert",
     )
@@ -269,7 +277,14 @@ class ClinicalConfig:
     )
 
     def __post_init__(self) -> None:
-        ints = ("odi_max_missing", "rmdq_max_missing", "sbi_max_missing", "psfs_min_items", "psfs_max_items")
+        ints = (
+            "odi_max_missing",
+            "rmdq_max_missing",
+            "sbi_max_missing",
+            "psfs_min_items",
+            "psfs_max_items",
+            "end_window_days",
+        )
         for name in ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -282,6 +297,7 @@ class ClinicalConfig:
         positive = (
             "program_weeks",
             "default_sessions_per_week",
+            "adherence_high_min",
             "dropout_gap_weeks",
             "progression_guideline_weeks",
             "progression_stall_weeks",

@@ -20,7 +20,6 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,20 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from sciatica_outcomes._version import __version__
 from sciatica_outcomes.defaults import DEFAULT_DB
 from sciatica_outcomes.errors import DataValidationError, StoreError
 from sciatica_outcomes.schemas import SCHEMA_VERSION, TABLE_SPECS
+from sciatica_outcomes.schemas.store_tables import (
+    INGEST_LOG_ORDER,
+    INGEST_LOG_SCHEMA,
+    QUARANTINE_ORDER,
+    QUARANTINE_SCHEMA,
+    IngestLogEntry,
+    IngestPart,
+    WriteCounts,
+)
+from sciatica_outcomes.schemas.vocabulary import INGEST_LOG_TABLE, QUARANTINE_TABLE
 
 __all__ = [
     "CANONICAL_TABLES",
@@ -44,38 +54,8 @@ __all__ = [
 
 #: Default location of the store (relative to the working directory); ``--db`` overrides it.
 
-#: The six canonical tables, in dependency order.
+#: The six canonical tables, in dependency order (``schemas.vocabulary``).
 CANONICAL_TABLES: tuple[str, ...] = tuple(TABLE_SPECS)
-
-#: Columns of ``ingest_log``: one row per source table per ingest.
-INGEST_LOG_SCHEMA: dict[str, pl.DataType] = {
-    "ingest_id": pl.Int64(),
-    "ingested_at_utc": pl.Datetime("us"),
-    "source_path": pl.String(),
-    "source_format": pl.String(),
-    "sha256": pl.String(),
-    "table_name": pl.String(),
-    "schema_version": pl.String(),
-    "package_version": pl.String(),
-    "rows_read": pl.Int64(),
-    "rows_stored": pl.Int64(),
-    "rows_inserted": pl.Int64(),
-    "rows_updated": pl.Int64(),
-    "rows_unchanged": pl.Int64(),
-    "rows_quarantined": pl.Int64(),
-}
-
-#: Columns of ``quarantine``: one row per rejected source row. ``record`` is a JSON object of the raw values
-#: as read (strings), ``errors`` a JSON list of ``{column, value, rule, message}``.
-QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
-    "ingest_id": pl.Int64(),
-    "source_path": pl.String(),
-    "sha256": pl.String(),
-    "table_name": pl.String(),
-    "row_number": pl.Int64(),
-    "record": pl.String(),
-    "errors": pl.String(),
-}
 
 _DUCK_TYPES: dict[type[pl.DataType], str] = {
     pl.String: "VARCHAR",
@@ -85,24 +65,6 @@ _DUCK_TYPES: dict[type[pl.DataType], str] = {
     pl.Boolean: "BOOLEAN",
     pl.Datetime: "TIMESTAMP",
 }
-
-
-@dataclass(frozen=True)
-class WriteCounts:
-    """What one upsert did to one table.
-
-    ``stored = inserted + updated + unchanged`` is the number of rows of the written frame now in the store.
-    """
-
-    table: str
-    inserted: int
-    updated: int
-    unchanged: int
-
-    @property
-    def stored(self) -> int:
-        """Rows of the written frame that are in the store after the write."""
-        return self.inserted + self.updated + self.unchanged
 
 
 def _q(name: str) -> str:
@@ -115,8 +77,6 @@ def _ddl(table: str, schema: Mapping[str, pl.DataType]) -> str:
 
 
 def _package_version() -> str:
-    from sciatica_outcomes._version import __version__  # noqa: PLC0415
-
     return __version__
 
 
@@ -180,8 +140,8 @@ class Store:
         with self.transaction():
             for name, spec in TABLE_SPECS.items():
                 self._exec(_ddl(name, spec.dtypes))
-            self._exec(_ddl("ingest_log", INGEST_LOG_SCHEMA))
-            self._exec(_ddl("quarantine", QUARANTINE_SCHEMA))
+            self._exec(_ddl(INGEST_LOG_TABLE, INGEST_LOG_SCHEMA))
+            self._exec(_ddl(QUARANTINE_TABLE, QUARANTINE_SCHEMA))
             self._exec("CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR, value VARCHAR)")
             has = self._exec("SELECT count(*) FROM store_meta WHERE key = 'schema_version'")
             if has[0][0] == 0:
@@ -243,10 +203,10 @@ class Store:
         if table in TABLE_SPECS:
             schema: Mapping[str, pl.DataType] = TABLE_SPECS[table].dtypes
             order = TABLE_SPECS[table].key
-        elif table == "ingest_log":
-            schema, order = INGEST_LOG_SCHEMA, ("ingest_id", "table_name", "source_path")
-        elif table == "quarantine":
-            schema, order = QUARANTINE_SCHEMA, ("ingest_id", "source_path", "table_name", "row_number")
+        elif table == INGEST_LOG_TABLE:
+            schema, order = INGEST_LOG_SCHEMA, INGEST_LOG_ORDER
+        elif table == QUARANTINE_TABLE:
+            schema, order = QUARANTINE_SCHEMA, QUARANTINE_ORDER
         else:
             raise StoreError(
                 f"unknown table {table!r}: expected one of {', '.join(CANONICAL_TABLES)}, "
@@ -335,7 +295,7 @@ class Store:
         """The id the next ``ingest_log`` entry should use (call inside the writing transaction)."""
         return int(self._exec("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingest_log")[0][0])
 
-    def append_log(self, entries: Sequence[Mapping[str, Any]]) -> None:
+    def append_log(self, entries: Sequence[IngestLogEntry]) -> None:
         """Append ``ingest_log`` rows.
 
         Each entry holds ``ingest_id, source_path, source_format, sha256, table_name, rows_read,
@@ -489,7 +449,7 @@ class Store:
 
     def write_ingest(
         self,
-        parts: Sequence[Mapping[str, Any]],
+        parts: Sequence[IngestPart],
         quarantine: pl.DataFrame,
         *,
         on_step: Callable[[str, str], None] | None = None,
@@ -498,14 +458,16 @@ class Store:
 
         Parameters
         ----------
-        parts : sequence of mapping
-            One entry per source table: ``table``, ``frame`` (its valid canonical rows), ``source_path``,
-            ``source_format``, ``sha256``, ``rows_read``, ``rows_quarantined``. Frames must come from
-            validation (keys unique within the frame and non-null; not re-checked here). Parts are upserted in
-            table dependency order, each on its own, so the counts of every source are exact (a later source
-            with the same key updates an earlier one).
+        parts : sequence of IngestPart
+            One entry per source table (:class:`~sciatica_outcomes.schemas.store_tables.IngestPart`:
+            ``table``, ``frame`` with its valid canonical rows, ``source_path``, ``source_format``,
+            ``sha256``, ``rows_read``, ``rows_quarantined``). Frames must come from validation (keys unique
+            within the frame and non-null; not re-checked here). Parts are upserted in table dependency order,
+            each on its own, so the counts of every source are exact (a later source with the same key
+            updates an earlier one).
         quarantine : polars.DataFrame
-            Rejected rows (:data:`QUARANTINE_SCHEMA` without ``ingest_id``; it is filled in here).
+            Rejected rows (columns of :data:`~sciatica_outcomes.schemas.store_tables.QUARANTINE_ROW_SCHEMA`:
+            :data:`QUARANTINE_SCHEMA` without ``ingest_id``, which is filled in here).
         on_step : callable, optional
             Called as ``on_step(stage, table)`` inside the transaction after each part is written (progress
             reporting).
@@ -545,14 +507,14 @@ class IngestWriter:
         self._store = store
         self._on_step = on_step
         self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
-        self._parts: dict[Any, Mapping[str, Any]] = {}
+        self._parts: dict[Any, IngestPart] = {}
         self._counts: dict[Any, WriteCounts] = {}
         self._error: BaseException | None = None
         self._ingest_id: int | None = None
         self._thread = threading.Thread(target=self._run, name="sciatica-outcomes-ingest-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, key: Any, part: Mapping[str, Any]) -> None:
+    def submit(self, key: Any, part: IngestPart) -> None:
         """Queue a part (see :meth:`Store.write_ingest`); parts must arrive in table dependency order."""
         self._parts[key] = part
         self._queue.put(("part", key, part))

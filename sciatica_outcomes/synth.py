@@ -53,7 +53,19 @@ import numpy.typing as npt
 import polars as pl
 
 from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
-from sciatica_outcomes.scoring.instruments import ODI_SECTIONS, SCIATICA_ITEMS
+from sciatica_outcomes.schemas.vocabulary import BANDS as ALL_BANDS
+from sciatica_outcomes.schemas.vocabulary import (
+    CANONICAL_TABLES,
+    EXERCISE_CODES,
+    MUSCLE_GROUPS,
+    ODI_SECTIONS,
+    RED_FLAG_COLUMNS,
+    SCIATICA_ITEMS,
+    SESSION_STATUSES,
+    SIDES,
+    STOPPED_REASONS,
+    SYMPTOM_EXTENTS,
+)
 
 __all__ = [
     "TABLES",
@@ -67,28 +79,15 @@ __all__ = [
 ]
 
 #: Canonical table names, in the order they are written.
-TABLES: tuple[str, ...] = (
-    "episodes",
-    "sessions",
-    "session_exercises",
-    "measures",
-    "questionnaire_items",
-    "symptom_checks",
-)
+TABLES: tuple[str, ...] = CANONICAL_TABLES
 
 SBI_ITEMS: tuple[str, ...] = SCIATICA_ITEMS
 PSFS_ITEMS: tuple[str, ...] = ("activity_1", "activity_2", "activity_3")
-RED_FLAG_FIELDS: tuple[str, ...] = (
-    "saddle_numbness",
-    "bladder_bowel_change",
-    "progressive_weakness",
-    "bilateral_symptoms",
-    "new_numbness",
-)
-SYMPTOM_EXTENT: tuple[str, ...] = ("back_only", "buttock", "thigh", "below_knee", "foot")
-SESSION_STATUS: tuple[str, ...] = ("completed", "missed", "cancelled")
-STOPPED_REASONS: tuple[str, ...] = ("cap", "fatigue", "symptom")
-BANDS: tuple[str, ...] = ("yellow", "red", "green", "blue", "black")
+RED_FLAG_FIELDS: tuple[str, ...] = RED_FLAG_COLUMNS
+SYMPTOM_EXTENT: tuple[str, ...] = SYMPTOM_EXTENTS
+SESSION_STATUS: tuple[str, ...] = SESSION_STATUSES
+#: The synthetic programs progress through the five lightest band colours.
+BANDS: tuple[str, ...] = ALL_BANDS[:5]
 
 
 @dataclass(frozen=True)
@@ -334,7 +333,7 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
     age = np.clip(np.rint(rng.normal(48.0, 13.0, n)), 18, 89).astype(np.int64)
     sex = np.where(rng.random(n) < 0.55, "F", "M")
     duration = (12 + np.rint(rng.lognormal(math.log(20.0), 0.8, n))).astype(np.int64)
-    side = rng.choice(np.array(["left", "right", "bilateral"]), size=n, p=[0.47, 0.47, 0.06])
+    side = rng.choice(np.array(SIDES), size=n, p=[0.47, 0.47, 0.06])  # left, right, bilateral
     spw = np.where(rng.random(n) < 0.6, 2, 3)
     a = cfg.adherence_mean * cfg.adherence_concentration
     b = (1 - cfg.adherence_mean) * cfg.adherence_concentration
@@ -523,7 +522,11 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
         at_cap = minutes >= cap
         fatigue = rng.random(ep_idx.shape[0]) < cfg.fatigue_share
         value = np.where(at_cap, cap, np.maximum(np.round(minutes, 1), 0.1))
-        stopped = _labels(STOPPED_REASONS, np.where(at_cap, 0, np.where(fatigue, 1, 2)))
+        code = {reason: i for i, reason in enumerate(STOPPED_REASONS)}
+        stopped = _labels(
+            STOPPED_REASONS,
+            np.where(at_cap, code["cap"], np.where(fatigue, code["fatigue"], code["symptom"])),
+        )
         add_measure(allm, name, value, stopped, cap)
 
     q_mask = np.isin(m_wk, np.asarray(cfg.questionnaire_weeks))
@@ -703,28 +706,13 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
     e_ep = s_ep[ci]
     e_week = s_week[ci]
     level = np.minimum(e_week, stall_week[e_ep]) // interval[e_ep]
-    slot_names = ("core", "gluteus_maximus", "gluteus_medius", "hamstrings", "neural")
+    slot_names = MUSCLE_GROUPS  # one exercise per muscle group and session
     n_slots = len(slot_names)
     r_sess = np.repeat(ci, n_slots)
     r_ep = np.repeat(e_ep, n_slots)
     r_lvl = np.repeat(level, n_slots)
     slot = np.tile(np.arange(n_slots), ci.shape[0])
-    ex_names = (
-        "bird_dog",
-        "bird_dog_reach",
-        "pelvic_tilt",
-        "abdominal_bracing",
-        "glute_bridge",
-        "single_leg_bridge",
-        "kb_deadlift",
-        "banded_hip_thrust",
-        "clamshell",
-        "lateral_band_walk",
-        "nordic_regression",
-        "hamstring_stretch",
-        "neural_glide_slider",
-        "neural_glide_tensioner",
-    )
+    ex_names = EXERCISE_CODES
     ex = {name: i for i, name in enumerate(ex_names)}
     exercise = np.full(r_sess.shape[0], -1, dtype=np.int64)
     sets = np.full(r_sess.shape[0], 3, dtype=np.int64)

@@ -57,6 +57,8 @@ def test_round_trip_to_json() -> None:
         ("[mcid.new_measure]\nabsolute = 1\n", "is new and needs"),
         ("[visit_windows.w6]\nafter_days = 60\n", "overlap"),
         ("odi_max_missing = \n", "not valid TOML"),
+        ("end_window_days = -3\n", "non-negative integer"),
+        ("end_window_days = 7.5\n", "must be an integer"),
     ],
 )
 def test_invalid_values_are_refused(tmp_path: Path, text: str, match: str) -> None:
@@ -72,3 +74,11 @@ def test_missing_file_and_replace() -> None:
     assert ClinicalConfig().replace(program_weeks=8).program_days == 56
     with pytest.raises(ConfigError, match="unknown"):
         ClinicalConfig().replace(nope=1)
+
+
+def test_end_of_episode_window_is_a_documented_field(tmp_path: Path) -> None:
+    (field,) = [d for d in ClinicalConfig.describe() if d["name"] == "end_window_days"]
+    assert field["default"] == "14" and "discharge" in field["doc"] and "domain.md" in field["source"]
+    path = tmp_path / "c.toml"
+    path.write_text("end_window_days = 7\n")
+    assert ClinicalConfig.from_toml(path).end_window_days == 7

@@ -26,6 +26,7 @@ import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.errors import UnusableInputError
+from sciatica_outcomes.schemas.vocabulary import CANONICAL_TABLES
 
 
 def max_int(series: pl.Series, default: int = 0) -> int:
@@ -51,14 +52,7 @@ class TableSource(Protocol):
 Source: TypeAlias = "TableSource | str | Path | Mapping[str, pl.DataFrame]"
 """A Store (or anything with ``tables()``), a path to a DuckDB store, or a mapping of table name to frame."""
 
-TABLE_NAMES: tuple[str, ...] = (
-    "episodes",
-    "sessions",
-    "session_exercises",
-    "measures",
-    "questionnaire_items",
-    "symptom_checks",
-)
+TABLE_NAMES: tuple[str, ...] = CANONICAL_TABLES
 REQUIRED: Mapping[str, tuple[str, ...]] = {
     "episodes": ("episode_id", "patient_id", "clinic_id", "start_date"),
     "sessions": ("session_id", "episode_id", "session_date", "status"),

@@ -15,10 +15,12 @@ from sciatica_outcomes.derive._common import (
     run_starts,
     sort_by_code,
 )
+from sciatica_outcomes.schemas.vocabulary import END_REASONS
 
 __all__ = ["episode_adherence", "weekly_adherence"]
 
-_STOP_REASONS = ("completed", "referred", "surgery", "injection")
+#: End reasons that stop the program for a reason other than dropping out (an unexplained "other" does not).
+_STOP_REASONS = tuple(r for r in END_REASONS if r not in ("dropped_out", "other"))
 
 
 def weekly_adherence(

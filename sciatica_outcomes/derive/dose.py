@@ -19,6 +19,7 @@ from sciatica_outcomes.derive._common import (
 )
 from sciatica_outcomes.derive.pain import session_pain
 from sciatica_outcomes.schemas.catalogs import exercise_catalog
+from sciatica_outcomes.schemas.vocabulary import BANDS
 
 if TYPE_CHECKING:
     from polars.expr.whenthen import ChainedThen, Then
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["BAND_ORDER", "episode_progression", "exercise_progression", "weekly_dose"]
 
 #: Resistance-band colours from lightest to heaviest (Thera-Band sequence).
-BAND_ORDER: tuple[str, ...] = ("yellow", "red", "green", "blue", "black", "silver", "gold")
+BAND_ORDER: tuple[str, ...] = BANDS
 
 _DIMENSIONS = ("load_kg", "band_rank", "reps", "hold_s", "sets")
 

@@ -28,7 +28,12 @@ from sciatica_outcomes.derive.pain import (
 )
 from sciatica_outcomes.derive.redflags import red_flag_alerts
 from sciatica_outcomes.schemas.catalogs import measure_catalog
-from sciatica_outcomes.scoring import assign_visits, change_from_baseline, score_questionnaires
+from sciatica_outcomes.scoring import (
+    assign_visits,
+    change_from_baseline,
+    flag_end_of_episode,
+    score_questionnaires,
+)
 
 __all__ = ["Derived", "analysis_frame", "derive_all", "episode_summary", "outcome_measures"]
 
@@ -115,9 +120,11 @@ def _empty_items() -> pl.DataFrame:
 
 def _outcomes(tables: dict[str, pl.DataFrame], config: ClinicalConfig) -> tuple[pl.DataFrame, ...]:
     measures, scored, problems = _measures_with_scores(tables, config)
-    long = measures.join(tables["episodes"].select("episode_id", "start_date"), on="episode_id", how="inner")
-    long = change_from_baseline(assign_visits(long, config), config)
-    return long.sort(_KEY), scored, problems
+    ep = tables["episodes"]
+    end = pl.col("end_date") if "end_date" in ep.columns else pl.lit(None, pl.Date).alias("end_date")
+    long = measures.join(ep.select("episode_id", "start_date", end), on="episode_id", how="inner")
+    long = flag_end_of_episode(change_from_baseline(assign_visits(long, config), config), config)
+    return long.drop("end_date").sort(_KEY), scored, problems
 
 
 def outcome_measures(
@@ -138,8 +145,10 @@ def outcome_measures(
     -------
     polars.DataFrame
         Recorded measures plus questionnaire scores not already recorded, with the columns added by
-        :func:`~sciatica_outcomes.scoring.assign_visits` and
-        :func:`~sciatica_outcomes.scoring.change_from_baseline`.
+        :func:`~sciatica_outcomes.scoring.assign_visits`,
+        :func:`~sciatica_outcomes.scoring.change_from_baseline` and
+        :func:`~sciatica_outcomes.scoring.visits.flag_end_of_episode` (``at_end``: an end-of-episode
+        assessment, within ``end_window_days`` of the episode's end).
     """
     config = config or ClinicalConfig()
     return _outcomes(load_tables(source), config)[0]

@@ -10,11 +10,12 @@ import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.derive._common import run_codes
+from sciatica_outcomes.schemas.vocabulary import ACTION_NONE, SYMPTOM_EXTENTS
 
 __all__ = ["ALERT_COLUMNS", "SYMPTOM_EXTENT_ORDER", "red_flag_alerts"]
 
 #: Symptom extent from proximal to distal (domain.md §3: log the most distal extent per session).
-SYMPTOM_EXTENT_ORDER: tuple[str, ...] = ("back_only", "buttock", "thigh", "below_knee", "foot")
+SYMPTOM_EXTENT_ORDER: tuple[str, ...] = SYMPTOM_EXTENTS
 
 #: Columns of the alerts frame (and of ``alerts.csv``).
 ALERT_COLUMNS: tuple[str, ...] = (
@@ -27,7 +28,7 @@ ALERT_COLUMNS: tuple[str, ...] = (
     "unactioned",
 )
 
-_NO_ACTION = ("", "none")
+_NO_ACTION = ("", ACTION_NONE)
 
 
 def _empty() -> pl.DataFrame:

@@ -24,7 +24,8 @@ from sciatica_outcomes.ingest.report import write_html_report, write_json_report
 from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable, file_digest
 from sciatica_outcomes.ingest.validate import TableResult, ValidationResult, validate_sources
 from sciatica_outcomes.schemas import TABLE_SPECS
-from sciatica_outcomes.store import DEFAULT_DB, QUARANTINE_SCHEMA, Store, WriteCounts
+from sciatica_outcomes.schemas.store_tables import QUARANTINE_ROW_SCHEMA, IngestPart, WriteCounts
+from sciatica_outcomes.store import DEFAULT_DB, Store
 
 __all__ = [
     "DEFAULT_MAX_EXAMPLES",
@@ -219,9 +220,15 @@ def read_sources(
     return sources, notices
 
 
+#: Tables whose rows must belong to an episode (foreign key and date window checks need the stored episodes).
+_REFER_TO_EPISODES = frozenset(
+    name for name, spec in TABLE_SPECS.items() if any(fk.table == "episodes" for fk in spec.foreign_keys)
+)
+
+
 def _reference(store: Store, tables: set[str]) -> dict[str, pl.DataFrame]:
     ref: dict[str, pl.DataFrame] = {}
-    if tables & {"sessions", "measures", "questionnaire_items", "symptom_checks"}:
+    if tables & _REFER_TO_EPISODES:
         ref["episodes"] = store.read("episodes", columns=["episode_id", "start_date", "end_date"])
     if "session_exercises" in tables:
         ref["sessions"] = store.read("sessions", columns=["session_id"])
@@ -435,7 +442,7 @@ def ingest_paths(
     return IngestResult(validation, db, True, ingest_id, counts, reports)
 
 
-def _part(t: TableResult) -> dict[str, object]:
+def _part(t: TableResult) -> IngestPart:
     return {
         "table": t.source.table,
         "frame": t.valid,
@@ -451,7 +458,7 @@ def _quarantine_of(validation: ValidationResult) -> pl.DataFrame:
     frames = [t.quarantine for t in validation.tables if t.rows_quarantined]
     if frames:
         return pl.concat(frames)
-    return pl.DataFrame(schema={k: v for k, v in QUARANTINE_SCHEMA.items() if k != "ingest_id"})
+    return pl.DataFrame(schema=QUARANTINE_ROW_SCHEMA)
 
 
 def _write_reports(

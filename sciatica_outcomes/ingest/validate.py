@@ -27,7 +27,7 @@ import polars as pl
 from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable
 from sciatica_outcomes.schemas import CODE_PATTERN, TABLE_SPECS, TableSpec, measure_catalog
 from sciatica_outcomes.schemas.questionnaire_items import INSTRUMENT_RESPONSE_RANGE
-from sciatica_outcomes.store import QUARANTINE_SCHEMA
+from sciatica_outcomes.schemas.store_tables import QUARANTINE_ROW_SCHEMA
 
 __all__ = [
     "ISSUE_SCHEMA",
@@ -83,7 +83,7 @@ class TableResult:
     valid : polars.DataFrame
         Rows that passed every check, in canonical columns and dtypes.
     quarantine : polars.DataFrame
-        Rejected rows (:data:`~sciatica_outcomes.store.QUARANTINE_SCHEMA` without ``ingest_id``).
+        Rejected rows (:data:`~sciatica_outcomes.schemas.store_tables.QUARANTINE_ROW_SCHEMA`).
     """
 
     source: SourceTable
@@ -1003,7 +1003,7 @@ def _check_window(w: _Work, spec: TableSpec, episodes: pl.DataFrame | None) -> N
 def _quarantine(w: _Work, issues: pl.DataFrame) -> pl.DataFrame:
     bad = _rows(w.frame, pl.col(_BAD))
     if bad.is_empty():
-        return pl.DataFrame(schema={k: v for k, v in QUARANTINE_SCHEMA.items() if k != "ingest_id"})
+        return pl.DataFrame(schema=QUARANTINE_ROW_SCHEMA)
     raw_cols = [c for c in w.source.raw.columns if c != ROW]
     record = (
         bad.select(

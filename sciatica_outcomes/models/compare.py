@@ -36,11 +36,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CASE_MIX",
+    "FUNNEL_LEVELS",
     "ProviderComparison",
     "compare_clinics_and_therapists",
     "compare_providers",
     "episode_outcomes",
 ]
+
+#: Two-sided levels of the funnel's control limits, with the column suffix they carry: 95 % and 99.8 %
+#: (Spiegelhalter, Stat Med 2005;24:1185: "2 and 3 sigma" limits).
+FUNNEL_LEVELS: tuple[tuple[float, str], ...] = ((0.95, "95"), (0.998, "998"))
 
 #: Default case-mix formula: baseline severity, age, symptom duration, sex and affected side.
 
@@ -115,6 +120,26 @@ class ProviderComparison:
             "diagnostics": self.diagnostics,
         }
 
+    def funnel_limits(self, n: Sequence[float] | FloatArray) -> pl.DataFrame:
+        """The funnel's control limits at the given volumes.
+
+        Returns
+        -------
+        polars.DataFrame
+            ``n, lo95, hi95, lo998, hi998``: ``+- z * residual_sd / sqrt(n)`` with ``z`` the standard normal
+            quantile of each two-sided level of :data:`FUNNEL_LEVELS` (1.96 and 3.09).
+        """
+        frame = pl.DataFrame({"n": np.asarray(n, dtype=np.float64)})
+        half_width = self.residual_sd / pl.col("n").sqrt()
+        return frame.with_columns(
+            expr
+            for level, suffix in FUNNEL_LEVELS
+            for expr in (
+                (-float(stats.norm.ppf(0.5 + level / 2)) * half_width).alias(f"lo{suffix}"),
+                (float(stats.norm.ppf(0.5 + level / 2)) * half_width).alias(f"hi{suffix}"),
+            )
+        )
+
     def funnel(self, ax: Axes | None = None) -> Axes:
         """Funnel plot: O - E against volume with 95 % and 99.8 % limits; returns the axes."""
         import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
@@ -123,10 +148,10 @@ class ProviderComparison:
             _, ax = plt.subplots(figsize=(6, 4))
         p = self.providers
         n_max = max(int(p["n"].to_numpy().max()), 2)
-        grid = np.linspace(1, n_max * 1.05, 200)
-        for z, style in ((stats.norm.ppf(0.975), "--"), (stats.norm.ppf(0.999), ":")):
-            ax.plot(grid, z * self.residual_sd / np.sqrt(grid), "k" + style, lw=1)
-            ax.plot(grid, -z * self.residual_sd / np.sqrt(grid), "k" + style, lw=1)
+        limits = self.funnel_limits(np.linspace(1, n_max * 1.05, 200))
+        for (_, suffix), style in zip(FUNNEL_LEVELS, ("--", ":"), strict=True):
+            ax.plot(limits["n"], limits[f"hi{suffix}"], "k" + style, lw=1)
+            ax.plot(limits["n"], limits[f"lo{suffix}"], "k" + style, lw=1)
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.scatter(p["n"], p["o_minus_e"], zorder=3)
         ax.set_xlabel("episodes")

@@ -37,8 +37,9 @@ __all__ = [
     "to_latex",
 ]
 
-#: Adherence ratio separating the "high" and "low" adherence groups (completed / prescribed sessions).
-ADHERENCE_CUT = 0.8
+#: Default adherence ratio separating the "high" and "low" adherence groups (completed / prescribed
+#: sessions); the configured value is ``ClinicalConfig.adherence_high_min``.
+ADHERENCE_CUT = ClinicalConfig().adherence_high_min
 
 #: Time shapes compared by :func:`compare_time_shapes` (fixed part; random part ``(week | episode_id)``).
 TIME_SHAPES: dict[str, str] = {
@@ -61,8 +62,9 @@ class CohortData:
 def load_cohort(db: str | Path, config: ClinicalConfig | None = None) -> CohortData:
     """Derive the analysis frame and episode summary from the store and add the adherence group.
 
-    ``adherence_group`` is ``"high"`` when the episode's adherence ratio is at least :data:`ADHERENCE_CUT`
-    and ``"low"`` otherwise (null when no program time was observed).
+    ``adherence_group`` is ``"high"`` when the episode's adherence ratio is at least
+    ``config.adherence_high_min`` (0.8 by default) and ``"low"`` otherwise (null when no program time was
+    observed).
     """
     path = Path(db)
     if not path.is_file():
@@ -72,7 +74,7 @@ def load_cohort(db: str | Path, config: ClinicalConfig | None = None) -> CohortD
     group = (
         pl.when(pl.col("adherence").is_null())
         .then(None)
-        .when(pl.col("adherence") >= ADHERENCE_CUT)
+        .when(pl.col("adherence") >= cfg.adherence_high_min)
         .then(pl.lit("high"))
         .otherwise(pl.lit("low"))
     )
@@ -205,23 +207,28 @@ def compare_time_shapes(
         models[name] = GrowthModel(formula, reml=False).fit(frame)
     base = models.get("linear")
     for name, model in models.items():
-        d = model.to_dict()
+        fit = model.result_
         nested = base is not None and name in ("natural spline (knots 6, 12)", "piecewise linear (hinge 12)")
         p = likelihood_ratio_test(base, model).p if nested and base is not None else None
         rows.append(
             {
                 "shape": name,
-                "formula": model.formula_.text if hasattr(model, "formula_") else "",
+                "formula": model.formula_.text,
                 "n_par": len(model.beta_) + len(model.theta_) + 1,
-                "loglik": d["loglik"],
-                "AIC": d["aic"],
-                "BIC": d["bic"],
+                "loglik": _finite(fit.loglik),
+                "AIC": _finite(fit.aic),
+                "BIC": _finite(fit.bic),
                 "LRT_vs_linear_p": p,
-                "converged": d["diagnostics"]["converged"],
+                "converged": fit.diagnostics.converged,
             }
         )
     table = pl.DataFrame(rows).with_columns((pl.col("AIC") - pl.col("AIC").min()).alias("delta_AIC"))
     return table.sort("AIC"), models
+
+
+def _finite(value: float) -> float | None:
+    """A fit statistic for the table: None (null) when the fit produced no finite value."""
+    return value if math.isfinite(value) else None
 
 
 def completers(frame: pl.DataFrame) -> pl.DataFrame:

@@ -11,6 +11,12 @@ Data are taken *as of the last day of the quarter*: rows dated after it are igno
 later is still active, so re-running a past quarter's report on a newer store gives the same numbers unless
 data about that past were corrected. Which episodes count for which section is defined once, in
 :data:`COHORT_RULES`, and printed in the report's methods.
+
+The report derives nothing itself: visits, baselines, changes, responders, adherence, progression and alerts
+come from the derive stage (:meth:`QuarterlyInputs.derived`, ``derive_all`` of the tables as of the end of
+the quarter), estimates and intervals from the models stage, clinical bands from ``scoring``, and every
+threshold from :class:`~sciatica_outcomes.config.ClinicalConfig`. What it adds is the quarter's selection
+of episodes, the aggregation for display and the suppression of small counts.
 """
 
 from __future__ import annotations
@@ -21,25 +27,24 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
-from sciatica_outcomes.derive.adherence import episode_adherence, weekly_adherence
-from sciatica_outcomes.derive.dose import episode_progression, weekly_dose
-from sciatica_outcomes.derive.pain import session_pain
-from sciatica_outcomes.derive.redflags import red_flag_alerts
+from sciatica_outcomes.derive import Derived, derive_all, session_pain, weekly_adherence, weekly_dose
 from sciatica_outcomes.errors import ModelSpecificationError, ReportParameterError, UnusableInputError
 from sciatica_outcomes.models.compare import compare_providers, episode_outcomes
 from sciatica_outcomes.models.lmm import GrowthModel
 from sciatica_outcomes.models.responders import responder_frame
 from sciatica_outcomes.models.survival import kaplan_meier, time_to_improvement
 from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_counts, suppress_table
-from sciatica_outcomes.schemas import SCHEMA_VERSION
-from sciatica_outcomes.scoring.visits import assign_visits, change_from_baseline
-from sciatica_outcomes.store import CANONICAL_TABLES, Store
+from sciatica_outcomes.schemas import SCHEMA_VERSION, TABLE_SPECS
+from sciatica_outcomes.schemas.vocabulary import CANONICAL_TABLES, END_REASONS
+from sciatica_outcomes.scoring.instruments import odi_band
+from sciatica_outcomes.scoring.visits import BASELINE_LABEL
+from sciatica_outcomes.store import Store
 
 __all__ = [
     "COHORT_RULES",
@@ -48,9 +53,18 @@ __all__ = [
     "GROWTH_TIME",
     "KM_OUTCOMES",
     "REPORT_OUTCOMES",
+    "AdherenceSummary",
+    "DataQuality",
+    "DoseProgression",
+    "ModelSpec",
     "OutcomeModel",
+    "ProgressionCounts",
+    "ProviderSpec",
+    "ProviderView",
     "Quarter",
     "QuarterlyInputs",
+    "SafetySummary",
+    "TimeToImprovement",
     "adherence_summary",
     "as_of",
     "band_shares",
@@ -85,15 +99,99 @@ COHORT_RULES: dict[str, str] = {
     "trend": "the same definitions applied to each of the four previous quarters",
 }
 
-#: End reasons in display order (canonical vocabulary of ``episodes.end_reason``).
-END_REASONS: tuple[str, ...] = ("completed", "dropped_out", "referred", "surgery", "injection", "other")
+
+class DataQuality(TypedDict):
+    """:func:`data_quality`: quarantined rows by rule and measure completeness."""
+
+    quarantine: pl.DataFrame
+    completeness: pl.DataFrame
+
+
+class AdherenceSummary(TypedDict):
+    """:func:`adherence_summary`: adherence to the prescription in a quarter."""
+
+    patient_weeks: int
+    weeks_met: int
+    met_share: float | None
+    mean_ratio: float | None
+    by_program_week: pl.DataFrame
+    episode_ratio: pl.DataFrame
+
+
+class SafetySummary(TypedDict):
+    """:func:`safety_summary`: red-flag alerts, flares and pain-response bands in a quarter."""
+
+    open_unactioned: pl.DataFrame
+    alerts_by_flag: pl.DataFrame
+    completed_sessions: int
+    flares: int
+    flare_rate_per_100: float | None
+    spikes: int
+    settle_unknown: int
+    pain_bands: pl.DataFrame
+
+
+class ProgressionCounts(TypedDict):
+    """Load progression of the active episodes (raw counts: suppress before showing)."""
+
+    n_episodes: int
+    n_progressed: int
+    mean_weeks_between: float | None
+    n_behind_guideline: int
+    n_stalled: int
+
+
+class DoseProgression(TypedDict):
+    """:func:`dose_progression`: weekly dose by muscle group and load progression."""
+
+    by_muscle_group: pl.DataFrame
+    progression: ProgressionCounts
+
+
+class TimeToImprovement(TypedDict):
+    """:func:`time_to_improvement_summary`: Kaplan-Meier curves (coarsened) and medians."""
+
+    curves: pl.DataFrame
+    medians: pl.DataFrame
+
+
+class ModelSpec(TypedDict):
+    """What the report's provenance records of one growth model."""
+
+    purpose: str
+    outcome: str
+    formula: str
+    reml: bool
+    n_obs: int
+    n_episodes: int
+    converged: bool
+    diagnostics: dict[str, Any]
+
+
+class ProviderSpec(TypedDict):
+    """What the report's provenance records of the risk-adjusted comparison."""
+
+    outcome: str
+    visit: str
+    level: str
+    residual_sd: float
+    between_sd: float
+    diagnostics: dict[str, Any]
+
+
+class ProviderView(TypedDict):
+    """:func:`provider_comparison`: the units as the report shows them, the funnel limits, the spec."""
+
+    level: str
+    providers: pl.DataFrame
+    limits: pl.DataFrame
+    spec: ProviderSpec
+
 
 _QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
+#: The date column of every table dated within its episode (the tables' date-window rule).
 _DATE_COLUMNS: dict[str, str] = {
-    "sessions": "session_date",
-    "measures": "assessed_on",
-    "questionnaire_items": "assessed_on",
-    "symptom_checks": "checked_on",
+    name: spec.date_window.date_column for name, spec in TABLE_SPECS.items() if spec.date_window is not None
 }
 
 
@@ -163,6 +261,19 @@ class QuarterlyInputs:
     quarantine: pl.DataFrame
     ingest_log: pl.DataFrame
     db: Path = field(default=Path("."))
+    _derived: dict[Quarter, Derived] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def derived(self, quarter: Quarter | None = None) -> Derived:
+        """The derive stage's frames as of the end of ``quarter`` (default: the report's quarter).
+
+        ``derive_all`` of :attr:`tables` (or of :attr:`history` as of the end of an earlier quarter, for the
+        trend) with the data cut at the quarter's last day; computed once per quarter.
+        """
+        q = quarter or self.quarter
+        if q not in self._derived:
+            tables = self.tables if q == self.quarter else as_of(self.history, q.end)
+            self._derived[q] = derive_all(tables, self.config, data_cut=q.end)
+        return self._derived[q]
 
 
 def as_of(tables: dict[str, pl.DataFrame], day: date) -> dict[str, pl.DataFrame]:
@@ -373,34 +484,26 @@ def case_mix(inputs: QuarterlyInputs) -> pl.DataFrame:
     -------
     polars.DataFrame
         ``characteristic, category, n`` for sex, age band, symptom duration, affected side, baseline ODI band
-        (Fairbank & Pynsent 2000 bands) and baseline leg pain band.
+        (:func:`~sciatica_outcomes.scoring.odi_band`, Fairbank & Pynsent 2000) and baseline leg pain band.
+        Baselines are the derive stage's (``baseline_<m>`` of the episode summary: the value at visit w0).
     """
-    cfg = inputs.config
     ep = inputs.tables["episodes"].filter(_episode_sets(inputs.tables["episodes"], inputs.quarter)["active"])
-    base = (
-        inputs.tables["measures"]
-        .filter(pl.col("measure").is_in(["odi", "nprs_leg"]))
-        .join(ep.select("episode_id", "start_date"), on="episode_id")
-        .with_columns((pl.col("assessed_on") - pl.col("start_date")).dt.total_days().alias("day"))
-        .filter(pl.col("day").is_between(-cfg.baseline_before_days, cfg.baseline_after_days))
-        .sort("day")
-        .group_by("episode_id", "measure")
-        .agg(pl.col("value").last())
-        .pivot(on="measure", index="episode_id", values="value")
+    summary = inputs.derived().episode_summary
+    base = summary.select(
+        "episode_id",
+        *(
+            (
+                pl.col(f"baseline_{m}") if f"baseline_{m}" in summary.columns else pl.lit(None, pl.Float64)
+            ).alias(m)
+            for m in ("odi", "nprs_leg")
+        ),
     )
-    for col in ("odi", "nprs_leg"):
-        if col not in base.columns:
-            base = base.with_columns(pl.lit(None, pl.Float64).alias(col))
     d = ep.join(base, on="episode_id", how="left").with_columns(
         _band("age_at_start", [40, 60], ["under 40", "40-59", "60 and over"]).alias("age band"),
         _band("symptom_duration_weeks", [26, 52], ["12-25 weeks", "26-51 weeks", "52 weeks or more"]).alias(
             "symptom duration"
         ),
-        _band(
-            "odi",
-            [20.5, 40.5, 60.5, 80.5],
-            ["0-20 minimal", "21-40 moderate", "41-60 severe", "61-80 crippled", "81-100 bed-bound"],
-        ).alias("baseline ODI"),
+        odi_band(pl.col("odi"), label=True).fill_null("not recorded").alias("baseline ODI"),
         _band("nprs_leg", [4, 7], ["0-3", "4-6", "7-10"]).alias("baseline leg pain"),
         pl.col("sex").fill_null("not recorded"),
         pl.col("affected_side").fill_null("not recorded").alias("affected side"),
@@ -415,15 +518,17 @@ def case_mix(inputs: QuarterlyInputs) -> pl.DataFrame:
     return pl.concat(parts).select("characteristic", "category", "n")
 
 
-def data_quality(inputs: QuarterlyInputs) -> dict[str, pl.DataFrame]:
+def data_quality(inputs: QuarterlyInputs) -> DataQuality:
     """Rows quarantined by rule and measure completeness at baseline and at the end of the episode.
 
     Returns
     -------
-    dict
+    DataQuality
         ``"quarantine"``: ``table, rule, rows`` (all ingests up to now; a quarantined row counts once per
         rule it broke); ``"completeness"``: ``measure, baseline_n, baseline_of, end_n, end_of`` for the
-        episodes enrolled in (baseline) and ended in (end) the quarter.
+        episodes enrolled in (baseline) and ended in (end) the quarter: a baseline is a value at visit w0, an
+        end assessment one within ``ClinicalConfig.end_window_days`` of the end date (the derive stage's
+        ``visit`` and ``at_end``).
     """
     qr = inputs.quarantine
     if qr.height:
@@ -442,18 +547,12 @@ def data_quality(inputs: QuarterlyInputs) -> dict[str, pl.DataFrame]:
         by_rule = pl.DataFrame(schema={"table": pl.String, "rule": pl.String, "rows": pl.Int64})
     ep = inputs.tables["episodes"]
     sets = _episode_sets(ep, inputs.quarter)
-    cfg = inputs.config
-    m = inputs.tables["measures"].join(ep.select("episode_id", "start_date", "end_date"), on="episode_id")
-    m = m.with_columns((pl.col("assessed_on") - pl.col("start_date")).dt.total_days().alias("day"))
+    m = inputs.derived().outcomes
     enrolled = ep.filter(sets["enrolled"]).select("episode_id")
     ended = ep.filter(sets["ended"]).select("episode_id")
-    at_base = m.filter(pl.col("day").is_between(-cfg.baseline_before_days, cfg.baseline_after_days))
-    # "at the end": an assessment in the last 14 days of the episode (discharge measures)
-    at_end = m.filter(
-        pl.col("end_date").is_not_null()
-        & ((pl.col("end_date") - pl.col("assessed_on")).dt.total_days().is_between(0, 14))
-    )
-    measures = ["walk_tolerance_min", "sit_tolerance_min", "nprs_leg", "odi"]
+    at_base = m.filter(pl.col("visit") == BASELINE_LABEL)
+    at_end = m.filter(pl.col("at_end"))
+    measures = list(REPORT_OUTCOMES)
     rows = []
     for meas in measures:
         b = at_base.filter(pl.col("measure") == meas).select("episode_id").unique()
@@ -523,12 +622,12 @@ def _active(
     return q, {**tables, "episodes": ep}
 
 
-def adherence_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> dict[str, Any]:
+def adherence_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> AdherenceSummary:
     """Adherence to the 2-3 sessions/week prescription in the quarter.
 
     Returns
     -------
-    dict
+    AdherenceSummary
         ``"patient_weeks"`` (ISO weeks of active episodes overlapping the quarter), ``"weeks_met"`` (those
         with at least the prescribed whole number of completed sessions), ``"met_share"`` (their share),
         ``"mean_ratio"``
@@ -559,8 +658,8 @@ def adherence_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -
         )
         .sort("program_week")
     )
-    ended = t["episodes"].filter(_episode_sets(t["episodes"], q)["ended"])
-    per_episode = episode_adherence(ended, t["sessions"], cfg, data_cut=q.end)
+    ended = t["episodes"].filter(_episode_sets(t["episodes"], q)["ended"]).select("episode_id")
+    per_episode = inputs.derived(q).episode_summary.join(ended, on="episode_id")
     return {
         "patient_weeks": in_q.height,
         "weeks_met": int(in_q["met"].sum()) if in_q.height else 0,
@@ -571,12 +670,12 @@ def adherence_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -
     }
 
 
-def safety_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> dict[str, Any]:
+def safety_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> SafetySummary:
     """Red-flag alerts, flares and pain-response categories for the quarter.
 
     Returns
     -------
-    dict
+    SafetySummary
         ``"open_unactioned"`` (red-flag alerts dated up to the end of the quarter with no action recorded,
         whatever their date: frame with ``weeks_open`` instead of dates), ``"alerts_by_flag"`` (counts of
         red-flag alerts dated in the quarter by flag, and of sustained-distal-spread signals),
@@ -586,7 +685,7 @@ def safety_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> d
     """
     q, t = _active(inputs, quarter)
     cfg = inputs.config
-    alerts = red_flag_alerts(t["symptom_checks"], t["sessions"], cfg)
+    alerts = inputs.derived(q).alerts
     date_col = "alert_on" if "alert_on" in alerts.columns else "date"
     red = alerts.filter(pl.col("kind") == "red_flag")
     open_unactioned = red.filter(pl.col("unactioned").fill_null(False)).with_columns(
@@ -673,13 +772,15 @@ def end_of_episode_outcomes(inputs: QuarterlyInputs, quarter: Quarter | None = N
         responders_30pct, at_cap_end`` where responders count episodes whose improvement from baseline
         reached the absolute MCID / 30 % (null where the outcome has no threshold), and ``at_cap_end`` counts
         end tests stopped at their cap (their change is a lower bound). Counts are raw: suppress before
-        showing.
+        showing. Baseline, change, responder flags and censoring are the derive stage's (long outcomes frame).
     """
     q, t = _active(inputs, quarter)
     ended = t["episodes"].filter(_episode_sets(t["episodes"], q)["ended"])
-    m = t["measures"].filter(pl.col("measure").is_in(list(REPORT_OUTCOMES)))
-    m = m.join(ended.select("episode_id", "start_date"), on="episode_id")
-    scored = change_from_baseline(assign_visits(m, inputs.config), inputs.config)
+    scored = (
+        inputs.derived(q)
+        .outcomes.filter(pl.col("measure").is_in(list(REPORT_OUTCOMES)))
+        .join(ended.select("episode_id"), on="episode_id")
+    )
     last = (
         scored.filter(pl.col("day") > inputs.config.baseline_after_days)
         .sort("assessed_on")
@@ -783,7 +884,7 @@ class OutcomeModel:
     trajectory: pl.DataFrame
     observed: pl.DataFrame
     changes: pl.DataFrame
-    spec: dict[str, Any]
+    spec: ModelSpec
 
 
 def outcome_models(
@@ -795,20 +896,20 @@ def outcome_models(
     ``(1 | clinic_id)`` when the report covers several clinics; REML; week = days since start / 7, baseline
     assessments before the start at week 0. Returns, per outcome, the population trajectory over
     ``0..horizon`` weeks with 95 % CIs, the observed means by two-week bin (with their n), and the estimated
-    change from week 0 to each of ``weeks`` (``L beta`` contrasts with Satterthwaite df). Capped tolerance
-    tests enter at their cap (a lower bound),
-    so tolerance improvements are under-estimated; the report says so.
+    change from week 0 to each of ``weeks`` (``L beta`` contrasts with Satterthwaite df). The rows are the
+    derive stage's analysis frame (every assessment with the outcome, recorded or scored from items). Capped
+    tolerance tests enter at their cap (a lower bound), so tolerance improvements are under-estimated; the
+    report says so.
     """
-    ep = inputs.tables["episodes"].select("episode_id", "start_date", "clinic_id")
-    several = ep["clinic_id"].n_unique() > 1
+    several = inputs.tables["episodes"]["clinic_id"].n_unique() > 1
+    frame = inputs.derived().analysis_frame
     out: dict[str, OutcomeModel] = {}
     grid = pl.DataFrame({"week": [w / 2 for w in range(int(horizon * 2) + 1)]})
     for outcome in REPORT_OUTCOMES:
-        m = inputs.tables["measures"].filter(pl.col("measure") == outcome).join(ep, on="episode_id")
-        m = (
-            assign_visits(m, inputs.config)
-            .with_columns((pl.col("day").clip(lower_bound=0) / 7.0).alias("week"))
-            .rename({"value": outcome})
+        if outcome not in frame.columns:
+            continue
+        m = frame.filter(pl.col(outcome).is_not_null()).with_columns(
+            (pl.col("day").clip(lower_bound=0) / 7.0).alias("week")
         )
         if m.height == 0 or m["episode_id"].n_unique() < 20:
             continue
@@ -831,15 +932,15 @@ def outcome_models(
             .with_columns(pl.Series("week", list(weeks)))
             .select("week", "estimate", "se", "df", "ci_low", "ci_high", "p")
         )
-        spec = {
+        spec: ModelSpec = {
             "purpose": "growth model",
             "outcome": outcome,
             "formula": formula,
             "reml": True,
             "n_obs": m.height,
             "n_episodes": m["episode_id"].n_unique(),
-            "converged": model.to_dict()["diagnostics"]["converged"],
-            "diagnostics": model.to_dict()["diagnostics"],
+            "converged": model.result_.diagnostics.converged,
+            "diagnostics": model.result_.diagnostics.to_dict(),
         }
         out[outcome] = OutcomeModel(
             outcome, formula, m.height, spec["n_episodes"], traj, observed, changes, spec
@@ -847,12 +948,12 @@ def outcome_models(
     return out
 
 
-def dose_progression(inputs: QuarterlyInputs) -> dict[str, Any]:
+def dose_progression(inputs: QuarterlyInputs) -> DoseProgression:
     """Training dose by muscle group and load progression of the episodes active in the quarter.
 
     Returns
     -------
-    dict
+    DoseProgression
         ``"by_muscle_group"``: ``muscle_group, episodes, mean_weekly_reps, mean_weekly_volume_kg,
         mean_weekly_tut_s`` over the patient-weeks in the quarter; ``"progression"``: counts of active
         episodes with at least one progression, mean weeks between progressions, behind the 1-2 week
@@ -874,7 +975,7 @@ def dose_progression(inputs: QuarterlyInputs) -> dict[str, Any]:
         )
         .sort("muscle_group")
     )
-    prog = episode_progression(t["episodes"], t["sessions"], t["session_exercises"], inputs.config)
+    prog = inputs.derived().episode_summary.join(t["episodes"].select("episode_id"), on="episode_id")
     with_sessions = prog.filter(pl.col("n_progression_sessions").is_not_null())
     return {
         "by_muscle_group": by_group,
@@ -907,7 +1008,7 @@ def _coarse_steps(curve: pl.DataFrame) -> pl.DataFrame:
     return curve.filter(pl.Series(keep))
 
 
-def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
+def time_to_improvement_summary(inputs: QuarterlyInputs) -> TimeToImprovement:
     """Kaplan-Meier time to the first visit with a clinically important improvement (absolute MCID).
 
     Uses every episode with a baseline and at least one follow-up visit up to the end of the quarter; an
@@ -915,7 +1016,7 @@ def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
 
     Returns
     -------
-    dict
+    TimeToImprovement
         ``"curves"``: ``outcome, time, share_improved, ci_low, ci_high`` (cumulative share, ``1 - S(t)``,
         the Kaplan-Meier estimate itself) at a subset of the event times chosen so that no step tells a
         count of 1-10: a point is kept once more than 10 events have accrued since the previous kept point
@@ -967,7 +1068,7 @@ def time_to_improvement_summary(inputs: QuarterlyInputs) -> dict[str, Any]:
 
 def provider_comparison(
     inputs: QuarterlyInputs, outcome: str = "odi", visit: str = "w12"
-) -> dict[str, Any] | None:
+) -> ProviderView | None:
     """Risk-adjusted comparison of clinics (all-clinic report) or of therapists (one-clinic report).
 
     Improvement in ``outcome`` at ``visit`` (12 weeks by default) is compared with what each episode's case
@@ -976,7 +1077,7 @@ def provider_comparison(
 
     Returns
     -------
-    dict or None
+    ProviderView or None
         ``"level"`` (clinic or therapist), ``"providers"`` (``unit, n, o_minus_e, limit95, limit998, band,
         shrunken, shrunken_low, shrunken_high``), ``"limits"`` (funnel limits over volumes), ``"spec"``
         (case-mix formula, SDs, rows used); None when fewer than two units have an outcome or too few
@@ -1004,14 +1105,7 @@ def provider_comparison(
     # the grid ends at a round volume above the largest unit, so that its end does not tell that count
     n_max = max(int(prov["n"].max()), 20)
     n_max = 50 * (n_max // 50 + 1)
-    grid = pl.DataFrame({"n": [float(v) for v in range(2, n_max + 1)]})
-    sd = result.residual_sd
-    limits = grid.with_columns(
-        (-1.959964 * sd / pl.col("n").sqrt()).alias("lo95"),
-        (1.959964 * sd / pl.col("n").sqrt()).alias("hi95"),
-        (-3.090232 * sd / pl.col("n").sqrt()).alias("lo998"),
-        (3.090232 * sd / pl.col("n").sqrt()).alias("hi998"),
-    )
+    limits = result.funnel_limits([float(v) for v in range(2, n_max + 1)])
     return {
         "level": "therapist" if level == "therapist_id" else "clinic",
         "providers": prov.select(

@@ -7,12 +7,9 @@ import polars as pl
 from pandera.typing.polars import Series
 
 from sciatica_outcomes.schemas._spec import CODE_PATTERN, TableSpec
+from sciatica_outcomes.schemas.vocabulary import END_REASONS, SEXES, SIDES
 
 __all__ = ["END_REASONS", "EPISODES", "SEXES", "SIDES", "EpisodesModel"]
-
-END_REASONS = ("completed", "dropped_out", "referred", "surgery", "injection", "other")
-SEXES = ("F", "M", "X")
-SIDES = ("left", "right", "bilateral")
 
 
 class EpisodesModel(pa.DataFrameModel):

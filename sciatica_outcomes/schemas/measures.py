@@ -7,12 +7,9 @@ import polars as pl
 from pandera.typing.polars import Series
 
 from sciatica_outcomes.schemas._spec import CODE_PATTERN, DateWindow, ForeignKey, TableSpec
-from sciatica_outcomes.schemas.catalogs import measure_catalog
+from sciatica_outcomes.schemas.vocabulary import MEASURE_CODES, STOPPED_REASONS
 
 __all__ = ["MEASURES", "STOPPED_REASONS", "MeasuresModel"]
-
-#: Why a tolerance test stopped: symptom limit, fatigue, or the test's time cap (a censored value).
-STOPPED_REASONS = ("symptom", "fatigue", "cap")
 
 
 class MeasuresModel(pa.DataFrameModel):
@@ -26,7 +23,7 @@ class MeasuresModel(pa.DataFrameModel):
     episode_id: Series[pl.String] = pa.Field(str_matches=CODE_PATTERN, description="Episode code")
     assessed_on: Series[pl.Date] = pa.Field(description="Date of the measurement")
     measure: Series[pl.String] = pa.Field(
-        isin=measure_catalog()["code"].to_list(), description="Measure code from data/schemas/measures.csv"
+        isin=list(MEASURE_CODES), description="Measure code from data/schemas/measures.csv"
     )
     value: Series[pl.Float64] = pa.Field(description="Score or minutes, on the measure's own scale")
     stopped_reason: Series[pl.String] | None = pa.Field(

@@ -7,6 +7,7 @@ import polars as pl
 from pandera.typing.polars import Series
 
 from sciatica_outcomes.schemas._spec import CODE_PATTERN, DateWindow, ForeignKey, TableSpec
+from sciatica_outcomes.schemas.vocabulary import INSTRUMENT_CODES
 
 __all__ = ["INSTRUMENT_RESPONSE_RANGE", "QUESTIONNAIRE_ITEMS", "QuestionnaireItemsModel"]
 
@@ -29,9 +30,7 @@ class QuestionnaireItemsModel(pa.DataFrameModel):
 
     episode_id: Series[pl.String] = pa.Field(str_matches=CODE_PATTERN, description="Episode code")
     assessed_on: Series[pl.Date] = pa.Field(description="Date the questionnaire was answered")
-    instrument: Series[pl.String] = pa.Field(
-        isin=list(INSTRUMENT_RESPONSE_RANGE), description="Questionnaire code"
-    )
+    instrument: Series[pl.String] = pa.Field(isin=list(INSTRUMENT_CODES), description="Questionnaire code")
     item: Series[pl.String] = pa.Field(str_matches=r"^[a-z0-9_]{1,64}$", description="Item code")
     response: Series[pl.Int64] = pa.Field(ge=0, le=10, description="Item response (coded)")
     instrument_version: Series[pl.String] | None = pa.Field(

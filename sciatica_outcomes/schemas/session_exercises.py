@@ -7,12 +7,9 @@ import polars as pl
 from pandera.typing.polars import Series
 
 from sciatica_outcomes.schemas._spec import CODE_PATTERN, ForeignKey, TableSpec
-from sciatica_outcomes.schemas.catalogs import exercise_catalog
+from sciatica_outcomes.schemas.vocabulary import BANDS, EXERCISE_CODES
 
 __all__ = ["BANDS", "SESSION_EXERCISES", "SessionExercisesModel"]
-
-#: Resistance band colours, lightest to heaviest in the common colour scheme.
-BANDS = ("yellow", "red", "green", "blue", "black", "silver", "gold")
 
 
 class SessionExercisesModel(pa.DataFrameModel):
@@ -25,7 +22,7 @@ class SessionExercisesModel(pa.DataFrameModel):
 
     session_id: Series[pl.String] = pa.Field(str_matches=CODE_PATTERN, description="Session code")
     exercise: Series[pl.String] = pa.Field(
-        isin=exercise_catalog()["code"].to_list(), description="Exercise code from data/schemas/exercises.csv"
+        isin=list(EXERCISE_CODES), description="Exercise code from data/schemas/exercises.csv"
     )
     set_index: Series[pl.Int64] = pa.Field(
         ge=1, le=100, description="Row number of this exercise in the session"

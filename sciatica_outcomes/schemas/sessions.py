@@ -7,12 +7,9 @@ import polars as pl
 from pandera.typing.polars import Series
 
 from sciatica_outcomes.schemas._spec import CODE_PATTERN, DateWindow, ForeignKey, TableSpec
+from sciatica_outcomes.schemas.vocabulary import SESSION_STATUSES, SYMPTOM_EXTENTS
 
 __all__ = ["SESSIONS", "SESSION_STATUSES", "SYMPTOM_EXTENTS", "SessionsModel"]
-
-SESSION_STATUSES = ("completed", "missed", "cancelled")
-#: Most distal extent of symptoms, proximal to distal (Albert et al., Eur Spine J 2012;21:630).
-SYMPTOM_EXTENTS = ("back_only", "buttock", "thigh", "below_knee", "foot")
 
 
 class SessionsModel(pa.DataFrameModel):

@@ -7,18 +7,9 @@ import polars as pl
 from pandera.typing.polars import Series
 
 from sciatica_outcomes.schemas._spec import CODE_PATTERN, DateWindow, ForeignKey, TableSpec
+from sciatica_outcomes.schemas.vocabulary import ACTIONS, RED_FLAG_COLUMNS
 
 __all__ = ["ACTIONS", "RED_FLAG_COLUMNS", "SYMPTOM_CHECKS", "SymptomChecksModel"]
-
-#: Red-flag questions; each must be answered explicitly (NICE CKS sciatica: patients may not volunteer them).
-RED_FLAG_COLUMNS = (
-    "saddle_numbness",
-    "bladder_bowel_change",
-    "progressive_weakness",
-    "bilateral_symptoms",
-    "new_numbness",
-)
-ACTIONS = ("none", "referred_urgent", "referred_routine")
 
 
 class SymptomChecksModel(pa.DataFrameModel):

@@ -13,6 +13,7 @@ from sciatica_outcomes._lazy import lazy_exports
 if TYPE_CHECKING:
     from sciatica_outcomes.scoring.instruments import (
         INSTRUMENTS,
+        ODI_BANDS,
         Instrument,
         ScoredQuestionnaires,
         odi_band,
@@ -23,16 +24,19 @@ if TYPE_CHECKING:
         assign_visits,
         cap_share,
         change_from_baseline,
+        flag_end_of_episode,
     )
 
 _EXPORTS: dict[str, str] = {
     "BASELINE_LABEL": "sciatica_outcomes.scoring.visits",
     "INSTRUMENTS": "sciatica_outcomes.scoring.instruments",
+    "ODI_BANDS": "sciatica_outcomes.scoring.instruments",
     "Instrument": "sciatica_outcomes.scoring.instruments",
     "ScoredQuestionnaires": "sciatica_outcomes.scoring.instruments",
     "assign_visits": "sciatica_outcomes.scoring.visits",
     "cap_share": "sciatica_outcomes.scoring.visits",
     "change_from_baseline": "sciatica_outcomes.scoring.visits",
+    "flag_end_of_episode": "sciatica_outcomes.scoring.visits",
     "odi_band": "sciatica_outcomes.scoring.instruments",
     "score_questionnaires": "sciatica_outcomes.scoring.instruments",
 }
@@ -40,11 +44,13 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "BASELINE_LABEL",
     "INSTRUMENTS",
+    "ODI_BANDS",
     "Instrument",
     "ScoredQuestionnaires",
     "assign_visits",
     "cap_share",
     "change_from_baseline",
+    "flag_end_of_episode",
     "odi_band",
     "score_questionnaires",
 ]

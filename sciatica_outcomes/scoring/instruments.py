@@ -23,33 +23,21 @@ import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.errors import DataValidationError, UnusableInputError
+from sciatica_outcomes.schemas.vocabulary import (
+    MODIFIED_ODI_SECTIONS,
+    ODI_SECTIONS,
+    RMDQ_ITEMS,
+    SCIATICA_ITEMS,
+)
 
 __all__ = [
     "INSTRUMENTS",
+    "ODI_BANDS",
     "Instrument",
     "ScoredQuestionnaires",
     "odi_band",
     "score_questionnaires",
 ]
-
-ODI_SECTIONS: tuple[str, ...] = (
-    "pain_intensity",
-    "personal_care",
-    "lifting",
-    "walking",
-    "sitting",
-    "standing",
-    "sleeping",
-    "sex_life",
-    "social_life",
-    "travelling",
-)
-#: Modified ODI (Fritz & Irrgang, Phys Ther 2001;81:776): employment/homemaking replaces sex life.
-MODIFIED_ODI_SECTIONS: tuple[str, ...] = tuple(
-    "employment_homemaking" if s == "sex_life" else s for s in ODI_SECTIONS
-)
-SCIATICA_ITEMS: tuple[str, ...] = ("leg_pain", "numbness_tingling", "weakness", "pain_sitting")
-RMDQ_ITEMS: tuple[str, ...] = tuple(str(i) for i in range(1, 25))
 
 Rule = Literal["percent_of_answered", "sum", "mean", "each"]
 
@@ -205,29 +193,46 @@ class ScoredQuestionnaires:
         return self.problems.height == 0
 
 
-def odi_band(score: pl.Expr) -> pl.Expr:
+#: ODI disability bands (Fairbank & Pynsent 2000): highest score of the band, band name, display label.
+#: A band holds the scores above the previous band's highest score, up to its own.
+ODI_BANDS: tuple[tuple[float, str, str], ...] = (
+    (20.0, "minimal", "0-20 minimal"),
+    (40.0, "moderate", "21-40 moderate"),
+    (60.0, "severe", "41-60 severe"),
+    (80.0, "crippled", "61-80 crippled"),
+    (100.0, "bed-bound", "81-100 bed-bound"),
+)
+
+
+def odi_band(score: pl.Expr, *, label: bool = False) -> pl.Expr:
     """Disability band of an ODI percent score.
+
+    Parameters
+    ----------
+    score : polars.Expr
+        ODI percent scores (0-100).
+    label : bool
+        Return the display label (``"21-40 moderate"``) instead of the band name (``"moderate"``).
+
+    Returns
+    -------
+    polars.Expr
+        String band per score; null where the score is null.
 
     Notes
     -----
-    0-20 minimal, 21-40 moderate, 41-60 severe, 61-80 crippled, 81-100 bed-bound; a score between bands (e.g.
-    20.5) belongs to the lower band (cut points are ``<= 20``, ``<= 40``, ...).
+    0-20 minimal, 21-40 moderate, 41-60 severe, 61-80 crippled, 81-100 bed-bound (:data:`ODI_BANDS`). The cut
+    points are ``<= 20``, ``<= 40``, ``<= 60``, ``<= 80``: a score above a cut point belongs to the next band,
+    so 20.4 (possible when a score is recorded rather than computed from 10 sections) is moderate.
 
     Validated against: Fairbank & Pynsent 2000 bands as reproduced in the awell-score oswestry README.
     """
-    return (
-        pl.when(score.is_null())
-        .then(None)
-        .when(score <= 20)
-        .then(pl.lit("minimal"))
-        .when(score <= 40)
-        .then(pl.lit("moderate"))
-        .when(score <= 60)
-        .then(pl.lit("severe"))
-        .when(score <= 80)
-        .then(pl.lit("crippled"))
-        .otherwise(pl.lit("bed-bound"))
-    )
+    which = 2 if label else 1
+    # from the top band down: each cut point overrides what lies at or below it
+    expr: pl.Expr = pl.lit(ODI_BANDS[-1][which])
+    for upper, *names in reversed(ODI_BANDS[:-1]):
+        expr = pl.when(score <= upper).then(pl.lit(names[which - 1])).otherwise(expr)
+    return pl.when(score.is_null()).then(None).otherwise(expr)
 
 
 _REQUIRED = ("episode_id", "assessed_on", "instrument", "item", "response")

@@ -17,6 +17,7 @@ __all__ = [
     "assign_visits",
     "cap_share",
     "change_from_baseline",
+    "flag_end_of_episode",
 ]
 
 #: Visit label of the baseline assessment.
@@ -79,6 +80,30 @@ def assign_visits(frame: pl.DataFrame, config: ClinicalConfig | None = None) -> 
         labelled.append(best)
     labels = pl.concat(labelled).unique(["episode_id", "day"], keep="first")
     return out.join(labels, on=["episode_id", "day"], how="left")
+
+
+def flag_end_of_episode(frame: pl.DataFrame, config: ClinicalConfig | None = None) -> pl.DataFrame:
+    """Add ``at_end``: the assessment is an end-of-episode (discharge) assessment.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        Rows with ``assessed_on`` and the episode's ``end_date`` (null while the episode is ongoing).
+    config : ClinicalConfig, optional
+        ``end_window_days``, the length of the end-of-episode window.
+
+    Returns
+    -------
+    polars.DataFrame
+        The input with ``at_end`` (Boolean, never null): ``0 <= end_date - assessed_on <= end_window_days``
+        days; false for ongoing episodes and for assessments after the end date.
+    """
+    config = config or ClinicalConfig()
+    _need(frame, ("assessed_on", "end_date"), "flag_end_of_episode")
+    before_end = (pl.col("end_date") - pl.col("assessed_on")).dt.total_days()
+    return frame.with_columns(
+        before_end.is_between(0, config.end_window_days).fill_null(False).alias("at_end")
+    )
 
 
 def change_from_baseline(frame: pl.DataFrame, config: ClinicalConfig | None = None) -> pl.DataFrame:

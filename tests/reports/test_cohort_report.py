@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.reports import cohort
 
 SECTIONS = (
@@ -173,3 +174,15 @@ def test_latex_of_a_report_table_is_written_after_suppression(tmp_path: Path) ->
     # 8 completers: withheld with their estimate; 40 as well (the column total would give 8 back)
     assert r"completers only & * & -- \\" in tex and r"all episodes & * & -9.5 \\" in tex
     assert "12.25" not in tex and " 8 " not in tex and "40" not in tex
+
+
+def test_adherence_groups_follow_the_configured_cut(report_store: dict[str, Path]) -> None:
+    default = cohort.load_cohort(report_store["db"]).episodes
+    lower = cohort.load_cohort(report_store["db"], ClinicalConfig().replace(adherence_high_min=0.5)).episodes
+    for episodes, cut in ((default, 0.8), (lower, 0.5)):
+        observed = episodes.filter(pl.col("adherence").is_not_null())
+        expected = observed.select(
+            pl.when(pl.col("adherence") >= cut).then(pl.lit("high")).otherwise(pl.lit("low"))
+        )
+        assert observed["adherence_group"].to_list() == expected.to_series().to_list()
+    assert (lower["adherence_group"] == "high").sum() > (default["adherence_group"] == "high").sum()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+from collections import Counter
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -10,8 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.errors import ReportParameterError
 from sciatica_outcomes.reports import quarterly as q
+from sciatica_outcomes.schemas import TABLE_SPECS
+from sciatica_outcomes.schemas.store_tables import INGEST_LOG_SCHEMA, QUARANTINE_SCHEMA
+from sciatica_outcomes.scoring import odi_band
 from sciatica_outcomes.store import Store
 from sciatica_outcomes.synth import Cohort, generate_cohort
 
@@ -175,3 +180,95 @@ def test_no_quarterly_report_for_ten_or_fewer_active_episodes(tmp_path: Path) ->
     q.validate_parameters({**params, "clinic": ""})  # all clinics together: enough episodes
     # a one-clinic quarter whose case mix has one sex only: no comparison, no exception
     assert q.provider_comparison(q.load_inputs(path, "2026Q1", clinic="CL01")) is None
+
+
+def _tiny_inputs(
+    baseline_odi: list[float | None],
+    end_odi_days_before: int | None = None,
+    config: ClinicalConfig | None = None,
+) -> q.QuarterlyInputs:
+    """One clinic, one episode per baseline ODI value, all active in 2026Q1 (ended in it when an end ODI
+    is asked for, measured that many days before the end)."""
+    quarter = q.Quarter.parse("2026Q1")
+    start, end = date(2026, 1, 5), date(2026, 3, 20)
+    n = len(baseline_odi)
+    ids = [f"EP{i:03d}" for i in range(n)]
+    ended = end_odi_days_before is not None
+    columns: dict[str, dict[str, list[object]]] = {
+        "episodes": {
+            "episode_id": ids,
+            "patient_id": [f"PT{i:03d}" for i in range(n)],
+            "clinic_id": ["CL01"] * n,
+            "start_date": [start] * n,
+            "end_date": [end if ended else None] * n,
+            "end_reason": ["completed" if ended else None] * n,
+            "age_at_start": [50] * n,
+            "sex": ["F"] * n,
+            "symptom_duration_weeks": [20] * n,
+            "affected_side": ["left"] * n,
+        },
+        "measures": {
+            "episode_id": [e for e, v in zip(ids, baseline_odi, strict=True) if v is not None],
+            "assessed_on": [start] * sum(v is not None for v in baseline_odi),
+            "measure": ["odi"] * sum(v is not None for v in baseline_odi),
+            "value": [v for v in baseline_odi if v is not None],
+        },
+    }
+    if ended:
+        day = end - timedelta(days=end_odi_days_before)
+        m = columns["measures"]
+        m["episode_id"] += ids
+        m["assessed_on"] += [day] * n
+        m["measure"] += ["odi"] * n
+        m["value"] += [30.0] * n
+    tables = {name: spec.empty() for name, spec in TABLE_SPECS.items()}
+    for name, data in columns.items():
+        tables[name] = pl.DataFrame(data).select(
+            pl.col(c).cast(t) if c in data else pl.lit(None, t).alias(c)
+            for c, t in TABLE_SPECS[name].dtypes.items()
+        )
+    return q.QuarterlyInputs(
+        quarter=quarter,
+        clinic=None,
+        config=config or ClinicalConfig(),
+        tables=q.as_of(tables, quarter.end),
+        history=tables,
+        quarantine=pl.DataFrame(schema=QUARANTINE_SCHEMA),
+        ingest_log=pl.DataFrame(schema=INGEST_LOG_SCHEMA),
+    )
+
+
+def test_case_mix_odi_bands_are_the_scoring_bands() -> None:
+    # every band edge, just above it, and 20.4 (where the report's own bands once said "minimal")
+    values = [0.0, 20.0, 20.4, 20.5, 40.0, 40.3, 60.0, 60.01, 80.0, 80.1, 100.0, None]
+    mix = q.case_mix(_tiny_inputs(values)).filter(pl.col("characteristic") == "baseline ODI")
+    shown = dict(zip(mix["category"], mix["n"], strict=True))
+    expected = Counter(
+        pl.DataFrame({"s": values}, schema={"s": pl.Float64})
+        .select(odi_band(pl.col("s"), label=True).fill_null("not recorded"))
+        .to_series()
+        .to_list()
+    )
+    assert shown == dict(expected)
+    assert shown == {
+        "0-20 minimal": 2,
+        "21-40 moderate": 3,
+        "41-60 severe": 2,
+        "61-80 crippled": 2,
+        "81-100 bed-bound": 2,
+        "not recorded": 1,
+    }
+
+
+def test_end_of_episode_completeness_uses_the_configured_window() -> None:
+    values = [40.0] * 12
+    ten_days = _tiny_inputs(values, end_odi_days_before=10)
+    comp = q.data_quality(ten_days)["completeness"].filter(pl.col("measure") == "odi").row(0, named=True)
+    assert (comp["baseline_n"], comp["baseline_of"], comp["end_n"], comp["end_of"]) == (12, 12, 12, 12)
+    week = _tiny_inputs(values, end_odi_days_before=10, config=ClinicalConfig().replace(end_window_days=7))
+    comp = q.data_quality(week)["completeness"].filter(pl.col("measure") == "odi").row(0, named=True)
+    assert (comp["end_n"], comp["end_of"]) == (0, 12)
+    # the end-of-episode outcomes read the same derived frame: 12 ended with an ODI change of -10
+    ends = q.end_of_episode_outcomes(ten_days).filter(pl.col("outcome") == "odi").row(0, named=True)
+    assert (ends["n_baseline"], ends["n_with_end"], ends["mean_change"]) == (12, 12, -10.0)
+    assert ends["responders_mcid"] == 12 and ends["responders_30pct"] == 0

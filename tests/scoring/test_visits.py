@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sciatica_outcomes.config import ClinicalConfig, Mcid, VisitWindow
-from sciatica_outcomes.scoring import assign_visits, cap_share, change_from_baseline
+from sciatica_outcomes.scoring import assign_visits, cap_share, change_from_baseline, flag_end_of_episode
 
 START = date(2025, 1, 6)
 
@@ -149,3 +149,19 @@ def test_responder_is_monotone_in_improvement(base: float, follow: float, measur
         assert c["responder_mcid"] is False
     if c["responder_mcid"]:
         assert c["improvement"] > 0
+
+
+def test_end_of_episode_window_edges() -> None:
+    end = date(2026, 3, 31)
+    before = [-1, 0, 1, 13, 14, 15, 40]  # days before the end date (-1: after it)
+    frame = pl.DataFrame(
+        {
+            "assessed_on": [end - timedelta(days=d) for d in before] + [end],
+            "end_date": [end] * len(before) + [None],  # the last episode is ongoing
+        },
+        schema={"assessed_on": pl.Date, "end_date": pl.Date},
+    )
+    flags = flag_end_of_episode(frame)["at_end"].to_list()
+    assert flags == [False, True, True, True, True, False, False, False]
+    week = flag_end_of_episode(frame, ClinicalConfig().replace(end_window_days=7))["at_end"].to_list()
+    assert week == [False, True, True, False, False, False, False, False]

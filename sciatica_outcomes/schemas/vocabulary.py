@@ -1,0 +1,166 @@
+"""The controlled vocabularies of the canonical tables, defined once.
+
+Every stage that needs one of these lists (the pandera models, the synthetic cohort, derivation, reports)
+imports it from here; nothing else spells the list out. ``tests/schemas/test_vocabulary.py`` checks that the
+catalog CSVs (``schemas/data/*.csv``), the pandera models and the Frictionless export agree with these
+constants, so a code added in one place and not the other fails the tests.
+
+Order is meaningful where it is stated (symptom extents proximal to distal, bands lightest to heaviest, tables
+in dependency order); elsewhere it is the display order.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACTIONS",
+    "ACTION_NONE",
+    "BANDS",
+    "CANONICAL_TABLES",
+    "DOSE_TYPES",
+    "END_REASONS",
+    "EXERCISE_CATEGORIES",
+    "EXERCISE_CODES",
+    "INGEST_LOG_TABLE",
+    "INSTRUMENT_CODES",
+    "MEASURE_CODES",
+    "MEASURE_KINDS",
+    "MODIFIED_ODI_SECTIONS",
+    "MUSCLE_GROUPS",
+    "ODI_SECTIONS",
+    "QUARANTINE_TABLE",
+    "RED_FLAG_COLUMNS",
+    "RMDQ_ITEMS",
+    "SCIATICA_ITEMS",
+    "SESSION_STATUSES",
+    "SEXES",
+    "SIDES",
+    "STOPPED_REASONS",
+    "STORE_META_TABLE",
+    "STORE_TABLES",
+    "SYMPTOM_EXTENTS",
+]
+
+# --- table names --------------------------------------------------------------------------------------
+
+#: The six canonical tables, in dependency order (a table's foreign keys point only to tables before it).
+CANONICAL_TABLES: tuple[str, ...] = (
+    "episodes",
+    "sessions",
+    "session_exercises",
+    "measures",
+    "questionnaire_items",
+    "symptom_checks",
+)
+#: The store's log of ingests: one row per source table per ingest (``schemas.store_tables``).
+INGEST_LOG_TABLE = "ingest_log"
+#: The store's rejected rows, with their raw values and errors (``schemas.store_tables``).
+QUARANTINE_TABLE = "quarantine"
+#: The store's own key-value metadata (schema version).
+STORE_META_TABLE = "store_meta"
+#: Tables of the store besides the canonical ones.
+STORE_TABLES: tuple[str, ...] = (INGEST_LOG_TABLE, QUARANTINE_TABLE, STORE_META_TABLE)
+
+# --- episodes -----------------------------------------------------------------------------------------
+
+#: ``episodes.end_reason``, in display order.
+END_REASONS: tuple[str, ...] = ("completed", "dropped_out", "referred", "surgery", "injection", "other")
+#: ``episodes.sex``: F, M, or X (other or not stated).
+SEXES: tuple[str, ...] = ("F", "M", "X")
+#: ``episodes.affected_side``.
+SIDES: tuple[str, ...] = ("left", "right", "bilateral")
+
+# --- sessions and exercises ---------------------------------------------------------------------------
+
+#: ``sessions.status``.
+SESSION_STATUSES: tuple[str, ...] = ("completed", "missed", "cancelled")
+#: ``sessions.symptom_extent``: most distal extent of symptoms, proximal to distal (Albert et al., Eur Spine J
+#: 2012;21:630).
+SYMPTOM_EXTENTS: tuple[str, ...] = ("back_only", "buttock", "thigh", "below_knee", "foot")
+#: ``session_exercises.band``: resistance band colours, lightest to heaviest (the common Thera-Band sequence).
+BANDS: tuple[str, ...] = ("yellow", "red", "green", "blue", "black", "silver", "gold")
+#: ``session_exercises.exercise``: the codes of the exercise catalog (``schemas/data/exercises.csv``), in
+#: catalog order.
+EXERCISE_CODES: tuple[str, ...] = (
+    "pelvic_tilt",
+    "abdominal_bracing",
+    "bird_dog",
+    "bird_dog_reach",
+    "glute_bridge",
+    "single_leg_bridge",
+    "banded_hip_thrust",
+    "kb_deadlift",
+    "clamshell",
+    "lateral_band_walk",
+    "nordic_regression",
+    "hamstring_stretch",
+    "neural_glide_slider",
+    "neural_glide_tensioner",
+)
+#: Exercise catalog ``category``.
+EXERCISE_CATEGORIES: tuple[str, ...] = ("stability", "strength", "mobility", "neural")
+#: Exercise catalog ``muscle_group`` (DESIGN: core = transverse abdominis and multifidus).
+MUSCLE_GROUPS: tuple[str, ...] = ("core", "gluteus_maximus", "gluteus_medius", "hamstrings", "neural")
+#: Exercise catalog ``dose_type``: how the dose of an exercise is recorded.
+DOSE_TYPES: tuple[str, ...] = ("reps", "hold", "load", "band")
+
+# --- measures and questionnaires ----------------------------------------------------------------------
+
+#: ``measures.measure``: the codes of the measure catalog (``schemas/data/measures.csv``), in catalog order.
+MEASURE_CODES: tuple[str, ...] = (
+    "walk_tolerance_min",
+    "sit_tolerance_min",
+    "nprs_leg",
+    "nprs_back",
+    "odi",
+    "rmdq",
+    "sbi",
+    "sfi",
+    "psfs",
+    "promis_pf",
+    "promis_pi",
+    "grc",
+)
+#: Measure catalog ``kind``: a performance test or a patient-reported outcome measure.
+MEASURE_KINDS: tuple[str, ...] = ("performance", "prom")
+#: ``measures.stopped_reason``: why a tolerance test stopped (symptom limit, fatigue, or the test's time cap,
+#: which makes the value censored).
+STOPPED_REASONS: tuple[str, ...] = ("symptom", "fatigue", "cap")
+#: ``questionnaire_items.instrument``: questionnaires whose item answers the store accepts.
+INSTRUMENT_CODES: tuple[str, ...] = ("odi", "rmdq", "sbi", "sfi", "psfs", "promis_pf", "promis_pi")
+#: ``questionnaire_items.item`` of the ODI 1.0, 2.0 and 2.1a (Fairbank & Pynsent, Spine 2000;25:2940).
+ODI_SECTIONS: tuple[str, ...] = (
+    "pain_intensity",
+    "personal_care",
+    "lifting",
+    "walking",
+    "sitting",
+    "standing",
+    "sleeping",
+    "sex_life",
+    "social_life",
+    "travelling",
+)
+#: Modified ODI (Fritz & Irrgang, Phys Ther 2001;81:776): employment/homemaking replaces sex life.
+MODIFIED_ODI_SECTIONS: tuple[str, ...] = tuple(
+    "employment_homemaking" if s == "sex_life" else s for s in ODI_SECTIONS
+)
+#: Items of the Sciatica Bothersomeness and Frequency Indexes (Patrick et al., Spine 1995;20:1899).
+SCIATICA_ITEMS: tuple[str, ...] = ("leg_pain", "numbness_tingling", "weakness", "pain_sitting")
+#: Items of the RMDQ-24, numbered 1-24 (Roland & Morris, Spine 1983;8:141).
+RMDQ_ITEMS: tuple[str, ...] = tuple(str(i) for i in range(1, 25))
+
+# --- symptom checks -----------------------------------------------------------------------------------
+
+#: ``symptom_checks`` red-flag questions; each must be answered explicitly (NICE CKS sciatica: patients may
+#: not volunteer them).
+RED_FLAG_COLUMNS: tuple[str, ...] = (
+    "saddle_numbness",
+    "bladder_bowel_change",
+    "progressive_weakness",
+    "bilateral_symptoms",
+    "new_numbness",
+)
+#: ``symptom_checks.action_taken``.
+ACTIONS: tuple[str, ...] = ("none", "referred_urgent", "referred_routine")
+#: The action meaning that nothing was done (an alert with it, or with no action, is unactioned).
+ACTION_NONE = "none"
