@@ -388,13 +388,17 @@ class GrowthModel:
                 f, g = self._fg(x * scale, reml)
                 return f, g * scale
 
+            # L-BFGS-B only has to bring theta into Newton's basin: the projected Newton steps that follow
+            # decide convergence (projected gradient below 1e-12, then `_check`). Tighter L-BFGS-B tolerances
+            # (ftol 1e-15, gtol 1e-10) spent 48 instead of 20 deviance evaluations at 100,000 patients
+            # wandering at the deviance's rounding level, and ended at a larger gradient.
             res = optimize.minimize(
                 fg,
                 start / scale,
                 jac=True,
                 method="L-BFGS-B",
                 bounds=bounds,
-                options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20},
+                options={"maxiter": 5000, "ftol": 1e-12, "gtol": 1e-7, "maxcor": 20},
             )
             return self._newton(np.maximum(res.x * scale, lower), lower, reml)
 
