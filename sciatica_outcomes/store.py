@@ -50,6 +50,7 @@ __all__ = [
     "IngestWriter",
     "Store",
     "WriteCounts",
+    "check_store_path",
 ]
 
 #: Default location of the store (relative to the working directory); ``--db`` overrides it.
@@ -67,6 +68,11 @@ _DUCK_TYPES: dict[type[pl.DataType], str] = {
 }
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -74,6 +80,56 @@ def _q(name: str) -> str:
 def _ddl(table: str, schema: Mapping[str, pl.DataType]) -> str:
     cols = ", ".join(f"{_q(c)} {_DUCK_TYPES[t.base_type()]}" for c, t in schema.items())
     return f"CREATE TABLE IF NOT EXISTS {_q(table)} ({cols})"
+
+
+#: Bytes 8-11 of every DuckDB database file (after an 8-byte checksum of the first header block).
+_DUCKDB_MAGIC = b"DUCK"
+_MAGIC_OFFSET = 8
+
+
+def check_store_path(path: str | Path) -> Path:
+    """Refuse a path that exists but is not a DuckDB database file.
+
+    DuckDB opens an existing CSV, Parquet or JSON file as an in-memory database whose writes are lost when
+    the connection closes, so a store path is checked by the DuckDB magic header (``DUCK`` at byte 8), not
+    by its extension. A path that does not exist yet is fine (the store is created there).
+
+    Parameters
+    ----------
+    path : str or Path
+        Store file (``--db``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path`` as a Path.
+
+    Raises
+    ------
+    StoreError
+        If ``path`` is a directory, cannot be read, or is a file without DuckDB's header (empty files
+        included).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(
+            f"store {path} is a directory, not a DuckDB database: pass --db a file such as "
+            f"{path / 'outcomes.duckdb'}"
+        )
+    if not path.exists():
+        return path
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_MAGIC_OFFSET + len(_DUCKDB_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"cannot read store {path} ({exc.strerror}): check its permissions") from exc
+    if head[_MAGIC_OFFSET:] != _DUCKDB_MAGIC:
+        what = "an empty file" if not head else "a file without DuckDB's header"
+        raise StoreError(
+            f"{path} is not a DuckDB database ({what}; DuckDB would open it as a temporary in-memory "
+            "database and keep nothing): pass --db an existing .duckdb store or a new path"
+        )
+    return path
 
 
 def _package_version() -> str:
@@ -98,7 +154,7 @@ class Store:
     """
 
     def __init__(self, path: str | Path = DEFAULT_DB, *, read_only: bool = False) -> None:
-        self.path = Path(path)
+        self.path = check_store_path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
             raise StoreError(
@@ -114,13 +170,34 @@ class Store:
                 "Close it, or pass another --db."
             ) from exc
         self._closed = False
-        # rows are returned sorted by key, so DuckDB may insert in parallel without keeping order
-        self._exec("SET preserve_insertion_order = false")
-        if not read_only:
-            self._create()
-        self._check_version()
+        try:
+            # rows are returned sorted by key, so DuckDB may insert in parallel without keeping order
+            self._exec("SET preserve_insertion_order = false")
+            if not read_only:
+                self._create()
+            self._check_version()
+        except duckdb.Error as exc:
+            self.close()
+            raise StoreError(
+                f"cannot prepare store {self.path}: {_first_line(exc)}; nothing was written to it "
+                "(free disk space or fix its permissions, then run again)"
+            ) from exc
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ lifecycle
+    def _reconnect(self) -> None:
+        """Replace an invalidated connection (after a fatal DuckDB error) by a new one to the same file."""
+        with suppress(duckdb.Error):
+            self._con.close()
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=self.read_only)
+        except duckdb.Error as exc:
+            self._closed = True
+            raise StoreError(f"cannot reopen store {self.path}: {_first_line(exc)}") from exc
+        self._closed = False
+
     def __enter__(self) -> Store:
         return self
 
@@ -128,10 +205,11 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent); the file lock is released even if DuckDB reports an error."""
         if not self._closed:
-            self._con.close()
             self._closed = True
+            with suppress(duckdb.Error):
+                self._con.close()
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, read_only={self.read_only})"
@@ -164,6 +242,11 @@ class Store:
         # duckdb's stubs type description as never None; it is None for statements without a result
         return cur.fetchall() if cur.description is not None else []  # type: ignore[redundant-expr]
 
+    def _unregister(self, name: str) -> None:
+        # after a failed statement the transaction is aborted and unregister raises too: keep the first error
+        with suppress(duckdb.Error):
+            self._con.unregister(name)
+
     def _existing_tables(self) -> set[str]:
         rows = self._exec("SELECT table_name FROM duckdb_tables() WHERE NOT temporary")
         return {r[0] for r in rows}
@@ -179,7 +262,9 @@ class Store:
         try:
             yield self
         except BaseException:
-            self._exec("ROLLBACK")
+            # a failed rollback (the connection may be invalidated) must not hide the original error
+            with suppress(duckdb.Error):
+                self._exec("ROLLBACK")
             raise
         self._exec("COMMIT")
 
@@ -328,7 +413,7 @@ class Store:
         try:
             self._exec("INSERT INTO ingest_log SELECT * FROM _log_rows")
         finally:
-            self._con.unregister("_log_rows")
+            self._unregister("_log_rows")
 
     def append_quarantine(self, frame: pl.DataFrame) -> int:
         """Append quarantined rows, skipping rows already quarantined from the same file content.
@@ -364,7 +449,7 @@ class Store:
             )
             return self._count("quarantine") - before
         finally:
-            self._con.unregister("_q_rows")
+            self._unregister("_q_rows")
 
     def _count(self, table: str) -> int:
         return int(self._exec(f"SELECT count(*) FROM {_q(table)}")[0][0])
@@ -445,7 +530,7 @@ class Store:
                 )
             return WriteCounts(table, inserted, updated, n - inserted - updated)
         finally:
-            self._con.unregister("_incoming")
+            self._unregister("_incoming")
 
     def write_ingest(
         self,
@@ -499,8 +584,14 @@ class IngestWriter:
 
     DuckDB and polars release the GIL, so storing table *k* overlaps validating table *k + 1*. Every
     statement of the transaction (BEGIN, upserts, quarantine, log, COMMIT or ROLLBACK) runs on the writer
-    thread, in submission order; an error is re-raised by :meth:`finish` after the rollback. Use through
-    :meth:`Store.writer`; call :meth:`finish` or :meth:`abort` exactly once.
+    thread, in submission order. Use through :meth:`Store.writer`; call :meth:`finish` or :meth:`abort`
+    exactly once.
+
+    Errors fail fast and never leave the caller waiting: once a statement fails the transaction is rolled
+    back, :meth:`submit` raises at once (the caller then calls :meth:`abort`), and :meth:`finish` raises
+    after the thread has stopped, whether the failure came before, during or after the final writes and
+    the COMMIT. A failure of DuckDB itself (a full disk, an I/O error) is raised as :class:`StoreError`
+    saying whether the ingest was committed, which is checked in the store, not assumed.
     """
 
     def __init__(self, store: Store, on_step: Callable[[str, str], None] | None) -> None:
@@ -511,11 +602,20 @@ class IngestWriter:
         self._counts: dict[Any, WriteCounts] = {}
         self._error: BaseException | None = None
         self._ingest_id: int | None = None
+        self._pending_id: int | None = None
         self._thread = threading.Thread(target=self._run, name="sciatica-outcomes-ingest-writer", daemon=True)
         self._thread.start()
 
     def submit(self, key: Any, part: IngestPart) -> None:
-        """Queue a part (see :meth:`Store.write_ingest`); parts must arrive in table dependency order."""
+        """Queue a part (see :meth:`Store.write_ingest`); parts must arrive in table dependency order.
+
+        Raises
+        ------
+        StoreError or the writer's error
+            If an earlier part failed to be written (call :meth:`abort` then).
+        """
+        if self._error is not None:
+            raise self._failure()
         self._parts[key] = part
         self._queue.put(("part", key, part))
 
@@ -524,7 +624,7 @@ class IngestWriter:
         self._queue.put(("finish", quarantine, None))
         self._thread.join()
         if self._error is not None:
-            raise self._error
+            raise self._failure()
         if self._ingest_id is None:  # pragma: no cover - finish always sets it when no error occurred
             raise StoreError("the ingest writer stopped without committing")
         return self._ingest_id, dict(self._counts)
@@ -534,9 +634,50 @@ class IngestWriter:
         self._queue.put(("abort", None, None))
         self._thread.join()
 
+    def _failure(self) -> BaseException:
+        """The error to raise: DuckDB's own errors become a StoreError that says what was committed."""
+        exc = self._error
+        if not isinstance(exc, duckdb.Error):
+            return exc  # type: ignore[return-value]
+        path = self._store.path
+        committed = self._committed()
+        if committed is None:
+            state = "whether it was committed could not be checked: the store could not be read afterwards"
+        elif committed:
+            state = f"ingest {self._pending_id} was nevertheless committed in full"
+        else:
+            state = "nothing of this ingest was stored (the transaction was rolled back)"
+        error = StoreError(
+            f"cannot write store {path}: {_first_line(exc)}; {state}. Free disk space (or fix the store's "
+            "permissions) and run the ingest again"
+        )
+        error.__cause__ = exc
+        return error
+
+    def _committed(self) -> bool | None:
+        """Whether this ingest's log entries are in the store (None if the store cannot be read).
+
+        Before :meth:`finish` no ingest id exists and nothing can have been committed; after it the thread
+        has stopped and the connection is the caller's again.
+        """
+        if self._pending_id is None:
+            return False
+        sql, params = "SELECT count(*) FROM ingest_log WHERE ingest_id = ?", [self._pending_id]
+        try:
+            return bool(self._store._exec(sql, params)[0][0])
+        except duckdb.Error:
+            pass
+        # a failed COMMIT invalidates the database: read what is durable through a new connection
+        try:
+            self._store._reconnect()
+            return bool(self._store._exec(sql, params)[0][0])
+        except (duckdb.Error, StoreError):
+            return None
+
     def _run(self) -> None:
         store = self._store
         started = False
+        ended = False  # the caller's finish or abort message has been taken from the queue
         try:
             store._exec("BEGIN TRANSACTION")
             started = True
@@ -547,24 +688,29 @@ class IngestWriter:
                     if self._on_step is not None:
                         self._on_step("stored", b["table"])
                 elif kind == "finish":
+                    ended = True
                     self._finish(a)
                     store._exec("COMMIT")
                     return
                 else:
+                    ended = True
                     store._exec("ROLLBACK")
                     return
         except BaseException as exc:
             self._error = exc
             if started:
+                # a failed COMMIT may already have ended the transaction, or invalidated the connection
                 with suppress(duckdb.Error):
                     store._exec("ROLLBACK")
-            # drain until the caller finishes or aborts
-            while self._queue.get()[0] == "part":
-                pass
+            if not ended:
+                # drain until the caller finishes or aborts (submit raises from now on)
+                while self._queue.get()[0] == "part":
+                    pass
 
     def _finish(self, quarantine: pl.DataFrame) -> None:
         store = self._store
         ingest_id = store.next_ingest_id()
+        self._pending_id = ingest_id
         if not quarantine.is_empty():
             store.append_quarantine(quarantine.with_columns(pl.lit(ingest_id, pl.Int64).alias("ingest_id")))
         if self._on_step is not None:

@@ -141,3 +141,42 @@ def test_writer_thread_error_rolls_back_and_is_raised(tmp_path: Path, cohort_100
         # the connection is usable afterwards
         ingest_id, counts = store.write_ingest([part], pl.DataFrame())
     assert (ingest_id, counts[0].inserted) == (1, ep.height)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "json", "empty"])
+def test_a_file_that_is_not_a_duckdb_database_is_refused(
+    tmp_path: Path, cohort_1000: Cohort, kind: str
+) -> None:
+    # DuckDB opens a CSV, Parquet or JSON file as a throw-away in-memory database: writes would be lost
+    path = tmp_path / f"outcomes.{'duckdb' if kind == 'empty' else kind}"
+    episodes = cohort_1000.tables["episodes"].head(20)
+    if kind == "csv":
+        episodes.write_csv(path)
+    elif kind == "parquet":
+        episodes.write_parquet(path)
+    elif kind == "json":
+        episodes.write_json(path)
+    else:
+        path.touch()
+    before = path.read_bytes()
+    what = "an empty file" if kind == "empty" else "a file without DuckDB's header"
+    expected = (
+        f"{path} is not a DuckDB database ({what}; DuckDB would open it as a temporary in-memory database "
+        "and keep nothing): pass --db an existing .duckdb store or a new path"
+    )
+    for read_only in (False, True):
+        with pytest.raises(StoreError) as info:
+            Store(path, read_only=read_only)
+        assert str(info.value) == expected
+    assert path.read_bytes() == before
+
+
+def test_a_directory_is_refused_and_real_stores_open(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"is a directory, not a DuckDB database: pass --db a file such as"):
+        Store(tmp_path)
+    db = tmp_path / "new" / "s.duckdb"
+    with Store(db):
+        pass
+    assert db.read_bytes()[8:12] == b"DUCK"
+    with Store(db, read_only=True) as store:
+        assert store.read("episodes").is_empty()

@@ -157,15 +157,30 @@ def ingest_command(
     for n in result.validation.notices:
         console.print(f"[yellow]note[/yellow] {n.file}: {n.message}", highlight=False)
     elapsed = time.perf_counter() - t0
+    quarantined = sum(t.rows_quarantined for t in result.validation.tables)
+    stored = sum(t.rows_valid for t in result.validation.tables)
+    if result.report_error is not None:
+        done = (
+            f"ingest {result.ingest_id} was committed ({stored:,} rows stored, {quarantined:,} quarantined)"
+            if result.written
+            else f"nothing was stored (--strict: {result.validation.errors.height:,} problem(s))"
+        )
+        err_console.print(
+            f"error: {done}, but {result.report_error}: free space there (or pass --report-dir) and "
+            "re-create the reports with `sciatica-outcomes validate SOURCES --report FILE --html FILE`",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     if not result.written:
         console.print(
             f"[red]--strict: nothing written[/red]: {result.validation.errors.height:,} problem(s); "
             f"report {result.reports['html']}"
         )
         raise typer.Exit(1)
-    quarantined = sum(t.rows_quarantined for t in result.validation.tables)
     console.print(
-        f"ingest {result.ingest_id}: {sum(t.rows_valid for t in result.validation.tables):,} rows stored, "
+        f"ingest {result.ingest_id}: {stored:,} rows stored, "
         f"{quarantined:,} quarantined in {elapsed:.1f} s; report {result.reports['html']}"
     )
 

@@ -25,7 +25,7 @@ from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable, file_dige
 from sciatica_outcomes.ingest.validate import TableResult, ValidationResult, validate_sources
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.schemas.store_tables import QUARANTINE_ROW_SCHEMA, IngestPart, WriteCounts
-from sciatica_outcomes.store import DEFAULT_DB, Store
+from sciatica_outcomes.store import DEFAULT_DB, Store, check_store_path
 
 __all__ = [
     "DEFAULT_MAX_EXAMPLES",
@@ -297,7 +297,10 @@ class IngestResult:
     counts : list of WriteCounts
         Upsert counts per source table, in the order of ``validation.tables``.
     reports : dict of str to Path
-        ``json`` and ``html`` reports written next to the store.
+        ``json`` and ``html`` reports written next to the store (only complete files).
+    report_error : str or None
+        Why a report could not be written (e.g. ``No space left on device``); the ingest itself is
+        unaffected: what ``written`` and ``counts`` say was committed is in the store.
     """
 
     validation: ValidationResult
@@ -306,6 +309,7 @@ class IngestResult:
     ingest_id: int | None
     counts: list[WriteCounts] = field(default_factory=list)
     reports: dict[str, Path] = field(default_factory=dict)
+    report_error: str | None = None
 
     def summary(self) -> pl.DataFrame:
         """One row per source table: rows read, stored (inserted, updated, unchanged), quarantined, errors."""
@@ -398,7 +402,7 @@ def ingest_paths(
     """
     if isinstance(paths, str | Path):
         paths = [paths]
-    db = Path(db)
+    db = check_store_path(db)  # before reading anything: DuckDB would open a CSV as a throw-away database
     sources, notices = read_sources(
         paths,
         table=table,
@@ -414,8 +418,8 @@ def ingest_paths(
             if on_progress is not None:
                 on_progress("validated", "")
             if not validation.ok:
-                reports = _write_reports(validation, out_dir, f"{db.stem}_refused", max_examples)
-                return IngestResult(validation, db, False, None, [], reports)
+                reports, error = _write_reports(validation, out_dir, f"{db.stem}_refused", max_examples)
+                return IngestResult(validation, db, False, None, [], reports, error)
             ingest_id, counts = store.write_ingest(
                 [_part(t) for t in validation.tables], _quarantine_of(validation), on_step=on_progress
             )
@@ -438,8 +442,9 @@ def ingest_paths(
             counts = [by_position[i] for i in range(len(validation.tables))]
     if on_progress is not None:
         on_progress("committed", str(db))
-    reports = _write_reports(validation, out_dir, f"{db.stem}_ingest_{ingest_id}", max_examples)
-    return IngestResult(validation, db, True, ingest_id, counts, reports)
+    # the ingest is committed: a report that cannot be written is told, not raised (the data are stored)
+    reports, error = _write_reports(validation, out_dir, f"{db.stem}_ingest_{ingest_id}", max_examples)
+    return IngestResult(validation, db, True, ingest_id, counts, reports, error)
 
 
 def _part(t: TableResult) -> IngestPart:
@@ -463,10 +468,15 @@ def _quarantine_of(validation: ValidationResult) -> pl.DataFrame:
 
 def _write_reports(
     validation: ValidationResult, out_dir: Path, stem: str, max_examples: int
-) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / f"{stem}.report.json"
-    html_path = out_dir / f"{stem}.report.html"
-    write_json_report(validation, json_path)
-    write_html_report(validation, html_path, max_examples=max_examples)
-    return {"json": json_path, "html": html_path}
+) -> tuple[dict[str, Path], str | None]:
+    """Write the JSON and HTML reports; return those written and why the others could not be."""
+    written: dict[str, Path] = {}
+    try:
+        written["json"] = write_json_report(validation, out_dir / f"{stem}.report.json")
+        written["html"] = write_html_report(
+            validation, out_dir / f"{stem}.report.html", max_examples=max_examples
+        )
+    except OSError as exc:
+        what = "the HTML report" if written else "the reports"
+        return written, f"{what} could not be written to {out_dir} ({exc.strerror or exc})"
+    return written, None

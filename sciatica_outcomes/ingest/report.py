@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from sciatica_outcomes.outputs import atomic_output
 from sciatica_outcomes.schemas import SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -71,12 +72,15 @@ def report_dict(result: ValidationResult) -> dict[str, Any]:
 
 
 def write_json_report(result: ValidationResult, path: str | Path) -> Path:
-    """Write every issue (not capped) with per-source and per-rule counts as JSON."""
+    """Write every issue (not capped) with per-source and per-rule counts as JSON.
+
+    The file is written atomically (:func:`~sciatica_outcomes.outputs.atomic_output`): a full disk leaves no
+    empty or partial report.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps(report_dict(result), ensure_ascii=False, indent=1, default=str), encoding="utf-8"
-    )
+    text = json.dumps(report_dict(result), ensure_ascii=False, indent=1, default=str)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 
@@ -99,9 +103,8 @@ th{background:#f3f3f3}h2{margin-top:1.5em}.ok{color:#1a7f37}.bad{color:#b42318}.
 
 def write_html_report(result: ValidationResult, path: str | Path, *, max_examples: int = 20) -> Path:
     """Write a self-contained HTML page: per-source counts, then one section per rule with exact counts and
-    at most ``max_examples`` example rows."""
+    at most ``max_examples`` example rows (written atomically, as the JSON report)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     issues = result.issues
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Validation report</title>",
@@ -135,5 +138,6 @@ def write_html_report(result: ValidationResult, path: str | Path, *, max_example
                 _table(rows.head(max_examples).select("file", "table", "row", "column", "value", "message"))
             )
     parts.append("</body></html>")
-    path.write_text("".join(parts), encoding="utf-8")
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(parts), encoding="utf-8")
     return path

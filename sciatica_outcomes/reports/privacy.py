@@ -4,18 +4,20 @@ One suppression function serves every count a report shows: cells with a value f
 (primary suppression), and further cells are suppressed until no suppressed value can be recovered from the
 row, column and grand totals (complementary suppression), following the CMS cell-size suppression policy
 (``shared/domain.md`` §5). Percentages are derived only from shown counts. CSV exports neutralise cells that a
-spreadsheet would run as a formula.
+spreadsheet would run as a formula (:mod:`sciatica_outcomes.outputs`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 from scipy.optimize import linprog
+
+# one spreadsheet-safe CSV writer for every CSV the product writes (re-exported here for the reports)
+from sciatica_outcomes.outputs import neutralise_cell, write_safe_csv
 
 __all__ = [
     "SUPPRESSED",
@@ -34,7 +36,6 @@ __all__ = [
 SUPPRESSED = "*"
 #: Smallest and largest count that may never be shown (CMS policy: 1-10; 0 may be shown).
 LOW, HIGH = 1, 10
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
 @dataclass(frozen=True)
@@ -345,41 +346,3 @@ def safe_rate(numerator: int, denominator: int, *, per: float = 100.0, digits: i
     if any(LOW <= x <= HIGH for x in (numerator, denominator - numerator, denominator)):
         return SUPPRESSED
     return f"{per * numerator / denominator:.{digits}f}"
-
-
-def neutralise_cell(value: object) -> object:
-    """Make a value safe to open in a spreadsheet.
-
-    Strings that begin with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return are prefixed with a single
-    quote so that Excel, LibreOffice and Google Sheets show them as text instead of running them as a formula
-    (OWASP "CSV injection"). Numbers are returned unchanged.
-    """
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
-        return "'" + value
-    return value
-
-
-def write_safe_csv(frame: pl.DataFrame, path: str | Path) -> Path:
-    """Write a frame as CSV with every string cell neutralised by :func:`neutralise_cell`.
-
-    Returns
-    -------
-    pathlib.Path
-        The file written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # categorical and enum values are text in the file too: neutralise them as strings
-    text = (pl.String, pl.Categorical, pl.Enum)
-    to_string = [c for c, t in frame.schema.items() if isinstance(t, text)]
-    frame = frame.with_columns(pl.col(c).cast(pl.String) for c in to_string)
-    string_cols = [c for c, t in frame.schema.items() if t == pl.String]
-    safe = frame.with_columns(
-        pl.when(pl.col(c).str.contains(r"^[=+\-@\t\r\n]"))
-        .then(pl.lit("'") + pl.col(c))
-        .otherwise(pl.col(c))
-        .alias(c)
-        for c in string_cols
-    )
-    safe.write_csv(path, quote_style="non_numeric")
-    return path
