@@ -154,15 +154,16 @@ def read_sources(
         redcap_dictionary = dictionaries[0]
     files = [(p, e) for p, e in files if p not in dictionaries]
     sources: list[SourceTable] = []
+    # a plain CSV is hashed by its reader from the very bytes it parses; other formats are hashed here,
+    # beside the parse, and refused if the file changed between the hash and the read
+    plain_csv = {p for p, _ in files if p.suffix.lower() in _CSV and not _is_redcap(p)}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        digests = {p: pool.submit(file_digest, p) for p, _ in files}
+        stamps = {p: _stamp(p) for p, _ in files if p not in plain_csv}
+        digests = {p: pool.submit(file_digest, p) for p in stamps}
         for path, explicit in files:
 
             def sha(path: Path = path) -> str:
                 return digests[path].result().sha256
-
-            def n_lines(path: Path = path) -> int:
-                return digests[path].result().lines
 
             suffix = path.suffix.lower()
             stem = path.stem.strip().lower()
@@ -177,7 +178,7 @@ def read_sources(
                 from sciatica_outcomes.ingest.fhir import read_fhir_bundle  # noqa: PLC0415
 
                 got = read_fhir_bundle(path, sha())
-            elif suffix in _CSV and _is_redcap(path):
+            elif suffix in _CSV and path not in plain_csv:
                 from sciatica_outcomes.ingest.redcap import read_redcap_export  # noqa: PLC0415
 
                 got = read_redcap_export(path, sha(), dictionary=redcap_dictionary, mapping=redcap_mapping)
@@ -200,17 +201,12 @@ def read_sources(
                 if suffix in _PARQUET:
                     got = [read_parquet_table(path, target, sha())]
                 else:
-                    # the digest of this file runs beside its parse; its line count is needed only after
-                    got = [
-                        read_csv_table(
-                            path,
-                            target,
-                            "",
-                            lines=n_lines,
-                            typed=TABLE_SPECS[target].dtypes,
-                        )
-                    ]
-                    got[0].sha256 = sha()
+                    got = [read_csv_table(path, target, typed=TABLE_SPECS[target].dtypes)]
+            if path in stamps and _stamp(path) != stamps[path]:
+                raise UnusableInputError(
+                    f"{path}: the file changed while it was being read, so nothing was stored; ingest it "
+                    "again once it is no longer being written or replaced"
+                )
             for src in got:
                 # column selection by name shares the buffers (``drop`` would copy every column)
                 check_identifiers(src.raw[[c for c in src.raw.columns if c != ROW]], src.path)
@@ -218,6 +214,12 @@ def read_sources(
             if on_progress is not None:
                 on_progress("read", str(path))
     return sources, notices
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is replaced or rewritten: device, inode, size and modification time."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 #: Tables whose rows must belong to an episode (foreign key and date window checks need the stored episodes).

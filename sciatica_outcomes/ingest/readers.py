@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import re
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -163,13 +165,28 @@ def _drop_blank_rows(
     return raw.filter(~blank), [notice]
 
 
+def _file_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UnusableInputError(f"{path}: cannot read file ({exc.strerror})") from exc
+
+
+def _sha256_beside(data: bytes) -> Callable[[], str]:
+    """Start hashing ``data`` on a thread (hashlib releases the GIL); return a function giving the digest."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sciatica-outcomes-sha256")
+    future = pool.submit(lambda: hashlib.sha256(data).hexdigest())
+    pool.shutdown(wait=False)
+    return future.result
+
+
 def read_csv_table(
     path: str | Path,
     table: str,
-    sha256: str,
+    sha256: str = "",
     *,
-    lines: int | Callable[[], int] | None = None,
     typed: Mapping[str, pl.DataType] | None = None,
+    data: bytes | None = None,
 ) -> SourceTable:
     """Read a CSV file as strings with line numbers.
 
@@ -180,10 +197,8 @@ def read_csv_table(
     table : str
         Canonical table the file holds.
     sha256 : str
-        Hash of the file (computed by the caller).
-    lines : int or callable, optional
-        Number of lines of the file if the caller counts them (:func:`file_digest`), or a function that
-        returns it once the file is read (the count may run beside the parse); saves a pass.
+        Hash of ``data`` if the caller has it; empty (the default): the SHA-256 of the bytes that are
+        parsed is computed here, beside the parse.
     typed : mapping of str to polars.DataType, optional
         Canonical types of the table's columns. When given, a fast first attempt reads the whole-number,
         decimal and true/false columns with polars' own number parser (dates and text stay text); if any
@@ -191,6 +206,9 @@ def read_csv_table(
         exactly those the strict parser gives (polars accepts a subset of what it accepts: tested), and
         the returned source can ``reread`` itself as text, which validation does for any source with a
         problem so that reports and quarantine show the cells exactly as written.
+    data : bytes, optional
+        The file's bytes if the caller has read them; otherwise the file is read here, once. Every pass
+        (sniffing, parsing, line numbers) works on these bytes, so the hash is that of what is validated.
 
     Returns
     -------
@@ -202,17 +220,37 @@ def read_csv_table(
     Raises
     ------
     UnusableInputError
-        If the file cannot be read or parsed (ragged lines, duplicate header names).
+        If the file cannot be read or parsed (ragged lines, duplicate header names). The ``reread`` of a
+        typed read raises it too when the file's bytes are no longer those first read (the file was
+        replaced or rewritten during the ingest): the text read must show the rows that were validated.
     """
+    path = Path(path)
+    if data is None:
+        data = _file_bytes(path)
+    digest = _sha256_beside(data) if typed or not sha256 else (lambda: sha256)
     if typed:
-        got = _read_csv_typed(Path(path), table, typed, lines)
+        got = _read_csv_typed(data, path, table, typed)
         if got is not None:
             raw, notices = got
-            src = SourceTable(table, str(path), "csv", sha256, raw, notices)
-            # the text read carries the source's hash as it is then (a caller may fill it in after reading)
-            src.reread = lambda: read_csv_table(path, table, src.sha256, lines=lines)
+            first = digest()
+            src = SourceTable(table, str(path), "csv", sha256 or first, raw, notices)
+            src.reread = lambda: _reread_as_text(path, table, first, src.sha256)
             return src
-    raw, notices = read_csv_raw(path, table, lines=lines)
+    raw, notices = read_csv_raw(path, table, data=data)
+    return SourceTable(table, str(path), "csv", sha256 or digest(), raw, notices)
+
+
+def _reread_as_text(path: Path, table: str, first: str, sha256: str) -> SourceTable:
+    """The text read of a typed read, refused when the file no longer holds the bytes first read."""
+    data = _file_bytes(path)
+    now = hashlib.sha256(data).hexdigest()
+    if now != first:
+        raise UnusableInputError(
+            f"{path}: the file changed while it was being ingested (sha256 {first[:12]}... when first read, "
+            f"{now[:12]}... when read again), so nothing was stored; ingest it again once it is no longer "
+            "being written or replaced"
+        )
+    raw, notices = read_csv_raw(path, table, data=data)
     return SourceTable(table, str(path), "csv", sha256, raw, notices)
 
 
@@ -224,21 +262,17 @@ _TYPED_READ = (pl.Int64, pl.Float64, pl.Boolean)
 
 
 def _read_csv_typed(
-    path: Path, table: str, typed: Mapping[str, pl.DataType], lines: int | Callable[[], int] | None
+    data: bytes, path: Path, table: str, typed: Mapping[str, pl.DataType]
 ) -> tuple[pl.DataFrame, list[Notice]] | None:
     """The fast attempt of :func:`read_csv_table`; None when the file needs the text read."""
-    try:
-        with open(path, "rb") as fh:
-            sample = fh.read(_SNIFF_BYTES)
-    except OSError:
-        return None
+    sample = data[:_SNIFF_BYTES]
     if not sample.strip():
         return None
     encoding, delimiter, _bom = sniff_csv(sample)
     if encoding not in ("utf-8", "ascii"):
         return None
     try:
-        header = pl.read_csv(path, separator=delimiter, infer_schema=False, n_rows=0).columns
+        header = pl.read_csv(data, separator=delimiter, infer_schema=False, n_rows=0).columns
         overrides = {
             c: typed[name]
             for c in header
@@ -247,7 +281,7 @@ def _read_csv_typed(
         if not overrides:
             return None
         raw = pl.read_csv(
-            path,
+            data,
             separator=delimiter,
             infer_schema=False,
             schema_overrides=overrides,
@@ -260,74 +294,69 @@ def _read_csv_typed(
         raw = _clean_header(raw, str(path))
     except UnusableInputError:
         return None
-    return _number_rows(raw, path, None, None, str(path), table, lines, delimiter, [])
+    return _number_rows(raw, data, None, str(path), table, delimiter, [])
 
 
 def read_csv_raw(
-    path: str | Path, table: str | None = None, *, lines: int | Callable[[], int] | None = None
+    path: str | Path, table: str | None = None, *, data: bytes | None = None
 ) -> tuple[pl.DataFrame, list[Notice]]:
     """Read a CSV file as strings plus :data:`ROW`; return the frame and the file-level notices.
 
-    See :func:`read_csv_table`; ``table`` only labels the notices.
+    See :func:`read_csv_table`; ``table`` only labels the notices, ``data`` are the file's bytes if the
+    caller has read them (the file is read once otherwise).
     """
     path = Path(path)
     shown = str(path)
-    try:
-        with open(path, "rb") as fh:
-            sample = fh.read(_SNIFF_BYTES)
-    except OSError as exc:
-        raise UnusableInputError(f"{shown}: cannot read file ({exc.strerror})") from exc
+    if data is None:
+        data = _file_bytes(path)
+    sample = data[:_SNIFF_BYTES]
     notices: list[Notice] = []
     if not sample.strip():
         empty = Notice(shown, table, "empty_file", "the file is empty: no header and no rows")
         return pl.DataFrame(schema={ROW: pl.Int64}), [empty]
     encoding, delimiter, _bom = sniff_csv(sample)
     text: str | None = None
-    source: Any = path
+    source = data
     if encoding not in ("utf-8", "ascii"):
-        text = path.read_bytes().decode(encoding)
+        text = data.decode(encoding)
         source = text.lstrip("\ufeff").encode("utf-8")
         notices.append(Notice(shown, table, "encoding", f"decoded as {encoding} (not UTF-8)"))
     try:
         raw = _polars_csv(source, delimiter)
     except pl.exceptions.ComputeError as exc:
         if "utf-8" in str(exc).lower() and text is None:
-            data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
-            enc = detect_encoding(data)
-            text = data.decode(enc, errors="strict")
+            body = data.removeprefix(codecs.BOM_UTF8)
+            enc = detect_encoding(body)
+            text = body.decode(enc, errors="strict")
             notices.append(Notice(shown, table, "encoding", f"decoded as {enc} (invalid UTF-8 further in)"))
-            raw = _polars_csv(text.lstrip("\ufeff").encode("utf-8"), delimiter)
+            source = text.lstrip("\ufeff").encode("utf-8")
+            raw = _polars_csv(source, delimiter)
         else:
             first = str(exc).strip().splitlines()[0]
             raise UnusableInputError(
                 f"{shown}: cannot parse as CSV (delimiter {delimiter!r}): {first}"
             ) from exc
     raw = _clean_header(raw, shown)
-    return _number_rows(raw, path, text, source, shown, table, lines, delimiter, notices)
+    return _number_rows(raw, source, text, shown, table, delimiter, notices)
 
 
 def _number_rows(
     raw: pl.DataFrame,
-    path: Path,
+    source: bytes,
     text: str | None,
-    source: Any,
     shown: str,
     table: str | None,
-    lines: int | Callable[[], int] | None,
     delimiter: str,
     notices: list[Notice],
 ) -> tuple[pl.DataFrame, list[Notice]]:
-    """Add :data:`ROW` (the line where each record starts) and drop fully blank lines with a notice."""
-    if callable(lines):
-        lines = lines()
-    if lines is not None and text is None:
-        multiline = lines > raw.height + 1
-    else:
-        multiline = _has_multiline_records(path if text is None else None, source, raw)
-    if multiline:
+    """Add :data:`ROW` (the line where each record starts) and drop fully blank lines with a notice.
+
+    ``source`` are the UTF-8 bytes that were parsed, ``text`` their decoded text if already at hand.
+    """
+    if _has_multiline_records(source, raw):
         if text is None:
-            text = path.read_bytes().decode("utf-8").lstrip("\ufeff")
-        starts = _csv_line_numbers(text, delimiter, raw.height)
+            text = source.decode("utf-8")
+        starts = _csv_line_numbers(text.lstrip("\ufeff"), delimiter, raw.height)
         raw = raw.with_columns(pl.Series(ROW, starts, dtype=pl.Int64))
     else:
         raw = raw.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + 2).alias(ROW))
@@ -335,23 +364,13 @@ def _number_rows(
     return raw, notices + blank
 
 
-def _has_multiline_records(path: Path | None, source: Any, raw: pl.DataFrame) -> bool:
+def _has_multiline_records(source: bytes, raw: pl.DataFrame) -> bool:
     """Whether some record spans several lines (a quoted cell with a line break).
 
-    Counting line breaks in the file (a memchr scan) settles it without looking at the cells: one record per
-    line means ``header + rows`` lines (polars keeps blank lines as empty rows).
+    Counting line breaks in the bytes (a memchr scan) settles it without looking at the cells: one record
+    per line means ``header + rows`` lines (polars keeps blank lines as empty rows).
     """
-    if path is not None:
-        breaks, last = 0, b""
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 24):
-                breaks += block.count(b"\n")
-                last = block[-1:]
-        ends_with_break = last == b"\n"
-    else:
-        breaks = source.count(b"\n")
-        ends_with_break = source.endswith(b"\n")
-    lines = breaks + (0 if ends_with_break else 1)
+    lines = source.count(b"\n") + (0 if source.endswith(b"\n") else 1)
     return lines > raw.height + 1
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
 
+from sciatica_outcomes.cli import app
 from sciatica_outcomes.errors import IdentifierColumnError, UnusableInputError
-from sciatica_outcomes.ingest import ingest_paths, validate_paths
+from sciatica_outcomes.ingest import ingest_paths, pipeline, validate_paths
 from sciatica_outcomes.store import CANONICAL_TABLES, Store
 from sciatica_outcomes.synth import Cohort
 from tests.ingest.conftest import sort_by_key
@@ -133,3 +137,104 @@ def test_unusable_inputs_and_identifiers_are_refused(tmp_path: Path, csv_dir: Pa
     ep.write_csv(tmp_path / "episodes.csv")
     with pytest.raises(IdentifierColumnError, match=r"pseudonymize .*--column MRN"):
         ingest_paths(tmp_path / "episodes.csv", db=tmp_path / "o.duckdb")
+
+
+def _with_bad_session(csv_dir: Path, out: Path) -> Path:
+    """A copy of the cohort whose sessions.csv has one bad cell (pain_before 11 on line 3).
+
+    The cell is a whole number, so the fast typed read takes the file; the range error then makes
+    validation read it again as text.
+    """
+    shutil.copytree(csv_dir, out)
+    lines = (out / "sessions.csv").read_text().splitlines()
+    fields = lines[2].split(",")
+    fields[6] = "11"
+    lines[2] = ",".join(fields)
+    (out / "sessions.csv").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _swap(path: Path) -> None:
+    """Replace ``path`` by another export: the first data line (the bad one) removed, a new row added."""
+    lines = path.read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[0] = fields[0] + "X"
+    swapped = path.with_name(path.name + ".new")
+    swapped.write_text("\n".join([lines[0], *lines[3:], ",".join(fields)]) + "\n")
+    os.replace(swapped, path)
+
+
+def test_a_source_swapped_before_its_text_reread_is_refused(
+    tmp_path: Path, csv_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _with_bad_session(csv_dir, tmp_path / "cohort")
+    db = tmp_path / "o.duckdb"
+    sessions = src / "sessions.csv"
+    first_sha = hashlib.sha256(sessions.read_bytes()).hexdigest()
+    real = pipeline.validate_sources
+    target = [sessions]
+
+    def swap_then_validate(*args: object, **kwargs: object) -> object:
+        # every file has been read (the typed fast read); the bad row makes validation re-read sessions.csv
+        _swap(target[0])
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "validate_sources", swap_then_validate)
+    with pytest.raises(UnusableInputError) as info:
+        ingest_paths(src, db=db)
+    now_sha = hashlib.sha256(sessions.read_bytes()).hexdigest()
+    assert str(info.value) == (
+        f"{sessions}: the file changed while it was being ingested (sha256 {first_sha[:12]}... when first "
+        f"read, {now_sha[:12]}... when read again), so nothing was stored; ingest it again once it is no "
+        "longer being written or replaced"
+    )
+    with Store(db, read_only=True) as store:
+        assert store.read("ingest_log").is_empty()
+        assert store.read("quarantine").is_empty()
+        assert all(store.read(t).is_empty() for t in CANONICAL_TABLES)
+    # through the CLI: exit 2 and the same sentence, no traceback
+    again = _with_bad_session(csv_dir, tmp_path / "again")
+    target[0] = again / "sessions.csv"
+    res = CliRunner().invoke(app, ["ingest", str(again), "--db", str(db)])
+    assert res.exit_code == 2
+    assert res.output.startswith(f"error: {target[0]}: the file changed while it was being ingested")
+    assert res.output.count("\n") == 1
+
+
+def test_the_stored_hash_is_that_of_the_bytes_validated(tmp_path: Path, csv_dir: Path) -> None:
+    # the re-read of a source with a problem keeps the hash of what was read, and the bad row is quarantined
+    src = _with_bad_session(csv_dir, tmp_path / "cohort")
+    db = tmp_path / "o.duckdb"
+    res = ingest_paths(src, db=db)
+    with Store(db, read_only=True) as store:
+        log = store.read("ingest_log")
+        q = store.quarantined("sessions")
+    sha = dict(zip(log["table_name"], log["sha256"], strict=True))
+    for name in CANONICAL_TABLES:
+        assert sha[name] == hashlib.sha256((src / f"{name}.csv").read_bytes()).hexdigest()
+    assert q["row_number"].to_list() == [3]
+    table = next(t for t in res.validation.tables if t.source.table == "sessions")
+    assert table.source.raw.schema["pain_before"] == pl.String  # it was re-read as text
+
+
+def test_a_parquet_file_replaced_while_read_is_refused(
+    tmp_path: Path, parquet_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "cohort"
+    shutil.copytree(parquet_dir, src)
+    db = tmp_path / "o.duckdb"
+    real = pipeline.read_parquet_table
+
+    def replaced_after_hashing(path: Path, table: str, sha256: str) -> object:
+        if table == "sessions":  # hashed already; another export lands before the reader opens it
+            frame = pl.read_parquet(path).head(5)
+            frame.write_parquet(path.with_name("tmp.parquet"))
+            os.replace(path.with_name("tmp.parquet"), path)
+        return real(path, table, sha256)
+
+    monkeypatch.setattr(pipeline, "read_parquet_table", replaced_after_hashing)
+    with pytest.raises(
+        UnusableInputError, match=r"sessions\.parquet: the file changed while it was being read"
+    ):
+        ingest_paths(src, db=db)
+    assert not db.exists() or Store(db, read_only=True).read("ingest_log").is_empty()
