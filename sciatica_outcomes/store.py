@@ -29,7 +29,7 @@ import polars as pl
 
 from sciatica_outcomes._version import __version__
 from sciatica_outcomes.defaults import DEFAULT_DB
-from sciatica_outcomes.errors import DataValidationError, StoreError
+from sciatica_outcomes.errors import DataValidationError, StoreError, UnusableInputError
 from sciatica_outcomes.schemas import SCHEMA_VERSION, TABLE_SPECS
 from sciatica_outcomes.schemas.store_tables import (
     INGEST_LOG_ORDER,
@@ -57,6 +57,10 @@ __all__ = [
 
 #: The six canonical tables, in dependency order (``schemas.vocabulary``).
 CANONICAL_TABLES: tuple[str, ...] = tuple(TABLE_SPECS)
+
+#: Columns added to ``ingest_log`` after schema 1.0.0 was first released, with their SQL default (stores
+#: written before get them when next opened for writing; read-only they read as the default).
+_LOG_ADDED = {"rows_deleted": "0"}
 
 _DUCK_TYPES: dict[type[pl.DataType], str] = {
     pl.String: "VARCHAR",
@@ -219,6 +223,11 @@ class Store:
             for name, spec in TABLE_SPECS.items():
                 self._exec(_ddl(name, spec.dtypes))
             self._exec(_ddl(INGEST_LOG_TABLE, INGEST_LOG_SCHEMA))
+            for column, default in _LOG_ADDED.items():
+                self._exec(
+                    f"ALTER TABLE {INGEST_LOG_TABLE} ADD COLUMN IF NOT EXISTS {_q(column)} "
+                    f"BIGINT DEFAULT {default}"
+                )
             self._exec(_ddl(QUARANTINE_TABLE, QUARANTINE_SCHEMA))
             self._exec("CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR, value VARCHAR)")
             has = self._exec("SELECT count(*) FROM store_meta WHERE key = 'schema_version'")
@@ -305,7 +314,12 @@ class Store:
             order = tuple(c for c in order if c in schema) or tuple(schema)[:1]
         if table not in self._existing_tables():
             return pl.DataFrame(schema=dict(schema))
-        cols = ", ".join(_q(c) for c in schema)
+        have = {
+            r[0] for r in self._exec("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table])
+        }
+        cols = ", ".join(
+            _q(c) if c in have or table != INGEST_LOG_TABLE else f"{_LOG_ADDED[c]} AS {_q(c)}" for c in schema
+        )
         keys = ", ".join(_q(c) for c in order)
         # typing gaps: duckdb's stubs say to_arrow_table may return None (so polars' overload gives
         # "DataFrame | Series"), and polars' cast takes a Mapping keyed by column-or-selector, which a
@@ -384,7 +398,8 @@ class Store:
         """Append ``ingest_log`` rows.
 
         Each entry holds ``ingest_id, source_path, source_format, sha256, table_name, rows_read,
-        rows_quarantined`` and ``counts`` (a :class:`WriteCounts`, or None when nothing was written).
+        rows_quarantined`` and ``counts`` (a :class:`WriteCounts`, or None when nothing was written), and
+        optionally ``rows_deleted`` (rows of the table removed by ``replace``; default 0).
         """
         now = datetime.now(UTC).replace(tzinfo=None)
         rows = []
@@ -406,17 +421,24 @@ class Store:
                     "rows_updated": c.updated if c else 0,
                     "rows_unchanged": c.unchanged if c else 0,
                     "rows_quarantined": e["rows_quarantined"],
+                    "rows_deleted": e.get("rows_deleted", 0),
                 }
             )
         frame = pl.DataFrame(rows, schema=INGEST_LOG_SCHEMA)
         self._con.register("_log_rows", frame)
         try:
-            self._exec("INSERT INTO ingest_log SELECT * FROM _log_rows")
+            names = ", ".join(_q(c) for c in INGEST_LOG_SCHEMA)
+            self._exec(f"INSERT INTO ingest_log ({names}) SELECT {names} FROM _log_rows")
         finally:
             self._unregister("_log_rows")
 
     def append_quarantine(self, frame: pl.DataFrame) -> int:
-        """Append quarantined rows, skipping rows already quarantined from the same file content.
+        """Append quarantined rows, skipping rows whose content is already in the quarantine.
+
+        A row's identity is its table and its raw values (``record``), not the file it came from: the same
+        bad rows ingested again, from the same file or under another name, are quarantined once, so the
+        quarantine counts every bad row once. Rows of one ingest are all added, even when two are equal
+        (each is a row of the source).
 
         Parameters
         ----------
@@ -426,7 +448,7 @@ class Store:
         Returns
         -------
         int
-            Rows added (a re-ingest of the same file adds none).
+            Rows added (a re-ingest of the same rows adds none).
         """
         if frame.is_empty():
             return 0
@@ -441,9 +463,7 @@ class Store:
                 SELECT n.* FROM _q_rows n
                 WHERE NOT EXISTS (
                     SELECT 1 FROM quarantine q
-                    WHERE q.sha256 IS NOT DISTINCT FROM n.sha256 AND q.table_name = n.table_name
-                      AND q.row_number = n.row_number AND q.source_path = n.source_path
-                      AND q.record = n.record
+                    WHERE q.table_name = n.table_name AND q.record = n.record
                 )
                 """
             )
@@ -538,6 +558,7 @@ class Store:
         quarantine: pl.DataFrame,
         *,
         on_step: Callable[[str, str], None] | None = None,
+        replace: bool = False,
     ) -> tuple[int, list[WriteCounts]]:
         """Store one ingest in a single transaction: upserts, quarantine rows and log entries.
 
@@ -546,16 +567,20 @@ class Store:
         parts : sequence of IngestPart
             One entry per source table (:class:`~sciatica_outcomes.schemas.store_tables.IngestPart`:
             ``table``, ``frame`` with its valid canonical rows, ``source_path``, ``source_format``,
-            ``sha256``, ``rows_read``, ``rows_quarantined``). Frames must come from validation (keys unique
-            within the frame and non-null; not re-checked here). Parts are upserted in table dependency order,
-            each on its own, so the counts of every source are exact (a later source with the same key
-            updates an earlier one).
+            ``sha256``, ``rows_read``, ``rows_quarantined``, and optionally ``keys``: the key of every row
+            of the source, rejected rows included, when known; default: the keys of ``frame``). Frames must
+            come from validation (keys unique within the frame and non-null; not re-checked here). Parts are
+            upserted in table dependency order, each on its own, so the counts of every source are exact (a
+            later source with the same key updates an earlier one).
         quarantine : polars.DataFrame
             Rejected rows (columns of :data:`~sciatica_outcomes.schemas.store_tables.QUARANTINE_ROW_SCHEMA`:
             :data:`QUARANTINE_SCHEMA` without ``ingest_id``, which is filled in here).
         on_step : callable, optional
             Called as ``on_step(stage, table)`` inside the transaction after each part is written (progress
             reporting).
+        replace : bool
+            Delete the stored rows of the tables written whose key is in none of this ingest's sources of
+            that table (see :class:`IngestWriter`).
 
         Returns
         -------
@@ -563,7 +588,7 @@ class Store:
             The ingest id and the counts per part, in the order of ``parts``.
         """
         order = {t: i for i, t in enumerate(CANONICAL_TABLES)}
-        writer = self.writer(on_step=on_step)
+        writer = self.writer(on_step=on_step, replace=replace)
         try:
             for i in sorted(range(len(parts)), key=lambda i: order[parts[i]["table"]]):
                 writer.submit(i, parts[i])
@@ -573,10 +598,12 @@ class Store:
         ingest_id, counts = writer.finish(quarantine)
         return ingest_id, [counts[i] for i in range(len(parts))]
 
-    def writer(self, *, on_step: Callable[[str, str], None] | None = None) -> IngestWriter:
+    def writer(
+        self, *, on_step: Callable[[str, str], None] | None = None, replace: bool = False
+    ) -> IngestWriter:
         """Open one ingest transaction served by a background thread (see :class:`IngestWriter`)."""
         self._writable()
-        return IngestWriter(self, on_step)
+        return IngestWriter(self, on_step, replace=replace)
 
 
 class IngestWriter:
@@ -592,11 +619,29 @@ class IngestWriter:
     after the thread has stopped, whether the failure came before, during or after the final writes and
     the COMMIT. A failure of DuckDB itself (a full disk, an I/O error) is raised as :class:`StoreError`
     saying whether the ingest was committed, which is checked in the store, not assumed.
+
+    Before the commit, every table written is compared with the export: :attr:`absent` holds, per table,
+    the rows that were in the store before this ingest and whose key is in none of this ingest's sources of
+    that table (rows deleted from a newer export stay in the store otherwise, silently). With ``replace``
+    they are deleted in the same transaction and counted in ``ingest_log.rows_deleted`` (on the table's
+    last source); the ingest is refused (:class:`UnusableInputError`, nothing stored) if other stored rows
+    would be left pointing to a deleted row.
     """
 
-    def __init__(self, store: Store, on_step: Callable[[str, str], None] | None) -> None:
+    def __init__(
+        self, store: Store, on_step: Callable[[str, str], None] | None, *, replace: bool = False
+    ) -> None:
         self._store = store
         self._on_step = on_step
+        self._replace = replace
+        #: Per table written: rows in the store before this ingest whose key is not in this export (deleted
+        #: when ``replace``); filled in by :meth:`finish`.
+        self.absent: dict[str, int] = {}
+        #: Quarantine rows this ingest added (rows already quarantined with the same content are not).
+        self.quarantine_added = 0
+        self._keys: dict[str, list[pl.DataFrame]] = {}
+        self._last_part: dict[str, Any] = {}
+        self._was_empty: dict[str, bool] = {}
         self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
         self._parts: dict[Any, IngestPart] = {}
         self._counts: dict[Any, WriteCounts] = {}
@@ -684,7 +729,15 @@ class IngestWriter:
             while True:
                 kind, a, b = self._queue.get()
                 if kind == "part":
-                    self._counts[a] = store._upsert(b["table"], b["frame"], validated=True)
+                    table = b["table"]
+                    if table not in self._was_empty:
+                        self._was_empty[table] = store._count(table) == 0
+                    self._counts[a] = store._upsert(table, b["frame"], validated=True)
+                    keys = b.get("keys")
+                    self._keys.setdefault(table, []).append(
+                        keys if keys is not None else b["frame"].select(TABLE_SPECS[table].key)
+                    )
+                    self._last_part[table] = a
                     if self._on_step is not None:
                         self._on_step("stored", b["table"])
                 elif kind == "finish":
@@ -711,8 +764,11 @@ class IngestWriter:
         store = self._store
         ingest_id = store.next_ingest_id()
         self._pending_id = ingest_id
+        self.absent = self._compare_with_export()
         if not quarantine.is_empty():
-            store.append_quarantine(quarantine.with_columns(pl.lit(ingest_id, pl.Int64).alias("ingest_id")))
+            self.quarantine_added = store.append_quarantine(
+                quarantine.with_columns(pl.lit(ingest_id, pl.Int64).alias("ingest_id"))
+            )
         if self._on_step is not None:
             self._on_step("quarantined", "quarantine")
         store.append_log(
@@ -726,8 +782,75 @@ class IngestWriter:
                     "rows_read": p["rows_read"],
                     "rows_quarantined": p["rows_quarantined"],
                     "counts": self._counts.get(key),
+                    "rows_deleted": (
+                        self.absent.get(p["table"], 0)
+                        if self._replace and self._last_part.get(p["table"]) == key
+                        else 0
+                    ),
                 }
                 for key, p in self._parts.items()
             ]
         )
         self._ingest_id = ingest_id
+
+    def _compare_with_export(self) -> dict[str, int]:
+        """Count (and with ``replace`` delete) stored rows whose key is in none of this ingest's sources."""
+        store = self._store
+        absent: dict[str, int] = {}
+        gone: list[str] = []
+        try:
+            for table in CANONICAL_TABLES:
+                if table not in self._keys:
+                    continue
+                if self._was_empty[table]:
+                    absent[table] = 0  # every row of the table came from this ingest
+                    continue
+                spec = TABLE_SPECS[table]
+                key = list(spec.key)
+                keys = pl.concat(
+                    [k.select(key).cast({c: spec.dtypes[c] for c in key}) for k in self._keys[table]]
+                )
+                on = " AND ".join(f"e.{_q(k)} = x.{_q(k)}" for k in key)
+                cols = ", ".join(f"e.{_q(k)}" for k in key)
+                store._con.register("_export_keys", keys.to_arrow(compat_level=pl.CompatLevel.newest()))
+                try:
+                    missing = f"SELECT {cols} FROM {_q(table)} e ANTI JOIN _export_keys x ON {on}"
+                    if not self._replace:
+                        absent[table] = int(store._exec(f"SELECT count(*) FROM ({missing})")[0][0])
+                        continue
+                    store._exec(f"CREATE OR REPLACE TEMP TABLE {_q('_gone_' + table)} AS {missing}")
+                finally:
+                    store._unregister("_export_keys")
+                gone.append(table)
+                absent[table] = store._count("_gone_" + table)
+                if absent[table]:
+                    match = " AND ".join(f"e.{_q(k)} = g.{_q(k)}" for k in key)
+                    store._exec(f"DELETE FROM {_q(table)} e USING {_q('_gone_' + table)} g WHERE {match}")
+            if self._replace:
+                self._refuse_orphans(absent)
+        finally:
+            for table in gone:
+                with suppress(duckdb.Error):
+                    store._exec(f"DROP TABLE IF EXISTS temp.{_q('_gone_' + table)}")
+        return absent
+
+    def _refuse_orphans(self, deleted: Mapping[str, int]) -> None:
+        store = self._store
+        for child, spec in TABLE_SPECS.items():
+            for fk in spec.foreign_keys:
+                if not deleted.get(fk.table):
+                    continue
+                match = " AND ".join(
+                    f"c.{_q(a)} = g.{_q(b)}" for a, b in zip(fk.columns, fk.ref_columns, strict=True)
+                )
+                n = int(
+                    store._exec(
+                        f"SELECT count(*) FROM {_q(child)} c SEMI JOIN {_q('_gone_' + fk.table)} g ON {match}"
+                    )[0][0]
+                )
+                if n:
+                    raise UnusableInputError(
+                        f"--replace would delete {deleted[fk.table]:,} {fk.table} row(s) that are not in "
+                        f"this export, but {n:,} {child} row(s) in the store point to them, so nothing was "
+                        f"stored: ingest the {child} export together with this one, or leave out --replace"
+                    )

@@ -118,6 +118,14 @@ def ingest_command(
     max_examples: Annotated[
         int, typer.Option("--max-examples", min=1, help="Examples per rule in the HTML report.")
     ] = DEFAULT_MAX_EXAMPLES,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="The files are the whole export of their tables: delete stored rows of those tables that "
+            "are not in them, in the same transaction.",
+        ),
+    ] = False,
 ) -> None:
     """Validate and store: good rows are upserted by key in one transaction, bad rows are quarantined."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -150,12 +158,24 @@ def ingest_command(
                 report_dir=report_dir,
                 max_examples=max_examples,
                 on_progress=step,
+                replace=replace,
             )
     except (SciaticaOutcomesError, OSError) as exc:
         raise _fail(exc) from None
     print_table(console, _table(result.summary(), f"Ingest into {db}", console.width))
     for n in result.validation.notices:
         console.print(f"[yellow]note[/yellow] {n.file}: {n.message}", highlight=False)
+    for name, n in result.absent.items():
+        if n and result.replaced:
+            console.print(
+                f"[yellow]note[/yellow] {n:,} {name} row(s) not in this export were deleted (--replace)"
+            )
+        elif n:
+            console.print(
+                f"[yellow]note[/yellow] {n:,} {name} row(s) in the store are not in this export; they are "
+                "kept (pass --replace to delete them if this export is the whole table)",
+                highlight=False,
+            )
     elapsed = time.perf_counter() - t0
     quarantined = sum(t.rows_quarantined for t in result.validation.tables)
     stored = sum(t.rows_valid for t in result.validation.tables)
@@ -179,6 +199,13 @@ def ingest_command(
             f"report {result.reports['html']}"
         )
         raise typer.Exit(1)
+    again = quarantined - result.quarantine_added
+    if again:
+        console.print(
+            f"[yellow]note[/yellow] {again:,} of the {quarantined:,} rejected rows were already in the "
+            "quarantine (same table and values, from an earlier ingest) and are not added again",
+            highlight=False,
+        )
     console.print(
         f"ingest {result.ingest_id}: {stored:,} rows stored, "
         f"{quarantined:,} quarantined in {elapsed:.1f} s; report {result.reports['html']}"

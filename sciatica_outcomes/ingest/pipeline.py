@@ -303,6 +303,14 @@ class IngestResult:
     report_error : str or None
         Why a report could not be written (e.g. ``No space left on device``); the ingest itself is
         unaffected: what ``written`` and ``counts`` say was committed is in the store.
+    absent : dict of str to int
+        Per table ingested: rows that were in the store before and whose key is in none of this ingest's
+        sources of the table (a newer export from which rows were deleted). Kept, unless ``replaced``.
+    replaced : bool
+        True when ``replace`` deleted the ``absent`` rows in the ingest's transaction.
+    quarantine_added : int
+        Rows added to the store's quarantine: rejected rows whose content (table and raw values) was
+        already quarantined by an earlier ingest, under any file name, are not added again.
     """
 
     validation: ValidationResult
@@ -312,9 +320,16 @@ class IngestResult:
     counts: list[WriteCounts] = field(default_factory=list)
     reports: dict[str, Path] = field(default_factory=dict)
     report_error: str | None = None
+    absent: dict[str, int] = field(default_factory=dict)
+    replaced: bool = False
+    quarantine_added: int = 0
 
     def summary(self) -> pl.DataFrame:
-        """One row per source table: rows read, stored (inserted, updated, unchanged), quarantined, errors."""
+        """One row per source table: rows read, stored (inserted, updated, unchanged), quarantined, errors.
+
+        ``not_in_export`` is the table's count in :attr:`absent` (null when nothing was written): rows in
+        the store that this ingest's sources of the table do not hold (deleted when :attr:`replaced`).
+        """
         base = self.validation.counts()
         if self.written:
             extra = pl.DataFrame(
@@ -333,7 +348,12 @@ class IngestResult:
             )
         out = pl.concat([base, extra], how="horizontal")
         stored = pl.col("rows_valid") if self.written else pl.lit(0, pl.Int64)
-        return out.with_columns(stored.alias("rows_stored")).select(
+        absent = (
+            pl.col("table").replace_strict(self.absent, default=0, return_dtype=pl.Int64)
+            if self.written
+            else pl.lit(None, pl.Int64)
+        )
+        return out.with_columns(stored.alias("rows_stored"), absent.alias("not_in_export")).select(
             "file",
             "table",
             "format",
@@ -343,6 +363,7 @@ class IngestResult:
             "updated",
             "unchanged",
             "rows_quarantined",
+            "not_in_export",
             "errors",
         )
 
@@ -358,6 +379,7 @@ def ingest_paths(
     redcap_dictionary: str | Path | None = None,
     redcap_mapping: str | Path | None = None,
     on_progress: ProgressCallback | None = None,
+    replace: bool = False,
 ) -> IngestResult:
     """Validate sources and store them in one transaction; quarantine the rows that fail.
 
@@ -381,16 +403,23 @@ def ingest_paths(
         REDCap data dictionary and mapping (default: the shipped ones).
     on_progress : callable, optional
         Progress callback, see :data:`ProgressCallback`.
+    replace : bool
+        The sources are the whole export of their tables (``--replace``): rows of those tables that are in
+        the store but in none of the sources (deleted from the export) are deleted in the same
+        transaction. A row of the export that is rejected keeps its stored version. Refused (nothing
+        stored) if rows of another table in the store point to a row that would be deleted.
 
     Returns
     -------
     IngestResult
-        For every source, ``rows_read == rows_stored + rows_quarantined`` when written.
+        For every source, ``rows_read == rows_stored + rows_quarantined`` when written; ``absent`` tells,
+        per table, how many stored rows the export lacks (deleted when ``replace``).
 
     Raises
     ------
     UnusableInputError
-        Unreadable file, unknown table or unparseable file (nothing is written).
+        Unreadable file, unknown table or unparseable file, a file that changed during the ingest, or a
+        ``replace`` that would leave rows pointing to deleted ones (nothing is written).
     IdentifierColumnError
         A direct identifier column (nothing is written).
     StoreError
@@ -400,7 +429,8 @@ def ingest_paths(
     -----
     The whole ingest (upserts of every table, quarantine rows, ``ingest_log`` entries) is one DuckDB
     transaction: a crash before the commit leaves the store as it was. Re-ingesting an unchanged file
-    changes no data row and adds no quarantine row (the attempt is logged with ``rows_unchanged``).
+    changes no data row and adds no quarantine row (the attempt is logged with ``rows_unchanged``); the
+    same bad rows under another file name are not quarantined twice.
     """
     if isinstance(paths, str | Path):
         paths = [paths]
@@ -422,12 +452,19 @@ def ingest_paths(
             if not validation.ok:
                 reports, error = _write_reports(validation, out_dir, f"{db.stem}_refused", max_examples)
                 return IngestResult(validation, db, False, None, [], reports, error)
-            ingest_id, counts = store.write_ingest(
-                [_part(t) for t in validation.tables], _quarantine_of(validation), on_step=on_progress
-            )
+            order = {t: i for i, t in enumerate(TABLE_SPECS)}
+            writer = store.writer(on_step=on_progress, replace=replace)
+            try:
+                for i in sorted(
+                    range(len(validation.tables)), key=lambda i: order[validation.tables[i].source.table]
+                ):
+                    writer.submit(i, _part(validation.tables[i]))
+            except BaseException:
+                writer.abort()
+                raise
         else:
             # store each table on the writer thread while the next one is validated
-            writer = store.writer(on_step=on_progress)
+            writer = store.writer(on_step=on_progress, replace=replace)
             try:
                 validation = _with_notices(
                     validate_sources(
@@ -440,13 +477,24 @@ def ingest_paths(
                 raise
             if on_progress is not None:
                 on_progress("validated", "")
-            ingest_id, by_position = writer.finish(_quarantine_of(validation))
-            counts = [by_position[i] for i in range(len(validation.tables))]
+        ingest_id, by_position = writer.finish(_quarantine_of(validation))
+        counts = [by_position[i] for i in range(len(validation.tables))]
     if on_progress is not None:
         on_progress("committed", str(db))
     # the ingest is committed: a report that cannot be written is told, not raised (the data are stored)
     reports, error = _write_reports(validation, out_dir, f"{db.stem}_ingest_{ingest_id}", max_examples)
-    return IngestResult(validation, db, True, ingest_id, counts, reports, error)
+    return IngestResult(
+        validation,
+        db,
+        True,
+        ingest_id,
+        counts,
+        reports,
+        error,
+        absent=writer.absent,
+        replaced=replace,
+        quarantine_added=writer.quarantine_added,
+    )
 
 
 def _part(t: TableResult) -> IngestPart:
@@ -458,6 +506,7 @@ def _part(t: TableResult) -> IngestPart:
         "sha256": t.source.sha256,
         "rows_read": t.rows_read,
         "rows_quarantined": t.rows_quarantined,
+        "keys": t.keys,
     }
 
 

@@ -84,11 +84,23 @@ class TableResult:
         Rows that passed every check, in canonical columns and dtypes.
     quarantine : polars.DataFrame
         Rejected rows (:data:`~sciatica_outcomes.schemas.store_tables.QUARANTINE_ROW_SCHEMA`).
+    rejected_keys : polars.DataFrame or None
+        The primary key of every rejected row whose key columns all parse (canonical dtypes): with the
+        keys of ``valid`` these are the rows the source holds, which the store compares with what it has.
     """
 
     source: SourceTable
     valid: pl.DataFrame
     quarantine: pl.DataFrame
+    rejected_keys: pl.DataFrame | None = None
+
+    @property
+    def keys(self) -> pl.DataFrame:
+        """Primary keys of the source's rows: valid rows and rejected rows whose key parses."""
+        key = list(TABLE_SPECS[self.source.table].key)
+        if self.rejected_keys is None or self.rejected_keys.is_empty():
+            return self.valid.select(key)
+        return pl.concat([self.valid.select(key), self.rejected_keys.select(key)])
 
     @property
     def rows_read(self) -> int:
@@ -1182,7 +1194,10 @@ def validate_sources(
             issues = pl.concat([_empty_issues(True), *w.issues]) if w.issues else _empty_issues(True)
             issues = issues.sort(_RID, "column", "rule", nulls_last=True)
             valid = w.frame.filter(~pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.columns])
-            results[i] = TableResult(w.source, valid, _quarantine(w, issues))
+            rejected = (
+                w.frame.filter(pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.key]).drop_nulls()
+            )
+            results[i] = TableResult(w.source, valid, _quarantine(w, issues), rejected)
             issue_parts[i] = [_notice_issues(w.source.notices), issues.drop(_RID)]
             if on_table is not None:
                 on_table(i, results[i])

@@ -9,7 +9,7 @@ a column list.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 import polars as pl
 
@@ -40,6 +40,7 @@ INGEST_LOG_SCHEMA: dict[str, pl.DataType] = {
     "rows_updated": pl.Int64(),
     "rows_unchanged": pl.Int64(),
     "rows_quarantined": pl.Int64(),
+    "rows_deleted": pl.Int64(),
 }
 #: Sort order of ``ingest_log`` when read.
 INGEST_LOG_ORDER: tuple[str, ...] = ("ingest_id", "table_name", "source_path")
@@ -86,7 +87,8 @@ class IngestPart(TypedDict):
     """One source table of an ingest, as validation hands it to the store's writer.
 
     ``frame`` holds the valid canonical rows (keys unique and non-null: validation checked them);
-    ``rows_read = frame.height + rows_quarantined``.
+    ``rows_read = frame.height + rows_quarantined``. ``keys``, if given, holds the key of every row of the
+    source whose key parses, rejected rows included (the store compares them with what it holds).
     """
 
     table: str
@@ -96,6 +98,7 @@ class IngestPart(TypedDict):
     sha256: str | None
     rows_read: int
     rows_quarantined: int
+    keys: NotRequired[pl.DataFrame]
 
 
 class IngestLogEntry(TypedDict):
@@ -109,3 +112,4 @@ class IngestLogEntry(TypedDict):
     rows_read: int
     rows_quarantined: int
     counts: WriteCounts | None
+    rows_deleted: NotRequired[int]

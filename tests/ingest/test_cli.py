@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from sciatica_outcomes.cli import app
@@ -101,3 +102,50 @@ def test_schemas_export_and_pseudonymize(tmp_path: Path, csv_dir: Path) -> None:
     assert res.exit_code == 0, res.output
     ingested = runner.invoke(app, ["ingest", str(out), "--db", str(tmp_path / "o.duckdb")])
     assert ingested.exit_code == 0, ingested.output
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
+def test_ingest_refuses_a_db_that_is_not_a_duckdb_file(tmp_path: Path, csv_dir: Path, suffix: str) -> None:
+    # DuckDB would open it as an in-memory database: "rows stored", exit 0 and nothing kept
+    db = tmp_path / f"episodes{suffix}"
+    episodes = pl.read_csv(csv_dir / "episodes.csv")
+    {".csv": episodes.write_csv, ".parquet": episodes.write_parquet, ".json": episodes.write_json}[suffix](db)
+    before = db.read_bytes()
+    res = runner.invoke(app, ["ingest", str(csv_dir), "--db", str(db)])
+    assert res.exit_code == 2
+    assert res.output == (
+        f"error: {db} is not a DuckDB database (a file without DuckDB's header; DuckDB would open it as a "
+        "temporary in-memory database and keep nothing): pass --db an existing .duckdb store or a new path\n"
+    )
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [db.name]  # no report either
+
+
+def test_ingest_tells_rows_missing_from_the_export_and_replace_deletes_them(
+    tmp_path: Path, csv_dir: Path
+) -> None:
+    db = tmp_path / "o.duckdb"
+    assert runner.invoke(app, ["ingest", str(csv_dir), "--db", str(db)]).exit_code == 0
+    sessions = pl.read_csv(csv_dir / "sessions.csv", infer_schema=False)
+    used = pl.read_csv(csv_dir / "session_exercises.csv", infer_schema=False)["session_id"].unique()
+    # two sessions without exercises are deleted from the newer export
+    gone = sessions.filter(~pl.col("session_id").is_in(used.implode()))["session_id"].head(2)
+    assert gone.len() == 2
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    sessions.filter(~pl.col("session_id").is_in(gone.implode())).write_csv(newer / "sessions.csv")
+    res = runner.invoke(app, ["ingest", str(newer), "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.output.split())
+    assert (
+        "note 2 sessions row(s) in the store are not in this export; they are kept (pass --replace to delete "
+        "them if this export is the whole table)"
+    ) in flat
+    res = runner.invoke(app, ["ingest", str(newer), "--db", str(db), "--replace"])
+    assert res.exit_code == 0, res.output
+    assert "note 2 sessions row(s) not in this export were deleted (--replace)" in " ".join(
+        res.output.split()
+    )
+    with Store(db, read_only=True) as store:
+        stored = store.read("sessions")["session_id"]
+    assert stored.len() == sessions.height - 2 and not stored.is_in(gone.implode()).any()

@@ -238,3 +238,95 @@ def test_a_parquet_file_replaced_while_read_is_refused(
     ):
         ingest_paths(src, db=db)
     assert not db.exists() or Store(db, read_only=True).read("ingest_log").is_empty()
+
+
+def test_the_same_bad_rows_under_another_file_name_are_quarantined_once(
+    tmp_path: Path, csv_dir: Path
+) -> None:
+    src = _with_bad_session(csv_dir, tmp_path / "cohort")
+    db = tmp_path / "o.duckdb"
+    first = ingest_paths(src, db=db)
+    rejected = sum(t.rows_quarantined for t in first.validation.tables)
+    assert first.quarantine_added == rejected > 0
+    # the same sessions under another name, and in another directory
+    shutil.copy(src / "sessions.csv", tmp_path / "sessions_2026-04.csv")
+    renamed = ingest_paths(tmp_path / "sessions_2026-04.csv", db=db, table="sessions")
+    (tmp_path / "b").mkdir()
+    shutil.copy(src / "sessions.csv", tmp_path / "b" / "sessions.csv")
+    moved = ingest_paths(tmp_path / "b" / "sessions.csv", db=db)
+    for res in (renamed, moved):
+        assert res.validation.tables[0].rows_quarantined == 1  # still reported as rejected by this ingest
+        assert res.quarantine_added == 0
+    with Store(db, read_only=True) as store:
+        q = store.read("quarantine")
+        log = store.read("ingest_log")
+    assert q.height == rejected
+    assert q.filter(pl.col("table_name") == "sessions")["source_path"].to_list() == [
+        str(src / "sessions.csv")
+    ]
+    # the log keeps what each ingest rejected
+    assert log.filter(pl.col("table_name") == "sessions")["rows_quarantined"].to_list() == [1, 1, 1]
+
+
+def _drop_sessions(csv_dir: Path, out: Path, n: int) -> tuple[Path, list[str]]:
+    """A newer export: the last ``n`` sessions deleted from sessions.csv and their exercises from theirs."""
+    out.mkdir()
+    sessions = pl.read_csv(csv_dir / "sessions.csv", infer_schema=False)
+    gone = sessions["session_id"].tail(n).to_list()
+    sessions.head(sessions.height - n).write_csv(out / "sessions.csv")
+    exercises = pl.read_csv(csv_dir / "session_exercises.csv", infer_schema=False)
+    exercises.filter(~pl.col("session_id").is_in(gone)).write_csv(out / "session_exercises.csv")
+    return out, gone
+
+
+def test_rows_missing_from_a_newer_export_are_told_and_replace_deletes_them(
+    tmp_path: Path, csv_dir: Path
+) -> None:
+    db = tmp_path / "o.duckdb"
+    ingest_paths(csv_dir, db=db)
+    with Store(db, read_only=True) as store:
+        exercises_before = store.read("session_exercises")
+    newer, gone = _drop_sessions(csv_dir, tmp_path / "newer", 6)
+    n_ex = exercises_before.filter(pl.col("session_id").is_in(gone)).height
+    assert n_ex > 0
+    kept = ingest_paths(newer, db=db)
+    assert kept.absent == {"sessions": 6, "session_exercises": n_ex}
+    summary = kept.summary()
+    assert dict(zip(summary["table"], summary["not_in_export"], strict=True)) == kept.absent
+    with Store(db, read_only=True) as store:
+        assert store.read("sessions")["session_id"].is_in(gone).sum() == 6  # kept, and said so
+    # sessions alone with --replace: their exercises in the store would point nowhere, so it is refused
+    with pytest.raises(UnusableInputError) as info:
+        ingest_paths(newer / "sessions.csv", db=db, replace=True)
+    assert str(info.value) == (
+        f"--replace would delete 6 sessions row(s) that are not in this export, but {n_ex} session_exercises "
+        "row(s) in the store point to them, so nothing was stored: ingest the session_exercises export "
+        "together with this one, or leave out --replace"
+    )
+    replaced = ingest_paths(newer, db=db, replace=True)
+    assert replaced.replaced and replaced.absent == {"sessions": 6, "session_exercises": n_ex}
+    with Store(db, read_only=True) as store:
+        sessions = store.read("sessions")
+        exercises = store.read("session_exercises")
+        log = store.read("ingest_log")
+    assert not sessions["session_id"].is_in(gone).any()
+    assert sessions.height == pl.read_csv(newer / "sessions.csv", infer_schema=False).height
+    assert exercises.height == exercises_before.height - n_ex
+    last = log.filter(pl.col("ingest_id") == replaced.ingest_id)
+    assert dict(zip(last["table_name"], last["rows_deleted"], strict=True)) == {
+        "sessions": 6,
+        "session_exercises": n_ex,
+    }
+    assert log.filter(pl.col("ingest_id") < replaced.ingest_id)["rows_deleted"].sum() == 0
+
+
+def test_replace_keeps_the_stored_version_of_a_rejected_row(tmp_path: Path, csv_dir: Path) -> None:
+    db = tmp_path / "o.duckdb"
+    ingest_paths(csv_dir, db=db)
+    bad = _with_bad_session(csv_dir, tmp_path / "bad")
+    res = ingest_paths(bad / "sessions.csv", db=db, replace=True)
+    assert res.absent == {"sessions": 0}
+    with Store(db, read_only=True) as store:
+        assert (
+            store.read("sessions").height == pl.read_csv(csv_dir / "sessions.csv", infer_schema=False).height
+        )
