@@ -146,6 +146,8 @@ def restore_cells(frame: pl.DataFrame) -> pl.DataFrame:
 def write_safe_csv(frame: pl.DataFrame, path: str | Path, *, mode: int = 0o666) -> Path:
     """Write a frame as CSV, atomically, with every text cell neutralised by :func:`neutralise_frame`.
 
+    Column names are neutralised by the same rule (a header cell is a cell too).
+
     Parameters
     ----------
     frame : polars.DataFrame
@@ -162,6 +164,7 @@ def write_safe_csv(frame: pl.DataFrame, path: str | Path, *, mode: int = 0o666) 
     """
     path = Path(path)
     safe = neutralise_frame(frame)
+    safe = safe.rename({c: str(neutralise_cell(c)) for c in safe.columns if neutralise_cell(c) != c})
     with atomic_output(path, mode=mode) as tmp:
         safe.write_csv(tmp, quote_style="non_numeric")
     return path

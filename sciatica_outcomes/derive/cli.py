@@ -49,8 +49,10 @@ def write_derived(derived: Derived, out: Path, *, source: str) -> dict[str, Path
     Files: ``analysis_frame.parquet``, ``episode_summary.parquet``, ``alerts.csv`` (one row per alert:
     ``episode_id, date, kind, source, flags, action_taken, unactioned``), ``scored_measures.parquet``,
     ``scoring_problems.csv`` and ``derive_provenance.json`` (configuration with sources, data cut, row
-    counts, source).
+    counts, source). The CSV files are spreadsheet-safe (:func:`~sciatica_outcomes.outputs.write_safe_csv`).
     """
+    from sciatica_outcomes.outputs import write_safe_csv
+
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "analysis_frame": out / "analysis_frame.parquet",
@@ -62,9 +64,9 @@ def write_derived(derived: Derived, out: Path, *, source: str) -> dict[str, Path
     }
     derived.analysis_frame.write_parquet(paths["analysis_frame"])
     derived.episode_summary.write_parquet(paths["episode_summary"])
-    derived.alerts.write_csv(paths["alerts"])
+    write_safe_csv(derived.alerts, paths["alerts"])
     derived.scored_measures.write_parquet(paths["scored_measures"])
-    derived.scoring_problems.write_csv(paths["scoring_problems"])
+    write_safe_csv(derived.scoring_problems, paths["scoring_problems"])
     provenance = {
         "source": source,
         "data_cut": derived.data_cut.isoformat() if derived.data_cut else None,

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from sciatica_outcomes.errors import IdentifierColumnError, UnusableInputError
+from sciatica_outcomes.outputs import restore_cells, write_safe_csv
 
 __all__ = [
     "IDENTIFIER_KINDS",
@@ -144,16 +145,40 @@ class PseudonymizeResult:
 
 def _read_any(path: Path) -> pl.DataFrame:
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return pl.read_parquet(path)
-    if suffix in (".csv", ".tsv", ".txt"):
+    if suffix not in (".parquet", ".pq", ".csv", ".tsv", ".txt"):
+        raise UnusableInputError(
+            f"{path}: pseudonymize reads CSV or Parquet files, got {suffix or 'no suffix'}"
+        )
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pl.read_parquet(path)
         from sciatica_outcomes.ingest.readers import sniff_csv  # noqa: PLC0415
 
-        with open(path, "rb") as fh:
-            encoding, delimiter, _ = sniff_csv(fh.read(1 << 16))
-        data = path.read_bytes().decode(encoding).lstrip("\ufeff").encode("utf-8")
+        raw = path.read_bytes()
+        encoding, delimiter, _ = sniff_csv(raw[: 1 << 16])
+        data = raw.decode(encoding).lstrip("\ufeff").encode("utf-8")
         return pl.read_csv(data, separator=delimiter, infer_schema=False)
-    raise UnusableInputError(f"{path}: pseudonymize reads CSV or Parquet files, got {suffix or 'no suffix'}")
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnusableInputError(f"{path}: cannot read as {suffix[1:]}: {first}; check the file") from exc
+
+
+#: Columns of the key file (the crosswalk).
+_KEY_SCHEMA = {"column": pl.String, "identifier": pl.String, "code": pl.String}
+
+
+def _read_key(key: Path) -> pl.DataFrame:
+    """The crosswalk as written by :func:`pseudonymize` (cells neutralised for spreadsheets are restored)."""
+    if not key.exists():
+        return pl.DataFrame(schema=_KEY_SCHEMA)
+    try:
+        existing = pl.read_csv(key, schema=_KEY_SCHEMA)
+    except pl.exceptions.PolarsError as exc:
+        raise UnusableInputError(
+            f"--key {key} is not a key file written by pseudonymize (expected the columns column, "
+            "identifier, code): pass the key file of these codes, or a new path"
+        ) from exc
+    return restore_cells(existing)
 
 
 def pseudonymize(
@@ -194,9 +219,22 @@ def pseudonymize(
     Raises
     ------
     UnusableInputError
-        Unknown columns, output equal to the input or the key, or identifier columns left in the output.
+        Unknown columns, output or key equal to the input, output equal to the key, an unreadable input or
+        key file, or identifier columns left in the output.
+
+    Notes
+    -----
+    The key file is created readable and writable by its owner only (mode 0600, before any identifier is
+    written to it) and replaced atomically. Both CSV files are written by
+    :func:`~sciatica_outcomes.outputs.write_safe_csv`: a cell a spreadsheet would run as a formula
+    (``=HYPERLINK(...)``, ``@SUM(...)``, ``-1-1``) gets a leading apostrophe; the key file's cells are
+    restored exactly when it is read back.
     """
     path, key, out = Path(path), Path(key), Path(out)
+    if key.resolve() == path.resolve():
+        raise UnusableInputError(
+            f"--key {key} is the input file: the key file must be a separate file, kept apart from the data"
+        )
     if out.resolve() in (path.resolve(), key.resolve()):
         raise UnusableInputError(f"--out {out} must differ from the input file and the key file")
     frame = _read_any(path)
@@ -206,8 +244,8 @@ def pseudonymize(
             f"{path}: no column(s) {', '.join(missing)}; columns are {', '.join(frame.columns)}"
         )
     ids = frame[column].cast(pl.String)
-    key_schema = {"column": pl.String, "identifier": pl.String, "code": pl.String}
-    existing = pl.read_csv(key, schema=key_schema) if key.exists() else pl.DataFrame(schema=key_schema)
+    key_schema = _KEY_SCHEMA
+    existing = _read_key(key)
     mine = existing.filter(pl.col("column") == column)
     distinct = ids.drop_nulls().unique(maintain_order=True)
     new_ids = distinct.filter(~distinct.is_in(mine["identifier"].implode()))
@@ -226,15 +264,12 @@ def pseudonymize(
             f"{path}: identifier column(s) {', '.join(c for c, _ in left)} would remain in the output; "
             "add --drop for each"
         )
-    key.parent.mkdir(parents=True, exist_ok=True)
-    tmp = key.with_name(key.name + ".tmp")
-    pl.concat([existing, added]).write_csv(tmp)
-    tmp.replace(key)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    write_safe_csv(pl.concat([existing, added]), key, mode=0o600)
     if out.suffix.lower() in (".parquet", ".pq"):
+        out.parent.mkdir(parents=True, exist_ok=True)
         result.write_parquet(out)
     else:
-        result.write_csv(out)
+        write_safe_csv(result, out)
     return PseudonymizeResult(
         out=out,
         key=key,

@@ -94,7 +94,10 @@ def _write(frame: pl.DataFrame, out: Path | None, extra: Mapping[str, Any] | Non
         payload.update(extra or {})
         out.write_text(json.dumps(payload, indent=1, default=str) + "\n", encoding="utf-8")
     else:
-        frame.write_csv(out)
+        from sciatica_outcomes.outputs import write_safe_csv
+
+        # a provider code such as -1-1 is a valid code and a formula to a spreadsheet
+        write_safe_csv(frame, out)
 
 
 def _print_frame(console: Console, frame: pl.DataFrame, title: str, cols: list[str]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import stat
 from pathlib import Path
 
 import polars as pl
@@ -95,3 +97,92 @@ def test_pseudonymize_refuses_leftover_identifiers_and_bad_paths(tmp_path: Path)
         pseudonymize(src, "mrn", key=tmp_path / "k.csv", out=src)
     with pytest.raises(UnusableInputError, match="no column"):
         pseudonymize(src, "nope", key=tmp_path / "k.csv", out=tmp_path / "o.csv")
+
+
+def test_the_key_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    src = tmp_path / "raw.csv"
+    pl.DataFrame({"mrn": ["A1", "B2"], "age_at_start": ["40", "50"]}).write_csv(src)
+    key = tmp_path / "secret" / "key.csv"
+    pseudonymize(src, "mrn", key=key, out=tmp_path / "o.csv")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    # a key file left world-readable by an earlier version is tightened when it is rewritten
+    key.chmod(0o644)
+    pl.DataFrame({"mrn": ["C3"], "age_at_start": ["60"]}).write_csv(src)
+    pseudonymize(src, "mrn", key=key, out=tmp_path / "o.csv")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert [p.name for p in key.parent.iterdir()] == ["key.csv"]  # no temporary file left
+
+
+def test_pseudonymize_refuses_the_input_as_key_file_without_a_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from sciatica_outcomes.cli import app  # noqa: PLC0415
+
+    src = tmp_path / "raw.csv"
+    pl.DataFrame({"mrn": ["A1"], "age_at_start": ["40"]}).write_csv(src)
+    before = src.read_bytes()
+    res = CliRunner().invoke(
+        app,
+        ["pseudonymize", str(src), "--column", "mrn", "--key", str(src), "--out", str(tmp_path / "o.csv")],
+    )
+    assert res.exit_code == 2
+    assert res.output == (
+        f"error: --key {src} is the input file: the key file must be a separate file, kept apart from the "
+        "data\n"
+    )
+    assert src.read_bytes() == before and not (tmp_path / "o.csv").exists()
+    # a file that is not a key file, or an input that cannot be parsed: one sentence too
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    res = CliRunner().invoke(
+        app,
+        ["pseudonymize", str(src), "--column", "mrn", "--key", str(other), "--out", str(tmp_path / "o.csv")],
+    )
+    assert res.exit_code == 2 and res.output.startswith(f"error: --key {other} is not a key file")
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("mrn,age\nA1,40,extra\n")
+    res = CliRunner().invoke(
+        app,
+        [
+            "pseudonymize",
+            str(ragged),
+            "--column",
+            "mrn",
+            "--key",
+            str(tmp_path / "k.csv"),
+            "--out",
+            str(tmp_path / "o.csv"),
+        ],
+    )
+    assert res.exit_code == 2 and res.output.startswith(f"error: {ragged}: cannot read as csv: ")
+    assert res.output.count("\n") == 1
+
+
+def test_pseudonymize_output_and_key_are_spreadsheet_safe_and_codes_round_trip(tmp_path: Path) -> None:
+    src = tmp_path / "raw.csv"
+    raw = pl.DataFrame(
+        {
+            "mrn": ["=1+1", "@A1", "B2"],
+            "note": ['=HYPERLINK("http://x","y")', "@SUM(A1)", "-1-1"],
+            "grc": ["-3", "+2", "0"],
+        }
+    )
+    raw.write_csv(src)
+    key = tmp_path / "key.csv"
+    out = tmp_path / "o.csv"
+    pseudonymize(src, "mrn", key=key, out=out)
+    with out.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert [r[1:] for r in rows] == [
+        ["note", "grc"],
+        ['\'=HYPERLINK("http://x","y")', "-3"],  # plain numbers stay numbers
+        ["'@SUM(A1)", "+2"],
+        ["'-1-1", "0"],
+    ]
+    with key.open(newline="", encoding="utf-8") as fh:
+        assert [r[1] for r in list(csv.reader(fh))[1:]] == ["'=1+1", "'@A1", "B2"]
+    codes = [r[0] for r in rows[1:]]
+    # read back, the key gives the same codes to the same identifiers (the apostrophes are undone)
+    again = pseudonymize(src, "mrn", key=key, out=tmp_path / "o2.csv")
+    assert (again.new_codes, again.reused_codes) == (0, 3)
+    assert pl.read_csv(tmp_path / "o2.csv", infer_schema=False)["patient_id"].to_list() == codes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -50,3 +51,26 @@ def test_responders_and_compare_clinics(tmp_path: Path) -> None:
     assert sum(r["n"] for r in payload["rows"]) == payload["diagnostics"]["rows_used"]
     missing = runner.invoke(app, ["responders", "--tables", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2
+
+
+def test_compare_clinics_csv_neutralises_a_code_a_spreadsheet_would_evaluate(tmp_path: Path) -> None:
+    cohort = tmp_path / "cohort"
+    write_cohort(generate_cohort(n_patients=700, seed=6), cohort)
+    episodes = pl.read_csv(cohort / "episodes.csv", infer_schema=False)
+    # "-1-1" is a valid clinic code (letters, digits, _ . -) and shows as -2 in a spreadsheet
+    first = episodes["clinic_id"].sort()[0]
+    episodes.with_columns(pl.col("clinic_id").replace(first, "-1-1")).write_csv(cohort / "episodes.csv")
+    out = tmp_path / "clinics.csv"
+    res = runner.invoke(app, ["compare-clinics", "--tables", str(cohort), "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    with out.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    providers = [r["provider"] for r in rows]
+    assert "'-1-1" in providers and "-1-1" not in providers
+    # numbers stay numbers: unquoted in the file, negative values included
+    text = out.read_text(encoding="utf-8")
+    o_minus_e = [float(r["o_minus_e"]) for r in rows]
+    assert any(v < 0 for v in o_minus_e)
+    negative = next(r["o_minus_e"] for r in rows if float(r["o_minus_e"]) < 0)
+    assert f",{negative}," in text or f",{negative}\n" in text
+    assert f'"{negative}"' not in text
