@@ -686,16 +686,16 @@ class IngestWriter:
             return exc  # type: ignore[return-value]
         path = self._store.path
         committed = self._committed()
+        fix = "free disk space (or fix the store's permissions) and run the ingest again"
         if committed is None:
             state = "whether it was committed could not be checked: the store could not be read afterwards"
+            fix += " (an ingest that was committed changes nothing when run again)"
         elif committed:
             state = f"ingest {self._pending_id} was nevertheless committed in full"
+            fix = "free disk space before the next ingest"
         else:
             state = "nothing of this ingest was stored (the transaction was rolled back)"
-        error = StoreError(
-            f"cannot write store {path}: {_first_line(exc)}; {state}. Free disk space (or fix the store's "
-            "permissions) and run the ingest again"
-        )
+        error = StoreError(f"cannot write store {path}: {_first_line(exc)}; {state}: {fix}")
         error.__cause__ = exc
         return error
 
