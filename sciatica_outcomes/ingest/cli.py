@@ -165,15 +165,15 @@ def ingest_command(
     print_table(console, _table(result.summary(), f"Ingest into {db}", console.width))
     for n in result.validation.notices:
         console.print(f"[yellow]note[/yellow] {n.file}: {n.message}", highlight=False)
-    for name, n in result.absent.items():
-        if n and result.replaced:
+    for name, absent in result.absent.items():
+        if absent and result.replaced:
             console.print(
-                f"[yellow]note[/yellow] {n:,} {name} row(s) not in this export were deleted (--replace)"
+                f"[yellow]note[/yellow] {absent:,} {name} row(s) not in this export were deleted (--replace)"
             )
-        elif n:
+        elif absent:
             console.print(
-                f"[yellow]note[/yellow] {n:,} {name} row(s) in the store are not in this export; they are "
-                "kept (pass --replace to delete them if this export is the whole table)",
+                f"[yellow]note[/yellow] {absent:,} {name} row(s) in the store are not in this export; they "
+                "are kept (pass --replace to delete them if this export is the whole table)",
                 highlight=False,
             )
     elapsed = time.perf_counter() - t0
