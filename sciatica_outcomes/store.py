@@ -567,11 +567,12 @@ class Store:
         parts : sequence of IngestPart
             One entry per source table (:class:`~sciatica_outcomes.schemas.store_tables.IngestPart`:
             ``table``, ``frame`` with its valid canonical rows, ``source_path``, ``source_format``,
-            ``sha256``, ``rows_read``, ``rows_quarantined``, and optionally ``keys``: the key of every row
-            of the source, rejected rows included, when known; default: the keys of ``frame``). Frames must
-            come from validation (keys unique within the frame and non-null; not re-checked here). Parts are
-            upserted in table dependency order, each on its own, so the counts of every source are exact (a
-            later source with the same key updates an earlier one).
+            ``sha256``, ``rows_read``, ``rows_quarantined``, and optionally ``rejected_keys``: the key
+            columns of the source's rejected rows whose key parses; the source holds those rows too, so their
+            stored versions are not counted as absent). Frames must come from validation (keys unique within
+            the frame and non-null; not re-checked here). Parts are upserted in table dependency order, each
+            on its own, so the counts of every source are exact (a later source with the same key updates an
+            earlier one).
         quarantine : polars.DataFrame
             Rejected rows (columns of :data:`~sciatica_outcomes.schemas.store_tables.QUARANTINE_ROW_SCHEMA`:
             :data:`QUARANTINE_SCHEMA` without ``ingest_id``, which is filled in here).
@@ -639,9 +640,8 @@ class IngestWriter:
         self.absent: dict[str, int] = {}
         #: Quarantine rows this ingest added (rows already quarantined with the same content are not).
         self.quarantine_added = 0
-        self._keys: dict[str, list[pl.DataFrame]] = {}
-        self._last_part: dict[str, Any] = {}
-        self._was_empty: dict[str, bool] = {}
+        self._parts_of: dict[str, list[Any]] = {}  # per table, the parts written, in order
+        self._before: dict[str, int] = {}  # per table, rows in the store before this ingest
         self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
         self._parts: dict[Any, IngestPart] = {}
         self._counts: dict[Any, WriteCounts] = {}
@@ -730,14 +730,10 @@ class IngestWriter:
                 kind, a, b = self._queue.get()
                 if kind == "part":
                     table = b["table"]
-                    if table not in self._was_empty:
-                        self._was_empty[table] = store._count(table) == 0
+                    if table not in self._before:
+                        self._before[table] = store._count(table)
                     self._counts[a] = store._upsert(table, b["frame"], validated=True)
-                    keys = b.get("keys")
-                    self._keys.setdefault(table, []).append(
-                        keys if keys is not None else b["frame"].select(TABLE_SPECS[table].key)
-                    )
-                    self._last_part[table] = a
+                    self._parts_of.setdefault(table, []).append(a)
                     if self._on_step is not None:
                         self._on_step("stored", b["table"])
                 elif kind == "finish":
@@ -784,7 +780,7 @@ class IngestWriter:
                     "counts": self._counts.get(key),
                     "rows_deleted": (
                         self.absent.get(p["table"], 0)
-                        if self._replace and self._last_part.get(p["table"]) == key
+                        if self._replace and self._parts_of[p["table"]][-1] == key
                         else 0
                     ),
                 }
@@ -795,44 +791,87 @@ class IngestWriter:
 
     def _compare_with_export(self) -> dict[str, int]:
         """Count (and with ``replace`` delete) stored rows whose key is in none of this ingest's sources."""
-        store = self._store
         absent: dict[str, int] = {}
         gone: list[str] = []
         try:
             for table in CANONICAL_TABLES:
-                if table not in self._keys:
+                if table not in self._parts_of:
                     continue
-                if self._was_empty[table]:
-                    absent[table] = 0  # every row of the table came from this ingest
-                    continue
-                spec = TABLE_SPECS[table]
-                key = list(spec.key)
-                keys = pl.concat(
-                    [k.select(key).cast({c: spec.dtypes[c] for c in key}) for k in self._keys[table]]
-                )
-                on = " AND ".join(f"e.{_q(k)} = x.{_q(k)}" for k in key)
-                cols = ", ".join(f"e.{_q(k)}" for k in key)
-                store._con.register("_export_keys", keys.to_arrow(compat_level=pl.CompatLevel.newest()))
-                try:
-                    missing = f"SELECT {cols} FROM {_q(table)} e ANTI JOIN _export_keys x ON {on}"
-                    if not self._replace:
-                        absent[table] = int(store._exec(f"SELECT count(*) FROM ({missing})")[0][0])
-                        continue
-                    store._exec(f"CREATE OR REPLACE TEMP TABLE {_q('_gone_' + table)} AS {missing}")
-                finally:
-                    store._unregister("_export_keys")
-                gone.append(table)
-                absent[table] = store._count("_gone_" + table)
-                if absent[table]:
-                    match = " AND ".join(f"e.{_q(k)} = g.{_q(k)}" for k in key)
-                    store._exec(f"DELETE FROM {_q(table)} e USING {_q('_gone_' + table)} g WHERE {match}")
+                absent[table] = self._count_absent(table)
+                if self._replace and absent[table]:
+                    self._delete_absent(table)
+                    gone.append(table)
             if self._replace:
                 self._refuse_orphans(absent)
         finally:
             for table in gone:
                 with suppress(duckdb.Error):
-                    store._exec(f"DROP TABLE IF EXISTS temp.{_q('_gone_' + table)}")
+                    self._store._exec(f"DROP TABLE IF EXISTS temp.{_q('_gone_' + table)}")
         return absent
+
+    def _export_keys(self, table: str, *, rejected_only: bool = False) -> pl.DataFrame:
+        """Keys of this ingest's rows of ``table``: stored rows and rejected rows whose key parses."""
+        spec = TABLE_SPECS[table]
+        key = list(spec.key)
+        frames = []
+        for part in (self._parts[k] for k in self._parts_of[table]):
+            if not rejected_only:
+                frames.append(part["frame"].select(key))
+            rejected = part.get("rejected_keys")
+            if rejected is not None and not rejected.is_empty():
+                frames.append(rejected.select(key))
+        if not frames:
+            return pl.DataFrame(schema={c: spec.dtypes[c] for c in key})
+        return pl.concat([f.cast({c: spec.dtypes[c] for c in key}) for f in frames])
+
+    def _count_absent(self, table: str) -> int:
+        store = self._store
+        before = self._before[table]
+        if before == 0:
+            return 0  # every row of the table came from this ingest
+        parts = self._parts_of[table]
+        if len(parts) > 1:  # sources may share keys: compare the store with the union of their keys
+            try:
+                return int(store._exec(f"SELECT count(*) FROM ({self._absent_sql(table)})")[0][0])
+            finally:
+                store._unregister("_export_keys")
+        # one source: its stored rows matched n - inserted stored keys (keys are unique within a source), and
+        # a rejected row's key (never a stored row's of this ingest) may match one more stored row
+        c = self._counts[parts[0]]
+        matched = c.updated + c.unchanged
+        rejected = self._export_keys(table, rejected_only=True).unique()
+        if not rejected.is_empty():
+            key = TABLE_SPECS[table].key
+            on = " AND ".join(f"e.{_q(k)} = x.{_q(k)}" for k in key)
+            store._con.register("_export_keys", rejected.to_arrow(compat_level=pl.CompatLevel.newest()))
+            try:
+                sql = f"SELECT count(*) FROM {_q(table)} e SEMI JOIN _export_keys x ON {on}"
+                matched += int(store._exec(sql)[0][0])
+            finally:
+                store._unregister("_export_keys")
+        return before - matched
+
+    def _absent_sql(self, table: str) -> str:
+        """Register this ingest's keys of ``table`` as ``_export_keys``; SQL of the stored rows without one.
+
+        The caller unregisters ``_export_keys`` once the statement ran.
+        """
+        key = TABLE_SPECS[table].key
+        keys = self._export_keys(table)
+        self._store._con.register("_export_keys", keys.to_arrow(compat_level=pl.CompatLevel.newest()))
+        on = " AND ".join(f"e.{_q(k)} = x.{_q(k)}" for k in key)
+        cols = ", ".join(f"e.{_q(k)}" for k in key)
+        return f"SELECT {cols} FROM {_q(table)} e ANTI JOIN _export_keys x ON {on}"
+
+    def _delete_absent(self, table: str) -> None:
+        store = self._store
+        gone = _q("_gone_" + table)
+        try:
+            store._exec(f"CREATE OR REPLACE TEMP TABLE {gone} AS {self._absent_sql(table)}")
+        finally:
+            store._unregister("_export_keys")
+        match = " AND ".join(f"e.{_q(k)} = g.{_q(k)}" for k in TABLE_SPECS[table].key)
+        store._exec(f"DELETE FROM {_q(table)} e USING {gone} g WHERE {match}")
 
     def _refuse_orphans(self, deleted: Mapping[str, int]) -> None:
         store = self._store

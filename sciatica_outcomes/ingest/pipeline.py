@@ -506,7 +506,7 @@ def _part(t: TableResult) -> IngestPart:
         "sha256": t.source.sha256,
         "rows_read": t.rows_read,
         "rows_quarantined": t.rows_quarantined,
-        "keys": t.keys,
+        "rejected_keys": t.rejected_keys,
     }
 
 

@@ -95,14 +95,6 @@ class TableResult:
     rejected_keys: pl.DataFrame | None = None
 
     @property
-    def keys(self) -> pl.DataFrame:
-        """Primary keys of the source's rows: valid rows and rejected rows whose key parses."""
-        key = list(TABLE_SPECS[self.source.table].key)
-        if self.rejected_keys is None or self.rejected_keys.is_empty():
-            return self.valid.select(key)
-        return pl.concat([self.valid.select(key), self.rejected_keys.select(key)])
-
-    @property
     def rows_read(self) -> int:
         """Rows read from the source."""
         return self.source.rows_read

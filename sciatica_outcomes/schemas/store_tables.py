@@ -87,8 +87,9 @@ class IngestPart(TypedDict):
     """One source table of an ingest, as validation hands it to the store's writer.
 
     ``frame`` holds the valid canonical rows (keys unique and non-null: validation checked them);
-    ``rows_read = frame.height + rows_quarantined``. ``keys``, if given, holds the key of every row of the
-    source whose key parses, rejected rows included (the store compares them with what it holds).
+    ``rows_read = frame.height + rows_quarantined``. ``rejected_keys``, if given, holds the key columns of
+    the rejected rows whose key parses (with the keys of ``frame``: the rows the source holds, which the
+    store compares with what it has).
     """
 
     table: str
@@ -98,7 +99,7 @@ class IngestPart(TypedDict):
     sha256: str | None
     rows_read: int
     rows_quarantined: int
-    keys: NotRequired[pl.DataFrame]
+    rejected_keys: NotRequired[pl.DataFrame | None]
 
 
 class IngestLogEntry(TypedDict):

@@ -330,3 +330,28 @@ def test_replace_keeps_the_stored_version_of_a_rejected_row(tmp_path: Path, csv_
         assert (
             store.read("sessions").height == pl.read_csv(csv_dir / "sessions.csv", infer_schema=False).height
         )
+
+
+def test_rows_missing_from_an_export_split_over_several_files(tmp_path: Path, csv_dir: Path) -> None:
+    db = tmp_path / "o.duckdb"
+    ingest_paths(csv_dir, db=db)
+    newer, gone = _drop_sessions(csv_dir, tmp_path / "newer", 4)
+    sessions = pl.read_csv(newer / "sessions.csv", infer_schema=False)
+    half = sessions.height // 2
+    # two files of the same table, one of them with a rejected row
+    sessions.head(half).write_csv(tmp_path / "part1.csv")
+    bad = sessions.slice(half).with_columns(
+        pl.when(pl.int_range(pl.len()) == 20)
+        .then(pl.lit("11"))
+        .otherwise(pl.col("pain_before"))
+        .alias("pain_before")
+    )
+    bad.write_csv(tmp_path / "part2.csv")
+    parts = [tmp_path / "part1.csv", tmp_path / "part2.csv"]
+    res = ingest_paths(parts, db=db, table="sessions")
+    assert [t.rows_quarantined for t in res.validation.tables] == [0, 1]
+    assert res.absent == {"sessions": 4}
+    with pytest.raises(UnusableInputError, match="--replace would delete 4 sessions row"):
+        ingest_paths(parts, db=db, table="sessions", replace=True)
+    with Store(db, read_only=True) as store:
+        assert store.read("sessions")["session_id"].is_in(gone).sum() == 4
