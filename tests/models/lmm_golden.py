@@ -1,4 +1,7 @@
-"""Golden cases of the growth model (tests/reference/lmm): the case list and data loader."""
+"""Golden cases of the growth model (tests/reference/lmm): the case list and data loader.
+
+The tolerances of every comparison with these R values are in ``tolerances.py`` (``GOLDEN_*``).
+"""
 
 from __future__ import annotations
 

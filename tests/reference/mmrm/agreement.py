@@ -5,7 +5,9 @@
 One row per dataset x covariance structure: the largest relative difference of the fixed effects, standard
 errors, covariance matrix of the visits, LS means and their SE, the absolute difference of the
 log-likelihood, and the largest relative difference of the Satterthwaite df (coefficients, LS means, pairs)
-from the emmeans computation for gls. The golden tests (tests/models/test_mmrm.py) assert the same numbers.
+from the emmeans computation for gls. The golden tests (tests/models/test_mmrm.py) assert the same numbers
+against the golden tolerances of tests/models/tolerances.py (there the fixed effects and means relative to
+``max(|b|, se)`` and the covariance matrix on the correlation scale, which can only be smaller than here).
 """
 
 from __future__ import annotations
