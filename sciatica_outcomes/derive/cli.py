@@ -24,6 +24,7 @@ from sciatica_outcomes.defaults import DEFAULT_DB
 from sciatica_outcomes.errors import DataValidationError, SciaticaOutcomesError
 
 if TYPE_CHECKING:
+    import polars as pl
     from rich.console import Console
 
     from sciatica_outcomes.derive.frames import Derived
@@ -143,6 +144,17 @@ def _parse_date(text: str | None) -> date | None:
         raise UnusableInputError(f"--data-cut must be a date YYYY-MM-DD, got {text!r}") from exc
 
 
+def _mean(series: pl.Series) -> float | None:
+    """Mean of a numeric or boolean column; ``None`` when it has no value (empty or all null)."""
+    value = series.mean()
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _shown(value: float | None, spec: str, *, scale: float = 1.0) -> str:
+    """``value * scale`` formatted by ``spec``, or ``n/a`` when there is no value (never a made-up 0)."""
+    return "n/a" if value is None else spec.format(scale * value)
+
+
 def _print(console: Console, derived: Derived, paths: dict[str, Path], elapsed: float) -> None:
     import polars as pl
 
@@ -154,12 +166,12 @@ def _print(console: Console, derived: Derived, paths: dict[str, Path], elapsed: 
     rows = [
         ("episodes", f"{summary.height:,}"),
         ("analysis rows (episode x assessment)", f"{derived.analysis_frame.height:,}"),
-        ("mean adherence (completed / prescribed)", f"{summary['adherence'].mean() or 0:.3f}"),
+        ("mean adherence (completed / prescribed)", _shown(_mean(summary["adherence"]), "{:.3f}")),
+        ("dropout, programs fully observed (%)", _shown(_mean(observed["dropout"]), "{:.1f}", scale=100)),
         (
-            "dropout, programs fully observed (%)",
-            f"{100 * (observed['dropout'].mean() or 0):.1f}" if observed.height else "n/a",
+            "flares per 100 completed sessions",
+            _shown(float(summary["n_flares"].sum()) / completed if completed else None, "{:.2f}", scale=100),
         ),
-        ("flares per 100 completed sessions", f"{100 * summary['n_flares'].sum() / max(completed, 1):.2f}"),
         ("stalled progression (episodes)", f"{int(summary['stalled'].sum()):,}"),
         ("red-flag alerts", f"{int((alerts['kind'] == 'red_flag').sum()):,}"),
         ("neuro-worsening review signals", f"{int((alerts['kind'] == 'neuro_worsening').sum()):,}"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -81,3 +82,28 @@ def test_write_scores_upserts_questionnaire_scores_with_provenance(tmp_path: Pat
     n_sbi = cohort.tables["measures"].filter(pl.col("measure") == "sbi").height
     assert sbi.height == n_sbi
     assert log.filter(pl.col("source_path").str.contains("score_questionnaires"))["rows_read"].item() > n_sbi
+
+
+def _figure(stdout: str, label: str) -> str:
+    """The value printed on the row of the derived-metrics table whose label is ``label``."""
+    (line,) = [ln for ln in stdout.splitlines() if ln.strip().startswith(label)]
+    return line.split()[-1]
+
+
+def test_summary_says_na_for_figures_without_data_never_zero(tmp_path: Path) -> None:
+    # episodes but no sessions: adherence is a real 0 over the observed windows, while flares per 100
+    # completed sessions has no denominator; with the data cut before every start no window is observed,
+    # so there is no adherence to average either (it used to print 0.000)
+    db = tmp_path / "s.duckdb"
+    episodes = generate_cohort(n_patients=5, seed=1).tables["episodes"]
+    with Store(db) as store:
+        store.write("episodes", episodes, source="t")
+    whole = run("derive", "--db", str(db), "--out", str(tmp_path / "a"))
+    assert whole.returncode == 0, whole.stderr
+    assert _figure(whole.stdout, "mean adherence") == "0.000"
+    assert _figure(whole.stdout, "flares per 100 completed sessions") == "n/a"
+    before = episodes["start_date"].min() - timedelta(days=1)
+    cut = run("derive", "--db", str(db), "--out", str(tmp_path / "b"), "--data-cut", before.isoformat())
+    assert cut.returncode == 0, cut.stderr
+    assert _figure(cut.stdout, "mean adherence") == "n/a"
+    assert _figure(cut.stdout, "episodes") == "5"
