@@ -24,6 +24,7 @@ from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_co
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.rcsetup import cycler
 
 __all__ = ["PALETTE", "HtmlBlock", "ReportWriter", "apply_style", "to_latex"]
 
@@ -44,7 +45,7 @@ def apply_style() -> None:
     """Set matplotlib defaults for report figures (palette, sizes, readable fonts)."""
     plt.rcParams.update(
         {
-            "axes.prop_cycle": mpl.cycler(color=list(PALETTE)),
+            "axes.prop_cycle": cycler(color=list(PALETTE)),
             "figure.figsize": (7.0, 3.8),
             "figure.dpi": 110,
             "savefig.dpi": 110,
@@ -152,9 +153,15 @@ class ReportWriter:
         self.extra: dict[str, Any] = {}
         apply_style()
 
-    def record_model(self, spec: dict[str, Any]) -> None:
-        """Record a fitted model's specification (formula, method, convergence) for the provenance."""
-        self.models.append(spec)
+    def record_model(self, spec: Mapping[str, Any]) -> None:
+        """Record a fitted model's specification (formula, method, convergence) for the provenance.
+
+        Parameters
+        ----------
+        spec : mapping of str to object
+            JSON-ready entries, such as a :class:`~sciatica_outcomes.reports.quarterly.ModelSpec`; copied.
+        """
+        self.models.append(dict(spec))
 
     def finish(self, **extra: Any) -> Path:
         """Write ``report_manifest.json`` (tables, figures, models, extras) for the provenance."""

@@ -109,7 +109,8 @@ def notebook_to_html(notebook: str | Path | nbformat.NotebookNode, *, title: str
     if isinstance(notebook, nbformat.NotebookNode):
         nb = notebook
     else:
-        nb = nbformat.read(str(notebook), as_version=4)
+        # nbformat ships py.typed but leaves read() unannotated
+        nb = nbformat.read(str(notebook), as_version=4)  # type: ignore[no-untyped-call]
     parts: list[str] = []
     for cell in nb.cells:
         if "remove-cell" in cell.get("metadata", {}).get("tags", []):

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import polars as pl
@@ -46,6 +46,9 @@ from sciatica_outcomes.scoring.instruments import odi_band
 from sciatica_outcomes.scoring.visits import BASELINE_LABEL
 from sciatica_outcomes.store import Store
 
+if TYPE_CHECKING:
+    from polars.expr.whenthen import ChainedThen, Then
+
 __all__ = [
     "COHORT_RULES",
     "END_REASONS",
@@ -59,6 +62,7 @@ __all__ = [
     "ModelSpec",
     "OutcomeModel",
     "ProgressionCounts",
+    "Provenance",
     "ProviderSpec",
     "ProviderView",
     "Quarter",
@@ -177,6 +181,18 @@ class ProviderSpec(TypedDict):
     residual_sd: float
     between_sd: float
     diagnostics: dict[str, Any]
+
+
+class Provenance(TypedDict):
+    """:func:`provenance`: what a quarterly report records of its data, schema and configuration."""
+
+    quarter: str
+    clinic: str | None
+    data_sha256: dict[str, str]
+    schema_version: str
+    sources: list[dict[str, Any]]
+    config: dict[str, Any]
+    cohort_rules: dict[str, str]
 
 
 class ProviderView(TypedDict):
@@ -329,8 +345,10 @@ def validate_parameters(params: dict[str, Any]) -> None:
         ep = store.read("episodes")
     if ep.height == 0:
         raise ReportParameterError(f"store {db} holds no episodes: nothing to report")
-    first, last = ep["start_date"].min(), ep["start_date"].max()
-    if quarter.end < first or quarter.start > max(last, ep["end_date"].max() or last):
+    first, last, last_end = ep["start_date"].min(), ep["start_date"].max(), ep["end_date"].max()
+    if not isinstance(first, date) or not isinstance(last, date):
+        raise ReportParameterError(f"store {db} holds no episode start dates: re-ingest the episodes table")
+    if quarter.end < first or quarter.start > (max(last, last_end) if isinstance(last_end, date) else last):
         raise ReportParameterError(
             f"quarter {quarter} lies outside the data (episodes start from {first} to {last}); "
             f"choose a quarter between {_quarter_of(first)} and {_quarter_of(last)}"
@@ -471,7 +489,7 @@ def flow_display(flow: pl.DataFrame) -> dict[str, str]:
 
 def _band(col: str, edges: list[float], labels: list[str]) -> pl.Expr:
     """Label ``col`` by bins ``[-inf, e1), [e1, e2), ..., [ek, inf)``; nulls are "not recorded"."""
-    expr = pl.when(pl.col(col).is_null()).then(pl.lit("not recorded"))
+    expr: Then | ChainedThen = pl.when(pl.col(col).is_null()).then(pl.lit("not recorded"))
     for edge, label in zip(edges, labels, strict=False):
         expr = expr.when(pl.col(col) < edge).then(pl.lit(label))
     return expr.otherwise(pl.lit(labels[-1]))
@@ -590,8 +608,18 @@ def table_hashes(tables: dict[str, pl.DataFrame]) -> dict[str, str]:
     return out
 
 
-def provenance(inputs: QuarterlyInputs) -> dict[str, Any]:
-    """Provenance entries of a quarterly report: data hashes, sources, schema version, configuration."""
+def provenance(inputs: QuarterlyInputs) -> Provenance:
+    """Provenance entries of a quarterly report: data hashes, sources, schema version, configuration.
+
+    Returns
+    -------
+    Provenance
+        ``"quarter"`` and ``"clinic"`` (``None`` for all clinics), ``"data_sha256"`` (per canonical table,
+        :func:`table_hashes`), ``"schema_version"``, ``"sources"`` (one record per ingested file and table:
+        ``source_path, sha256, table_name, ingested_at_utc``), ``"config"``
+        (:meth:`~sciatica_outcomes.config.ClinicalConfig.to_dict`) and ``"cohort_rules"``
+        (:data:`COHORT_RULES`).
+    """
     sources = (
         inputs.ingest_log.select("source_path", "sha256", "table_name", "ingested_at_utc")
         .unique(["sha256", "table_name"])
@@ -611,6 +639,12 @@ def provenance(inputs: QuarterlyInputs) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------
 # adherence, safety, outcomes at the end of the episode, trend
 # ------------------------------------------------------------------------------------------------------
+
+
+def _mean(series: pl.Series) -> float | None:
+    """Mean of a numeric or boolean column; ``None`` when it has no value (empty or all null)."""
+    value = series.mean()
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _active(
@@ -663,8 +697,8 @@ def adherence_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -
     return {
         "patient_weeks": in_q.height,
         "weeks_met": int(in_q["met"].sum()) if in_q.height else 0,
-        "met_share": float(in_q["met"].mean()) if in_q.height else None,
-        "mean_ratio": float(in_q["ratio"].mean()) if in_q.height else None,
+        "met_share": _mean(in_q["met"]),
+        "mean_ratio": _mean(in_q["ratio"]),
         "by_program_week": by_week,
         "episode_ratio": per_episode.select("episode_id", "adherence", "longest_gap_days", "dropout"),
     }
@@ -982,7 +1016,7 @@ def dose_progression(inputs: QuarterlyInputs) -> DoseProgression:
         "progression": {
             "n_episodes": with_sessions.height,
             "n_progressed": int((with_sessions["n_progression_sessions"] > 0).sum()),
-            "mean_weeks_between": with_sessions["mean_weeks_between_progressions"].mean(),
+            "mean_weeks_between": _mean(with_sessions["mean_weeks_between_progressions"]),
             "n_behind_guideline": int(with_sessions["behind_guideline"].fill_null(False).sum()),
             "n_stalled": int(with_sessions["stalled"].fill_null(False).sum()),
         },
@@ -1103,7 +1137,8 @@ def provider_comparison(
     else:
         prov = prov.with_columns(pl.col("provider").cast(pl.String).alias("unit"))
     # the grid ends at a round volume above the largest unit, so that its end does not tell that count
-    n_max = max(int(prov["n"].max()), 20)
+    largest = prov["n"].max()
+    n_max = max(int(largest) if isinstance(largest, int | float) else 0, 20)
     n_max = 50 * (n_max // 50 + 1)
     limits = result.funnel_limits([float(v) for v in range(2, n_max + 1)])
     return {

@@ -71,7 +71,8 @@ def find_notebook(name: str) -> Path:
 
 def notebook_parameters(path: str | Path) -> dict[str, Any]:
     """The parameters a notebook declares in its ``parameters``-tagged cell, with their literal defaults."""
-    nb = nbformat.read(str(path), as_version=4)
+    # nbformat ships py.typed but leaves read() unannotated
+    nb: nbformat.NotebookNode = nbformat.read(str(path), as_version=4)  # type: ignore[no-untyped-call]
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if not cells:
         raise SciaticaOutcomesError(f"notebook {path} has no cell tagged 'parameters'")

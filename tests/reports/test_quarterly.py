@@ -92,6 +92,35 @@ def test_parameter_validation(db: Path) -> None:
         q.validate_parameters({"db": str(db.parent / "nope.duckdb"), "quarter": "2026Q2"})
 
 
+def test_data_span_ends_at_the_latest_end_date_not_the_latest_start(tmp_path: Path) -> None:
+    # 30 episodes all started in 2026Q1 and ended in 2026Q2: 2026Q2 lies inside the data (they were active),
+    # 2026Q3 after it; with no end date at all, the span stops at the last start
+    episodes = generate_cohort(n_patients=30, seed=3).tables["episodes"]
+    reason = episodes["end_reason"].drop_nulls()[0]
+    ended = episodes.with_columns(
+        pl.lit(date(2026, 2, 2)).alias("start_date"),
+        pl.lit(date(2026, 5, 15)).alias("end_date"),
+        pl.lit(reason).alias("end_reason"),
+    )
+    for name, frame, inside, outside in [
+        ("ended", ended, "2026Q2", "2026Q3"),
+        (
+            "open",
+            ended.with_columns(
+                pl.lit(None, pl.Date).alias("end_date"), pl.lit(None, pl.String).alias("end_reason")
+            ),
+            "2026Q1",
+            "2026Q2",
+        ),
+    ]:
+        path = tmp_path / f"{name}.duckdb"
+        with Store(path) as store:
+            store.write("episodes", frame, source="t")
+        q.validate_parameters({"db": str(path), "quarter": inside})
+        with pytest.raises(ReportParameterError, match=r"outside the data .* between 2026Q1 and 2026Q1"):
+            q.validate_parameters({"db": str(path), "quarter": outside})
+
+
 def test_completeness_and_provenance(db: Path) -> None:
     inputs = q.load_inputs(db, "2026Q1")
     dq = q.data_quality(inputs)
