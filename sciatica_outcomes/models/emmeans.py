@@ -1,4 +1,8 @@
-"""Estimated marginal means and their contrasts, with emmeans' defaults and Satterthwaite df.
+"""Estimated marginal means and their contrasts: emmeans' reference grid and weights, Satterthwaite df.
+
+The df are Satterthwaite's for every mean and contrast, as R's ``emmeans(m, ..., lmer.df = "satterthwaite",
+lmerTest.limit = Inf)``; emmeans' own default for an ``lmer`` fit is Kenward-Roger (pbkrtest installed, at
+most ``pbkrtest.limit`` observations), which gives other df and SEs (``tests/reference/lmm/emmeans_df.R``).
 
 The reference grid holds every categorical predictor at all its levels and every numeric predictor at its
 mean over the fitted rows, unless ``at`` gives values. The marginal mean of a combination of ``specs`` (and

@@ -7,10 +7,12 @@ Tukey-adjusted p 1e-3 relative (1e-8 absolute in the far tail, where ``ptukey`` 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
-from lmm_golden import CASE_NAMES
+from lmm_golden import CASE_NAMES, REFERENCE
 from tolerances import GOLDEN_DF, GOLDEN_ESTIMATE, GOLDEN_SE, GOLDEN_TUKEY_ATOL, rel
 
 from sciatica_outcomes.errors import ModelSpecificationError
@@ -58,6 +60,50 @@ def test_pairwise_contrasts_match_r(golden: dict, name: str) -> None:
     # ptukey (R) and scipy's studentized range are accurate to ~1e-8 absolute, not relative, far in the tail
     p_r = table["p.value"].to_numpy()
     assert np.allclose(pairs["p_adjusted"].to_numpy(), p_r, rtol=GOLDEN_DF, atol=GOLDEN_TUKEY_ATOL)
+
+
+#: tests/reference/lmm/emmeans_df.R: the README's R call, emmeans' default call (Kenward-Roger) and the
+#: fall-backs past emmeans' observation limits, on two golden cases; the same means in this package's terms
+DF_REFERENCE = json.loads((REFERENCE / "emmeans_df.json").read_text(encoding="utf-8"))
+README_CALLS = {
+    "unbalanced_missing": {"specs": "week", "at": {"week": [0, 6, 12, 26]}},
+    "factor_interaction": {"specs": "group", "by": "week", "at": {"week": [12]}},
+}
+
+
+@pytest.mark.parametrize("name", list(README_CALLS))
+def test_readme_r_call_reproduces_means_and_pairs(golden: dict, name: str) -> None:
+    """The README's ``emmeans(m, ..., lmer.df = "satterthwaite")`` (lme4 and emmeans attached only)."""
+    _, _, m = golden[name]
+    r = DF_REFERENCE["cases"][name]
+    assert 'lmer.df = "satterthwaite"' in r["readme"]["call"] and r["readme"]["df_method"] == "satterthwaite"
+    em = m.emmeans(**README_CALLS[name])
+    table = pl.DataFrame(r["readme"]["table"])
+    se = table["SE"].to_numpy()
+    assert rel(em.means["emmean"], table["emmean"], se) < GOLDEN_ESTIMATE
+    assert rel(em.means["se"], se) < GOLDEN_SE
+    assert rel(em.means["df"], table["df"]) < GOLDEN_DF
+    pairs = em.contrasts()
+    theirs = pl.DataFrame(r["readme_pairs"]["table"])
+    assert pairs["contrast"].to_list() == theirs["contrast"].to_list()
+    assert rel(pairs["estimate"], theirs["estimate"], theirs["SE"].to_numpy()) < GOLDEN_ESTIMATE
+    assert rel(pairs["se"], theirs["SE"]) < GOLDEN_SE
+    assert rel(pairs["df"], theirs["df"]) < GOLDEN_DF
+    p_r = theirs["p.value"].to_numpy()
+    assert np.allclose(pairs["p_adjusted"].to_numpy(), p_r, rtol=GOLDEN_DF, atol=GOLDEN_TUKEY_ATOL)
+
+
+def test_emmeans_default_call_is_kenward_roger_not_ours(golden: dict) -> None:
+    """emmeans' default for an lmer fit (pbkrtest installed, n <= pbkrtest.limit) is Kenward-Roger: its df
+    and adjusted SE are not this package's, far outside the golden tolerances (df 12% apart at week 26)."""
+    _, _, m = golden["unbalanced_missing"]
+    r = DF_REFERENCE["cases"]["unbalanced_missing"]
+    assert r["default"]["df_method"] == "kenward-roger" and "lmer.df" not in r["default"]["call"]
+    em = m.emmeans(**README_CALLS["unbalanced_missing"]).means
+    kr = pl.DataFrame(r["default"]["table"])
+    assert rel(em["emmean"], kr["emmean"], kr["SE"].to_numpy()) < GOLDEN_ESTIMATE  # same means
+    assert rel(em["df"], kr["df"]) > 100 * GOLDEN_DF
+    assert rel(em["se"], kr["SE"]) > 10 * GOLDEN_SE
 
 
 def test_other_contrast_methods_and_adjustments(golden: dict) -> None:
