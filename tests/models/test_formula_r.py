@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from tolerances import GOLDEN_DEVIANCE, GOLDEN_ESTIMATE, rel
 
 from sciatica_outcomes.errors import ModelSpecificationError
+from sciatica_outcomes.models import MMRM, GrowthModel
 from sciatica_outcomes.models.formula import Design, parse_formula
 
 REF = Path(__file__).resolve().parents[1] / "reference" / "formula"
@@ -68,3 +70,41 @@ def test_new_data_use_the_training_poly_scale_and_levels() -> None:
     assert np.max(np.abs(x - expected) / np.maximum(1.0, np.abs(expected))) < POLY_TOL
     # x1 = 0 and 20 lie outside the training range: the recurrence extrapolates as R does
     assert np.abs(x[0, 1]) > np.abs(design.matrix(DATA)[:, 1]).max()
+
+
+# ---------------------------------------------------------------------------------------------------
+# end to end: "covariates + arm * visit" fits R's model (end_to_end.R: nlme::gls and lme4::lmer, REML)
+# ---------------------------------------------------------------------------------------------------
+
+END_TO_END = json.loads((REF / "end_to_end.json").read_text(encoding="utf-8"))["cases"]
+
+
+@pytest.mark.parametrize("case", END_TO_END, ids=[c["name"] for c in END_TO_END])
+def test_trial_style_formula_fits_r_model(case: dict[str, Any]) -> None:
+    """``y ~ sex + age + arm * visit`` has R's coefficients (not ``(sex + age + arm) * visit``) and -2LL.
+
+    Golden tolerances (``tolerances.py``): estimates to ``GOLDEN_ESTIMATE`` of ``max(|R|, SE)``, -2 log L
+    to ``GOLDEN_DEVIANCE``.
+    """
+    reference = Path(__file__).resolve().parents[1] / "reference"
+    if case["model"] == "mmrm":
+        frame = pl.read_csv(reference / "mmrm" / case["data"])
+        res = MMRM(
+            case["formula"],
+            case["subject"],
+            "visit",
+            covariance=case["covariance"],
+            visit_levels=case["visits"],
+        ).fit(frame)
+        names, beta, loglik = res.result_.coef_names, np.asarray(res.result_.beta), res.result_.loglik
+        assert [":".join(t) for t in parse_formula(case["formula"]).terms] == case["term_labels"]
+    else:
+        fit = GrowthModel(case["formula"]).fit(pl.read_csv(reference / "lmm" / case["data"])).result_
+        names, beta, loglik = (
+            fit.fixed_effects["term"].to_list(),
+            fit.fixed_effects["estimate"].to_numpy(),
+            fit.loglik,
+        )
+    assert names == case["coef_names"]  # R's number of coefficients, in R's order
+    assert rel(beta, case["estimate"], np.asarray(case["se"])) < GOLDEN_ESTIMATE
+    assert abs(-2.0 * loglik - case["m2loglik"]) < GOLDEN_DEVIANCE
