@@ -781,6 +781,10 @@ def parse_formula(text: str) -> ModelFormula:
     # R's SortTerms: by number of variables, otherwise in order of appearance (a stable sort)
     terms = sorted((tuple(sorted(t, key=rank.__getitem__)) for t in found), key=len)
     used = {lab for t in terms for lab in t}
+    if deparse(response) in used:
+        raise ModelSpecificationError(
+            f"formula {text!r}: the response {deparse(response)!r} is also on the right-hand side; remove it"
+        )
     variables = {}
     for lab in labels:
         if lab not in used:

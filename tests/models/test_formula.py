@@ -252,6 +252,7 @@ def test_relevel_sets_the_reference_level() -> None:
         ("y ~ offset(week)", "is not supported"),
         ("y ~ C(group, base = 2)", "reference=\\{column: level\\}"),
         ("y ~ week | age", "cannot be read as model terms"),
+        ("y ~ week * y", "response 'y' is also on the right-hand side"),
     ],
 )
 def test_refused_formulas_name_the_term(text: str, match: str) -> None:
