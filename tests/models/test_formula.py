@@ -163,10 +163,110 @@ def test_design_errors_name_the_problem() -> None:
         Design.build(parse_formula("y ~ dose"), frame())
     with pytest.raises(ModelSpecificationError, match="categorical but is used in arithmetic"):
         Design.build(parse_formula("y ~ log(group)"), frame())
-    with pytest.raises(ModelSpecificationError, match="not supported"):
-        Design.build(parse_formula("y ~ poly(week, 2)"), frame())
+    with pytest.raises(ModelSpecificationError, match="less than the number of distinct values"):
+        Design.build(parse_formula("y ~ poly(patient, 3)"), frame())
+    with pytest.raises(ModelSpecificationError, match="poly\\(\\) accepts"):
+        Design.build(parse_formula("y ~ poly(week, 2, coefs = 1)"), frame())
+    with pytest.raises(ModelSpecificationError, match="factor\\(\\) takes one column"):
+        Design.build(parse_formula("y ~ factor(group, levels = 2)"), frame())
 
 
 def test_deparse_numbers() -> None:
     f = parse_formula("y ~ pmax(week - 1e6, 0.5) + I(week * 2.50)")
     assert [deparse(v.node) for v in f.variables.values()] == ["pmax(week - 1e+06, 0.5)", "I(week * 2.5)"]
+
+
+def labels(formula: str) -> list[str]:
+    return [":".join(t) for t in parse_formula(formula).terms]
+
+
+def test_precedence_and_associativity_as_r() -> None:
+    """Expected labels printed by R 4.2.2: ``attr(terms(f), "term.labels")`` (issue 14)."""
+    assert labels("y ~ a + b * c") == ["a", "b", "c", "b:c"]
+    assert labels("y ~ a + b / c") == ["a", "b", "b:c"]
+    assert labels("y ~ a - b * c") == ["a"]
+    assert labels("y ~ a * b:c") == ["a", "b:c", "a:b:c"]
+    assert labels("y ~ a * b %in% c") == ["a", "b:c", "a:b:c"]
+    assert labels("y ~ (a + b)/c") == ["a", "b", "a:b:c"]
+    assert labels("y ~ a * b - a") == ["b", "a:b"]
+    assert labels("y ~ a*b - a + a") == ["b", "a", "a:b"]
+    assert labels("y ~ b:a + a") == ["a", "b:a"]
+    assert labels("y ~ -a:b") == []
+    f = parse_formula("y ~ 0 + a + 1")
+    assert f.intercept and labels("y ~ 0 + a + 1") == ["a"]
+    assert not parse_formula("y ~ -1 + a").intercept
+
+
+def test_zero_or_one_before_an_interaction_and_a_random_term() -> None:
+    """``0 + week * group`` ended in a KeyError ('__int0__') before issue 14."""
+    f = parse_formula("y ~ 0 + week * group + (week | patient)")
+    assert not f.intercept and [t.variables for t in f.random] == [(None, "week")]
+    assert names("y ~ 0 + week * group + (week | patient)") == [
+        "week",
+        "groupa",
+        "groupb",
+        "groupc",
+        "week:groupb",
+        "week:groupc",
+    ]
+    assert names("y ~ 1 + week * group") == names("y ~ week * group")
+
+
+def test_factor_of_a_numeric_column_orders_levels_numerically() -> None:
+    """R: ``levels(factor(c(2, 4, 8, 12, 26)))`` is 2, 4, 8, 12, 26 (reference 2, not 12)."""
+    data = pl.DataFrame({"y": np.arange(10.0), "week": [2.0, 4.0, 8.0, 12.0, 26.0] * 2})
+    design, x = Design.build(parse_formula("y ~ factor(week)"), data)
+    assert design.column_names == [
+        "(Intercept)",
+        "factor(week)4",
+        "factor(week)8",
+        "factor(week)12",
+        "factor(week)26",
+    ]
+    assert np.array_equal(x[:, 1], (data["week"] == 4.0).to_numpy().astype(float))
+    # new data holding the levels as text (as the emmeans grid does) map to the same columns
+    new = design.matrix(pl.DataFrame({"week": ["12", "2", "5"]}))
+    assert np.array_equal(new[:2], x[[3, 0]]) and np.isnan(new[2, 1:]).all()
+    with pytest.raises(ModelSpecificationError, match="takes a column name"):
+        Design.build(parse_formula('y ~ relevel(factor(week), ref = "12")'), data)
+    relevelled, _ = Design.build(parse_formula("y ~ factor(week)"), data, {"week": 12})
+    assert relevelled.column_names[1:3] == ["factor(week)2", "factor(week)4"]
+
+
+def test_relevel_sets_the_reference_level() -> None:
+    assert names('y ~ relevel(group, ref = "c")') == [
+        "(Intercept)",
+        'relevel(group, ref = "c")a',
+        'relevel(group, ref = "c")b',
+    ]
+    with pytest.raises(ModelSpecificationError, match="sets its reference level in the formula"):
+        names('y ~ relevel(group, ref = "c")', {"group": "a"})
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("y ~ .", "'.' \\(all other columns\\) is not supported"),
+        ("y ~ week * (1 | patient)", "random-effects term inside an operator"),
+        ("y ~ (week + age)^1", "invalid power"),
+        ("y ~ offset(week)", "is not supported"),
+        ("y ~ C(group, base = 2)", "reference=\\{column: level\\}"),
+        ("y ~ week | age", "cannot be read as model terms"),
+        ("y ~ week * y", "response 'y' is also on the right-hand side"),
+    ],
+)
+def test_refused_formulas_name_the_term(text: str, match: str) -> None:
+    with pytest.raises(ModelSpecificationError, match=match):
+        parse_formula(text)
+
+
+def test_scale_and_poly_keep_training_values_for_new_data() -> None:
+    design, x = Design.build(parse_formula("y ~ scale(age) + poly(week, 2)"), frame())
+    age = frame()["age"].to_numpy()
+    assert np.allclose(x[:, 1], (age - age.mean()) / age.std(ddof=1), rtol=0, atol=1e-13)
+    # orthonormal, orthogonal to the intercept
+    assert np.allclose(x[:, 2:].T @ x[:, 2:], np.eye(2), atol=1e-13) and np.allclose(
+        x[:, 2:].sum(0), 0, atol=1e-13
+    )
+    one = design.matrix(frame().head(1))
+    assert np.allclose(one, x[:1], rtol=0, atol=1e-12)  # one row: the training centre, scale and alpha
