@@ -19,7 +19,7 @@ import numpy as np
 
 from sciatica_outcomes._typing import FloatArray, IntArray
 
-__all__ = ["FixedAtTheta", "LevelSpec", "ProfiledDeviance", "RandomEffectModes"]
+__all__ = ["FixedAtTheta", "KenwardRogerBlocks", "LevelSpec", "ProfiledDeviance", "RandomEffectModes"]
 
 _LOG2PI = float(np.log(2.0 * np.pi))
 
@@ -216,6 +216,19 @@ class RandomEffectModes(TypedDict):
     cov1: FloatArray
     b2: NotRequired[FloatArray]
     cov2: NotRequired[FloatArray]
+
+
+class KenwardRogerBlocks(TypedDict):
+    """What :meth:`ProfiledDeviance.kenward_roger_blocks` returns (``k`` covariance parameters).
+
+    With ``V = sum_a gamma_a G_a``: ``phi_inv = X' V^-1 X``, ``p_mats[a] = -X' V^-1 G_a V^-1 X``,
+    ``q_mats[a, b] = X' V^-1 G_a V^-1 G_b V^-1 X`` and ``ktrace[a, b] = tr(V^-1 G_a V^-1 G_b)``.
+    """
+
+    phi_inv: FloatArray
+    p_mats: FloatArray
+    q_mats: FloatArray
+    ktrace: FloatArray
 
 
 class ProfiledDeviance:
@@ -448,3 +461,81 @@ class ProfiledDeviance:
             "b2": (l2 @ np.tensordot(st.outer.b2, v, axes=(1, 0))).T,
             "cov2": np.moveaxis(_cr(_cl(l2, scinv), l2.T), -1, 0),
         }
+
+    def kenward_roger_blocks(self, theta: FloatArray, sigma: float, e_mats: FloatArray) -> KenwardRogerBlocks:
+        """The pieces of the Kenward-Roger adjustment, summed over patients from per-patient blocks.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Relative covariance parameters.
+        sigma : float
+            Residual SD.
+        e_mats : numpy.ndarray
+            ``(k_re, q1, q1)`` symmetric 0/1 matrices: the derivative of a patient's random-effects
+            covariance ``D = sum_a gamma_a E_a`` with respect to each of its elements ``gamma_a`` (the
+            lower-triangular elements of each term's ``VarCorr`` block, as ``pbkrtest`` parametrises it).
+            The residual variance ``sigma^2`` (``G = I``) is appended as the last parameter.
+
+        Returns
+        -------
+        KenwardRogerBlocks
+            ``k = k_re + 1`` parameters.
+
+        Notes
+        -----
+        Per patient ``i``, with ``s = sigma^2``, ``C = Z'Z``, ``F0 = Z'X`` and ``B = Lambda A^-1 Lambda'``,
+        ``V^-1 = (I - Z B Z') / s`` gives ``Z' V^-1 = N Z'`` with ``N = (I - C B) / s``, so that
+        ``K = Z'V^-1 Z = N C``, ``F = Z'V^-1 X = N F0``, ``Z'V^-2 X = N F``, ``Z'V^-2 Z = N K`` and, summed
+        over patients, ``X'V^-1 X = (X'X - sum F0' B F0) / s``, ``X'V^-(k+1) X = (X'V^-k X - sum (N^k F0)' B
+        F0) / s`` and ``tr V^-2 = (n - 2 sum tr(BC) + sum tr(BCBC)) / s^2``. For a random-effects parameter
+        ``G_a = Z E_a Z'``: ``P_a = -sum F' E_a F``, ``Q_ab = sum F' E_a K E_b F``, ``Q_a,sigma = sum F' E_a
+        N F``, ``tr(V^-1 G_a V^-1 G_b) = sum tr(K E_a K E_b)``, ``tr(V^-1 G_a V^-1) = sum tr(E_a N K)``;
+        for ``sigma^2``: ``P = -X'V^-2 X``, ``Q = X'V^-3 X``. Every product is a ``q x q`` or ``q x p``
+        block per patient, batched; no ``n x n`` matrix is formed.
+        """
+        if self._outer is not None:
+            raise NotImplementedError("Kenward-Roger blocks are implemented for one grouping level")
+        p = self.p
+        st = self._solve(theta)
+        s = float(sigma) ** 2
+        lam = st.l1
+        c = np.moveaxis(self.c11, -1, 0)  # (m, q, q)
+        f0 = np.moveaxis(self.f1[:, :p, :], -1, 0)  # (m, q, p)
+        ainv = np.moveaxis(st.ainv, -1, 0)
+        b = lam @ ainv @ lam.T  # (m, q, q)
+        q = c.shape[1]
+        nmat = (np.eye(q) - c @ b) / s
+        k_blk = nmat @ c
+        k_blk = 0.5 * (k_blk + k_blk.transpose(0, 2, 1))
+        f = nmat @ f0
+        f0t_b = f0.transpose(0, 2, 1) @ b  # (m, p, q)
+        xtx = self.wtw[:p, :p]
+        phi_inv = (xtx - np.einsum("mpq,mqr->pr", f0t_b, f0)) / s
+        g2 = nmat @ f  # Z'V^-2 X
+        xv2x = (phi_inv - np.einsum("mqp,mqr,mrs->ps", f, b, f0)) / s
+        xv3x = (xv2x - np.einsum("mqp,mqr,mrs->ps", g2, b, f0)) / s
+        zv2z = nmat @ k_blk
+        bc = b @ c
+        tr_v2 = (self.n - 2.0 * np.einsum("mqq->", bc) + np.einsum("mqr,mrq->", bc, bc)) / (s * s)
+        e = np.asarray(e_mats, dtype=float)
+        k_re = e.shape[0]
+        k = k_re + 1
+        ef = np.einsum("aqr,mrp->amqp", e, f, optimize=True)  # (k_re, m, q, p)
+        p_mats = np.empty((k, p, p))
+        p_mats[:k_re] = -np.einsum("mqp,amqr->apr", f, ef, optimize=True)
+        p_mats[k_re] = -xv2x
+        kef = np.einsum("mqr,bmrs->bmqs", k_blk, ef, optimize=True)
+        q_mats = np.empty((k, k, p, p))
+        q_mats[:k_re, :k_re] = np.einsum("amqp,bmqs->abps", ef, kef, optimize=True)
+        q_as = np.einsum("amqp,mqs->aps", ef, g2, optimize=True)
+        q_mats[:k_re, k_re] = q_as
+        q_mats[k_re, :k_re] = q_as.transpose(0, 2, 1)
+        q_mats[k_re, k_re] = xv3x
+        ke = np.einsum("mqr,ars->amqs", k_blk, e, optimize=True)
+        ktrace = np.empty((k, k))
+        ktrace[:k_re, :k_re] = np.einsum("amqs,bmsq->ab", ke, ke, optimize=True)
+        kt_s = np.einsum("aqr,mrq->a", e, zv2z, optimize=True)
+        ktrace[:k_re, k_re] = ktrace[k_re, :k_re] = kt_s
+        ktrace[k_re, k_re] = tr_v2
+        return {"phi_inv": 0.5 * (phi_inv + phi_inv.T), "p_mats": p_mats, "q_mats": q_mats, "ktrace": ktrace}

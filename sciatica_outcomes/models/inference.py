@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import ClassVar, TypedDict
 
 import numpy as np
 import polars as pl
@@ -21,15 +21,23 @@ from sciatica_outcomes.errors import ModelSpecificationError
 from sciatica_outcomes.models._dist import chi2_sf, f_sf, t_ppf, t_sf
 
 __all__ = [
+    "DDF_METHODS",
     "FTest",
+    "KenwardRoger",
+    "KenwardRogerFTest",
+    "KenwardRogerInference",
     "LikelihoodRatioTest",
     "WaldInference",
+    "kenward_roger",
     "likelihood_ratio",
     "numerical_hessian",
     "numerical_jacobian",
     "satterthwaite_from_deviance",
     "vcov_varpar_from_hessian",
 ]
+
+#: denominator-df methods of the fixed-effects tests (``--ddf`` of the ``fit`` command)
+DDF_METHODS = ("satterthwaite", "kenward-roger")
 
 
 def _steps(x: FloatArray, rel: float) -> FloatArray:
@@ -163,6 +171,9 @@ class WaldInference:
     vcov_varpar: FloatArray
     hessian_eigenvalues: FloatArray
 
+    #: the denominator-df method of :meth:`variance_and_df`, :meth:`contrast` and :meth:`f_test`
+    ddf_method: ClassVar[str] = "satterthwaite"
+
     def _as_matrix(self, contrast: FloatArray | Sequence[float] | dict[str, float]) -> FloatArray:
         if isinstance(contrast, dict):
             unknown = set(contrast) - set(self.names)
@@ -198,6 +209,13 @@ class WaldInference:
             df = 2.0 * var**2 / denom
         return var, df
 
+    def variance_and_df(self, contrast: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Variance and denominator df of each row of a contrast matrix by :attr:`ddf_method`.
+
+        Satterthwaite here (:meth:`satterthwaite`); :class:`KenwardRogerInference` overrides it.
+        """
+        return self.satterthwaite(contrast)
+
     def contrast(
         self,
         contrast: FloatArray | Sequence[float] | dict[str, float],
@@ -205,7 +223,7 @@ class WaldInference:
         level: float = 0.95,
         labels: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """t-test of each row of ``L beta = rhs`` with Satterthwaite df.
+        """t-test of each row of ``L beta = rhs`` with Satterthwaite (or Kenward-Roger) df.
 
         Returns
         -------
@@ -220,7 +238,7 @@ class WaldInference:
         """
         mat = self._as_matrix(contrast)
         est = mat @ self.beta
-        var, df = self.satterthwaite(mat)
+        var, df = self.variance_and_df(mat)
         se = np.sqrt(var)
         t = (est - rhs) / se
         p = 2.0 * t_sf(np.abs(t), df)
@@ -321,6 +339,217 @@ def satterthwaite_from_deviance(
         vcov_varpar=vcov_vp,
         hessian_eigenvalues=eig,
     )
+
+
+@dataclass(frozen=True)
+class KenwardRoger:
+    """The Kenward-Roger adjustment at the REML estimate (:func:`kenward_roger`).
+
+    Attributes
+    ----------
+    phi : numpy.ndarray
+        ``(p, p)`` unadjusted ``Phi = (X' V^-1 X)^-1``.
+    phi_adjusted : numpy.ndarray
+        ``(p, p)`` adjusted covariance of beta, ``Phi_A``.
+    p_mats : numpy.ndarray
+        ``(k, p, p)``: ``P_a = X' (dV^-1 / d gamma_a) X``.
+    w : numpy.ndarray
+        ``(k, k)``: inverse expected (REML) information of the covariance parameters ``gamma``.
+    condition : float
+        Smallest absolute eigenvalue of ``2 x`` the expected information (``pbkrtest``'s ``condi``; a
+        generalised inverse is used below ``1e-10``).
+    """
+
+    phi: FloatArray
+    phi_adjusted: FloatArray
+    p_mats: FloatArray
+    w: FloatArray
+    condition: float
+
+    def _a1_a2(self, mat: FloatArray) -> tuple[float, float]:
+        theta = mat.T @ np.linalg.solve(mat @ self.phi @ mat.T, mat)
+        u = np.einsum("ij,jk,akl,lm->aim", theta, self.phi, self.p_mats, self.phi)  # Theta Phi P_a Phi
+        tr = np.einsum("aii->a", u)
+        a1 = float(tr @ self.w @ tr)
+        a2 = float(np.einsum("ab,aij,bji->", self.w, u, u))
+        return a1, a2
+
+    def ddf_1d(self, contrast: FloatArray) -> FloatArray:
+        """Kenward-Roger df of each row ``l`` of a contrast matrix (``pbkrtest::Lb_ddf`` with one row).
+
+        Notes
+        -----
+        With one row ``Theta = l l' / (l' Phi l)``, so ``A1 = A2 = g' W g``, ``g_a = l' Phi P_a Phi l /
+        (l' Phi l)``, and the df follow from :func:`_kr_ddf` with ``q = 1``.
+        """
+        mat = np.atleast_2d(np.asarray(contrast, dtype=float))
+        v = np.einsum("ij,jk,ik->i", mat, self.phi, mat)
+        pl_ = np.einsum("ij,jk,akl,lm,im->ia", mat, self.phi, self.p_mats, self.phi, mat)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = pl_ / v[:, None]
+        a = np.einsum("ia,ab,ib->i", g, self.w, g)
+        return _kr_ddf(a, a, 1)[0]
+
+    def f_test(
+        self, beta: FloatArray, contrast: FloatArray, rhs: FloatArray | float = 0.0
+    ) -> KenwardRogerFTest:
+        """Kenward-Roger F-test of ``L beta = rhs`` (``pbkrtest::KRmodcomp`` / ``pbkrtest:::.KR_adjust``).
+
+        Notes
+        -----
+        ``Theta = L' (L Phi L')^-1 L``, ``A1 = sum_ab W_ab tr(Theta Phi P_a Phi) tr(Theta Phi P_b Phi)``,
+        ``A2 = sum_ab W_ab tr(Theta Phi P_a Phi Theta Phi P_b Phi)``; ``F = lambda W / q`` with the Wald
+        statistic ``W`` on ``Phi_A``, denominator df ``m`` and scale ``lambda = m (1 - A2 / q) / (m - 2)``
+        (Kenward & Roger 1997, eqs. 3.7-3.12).
+        """
+        mat = np.atleast_2d(np.asarray(contrast, dtype=float))
+        q = int(np.linalg.matrix_rank(mat))
+        if q < mat.shape[0]:
+            raise ModelSpecificationError(
+                f"the contrast matrix has rank {q} but {mat.shape[0]} rows; "
+                "remove the linearly dependent rows"
+            )
+        a1, a2 = self._a1_a2(mat)
+        ddf, scale = _kr_ddf(np.array([a1]), np.array([a2]), q)
+        d = mat @ np.asarray(beta, dtype=float) - np.broadcast_to(
+            np.asarray(rhs, dtype=float), (mat.shape[0],)
+        )
+        wald = float(d @ np.linalg.solve(mat @ self.phi_adjusted @ mat.T, d))
+        f_u = wald / q
+        m, lam = float(ddf[0]), float(scale[0])
+        return {
+            "f": lam * f_u,
+            "num_df": float(q),
+            "den_df": m,
+            "p": float(f_sf(lam * f_u, q, m)),
+            "f_scaling": lam,
+            "f_unscaled": f_u,
+        }
+
+
+class KenwardRogerFTest(FTest):
+    """A Kenward-Roger F-test: :class:`FTest` plus the scale factor ``lambda`` and the unscaled ``W / q``."""
+
+    f_scaling: float
+    f_unscaled: float
+
+
+def _kr_ddf(a1: FloatArray, a2: FloatArray, q: int) -> tuple[FloatArray, FloatArray]:
+    """Denominator df ``m`` and F scale ``lambda`` from ``A1``, ``A2`` (``pbkrtest:::.KR_adjust``).
+
+    Notes
+    -----
+    ``B = (A1 + 6 A2) / (2q)``, ``g = ((q+1) A1 - (q+4) A2) / ((q+2) A2)``, ``c_1, c_2, c_3 = (g, q - g,
+    q + 2 - g) / (3q + 2(1 - g))``, ``rho = (1 - A2/q)^2 / (1 - c_2 B)^2 (1 + c_1 B) / (1 - c_3 B) / q``,
+    ``m = 4 + (q + 2) / (q rho - 1)`` and ``lambda = m (1 - A2/q) / (m - 2)`` (1 when ``|m - 2| < 0.01``).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = (a1 + 6.0 * a2) / (2.0 * q)
+        g = ((q + 1) * a1 - (q + 4) * a2) / ((q + 2) * a2)
+        den = 3.0 * q + 2.0 * (1.0 - g)
+        c1, c2, c3 = g / den, (q - g) / den, (q + 2 - g) / den
+        v0 = 1.0 + c1 * b
+        v1 = 1.0 - c2 * b
+        v2 = 1.0 - c3 * b
+        v0 = np.where(np.abs(v0) < 1e-10, 0.0, v0)
+        num = 1.0 - a2 / q
+        ratio = np.where((np.abs(num) < 1e-14) & (np.abs(v1) < 1e-14), 1.0, num / v1)
+        rho = ratio**2 * v0 / v2 / q
+        ddf = 4.0 + (q + 2.0) / (q * rho - 1.0)
+        scale = np.where(np.abs(ddf - 2.0) < 0.01, 1.0, ddf * num / (ddf - 2.0))
+    return ddf, scale
+
+
+def kenward_roger(
+    phi_inv: FloatArray, p_mats: FloatArray, q_mats: FloatArray, ktrace: FloatArray
+) -> KenwardRoger:
+    """Kenward-Roger adjusted covariance of beta for a covariance structure linear in its parameters.
+
+    Parameters
+    ----------
+    phi_inv : numpy.ndarray
+        ``(p, p)``: ``X' V^-1 X`` at the REML estimate.
+    p_mats : numpy.ndarray
+        ``(k, p, p)``: ``P_a = -X' V^-1 G_a V^-1 X`` with ``V = sum_a gamma_a G_a``.
+    q_mats : numpy.ndarray
+        ``(k, k, p, p)``: ``Q_ab = X' V^-1 G_a V^-1 G_b V^-1 X``.
+    ktrace : numpy.ndarray
+        ``(k, k)``: ``tr(V^-1 G_a V^-1 G_b)``.
+
+    Returns
+    -------
+    KenwardRoger
+
+    Notes
+    -----
+    ``Phi = (X'V^-1X)^-1``; ``2 I_E = [tr(V^-1 G_a V^-1 G_b) - 2 tr(Phi Q_ab) + tr(Phi P_a Phi P_b)]`` (the
+    expected REML information, times 2), ``W = 2 (2 I_E)^-1`` (a generalised inverse when its smallest
+    absolute eigenvalue is below ``1e-10``) and
+
+    ``Phi_A = Phi + 2 Phi [sum_ab W_ab (Q_ab - P_a Phi P_b - R_ab / 4)] Phi``
+
+    with ``R_ab = 0`` since ``V`` is linear in ``gamma`` (Kenward & Roger 1997, eq. 3.3; ``pbkrtest``'s
+    ``vcovAdj``). Any estimator whose ``V`` is linear in its covariance parameters (the growth model in
+    ``VarCorr`` elements and ``sigma^2``) supplies the four summed blocks; their cost is the estimator's.
+
+    Validated against pbkrtest 0.5.2 ``vcovAdj(m)``, ``Lb_ddf`` and ``KRmodcomp`` (via lmerTest 3.1-3
+    ``summary(m, ddf = "Kenward-Roger")``; ``tests/reference/lmm/make_kr_reference.R``).
+    """
+    phi = np.linalg.inv(phi_inv)
+    phi = 0.5 * (phi + phi.T)
+    pp = np.asarray(p_mats, dtype=float)
+    qq = np.asarray(q_mats, dtype=float)
+    phi_p = np.einsum("ij,ajk->aik", phi, pp)  # Phi P_a
+    ie2 = (
+        np.asarray(ktrace, dtype=float)
+        - 2.0 * np.einsum("ij,abji->ab", phi, qq)
+        + np.einsum("aij,bji->ab", phi_p, phi_p)
+    )
+    ie2 = 0.5 * (ie2 + ie2.T)
+    condition = float(np.min(np.abs(np.linalg.eigvalsh(ie2))))
+    if condition > 1e-10:
+        w = 2.0 * np.linalg.inv(ie2)
+    else:  # MASS::ginv's tolerance
+        w = 2.0 * np.linalg.pinv(ie2, rcond=float(np.sqrt(np.finfo(float).eps)), hermitian=True)
+    w = 0.5 * (w + w.T)
+    pphip = np.einsum("aij,bjk->abik", np.einsum("aij,jk->aik", pp, phi), pp)  # P_a Phi P_b
+    uu = np.einsum("ab,abij->ij", w, qq - pphip)
+    adj = phi + 2.0 * phi @ uu @ phi
+    return KenwardRoger(phi=phi, phi_adjusted=0.5 * (adj + adj.T), p_mats=pp, w=w, condition=condition)
+
+
+@dataclass(frozen=True)
+class KenwardRogerInference(WaldInference):
+    """:class:`WaldInference` whose t- and F-tests use the Kenward-Roger adjusted covariance and df.
+
+    ``vcov_beta``, ``jacobian`` and ``vcov_varpar`` keep the unadjusted (Satterthwaite) pieces, so
+    :meth:`satterthwaite` still answers with Satterthwaite; :meth:`variance_and_df`, :meth:`contrast` and
+    :meth:`f_test` use ``kr``.
+    """
+
+    kr: KenwardRoger | None = None
+
+    ddf_method: ClassVar[str] = "kenward-roger"
+
+    def _kr(self) -> KenwardRoger:
+        if self.kr is None:
+            raise ModelSpecificationError("KenwardRogerInference was built without its adjustment (kr=None)")
+        return self.kr
+
+    @property
+    def vcov_adjusted(self) -> FloatArray:
+        """The Kenward-Roger adjusted covariance of beta, ``Phi_A``."""
+        return self._kr().phi_adjusted
+
+    def variance_and_df(self, contrast: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``l' Phi_A l`` and the Kenward-Roger df of each row (``contest1D(ddf = "Kenward-Roger")``)."""
+        mat = self._as_matrix(contrast)
+        kr = self._kr()
+        return np.einsum("ij,jk,ik->i", mat, kr.phi_adjusted, mat), kr.ddf_1d(mat)
+
+    def f_test(self, contrast: FloatArray, rhs: FloatArray | float = 0.0, eps: float = 1.49e-8) -> FTest:
+        """Kenward-Roger F-test of ``L beta = rhs`` (:meth:`KenwardRoger.f_test`; ``eps`` is unused)."""
+        return self._kr().f_test(self.beta, self._as_matrix(contrast), rhs)
 
 
 @dataclass(frozen=True)

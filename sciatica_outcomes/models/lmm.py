@@ -26,8 +26,11 @@ from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_i
 from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance, RandomEffectModes
 from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
 from sciatica_outcomes.models.inference import (
+    DDF_METHODS,
     FTest,
+    KenwardRogerInference,
     LikelihoodRatioTest,
+    kenward_roger,
     likelihood_ratio,
     satterthwaite_from_deviance,
 )
@@ -171,13 +174,20 @@ class GrowthModel:
         Convergence tolerance on the Newton decrement ``sqrt(g' H^-1 g)`` of the deviance.
     max_restarts : int
         Extra optimizer runs allowed when a final check fails.
+    ddf : {"satterthwaite", "kenward-roger"}
+        Denominator df (and, for Kenward-Roger, the adjusted covariance of beta) of every t- and F-test,
+        marginal mean and prediction interval of the fit. Kenward-Roger needs a REML fit of one grouping
+        level (e.g. ``(week | patient)``).
 
     Attributes
     ----------
     result_ : FitResult
         Frozen result (fixed effects, variance components, fit statistics, diagnostics).
     inference_ : WaldInference
-        Satterthwaite machinery for contrasts, marginal means and predictions.
+        Satterthwaite (or :class:`KenwardRogerInference`) machinery for contrasts, marginal means and
+        predictions.
+    vcov_adjusted_ : numpy.ndarray
+        Kenward-Roger adjusted covariance of beta (``ddf="kenward-roger"`` only).
     beta_, theta_, sigma_ : fitted parameters.
 
     Notes
@@ -198,7 +208,15 @@ class GrowthModel:
         time: str = "week",
         gradient_tol: float = 1e-5,
         max_restarts: int = 2,
+        ddf: str = "satterthwaite",
     ) -> None:
+        if ddf not in DDF_METHODS:
+            raise ModelSpecificationError(f"ddf {ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}")
+        if ddf == "kenward-roger" and not reml:
+            raise ModelSpecificationError(
+                "Kenward-Roger inference needs a REML fit: drop --ml (reml=False) or use ddf 'satterthwaite'"
+            )
+        self.ddf = ddf
         self.formula = formula
         self.reml = reml
         self.reference = dict(reference or {})
@@ -262,6 +280,11 @@ class GrowthModel:
         else:
             frame = frame.sort(inner, maintain_order=True).with_columns(pl.col(inner).rle_id().alias("__g1"))
         self.structure_.layout(inner)
+        if self.ddf == "kenward-roger" and self.structure_.outer is not None:
+            raise ModelSpecificationError(
+                f"Kenward-Roger inference is implemented for one grouping level; formula {self.formula!r} "
+                f"nests {inner!r} in {self.structure_.outer!r}: use ddf 'satterthwaite' for it"
+            )
         self.n_groups_ = {g: counts[g] for g in (inner, self.structure_.outer) if g is not None}
         return frame
 
@@ -580,6 +603,9 @@ class GrowthModel:
             return eng.deviance_vp(vp, reml, grad=True)[1]  # type: ignore[return-value]
 
         self.inference_ = satterthwaite_from_deviance(names, beta, varpar, eng.covbeta, gradient=grad_vp)
+        if self.ddf == "kenward-roger" and reml:
+            self.inference_ = self._kenward_roger(theta, sigma)
+            self.vcov_adjusted_ = self.inference_.vcov_adjusted
         fixed = self.inference_.contrast(np.eye(len(names)), labels=names)
         n = eng.n
         n_par = len(names) + st.n_theta + 1
@@ -623,6 +649,34 @@ class GrowthModel:
             n_groups=dict(self.n_groups_),
             theta=tuple(float(v) for v in theta),
             diagnostics=diagnostics,
+            extras={"ddf_method": self.inference_.ddf_method},
+        )
+
+    def _kenward_roger(self, theta: FloatArray, sigma: float) -> KenwardRogerInference:
+        """Kenward-Roger inference at ``(theta, sigma)`` in pbkrtest's parametrisation (``VarCorr``
+        elements of each term and ``sigma^2``) from the engine's per-patient blocks."""
+        st = self.structure_
+        q1 = st.specs[st.inner].q
+        e_list: list[FloatArray] = []
+        for t, off, k, _ in st.term_slices:
+            if t.group != st.inner:  # pragma: no cover - nested models are refused in _prepare
+                continue
+            for j in range(k):
+                for i in range(j, k):
+                    e = np.zeros((q1, q1))
+                    e[off + i, off + j] = e[off + j, off + i] = 1.0
+                    e_list.append(e)
+        blocks = self.engine_.kenward_roger_blocks(theta, sigma, np.stack(e_list))
+        kr = kenward_roger(blocks["phi_inv"], blocks["p_mats"], blocks["q_mats"], blocks["ktrace"])
+        w = self.inference_
+        return KenwardRogerInference(
+            names=w.names,
+            beta=w.beta,
+            vcov_beta=w.vcov_beta,
+            jacobian=w.jacobian,
+            vcov_varpar=w.vcov_varpar,
+            hessian_eigenvalues=w.hessian_eigenvalues,
+            kr=kr,
         )
 
     def _varcorr(self, theta: FloatArray, sigma: float) -> pl.DataFrame:
@@ -724,6 +778,8 @@ class GrowthModel:
         clone = object.__new__(GrowthModel)
         clone.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_fit_state", "_h_cache")})
         clone.reml = reml
+        if not reml:
+            clone.ddf = "satterthwaite"  # Kenward-Roger is defined for REML fits only
         clone._optimise(reml)
         clone._finish(0.0)
         return clone
@@ -783,7 +839,7 @@ class GrowthModel:
         frame = _to_polars(data)
         x = self.design_.matrix(frame)
         fit = x @ self.beta_
-        var, df = self.inference_.satterthwaite(np.nan_to_num(x))
+        var, df = self.inference_.variance_and_df(np.nan_to_num(x))
         se = np.sqrt(var)
         q = t_ppf(0.5 + level / 2, df)
         out = frame.with_columns(
