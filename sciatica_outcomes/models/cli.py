@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # Only typer and light modules load at import. `fit` imports polars, NumPy, SciPy and the model code, and
 # neither pandera nor DuckDB nor the report stack when it reads a file (tests/test_cli_startup.py).
 
-__all__ = ["ModelKind", "fit_command", "read_frame"]
+__all__ = ["DdfMethod", "ModelKind", "fit_command", "read_frame"]
 
 
 class ModelKind(StrEnum):
@@ -37,6 +37,16 @@ class ModelKind(StrEnum):
 
     lmm = "lmm"
     mmrm = "mmrm"  # mixed model for repeated measures (models/mmrm.py, run by models/cli_trial.py)
+
+
+class DdfMethod(StrEnum):
+    """Denominator-df methods of the fixed-effects tests (``GrowthModel(ddf=...)``)."""
+
+    satterthwaite = "satterthwaite"
+    kenward_roger = "kenward-roger"
+
+
+_DDF_TITLE = {"satterthwaite": "Satterthwaite df", "kenward-roger": "Kenward-Roger df and SE"}
 
 
 def read_frame(path: Path) -> pl.DataFrame:
@@ -91,7 +101,8 @@ def _fixed_table(model: GrowthModel, width: int | None = None) -> Table:
         )
         for r in model.summary.iter_rows(named=True)
     ]
-    title = f"Fixed effects ({'REML' if model.reml else 'ML'}, Satterthwaite df)"
+    method = _DDF_TITLE[model.inference_.ddf_method]
+    title = f"Fixed effects ({'REML' if model.reml else 'ML'}, {method})"
     return make_table(title, ("term", "estimate", "se", "df", "t", "p", "95% CI"), rows, width=width)
 
 
@@ -144,9 +155,20 @@ def fit_command(
     covariance: Annotated[
         str, typer.Option("--covariance", help="MMRM: us, cs, csh, ar1, ar1h, toep or toeph.")
     ] = "us",
+    ddf: Annotated[
+        DdfMethod,
+        typer.Option(
+            "--ddf",
+            help="Denominator df of the t- and F-tests: satterthwaite, or kenward-roger (REML, adjusted SE).",
+        ),
+    ] = DdfMethod.satterthwaite,
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print tables.")] = False,
 ) -> None:
-    """Fit a mixed-effects growth model (lme4 formula, REML, Satterthwaite df) and report it."""
+    """Fit a mixed-effects growth model (lme4 formula, REML, Satterthwaite or Kenward-Roger df) and report it.
+
+    The ``--json`` output keeps one row per coefficient (``estimate, se, df, t, p``, CI) for the chosen
+    method and names it in ``"ddf_method"``.
+    """
     from rich.console import Console
 
     from sciatica_outcomes.models.emmeans import parse_emmeans_spec
@@ -180,13 +202,21 @@ def fit_command(
 
             if subject is None or visit is None:
                 raise UnusableInputError("--model mmrm needs --subject and --visit")
+            if ddf is not DdfMethod.satterthwaite:
+                raise UnusableInputError(
+                    f"--ddf {ddf.value} is not available for --model mmrm yet; use --ddf satterthwaite"
+                )
             fit_mmrm_command(
                 frame, formula, subject, visit, covariance, not ml, refs, emmeans, json_out, quiet
             )
             return
         if model is not ModelKind.lmm:  # pragma: no cover - only lmm exists yet
             raise UnusableInputError(f"--model {model.value!r} is not available")
-        fitted = GrowthModel(formula, reml=not ml, reference=refs).fit(frame)
+        if ddf is DdfMethod.kenward_roger and ml:
+            raise UnusableInputError(
+                "--ddf kenward-roger needs a REML fit: drop --ml or use --ddf satterthwaite"
+            )
+        fitted = GrowthModel(formula, reml=not ml, reference=refs, ddf=ddf.value).fit(frame)
         out = fitted.to_dict()
         em_result = None
         if emmeans:

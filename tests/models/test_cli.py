@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from lmm_golden import REFERENCE
-from tolerances import GOLDEN_ESTIMATE, GOLDEN_LOGLIK, rel
+from tolerances import GOLDEN_DF, GOLDEN_ESTIMATE, GOLDEN_LOGLIK, GOLDEN_SE, rel
 from typer.testing import CliRunner
 
 from sciatica_outcomes.cli import app
@@ -131,3 +131,38 @@ def test_fit_bad_arguments_exit_2(tmp_path: Path) -> None:
     (tmp_path / "f.txt").write_text("a")
     r = invoke("fit", "--data", str(tmp_path / "f.txt"), "--formula", "y ~ week + (1 | patient)")
     assert r.returncode == 2 and ".csv or .parquet" in r.stderr
+
+
+def test_fit_ddf_kenward_roger_json_matches_pbkrtest(tmp_path: Path) -> None:
+    """``fit --ddf kenward-roger --json``: rows per coefficient, lmerTest's KR estimate, se, df, t, p."""
+    out = tmp_path / "kr.json"
+    data = ["--data", str(REFERENCE / "unbalanced_odi.csv")]
+    formula = ["--formula", "y ~ week * adherence + age + (week | patient)"]
+    r = run("fit", *data, *formula, "--ddf", "kenward-roger", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "Kenward-Roger" in r.stdout
+    got = json.loads(out.read_text())
+    assert got["ddf_method"] == "kenward-roger"
+    expected = json.loads((REFERENCE / "kr_reference.json").read_text())["unbalanced_missing"]["fixed"]
+    rows = got["fixed_effects"]
+    assert [row["term"] for row in rows] == expected["term"]
+    for key in ("estimate", "se", "df", "t", "p"):
+        floor = np.asarray(expected["se"]) if key == "estimate" else (1.0 if key == "t" else 1e-300)
+        tol = GOLDEN_ESTIMATE if key == "estimate" else (GOLDEN_DF if key == "p" else GOLDEN_SE)
+        assert rel([row[key] for row in rows], expected[key], floor) < tol, key
+    sat = tmp_path / "sat.json"
+    assert invoke("fit", *data, *formula, "--quiet", "--json", str(sat)).returncode == 0
+    assert json.loads(sat.read_text())["ddf_method"] == "satterthwaite"
+
+
+def test_fit_ddf_kenward_roger_refusals_are_one_sentence() -> None:
+    data = str(REFERENCE / "nested_clinic.csv")
+    nested = "y ~ week * adherence + age + (1 | clinic) + (week | patient)"
+    for extra in (["--ml"], []):
+        r = invoke("fit", "--data", data, "--formula", nested if not extra else "y ~ week + (week | patient)",
+                   "--ddf", "kenward-roger", *extra)  # fmt: skip
+        assert r.returncode == 2
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "satterthwaite" in lines[0], r.stderr
+    r = invoke("fit", "--data", data, "--formula", nested, "--ddf", "kr")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
