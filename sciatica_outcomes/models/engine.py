@@ -539,3 +539,130 @@ class ProfiledDeviance:
         ktrace[:k_re, k_re] = ktrace[k_re, :k_re] = kt_s
         ktrace[k_re, k_re] = tr_v2
         return {"phi_inv": 0.5 * (phi_inv + phi_inv.T), "p_mats": p_mats, "q_mats": q_mats, "ktrace": ktrace}
+
+    def kenward_roger_blocks_nested(
+        self,
+        theta: FloatArray,
+        sigma: float,
+        e_mats: tuple[FloatArray, FloatArray],
+        rows: tuple[FloatArray, FloatArray, FloatArray, IntArray, IntArray],
+    ) -> KenwardRogerBlocks:
+        """:meth:`kenward_roger_blocks` for patients nested in clinics (``V`` block-diagonal by clinic).
+
+        Parameters
+        ----------
+        theta, sigma : the variance parameters.
+        e_mats : tuple of numpy.ndarray
+            ``(k1, q1, q1)`` and ``(k2, q2, q2)``: derivative matrices of the patient and clinic covariance
+            blocks; ``sigma^2`` is appended last.
+        rows : tuple
+            ``(x, z1, z2, g1, g2)``, the rows the statistics were computed from (rows of a patient
+            contiguous, patients ordered by clinic).
+
+        Notes
+        -----
+        With ``W = s I + Z1 D1 Z1'`` (block-diagonal by patient, ``W^-1 = (I - Z1 B0 Z1') / s``) and ``M =
+        s Lambda2 S^-1 Lambda2'`` per clinic (``S`` the engine's Schur complement), ``V^-1 = W^-1 - W^-1 Z2 M
+        Z2' W^-1``. ``V^-1`` is applied to ``n x k`` row arrays by per-patient and per-clinic sums (bincount)
+        and gathers, never as a matrix: ``T = V^-1 X``, ``P_a = -sum (Z'T)' E_a (Z'T)`` per group, ``Q_ab =
+        (G_a T)' V^-1 (G_b T)``. The traces use ``Z1_i' V^-1 Z1_j = delta_ij K_i - h_i M h_j'`` (``K_i =
+        Z1_i'W^-1 Z1_i``, ``h_i = Z1_i' W^-1 Z2``), so the sum over pairs of patients of a clinic is a
+        ``q2 x q2`` product per clinic; ``tr V^-2 = tr W^-2 - 2 tr(M Z2'W^-3 Z2) + tr(M H2 M H2)`` with
+        ``H2 = Z2' W^-2 Z2``. Cost ``O(n p k)`` for ``k`` parameters, linear in the rows.
+        """
+        o = self._outer
+        if o is None:
+            raise ValueError("kenward_roger_blocks_nested needs a nested model; use kenward_roger_blocks")
+        x, z1, z2, g1, g2 = rows
+        m1, m2 = self.m1, o.m2
+        st = self._solve(theta)
+        if st.outer is None:  # pragma: no cover - a nested engine always has the outer state
+            raise ValueError("nested state missing")
+        s = float(sigma) ** 2
+        l1, l2 = st.l1, st.outer.l2
+        b0 = l1 @ np.moveaxis(st.ainv, -1, 0) @ l1.T  # (m1, q1, q1)
+        mm = s * (l2 @ np.moveaxis(st.outer.scinv, -1, 0) @ l2.T)  # (m2, q2, q2)
+        q1 = b0.shape[1]
+
+        def gsum(g: IntArray, u: FloatArray, v: FloatArray, m: int) -> FloatArray:
+            return np.moveaxis(_group_cross(g, u, v, m), -1, 0)  # (m, ku, kv)
+
+        def winv(y: FloatArray) -> FloatArray:
+            coef = b0 @ gsum(g1, z1, y, m1)  # (m1, q1, k)
+            out: FloatArray = (y - np.einsum("nq,nqk->nk", z1, coef[g1])) / s
+            return out
+
+        wz2 = winv(z2)
+
+        def vinv(y: FloatArray) -> FloatArray:
+            wy = winv(y)
+            out: FloatArray = wy - np.einsum("nq,nqk->nk", wz2, (mm @ gsum(g2, z2, wy, m2))[g2])
+            return out
+
+        t = vinv(x)
+        z1t = gsum(g1, z1, t, m1)
+        z2t = gsum(g2, z2, t, m2)
+        e1, e2 = (np.asarray(e, dtype=float) for e in e_mats)
+        k1, k2 = e1.shape[0], e2.shape[0]
+        k = k1 + k2 + 1
+        p = x.shape[1]
+        p_mats = np.empty((k, p, p))
+        p_mats[:k1] = -np.einsum("mqp,aqr,mrs->aps", z1t, e1, z1t, optimize=True)
+        p_mats[k1 : k1 + k2] = -np.einsum("mqp,aqr,mrs->aps", z2t, e2, z2t, optimize=True)
+        p_mats[-1] = -(t.T @ t)
+        ys = [np.einsum("nq,qr,nrp->np", z1, e1[a], z1t[g1], optimize=True) for a in range(k1)]
+        ys += [np.einsum("nq,qr,nrp->np", z2, e2[c], z2t[g2], optimize=True) for c in range(k2)]
+        ys.append(t)
+        vys = [vinv(y) for y in ys]
+        q_mats = np.empty((k, k, p, p))
+        for a in range(k):  # k (<= ~10) parameters; each product is one pass over the rows
+            for b in range(k):
+                q_mats[a, b] = ys[a].T @ vys[b]
+        # traces
+        c11 = np.moveaxis(self.c11, -1, 0)
+        c12 = np.moveaxis(o.c12, -1, 0)  # (m1, q1, q2)
+        nmat = (np.eye(q1) - c11 @ b0) / s
+        kw = nmat @ c11
+        kw = 0.5 * (kw + kw.transpose(0, 2, 1))  # Z1'W^-1 Z1 per patient
+        h1 = nmat @ c12  # Z1'W^-1 Z2 per patient
+        hh = gsum(g2, z2, wz2, m2)
+        hh = 0.5 * (hh + hh.transpose(0, 2, 1))  # Z2'W^-1 Z2 per clinic
+        h2 = gsum(g2, wz2, wz2, m2)  # Z2'W^-2 Z2
+        mp = mm[o.parent]  # M of each patient's clinic
+        u = h1 @ mp @ h1.transpose(0, 2, 1)  # h M h' per patient
+        kt = np.empty((k, k))
+        ke = np.einsum("mqr,ars->amqs", kw, e1, optimize=True)
+        ue = np.einsum("mqr,ars->amqs", u, e1, optimize=True)
+        sig = np.stack(
+            [np.add.reduceat(h1.transpose(0, 2, 1) @ e1[a] @ h1, o.cstarts, axis=0) for a in range(k1)]
+        )
+        msig = np.einsum("mqr,amrs->amqs", mm, sig)
+        kt[:k1, :k1] = (
+            np.einsum("amqs,bmsq->ab", ke, ke, optimize=True)
+            - 2.0 * np.einsum("amqs,bmsq->ab", ke, ue, optimize=True)
+            + np.einsum("amqs,bmsq->ab", msig, msig, optimize=True)
+        )
+        j = h1 - h1 @ mp @ hh[o.parent]  # Z1_i' V^-1 Z2
+        kt[:k1, k1 : k1 + k2] = np.einsum("aqr,mrs,cst,mqt->ac", e1, j, e2, j, optimize=True)
+        kt[k1 : k1 + k2, :k1] = kt[:k1, k1 : k1 + k2].T
+        kc = hh - hh @ mm @ hh  # Z2' V^-1 Z2
+        kce = np.einsum("mqr,crs->cmqs", kc, e2)
+        kt[k1 : k1 + k2, k1 : k1 + k2] = np.einsum("amqs,bmsq->ab", kce, kce, optimize=True)
+        # Z1_i' V^-2 Z1_i = Z1'W^-2 Z1 - (N h M h' + its transpose) + h M H2 M h', with Z1'W^-2 = N Z1'W^-1
+        cross = nmat @ h1 @ mp @ h1.transpose(0, 2, 1)
+        zv2z1 = (
+            nmat @ kw
+            - (cross + cross.transpose(0, 2, 1))
+            + h1 @ mp @ h2[o.parent] @ mp @ h1.transpose(0, 2, 1)
+        )
+        kt[:k1, -1] = kt[-1, :k1] = np.einsum("aqr,mrq->a", e1, zv2z1)
+        vz2 = vinv(z2)
+        zv2z2 = gsum(g2, vz2, vz2, m2)
+        kt[k1 : k1 + k2, -1] = kt[-1, k1 : k1 + k2] = np.einsum("aqr,mrq->a", e2, zv2z2)
+        bc = b0 @ c11
+        tr_w2 = (self.n - 2.0 * np.einsum("mqq->", bc) + np.einsum("mqr,mrq->", bc, bc)) / (s * s)
+        z2w3z2 = gsum(g2, wz2, winv(wz2), m2)
+        mh2 = mm @ h2
+        kt[-1, -1] = tr_w2 - 2.0 * np.einsum("mqr,mrq->", mm, z2w3z2) + np.einsum("mqr,mrq->", mh2, mh2)
+        phi_inv = x.T @ t
+        return {"phi_inv": 0.5 * (phi_inv + phi_inv.T), "p_mats": p_mats, "q_mats": q_mats, "ktrace": kt}

@@ -176,8 +176,7 @@ class GrowthModel:
         Extra optimizer runs allowed when a final check fails.
     ddf : {"satterthwaite", "kenward-roger"}
         Denominator df (and, for Kenward-Roger, the adjusted covariance of beta) of every t- and F-test,
-        marginal mean and prediction interval of the fit. Kenward-Roger needs a REML fit of one grouping
-        level (e.g. ``(week | patient)``).
+        marginal mean and prediction interval of the fit. Kenward-Roger needs a REML fit.
 
     Attributes
     ----------
@@ -280,11 +279,6 @@ class GrowthModel:
         else:
             frame = frame.sort(inner, maintain_order=True).with_columns(pl.col(inner).rle_id().alias("__g1"))
         self.structure_.layout(inner)
-        if self.ddf == "kenward-roger" and self.structure_.outer is not None:
-            raise ModelSpecificationError(
-                f"Kenward-Roger inference is implemented for one grouping level; formula {self.formula!r} "
-                f"nests {inner!r} in {self.structure_.outer!r}: use ddf 'satterthwaite' for it"
-            )
         self.n_groups_ = {g: counts[g] for g in (inner, self.structure_.outer) if g is not None}
         return frame
 
@@ -358,6 +352,8 @@ class GrowthModel:
             z_all.append(z2)
             g2: IntArray = frame["__g2"].to_numpy()
             engine = ProfiledDeviance(x, y, z1, g1, st.specs[st.inner], z2, g2, st.specs[st.outer])
+            if self.ddf == "kenward-roger":  # the nested KR blocks are sums over the rows (no n x n matrix)
+                self._kr_rows = (x, z1, z2, g1, g2)
         else:
             engine = ProfiledDeviance(x, y, z1, g1, st.specs[st.inner])
         for z in z_all:
@@ -656,17 +652,19 @@ class GrowthModel:
         """Kenward-Roger inference at ``(theta, sigma)`` in pbkrtest's parametrisation (``VarCorr``
         elements of each term and ``sigma^2``) from the engine's per-patient blocks."""
         st = self.structure_
-        q1 = st.specs[st.inner].q
-        e_list: list[FloatArray] = []
+        e_mats: dict[str, list[FloatArray]] = {grp: [] for grp in st.specs}
         for t, off, k, _ in st.term_slices:
-            if t.group != st.inner:  # pragma: no cover - nested models are refused in _prepare
-                continue
+            q = st.specs[t.group].q
             for j in range(k):
                 for i in range(j, k):
-                    e = np.zeros((q1, q1))
+                    e = np.zeros((q, q))
                     e[off + i, off + j] = e[off + j, off + i] = 1.0
-                    e_list.append(e)
-        blocks = self.engine_.kenward_roger_blocks(theta, sigma, np.stack(e_list))
+                    e_mats[t.group].append(e)
+        if st.outer is None:
+            blocks = self.engine_.kenward_roger_blocks(theta, sigma, np.stack(e_mats[st.inner]))
+        else:
+            e_pair = (np.stack(e_mats[st.inner]), np.stack(e_mats[st.outer]))
+            blocks = self.engine_.kenward_roger_blocks_nested(theta, sigma, e_pair, self._kr_rows)
         kr = kenward_roger(blocks["phi_inv"], blocks["p_mats"], blocks["q_mats"], blocks["ktrace"])
         w = self.inference_
         return KenwardRogerInference(
