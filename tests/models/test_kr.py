@@ -141,3 +141,13 @@ def test_kr_refusals_name_the_fix() -> None:
         GrowthModel("y ~ week + (week | patient)", reml=False, ddf="kenward-roger")
     with pytest.raises(ModelSpecificationError, match="satterthwaite, kenward-roger"):
         GrowthModel("y ~ week + (week | patient)", ddf="KR")
+
+
+def test_kr_f_test_refuses_dependent_rows(kr_fits: dict[str, GrowthModel]) -> None:
+    m = kr_fits["unbalanced_missing"]
+    p = len(m.beta_)
+    rows = np.eye(p)[1:3]
+    with pytest.raises(ModelSpecificationError, match="linearly dependent"):
+        m.f_test(np.vstack([rows, rows.sum(axis=0)]))
+    # a one-row KR F-test has the t-test's df (both are Lb_ddf of that row)
+    assert np.isclose(m.f_test(rows[:1])["den_df"], m.summary["df"][1], rtol=1e-12)
