@@ -202,12 +202,8 @@ def fit_command(
 
             if subject is None or visit is None:
                 raise UnusableInputError("--model mmrm needs --subject and --visit")
-            if ddf is not DdfMethod.satterthwaite:
-                raise UnusableInputError(
-                    f"--ddf {ddf.value} is not available for --model mmrm yet; use --ddf satterthwaite"
-                )
             fit_mmrm_command(
-                frame, formula, subject, visit, covariance, not ml, refs, emmeans, json_out, quiet
+                frame, formula, subject, visit, covariance, not ml, refs, emmeans, json_out, quiet, ddf.value
             )
             return
         if model is not ModelKind.lmm:  # pragma: no cover - only lmm exists yet

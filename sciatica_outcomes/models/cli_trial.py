@@ -127,6 +127,7 @@ def fit_mmrm_command(
     emmeans: str | None = None,
     json_out: Path | None = None,
     quiet: bool = False,
+    ddf: str = "satterthwaite",
 ) -> MMRMResult:
     """Fit an MMRM for ``sciatica-outcomes fit --model mmrm`` and print / write its results.
 
@@ -143,7 +144,9 @@ def fit_mmrm_command(
         raise UnusableInputError(
             f"--covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {covariance!r}"
         )
-    res = MMRM(formula, subject, visit, covariance=covariance, reml=reml, reference=dict(reference or {}))
+    res = MMRM(
+        formula, subject, visit, covariance=covariance, reml=reml, reference=dict(reference or {}), ddf=ddf
+    )
     result = res.fit(frame).result_
     out = result.to_dict()
     em = None

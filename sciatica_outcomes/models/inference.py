@@ -461,7 +461,11 @@ def _kr_ddf(a1: FloatArray, a2: FloatArray, q: int) -> tuple[FloatArray, FloatAr
 
 
 def kenward_roger(
-    phi_inv: FloatArray, p_mats: FloatArray, q_mats: FloatArray, ktrace: FloatArray
+    phi_inv: FloatArray,
+    p_mats: FloatArray,
+    q_mats: FloatArray,
+    ktrace: FloatArray,
+    w: FloatArray | None = None,
 ) -> KenwardRoger:
     """Kenward-Roger adjusted covariance of beta for a covariance structure linear in its parameters.
 
@@ -475,6 +479,9 @@ def kenward_roger(
         ``(k, k, p, p)``: ``Q_ab = X' V^-1 G_a V^-1 G_b V^-1 X``.
     ktrace : numpy.ndarray
         ``(k, k)``: ``tr(V^-1 G_a V^-1 G_b)``.
+    w : numpy.ndarray, optional
+        ``(k, k)`` covariance of ``gamma`` to use instead of the inverse expected information (SAS PROC
+        MIXED and mmrm use the inverse observed information, ``2 H^-1`` of the REML criterion).
 
     Returns
     -------
@@ -507,7 +514,9 @@ def kenward_roger(
     )
     ie2 = 0.5 * (ie2 + ie2.T)
     condition = float(np.min(np.abs(np.linalg.eigvalsh(ie2))))
-    if condition > 1e-10:
+    if w is not None:
+        w = np.asarray(w, dtype=float)
+    elif condition > 1e-10:
         w = 2.0 * np.linalg.inv(ie2)
     else:  # MASS::ginv's tolerance
         w = 2.0 * np.linalg.pinv(ie2, rcond=float(np.sqrt(np.finfo(float).eps)), hermitian=True)

@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, cast
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,14 @@ from sciatica_outcomes._typing import FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models.emmeans import EmmeansResult, _column_mean, emmeans
 from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
-from sciatica_outcomes.models.inference import FTest, WaldInference, vcov_varpar_from_hessian
+from sciatica_outcomes.models.inference import (
+    DDF_METHODS,
+    FTest,
+    KenwardRogerInference,
+    WaldInference,
+    kenward_roger,
+    vcov_varpar_from_hessian,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -390,6 +397,32 @@ class _Criterion:
             hess[:, j] = (self.grad(up) - self.grad(dn)) / (2.0 * h)
         return 0.5 * (hess + hess.T)
 
+    def kenward_roger_blocks(self, ev: _Evaluation, g_mats: FloatArray) -> dict[str, FloatArray]:
+        """Summed ``P_a``, ``Q_ab`` and ``tr(V^-1 G_a V^-1 G_b)`` for ``Sigma = sum_a gamma_a G_a``.
+
+        Notes
+        -----
+        Per pattern ``k`` (visits ``S``, ``n_k`` subjects, ``W = Sigma_S^-1``, ``C[u, v] = sum x_iu x_iv'``):
+        ``P_a = -sum_uv (W G_a W)[u, v] C[u, v]``, ``Q_ab = sum_uv (W G_a W G_b W)[u, v] C[u, v]`` and
+        ``n_k tr(W G_a W G_b)``, with ``G_a`` restricted to ``S``: cost ``O(patterns)``.
+        """
+        p = self.p
+        k = g_mats.shape[0]
+        p_mats = np.zeros((k, p, p))
+        q_mats = np.zeros((k, k, p, p))
+        ktrace = np.zeros((k, k))
+        for vis, cnt, w, ten in zip(
+            self.pats.visit_sets, self.pats.counts, ev.weights, self.pats.tensors, strict=True
+        ):
+            c = ten[:, :p, :, :p]
+            wg = np.einsum("uv,avw->auw", w, g_mats[:, vis][:, :, vis])  # W G_a
+            wgw = wg @ w
+            p_mats -= np.einsum("auv,uivj->aij", wgw, c)
+            wgwgw = np.einsum("auv,bvw->abuw", wg, wgw)
+            q_mats += np.einsum("abuv,uivj->abij", wgwgw, c)
+            ktrace += float(cnt) * np.einsum("auv,bvu->ab", wg, wg)
+        return {"p_mats": p_mats, "q_mats": q_mats, "ktrace": ktrace}
+
     def vcov_jacobian(self, theta: FloatArray, ev: _Evaluation) -> FloatArray:
         """``d vcov(beta) / d theta_j`` (shape ``(q, p, p)``), analytic: ``-V (dA/dtheta_j) V``."""
         p = self.p
@@ -673,7 +706,8 @@ class MMRMResult:
             "subject": self.subject,
             "visit": self.visit,
             "method": "REML" if self.reml else "ML",
-            "df_method": "satterthwaite",
+            "df_method": self.inference.ddf_method,
+            "ddf_method": self.inference.ddf_method,
             "n_obs": self.n_obs,
             "n_subjects": self.n_subjects,
             "fixed_effects": self.summary.to_dicts(),
@@ -813,6 +847,10 @@ class MMRM:
         Confidence level of intervals.
     max_iter : int
         Maximum optimizer iterations.
+    ddf : {"satterthwaite", "kenward-roger"}
+        Denominator df of the tests. Kenward-Roger (REML, ``us`` only) is computed in SAS's linear
+        parametrisation of ``Sigma`` by its elements, where Kenward-Roger and Kenward-Roger-linear coincide
+        (PROC MIXED ``DDFM=KR``).
 
     Notes
     -----
@@ -850,7 +888,15 @@ class MMRM:
         reml: bool = True,
         level: float = 0.95,
         max_iter: int = 500,
+        ddf: str = "satterthwaite",
     ) -> None:
+        if ddf not in DDF_METHODS:
+            raise ModelSpecificationError(f"ddf {ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}")
+        if ddf == "kenward-roger" and (not reml or covariance != "us"):
+            raise ModelSpecificationError(
+                "Kenward-Roger inference of the MMRM is available for REML fits with covariance 'us'; "
+                f"got reml={reml}, covariance {covariance!r}: use covariance 'us' or ddf 'satterthwaite'"
+            )
         if covariance not in COVARIANCE_STRUCTURES:
             raise ModelSpecificationError(
                 f"covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {covariance!r}"
@@ -866,6 +912,7 @@ class MMRM:
         self.reml = reml
         self.level = level
         self.max_iter = max_iter
+        self.ddf = ddf
 
     # ---- data preparation ------------------------------------------------------------------------
     def _prepare(self, data: FrameLike) -> _Prepared:
@@ -1002,6 +1049,27 @@ class MMRM:
             vcov_varpar=theta_cov,
             hessian_eigenvalues=eig_desc,
         )
+        if self.ddf == "kenward-roger":
+            g_mats = np.zeros((t * (t + 1) // 2, t, t))
+            rows, cols = np.tril_indices(t)
+            g_mats[np.arange(rows.size), rows, cols] = 1.0
+            g_mats[np.arange(rows.size), cols, rows] = 1.0
+            blocks = crit.kenward_roger_blocks(ev, g_mats)
+            # Cov(gamma) = J' Cov(theta) J with J = d gamma / d theta (the lower triangle of dSigma/dtheta):
+            # the inverse observed information, as SAS PROC MIXED DDFM=KR and mmrm use it
+            jac = _sigma_jacobian(theta, struct, t)[:, rows, cols]  # (q, k)
+            w_gamma = jac.T @ theta_cov @ jac
+            a_mat = cast("FloatArray", np.linalg.inv(ev.a_inv))  # X'V^-1X (float64; the stubs say floating)
+            kr = kenward_roger(a_mat, blocks["p_mats"], blocks["q_mats"], blocks["ktrace"], w=w_gamma)
+            inference = KenwardRogerInference(
+                names=inference.names,
+                beta=inference.beta,
+                vcov_beta=inference.vcov_beta,
+                jacobian=inference.jacobian,
+                vcov_varpar=inference.vcov_varpar,
+                hessian_eigenvalues=inference.hessian_eigenvalues,
+                kr=kr,
+            )
         summary = inference.contrast(np.eye(len(names)), level=self.level, labels=names)
         sigma = ev.sigma
         levels = prep["levels"]

@@ -158,7 +158,10 @@ def test_fit_ddf_kenward_roger_json_matches_pbkrtest(tmp_path: Path) -> None:
 def test_fit_ddf_kenward_roger_refusals_are_one_sentence() -> None:
     data = str(REFERENCE / "nested_clinic.csv")
     nested = "y ~ week * adherence + age + (1 | clinic) + (week | patient)"
-    for extra in (["--ml"], ["--model", "mmrm", "--subject", "patient", "--visit", "week"]):
+    for extra in (
+        ["--ml"],
+        ["--model", "mmrm", "--subject", "patient", "--visit", "week", "--covariance", "cs"],
+    ):
         r = invoke("fit", "--data", data, "--formula", nested, "--ddf", "kenward-roger", *extra)
         assert r.returncode == 2
         lines = r.stderr.strip().splitlines()
