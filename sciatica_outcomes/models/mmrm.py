@@ -185,6 +185,33 @@ def _sigma(theta: FloatArray, structure: str, t: int) -> FloatArray:
     return sd[:, None] * corr * sd[None, :]
 
 
+#: structures whose Sigma is linear in SAS's parameters (Kenward-Roger = Kenward-Roger-linear)
+_LINEAR = ("us", "cs", "toep")
+
+
+def _linear_basis(structure: str, t: int) -> FloatArray:
+    """``G_a`` with ``Sigma = sum_a gamma_a G_a`` in SAS PROC MIXED's parameters, shape ``(k, T, T)``.
+
+    ``us``: one symmetric 0/1 matrix per element of the lower triangle (``UN(i,j)``); ``cs``: the all-ones
+    matrix (``CS``, the covariance) and the identity (``Residual``); ``toep``: one band per lag (``TOEP(k)``,
+    the covariance at lag ``k``).
+    """
+    if structure == "us":
+        rows, cols = np.tril_indices(t)
+        g = np.zeros((rows.size, t, t))
+        g[np.arange(rows.size), rows, cols] = 1.0
+        g[np.arange(rows.size), cols, rows] = 1.0
+        return g
+    if structure == "cs":
+        return np.stack([np.ones((t, t)), np.eye(t)])
+    if structure == "toep":
+        lag = np.abs(np.subtract.outer(np.arange(t), np.arange(t)))
+        return np.stack([(lag == k).astype(float) for k in range(t)])
+    raise ModelSpecificationError(
+        f"no linear parametrisation of covariance {structure!r}; use one of {_LINEAR}"
+    )
+
+
 def _sigma_jacobian(theta: FloatArray, structure: str, t: int) -> FloatArray:
     """``dSigma / dtheta_j`` for every parameter (shape ``(q, T, T)``), by complex step."""
     h = 1e-30
@@ -848,9 +875,9 @@ class MMRM:
     max_iter : int
         Maximum optimizer iterations.
     ddf : {"satterthwaite", "kenward-roger"}
-        Denominator df of the tests. Kenward-Roger (REML, ``us`` only) is computed in SAS's linear
-        parametrisation of ``Sigma`` by its elements, where Kenward-Roger and Kenward-Roger-linear coincide
-        (PROC MIXED ``DDFM=KR``).
+        Denominator df of the tests. Kenward-Roger (REML; ``us``, ``cs``, ``toep``) is computed in SAS's
+        parametrisation of ``Sigma``, linear for these structures, where Kenward-Roger and
+        Kenward-Roger-linear coincide (PROC MIXED ``DDFM=KR``), with ``W`` the inverse observed information.
 
     Notes
     -----
@@ -892,10 +919,11 @@ class MMRM:
     ) -> None:
         if ddf not in DDF_METHODS:
             raise ModelSpecificationError(f"ddf {ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}")
-        if ddf == "kenward-roger" and (not reml or covariance != "us"):
+        if ddf == "kenward-roger" and (not reml or covariance not in _LINEAR):
             raise ModelSpecificationError(
-                "Kenward-Roger inference of the MMRM is available for REML fits with covariance 'us'; "
-                f"got reml={reml}, covariance {covariance!r}: use covariance 'us' or ddf 'satterthwaite'"
+                "Kenward-Roger inference of the MMRM is available for REML fits with a covariance linear "
+                f"in its elements ({', '.join(_LINEAR)}); got reml={reml}, covariance {covariance!r}: "
+                "use one of those or ddf 'satterthwaite'"
             )
         if covariance not in COVARIANCE_STRUCTURES:
             raise ModelSpecificationError(
@@ -1050,15 +1078,15 @@ class MMRM:
             hessian_eigenvalues=eig_desc,
         )
         if self.ddf == "kenward-roger":
-            g_mats = np.zeros((t * (t + 1) // 2, t, t))
-            rows, cols = np.tril_indices(t)
-            g_mats[np.arange(rows.size), rows, cols] = 1.0
-            g_mats[np.arange(rows.size), cols, rows] = 1.0
+            g_mats = _linear_basis(struct, t)
             blocks = crit.kenward_roger_blocks(ev, g_mats)
-            # Cov(gamma) = J' Cov(theta) J with J = d gamma / d theta (the lower triangle of dSigma/dtheta):
-            # the inverse observed information, as SAS PROC MIXED DDFM=KR and mmrm use it
-            jac = _sigma_jacobian(theta, struct, t)[:, rows, cols]  # (q, k)
-            w_gamma = jac.T @ theta_cov @ jac
+            # Cov(gamma) = J' Cov(theta) J with J = d gamma / d theta (dSigma/dtheta in the basis G): the
+            # inverse observed information, as SAS PROC MIXED DDFM=KR and mmrm use it
+            g_flat = g_mats.reshape(g_mats.shape[0], -1)
+            jac = np.linalg.lstsq(g_flat.T, _sigma_jacobian(theta, struct, t).reshape(theta.shape[0], -1).T)[
+                0
+            ]
+            w_gamma = jac @ theta_cov @ jac.T
             a_mat = cast("FloatArray", np.linalg.inv(ev.a_inv))  # X'V^-1X (float64; the stubs say floating)
             kr = kenward_roger(a_mat, blocks["p_mats"], blocks["q_mats"], blocks["ktrace"], w=w_gamma)
             inference = KenwardRogerInference(

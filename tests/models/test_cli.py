@@ -160,7 +160,7 @@ def test_fit_ddf_kenward_roger_refusals_are_one_sentence() -> None:
     nested = "y ~ week * adherence + age + (1 | clinic) + (week | patient)"
     for extra in (
         ["--ml"],
-        ["--model", "mmrm", "--subject", "patient", "--visit", "week", "--covariance", "cs"],
+        ["--model", "mmrm", "--subject", "patient", "--visit", "week", "--covariance", "ar1"],
     ):
         r = invoke("fit", "--data", data, "--formula", nested, "--ddf", "kenward-roger", *extra)
         assert r.returncode == 2
@@ -168,3 +168,18 @@ def test_fit_ddf_kenward_roger_refusals_are_one_sentence() -> None:
         assert len(lines) == 1 and lines[0].startswith("error: ") and "satterthwaite" in lines[0], r.stderr
     r = invoke("fit", "--data", data, "--formula", nested, "--ddf", "kr")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_fit_mmrm_ddf_kenward_roger_names_the_method(tmp_path: Path) -> None:
+    out = tmp_path / "mmrm.json"
+    fev = tmp_path / "fev.csv"  # R's NA written as empty cells
+    pl.read_csv(REFERENCE.parent / "mmrm" / "fev_data.csv", null_values="NA").write_csv(fev)
+    model = ["--model", "mmrm", "--subject", "USUBJID", "--visit", "AVISIT", "--covariance", "cs"]
+    formula = ["--formula", "FEV1 ~ ARMCD + AVISIT"]
+    r = invoke(
+        "fit", "--data", str(fev), *formula, *model, "--ddf", "kenward-roger", "--quiet", "--json", str(out)
+    )
+    assert r.returncode == 0, r.stderr
+    got = json.loads(out.read_text())
+    assert got["ddf_method"] == "kenward-roger"
+    assert {"term", "estimate", "se", "df", "t", "p"} <= set(got["fixed_effects"][0])
