@@ -44,9 +44,14 @@ class DdfMethod(StrEnum):
 
     satterthwaite = "satterthwaite"
     kenward_roger = "kenward-roger"
+    kenward_roger_linear = "kenward-roger-linear"
 
 
-_DDF_TITLE = {"satterthwaite": "Satterthwaite df", "kenward-roger": "Kenward-Roger df and SE"}
+_DDF_TITLE = {
+    "satterthwaite": "Satterthwaite df",
+    "kenward-roger": "Kenward-Roger df and SE",
+    "kenward-roger-linear": "Kenward-Roger (linear) df and SE",
+}
 
 
 def read_frame(path: Path) -> pl.DataFrame:
@@ -159,7 +164,8 @@ def fit_command(
         DdfMethod,
         typer.Option(
             "--ddf",
-            help="Denominator df of the t- and F-tests: satterthwaite, or kenward-roger (REML, adjusted SE).",
+            help="Denominator df of the t- and F-tests: satterthwaite, kenward-roger or kenward-roger-linear "
+            "(REML, adjusted SE).",
         ),
     ] = DdfMethod.satterthwaite,
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print tables.")] = False,
@@ -208,9 +214,9 @@ def fit_command(
             return
         if model is not ModelKind.lmm:  # pragma: no cover - only lmm exists yet
             raise UnusableInputError(f"--model {model.value!r} is not available")
-        if ddf is DdfMethod.kenward_roger and ml:
+        if ddf is not DdfMethod.satterthwaite and ml:
             raise UnusableInputError(
-                "--ddf kenward-roger needs a REML fit: drop --ml or use --ddf satterthwaite"
+                f"--ddf {ddf.value} needs a REML fit: drop --ml or use --ddf satterthwaite"
             )
         fitted = GrowthModel(formula, reml=not ml, reference=refs, ddf=ddf.value).fit(frame)
         out = fitted.to_dict()

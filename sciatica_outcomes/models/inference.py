@@ -26,6 +26,7 @@ __all__ = [
     "KenwardRoger",
     "KenwardRogerFTest",
     "KenwardRogerInference",
+    "KenwardRogerLinearInference",
     "LikelihoodRatioTest",
     "WaldInference",
     "kenward_roger",
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 #: denominator-df methods of the fixed-effects tests (``--ddf`` of the ``fit`` command)
-DDF_METHODS = ("satterthwaite", "kenward-roger")
+DDF_METHODS = ("satterthwaite", "kenward-roger", "kenward-roger-linear")
 
 
 def _steps(x: FloatArray, rel: float) -> FloatArray:
@@ -466,6 +467,7 @@ def kenward_roger(
     q_mats: FloatArray,
     ktrace: FloatArray,
     w: FloatArray | None = None,
+    r_mats: FloatArray | None = None,
 ) -> KenwardRoger:
     """Kenward-Roger adjusted covariance of beta for a covariance structure linear in its parameters.
 
@@ -482,6 +484,9 @@ def kenward_roger(
     w : numpy.ndarray, optional
         ``(k, k)`` covariance of ``gamma`` to use instead of the inverse expected information (SAS PROC
         MIXED and mmrm use the inverse observed information, ``2 H^-1`` of the REML criterion).
+    r_mats : numpy.ndarray, optional
+        ``(k, k, p, p)``: ``R_ab = X' V^-1 (d^2 V / d gamma_a d gamma_b) V^-1 X`` of a covariance that is not
+        linear in ``gamma`` (omitted: 0, the linear or "Kenward-Roger-linear" adjustment).
 
     Returns
     -------
@@ -522,7 +527,10 @@ def kenward_roger(
         w = 2.0 * np.linalg.pinv(ie2, rcond=float(np.sqrt(np.finfo(float).eps)), hermitian=True)
     w = 0.5 * (w + w.T)
     pphip = np.einsum("aij,bjk->abik", np.einsum("aij,jk->aik", pp, phi), pp)  # P_a Phi P_b
-    uu = np.einsum("ab,abij->ij", w, qq - pphip)
+    inner = qq - pphip
+    if r_mats is not None:
+        inner = inner - 0.25 * np.asarray(r_mats, dtype=float)
+    uu = np.einsum("ab,abij->ij", w, inner)
     adj = phi + 2.0 * phi @ uu @ phi
     return KenwardRoger(phi=phi, phi_adjusted=0.5 * (adj + adj.T), p_mats=pp, w=w, condition=condition)
 
@@ -559,6 +567,13 @@ class KenwardRogerInference(WaldInference):
     def f_test(self, contrast: FloatArray, rhs: FloatArray | float = 0.0, eps: float = 1.49e-8) -> FTest:
         """Kenward-Roger F-test of ``L beta = rhs`` (:meth:`KenwardRoger.f_test`; ``eps`` is unused)."""
         return self._kr().f_test(self.beta, self._as_matrix(contrast), rhs)
+
+
+@dataclass(frozen=True)
+class KenwardRogerLinearInference(KenwardRogerInference):
+    """:class:`KenwardRogerInference` of the first-order ("linear") adjustment, ``R_ab`` left out."""
+
+    ddf_method: ClassVar[str] = "kenward-roger-linear"
 
 
 @dataclass(frozen=True)

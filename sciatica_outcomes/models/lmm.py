@@ -29,6 +29,7 @@ from sciatica_outcomes.models.inference import (
     DDF_METHODS,
     FTest,
     KenwardRogerInference,
+    KenwardRogerLinearInference,
     LikelihoodRatioTest,
     kenward_roger,
     likelihood_ratio,
@@ -174,9 +175,11 @@ class GrowthModel:
         Convergence tolerance on the Newton decrement ``sqrt(g' H^-1 g)`` of the deviance.
     max_restarts : int
         Extra optimizer runs allowed when a final check fails.
-    ddf : {"satterthwaite", "kenward-roger"}
+    ddf : {"satterthwaite", "kenward-roger", "kenward-roger-linear"}
         Denominator df (and, for Kenward-Roger, the adjusted covariance of beta) of every t- and F-test,
-        marginal mean and prediction interval of the fit. Kenward-Roger needs a REML fit.
+        marginal mean and prediction interval of the fit. Kenward-Roger needs a REML fit; the covariance is
+        linear in pbkrtest's parameters (``VarCorr`` elements, ``sigma^2``), so "kenward-roger-linear" gives
+        the same numbers (and names itself in the results).
 
     Attributes
     ----------
@@ -211,7 +214,7 @@ class GrowthModel:
     ) -> None:
         if ddf not in DDF_METHODS:
             raise ModelSpecificationError(f"ddf {ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}")
-        if ddf == "kenward-roger" and not reml:
+        if ddf.startswith("kenward-roger") and not reml:
             raise ModelSpecificationError(
                 "Kenward-Roger inference needs a REML fit: drop --ml (reml=False) or use ddf 'satterthwaite'"
             )
@@ -352,7 +355,9 @@ class GrowthModel:
             z_all.append(z2)
             g2: IntArray = frame["__g2"].to_numpy()
             engine = ProfiledDeviance(x, y, z1, g1, st.specs[st.inner], z2, g2, st.specs[st.outer])
-            if self.ddf == "kenward-roger":  # the nested KR blocks are sums over the rows (no n x n matrix)
+            if self.ddf.startswith(
+                "kenward-roger"
+            ):  # the nested KR blocks are sums over the rows (no n x n matrix)
                 self._kr_rows = (x, z1, z2, g1, g2)
         else:
             engine = ProfiledDeviance(x, y, z1, g1, st.specs[st.inner])
@@ -599,7 +604,7 @@ class GrowthModel:
             return eng.deviance_vp(vp, reml, grad=True)[1]  # type: ignore[return-value]
 
         self.inference_ = satterthwaite_from_deviance(names, beta, varpar, eng.covbeta, gradient=grad_vp)
-        if self.ddf == "kenward-roger" and reml:
+        if self.ddf.startswith("kenward-roger") and reml:
             self.inference_ = self._kenward_roger(theta, sigma)
             self.vcov_adjusted_ = self.inference_.vcov_adjusted
         fixed = self.inference_.contrast(np.eye(len(names)), labels=names)
@@ -667,7 +672,8 @@ class GrowthModel:
             blocks = self.engine_.kenward_roger_blocks_nested(theta, sigma, e_pair, self._kr_rows)
         kr = kenward_roger(blocks["phi_inv"], blocks["p_mats"], blocks["q_mats"], blocks["ktrace"])
         w = self.inference_
-        return KenwardRogerInference(
+        cls = KenwardRogerLinearInference if self.ddf == "kenward-roger-linear" else KenwardRogerInference
+        return cls(
             names=w.names,
             beta=w.beta,
             vcov_beta=w.vcov_beta,

@@ -45,6 +45,7 @@ from sciatica_outcomes.models.inference import (
     DDF_METHODS,
     FTest,
     KenwardRogerInference,
+    KenwardRogerLinearInference,
     WaldInference,
     kenward_roger,
     vcov_varpar_from_hessian,
@@ -189,27 +190,87 @@ def _sigma(theta: FloatArray, structure: str, t: int) -> FloatArray:
 _LINEAR = ("us", "cs", "toep")
 
 
-def _linear_basis(structure: str, t: int) -> FloatArray:
-    """``G_a`` with ``Sigma = sum_a gamma_a G_a`` in SAS PROC MIXED's parameters, shape ``(k, T, T)``.
+def _powers(rho: Any, t: int) -> Any:
+    """``rho^0 .. rho^(T-1)`` by products (complex-safe)."""
+    out = [np.ones_like(rho)]
+    for _ in range(1, t):
+        out.append(out[-1] * rho)
+    return np.stack(out)
 
-    ``us``: one symmetric 0/1 matrix per element of the lower triangle (``UN(i,j)``); ``cs``: the all-ones
-    matrix (``CS``, the covariance) and the identity (``Residual``); ``toep``: one band per lag (``TOEP(k)``,
-    the covariance at lag ``k``).
+
+def _sas_sigma(gamma: FloatArray, structure: str, t: int) -> FloatArray:
+    """``Sigma`` from SAS PROC MIXED's covariance parameters ``gamma`` (complex-safe).
+
+    ``us``: ``UN(i,j)``, the lower triangle; ``cs``: ``CS`` (covariance) and ``Residual``; ``toep``:
+    ``TOEP(k)``, the covariance at lag ``k``; ``ar1``: ``Residual`` ``sigma^2`` and ``AR(1)`` ``rho``;
+    ``ar1h``, ``csh``: ``Var(1..T)`` and ``rho``; ``toeph``: ``Var(1..T)`` and the lag correlations.
     """
+    lag = np.abs(np.subtract.outer(np.arange(t), np.arange(t)))
     if structure == "us":
         rows, cols = np.tril_indices(t)
-        g = np.zeros((rows.size, t, t))
-        g[np.arange(rows.size), rows, cols] = 1.0
-        g[np.arange(rows.size), cols, rows] = 1.0
-        return g
+        out = np.zeros((t, t), dtype=gamma.dtype)
+        out[rows, cols] = gamma
+        out[cols, rows] = gamma
+        return out
     if structure == "cs":
-        return np.stack([np.ones((t, t)), np.eye(t)])
+        return cast("FloatArray", gamma[0] * np.ones((t, t)) + gamma[1] * np.eye(t))
     if structure == "toep":
-        lag = np.abs(np.subtract.outer(np.arange(t), np.arange(t)))
-        return np.stack([(lag == k).astype(float) for k in range(t)])
-    raise ModelSpecificationError(
-        f"no linear parametrisation of covariance {structure!r}; use one of {_LINEAR}"
-    )
+        return gamma[lag]
+    if structure == "ar1":
+        return cast("FloatArray", gamma[0] * _powers(gamma[1], t)[lag])
+    sd = np.sqrt(gamma[:t])
+    if structure == "ar1h":
+        corr = _powers(gamma[t], t)[lag]
+    elif structure == "csh":
+        corr = gamma[t] * np.ones((t, t)) + (1.0 - gamma[t]) * np.eye(t)
+    else:  # toeph
+        corr = np.concatenate([np.ones(1, dtype=gamma.dtype), gamma[t:]])[lag]
+    return cast("FloatArray", sd[:, None] * corr * sd[None, :])
+
+
+def _sas_gamma(sigma: FloatArray, structure: str, t: int) -> FloatArray:
+    """SAS's covariance parameters of a ``Sigma`` of the structure (inverse of :func:`_sas_sigma`)."""
+    if structure == "us":
+        return sigma[np.tril_indices(t)]
+    if structure == "cs":
+        return np.stack([sigma[0, 1], sigma[0, 0] - sigma[0, 1]])
+    if structure == "toep":
+        return sigma[0, :]
+    if structure == "ar1":
+        return np.stack([sigma[0, 0], sigma[0, 1] / sigma[0, 0]])
+    var = np.diagonal(sigma)
+    if structure in ("ar1h", "csh"):
+        return np.concatenate([var, np.stack([sigma[0, 1] / np.sqrt(sigma[0, 0] * sigma[1, 1])])])
+    return np.concatenate([var, sigma[0, 1:] / np.sqrt(sigma[0, 0] * var[1:])])
+
+
+def _sas_derivatives(gamma: FloatArray, structure: str, t: int) -> tuple[FloatArray, FloatArray]:
+    """``G_a = dSigma / dgamma_a`` (complex step) and ``H_ab = d^2 Sigma / dgamma_a dgamma_b``.
+
+    ``H`` is 0 for the linear structures and central differences of the complex-step ``G`` otherwise
+    (step ``1e-4 max(|gamma_a|, 0.01)``, error ``O(h^2)``, about 1e-8 relative).
+    """
+    k = gamma.shape[0]
+
+    def first(g: FloatArray) -> FloatArray:
+        out = np.empty((k, t, t))
+        for a in range(k):  # loop over the (few) covariance parameters
+            gc = g.astype(complex)
+            gc[a] += 1e-30j
+            out[a] = _sas_sigma(gc, structure, t).imag / 1e-30
+        return out
+
+    g_mats = first(gamma)
+    h_mats = np.zeros((k, k, t, t))
+    if structure not in _LINEAR:
+        for a in range(k):
+            h = 1e-4 * max(abs(float(gamma[a])), 1e-2)
+            up, dn = gamma.copy(), gamma.copy()
+            up[a] += h
+            dn[a] -= h
+            h_mats[a] = (first(up) - first(dn)) / (2.0 * h)
+        h_mats = 0.5 * (h_mats + h_mats.transpose(1, 0, 2, 3))
+    return g_mats, h_mats
 
 
 def _sigma_jacobian(theta: FloatArray, structure: str, t: int) -> FloatArray:
@@ -424,20 +485,24 @@ class _Criterion:
             hess[:, j] = (self.grad(up) - self.grad(dn)) / (2.0 * h)
         return 0.5 * (hess + hess.T)
 
-    def kenward_roger_blocks(self, ev: _Evaluation, g_mats: FloatArray) -> dict[str, FloatArray]:
+    def kenward_roger_blocks(
+        self, ev: _Evaluation, g_mats: FloatArray, h_mats: FloatArray | None = None
+    ) -> dict[str, FloatArray]:
         """Summed ``P_a``, ``Q_ab`` and ``tr(V^-1 G_a V^-1 G_b)`` for ``Sigma = sum_a gamma_a G_a``.
 
         Notes
         -----
         Per pattern ``k`` (visits ``S``, ``n_k`` subjects, ``W = Sigma_S^-1``, ``C[u, v] = sum x_iu x_iv'``):
         ``P_a = -sum_uv (W G_a W)[u, v] C[u, v]``, ``Q_ab = sum_uv (W G_a W G_b W)[u, v] C[u, v]`` and
-        ``n_k tr(W G_a W G_b)``, with ``G_a`` restricted to ``S``: cost ``O(patterns)``.
+        ``n_k tr(W G_a W G_b)``, with ``G_a`` restricted to ``S``: cost ``O(patterns)``; with the second
+        derivatives ``H_ab`` of a non-linear structure also ``R_ab = sum_uv (W H_ab W)[u, v] C[u, v]``.
         """
         p = self.p
         k = g_mats.shape[0]
         p_mats = np.zeros((k, p, p))
         q_mats = np.zeros((k, k, p, p))
         ktrace = np.zeros((k, k))
+        r_mats = np.zeros((k, k, p, p))
         for vis, cnt, w, ten in zip(
             self.pats.visit_sets, self.pats.counts, ev.weights, self.pats.tensors, strict=True
         ):
@@ -448,7 +513,10 @@ class _Criterion:
             wgwgw = np.einsum("auv,bvw->abuw", wg, wgw)
             q_mats += np.einsum("abuv,uivj->abij", wgwgw, c)
             ktrace += float(cnt) * np.einsum("auv,bvu->ab", wg, wg)
-        return {"p_mats": p_mats, "q_mats": q_mats, "ktrace": ktrace}
+            if h_mats is not None:
+                whw = np.einsum("uv,abvw,wx->abux", w, h_mats[:, :, vis][:, :, :, vis], w)
+                r_mats += np.einsum("abuv,uivj->abij", whw, c)
+        return {"p_mats": p_mats, "q_mats": q_mats, "ktrace": ktrace, "r_mats": r_mats}
 
     def vcov_jacobian(self, theta: FloatArray, ev: _Evaluation) -> FloatArray:
         """``d vcov(beta) / d theta_j`` (shape ``(q, p, p)``), analytic: ``-V (dA/dtheta_j) V``."""
@@ -874,10 +942,11 @@ class MMRM:
         Confidence level of intervals.
     max_iter : int
         Maximum optimizer iterations.
-    ddf : {"satterthwaite", "kenward-roger"}
-        Denominator df of the tests. Kenward-Roger (REML; ``us``, ``cs``, ``toep``) is computed in SAS's
-        parametrisation of ``Sigma``, linear for these structures, where Kenward-Roger and
-        Kenward-Roger-linear coincide (PROC MIXED ``DDFM=KR``), with ``W`` the inverse observed information.
+    ddf : {"satterthwaite", "kenward-roger", "kenward-roger-linear"}
+        Denominator df of the tests. Kenward-Roger (REML) is computed in SAS PROC MIXED's covariance
+        parameters (``DDFM=KR``; "kenward-roger-linear" leaves out the second derivatives of ``Sigma``, SAS's
+        ``DDFM=KR(FIRSTORDER)``), with ``W`` the inverse observed information. ``us``, ``cs`` and ``toep``
+        are linear in those parameters, so the two coincide for them.
 
     Notes
     -----
@@ -919,11 +988,9 @@ class MMRM:
     ) -> None:
         if ddf not in DDF_METHODS:
             raise ModelSpecificationError(f"ddf {ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}")
-        if ddf == "kenward-roger" and (not reml or covariance not in _LINEAR):
+        if ddf.startswith("kenward-roger") and not reml:
             raise ModelSpecificationError(
-                "Kenward-Roger inference of the MMRM is available for REML fits with a covariance linear "
-                f"in its elements ({', '.join(_LINEAR)}); got reml={reml}, covariance {covariance!r}: "
-                "use one of those or ddf 'satterthwaite'"
+                "Kenward-Roger inference needs a REML fit: use reml=True (drop --ml) or ddf 'satterthwaite'"
             )
         if covariance not in COVARIANCE_STRUCTURES:
             raise ModelSpecificationError(
@@ -1077,19 +1144,30 @@ class MMRM:
             vcov_varpar=theta_cov,
             hessian_eigenvalues=eig_desc,
         )
-        if self.ddf == "kenward-roger":
-            g_mats = _linear_basis(struct, t)
-            blocks = crit.kenward_roger_blocks(ev, g_mats)
-            # Cov(gamma) = J' Cov(theta) J with J = d gamma / d theta (dSigma/dtheta in the basis G): the
-            # inverse observed information, as SAS PROC MIXED DDFM=KR and mmrm use it
-            g_flat = g_mats.reshape(g_mats.shape[0], -1)
-            jac = np.linalg.lstsq(g_flat.T, _sigma_jacobian(theta, struct, t).reshape(theta.shape[0], -1).T)[
-                0
-            ]
-            w_gamma = jac @ theta_cov @ jac.T
+        if self.ddf.startswith("kenward-roger"):
+            # SAS's parameters gamma, G_a = dSigma/dgamma_a, H_ab; Cov(gamma) = J Cov(theta) J' with J =
+            # dgamma/dtheta: the inverse observed information, as SAS PROC MIXED DDFM=KR and mmrm use it
+            gamma = _sas_gamma(ev.sigma, struct, t)
+            g_mats, h_mats = _sas_derivatives(gamma, struct, t)
+            jac = np.empty((theta.shape[0], gamma.shape[0]))
+            for j in range(theta.shape[0]):  # complex step through theta -> Sigma -> gamma
+                tc = theta.astype(complex)
+                tc[j] += 1e-30j
+                jac[j] = _sas_gamma(_sigma(tc, struct, t), struct, t).imag / 1e-30
+            w_gamma = jac.T @ theta_cov @ jac
+            linear = self.ddf == "kenward-roger-linear" or struct in _LINEAR
+            blocks = crit.kenward_roger_blocks(ev, g_mats, None if linear else h_mats)
             a_mat = cast("FloatArray", np.linalg.inv(ev.a_inv))  # X'V^-1X (float64; the stubs say floating)
-            kr = kenward_roger(a_mat, blocks["p_mats"], blocks["q_mats"], blocks["ktrace"], w=w_gamma)
-            inference = KenwardRogerInference(
+            kr = kenward_roger(
+                a_mat,
+                blocks["p_mats"],
+                blocks["q_mats"],
+                blocks["ktrace"],
+                w=w_gamma,
+                r_mats=None if linear else blocks["r_mats"],
+            )
+            cls = KenwardRogerLinearInference if self.ddf == "kenward-roger-linear" else KenwardRogerInference
+            inference = cls(
                 names=inference.names,
                 beta=inference.beta,
                 vcov_beta=inference.vcov_beta,

@@ -160,7 +160,7 @@ def test_fit_ddf_kenward_roger_refusals_are_one_sentence() -> None:
     nested = "y ~ week * adherence + age + (1 | clinic) + (week | patient)"
     for extra in (
         ["--ml"],
-        ["--model", "mmrm", "--subject", "patient", "--visit", "week", "--covariance", "ar1"],
+        ["--model", "mmrm", "--subject", "patient", "--visit", "week", "--ml"],
     ):
         r = invoke("fit", "--data", data, "--formula", nested, "--ddf", "kenward-roger", *extra)
         assert r.returncode == 2
