@@ -151,3 +151,15 @@ def test_kr_f_test_refuses_dependent_rows(kr_fits: dict[str, GrowthModel]) -> No
         m.f_test(np.vstack([rows, rows.sum(axis=0)]))
     # a one-row KR F-test has the t-test's df (both are Lb_ddf of that row)
     assert np.isclose(m.f_test(rows[:1])["den_df"], m.summary["df"][1], rtol=1e-12)
+
+
+def test_kr_linear_is_kr_for_the_growth_model(kr_fits: dict[str, GrowthModel]) -> None:
+    """The growth model's V is linear in pbkrtest's parameters (R_ab = 0): "kenward-roger-linear" is KR."""
+    case = next(c for c in KR_CASES if c["name"] == "factor_interaction")
+    lin = GrowthModel(case["formula"], reference=case.get("reference"), ddf="kenward-roger-linear").fit(
+        load_data(case)
+    )
+    kr = kr_fits["factor_interaction"]
+    assert lin.to_dict()["ddf_method"] == "kenward-roger-linear"
+    for col in ("se", "df", "p"):
+        assert np.allclose(lin.summary[col].to_numpy(), kr.summary[col].to_numpy(), rtol=1e-12), col
