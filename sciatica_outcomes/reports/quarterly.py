@@ -58,6 +58,7 @@ __all__ = [
     "GROWTH_TIME",
     "KM_OUTCOMES",
     "REPORT_OUTCOMES",
+    "TABLE_USES",
     "AdherenceSummary",
     "DataQuality",
     "DoseProgression",
@@ -75,6 +76,8 @@ __all__ = [
     "as_of",
     "band_shares",
     "case_mix",
+    "coverage",
+    "coverage_note",
     "data_quality",
     "dose_progression",
     "end_of_episode_outcomes",
@@ -82,7 +85,6 @@ __all__ = [
     "flow_display",
     "growth_time",
     "load_inputs",
-    "not_estimable_note",
     "outcome_bounds",
     "outcome_models",
     "patient_flow",
@@ -273,6 +275,11 @@ class QuarterlyInputs:
         The same tables unrestricted by date (for the trend over previous quarters), clinic-restricted.
     quarantine, ingest_log : polars.DataFrame
         The store's quarantine and ingest log (data quality and provenance).
+    db : Path
+        The store the inputs were read from.
+    store_rows : dict of int
+        Rows of each canonical table in the whole store (every clinic, every date): zero means the table was
+        never ingested (:func:`coverage`); empty when unknown, then :attr:`history` stands in.
     """
 
     quarter: Quarter
@@ -283,6 +290,7 @@ class QuarterlyInputs:
     quarantine: pl.DataFrame
     ingest_log: pl.DataFrame
     db: Path = field(default=Path("."))
+    store_rows: dict[str, int] = field(default_factory=dict)
     _derived: dict[Quarter, Derived] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def derived(self, quarter: Quarter | None = None) -> Derived:
@@ -422,7 +430,97 @@ def load_inputs(
         quarantine=quarantine,
         ingest_log=log,
         db=Path(db),
+        store_rows={name: frame.height for name, frame in tables.items()},
     )
+
+
+#: What each canonical table feeds in the quarterly report (the coverage panel).
+TABLE_USES: dict[str, str] = {
+    "episodes": "every section",
+    "sessions": "adherence, flares and pain monitoring, training dose",
+    "session_exercises": "pain during exercise, training dose and load progression",
+    "measures": "outcomes, baselines of the case mix, time to improvement, risk-adjusted comparison",
+    "questionnaire_items": "questionnaire scores (e.g. ODI) where no score was recorded as a measure",
+    "symptom_checks": "red-flag screens and alerts",
+}
+
+
+def coverage(inputs: QuarterlyInputs) -> pl.DataFrame:
+    """Which canonical tables the report has data from: ingested at all, up to the end of the quarter, in it.
+
+    A section that depends on a table without rows in the quarter must say "not recorded" rather than give
+    an all-clear (no red-flag screen is not the same as no red flag); :func:`coverage_note` words the reason.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per canonical table: ``table``, ``used_for`` (:data:`TABLE_USES`), ``ingested`` (the store
+        holds rows of it, any clinic, any date), ``up_to_end`` (rows for the report's clinic, or any clinic,
+        dated up to the end of the quarter), ``in_quarter`` (rows dated in the quarter; episodes: active in
+        it; exercise rows: of sessions dated in it) and ``status``: "recorded", "no rows in the quarter",
+        "no rows up to the end of the quarter", "no rows for clinic X" or "not ingested". No counts (a count
+        of rows could tell a count of patients).
+    """
+    q = inputs.quarter
+    t = inputs.tables
+    sessions_in_q = t["sessions"].filter(pl.col("session_date").is_between(q.start, q.end))
+    in_quarter: dict[str, bool] = {
+        "episodes": t["episodes"].filter(_episode_sets(t["episodes"], q)["active"]).height > 0,
+        "sessions": sessions_in_q.height > 0,
+        "session_exercises": t["session_exercises"]
+        .join(sessions_in_q.select("session_id"), on="session_id")
+        .height
+        > 0,
+    }
+    for name, col in _DATE_COLUMNS.items():
+        if name not in in_quarter:
+            in_quarter[name] = t[name].filter(pl.col(col).is_between(q.start, q.end)).height > 0
+    rows = []
+    for name in CANONICAL_TABLES:
+        stored = inputs.store_rows.get(name, inputs.history[name].height)
+        in_scope = inputs.history[name].height > 0
+        up_to_end = t[name].height > 0
+        if stored == 0:
+            status = "not ingested"
+        elif not in_scope and inputs.clinic:
+            status = f"no rows for clinic {inputs.clinic}"
+        elif not up_to_end:
+            status = "no rows up to the end of the quarter"
+        elif not in_quarter[name]:
+            status = "no rows in the quarter"
+        else:
+            status = "recorded"
+        rows.append((name, TABLE_USES[name], stored > 0, up_to_end, in_quarter[name], status))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "table": pl.String,
+            "used_for": pl.String,
+            "ingested": pl.Boolean,
+            "up_to_end": pl.Boolean,
+            "in_quarter": pl.Boolean,
+            "status": pl.String,
+        },
+        orient="row",
+    )
+
+
+def coverage_note(cov: pl.DataFrame, table: str) -> str:
+    """Why a table gives the report nothing, as a clause: "the symptom_checks table was not ingested".
+
+    Parameters
+    ----------
+    cov : polars.DataFrame
+        :func:`coverage`.
+    table : str
+        A canonical table name.
+    """
+    status = cov.filter(pl.col("table") == table)["status"].item()
+    if status == "not ingested":
+        return f"the {table} table was not ingested"
+    if status == "recorded":
+        return f"the {table} table has rows in the quarter"
+    return f"the {table} table has {status}"
 
 
 def _episode_sets(ep: pl.DataFrame, q: Quarter) -> dict[str, pl.Expr]:
@@ -867,8 +965,10 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
     polars.DataFrame
         One row per quarter (oldest first): ``quarter, active, enrolled, ended, completed, patient_weeks,
         weeks_met, adherence_met_share, completed_sessions, flares, flare_rate_per_100, odi_end_n,
-        odi_responders`` with raw counts (show a share or a rate only when its counts may be shown:
-        ``safe_percent``, ``safe_rate``), plus ``active_shown, enrolled_shown, ended_shown,
+        odi_responders, sessions_recorded`` (whether any session is dated in the quarter: without one,
+        adherence and flares are not recorded, not zero) with raw counts (show a share or a rate only when
+        its counts may be shown: ``safe_percent``, ``safe_rate``), plus ``active_shown, enrolled_shown,
+        ended_shown,
         completed_shown``: the flow counts as each quarter's own :func:`flow_display` shows them, so that
         the trend withholds exactly what that quarter's flow table withholds (suppressing the trend's
         columns on their own would let one table give away what the other hides).
@@ -882,6 +982,8 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
         adh = adherence_summary(inputs, qk)
         safe = safety_summary(inputs, qk)
         outc = end_of_episode_outcomes(inputs, qk).filter(pl.col("outcome") == "odi")
+        sessions = inputs.history["sessions"]
+        recorded = sessions.filter(pl.col("session_date").is_between(qk.start, qk.end)).height > 0
         rows.append(
             {
                 "quarter": qk.label,
@@ -901,6 +1003,7 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
                 "enrolled_shown": shown["enrolled in quarter"],
                 "ended_shown": shown["ended"],
                 "completed_shown": shown["ended: completed"],
+                "sessions_recorded": recorded,
             }
         )
     return pl.DataFrame(rows)
@@ -1016,11 +1119,6 @@ class OutcomeModel:
     estimable_week: float = 0.0
     bounds: tuple[float | None, float | None] = (None, None)
     clipped: bool = False
-
-
-def not_estimable_note(week: float, min_episodes: int) -> str:
-    """The sentence the report prints for a model-based estimate at a week beyond the estimability rule."""
-    return f"not yet estimable (fewer than {min_episodes} episodes followed to week {week:g})"
 
 
 def outcome_models(

@@ -369,3 +369,37 @@ def test_outcome_bounds_are_the_scales_and_the_recorded_caps(db: Path, cohort: C
     assert bounds["odi"] == (0.0, 100.0) and bounds["nprs_leg"] == (0.0, 10.0)
     caps = cohort.tables["measures"].filter(pl.col("measure") == "walk_tolerance_min")["cap_min"].max()
     assert bounds["walk_tolerance_min"] == (0.0, caps)
+
+
+@pytest.fixture(scope="module")
+def partial_db(cohort: Cohort, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's cohort without the symptom_checks and session_exercises tables."""
+    path = tmp_path_factory.mktemp("partial") / "outcomes.duckdb"
+    with Store(path) as store:
+        for name, frame in cohort.tables.items():
+            if name not in ("symptom_checks", "session_exercises"):
+                store.write(name, frame, source="synthetic")
+    return path
+
+
+def test_coverage_names_tables_not_ingested_or_empty_for_the_quarter(
+    partial_db: Path, db: Path, cohort: Cohort
+) -> None:
+    cov = q.coverage(q.load_inputs(partial_db, "2026Q2"))
+    status = dict(zip(cov["table"], cov["status"], strict=True))
+    assert list(cov["table"]) == list(q.TABLE_USES)
+    assert status["symptom_checks"] == status["session_exercises"] == "not ingested"
+    assert status["episodes"] == status["sessions"] == status["measures"] == "recorded"
+    assert q.coverage_note(cov, "symptom_checks") == "the symptom_checks table was not ingested"
+    # the full store: every table recorded in a later quarter; before the first enrolment nothing is
+    full = q.coverage(q.load_inputs(db, "2026Q2"))
+    assert full["status"].to_list() == ["recorded"] * 6 and full["ingested"].all()
+    before = q.coverage(q.load_inputs(db, _first_quarter(cohort).shift(-1)))
+    assert before["ingested"].all() and not before["up_to_end"].any()
+    assert set(before["status"]) == {"no rows up to the end of the quarter"}
+
+
+def test_trend_says_whether_sessions_were_recorded(partial_db: Path, cohort: Cohort) -> None:
+    inputs = q.load_inputs(partial_db, _first_quarter(cohort).shift(1))
+    tr = q.trend(inputs)
+    assert tr["sessions_recorded"].to_list() == [False, False, False, True, True]

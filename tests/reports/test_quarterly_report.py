@@ -13,10 +13,13 @@ import polars as pl
 import pytest
 
 from sciatica_outcomes.reports.runner import CHROMIUM_FLAGS, chromium_path
+from sciatica_outcomes.store import Store
+from sciatica_outcomes.synth import generate_cohort
 
 SECTIONS = (
     "Red flags needing action",
     "Headline figures",
+    "Data coverage",
     "Patient flow",
     "Case mix",
     "Adherence",
@@ -232,3 +235,51 @@ def test_report_renders_in_headless_chromium_with_all_images(
     assert body is not None, "the page's load handler did not run"
     total, loaded = int(body.group(1)), int(body.group(2))
     assert total == len(FIGURES) and loaded == total
+
+
+def _cli_report(db: Path, quarter: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sciatica_outcomes.cli",
+            "report",
+            "quarterly",
+            "--db",
+            str(db),
+            "--quarter",
+            quarter,
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def _text(html: Path) -> str:
+    page = re.sub(r"<(style|script)\b.*?</\1>", " ", html.read_text(encoding="utf-8"), flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+
+
+def test_store_without_red_flag_screens_or_exercises_says_not_recorded(tmp_path: Path) -> None:
+    cohort = generate_cohort(n_patients=300, n_clinics=2, seed=5)
+    db = tmp_path / "partial.duckdb"
+    with Store(db) as store:
+        for name, frame in cohort.tables.items():
+            if name not in ("symptom_checks", "session_exercises"):
+                store.write(name, frame, source="synthetic")
+    proc = _cli_report(db, "2026Q1", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = _text(tmp_path / "r" / "report.html")
+    assert "Red-flag screens: not recorded" in text
+    assert "has an action recorded" not in text  # no all-clear without any screen
+    assert (
+        "Training dose and load progression: not recorded (the session_exercises table was not ingested)"
+        in text
+    )
+    assert "progressed at least once" not in text
+    assert re.search(r"symptom_checks .{0,120}? no not ingested", text), "coverage panel names the table"
