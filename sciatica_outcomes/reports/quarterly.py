@@ -968,10 +968,9 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
         odi_responders, sessions_recorded`` (whether any session is dated in the quarter: without one,
         adherence and flares are not recorded, not zero) with raw counts (show a share or a rate only when
         its counts may be shown: ``safe_percent``, ``safe_rate``), plus ``active_shown, enrolled_shown,
-        ended_shown,
-        completed_shown``: the flow counts as each quarter's own :func:`flow_display` shows them, so that
-        the trend withholds exactly what that quarter's flow table withholds (suppressing the trend's
-        columns on their own would let one table give away what the other hides).
+        ended_shown, completed_shown``: the flow counts as each quarter's own :func:`flow_display` shows
+        them, so that the trend withholds exactly what that quarter's flow table withholds (suppressing the
+        trend's columns on their own would let one table give away what the other hides).
     """
     rows = []
     for k in range(n_previous, -1, -1):
