@@ -76,6 +76,7 @@ __all__ = [
     "as_of",
     "band_shares",
     "case_mix",
+    "clip_to_range",
     "coverage",
     "coverage_note",
     "data_quality",
@@ -1098,6 +1099,29 @@ def outcome_bounds(inputs: QuarterlyInputs) -> dict[str, tuple[float | None, flo
     return out
 
 
+def clip_to_range(
+    trajectory: pl.DataFrame, bounds: tuple[float | None, float | None]
+) -> tuple[pl.DataFrame, bool]:
+    """Cut a drawn curve and its band at the ends of the outcome's range.
+
+    Parameters
+    ----------
+    trajectory : polars.DataFrame
+        ``week, estimate, ci_low, ci_high``.
+    bounds : tuple of float or None
+        Lower and upper end of the range (:func:`outcome_bounds`; ``None``: unbounded).
+
+    Returns
+    -------
+    tuple of (polars.DataFrame, bool)
+        The clipped frame and whether any value was outside the range (the report then says so).
+    """
+    cols = ("estimate", "ci_low", "ci_high")
+    lo, hi = bounds
+    clipped = trajectory.with_columns(pl.col(*cols).clip(lo, hi))
+    return clipped, not trajectory.select(cols).equals(clipped.select(cols))
+
+
 @dataclass(frozen=True)
 class OutcomeModel:
     """A fitted growth model of one outcome with what the report shows of it.
@@ -1161,10 +1185,7 @@ def outcome_models(
         grid = pl.DataFrame({"week": [*(w / 2 for w in range(int(top * 2) + 1) if w / 2 < top), top]})
         lo, hi = bounds.get(outcome, (None, None))
         raw = model.predict(grid).select("week", pl.col("fit").alias("estimate"), "ci_low", "ci_high")
-        traj = raw.with_columns(pl.col("estimate", "ci_low", "ci_high").clip(lo, hi))
-        clipped = not raw.select(pl.col("estimate", "ci_low", "ci_high")).equals(
-            traj.select(pl.col("estimate", "ci_low", "ci_high"))
-        )
+        traj, clipped = clip_to_range(raw, (lo, hi))
         observed = (
             m.with_columns(((pl.col("week") / 2).round(0) * 2).alias("bin"))
             .group_by("bin")

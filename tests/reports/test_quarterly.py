@@ -403,3 +403,22 @@ def test_trend_says_whether_sessions_were_recorded(partial_db: Path, cohort: Coh
     inputs = q.load_inputs(partial_db, _first_quarter(cohort).shift(1))
     tr = q.trend(inputs)
     assert tr["sessions_recorded"].to_list() == [False, False, False, True, True]
+
+
+def test_clip_to_range_cuts_the_band_and_says_so() -> None:
+    traj = pl.DataFrame(
+        {
+            "week": [0.0, 13.0, 26.0],
+            "estimate": [40.0, 5.0, -3.0],
+            "ci_low": [35.0, -8.0, -20.0],
+            "ci_high": [45.0, 18.0, 14.0],
+        }
+    )
+    cut, clipped = q.clip_to_range(traj, (0.0, 100.0))
+    assert clipped
+    assert cut["estimate"].to_list() == [40.0, 5.0, 0.0] and cut["ci_low"].to_list() == [35.0, 0.0, 0.0]
+    assert cut["ci_high"].to_list() == [45.0, 18.0, 14.0]
+    same, clipped = q.clip_to_range(traj.head(1), (0.0, 100.0))
+    assert not clipped and same.equals(traj.head(1))
+    _, clipped = q.clip_to_range(traj, (None, None))
+    assert not clipped
