@@ -259,6 +259,14 @@ class ClinicalConfig:
         "Rainville et al., Spine J 2012;12:101: capped tests are right-censored (domain.md §2)",
         "stopped_reason values that mark a censored (capped) tolerance test",
     )
+    # --- reporting of model-based estimates -----------------------------------------------------------
+    min_episodes_followed: int = _f(
+        20,
+        "convention (protocol choice): the quarterly report's existing floor of 20 episodes for fitting a "
+        "growth model, applied per week; no published standard",
+        "fewest episodes observed at or beyond a week for a model-based trajectory or change at that week; "
+        "later weeks are reported as not yet estimable",
+    )
     # --- red flags ------------------------------------------------------------------------------------
     red_flag_fields: tuple[str, ...] = _f(
         RED_FLAG_COLUMNS,
@@ -284,11 +292,14 @@ class ClinicalConfig:
             "psfs_min_items",
             "psfs_max_items",
             "end_window_days",
+            "min_episodes_followed",
         )
         for name in ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.min_episodes_followed < 1:
+            raise ConfigError(f"min_episodes_followed must be at least 1, got {self.min_episodes_followed}")
         if not 1 <= self.psfs_min_items <= self.psfs_max_items:
             raise ConfigError(
                 f"psfs_min_items ({self.psfs_min_items}) must be >= 1 and <= psfs_max_items "

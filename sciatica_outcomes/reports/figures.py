@@ -92,8 +92,15 @@ def trajectory_plot(
     higher_is_better: bool,
     ax: Axes | None = None,
     color: str = PALETTE[0],
+    horizon: float | None = None,
+    bounds: tuple[float | None, float | None] = (None, None),
 ) -> Axes:
     """Model-based mean trajectory with its 95 % confidence band, observed means overlaid.
+
+    The curve is drawn where ``predicted`` has rows (the report stops it at the latest estimable week); when
+    ``horizon`` lies beyond its last week, the weeks in between are shaded and labelled "not yet estimable".
+    The band is drawn as given (the report clips it to the outcome's range) and the value axis never extends
+    outside ``bounds``.
 
     Parameters
     ----------
@@ -105,6 +112,11 @@ def trajectory_plot(
         Outcome name and unit for the axis label.
     higher_is_better : bool
         Printed in the axis label as the direction of improvement.
+    horizon : float, optional
+        Last week of the time axis (the report's 26 weeks); default: the last week of the curve or of the
+        observed means.
+    bounds : tuple of float or None
+        Lower and upper end of the outcome's range (``None``: unbounded); the value axis stays inside it.
     """
     ax = _axes(ax)
     p = predicted.sort("week")
@@ -113,6 +125,15 @@ def trajectory_plot(
     if observed is not None and observed.height:
         o = observed.filter(pl.col("n") > HIGH)
         ax.plot(o["week"], o["mean"], "o", color=PALETTE[1], ms=5, label="observed mean (n > 10)")
+    last = p["week"].max() if p.height else 0.0
+    stop = float(last) if isinstance(last, int | float) else 0.0
+    if horizon is not None:
+        if horizon > stop:
+            ax.axvspan(stop, horizon, color="#999", alpha=0.12, lw=0, label="not yet estimable")
+        ax.set_xlim(0, horizon)
+    lo, hi = bounds
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom if lo is None else max(bottom, lo), top if hi is None else min(top, hi))
     arrow = "higher is better" if higher_is_better else "lower is better"
     ax.set_xlabel("weeks since start of program")
     ax.set_ylabel(f"{label} ({unit}; {arrow})")

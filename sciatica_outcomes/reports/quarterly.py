@@ -41,6 +41,7 @@ from sciatica_outcomes.models.responders import responder_frame
 from sciatica_outcomes.models.survival import kaplan_meier, time_to_improvement
 from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_counts, suppress_table
 from sciatica_outcomes.schemas import SCHEMA_VERSION, TABLE_SPECS
+from sciatica_outcomes.schemas.catalogs import measure_catalog
 from sciatica_outcomes.schemas.vocabulary import CANONICAL_TABLES, END_REASONS
 from sciatica_outcomes.scoring.instruments import odi_band
 from sciatica_outcomes.scoring.visits import BASELINE_LABEL
@@ -52,10 +53,12 @@ if TYPE_CHECKING:
 __all__ = [
     "COHORT_RULES",
     "END_REASONS",
+    "GROWTH_KNOTS",
     "GROWTH_RANDOM",
     "GROWTH_TIME",
     "KM_OUTCOMES",
     "REPORT_OUTCOMES",
+    "TABLE_USES",
     "AdherenceSummary",
     "DataQuality",
     "DoseProgression",
@@ -73,11 +76,17 @@ __all__ = [
     "as_of",
     "band_shares",
     "case_mix",
+    "clip_to_range",
+    "coverage",
+    "coverage_note",
     "data_quality",
     "dose_progression",
     "end_of_episode_outcomes",
+    "estimable_week",
     "flow_display",
+    "growth_time",
     "load_inputs",
+    "outcome_bounds",
     "outcome_models",
     "patient_flow",
     "provenance",
@@ -267,6 +276,11 @@ class QuarterlyInputs:
         The same tables unrestricted by date (for the trend over previous quarters), clinic-restricted.
     quarantine, ingest_log : polars.DataFrame
         The store's quarantine and ingest log (data quality and provenance).
+    db : Path
+        The store the inputs were read from.
+    store_rows : dict of int
+        Rows of each canonical table in the whole store (every clinic, every date): zero means the table was
+        never ingested (:func:`coverage`); empty when unknown, then :attr:`history` stands in.
     """
 
     quarter: Quarter
@@ -277,6 +291,7 @@ class QuarterlyInputs:
     quarantine: pl.DataFrame
     ingest_log: pl.DataFrame
     db: Path = field(default=Path("."))
+    store_rows: dict[str, int] = field(default_factory=dict)
     _derived: dict[Quarter, Derived] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def derived(self, quarter: Quarter | None = None) -> Derived:
@@ -416,7 +431,97 @@ def load_inputs(
         quarantine=quarantine,
         ingest_log=log,
         db=Path(db),
+        store_rows={name: frame.height for name, frame in tables.items()},
     )
+
+
+#: What each canonical table feeds in the quarterly report (the coverage panel).
+TABLE_USES: dict[str, str] = {
+    "episodes": "every section",
+    "sessions": "adherence, flares and pain monitoring, training dose",
+    "session_exercises": "pain during exercise, training dose and load progression",
+    "measures": "outcomes, baselines of the case mix, time to improvement, risk-adjusted comparison",
+    "questionnaire_items": "questionnaire scores (e.g. ODI) where no score was recorded as a measure",
+    "symptom_checks": "red-flag screens and alerts",
+}
+
+
+def coverage(inputs: QuarterlyInputs) -> pl.DataFrame:
+    """Which canonical tables the report has data from: ingested at all, up to the end of the quarter, in it.
+
+    A section that depends on a table without rows in the quarter must say "not recorded" rather than give
+    an all-clear (no red-flag screen is not the same as no red flag); :func:`coverage_note` words the reason.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per canonical table: ``table``, ``used_for`` (:data:`TABLE_USES`), ``ingested`` (the store
+        holds rows of it, any clinic, any date), ``up_to_end`` (rows for the report's clinic, or any clinic,
+        dated up to the end of the quarter), ``in_quarter`` (rows dated in the quarter; episodes: active in
+        it; exercise rows: of sessions dated in it) and ``status``: "recorded", "no rows in the quarter",
+        "no rows up to the end of the quarter", "no rows for clinic X" or "not ingested". No counts (a count
+        of rows could tell a count of patients).
+    """
+    q = inputs.quarter
+    t = inputs.tables
+    sessions_in_q = t["sessions"].filter(pl.col("session_date").is_between(q.start, q.end))
+    in_quarter: dict[str, bool] = {
+        "episodes": t["episodes"].filter(_episode_sets(t["episodes"], q)["active"]).height > 0,
+        "sessions": sessions_in_q.height > 0,
+        "session_exercises": t["session_exercises"]
+        .join(sessions_in_q.select("session_id"), on="session_id")
+        .height
+        > 0,
+    }
+    for name, col in _DATE_COLUMNS.items():
+        if name not in in_quarter:
+            in_quarter[name] = t[name].filter(pl.col(col).is_between(q.start, q.end)).height > 0
+    rows = []
+    for name in CANONICAL_TABLES:
+        stored = inputs.store_rows.get(name, inputs.history[name].height)
+        in_scope = inputs.history[name].height > 0
+        up_to_end = t[name].height > 0
+        if stored == 0:
+            status = "not ingested"
+        elif not in_scope and inputs.clinic:
+            status = f"no rows for clinic {inputs.clinic}"
+        elif not up_to_end:
+            status = "no rows up to the end of the quarter"
+        elif not in_quarter[name]:
+            status = "no rows in the quarter"
+        else:
+            status = "recorded"
+        rows.append((name, TABLE_USES[name], stored > 0, up_to_end, in_quarter[name], status))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "table": pl.String,
+            "used_for": pl.String,
+            "ingested": pl.Boolean,
+            "up_to_end": pl.Boolean,
+            "in_quarter": pl.Boolean,
+            "status": pl.String,
+        },
+        orient="row",
+    )
+
+
+def coverage_note(cov: pl.DataFrame, table: str) -> str:
+    """Why a table gives the report nothing, as a clause: "the symptom_checks table was not ingested".
+
+    Parameters
+    ----------
+    cov : polars.DataFrame
+        :func:`coverage`.
+    table : str
+        A canonical table name.
+    """
+    status = cov.filter(pl.col("table") == table)["status"].item()
+    if status == "not ingested":
+        return f"the {table} table was not ingested"
+    if status == "recorded":
+        return f"the {table} table has rows in the quarter"
+    return f"the {table} table has {status}"
 
 
 def _episode_sets(ep: pl.DataFrame, q: Quarter) -> dict[str, pl.Expr]:
@@ -861,11 +966,12 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
     polars.DataFrame
         One row per quarter (oldest first): ``quarter, active, enrolled, ended, completed, patient_weeks,
         weeks_met, adherence_met_share, completed_sessions, flares, flare_rate_per_100, odi_end_n,
-        odi_responders`` with raw counts (show a share or a rate only when its counts may be shown:
-        ``safe_percent``, ``safe_rate``), plus ``active_shown, enrolled_shown, ended_shown,
-        completed_shown``: the flow counts as each quarter's own :func:`flow_display` shows them, so that
-        the trend withholds exactly what that quarter's flow table withholds (suppressing the trend's
-        columns on their own would let one table give away what the other hides).
+        odi_responders, sessions_recorded`` (whether any session is dated in the quarter: without one,
+        adherence and flares are not recorded, not zero) with raw counts (show a share or a rate only when
+        its counts may be shown: ``safe_percent``, ``safe_rate``), plus ``active_shown, enrolled_shown,
+        ended_shown, completed_shown``: the flow counts as each quarter's own :func:`flow_display` shows
+        them, so that the trend withholds exactly what that quarter's flow table withholds (suppressing the
+        trend's columns on their own would let one table give away what the other hides).
     """
     rows = []
     for k in range(n_previous, -1, -1):
@@ -876,6 +982,8 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
         adh = adherence_summary(inputs, qk)
         safe = safety_summary(inputs, qk)
         outc = end_of_episode_outcomes(inputs, qk).filter(pl.col("outcome") == "odi")
+        sessions = inputs.history["sessions"]
+        recorded = sessions.filter(pl.col("session_date").is_between(qk.start, qk.end)).height > 0
         rows.append(
             {
                 "quarter": qk.label,
@@ -895,21 +1003,133 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
                 "enrolled_shown": shown["enrolled in quarter"],
                 "ended_shown": shown["ended"],
                 "completed_shown": shown["ended: completed"],
+                "sessions_recorded": recorded,
             }
         )
     return pl.DataFrame(rows)
 
 
-#: Growth-model time shape of the quarterly report: a natural cubic spline with knots at 6 and 12 weeks lets
-#: improvement be fast early and level off (the shape the cohort analysis' model comparison favours).
+#: Interior knots (weeks) of the growth model's natural cubic spline: improvement can be fast early and level
+#: off (the shape the cohort analysis' model comparison favours). A knot is used only where the rule of
+#: :func:`estimable_week` leaves enough follow-up beyond it (:func:`growth_time`).
+GROWTH_KNOTS: tuple[float, ...] = (6.0, 12.0)
+#: Growth-model time shape when the data reach beyond both knots.
 GROWTH_TIME = "ns(week, knots = c(6, 12))"
 #: Random part per episode: intercept and linear week slope.
 GROWTH_RANDOM = "(week | episode_id)"
 
 
+def growth_time(estimable: float) -> str:
+    """The growth model's time shape for data followed up to week ``estimable``.
+
+    A natural spline needs its interior knots strictly inside the range of the data and data beyond each
+    knot to estimate the slope after it; a knot of :data:`GROWTH_KNOTS` is kept only when it lies before
+    ``estimable`` (so at least ``ClinicalConfig.min_episodes_followed`` episodes are observed beyond it).
+    With no knot left the shape is a straight line in ``week``.
+
+    Parameters
+    ----------
+    estimable : float
+        The latest estimable week (:func:`estimable_week`).
+
+    Returns
+    -------
+    str
+        ``"ns(week, knots = c(6, 12))"``, ``"ns(week, knots = c(6))"`` or ``"week"``.
+    """
+    knots = [k for k in GROWTH_KNOTS if k < estimable]
+    if not knots:
+        return "week"
+    return f"ns(week, knots = c({', '.join(f'{k:g}' for k in knots)}))"
+
+
+def estimable_week(weeks: pl.DataFrame, min_episodes: int) -> float | None:
+    """The latest week at or beyond which at least ``min_episodes`` episodes have an assessment.
+
+    Parameters
+    ----------
+    weeks : polars.DataFrame
+        ``episode_id, week``: the assessments of one outcome.
+    min_episodes : int
+        ``ClinicalConfig.min_episodes_followed``.
+
+    Returns
+    -------
+    float or None
+        The ``min_episodes``-th largest of the episodes' last assessment weeks (every week up to it has at
+        least ``min_episodes`` episodes observed at or beyond it, the next one has fewer); ``None`` when
+        fewer than ``min_episodes`` episodes have the outcome at all.
+    """
+    last = weeks.group_by("episode_id").agg(pl.col("week").max())["week"].sort(descending=True)
+    if last.len() < min_episodes:
+        return None
+    value = last[min_episodes - 1]
+    return float(value)
+
+
+def outcome_bounds(inputs: QuarterlyInputs) -> dict[str, tuple[float | None, float | None]]:
+    """The range of each report outcome, within which model-based curves are drawn.
+
+    Lower and upper bounds come from the measure catalog (``min``, ``max``: ODI 0-100, NPRS 0-10); a capped
+    tolerance test has no catalog maximum, its upper bound is the largest ``cap_min`` recorded for it (no
+    test can last longer than its cap), or none when no cap is recorded.
+
+    Returns
+    -------
+    dict
+        ``{outcome: (lower, upper)}``, ``None`` where unbounded.
+    """
+    cat = measure_catalog().filter(pl.col("code").is_in(list(REPORT_OUTCOMES)))
+    caps = (
+        inputs.tables["measures"]
+        .filter(pl.col("cap_min").is_not_null())
+        .group_by("measure")
+        .agg(pl.col("cap_min").max())
+        if "cap_min" in inputs.tables["measures"].columns
+        else pl.DataFrame(schema={"measure": pl.String, "cap_min": pl.Float64})
+    )
+    cap = dict(caps.iter_rows())
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for code, lo, hi in cat.select("code", "min", "max").iter_rows():
+        upper = hi if hi is not None else cap.get(code)
+        out[code] = (
+            None if lo is None else float(lo),
+            None if upper is None else float(upper),
+        )
+    return out
+
+
+def clip_to_range(
+    trajectory: pl.DataFrame, bounds: tuple[float | None, float | None]
+) -> tuple[pl.DataFrame, bool]:
+    """Cut a drawn curve and its band at the ends of the outcome's range.
+
+    Parameters
+    ----------
+    trajectory : polars.DataFrame
+        ``week, estimate, ci_low, ci_high``.
+    bounds : tuple of float or None
+        Lower and upper end of the range (:func:`outcome_bounds`; ``None``: unbounded).
+
+    Returns
+    -------
+    tuple of (polars.DataFrame, bool)
+        The clipped frame and whether any value was outside the range (the report then says so).
+    """
+    cols = ("estimate", "ci_low", "ci_high")
+    lo, hi = bounds
+    clipped = trajectory.with_columns(pl.col(*cols).clip(lo, hi))
+    return clipped, not trajectory.select(cols).equals(clipped.select(cols))
+
+
 @dataclass(frozen=True)
 class OutcomeModel:
-    """A fitted growth model of one outcome with what the report shows of it."""
+    """A fitted growth model of one outcome with what the report shows of it.
+
+    ``trajectory`` stops at ``estimable_week`` (or ``horizon``) and is clipped to ``bounds`` (``clipped``
+    says whether anything was); ``changes`` has one row per requested week, with null estimates and a
+    ``note`` for the weeks beyond ``estimable_week``.
+    """
 
     outcome: str
     formula: str
@@ -919,6 +1139,9 @@ class OutcomeModel:
     observed: pl.DataFrame
     changes: pl.DataFrame
     spec: ModelSpec
+    estimable_week: float = 0.0
+    bounds: tuple[float | None, float | None] = (None, None)
+    clipped: bool = False
 
 
 def outcome_models(
@@ -928,30 +1151,41 @@ def outcome_models(
 
     Model (lme4 notation): ``y ~ ns(week, knots = c(6, 12)) + (week | episode_id)``, plus
     ``(1 | clinic_id)`` when the report covers several clinics; REML; week = days since start / 7, baseline
-    assessments before the start at week 0. Returns, per outcome, the population trajectory over
-    ``0..horizon`` weeks with 95 % CIs, the observed means by two-week bin (with their n), and the estimated
-    change from week 0 to each of ``weeks`` (``L beta`` contrasts with Satterthwaite df). The rows are the
-    derive stage's analysis frame (every assessment with the outcome, recorded or scored from items). Capped
-    tolerance tests enter at their cap (a lower bound), so tolerance improvements are under-estimated; the
-    report says so.
+    assessments before the start at week 0. Model-based estimates are shown only up to the latest week with
+    at least ``ClinicalConfig.min_episodes_followed`` episodes observed at or beyond it
+    (:func:`estimable_week`); knots not before that week are dropped (:func:`growth_time`), so early data
+    get a simpler shape instead of a spline the data cannot support. Returns, per outcome, the population
+    trajectory over ``0..min(horizon, estimable week)`` with 95 % CIs, clipped to the outcome's range
+    (:func:`outcome_bounds`), the observed means by two-week bin (with their n), and the estimated change
+    from week 0 to each of ``weeks`` (``L beta`` contrasts with Satterthwaite df; null with a ``note`` beyond
+    the estimable week). Outcomes with fewer such episodes, or with none followed beyond week 0, are left
+    out. The rows are the derive stage's analysis frame (every assessment with the outcome, recorded or
+    scored from items). Capped tolerance tests enter at their cap (a lower bound), so tolerance improvements
+    are under-estimated; the report says so.
     """
     several = inputs.tables["episodes"]["clinic_id"].n_unique() > 1
     frame = inputs.derived().analysis_frame
+    n_min = inputs.config.min_episodes_followed
+    bounds = outcome_bounds(inputs)
     out: dict[str, OutcomeModel] = {}
-    grid = pl.DataFrame({"week": [w / 2 for w in range(int(horizon * 2) + 1)]})
     for outcome in REPORT_OUTCOMES:
         if outcome not in frame.columns:
             continue
         m = frame.filter(pl.col(outcome).is_not_null()).with_columns(
             (pl.col("day").clip(lower_bound=0) / 7.0).alias("week")
         )
-        if m.height == 0 or m["episode_id"].n_unique() < 20:
-            continue
-        formula = f"{outcome} ~ {GROWTH_TIME} + {GROWTH_RANDOM}"
+        reach = estimable_week(m.select("episode_id", "week"), n_min)
+        if reach is None or reach <= 0:
+            continue  # the report says: not yet estimable
+        formula = f"{outcome} ~ {growth_time(reach)} + {GROWTH_RANDOM}"
         if several:
             formula += " + (1 | clinic_id)"
         model = GrowthModel(formula).fit(m)
-        traj = model.predict(grid).select("week", pl.col("fit").alias("estimate"), "ci_low", "ci_high")
+        top = min(horizon, reach)
+        grid = pl.DataFrame({"week": [*(w / 2 for w in range(int(top * 2) + 1) if w / 2 < top), top]})
+        lo, hi = bounds.get(outcome, (None, None))
+        raw = model.predict(grid).select("week", pl.col("fit").alias("estimate"), "ci_low", "ci_high")
+        traj, clipped = clip_to_range(raw, (lo, hi))
         observed = (
             m.with_columns(((pl.col("week") / 2).round(0) * 2).alias("bin"))
             .group_by("bin")
@@ -961,10 +1195,27 @@ def outcome_models(
             .sort("week")
         )
         x = model.design_.matrix(pl.DataFrame({"week": [0.0, *weeks]}))
+        ok = pl.col("week") <= reach
         changes = (
             model.contrast(x[1:] - x[0])
             .with_columns(pl.Series("week", list(weeks)))
-            .select("week", "estimate", "se", "df", "ci_low", "ci_high", "p")
+            .select(
+                "week",
+                *(
+                    pl.when(ok).then(pl.col(c)).alias(c)
+                    for c in ("estimate", "se", "df", "ci_low", "ci_high", "p")
+                ),
+                pl.when(ok)
+                .then(pl.lit(None, pl.String))
+                .otherwise(
+                    pl.format(
+                        "not yet estimable (fewer than {} episodes followed to week {})",
+                        pl.lit(n_min),
+                        pl.col("week").round(0).cast(pl.Int64),
+                    )
+                )
+                .alias("note"),
+            )
         )
         spec: ModelSpec = {
             "purpose": "growth model",
@@ -977,7 +1228,17 @@ def outcome_models(
             "diagnostics": model.result_.diagnostics.to_dict(),
         }
         out[outcome] = OutcomeModel(
-            outcome, formula, m.height, spec["n_episodes"], traj, observed, changes, spec
+            outcome,
+            formula,
+            m.height,
+            spec["n_episodes"],
+            traj,
+            observed,
+            changes,
+            spec,
+            estimable_week=reach,
+            bounds=(lo, hi),
+            clipped=clipped,
         )
     return out
 

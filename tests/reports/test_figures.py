@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import polars as pl
 
-from sciatica_outcomes.reports.figures import drawable_units, funnel_plot
+from sciatica_outcomes.reports.figures import drawable_units, funnel_plot, trajectory_plot
 from sciatica_outcomes.reports.privacy import suppress_counts
 
 
@@ -45,3 +45,37 @@ def test_every_unit_is_drawn_when_no_count_is_withheld() -> None:
     units = pl.DataFrame({"unit": ["A", "B", "C"], "n": [60, 35, 22], "o_minus_e": [1.0, -2.0, 0.5]})
     assert drawable_units(units)["unit"].to_list() == ["A", "B", "C"]
     assert drawable_units(units.head(0)).is_empty()
+
+
+def test_trajectory_stops_at_the_estimable_week_and_stays_in_range() -> None:
+    # a curve estimable to week 8 on a 26-week axis: the rest is shaded "not yet estimable"; the value axis
+    # never extends below 0 even though the band reaches it
+    predicted = pl.DataFrame(
+        {
+            "week": [0.0, 4.0, 8.0],
+            "estimate": [40.0, 20.0, 3.0],
+            "ci_low": [35.0, 12.0, 0.0],
+            "ci_high": [45.0, 28.0, 9.0],
+        }
+    )
+    observed = pl.DataFrame({"week": [0.0, 10.0], "mean": [41.0, 2.0], "n": [50, 12]})
+    fig, ax = plt.subplots()
+    trajectory_plot(
+        predicted,
+        observed,
+        label="ODI",
+        unit="%",
+        higher_is_better=False,
+        ax=ax,
+        horizon=26.0,
+        bounds=(0.0, 100.0),
+    )
+    assert ax.get_xlim() == (0.0, 26.0)
+    assert ax.get_ylim()[0] >= 0.0
+    curve = next(line for line in ax.get_lines() if line.get_label() == "model-based mean")
+    assert max(curve.get_xdata()) == 8.0
+    shaded = [p for p in ax.patches if p.get_label() == "not yet estimable"]
+    assert len(shaded) == 1
+    x0, x1 = shaded[0].get_x(), shaded[0].get_x() + shaded[0].get_width()
+    assert (x0, x1) == (8.0, 26.0)
+    plt.close(fig)

@@ -301,3 +301,124 @@ def test_end_of_episode_completeness_uses_the_configured_window() -> None:
     ends = q.end_of_episode_outcomes(ten_days).filter(pl.col("outcome") == "odi").row(0, named=True)
     assert (ends["n_baseline"], ends["n_with_end"], ends["mean_change"]) == (12, 12, -10.0)
     assert ends["responders_mcid"] == 12 and ends["responders_30pct"] == 0
+
+
+# --- early and partial data (issue 13, item 3) -----------------------------------------------------------
+
+
+def _first_quarter(cohort: Cohort) -> q.Quarter:
+    first = cohort.tables["episodes"]["start_date"].min()
+    assert isinstance(first, date)
+    return q.Quarter(first.year, (first.month - 1) // 3 + 1)
+
+
+def test_estimable_week_is_the_nth_latest_follow_up() -> None:
+    # episode k is last seen at week k (k = 1..30), each also at week 0
+    weeks = pl.DataFrame(
+        {
+            "episode_id": [f"E{k}" for k in range(1, 31)] * 2,
+            "week": [0.0] * 30 + [float(k) for k in range(1, 31)],
+        }
+    )
+    # 20 episodes are seen at week 11 or later (11..30), only 19 at week 12 or later
+    assert q.estimable_week(weeks, 20) == 11.0
+    assert q.estimable_week(weeks, 30) == 1.0
+    assert q.estimable_week(weeks, 31) is None
+
+
+def test_growth_time_keeps_only_knots_before_the_estimable_week() -> None:
+    assert q.growth_time(26.4) == q.GROWTH_TIME == "ns(week, knots = c(6, 12))"
+    assert q.growth_time(12.0) == "ns(week, knots = c(6))"
+    assert q.growth_time(6.0) == "week"
+
+
+def test_early_quarters_fit_and_never_estimate_beyond_the_follow_up(db: Path, cohort: Cohort) -> None:
+    cfg = ClinicalConfig()
+    first = _first_quarter(cohort)
+    seen_cut = False
+    for k in range(3):  # the first quarters of a new program: follow-up shorter than 26 weeks
+        inputs = q.load_inputs(db, first.shift(k))
+        models = q.outcome_models(inputs)  # the first one raised "The spline has internal repeated knots"
+        frame = inputs.derived().analysis_frame
+        bounds = q.outcome_bounds(inputs)
+        for outcome, mod in models.items():
+            m = frame.filter(pl.col(outcome).is_not_null()).with_columns(
+                (pl.col("day").clip(lower_bound=0) / 7.0).alias("week")
+            )
+            last = m.group_by("episode_id").agg(pl.col("week").max())["week"]
+            # the rule, counted independently: enough episodes reach the estimable week, fewer go beyond it
+            assert (last >= mod.estimable_week).sum() >= cfg.min_episodes_followed
+            assert (last > mod.estimable_week).sum() < cfg.min_episodes_followed
+            assert mod.trajectory["week"].max() <= mod.estimable_week
+            beyond = mod.changes.filter(pl.col("week") > mod.estimable_week)
+            assert beyond["estimate"].null_count() == beyond.height
+            assert beyond["note"].str.starts_with("not yet estimable (fewer than 20 episodes").all()
+            within = mod.changes.filter(pl.col("week") <= mod.estimable_week)
+            assert within["estimate"].null_count() == 0 and within["note"].null_count() == within.height
+            lo, hi = bounds[outcome]
+            for col in ("estimate", "ci_low", "ci_high"):
+                assert lo is None or mod.trajectory[col].min() >= lo  # type: ignore[operator]
+                assert hi is None or mod.trajectory[col].max() <= hi  # type: ignore[operator]
+            seen_cut |= beyond.height > 0
+    assert seen_cut  # the first quarters do have weeks that are not yet estimable
+
+
+def test_outcome_bounds_are_the_scales_and_the_recorded_caps(db: Path, cohort: Cohort) -> None:
+    inputs = q.load_inputs(db, "2026Q2")
+    bounds = q.outcome_bounds(inputs)
+    assert bounds["odi"] == (0.0, 100.0) and bounds["nprs_leg"] == (0.0, 10.0)
+    caps = cohort.tables["measures"].filter(pl.col("measure") == "walk_tolerance_min")["cap_min"].max()
+    assert bounds["walk_tolerance_min"] == (0.0, caps)
+
+
+@pytest.fixture(scope="module")
+def partial_db(cohort: Cohort, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's cohort without the symptom_checks and session_exercises tables."""
+    path = tmp_path_factory.mktemp("partial") / "outcomes.duckdb"
+    with Store(path) as store:
+        for name, frame in cohort.tables.items():
+            if name not in ("symptom_checks", "session_exercises"):
+                store.write(name, frame, source="synthetic")
+    return path
+
+
+def test_coverage_names_tables_not_ingested_or_empty_for_the_quarter(
+    partial_db: Path, db: Path, cohort: Cohort
+) -> None:
+    cov = q.coverage(q.load_inputs(partial_db, "2026Q2"))
+    status = dict(zip(cov["table"], cov["status"], strict=True))
+    assert list(cov["table"]) == list(q.TABLE_USES)
+    assert status["symptom_checks"] == status["session_exercises"] == "not ingested"
+    assert status["episodes"] == status["sessions"] == status["measures"] == "recorded"
+    assert q.coverage_note(cov, "symptom_checks") == "the symptom_checks table was not ingested"
+    # the full store: every table recorded in a later quarter; before the first enrolment nothing is
+    full = q.coverage(q.load_inputs(db, "2026Q2"))
+    assert full["status"].to_list() == ["recorded"] * 6 and full["ingested"].all()
+    before = q.coverage(q.load_inputs(db, _first_quarter(cohort).shift(-1)))
+    assert before["ingested"].all() and not before["up_to_end"].any()
+    assert set(before["status"]) == {"no rows up to the end of the quarter"}
+
+
+def test_trend_says_whether_sessions_were_recorded(partial_db: Path, cohort: Cohort) -> None:
+    inputs = q.load_inputs(partial_db, _first_quarter(cohort).shift(1))
+    tr = q.trend(inputs)
+    assert tr["sessions_recorded"].to_list() == [False, False, False, True, True]
+
+
+def test_clip_to_range_cuts_the_band_and_says_so() -> None:
+    traj = pl.DataFrame(
+        {
+            "week": [0.0, 13.0, 26.0],
+            "estimate": [40.0, 5.0, -3.0],
+            "ci_low": [35.0, -8.0, -20.0],
+            "ci_high": [45.0, 18.0, 14.0],
+        }
+    )
+    cut, clipped = q.clip_to_range(traj, (0.0, 100.0))
+    assert clipped
+    assert cut["estimate"].to_list() == [40.0, 5.0, 0.0] and cut["ci_low"].to_list() == [35.0, 0.0, 0.0]
+    assert cut["ci_high"].to_list() == [45.0, 18.0, 14.0]
+    same, clipped = q.clip_to_range(traj.head(1), (0.0, 100.0))
+    assert not clipped and same.equals(traj.head(1))
+    _, clipped = q.clip_to_range(traj, (None, None))
+    assert not clipped

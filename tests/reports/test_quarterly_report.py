@@ -7,16 +7,24 @@ import os
 import re
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
+from sciatica_outcomes.errors import ReportParameterError
+from sciatica_outcomes.reports.cli import render_quarterly
+from sciatica_outcomes.reports.quarterly import Quarter
 from sciatica_outcomes.reports.runner import CHROMIUM_FLAGS, chromium_path
+from sciatica_outcomes.store import Store
+from sciatica_outcomes.synth import generate_cohort
 
 SECTIONS = (
     "Red flags needing action",
     "Headline figures",
+    "Data coverage",
     "Patient flow",
     "Case mix",
     "Adherence",
@@ -232,3 +240,123 @@ def test_report_renders_in_headless_chromium_with_all_images(
     assert body is not None, "the page's load handler did not run"
     total, loaded = int(body.group(1)), int(body.group(2))
     assert total == len(FIGURES) and loaded == total
+
+
+def _cli_report(db: Path, quarter: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sciatica_outcomes.cli",
+            "report",
+            "quarterly",
+            "--db",
+            str(db),
+            "--quarter",
+            quarter,
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def _text(html: Path) -> str:
+    page = re.sub(r"<(style|script)\b.*?</\1>", " ", html.read_text(encoding="utf-8"), flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+
+
+def test_store_without_red_flag_screens_or_exercises_says_not_recorded(tmp_path: Path) -> None:
+    cohort = generate_cohort(n_patients=300, n_clinics=2, seed=5)
+    db = tmp_path / "partial.duckdb"
+    with Store(db) as store:
+        for name, frame in cohort.tables.items():
+            if name not in ("symptom_checks", "session_exercises"):
+                store.write(name, frame, source="synthetic")
+    proc = _cli_report(db, "2026Q1", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = _text(tmp_path / "r" / "report.html")
+    assert "Red-flag screens: not recorded" in text
+    assert "has an action recorded" not in text  # no all-clear without any screen
+    assert (
+        "Training dose and load progression: not recorded (the session_exercises table was not ingested)"
+        in text
+    )
+    assert "progressed at least once" not in text
+    assert re.search(r"symptom_checks not ingested red-flag screens", text), "coverage panel names the table"
+
+
+@pytest.fixture(scope="module")
+def fresh_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A small fresh cohort (a new program's whole history), its quarters and its smallest clinic."""
+    cohort = generate_cohort(n_patients=250, n_clinics=3, seed=2026)
+    db = tmp_path_factory.mktemp("fresh") / "outcomes.duckdb"
+    with Store(db) as store:
+        for name, frame in cohort.tables.items():
+            store.write(name, frame, source="synthetic")
+    ep = cohort.tables["episodes"]
+    first, cut = ep["start_date"].min(), max(ep["start_date"].max(), ep["end_date"].max())
+    assert isinstance(first, date) and isinstance(cut, date)
+    quarters = []
+    qt = Quarter(first.year, (first.month - 1) // 3 + 1)
+    while qt.start <= cut:
+        quarters.append(qt.label)
+        qt = qt.shift(1)
+    smallest = ep.group_by("clinic_id").len().sort("len", "clinic_id")["clinic_id"][0]
+    return {"db": db, "quarters": quarters, "smallest": smallest, "episodes": ep}
+
+
+def _renders_or_refuses(db: Path, quarter: str, clinic: str | None, out: Path) -> str:
+    """Render one quarter in-process: "rendered", or "refused" when the parameters are refused (exit 2)."""
+    try:
+        result = render_quarterly(db, quarter, out, clinic=clinic)
+    except ReportParameterError as exc:  # the CLI's exit 2 (ValueError): one sentence, no traceback
+        message = str(exc)
+        assert "\n" not in message and "Traceback" not in message
+        assert "active in" in message and "report on all clinics together" in message, message
+        return "refused"
+    text = _text(result.html)
+    assert "Traceback" not in text
+    return "rendered"
+
+
+def test_first_quarter_of_a_new_program_renders_or_is_refused(
+    fresh_store: dict[str, Any], tmp_path: Path
+) -> None:
+    # the quarter that crashed ("The spline has internal repeated knots"), through the CLI: exit 0 or 2
+    first = fresh_store["quarters"][0]
+    proc = _cli_report(fresh_store["db"], first, tmp_path / "all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = _text(tmp_path / "all" / "report.html")
+    assert "not yet estimable (fewer than 20 episodes followed to week 26)" in text
+    proc = _cli_report(fresh_store["db"], first, tmp_path / "one", "--clinic", fresh_store["smallest"])
+    assert proc.returncode in (0, 2), proc.stderr[-3000:]
+    if proc.returncode == 2:
+        assert "Traceback" not in proc.stderr and "a quarterly report needs at least 11" in proc.stderr
+
+
+@pytest.mark.slow
+def test_every_quarter_of_a_fresh_cohort_renders_or_is_refused(
+    fresh_store: dict[str, Any], tmp_path: Path
+) -> None:
+    outcomes = {}
+    for quarter in fresh_store["quarters"]:
+        for clinic in (None, fresh_store["smallest"]):
+            out = tmp_path / f"{quarter}-{clinic or 'all'}"
+            outcomes[quarter, clinic] = _renders_or_refuses(fresh_store["db"], quarter, clinic, out)
+    assert len(fresh_store["quarters"]) >= 6
+    assert all(outcomes[q, None] == "rendered" for q in fresh_store["quarters"])
+    # the smallest clinic is refused exactly in the quarters with 10 or fewer active episodes (counted here)
+    ep = fresh_store["episodes"].filter(pl.col("clinic_id") == fresh_store["smallest"])
+    for label in fresh_store["quarters"]:
+        qt = Quarter.parse(label)
+        active = ep.filter(
+            (pl.col("start_date") <= qt.end)
+            & (pl.col("end_date").is_null() | (pl.col("end_date") >= qt.start))
+        ).height
+        expected = "refused" if active <= 10 else "rendered"
+        assert outcomes[label, fresh_store["smallest"]] == expected, (label, active)
