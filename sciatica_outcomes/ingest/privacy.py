@@ -1,7 +1,9 @@
 """Privacy at the door: refuse direct identifiers; replace them with random codes kept in a separate key file.
 
-Column names are matched against the direct identifiers of HIPAA Safe Harbor (45 CFR 164.514(b)(2)) that
-clinic exports commonly carry: names, medical record numbers, dates of birth, phone and fax numbers, e-mail
+Column names are split into normalised tokens (:func:`header_tokens`: accents folded, camel case, digits
+and separators split, lower case) and matched against a vocabulary (:data:`IDENTIFIER_VOCABULARY`, in
+English and in the Spanish, French, German, Dutch and Scandinavian forms of the clinics' exports) of the
+direct identifiers of HIPAA Safe Harbor (45 CFR 164.514(b)(2)) that clinic exports commonly carry: names, medical record numbers, dates of birth, phone and fax numbers, e-mail
 addresses, street addresses, social security and national insurance numbers, and ZIP or postal codes longer
 than three characters. A file with such a column is refused as a whole; :func:`pseudonymize` replaces the
 column with random codes and writes the crosswalk to a key file that is stored apart from the data.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,39 +28,459 @@ from sciatica_outcomes.errors import IdentifierColumnError, UnusableInputError
 from sciatica_outcomes.outputs import restore_cells, write_safe_csv
 
 __all__ = [
-    "IDENTIFIER_KINDS",
+    "IDENTIFIER_VOCABULARY",
+    "NOT_A_PERSON",
+    "ZIP_TOKENS",
     "PseudonymizeResult",
     "check_identifiers",
     "find_identifier_columns",
+    "header_tokens",
+    "identifier_header",
     "pseudonymize",
     "random_codes",
 ]
 
-#: Normalised column-name patterns of direct identifiers and what they are.
-IDENTIFIER_KINDS: dict[str, str] = {
-    r"^(patient_|client_|person_)?"
-    r"(first_?|last_?|full_?|given_?|family_?|middle_?|sur|fore|maiden_?)?name$": "a person's name",
-    r"^(mrn|medical_record(_number|_no|_num)?|record_number|hospital_number|hospital_no|nhs_number|nhs_no|"
-    r"chart_number|health_card(_number)?|insurance_number|member_id|account_number)$": (
-        "a medical record, health plan or account number"
+#: What a header token means, with the tokens, phrases and word stems that mean it. Column names are
+#: normalised (:func:`header_tokens`) before matching: accents folded (``ø`` -> ``o``, ``ß`` -> ``ss``),
+#: camel case and letter/digit boundaries split, lower-cased, split on anything that is not a letter or
+#: digit. A header is an identifier when one of its tokens is in ``tokens``, when consecutive tokens form
+#: one of ``phrases``, or when a token contains one of ``stems`` (compounds written without separators:
+#: ``dateofbirth``, ``medicalrecordnumber``, ``fodselsnummer``). Vocabulary: English plus the Spanish,
+#: French, German, Dutch and Scandinavian (Norwegian, Swedish, Danish) forms of the clinics' exports.
+IDENTIFIER_VOCABULARY: tuple[
+    tuple[str, frozenset[str], tuple[tuple[str, ...], ...], tuple[str, ...]], ...
+] = (
+    (
+        "a social security, national ID or licence number",
+        frozenset(
+            {
+                "ssn",
+                "nir",
+                "nss",
+                "dni",
+                "nie",
+                "nif",
+                "bsn",
+                "cpr",
+                "fnr",
+                "kvnr",
+                "personnr",
+                "passport",
+                "pasaporte",
+                "passeport",
+                "reisepass",
+                "passnummer",
+                "passnr",
+                "nino",
+            }
+        ),
+        (
+            ("social", "security"),
+            ("seguridad", "social"),
+            ("securite", "sociale"),
+            ("national", "id"),
+            ("national", "insurance"),
+            ("national", "number"),
+            ("driver", "license"),
+            ("driver", "licence"),
+            ("drivers", "license"),
+            ("drivers", "licence"),
+            ("driving", "licence"),
+            ("tax", "id"),
+        ),
+        (
+            "socialsecurity",
+            "passport",
+            "sozialversicherung",
+            "burgerservicenummer",
+            "fodselsnummer",
+            "personnummer",
+            "versichertennummer",
+            "nationalid",
+            "driverslicen",
+            "driverlicen",
+        ),
     ),
-    r"^(dob|d_o_b|date_of_birth|birth_?date|birthday|birth_day|date_birth)$": "a date of birth",
-    r"^(.*_)?(phone|telephone|tel|mobile|cellphone|cell_phone|fax)(_.*)?$": "a phone or fax number",
-    r"^(.*_)?(e_?mail)(_.*)?$": "an e-mail address",
-    r"^(.*_)?(address|street|addr|address_line_?\d?)(_.*)?$": "a street address",
-    r"^(ssn|social_security(_number|_no)?|sin|national_id|national_insurance(_number)?|nino|passport(_number)?|"
-    r"driver_?s?_licen[cs]e(_number)?)$": "a social security, national ID or licence number",
-    r"^(ip|ip_address|url|web_address)$": "an IP address or URL",
-}
-#: ZIP / postal code columns are refused when any value has more than three characters (Safe Harbor allows
-#: the first three digits of a ZIP code only).
-ZIP_PATTERN = r"^(zip|zip_?code|zipcode|post_?code|postal_?code|zip5|zip9)$"
+    (
+        "a medical record, health plan or account number",
+        frozenset(
+            {
+                "mrn",
+                "nhs",
+                "nhc",
+                "ipp",
+                "insurance",
+                "medicaid",
+                "medicare",
+                "seguro",
+                "versicherung",
+                "journalnummer",
+                "journalnr",
+                "patientennummer",
+                "patientnummer",
+                "pasientnummer",
+                "fallnummer",
+                "dossier",
+            }
+        ),
+        (
+            ("medical", "record"),
+            ("record", "number"),
+            ("record", "no"),
+            ("record", "num"),
+            ("record", "nr"),
+            ("hospital", "id"),
+            ("hospital", "number"),
+            ("hospital", "no"),
+            ("hospital", "nr"),
+            ("chart", "number"),
+            ("chart", "no"),
+            ("patient", "number"),
+            ("patient", "no"),
+            ("patient", "nr"),
+            ("patient", "num"),
+            ("health", "card"),
+            ("member", "id"),
+            ("subscriber", "id"),
+            ("account", "number"),
+            ("account", "no"),
+            ("policy", "number"),
+            ("historia", "clinica"),
+            ("journal", "number"),
+            ("journal", "nr"),
+        ),
+        (
+            "medicalrecord",
+            "recordnumber",
+            "hospitalnumber",
+            "hospitalid",
+            "nhsnumber",
+            "nhsno",
+            "insurance",
+            "medicaid",
+            "medicare",
+            "healthcard",
+            "krankenversicherung",
+            "patientnumber",
+            "chartnumber",
+        ),
+    ),
+    (
+        "a date of birth",
+        frozenset({"dob", "ddn", "bday", "birthday", "geburtstag"}),
+        (
+            ("date", "of", "birth"),
+            ("fecha", "de", "nacimiento"),
+            ("date", "de", "naissance"),
+            ("geb", "datum"),
+            ("d", "o", "b"),
+        ),
+        ("birth", "geburt", "naissance", "nacimiento", "nascita", "fodsel", "fodelse", "geboorte"),
+    ),
+    (
+        "a person's name",
+        frozenset(
+            {
+                "name",
+                "names",
+                "surname",
+                "forename",
+                "firstname",
+                "lastname",
+                "fullname",
+                "initials",
+                "nombre",
+                "nombres",
+                "apellido",
+                "apellidos",
+                "iniciales",
+                "nom",
+                "prenom",
+                "initiales",
+                "vorname",
+                "nachname",
+                "familienname",
+                "initialen",
+                "navn",
+                "fornavn",
+                "etternavn",
+                "namn",
+                "fornamn",
+                "efternamn",
+                "initialer",
+                "naam",
+                "voornaam",
+                "achternaam",
+            }
+        ),
+        (),
+        (
+            "surname",
+            "forename",
+            "firstname",
+            "lastname",
+            "fullname",
+            "givenname",
+            "familyname",
+            "middlename",
+            "maidenname",
+            "patientname",
+            "clientname",
+            "personname",
+            "ptname",
+            "guardianname",
+            "nickname",
+        ),
+    ),
+    (
+        "a guardian or next of kin",
+        frozenset(
+            {
+                "guardian",
+                "kin",
+                "tutor",
+                "tuteur",
+                "vormund",
+                "verge",
+                "voogd",
+                "parorende",
+                "anhorig",
+                "anhoriga",
+                "angehorige",
+                "angehoriger",
+            }
+        ),
+        (("next", "of", "kin"), ("emergency", "contact"), ("god", "man")),
+        ("guardian", "nextofkin", "vardnadshavare"),
+    ),
+    (
+        "a phone or fax number",
+        frozenset(
+            {
+                "phone",
+                "tel",
+                "telephone",
+                "mobile",
+                "cell",
+                "cellphone",
+                "fax",
+                "handy",
+                "mobil",
+                "mobiel",
+                "movil",
+                "celular",
+                "portable",
+                "telefoon",
+            }
+        ),
+        (
+            ("contact", "number"),
+            ("contact", "no"),
+            ("contact", "nr"),
+            ("contact", "details"),
+            ("contact", "info"),
+        ),
+        (
+            "phone",
+            "telefon",
+            "telefono",
+            "mobilnummer",
+            "mobilnr",
+            "handynummer",
+            "contactnumber",
+            "cellnumber",
+        ),
+    ),
+    (
+        "an e-mail address",
+        frozenset({"mail", "email", "courriel", "correo", "epost"}),
+        (("e", "post"),),
+        ("email", "courriel"),
+    ),
+    (
+        "a street address",
+        frozenset(
+            {
+                "address",
+                "addr",
+                "street",
+                "rue",
+                "calle",
+                "straat",
+                "adres",
+                "city",
+                "town",
+                "county",
+                "ciudad",
+                "ville",
+                "stadt",
+                "wohnort",
+            }
+        ),
+        (),
+        ("addr", "adress", "street", "strasse", "direccion", "domicilio", "anschrift"),
+    ),
+    (
+        "an IP address or URL",
+        frozenset({"url", "website"}),
+        (("ip", "address"),),
+        ("ipaddress",),
+    ),
+)
+
+#: Tokens that make ``name`` the name of a thing, not of a person (``exercise_name``, ``name_of_exercise``,
+#: ``clinic_name``, ``instrument_name``): such headers are not identifiers.
+NOT_A_PERSON: frozenset[str] = frozenset(
+    {
+        "exercise",
+        "exercises",
+        "ejercicio",
+        "exercice",
+        "ubung",
+        "ovelse",
+        "ovning",
+        "program",
+        "programme",
+        "programa",
+        "programm",
+        "instrument",
+        "measure",
+        "questionnaire",
+        "item",
+        "clinic",
+        "clinica",
+        "clinique",
+        "klinik",
+        "site",
+        "hospital",
+        "file",
+        "form",
+        "field",
+        "event",
+        "variable",
+        "test",
+        "drug",
+        "medication",
+        "study",
+        "protocol",
+        "band",
+        "arm",
+        "device",
+        "equipment",
+        "product",
+        "brand",
+    }
+)
+
+#: Tokens (and token pairs) of ZIP / postal code columns. They are refused when any value has more than three
+#: characters (Safe Harbor allows the first three digits of a ZIP code only).
+ZIP_TOKENS: frozenset[str] = frozenset(
+    {
+        "zip",
+        "zipcode",
+        "postcode",
+        "postal",
+        "postalcode",
+        "plz",
+        "postleitzahl",
+        "postnummer",
+        "postnr",
+        "cp",
+        "zip5",
+        "zip9",
+    }
+)
+_ZIP_PHRASES = (("codigo", "postal"), ("code", "postal"), ("post", "code"))
 
 _CODE_ALPHABET = np.frombuffer(b"0123456789ABCDEFGHJKMNPQRSTVWXYZ", dtype=np.uint8)  # Crockford base32
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+_FOLD = str.maketrans(
+    {
+        "ß": "ss",
+        "ø": "o",
+        "Ø": "O",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ð": "d",
+        "þ": "th",
+        "ł": "l",
+        "đ": "d",
+    }
+)
+
+
+def header_tokens(name: str) -> list[str]:
+    """Tokens of a column name: accents folded, camel case and digits split, lower case.
+
+    Examples
+    --------
+    >>> header_tokens("PatientMRN_number")
+    ['patient', 'mrn', 'number']
+    >>> header_tokens("Fødselsnummer")
+    ['fodselsnummer']
+    >>> header_tokens("addr1")
+    ['addr', '1']
+    """
+    text = unicodedata.normalize("NFKD", name.strip().translate(_FOLD))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = re.sub(
+        r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])", "_", text
+    )
+    return [t for t in re.split(r"[^a-z0-9]+", text.lower()) if t]
+
+
+def _has_phrase(tokens: list[str], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    return any(tuple(tokens[i : i + n]) == phrase for i in range(len(tokens) - n + 1))
+
+
+def identifier_header(name: str) -> tuple[str, str] | None:
+    """What a column name says its column holds, if it is a direct identifier.
+
+    Parameters
+    ----------
+    name : str
+        Column name as written in the source.
+
+    Returns
+    -------
+    tuple of (str, str) or None
+        ``(what it looks like, the token or phrase that matched)``, or None for a column that is not an
+        identifier by its name (ZIP codes are judged by their values, see :func:`find_identifier_columns`).
+
+    Notes
+    -----
+    ``name`` is a person's name unless a token says whose or what's name it is (:data:`NOT_A_PERSON`:
+    ``exercise_name``, ``clinic_name``). ``patient_id``, ``clinic_id`` and ``therapist_id`` are the
+    pseudonymous codes of the canonical tables and pass; ``hospital_id`` (a hospital's own patient number)
+    and ``record_number`` do not. REDCap's ``record_id`` passes (it is the project's record code).
+    """
+    tokens = header_tokens(name)
+    if tokens in (["sin"], ["ip"]):  # too short to be trusted inside a longer name (``ip_joint``)
+        kind = "a social security, national ID or licence number" if tokens == ["sin"] else "an IP address"
+        return kind, tokens[0]
+    for kind, words, phrases, stems in IDENTIFIER_VOCABULARY:
+        for token in tokens:
+            if token in words or any(stem in token for stem in stems):
+                if (
+                    kind == "a person's name"
+                    and token in ("name", "names", "nombre", "nom", "navn", "namn", "naam")
+                    and NOT_A_PERSON.intersection(tokens)
+                ):
+                    continue
+                return kind, token
+        for phrase in phrases:
+            if _has_phrase(tokens, phrase):
+                return kind, " ".join(phrase)
+    return None
+
+
+def _is_zip_header(name: str) -> bool:
+    tokens = header_tokens(name)
+    return bool(ZIP_TOKENS.intersection(tokens)) or any(_has_phrase(tokens, p) for p in _ZIP_PHRASES)
 
 
 def find_identifier_columns(frame: pl.DataFrame) -> list[tuple[str, str]]:
@@ -73,20 +496,22 @@ def find_identifier_columns(frame: pl.DataFrame) -> list[tuple[str, str]]:
     list of (str, str)
         ``(column, what it looks like)`` for every suspicious column, in frame order.
     """
-    found: list[tuple[str, str]] = []
+    return [(column, kind) for column, kind, _ in _identifier_columns(frame)]
+
+
+def _identifier_columns(frame: pl.DataFrame) -> list[tuple[str, str, str]]:
+    """``(column, what it looks like, matched token)`` of every identifier column of ``frame``."""
+    found: list[tuple[str, str, str]] = []
     for column in frame.columns:
-        norm = _normalise(column)
-        if not norm:
-            continue
-        kind = next((k for pat, k in IDENTIFIER_KINDS.items() if re.match(pat, norm)), None)
-        if kind is None and re.match(ZIP_PATTERN, norm):
+        hit = identifier_header(column)
+        if hit is None and _is_zip_header(column):
             longest = frame.select(
                 pl.col(column).cast(pl.String).str.replace_all(r"\s", "").str.len_chars().max()
             ).item()
             if longest is not None and longest > 3:
-                kind = "a ZIP or postal code longer than 3 characters"
-        if kind is not None:
-            found.append((column, kind))
+                hit = ("a ZIP or postal code longer than 3 characters", "zip")
+        if hit is not None:
+            found.append((column, *hit))
     return found
 
 
@@ -95,10 +520,10 @@ def check_identifiers(frame: pl.DataFrame, path: str) -> None:
 
     The message names each column and gives the ``pseudonymize`` command that fixes the file.
     """
-    found = find_identifier_columns(frame)
+    found = _identifier_columns(frame)
     if not found:
         return
-    listed = "; ".join(f"{c!r} looks like {k}" for c, k in found)
+    listed = "; ".join(f"{c!r} looks like {k} (matched {t!r})" for c, k, t in found)
     first = found[0][0]
     command = (
         f"sciatica-outcomes pseudonymize {path} --column {first} --as patient_id --key KEY.csv --out OUT"

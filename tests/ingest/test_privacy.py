@@ -12,39 +12,106 @@ import pytest
 
 from sciatica_outcomes.errors import IdentifierColumnError, UnusableInputError
 from sciatica_outcomes.ingest import check_identifiers, find_identifier_columns, pseudonymize, random_codes
+from sciatica_outcomes.ingest.privacy import header_tokens, identifier_header
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "name",
-        "Patient Name",
-        "first_name",
-        "surname",
-        "MRN",
-        "medical_record_number",
-        "DOB",
-        "date_of_birth",
-        "birthdate",
-        "phone",
-        "mobile_phone",
-        "Email",
-        "e-mail",
-        "address",
-        "street_address",
-        "SSN",
-        "nhs_number",
-    ],
+def _words(text: str, sep: str | None = None) -> list[str]:
+    return text.split(sep)
+
+
+#: The 24 headers of issue 12 that used to pass, then English variants, then the clinics' languages.
+ISSUE_HEADERS = _words(
+    "mrn_number patient_mrn medicalrecordnumber hospital_id nhsnumber NHS_ID ssn_last4 dateofbirth birth_dt "
+    "dob_date pt_name patientname name_first cell contact_number emailaddr mail addr1 insurance_id "
+    "medicaid_id passport_no patient_initials guardian_name next_of_kin"
 )
-def test_identifier_names_are_found(name: str) -> None:
+IDENTIFIER_HEADERS = ISSUE_HEADERS + _words(
+    "name,Patient Name,first_name,surname,MRN,medical_record_number,DOB,date_of_birth,birthdate,phone,"
+    "mobile_phone,Email,e-mail,address,street_address,SSN,nhs_number,PatientName,FirstName,lastName,LAST_NAME,"
+    "Full-Name,given_name,family_name,middle_name,maiden_name,forename,Initials,client_name,therapist_name,"
+    "MedicalRecordNo,record_number,chart_no,patient_number,PatientNo,hospital_number,member_id,subscriber_id,"
+    "health_card_number,account_number,policy_number,medicare_no,insurance_number,Birthday,birth_date,"
+    "DateOfBirth,d.o.b,home_phone,PhoneNumber,telephone,tel,Tel_No,cellphone,cell_number,mobile,fax,"
+    "contactNumber,email_address,EMail,e_mail,mail_address,address_line_1,Address2,street,city,home_address,"
+    "social_security_number,SocialSecurityNo,national_id,NationalInsuranceNumber,NINO,passport_number,"
+    "driver_license,ip_address,url,guardian,parent_guardian,next_of_kin_phone,NextOfKin,emergency_contact,"
+    # German
+    "Geburtsdatum,geb_datum,Telefon,Handynummer,Adresse,Anschrift,Straße,Vorname,Nachname,initialen,"
+    "versichertennummer,sozialversicherungsnummer,Krankenversicherungsnummer,Patientennummer,Vormund,"
+    # Spanish
+    "fecha_de_nacimiento,fecha_nacimiento,teléfono,móvil,celular,correo_electronico,dirección,domicilio,"
+    "nombre,apellidos,Nombre_Completo,iniciales,DNI,NIE,NSS,historia_clinica,NHC,tutor,"
+    # French
+    "date_de_naissance,DDN,portable,courriel,rue,prénom,nom,nom_de_famille,NIR,"
+    # Dutch
+    "geboortedatum,telefoon,adres,straat,voornaam,achternaam,BSN,burgerservicenummer,"
+    # Norwegian, Swedish, Danish
+    "fødselsdato,fødselsnummer,mobilnummer,e-post,epost,gateadresse,navn,fornavn,etternavn,pårørende,"
+    "journalnummer,födelsedatum,personnummer,gatuadress,förnamn,efternamn,namn,anhörig,vårdnadshavare,CPR_nummer",
+    ",",
+)
+
+
+def test_the_identifier_matrix_is_large_and_holds_the_issue_headers() -> None:
+    assert len(set(IDENTIFIER_HEADERS)) == len(IDENTIFIER_HEADERS) >= 150
+    assert len(ISSUE_HEADERS) == 24
+
+
+@pytest.mark.parametrize("name", IDENTIFIER_HEADERS)
+def test_identifier_headers_are_refused(name: str) -> None:
     assert [c for c, _ in find_identifier_columns(pl.DataFrame({name: ["x"]}))] == [name]
 
 
-@pytest.mark.parametrize(
-    "name", ["episode_id", "patient_id", "program", "exercise", "clinic_id", "therapist_id", "zip3", "band"]
+def test_the_refusal_names_the_column_the_token_and_the_command() -> None:
+    frame = pl.DataFrame({"Patient_MRN": ["1"], "age_at_start": ["40"], "Fødselsdato": ["1970-01-02"]})
+    with pytest.raises(IdentifierColumnError) as err:
+        check_identifiers(frame, "episodes.csv")
+    assert str(err.value) == (
+        "episodes.csv: refused, direct identifiers must not enter the store ('Patient_MRN' looks like a "
+        "medical record, health plan or account number (matched 'mrn'); 'Fødselsdato' looks like a date of "
+        "birth (matched 'fodselsdato')). Replace the identifier with a random code and drop the others, e.g. "
+        "`sciatica-outcomes pseudonymize episodes.csv --column Patient_MRN --as patient_id --key KEY.csv "
+        "--out OUT` (keep KEY.csv apart from the data)"
+    )
+
+
+def test_header_tokens_fold_accents_and_split_camel_case_and_digits() -> None:
+    assert header_tokens("PatientMRN_number") == ["patient", "mrn", "number"]
+    assert header_tokens("Straße-Nr.2") == ["strasse", "nr", "2"]
+    assert header_tokens("  vårdnadsHavare ") == ["vardnads", "havare"]
+    assert identifier_header("vårdnadshavare") == ("a guardian or next of kin", "vardnadshavare")
+
+
+#: Headers that are not identifiers. Decisions: ``name`` qualified by a thing (``exercise_name``,
+#: ``name_of_exercise``, ``clinic_name``) is not a person's name; ``initial_nprs`` is a baseline, not
+#: initials; ``first_contact_date`` is a date of the episode; REDCap's ``record_id`` is the project's code.
+CLINICAL_HEADERS = _words(
+    "nprs_leg walk_tolerance_min pain_after name_of_exercise exercise_name clinic_name program_name "
+    "instrument_name record_id redcap_event_name redcap_repeat_instrument redcap_repeat_instance "
+    "redcap_data_access_group zip3 band note notes comment grc visit_date initial_nprs first_visit "
+    "last_session first_contact_date post_pain arm site_id study_id hospital_name mobility_score "
+    "ip_joint_pain dias_sin_dolor nombre_ejercicio Übungsname"
 )
-def test_canonical_and_harmless_names_pass(name: str) -> None:
-    assert find_identifier_columns(pl.DataFrame({name: ["x"]})) == []
+
+
+def _canonical_columns() -> list[str]:
+    from sciatica_outcomes.schemas import TABLE_SPECS, measure_catalog  # noqa: PLC0415
+
+    columns = {c for spec in TABLE_SPECS.values() for c in spec.dtypes}
+    return sorted(columns | set(measure_catalog()["code"].to_list()))
+
+
+@pytest.mark.parametrize("name", _canonical_columns() + CLINICAL_HEADERS)
+def test_canonical_and_clinical_headers_pass(name: str) -> None:
+    assert identifier_header(name) is None
+    assert find_identifier_columns(pl.DataFrame({name: ["946"]})) == []
+
+
+def test_every_canonical_table_column_is_in_the_pass_list() -> None:
+    from sciatica_outcomes.schemas import TABLE_SPECS  # noqa: PLC0415
+
+    assert {"patient_id", "clinic_id", "therapist_id", "session_id", "program"} <= set(_canonical_columns())
+    assert sum(len(s.dtypes) for s in TABLE_SPECS.values()) >= 50
 
 
 def test_zip_codes_refused_only_beyond_three_digits() -> None:
