@@ -1,12 +1,13 @@
 """Privacy at the door: refuse direct identifiers; replace them with random codes kept in a separate key file.
 
-Column names are split into normalised tokens (:func:`header_tokens`: accents folded, camel case, digits
-and separators split, lower case) and matched against a vocabulary (:data:`IDENTIFIER_VOCABULARY`, in
-English and in the Spanish, French, German, Dutch and Scandinavian forms of the clinics' exports) of the
-direct identifiers of HIPAA Safe Harbor (45 CFR 164.514(b)(2)) that clinic exports commonly carry: names, medical record numbers, dates of birth, phone and fax numbers, e-mail
-addresses, street addresses, social security and national insurance numbers, and ZIP or postal codes longer
-than three characters. A file with such a column is refused as a whole; :func:`pseudonymize` replaces the
-column with random codes and writes the crosswalk to a key file that is stored apart from the data.
+Column names are split into normalised tokens (:func:`header_tokens`: accents folded, camel case, digits and
+separators split, lower case) and matched against a vocabulary (:data:`IDENTIFIER_VOCABULARY`, in English and
+in the Spanish, French, German, Dutch and Scandinavian forms of the clinics' exports) of the direct
+identifiers of HIPAA Safe Harbor (45 CFR 164.514(b)(2)) that clinic exports commonly carry: names, medical
+record numbers, dates of birth, phone and fax numbers, e-mail addresses, street addresses, social security and
+national insurance numbers, and ZIP or postal codes longer than three characters. A file with such a column is
+refused as a whole; :func:`pseudonymize` replaces the column with random codes and writes the crosswalk to a
+key file that is stored apart from the data.
 
 Codes are random (``os.urandom``), never derived from the identifier: 45 CFR 164.514(c) forbids
 re-identification codes derived from individual information, and a hash of an MRN can be reversed by hashing
@@ -704,3 +705,157 @@ def pseudonymize(
         reused_codes=distinct.len() - new_ids.len(),
         dropped=tuple(drop),
     )
+
+
+# ------------------------------------------------------------------------------------ identifier values
+#: Whole values of an id column (``episode_id``, ``patient_id``, ``session_id``, ``clinic_id``,
+#: ``therapist_id``) that are identifiers, not pseudonymous codes: ``(label, what it looks like, pattern)``.
+#: The first pattern that matches names the value. A code such as ``P0001`` or ``E12-3`` matches none.
+ID_VALUE_PATTERNS: tuple[tuple[str, str, str], ...] = (
+    ("e-mail", "an e-mail address", r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"),
+    ("SSN", "a social security number (NNN-NN-NNNN)", r"^\d{3}[- ]\d{2}[- ]\d{4}$"),
+    (
+        "national ID",
+        "a Nordic personal identity number (YYMMDD-NNNN)",
+        r"^\d{6}(\d{2})?[-+]\d{4}$",
+    ),
+    (
+        "phone",
+        "a phone number",
+        r"^(\+\d{1,3}[-. ]?)?\(?\d{3}\)?[-. ]?\d{3}[-. ]\d{4}$|^\+\d{1,3}([-. ]?\d{2,4}){2,5}$",
+    ),
+    (
+        "date",
+        "a date (a date of birth is an identifier)",
+        r"^(\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4})$",
+    ),
+    ("MRN", "a medical record number labelled MRN", r"(?i)^(mrn|nhs|hosp)[^A-Za-z0-9]*\d+$"),
+)
+
+#: Identifiers found in free text and the placeholder each is replaced with, in the order they are
+#: redacted (an e-mail address first, so that its digits are not taken for a phone number). Names are
+#: recognised only after a title or a contact verb (``Mr``, ``Dr``, ``call``, ``contact``, ...): free text
+#: cannot be searched for every name, so keep names out of it at the source.
+FREE_TEXT_PATTERNS: tuple[tuple[str, str, str], ...] = (
+    ("e-mail", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", "[e-mail]"),
+    (
+        "date of birth",
+        r"(?i)\b(dob|d\.o\.b\.?|date of birth|birth ?date|born|geb\.?|geboren|f[øoö]dd?|fecha de nacimiento|"
+        r"n[ée]e?)[\s:.,]*(on\s+)?\d{1,4}[-./]\d{1,2}[-./]\d{1,4}",
+        "[date of birth]",
+    ),
+    (
+        "MRN",
+        r"(?i)\b(mrn|medical record( number| no\.?)?|record (number|no\.?)|nhs( number| no\.?)?|"
+        r"hospital (number|no\.?))[\s:#.-]*\d([ -]?\d){3,}",
+        "[MRN]",
+    ),
+    ("SSN", r"\b\d{3}-\d{2}-\d{4}\b", "[SSN]"),
+    ("national ID", r"\b\d{6}(\d{2})?[-+]\d{4}\b", "[national ID]"),
+    (
+        "phone",
+        r"\+\d{1,3}[\s.-]?\(?\d{1,4}\)?([\s.-]?\d{2,4}){2,4}|(\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b",
+        "[phone]",
+    ),
+    (
+        "name",
+        r"(\b(?i:call|contact|ring|ask for|mr|mrs|ms|miss|dr|herr|frau|sr|sra|mme)\.?\s+)"
+        r"\p{Lu}\p{Ll}+([ -]\p{Lu}\p{Ll}+)?",
+        "${1}[name]",
+    ),
+)
+_ANY_FREE_TEXT_IDENTIFIER = "|".join(f"(?:{p})" for _, p, _ in FREE_TEXT_PATTERNS)
+
+
+def identifier_value_kind(values: pl.Expr) -> pl.Expr:
+    """What an id-column value looks like (:data:`ID_VALUE_PATTERNS`), or null for a plausible code.
+
+    Parameters
+    ----------
+    values : polars.Expr
+        Text of an id column (surrounding spaces are ignored).
+
+    Returns
+    -------
+    polars.Expr
+        String expression: the description of the first pattern that matches, else null.
+    """
+    text = values.cast(pl.String).str.strip_chars()
+    out: pl.Expr = pl.lit(None, pl.String)
+    for _, what, pattern in reversed(ID_VALUE_PATTERNS):
+        out = pl.when(text.str.contains(pattern)).then(pl.lit(what)).otherwise(out)
+    return out
+
+
+def identifier_value_label(values: pl.Expr) -> pl.Expr:
+    """Placeholder (``[SSN]``, ``[phone]``, ...) of an identifier-shaped id value, or null for a code."""
+    text = values.cast(pl.String).str.strip_chars()
+    out: pl.Expr = pl.lit(None, pl.String)
+    for label, _, pattern in reversed(ID_VALUE_PATTERNS):
+        out = pl.when(text.str.contains(pattern)).then(pl.lit(f"[{label}]")).otherwise(out)
+    return out
+
+
+def redact_free_text(values: pl.Expr) -> pl.Expr:
+    """Free text with every :data:`FREE_TEXT_PATTERNS` match replaced by its placeholder.
+
+    Examples
+    --------
+    >>> frame = pl.DataFrame({"t": ["call Jane Roe on 555-123-4567 or jane.roe@example.org"]})
+    >>> frame.select(redact_free_text(pl.col("t"))).item()
+    'call [name] on [phone] or [e-mail]'
+    """
+    out = values.cast(pl.String)
+    for _, pattern, placeholder in FREE_TEXT_PATTERNS:
+        out = out.str.replace_all(pattern, placeholder)
+    return out
+
+
+def free_text_redactions(frame: pl.DataFrame, column: str) -> tuple[pl.Series, dict[str, int], int]:
+    """Redact identifiers in one free-text column of ``frame``.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        Source rows.
+    column : str
+        A free-text column (read as text).
+
+    Returns
+    -------
+    tuple
+        The redacted column, the number of redactions per kind (kinds with none left out) and the number
+        of cells changed. A column without any identifier is returned as it is.
+    """
+    col = pl.col(column).cast(pl.String)
+    if not frame.select(col.str.contains(_ANY_FREE_TEXT_IDENTIFIER).any()).item():
+        return frame.get_column(column), {}, 0
+    counts: list[pl.Expr] = []
+    text = col
+    for i, (_, pattern, placeholder) in enumerate(FREE_TEXT_PATTERNS):
+        counts.append(text.str.count_matches(pattern).sum().alias(f"n{i}"))
+        text = text.str.replace_all(pattern, placeholder)
+    got = frame.select(*counts, text.alias("redacted"), (text != col).sum().alias("cells"))
+    n = got.select(pl.exclude("redacted", "cells")).row(0)
+    per_kind = {kind: int(k) for (kind, _, _), k in zip(FREE_TEXT_PATTERNS, n, strict=True) if k}
+    return got.get_column("redacted").alias(column), per_kind, int(got.get_column("cells")[0])
+
+
+def scrub_text_columns(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """``frame`` with :func:`redact_free_text` applied to ``columns`` (unchanged when nothing matches)."""
+    hits = [
+        c
+        for c, hit in zip(
+            columns,
+            frame.select(
+                pl.col(c).cast(pl.String).str.contains(_ANY_FREE_TEXT_IDENTIFIER).any() for c in columns
+            ).row(0)
+            if frame.height
+            else [False] * len(columns),
+            strict=True,
+        )
+        if hit
+    ]
+    if not hits:
+        return frame
+    return frame.with_columns(redact_free_text(pl.col(c)).alias(c) for c in hits)

@@ -24,6 +24,13 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from sciatica_outcomes.ingest.privacy import (
+    free_text_redactions,
+    identifier_value_kind,
+    identifier_value_label,
+    redact_free_text,
+    scrub_text_columns,
+)
 from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable
 from sciatica_outcomes.schemas import CODE_PATTERN, TABLE_SPECS, TableSpec, measure_catalog
 from sciatica_outcomes.schemas.questionnaire_items import INSTRUMENT_RESPONSE_RANGE
@@ -588,6 +595,75 @@ def _row_rules(table: str, raw_columns: frozenset[str] = frozenset()) -> list[_C
     return []
 
 
+# ------------------------------------------------------------------------------- identifiers in values
+def id_columns(spec: TableSpec) -> list[str]:
+    """Columns of pseudonymous codes (matching the code pattern): ``episode_id``, ``patient_id``, ..."""
+    return [
+        c
+        for c, col in spec.schema.columns.items()
+        if any(
+            ch.name == "str_matches"
+            and str(getattr(ch.statistics["pattern"], "pattern", ch.statistics["pattern"])) == CODE_PATTERN
+            for ch in col.checks
+        )
+    ]
+
+
+def free_text_columns(spec: TableSpec) -> list[str]:
+    """Text columns no check restricts (no allowed values or pattern): ``program``, ``instrument_version``."""
+    return [
+        c
+        for c, dtype in spec.dtypes.items()
+        if dtype == pl.String
+        and not any(ch.name in ("isin", "str_matches") for ch in spec.schema.columns[c].checks)
+    ]
+
+
+def _identifier_value_check(column: str, path: str) -> _Check:
+    """Rule ``identifier_value``: an id column holding an SSN, phone number, e-mail, date or labelled MRN."""
+    raw = pl.col(column)
+    command = f"sciatica-outcomes pseudonymize {path} --column {column} --as {column} --key KEY.csv --out OUT"
+    return _Check(
+        "identifier_value",
+        column,
+        identifier_value_kind(raw).is_not_null(),
+        identifier_value_label(raw),
+        pl.format(
+            "{} {} looks like {}, not a pseudonymous code: identifiers must not enter the store; replace "
+            "the column with random codes, e.g. `{}` (keep KEY.csv apart from the data)",
+            pl.lit(column),
+            identifier_value_label(raw),
+            identifier_value_kind(raw),
+            pl.lit(command),
+        ),
+    )
+
+
+def _redact_free_text(raw: pl.DataFrame, source: SourceTable, columns: list[str]) -> pl.DataFrame:
+    """Redact identifiers in the free-text ``columns`` of ``raw``, with a notice per column that had any."""
+    for column in columns:
+        if column not in raw.columns or raw.schema[column] != pl.String:
+            continue
+        redacted, per_kind, cells = free_text_redactions(raw, column)
+        if not per_kind:
+            continue
+        raw = raw.with_columns(redacted)
+        total = sum(per_kind.values())
+        listed = ", ".join(f"{n} {kind}" for kind, n in per_kind.items())
+        source.notices.append(
+            Notice(
+                source.path,
+                source.table,
+                "redacted",
+                f"{column}: {total} identifier{'s' if total > 1 else ''} ({listed}) redacted in {cells} "
+                f"cell{'s' if cells > 1 else ''} before storing; keep names, phone numbers, e-mail "
+                "addresses, dates of birth and record numbers out of free text at the source",
+                column,
+            )
+        )
+    return raw
+
+
 # ------------------------------------------------------------------------------------------- engine
 @dataclass
 class _Work:
@@ -660,7 +736,7 @@ def _first_pass(source: SourceTable) -> _Work:
     same values, so the result equals a strict parse of every cell.
     """
     spec = TABLE_SPECS[source.table]
-    raw = source.raw.with_row_index(_RID)
+    raw = _redact_free_text(source.raw.with_row_index(_RID), source, free_text_columns(spec))
     present = set(raw.columns) - {ROW, _RID}
     exprs: list[pl.Expr] = []
     checks: list[_Check] = []
@@ -733,9 +809,14 @@ def _first_pass(source: SourceTable) -> _Work:
         ch for ch in value_checks if not (ch.rule == "required_value" and ch.column in missing_required)
     ]
     typed_fail_cols = {ch.column for ch in checks if ch.rule in ("type", "integer")}
+    codes = [c for c in id_columns(spec) if c in present]
     adjusted: list[_Check] = []
     for ch in value_checks:
-        if ch.rule == "required_value" and ch.column in type_failed:
+        if ch.rule == "format" and ch.column in codes:
+            # an identifier-shaped code is reported once, as identifier_value
+            kind = identifier_value_kind(pl.col(_p(ch.column)))
+            adjusted.append(_Check(ch.rule, ch.column, ch.failed & kind.is_null(), ch.value, ch.message))
+        elif ch.rule == "required_value" and ch.column in type_failed:
             # empty after parsing because the text was unparseable: already reported as type
             adjusted.append(
                 _Check(ch.rule, ch.column, ch.failed & ~pl.lit(type_failed[ch.column]), ch.value, ch.message)
@@ -761,7 +842,10 @@ def _first_pass(source: SourceTable) -> _Work:
     helpers = _row_helpers(source.table)
     if helpers:
         work = work.with_columns(helpers)
-    bad2, issues2 = _run_checks(work, adjusted + _row_rules(source.table, raw_columns), source)
+    identifier_checks = [_identifier_value_check(c, source.path) for c in codes]
+    bad2, issues2 = _run_checks(
+        work, adjusted + identifier_checks + _row_rules(source.table, raw_columns), source
+    )
     work = work.with_columns((type_bad | bad2).alias(_BAD))
     if helpers:
         work = work.drop(_CATALOG_ROW)
@@ -1008,11 +1092,20 @@ def _quarantine(w: _Work, issues: pl.DataFrame) -> pl.DataFrame:
     bad = _rows(w.frame, pl.col(_BAD))
     if bad.is_empty():
         return pl.DataFrame(schema=QUARANTINE_ROW_SCHEMA)
-    raw_cols = [c for c in w.source.raw.columns if c != ROW]
+    # only the table's own columns: a source's other columns are never stored, not even here
+    spec = TABLE_SPECS[w.source.table]
+    raw_cols = [c for c in w.source.raw.columns if c in spec.dtypes]
+    codes = set(id_columns(spec))
+    cells = [
+        (
+            pl.coalesce(identifier_value_label(pl.col(c)), pl.col(c).cast(pl.String))
+            if c in codes
+            else redact_free_text(pl.col(c))
+        ).alias(c)
+        for c in raw_cols
+    ]
     record = (
-        bad.select(
-            pl.struct([pl.col(c).cast(pl.String) for c in raw_cols]).struct.json_encode().alias("record")
-        ).to_series()
+        bad.select(pl.struct(cells).struct.json_encode().alias("record")).to_series()
         if raw_cols
         else pl.Series("record", ["{}"] * bad.height)
     )
@@ -1184,7 +1277,10 @@ def validate_sources(
             valid_parents[table] = _valid_rows(tw, spec.columns)
         for i, w in zip(positions[table], tw, strict=True):
             issues = pl.concat([_empty_issues(True), *w.issues]) if w.issues else _empty_issues(True)
-            issues = issues.sort(_RID, "column", "rule", nulls_last=True)
+            # a value or message quoting an identifier (an e-mail in a code column, ...) is redacted
+            issues = scrub_text_columns(
+                issues.sort(_RID, "column", "rule", nulls_last=True), ["value", "message"]
+            )
             valid = w.frame.filter(~pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.columns])
             rejected = (
                 w.frame.filter(pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.key]).drop_nulls()

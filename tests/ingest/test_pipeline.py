@@ -355,3 +355,98 @@ def test_rows_missing_from_an_export_split_over_several_files(tmp_path: Path, cs
         ingest_paths(parts, db=db, table="sessions", replace=True)
     with Store(db, read_only=True) as store:
         assert store.read("sessions")["session_id"].is_in(gone).sum() == 4
+
+
+#: Identifiers planted in a source; none of them may be found anywhere in the store.
+_PLANTED = ("123-45-6789", "555-123-4567", "jane.roe", "Jane Roe", "1970-01-02", "00123456", "555-987-6543")
+
+
+def _store_text(db: Path) -> str:
+    """Every cell of every table of the DuckDB file, as text."""
+    import duckdb  # noqa: PLC0415
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+        assert {"episodes", "quarantine", "ingest_log"} <= set(tables)
+        parts = [str(con.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables]
+    finally:
+        con.close()
+    return "\n".join(parts)
+
+
+def test_identifier_values_are_quarantined_and_free_text_is_redacted(tmp_path: Path, csv_dir: Path) -> None:
+    episodes = pl.read_csv(csv_dir / "episodes.csv", infer_schema=False)
+    note = "call Jane Roe on 555-123-4567 or jane.roe@example.org, DOB 1970-01-02, MRN 00123456"
+    row = pl.int_range(pl.len())
+    planted = episodes.with_columns(
+        pl.when(row == 0)
+        .then(pl.lit("123-45-6789"))
+        .when(row == 1)
+        .then(pl.lit("555-123-4567"))
+        .otherwise(pl.col("patient_id"))
+        .alias("patient_id"),
+        pl.when(row == 2)
+        .then(pl.lit("jane.roe@example.org"))
+        .otherwise(pl.col("therapist_id"))
+        .alias("therapist_id"),
+        pl.when(row == 3).then(pl.lit(note)).otherwise(pl.col("program")).alias("program"),
+        # a column of no table, not named like an identifier: never stored, not even in the quarantine
+        pl.lit("Jane Roe 555-987-6543").alias("remarks"),
+    )
+    src = tmp_path / "in" / "episodes.csv"
+    src.parent.mkdir()
+    planted.write_csv(src)
+    db = tmp_path / "o.duckdb"
+    res = ingest_paths(src, db=db)
+    assert res.written and res.summary()["rows_quarantined"].to_list() == [3]
+    errors = res.validation.errors.sort("row")
+    assert errors.select("row", "column", "value", "rule").rows() == [
+        (2, "patient_id", "[SSN]", "identifier_value"),
+        (3, "patient_id", "[phone]", "identifier_value"),
+        (4, "therapist_id", "[e-mail]", "identifier_value"),  # reported once, not also as a bad format
+    ]
+    assert errors["message"][0] == (
+        "patient_id [SSN] looks like a social security number (NNN-NN-NNNN), not a pseudonymous code: "
+        "identifiers must not enter the store; replace the column with random codes, e.g. "
+        f"`sciatica-outcomes pseudonymize {src} --column patient_id --as patient_id --key KEY.csv --out OUT` "
+        "(keep KEY.csv apart from the data)"
+    )
+    notice = res.validation.issues.filter(pl.col("rule") == "redacted")
+    assert notice.select("column", "message", "severity").rows() == [
+        (
+            "program",
+            "program: 5 identifiers (1 e-mail, 1 date of birth, 1 MRN, 1 phone, 1 name) redacted in 1 cell "
+            "before storing; keep names, phone numbers, e-mail addresses, dates of birth and record numbers "
+            "out of free text at the source",
+            "warning",
+        )
+    ]
+    with Store(db, read_only=True) as store:
+        stored = store.read("episodes")
+        quarantine = store.read("quarantine")
+    episode = planted["episode_id"][3]
+    assert stored.filter(pl.col("episode_id") == episode)["program"].to_list() == [
+        "call [name] on [phone] or [e-mail], [date of birth], [MRN]"
+    ]
+    assert stored.height == episodes.height - 3
+    assert quarantine["record"].str.contains('"patient_id":"[SSN]"', literal=True).sum() == 1
+    assert not quarantine["record"].str.contains("remarks").any()
+    text = _store_text(db)
+    assert [v for v in _PLANTED if v in text] == []
+    report = res.reports["json"].read_text()
+    assert [v for v in _PLANTED if v in report] == []
+
+
+def test_a_file_with_an_identifier_column_leaves_no_store(tmp_path: Path, csv_dir: Path) -> None:
+    episodes = pl.read_csv(csv_dir / "episodes.csv", infer_schema=False)
+    src = tmp_path / "episodes.csv"
+    episodes.with_columns(pl.lit("00123456").alias("mrn")).write_csv(src)
+    db = tmp_path / "o.duckdb"
+    with pytest.raises(IdentifierColumnError, match="'mrn' looks like a medical record"):
+        ingest_paths(src, db=db)
+    assert not db.exists()
+    ingest_paths(csv_dir / "episodes.csv", db=db)  # a store that exists gains nothing from the refused file
+    with pytest.raises(IdentifierColumnError):
+        ingest_paths(src, db=db)
+    assert "00123456" not in _store_text(db)

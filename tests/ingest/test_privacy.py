@@ -253,3 +253,88 @@ def test_pseudonymize_output_and_key_are_spreadsheet_safe_and_codes_round_trip(t
     again = pseudonymize(src, "mrn", key=key, out=tmp_path / "o2.csv")
     assert (again.new_codes, again.reused_codes) == (0, 3)
     assert pl.read_csv(tmp_path / "o2.csv", infer_schema=False)["patient_id"].to_list() == codes
+
+
+IDENTIFIER_VALUES = {
+    "123-45-6789": "[SSN]",
+    "123 45 6789": "[SSN]",
+    "555-123-4567": "[phone]",
+    "(555) 123-4567": "[phone]",
+    "+47 22 33 44 55": "[phone]",
+    "+4722334455": "[phone]",
+    "jane.roe@example.org": "[e-mail]",
+    "850101-1234": "[national ID]",
+    "19850101-1234": "[national ID]",
+    "1970-01-02": "[date]",
+    "02.01.1970": "[date]",
+    "MRN00123456": "[MRN]",
+    "mrn-00123456": "[MRN]",
+}
+CODES = [
+    "PT000005",
+    "EP000001",
+    "SE00000001",
+    "TH0082",
+    "CL08",
+    "E12-3",
+    "S-001-0002",
+    "EP.2024.001",
+    "20240101",
+]
+
+
+def test_identifier_shaped_codes_are_named_and_real_codes_are_not() -> None:
+    from sciatica_outcomes.ingest.privacy import identifier_value_kind, identifier_value_label  # noqa: PLC0415
+
+    values = pl.DataFrame({"v": [*IDENTIFIER_VALUES, *CODES]})
+    got = values.select(
+        identifier_value_label(pl.col("v")).alias("v"), identifier_value_kind(pl.col("v")).alias("k")
+    )
+    assert got["v"].to_list() == [*IDENTIFIER_VALUES.values()] + [None] * len(CODES)
+    assert got["k"][0] == "a social security number (NNN-NN-NNNN)"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "call Jane Roe on 555-123-4567 or jane.roe@example.org, DOB 1970-01-02, MRN 00123456",
+            "call [name] on [phone] or [e-mail], [date of birth], [MRN]",
+        ),
+        ("Dr. Müller, Tel +49 30 1234 5678, geb. 02.01.1970", "Dr. [name], Tel [phone], [date of birth]"),
+        ("SSN 123-45-6789; personnummer 850101-1234", "SSN [SSN]; personnummer [national ID]"),
+        ("NHS number 485 777 3456", "[MRN]"),
+    ],
+)
+def test_free_text_identifiers_are_redacted(text: str, expected: str) -> None:
+    from sciatica_outcomes.ingest.privacy import redact_free_text  # noqa: PLC0415
+
+    assert pl.DataFrame({"t": [text]}).select(redact_free_text(pl.col("t"))).item() == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2.1a",
+        "strength_12wk",
+        "graded walking 3x/week from 2024-01-02",
+        "+2 sets",
+        "<U+200B>",
+        "ODI v2.1 (EN)",
+    ],
+)
+def test_clinical_free_text_is_left_alone(text: str) -> None:
+    from sciatica_outcomes.ingest.privacy import free_text_redactions  # noqa: PLC0415
+
+    frame = pl.DataFrame({"t": [text, None]})
+    redacted, counts, cells = free_text_redactions(frame, "t")
+    assert redacted.to_list() == [text, None] and counts == {} and cells == 0
+
+
+def test_free_text_redactions_are_counted_per_kind_and_cell() -> None:
+    from sciatica_outcomes.ingest.privacy import free_text_redactions  # noqa: PLC0415
+
+    frame = pl.DataFrame({"t": ["a@b.org and c@d.org", "plain", "555-123-4567"]})
+    redacted, counts, cells = free_text_redactions(frame, "t")
+    assert redacted.to_list() == ["[e-mail] and [e-mail]", "plain", "[phone]"]
+    assert counts == {"e-mail": 2, "phone": 1} and cells == 2
