@@ -710,26 +710,19 @@ def pseudonymize(
 # ------------------------------------------------------------------------------------ identifier values
 #: Whole values of an id column (``episode_id``, ``patient_id``, ``session_id``, ``clinic_id``,
 #: ``therapist_id``) that are identifiers, not pseudonymous codes: ``(label, what it looks like, pattern)``.
-#: The first pattern that matches names the value. A code such as ``P0001`` or ``E12-3`` matches none.
+#: Each pattern must match the whole value (surrounding spaces ignored); the first that matches names the
+#: value. A code such as ``P0001`` or ``E12-3`` matches none.
 ID_VALUE_PATTERNS: tuple[tuple[str, str, str], ...] = (
-    ("e-mail", "an e-mail address", r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"),
-    ("SSN", "a social security number (NNN-NN-NNNN)", r"^\d{3}[- ]\d{2}[- ]\d{4}$"),
-    (
-        "national ID",
-        "a Nordic personal identity number (YYMMDD-NNNN)",
-        r"^\d{6}(\d{2})?[-+]\d{4}$",
-    ),
+    ("e-mail", "an e-mail address", r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"),
+    ("SSN", "a social security number (NNN-NN-NNNN)", r"\d{3}[- ]\d{2}[- ]\d{4}"),
+    ("national ID", "a Nordic personal identity number (YYMMDD-NNNN)", r"\d{6}(\d{2})?[-+]\d{4}"),
     (
         "phone",
         "a phone number",
-        r"^(\+\d{1,3}[-. ]?)?\(?\d{3}\)?[-. ]?\d{3}[-. ]\d{4}$|^\+\d{1,3}([-. ]?\d{2,4}){2,5}$",
+        r"(\+\d{1,3}[-. ]?)?\(?\d{3}\)?[-. ]?\d{3}[-. ]\d{4}|\+\d{1,3}([-. ]?\d{2,4}){2,5}",
     ),
-    (
-        "date",
-        "a date (a date of birth is an identifier)",
-        r"^(\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4})$",
-    ),
-    ("MRN", "a medical record number labelled MRN", r"(?i)^(mrn|nhs|hosp)[^A-Za-z0-9]*\d+$"),
+    ("date", "a date (a date of birth is an identifier)", r"\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}"),
+    ("MRN", "a medical record number labelled MRN", r"(?i:mrn|nhs|hosp)[^A-Za-z0-9]*\d+"),
 )
 
 #: Identifiers found in free text and the placeholder each is replaced with, in the order they are
@@ -767,6 +760,18 @@ FREE_TEXT_PATTERNS: tuple[tuple[str, str, str], ...] = (
 _ANY_FREE_TEXT_IDENTIFIER = "|".join(f"(?:{p})" for _, p, _ in FREE_TEXT_PATTERNS)
 
 
+def _whole(pattern: str) -> str:
+    return rf"^\s*(?:{pattern})\s*$"
+
+
+_ANY_ID_VALUE = _whole("|".join(f"(?:{p})" for _, _, p in ID_VALUE_PATTERNS))
+
+
+def looks_like_identifier(values: pl.Expr) -> pl.Expr:
+    """Boolean: an id-column value matches one of :data:`ID_VALUE_PATTERNS` (one regex pass)."""
+    return values.cast(pl.String).str.contains(_ANY_ID_VALUE)
+
+
 def identifier_value_kind(values: pl.Expr) -> pl.Expr:
     """What an id-column value looks like (:data:`ID_VALUE_PATTERNS`), or null for a plausible code.
 
@@ -780,19 +785,19 @@ def identifier_value_kind(values: pl.Expr) -> pl.Expr:
     polars.Expr
         String expression: the description of the first pattern that matches, else null.
     """
-    text = values.cast(pl.String).str.strip_chars()
+    text = values.cast(pl.String)
     out: pl.Expr = pl.lit(None, pl.String)
     for _, what, pattern in reversed(ID_VALUE_PATTERNS):
-        out = pl.when(text.str.contains(pattern)).then(pl.lit(what)).otherwise(out)
+        out = pl.when(text.str.contains(_whole(pattern))).then(pl.lit(what)).otherwise(out)
     return out
 
 
 def identifier_value_label(values: pl.Expr) -> pl.Expr:
     """Placeholder (``[SSN]``, ``[phone]``, ...) of an identifier-shaped id value, or null for a code."""
-    text = values.cast(pl.String).str.strip_chars()
+    text = values.cast(pl.String)
     out: pl.Expr = pl.lit(None, pl.String)
     for label, _, pattern in reversed(ID_VALUE_PATTERNS):
-        out = pl.when(text.str.contains(pattern)).then(pl.lit(f"[{label}]")).otherwise(out)
+        out = pl.when(text.str.contains(_whole(pattern))).then(pl.lit(f"[{label}]")).otherwise(out)
     return out
 
 

@@ -28,6 +28,7 @@ from sciatica_outcomes.ingest.privacy import (
     free_text_redactions,
     identifier_value_kind,
     identifier_value_label,
+    looks_like_identifier,
     redact_free_text,
     scrub_text_columns,
 )
@@ -621,12 +622,12 @@ def free_text_columns(spec: TableSpec) -> list[str]:
 
 def _identifier_value_check(column: str, path: str) -> _Check:
     """Rule ``identifier_value``: an id column holding an SSN, phone number, e-mail, date or labelled MRN."""
-    raw = pl.col(column)
+    raw = pl.col(_p(column))  # the parsed code: the text as read
     command = f"sciatica-outcomes pseudonymize {path} --column {column} --as {column} --key KEY.csv --out OUT"
     return _Check(
         "identifier_value",
         column,
-        identifier_value_kind(raw).is_not_null(),
+        looks_like_identifier(raw),
         identifier_value_label(raw),
         pl.format(
             "{} {} looks like {}, not a pseudonymous code: identifiers must not enter the store; replace "
@@ -814,8 +815,8 @@ def _first_pass(source: SourceTable) -> _Work:
     for ch in value_checks:
         if ch.rule == "format" and ch.column in codes:
             # an identifier-shaped code is reported once, as identifier_value
-            kind = identifier_value_kind(pl.col(_p(ch.column)))
-            adjusted.append(_Check(ch.rule, ch.column, ch.failed & kind.is_null(), ch.value, ch.message))
+            shaped = looks_like_identifier(pl.col(_p(ch.column)))
+            adjusted.append(_Check(ch.rule, ch.column, ch.failed & ~shaped, ch.value, ch.message))
         elif ch.rule == "required_value" and ch.column in type_failed:
             # empty after parsing because the text was unparseable: already reported as type
             adjusted.append(
@@ -827,14 +828,17 @@ def _first_pass(source: SourceTable) -> _Work:
             )
         else:
             adjusted.append(ch)
+    adjusted.extend(_identifier_value_check(c, source.path) for c in codes)
     # a foreign key's format depends on the code alone: check each run of equal codes once (child rows
     # come grouped by parent), and keep the runs for the foreign key and episode window checks
     runs: dict[str, tuple[pl.DataFrame, pl.Series]] = {}
     fk_columns = {fk.columns[0] for fk in spec.foreign_keys}
     for k, ch in enumerate(adjusted):
-        if ch.rule == "format" and ch.column in fk_columns and work.height:
+        if ch.rule in ("format", "identifier_value") and ch.column in fk_columns and work.height:
             parsed_col = _p(ch.column)
-            heads, run = runs[parsed_col] = _runs(work, parsed_col)
+            if parsed_col not in runs:
+                runs[parsed_col] = _runs(work, parsed_col)
+            heads, run = runs[parsed_col]
             head_failed = heads.rename({"v": parsed_col}).select(ch.failed.fill_null(False).alias("f"))
             adjusted[k] = _Check(
                 ch.rule, ch.column, pl.lit(head_failed.get_column("f").gather(run)), ch.value, ch.message
@@ -842,10 +846,7 @@ def _first_pass(source: SourceTable) -> _Work:
     helpers = _row_helpers(source.table)
     if helpers:
         work = work.with_columns(helpers)
-    identifier_checks = [_identifier_value_check(c, source.path) for c in codes]
-    bad2, issues2 = _run_checks(
-        work, adjusted + identifier_checks + _row_rules(source.table, raw_columns), source
-    )
+    bad2, issues2 = _run_checks(work, adjusted + _row_rules(source.table, raw_columns), source)
     work = work.with_columns((type_bad | bad2).alias(_BAD))
     if helpers:
         work = work.drop(_CATALOG_ROW)
