@@ -50,6 +50,11 @@ RULE_DESCRIPTIONS: dict[str, str] = {
     "skipped_sheet": "A workbook sheet was skipped.",
     "cell_outside_header": "Cells to the right of the last named column are not read.",
     "unmapped": "A source field has no mapping to a canonical column.",
+    "identifier_value": (
+        "A code column holds an identifier (SSN, phone number, e-mail, date, personal number or MRN), not a "
+        "pseudonymous code; it is shown as a placeholder and never stored."
+    ),
+    "redacted": "Identifiers in a free-text column were replaced by placeholders before storing.",
 }
 
 

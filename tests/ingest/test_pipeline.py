@@ -436,6 +436,11 @@ def test_identifier_values_are_quarantined_and_free_text_is_redacted(tmp_path: P
     assert [v for v in _PLANTED if v in text] == []
     report = res.reports["json"].read_text()
     assert [v for v in _PLANTED if v in report] == []
+    html = res.reports["html"].read_text()
+    assert [v for v in _PLANTED if v in html] == []
+    from sciatica_outcomes.ingest.report import RULE_DESCRIPTIONS  # noqa: PLC0415
+
+    assert RULE_DESCRIPTIONS["identifier_value"] in html and RULE_DESCRIPTIONS["redacted"] in html
 
 
 def test_a_file_with_an_identifier_column_leaves_no_store(tmp_path: Path, csv_dir: Path) -> None:
