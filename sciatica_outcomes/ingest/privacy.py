@@ -370,6 +370,15 @@ NOT_A_PERSON: frozenset[str] = frozenset(
         "equipment",
         "product",
         "brand",
+        "session",
+        "visit",
+        "group",
+        "category",
+        "type",
+        "unit",
+        "column",
+        "sheet",
+        "table",
     }
 )
 

@@ -90,7 +90,7 @@ CLINICAL_HEADERS = _words(
     "instrument_name record_id redcap_event_name redcap_repeat_instrument redcap_repeat_instance "
     "redcap_data_access_group zip3 band note notes comment grc visit_date initial_nprs first_visit "
     "last_session first_contact_date post_pain arm site_id study_id hospital_name mobility_score "
-    "ip_joint_pain dias_sin_dolor nombre_ejercicio Übungsname"
+    "ip_joint_pain dias_sin_dolor nombre_ejercicio Übungsname session_name visit_type_name"
 )
 
 
