@@ -717,6 +717,17 @@ def pseudonymize(
 
 
 # ------------------------------------------------------------------------------------ identifier values
+_DAY = r"(0[1-9]|[12]\d|3[01])"
+_MONTH = r"(0[1-9]|1[0-2])"
+#: Swedish/Norwegian personnummer (YYMMDD-NNNN, YYYYMMDD-NNNN) and Danish CPR (DDMMYY-NNNN): the first
+#: digits must be a date, so that a code such as ``202401-0001`` is not taken for one.
+_PERSONAL_NUMBER = rf"((19|20)?\d{{2}}{_MONTH}{_DAY}|{_DAY}{_MONTH}\d{{2}})[-+]\d{{4}}"
+#: An ISO date, or day and month (either order) and a 2- or 4-digit year separated by ``.`` or ``/``.
+_DATE = (
+    rf"(19|20)\d{{2}}-{_MONTH}-{_DAY}"
+    r"|(0?[1-9]|[12]\d|3[01])[./](0?[1-9]|[12]\d|3[01])[./]((19|20)\d{2}|\d{2})"
+)
+
 #: Whole values of an id column (``episode_id``, ``patient_id``, ``session_id``, ``clinic_id``,
 #: ``therapist_id``) that are identifiers, not pseudonymous codes: ``(label, what it looks like, pattern)``.
 #: Each pattern must match the whole value (surrounding spaces ignored); the first that matches names the
@@ -724,13 +735,13 @@ def pseudonymize(
 ID_VALUE_PATTERNS: tuple[tuple[str, str, str], ...] = (
     ("e-mail", "an e-mail address", r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"),
     ("SSN", "a social security number (NNN-NN-NNNN)", r"\d{3}[- ]\d{2}[- ]\d{4}"),
-    ("national ID", "a Nordic personal identity number (YYMMDD-NNNN)", r"\d{6}(\d{2})?[-+]\d{4}"),
+    ("national ID", "a Nordic personal identity number (YYMMDD-NNNN)", _PERSONAL_NUMBER),
     (
         "phone",
         "a phone number",
         r"(\+\d{1,3}[-. ]?)?\(?\d{3}\)?[-. ]?\d{3}[-. ]\d{4}|\+\d{1,3}([-. ]?\d{2,4}){2,5}",
     ),
-    ("date", "a date (a date of birth is an identifier)", r"\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}"),
+    ("date", "a date (a date of birth is an identifier)", _DATE),
     ("MRN", "a medical record number labelled MRN", r"(?i:mrn|nhs|hosp)[^A-Za-z0-9]*\d+"),
 )
 
@@ -753,7 +764,7 @@ FREE_TEXT_PATTERNS: tuple[tuple[str, str, str], ...] = (
         "[MRN]",
     ),
     ("SSN", r"\b\d{3}-\d{2}-\d{4}\b", "[SSN]"),
-    ("national ID", r"\b\d{6}(\d{2})?[-+]\d{4}\b", "[national ID]"),
+    ("national ID", rf"\b{_PERSONAL_NUMBER}\b", "[national ID]"),
     (
         "phone",
         r"\+\d{1,3}[\s.-]?\(?\d{1,4}\)?([\s.-]?\d{2,4}){2,4}|(\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b",
