@@ -22,7 +22,6 @@ Public API: :class:`MMRM` (estimator) and :class:`MMRMResult` (frozen result), :
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -532,81 +531,11 @@ class _Criterion:
         return out
 
 
-# --------------------------------------------------------------------------------------------------
-# design columns in the order of their names
-# --------------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _formula_orders_interactions_like_names() -> bool:
-    """Whether ``Design`` builds factor x factor interaction columns in the order of its column names.
-
-    Probe on a 3 x 3 layout: the column named ``aa3:bb2`` must be the indicator of ``a = a3, b = b2``.
-    """
-    frame = pl.DataFrame(
-        {"y": [0.0] * 9, "a": ["a1", "a2", "a3"] * 3, "b": ["b1"] * 3 + ["b2"] * 3 + ["b3"] * 3}
-    )
-    design, x = Design.build(parse_formula("y ~ a * b"), frame)
-    col = x[:, design.column_names.index("aa3:bb2")]
-    expected = ((frame["a"] == "a3") & (frame["b"] == "b2")).to_numpy().astype(float)
-    return bool(np.array_equal(col, expected))
-
-
-def _column_order(design: Design) -> IntArray | None:
-    """Permutation taking ``Design`` matrix columns to the order of ``design.column_names``, or ``None``.
-
-    ``formula.Design`` names interaction columns with the first variable varying fastest (as R does); if its
-    matrix is built with the last variable fastest (see :func:`_formula_orders_interactions_like_names`),
-    the columns of every multi-column interaction are reordered here. This shim switches itself off when
-    the two agree.
-    """
-    if _formula_orders_interactions_like_names():
-        return None
-    order = np.arange(len(design.column_names))
-    term_cols = [cols for label, cols in design.term_columns if label != "(Intercept)"]
-    for cols, codes in zip(term_cols, design.coding, strict=True):
-        sizes = []
-        for lab, how in codes:
-            var = design.formula.variables[lab]
-            sizes.append(
-                len(var.suffixes) if how == "numeric" else len(var.levels) - (1 if how == "contrast" else 0)
-            )
-        if len(sizes) < 2:
-            continue
-        # name position (first fastest) -> matrix position (last fastest)
-        idx = np.indices(sizes).reshape(
-            len(sizes), -1
-        )  # rows: index of each variable, C order = last fastest
-        name_pos = np.ravel_multi_index(idx[::-1], sizes[::-1])  # first variable fastest
-        matrix_pos = np.ravel_multi_index(idx, sizes)
-        mapping = np.empty(len(cols), dtype=np.int64)
-        mapping[name_pos] = matrix_pos
-        order[np.asarray(cols)] = np.asarray(cols)[mapping]
-    return order if not np.array_equal(order, np.arange(order.shape[0])) else None
-
-
-class _OrderedDesign:
-    """A ``Design`` whose ``matrix`` returns columns in the order of ``column_names``."""
-
-    def __init__(self, design: Design) -> None:
-        self.design = design
-        self.order = _column_order(design)
-        self.column_names = design.column_names
-        self.term_columns = design.term_columns
-        self.formula = design.formula
-
-    def fix(self, x: FloatArray) -> FloatArray:
-        return x if self.order is None else x[:, self.order]
-
-    def matrix(self, frame: pl.DataFrame) -> FloatArray:
-        return self.fix(self.design.matrix(frame))
-
-
 @dataclass
 class _EmmeansView:
     """What :func:`sciatica_outcomes.models.emmeans.emmeans` reads from a fitted model."""
 
-    design_: _OrderedDesign
+    design_: Design
     inference_: WaldInference
     column_info_: dict[str, tuple[str, Any]]
 
@@ -907,7 +836,7 @@ class _Prepared(TypedDict):
     """The rows an MMRM is fitted to, as arrays (:meth:`MMRM._prepare`)."""
 
     frame: pl.DataFrame
-    design: _OrderedDesign
+    design: Design
     x: FloatArray
     y: FloatArray
     subject: IntArray  # subject code 0 .. n_subjects - 1 of each row
@@ -1037,10 +966,8 @@ class MMRM:
         frame = frame.filter(~null_subject)
         text, levels = _visit_levels(frame[self.visit], self.visit_levels)
         frame = frame.with_columns(text.cast(pl.Enum(levels)).alias(self.visit))
-        raw_design, x = Design.build(parsed, frame, self.reference)
-        design = _OrderedDesign(raw_design)
-        x = design.fix(x)
-        y = raw_design.response(frame)
+        design, x = Design.build(parsed, frame, self.reference)
+        y = design.response(frame)
         bad_y = ~np.isfinite(y)
         bad_x = ~np.isfinite(x).all(axis=1) & ~bad_y
         keep = ~(bad_y | bad_x)
