@@ -162,24 +162,27 @@ class EmmeansResult:
 def emmeans(
     model: FittedModel,
     specs: str | Sequence[str],
-    at: Mapping[str, Sequence[Any]] | None = None,
     by: str | Sequence[str] | None = None,
-    level: float = 0.95,
+    at: Mapping[str, Sequence[Any]] | None = None,
+    level: float | None = None,
 ) -> EmmeansResult:
-    """Estimated marginal means of a fitted growth model.
+    """Estimated marginal means of a fitted model (``GrowthModel`` or ``MMRM``).
+
+    The one emmeans entry point: ``GrowthModel.emmeans``, ``MMRM.emmeans`` and ``MMRMResult.emmeans`` take
+    the same arguments in the same order, ``(specs, by=None, at=None, level=None)``.
 
     Parameters
     ----------
-    model : GrowthModel
+    model : GrowthModel or MMRM
         A fitted model (anything with ``design_``, ``column_info_``, ``inference_`` and ``_fitted``).
     specs : str or sequence of str
         Predictors whose combinations get a mean (e.g. ``"week"`` or ``["week", "group"]``).
-    at : mapping, optional
-        Values of predictors in the reference grid, e.g. ``{"week": [0, 6, 12, 26]}``.
     by : str or sequence of str, optional
         Predictors to condition on (means and contrasts within each level).
-    level : float
-        Confidence level.
+    at : mapping, optional
+        Values of predictors in the reference grid, e.g. ``{"week": [0, 6, 12, 26]}``.
+    level : float, optional
+        Confidence level; default the model's ``level`` if it has one, else 0.95.
 
     Returns
     -------
@@ -195,8 +198,10 @@ def emmeans(
     lmer.df = "satterthwaite")`` (``tests/reference``).
     """
     model._fitted()
+    if level is None:
+        level = float(getattr(model, "level", 0.95))
     return marginal_means(
-        model.design_, model.column_info_, model.inference_, specs, at=at, by=by, level=level
+        model.design_, model.column_info_, model.inference_, specs, by=by, at=at, level=level
     )
 
 
@@ -233,8 +238,8 @@ def marginal_means(
     info: Mapping[str, tuple[str, Any]],
     inference: WaldInference,
     specs: str | Sequence[str],
-    at: Mapping[str, Sequence[Any]] | None = None,
     by: str | Sequence[str] | None = None,
+    at: Mapping[str, Sequence[Any]] | None = None,
     level: float = 0.95,
 ) -> EmmeansResult:
     """Marginal means for any estimator with a fixed-effects :class:`Design` and a :class:`WaldInference`.

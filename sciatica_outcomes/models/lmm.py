@@ -769,12 +769,29 @@ class GrowthModel:
     def emmeans(
         self,
         specs: str | Sequence[str],
-        at: Mapping[str, Sequence[Any]] | None = None,
         by: str | Sequence[str] | None = None,
+        at: Mapping[str, Sequence[Any]] | None = None,
         level: float = 0.95,
     ) -> EmmeansResult:
-        """Estimated marginal means (see :func:`sciatica_outcomes.models.emmeans.emmeans`)."""
-        return emmeans(self, specs, at=at, by=by, level=level)
+        """Estimated marginal means (see :func:`sciatica_outcomes.models.emmeans.emmeans`).
+
+        Parameters
+        ----------
+        specs : str or sequence of str
+            Predictors whose combinations get a mean.
+        by : str or sequence of str, optional
+            Predictors to condition on.
+        at : mapping, optional
+            Values of predictors in the reference grid.
+        level : float
+            Confidence level.
+
+        Returns
+        -------
+        EmmeansResult
+            ``means`` and ``contrasts(method, adjust)``.
+        """
+        return emmeans(self, specs, by=by, at=at, level=level)
 
     def refit(self, reml: bool) -> GrowthModel:
         """The same model refitted with REML or ML on the stored sufficient statistics."""

@@ -667,6 +667,7 @@ class MMRMResult:
         specs: str | Sequence[str] | None = None,
         by: str | Sequence[str] | None = None,
         at: Mapping[str, Sequence[Any]] | None = None,
+        level: float | None = None,
     ) -> EmmeansResult:
         """Estimated marginal (least-squares) means with emmeans defaults, and their contrasts.
 
@@ -678,6 +679,8 @@ class MMRMResult:
             Predictors to condition on (e.g. ``"visit"`` to compare groups within each visit).
         at : dict, optional
             Values of predictors in the reference grid.
+        level : float, optional
+            Confidence level (default: the fit's ``level``).
 
         Returns
         -------
@@ -692,7 +695,7 @@ class MMRMResult:
         default for ``gls``) and ``pairs(emmeans(gls_fit, ~ group | visit))``.
         """
         spec = self.visit if specs is None else specs
-        return emmeans(self._view, spec, at=at, by=by, level=self.level)
+        return emmeans(self._view, spec, by=by, at=at, level=self.level if level is None else level)
 
     def lsmeans(self, specs: str | Sequence[str] | None = None) -> pl.DataFrame:
         """LS means by visit (or by ``specs``): the ``means`` frame of :meth:`emmeans`."""
