@@ -15,6 +15,7 @@ __all__ = [
     "DataValidationError",
     "IdentifierColumnError",
     "ModelSpecificationError",
+    "NotFittedError",
     "ReportParameterError",
     "SciaticaOutcomesError",
     "StoreError",
@@ -44,6 +45,14 @@ class ConfigError(SciaticaOutcomesError, ValueError):
 
 class ModelSpecificationError(SciaticaOutcomesError, ValueError):
     """A model formula or design cannot be fitted as specified (unknown column, unsupported term)."""
+
+
+class NotFittedError(ModelSpecificationError, AttributeError):
+    """A fitted-only attribute or method of an estimator was used before ``fit``.
+
+    Also an ``AttributeError`` (as scikit-learn's), so ``hasattr(model, "result_")`` stays ``False`` on an
+    unfitted model instead of raising.
+    """
 
 
 class ReportParameterError(SciaticaOutcomesError, ValueError):

@@ -1,7 +1,8 @@
 """models stage: lme4-style growth models (REML/ML), Satterthwaite inference and marginal means.
 
-See DESIGN.md. ``GrowthModel`` is the estimator; ``WaldInference`` / ``satterthwaite_from_deviance`` are the
-estimator-independent inference layer (reused by residual-covariance models).
+See DESIGN.md. ``GrowthModel`` and ``MMRM`` are estimators with one contract, :class:`Estimator`
+(``models/base.py``); ``WaldInference`` / ``satterthwaite_from_deviance`` are the estimator-independent
+inference layer (reused by residual-covariance models).
 
 Names are imported on first use (``sciatica_outcomes._lazy``), so importing this package or its ``cli``
 module stays cheap.
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from sciatica_outcomes._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from sciatica_outcomes.models.base import Estimator
     from sciatica_outcomes.models.compare import ProviderComparison, compare_providers, episode_outcomes
     from sciatica_outcomes.models.emmeans import (
         EmmeansResult,
@@ -48,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "COVARIANCE_STRUCTURES": "sciatica_outcomes.models.mmrm",
     "ConvergenceDiagnostics": "sciatica_outcomes.models.results",
     "Design": "sciatica_outcomes.models.formula",
+    "Estimator": "sciatica_outcomes.models.base",
     "EmmeansResult": "sciatica_outcomes.models.emmeans",
     "FitResult": "sciatica_outcomes.models.results",
     "GrowthModel": "sciatica_outcomes.models.lmm",
@@ -90,6 +93,7 @@ __all__ = [
     "ConvergenceDiagnostics",
     "Design",
     "EmmeansResult",
+    "Estimator",
     "FitResult",
     "GrowthModel",
     "KaplanMeierResult",

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
+from typing import TYPE_CHECKING, Any, Self, TypedDict
 
 import numpy as np
 import polars as pl
@@ -22,6 +22,7 @@ from scipy import optimize
 from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models._dist import t_ppf
+from sciatica_outcomes.models.base import Estimator, FrameLike
 from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_info
 from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance, RandomEffectModes
 from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
@@ -38,16 +39,12 @@ from sciatica_outcomes.models.inference import (
 from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
 
 if TYPE_CHECKING:
-    import pandas as pd
     from matplotlib.axes import Axes
 
 
-__all__ = ["GrowthModel", "fit_standard", "likelihood_ratio_test", "standard_formula"]
+__all__ = ["FrameLike", "GrowthModel", "fit_standard", "likelihood_ratio_test", "standard_formula"]
 
 SINGULAR_TOL = 1e-4  # lme4::isSingular default
-
-FrameLike: TypeAlias = "pl.DataFrame | pd.DataFrame"
-"""The data a model accepts: a polars or a pandas frame (pandas is converted)."""
 
 
 class _Check(TypedDict):
@@ -158,7 +155,7 @@ class _Structure:
         return out
 
 
-class GrowthModel:
+class GrowthModel(Estimator):
     """Linear mixed model for growth curves, specified in lme4 syntax.
 
     Parameters
@@ -212,20 +209,26 @@ class GrowthModel:
         max_restarts: int = 2,
         ddf: str = "satterthwaite",
     ) -> None:
-        if ddf not in DDF_METHODS:
-            raise ModelSpecificationError(f"ddf {ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}")
-        if ddf.startswith("kenward-roger") and not reml:
-            raise ModelSpecificationError(
-                "Kenward-Roger inference needs a REML fit: drop --ml (reml=False) or use ddf 'satterthwaite'"
-            )
-        self.ddf = ddf
+        # stored unchanged (get_params); checked by _validate_params at fit
         self.formula = formula
         self.reml = reml
-        self.reference = dict(reference or {})
+        self.reference = reference
         self.time = time
         self.gradient_tol = gradient_tol
         self.max_restarts = max_restarts
-        _Structure(parse_formula(formula))  # fail early on a bad formula
+        self.ddf = ddf
+
+    def _validate_params(self) -> None:
+        """Check ``ddf`` against ``reml`` and the formula's random structure (called by :meth:`fit`)."""
+        if self.ddf not in DDF_METHODS:
+            raise ModelSpecificationError(
+                f"ddf {self.ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}"
+            )
+        if self.ddf.startswith("kenward-roger") and not self.reml:
+            raise ModelSpecificationError(
+                "Kenward-Roger inference needs a REML fit: drop --ml (reml=False) or use ddf 'satterthwaite'"
+            )
+        _Structure(parse_formula(self.formula))  # a bad formula fails before the data are touched
 
     # ------------------------------------------------------------------------------------------------
     def _prepare(self, data: FrameLike) -> pl.DataFrame:
@@ -309,7 +312,7 @@ class GrowthModel:
         row = frame.select([c for c in frame.columns if not c.startswith("__")]).row(i, named=True)
         return ", ".join(f"{k}={v!r}" for k, v in row.items())
 
-    def fit(self, data: FrameLike) -> GrowthModel:
+    def fit(self, data: FrameLike) -> Self:
         """Fit the model.
 
         Parameters
@@ -322,10 +325,17 @@ class GrowthModel:
         -------
         GrowthModel
             ``self``, fitted.
+
+        Raises
+        ------
+        ModelSpecificationError
+            An unknown ``ddf``, Kenward-Roger with ML, a bad formula, unknown columns, a rank-deficient
+            design (checked here, not in ``__init__``).
         """
         t0 = time.perf_counter()
+        self._validate_params()
         frame = self._prepare(data)
-        design, x = Design.build(self.formula_, frame, self.reference)
+        design, x = Design.build(self.formula_, frame, dict(self.reference or {}))
         y = design.response(frame)
         self._check_finite(frame, x, y, design.column_names)
         n, p = x.shape
@@ -738,32 +748,28 @@ class GrowthModel:
         )
 
     # ------------------------------------------------------------------------------------------------
-    def _fitted(self) -> None:
-        if not hasattr(self, "result_"):
-            raise ModelSpecificationError("the model is not fitted yet: call .fit(frame) first")
-
     @property
     def summary(self) -> pl.DataFrame:
         """Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (Satterthwaite df, 95% CI)."""
-        self._fitted()
+        self._check_fitted()
         return self.result_.fixed_effects
 
     @property
     def variance_components(self) -> pl.DataFrame:
         """Variance components as ``as.data.frame(VarCorr(m))``: group, term1, term2, variance, sd, corr."""
-        self._fitted()
+        self._check_fitted()
         return self.result_.random_effects
 
     def contrast(
         self, contrast: FloatArray | Sequence[float] | dict[str, float], rhs: float = 0.0, level: float = 0.95
     ) -> pl.DataFrame:
         """t-test of ``L beta = rhs`` per row of ``L`` (or a ``{coefficient: weight}`` mapping)."""
-        self._fitted()
+        self._check_fitted()
         return self.inference_.contrast(contrast, rhs=rhs, level=level)
 
     def f_test(self, contrast: FloatArray, rhs: float = 0.0) -> FTest:
         """Joint F-test of ``L beta = rhs`` with Satterthwaite denominator df."""
-        self._fitted()
+        self._check_fitted()
         return self.inference_.f_test(contrast, rhs)
 
     def emmeans(
@@ -771,7 +777,7 @@ class GrowthModel:
         specs: str | Sequence[str],
         by: str | Sequence[str] | None = None,
         at: Mapping[str, Sequence[Any]] | None = None,
-        level: float = 0.95,
+        level: float | None = None,
     ) -> EmmeansResult:
         """Estimated marginal means (see :func:`sciatica_outcomes.models.emmeans.emmeans`).
 
@@ -783,19 +789,19 @@ class GrowthModel:
             Predictors to condition on.
         at : mapping, optional
             Values of predictors in the reference grid.
-        level : float
-            Confidence level.
+        level : float, optional
+            Confidence level (default 0.95).
 
         Returns
         -------
         EmmeansResult
             ``means`` and ``contrasts(method, adjust)``.
         """
-        return emmeans(self, specs, by=by, at=at, level=level)
+        return emmeans(self, specs, by=by, at=at, level=0.95 if level is None else level)
 
     def refit(self, reml: bool) -> GrowthModel:
         """The same model refitted with REML or ML on the stored sufficient statistics."""
-        self._fitted()
+        self._check_fitted()
         clone = object.__new__(GrowthModel)
         clone.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_fit_state", "_h_cache")})
         clone.reml = reml
@@ -807,7 +813,7 @@ class GrowthModel:
 
     def ranef(self) -> dict[str, pl.DataFrame]:
         """Conditional modes (BLUPs) per grouping factor with conditional SDs (``ranef(condVar=TRUE)``)."""
-        self._fitted()
+        self._check_fitted()
         st = self.structure_
         re = self.engine_.random_effects(self.theta_, self.beta_)
         out: dict[str, pl.DataFrame] = {}
@@ -856,7 +862,7 @@ class GrowthModel:
         ``x' beta + z' b`` with ``se^2 = x' V x + z' Var(b | y) z`` (``Var(b | y) = sigma^2 Lambda A^-1
         Lambda'``), which ignores the covariance of ``beta`` and ``b`` (as ``ranef(condVar = TRUE)``).
         """
-        self._fitted()
+        self._check_fitted()
         frame = _to_polars(data)
         x = self.design_.matrix(frame)
         fit = x @ self.beta_
@@ -905,17 +911,21 @@ class GrowthModel:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready result (the ``fit --json`` schema)."""
-        self._fitted()
+        self._check_fitted()
         return self.result_.to_dict()
 
     # ------------------------------------------------------------------------------------------------
+    def plot(self, ax: Axes | None = None, by: str | None = None) -> Axes:
+        """The standard figure: the population trajectory (:meth:`plot_trajectory`); returns the axes."""
+        return self.plot_trajectory(ax=ax, by=by)
+
     def plot_trajectory(
         self, ax: Axes | None = None, weeks: Sequence[float] | None = None, by: str | None = None
     ) -> Axes:
         """Population trajectory (marginal means over ``time``) with 95% CI band; returns the axes."""
         import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
 
-        self._fitted()
+        self._check_fitted()
         if self.time not in self.column_info_:
             raise ModelSpecificationError(
                 f"time column {self.time!r} is not a fixed-effect variable of the model"
@@ -946,7 +956,7 @@ class GrowthModel:
         """Forest plot of the fixed effects (estimate and 95% CI); returns the axes."""
         import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
 
-        self._fitted()
+        self._check_fitted()
         fe = self.summary.filter(pl.col("term") != "(Intercept)")
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 0.4 * fe.height + 1))
@@ -978,7 +988,7 @@ def likelihood_ratio_test(small: GrowthModel, large: GrowthModel) -> LikelihoodR
     LikelihoodRatioTest
     """
     for m in (small, large):
-        m._fitted()
+        m._check_fitted()
     if small.result_.n_obs != large.result_.n_obs:
         raise ModelSpecificationError(
             f"models were fitted to different numbers of rows ({small.result_.n_obs} vs "

@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Self, TypedDict, cast
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ from scipy import optimize
 
 from sciatica_outcomes._typing import FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
+from sciatica_outcomes.models.base import Estimator, FrameLike
 from sciatica_outcomes.models.emmeans import EmmeansResult, _column_mean, emmeans
 from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
 from sciatica_outcomes.models.inference import (
@@ -54,9 +55,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = ["COVARIANCE_STRUCTURES", "MMRM", "MMRMDiagnostics", "MMRMResult", "RowsDropped", "fit_mmrm"]
-
-FrameLike: TypeAlias = "pl.DataFrame | pd.DataFrame"
-"""The data a model accepts: a polars or a pandas frame (pandas is converted)."""
 
 
 class RowsDropped(TypedDict):
@@ -540,7 +538,7 @@ class _EmmeansView:
     column_info_: dict[str, tuple[str, Any]]
 
     def _fitted(self) -> None:
-        return None
+        return None  # a view exists only on a fitted result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -737,6 +735,7 @@ class MMRMResult:
             "ddf_method": self.inference.ddf_method,
             "n_obs": self.n_obs,
             "n_subjects": self.n_subjects,
+            "converged": self.converged,
             "fixed_effects": self.summary.to_dicts(),
             "covariance": {
                 "structure": self.structure,
@@ -848,7 +847,7 @@ class _Prepared(TypedDict):
     dropped: RowsDropped
 
 
-class MMRM:
+class MMRM(Estimator):
     """Mixed model for repeated measures with a structured residual covariance of the visits.
 
     Parameters
@@ -918,18 +917,7 @@ class MMRM:
         max_iter: int = 500,
         ddf: str = "satterthwaite",
     ) -> None:
-        if ddf not in DDF_METHODS:
-            raise ModelSpecificationError(f"ddf {ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}")
-        if ddf.startswith("kenward-roger") and not reml:
-            raise ModelSpecificationError(
-                "Kenward-Roger inference needs a REML fit: use reml=True (drop --ml) or ddf 'satterthwaite'"
-            )
-        if covariance not in COVARIANCE_STRUCTURES:
-            raise ModelSpecificationError(
-                f"covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {covariance!r}"
-            )
-        if not 0 < level < 1:
-            raise ModelSpecificationError(f"level must lie in (0, 1), got {level}")
+        # stored unchanged (get_params); checked by _validate_params at fit
         self.formula = formula
         self.subject = subject
         self.visit = visit
@@ -940,6 +928,23 @@ class MMRM:
         self.level = level
         self.max_iter = max_iter
         self.ddf = ddf
+
+    def _validate_params(self) -> None:
+        """Check ``ddf``, ``covariance`` and ``level`` (called by :meth:`fit`)."""
+        if self.ddf not in DDF_METHODS:
+            raise ModelSpecificationError(
+                f"ddf {self.ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}"
+            )
+        if self.ddf.startswith("kenward-roger") and not self.reml:
+            raise ModelSpecificationError(
+                "Kenward-Roger inference needs a REML fit: use reml=True (drop --ml) or ddf 'satterthwaite'"
+            )
+        if self.covariance not in COVARIANCE_STRUCTURES:
+            raise ModelSpecificationError(
+                f"covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {self.covariance!r}"
+            )
+        if not 0 < self.level < 1:
+            raise ModelSpecificationError(f"level must lie in (0, 1), got {self.level}")
 
     # ---- data preparation ------------------------------------------------------------------------
     def _prepare(self, data: FrameLike) -> _Prepared:
@@ -1024,7 +1029,7 @@ class MMRM:
         }
 
     # ---- fitting ---------------------------------------------------------------------------------
-    def fit(self, data: FrameLike) -> MMRM:
+    def fit(self, data: FrameLike) -> Self:
         """Fit the model to a long frame (one row per subject and visit); returns ``self``.
 
         Parameters
@@ -1036,10 +1041,13 @@ class MMRM:
         Raises
         ------
         ModelSpecificationError
-            Unknown columns, random terms, duplicated subject-visit rows, rank-deficient design, or an
-            unstructured covariance whose visit pairs are never observed together.
+            An unknown ``ddf`` or ``covariance``, Kenward-Roger with ML, ``level`` outside (0, 1) (checked
+            here, not in ``__init__``); unknown columns, random terms, duplicated subject-visit rows,
+            rank-deficient design, or an unstructured covariance whose visit pairs are never observed
+            together.
         """
         t0 = time.perf_counter()
+        self._validate_params()
         prep = self._prepare(data)
         x, y = prep["x"], prep["y"]
         t = len(prep["levels"])
@@ -1169,6 +1177,69 @@ class MMRM:
             _view=_EmmeansView(design, inference, _column_info(design.formula, prep["frame"])),
         )
         return self
+
+    # ---- the estimator contract: the fitted result's tables, as GrowthModel has them ---------------
+    @property
+    def summary(self) -> pl.DataFrame:
+        """Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (``result_.summary``)."""
+        self._check_fitted()
+        return self.result_.summary
+
+    @property
+    def design_(self) -> Design:
+        """The fixed-effects design of the fit."""
+        self._check_fitted()
+        return self.result_._view.design_
+
+    @property
+    def column_info_(self) -> dict[str, tuple[str, Any]]:
+        """Reference-grid defaults of the predictors (factor levels, numeric means over fitted rows)."""
+        self._check_fitted()
+        return self.result_._view.column_info_
+
+    @property
+    def inference_(self) -> WaldInference:
+        """Inference of the fixed effects (Satterthwaite or Kenward-Roger)."""
+        self._check_fitted()
+        return self.result_.inference
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of the fit (:meth:`MMRMResult.to_dict`)."""
+        self._check_fitted()
+        return self.result_.to_dict()
+
+    def emmeans(
+        self,
+        specs: str | Sequence[str] | None = None,
+        by: str | Sequence[str] | None = None,
+        at: Mapping[str, Sequence[Any]] | None = None,
+        level: float | None = None,
+    ) -> EmmeansResult:
+        """Estimated marginal means (:meth:`MMRMResult.emmeans`; ``specs`` defaults to the visit).
+
+        Parameters
+        ----------
+        specs : str or sequence of str, optional
+            Predictors whose level combinations get a mean (default: the visit).
+        by : str or sequence of str, optional
+            Predictors to condition on.
+        at : mapping, optional
+            Values of predictors in the reference grid.
+        level : float, optional
+            Confidence level (default: ``level`` of the model).
+
+        Returns
+        -------
+        EmmeansResult
+            ``means`` and ``contrasts(method, adjust)``.
+        """
+        self._check_fitted()
+        return self.result_.emmeans(specs, by=by, at=at, level=level)
+
+    def plot(self, ax: Axes | None = None, by: str | None = None) -> Axes:
+        """LS means by visit with confidence intervals (:meth:`MMRMResult.plot`); returns the axes."""
+        self._check_fitted()
+        return self.result_.plot(ax=ax, by=by)
 
 
 def _as_polars(data: object) -> pl.DataFrame:

@@ -109,7 +109,9 @@ class FitResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``fit --json`` schema)."""
         out: dict[str, Any] = {
+            "model": "lmm",
             "formula": self.formula,
+            "method": "REML" if self.reml else "ML",
             "fixed_effects": self.fixed_effects.select(FIXED_COLUMNS).to_dicts(),
             "random_effects": self.random_effects.select(RANDOM_COLUMNS).to_dicts(),
             "sigma": self.sigma,

@@ -137,10 +137,13 @@ def test_kr_result_names_the_method_and_emmeans_follow_it(kr_fits: dict[str, Gro
 
 
 def test_kr_refusals_name_the_fix() -> None:
+    # configuration is checked at fit (scikit-learn style), before the data are looked at
+    data = load_data(CASES[0])
+    ml_kr = GrowthModel("y ~ week + (week | patient)", reml=False, ddf="kenward-roger")
     with pytest.raises(ModelSpecificationError, match="REML"):
-        GrowthModel("y ~ week + (week | patient)", reml=False, ddf="kenward-roger")
+        ml_kr.fit(data)
     with pytest.raises(ModelSpecificationError, match="satterthwaite, kenward-roger"):
-        GrowthModel("y ~ week + (week | patient)", ddf="KR")
+        GrowthModel("y ~ week + (week | patient)", ddf="KR").fit(data)
 
 
 def test_kr_f_test_refuses_dependent_rows(kr_fits: dict[str, GrowthModel]) -> None:

@@ -423,7 +423,7 @@ def test_structures_have_their_shape() -> None:
 def test_errors_name_the_problem() -> None:
     frame, _ref = _load("mar5")
     with pytest.raises(ModelSpecificationError, match="covariance must be one of"):
-        MMRM("y ~ visit", "id", "visit", covariance="unstructured")
+        MMRM("y ~ visit", "id", "visit", covariance="unstructured").fit(frame)
     with pytest.raises(ModelSpecificationError, match="random terms"):
         MMRM("y ~ visit + (1 | id)", "id", "visit").fit(frame)
     with pytest.raises(ModelSpecificationError, match="repeat a"):
@@ -506,8 +506,10 @@ def test_mmrm_kenward_roger_one_df_is_satterthwaite_with_the_same_w(
 
 
 def test_mmrm_kenward_roger_refusals() -> None:
+    # configuration is checked at fit, before the data are looked at (none of these columns exist)
+    frame = pl.DataFrame({"other": [1.0]})
     for ddf in ("kenward-roger", "kenward-roger-linear"):
         with pytest.raises(ModelSpecificationError, match="REML"):
-            MMRM("y ~ x", subject="id", visit="v", ddf=ddf, reml=False)
+            MMRM("y ~ x", subject="id", visit="v", ddf=ddf, reml=False).fit(frame)
     with pytest.raises(ModelSpecificationError, match="satterthwaite, kenward-roger, kenward-roger-linear"):
-        MMRM("y ~ x", subject="id", visit="v", ddf="KR")
+        MMRM("y ~ x", subject="id", visit="v", ddf="KR").fit(frame)
