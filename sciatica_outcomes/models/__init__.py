@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sciatica_outcomes._lazy import lazy_exports
+from sciatica_outcomes._lazy import keep_exports_over_submodules, lazy_exports
 
 if TYPE_CHECKING:
     from sciatica_outcomes.models.base import Estimator
@@ -129,3 +129,5 @@ __all__ = [
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+# ``models.emmeans`` is the entry-point function, also once the submodule ``models.emmeans`` is imported
+keep_exports_over_submodules(__name__, _EXPORTS)

@@ -916,8 +916,16 @@ class GrowthModel(Estimator):
 
     # ------------------------------------------------------------------------------------------------
     def plot(self, ax: Axes | None = None, by: str | None = None) -> Axes:
-        """The standard figure: the population trajectory (:meth:`plot_trajectory`); returns the axes."""
-        return self.plot_trajectory(ax=ax, by=by)
+        """The standard figure; returns the axes.
+
+        The population trajectory with its CI band (:meth:`plot_trajectory`, one line per level of ``by``)
+        when ``time`` is a numeric predictor of the fixed part, otherwise the forest plot of the fixed
+        effects (:meth:`plot_fixed_effects`; ``by`` unused).
+        """
+        self._check_fitted()
+        if self.column_info_.get(self.time, ("",))[0] == "numeric":
+            return self.plot_trajectory(ax=ax, by=by)
+        return self.plot_fixed_effects(ax=ax)
 
     def plot_trajectory(
         self, ax: Axes | None = None, weeks: Sequence[float] | None = None, by: str | None = None

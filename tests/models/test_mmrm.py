@@ -42,13 +42,13 @@ from tolerances import (
     NEWTON_RADIUS,
     ROUNDING,
     covariance_rel,
+    mmrm_se_theta,
     printed,
     rel,
-    se_through_theta,
 )
 
 from sciatica_outcomes.errors import ModelSpecificationError
-from sciatica_outcomes.models import MMRM, MMRMResult, fit_mmrm, numerical_jacobian
+from sciatica_outcomes.models import MMRM, MMRMResult, fit_mmrm
 from sciatica_outcomes.models.mmrm import _build_patterns, _Criterion, _sigma, _theta_start
 from sciatica_outcomes.scoring import assign_visits
 from sciatica_outcomes.synth import generate_cohort
@@ -206,25 +206,7 @@ def test_batched_criterion_equals_dense_computation() -> None:
 
 def _se_through_theta(model: MMRM, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SE_theta of theta, beta(theta) and Sigma(theta) of a fitted MMRM (delta method, Cov = 2 H^-1)."""
-    res = model.result_
-    prep = model._prepare(frame)
-    pats = _build_patterns(prep["subject"], prep["visit"], prep["x"], prep["y"], len(res.visits))
-    crit = _Criterion(pats, res.structure, res.reml)
-
-    def beta(theta: np.ndarray) -> np.ndarray:
-        ev = crit.evaluate(theta)
-        assert ev is not None
-        return ev.beta
-
-    def sigma(theta: np.ndarray) -> np.ndarray:
-        return _sigma(theta, res.structure, len(res.visits))
-
-    jac_beta, jac_sigma = (numerical_jacobian(fn, res.theta) for fn in (beta, sigma))
-    return (
-        np.sqrt(np.diag(res.theta_cov)),
-        se_through_theta(jac_beta, res.theta_cov),
-        se_through_theta(jac_sigma, res.theta_cov),
-    )
+    return mmrm_se_theta(model, frame)
 
 
 def _assert_same_optimum(a: MMRM, b: MMRM, frame_a: pl.DataFrame, frame_b: pl.DataFrame) -> None:

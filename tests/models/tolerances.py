@@ -58,8 +58,10 @@ import math
 from typing import Any
 
 import numpy as np
+import polars as pl
 
-from sciatica_outcomes.models import GrowthModel, numerical_hessian, numerical_jacobian
+from sciatica_outcomes.models import MMRM, GrowthModel, numerical_hessian, numerical_jacobian
+from sciatica_outcomes.models.mmrm import _build_patterns, _Criterion, _sigma
 
 EPS = float(np.finfo(float).eps)
 
@@ -127,3 +129,30 @@ def growth_model_se_theta(model: GrowthModel) -> tuple[np.ndarray, np.ndarray]:
     cov = 2.0 * np.linalg.inv(hess)
     jac = numerical_jacobian(lambda t: np.asarray(eng.fixed(t, reml)["beta"]), theta)
     return np.sqrt(np.diag(cov)), se_through_theta(jac, cov)
+
+
+def mmrm_se_theta(model: MMRM, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``SE_theta`` of theta, of ``beta(theta)`` and of ``Sigma(theta)`` of a fitted MMRM.
+
+    ``Cov(theta)`` is the fit's ``theta_cov`` (``2 H^-1``, observed Hessian of the REML criterion);
+    ``beta(theta)`` is the GLS solution of the criterion rebuilt from ``frame`` (the data of the fit).
+    """
+    res = model.result_
+    prep = model._prepare(frame)
+    pats = _build_patterns(prep["subject"], prep["visit"], prep["x"], prep["y"], len(res.visits))
+    crit = _Criterion(pats, res.structure, res.reml)
+
+    def beta(theta: np.ndarray) -> np.ndarray:
+        ev = crit.evaluate(theta)
+        assert ev is not None
+        return ev.beta
+
+    def sigma(theta: np.ndarray) -> np.ndarray:
+        return _sigma(theta, res.structure, len(res.visits))
+
+    jac_beta, jac_sigma = (numerical_jacobian(fn, res.theta) for fn in (beta, sigma))
+    return (
+        np.sqrt(np.diag(res.theta_cov)),
+        se_through_theta(jac_beta, res.theta_cov),
+        se_through_theta(jac_sigma, res.theta_cov),
+    )
