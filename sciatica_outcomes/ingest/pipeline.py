@@ -148,7 +148,8 @@ def read_sources(
         raise UnusableInputError(
             f"unknown table {table!r} (--table): expected one of {', '.join(TABLE_SPECS)}"
         )
-    files, notices = collect_files(paths)
+    paths_given = [str(p) for p in paths] if not isinstance(paths, str | Path) else [str(paths)]
+    files, notices = collect_files(paths_given)
     dictionaries = [p for p, _ in files if _is_redcap_dictionary(p)]
     if dictionaries and redcap_dictionary is None:
         redcap_dictionary = dictionaries[0]
@@ -187,17 +188,17 @@ def read_sources(
             else:
                 target = table or stem
                 if target not in TABLE_SPECS:
-                    if explicit:
+                    # a file in a directory is refused too: skipping it would pass a wrong name quietly
+                    if suffix in _CSV and _is_redcap_labels(path, redcap_dictionary):
                         raise UnusableInputError(
-                            f"{path}: cannot tell which table this file holds: name it after a table "
-                            f"({', '.join(TABLE_SPECS)}) or pass --table"
+                            f"{path}: this is a REDCap export with field labels in the header (REDCap's "
+                            "'CSV (labels)'); export the records again as 'CSV (raw data)' and ingest that"
                         )
-                    notices.append(
-                        Notice(
-                            str(path), None, "skipped_file", f"{path.name} skipped: not named after a table"
-                        )
+                    raise UnusableInputError(
+                        f"{path}: cannot tell which table this file holds: name it after a table "
+                        f"({', '.join(TABLE_SPECS)}), pass --table, or give a REDCap 'CSV (raw data)' "
+                        "export or a FHIR R4 Bundle (.json)"
                     )
-                    continue
                 if suffix in _PARQUET:
                     got = [read_parquet_table(path, target, sha())]
                 else:
@@ -213,7 +214,46 @@ def read_sources(
             sources.extend(got)
             if on_progress is not None:
                 on_progress("read", str(path))
+    if not sources:
+        raise UnusableInputError(
+            f"nothing to ingest in {', '.join(map(str, paths_given))}: no file is named after a table "
+            f"({', '.join(TABLE_SPECS)}), a REDCap 'CSV (raw data)' export or a FHIR R4 Bundle; rename the "
+            "files or pass --table"
+        )
     return sources, notices
+
+
+def _is_redcap_labels(path: Path, dictionary: str | Path | None) -> bool:
+    """Whether a CSV's header holds REDCap field labels ('CSV (labels)' export) instead of field names.
+
+    The header is compared with the labels of the project's data dictionary (the shipped one by default):
+    REDCap's own label columns (``Repeat Instrument``, ``Complete?``) or two or more field labels settle it.
+    """
+    import csv  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
+    line = head.split("\n", 1)[0]
+    try:
+        cells = {c.strip() for c in next(csv.reader(io.StringIO(line)), [])}
+    except csv.Error:
+        return False
+    if cells & {"Repeat Instrument", "Repeat Instance", "Complete?", "Event Name"}:
+        return True
+    from sciatica_outcomes.schemas.redcap import redcap_dictionary as shipped  # noqa: PLC0415
+
+    if dictionary is not None:
+        try:
+            frame = pl.read_csv(dictionary, infer_schema=False)
+        except (OSError, pl.exceptions.PolarsError):
+            frame = shipped()
+    else:
+        frame = shipped()
+    if "Field Label" not in frame.columns:
+        return False
+    labels = {str(v).strip() for v in frame["Field Label"].drop_nulls().to_list()}
+    return len(cells & labels) >= 2
 
 
 def _stamp(path: Path) -> tuple[int, int, int, int]:
@@ -386,8 +426,10 @@ def ingest_paths(
     Parameters
     ----------
     paths : path or iterable of paths
-        Files and directories (a directory such as the synthetic cohort's output is read whole; files that
-        are not named after a table, such as ``truth.json``, are skipped with a notice).
+        Files and directories (a directory such as the synthetic cohort's output is read whole; a .json
+        file that is not a FHIR Bundle, such as ``truth.json``, is skipped with a notice; a CSV or Parquet
+        file that is not named after a table is refused, as is a directory with nothing to ingest: no
+        store is created then).
     db : str or Path
         The DuckDB store (created if missing).
     table : str, optional

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from sciatica_outcomes.cli import app
 from sciatica_outcomes.errors import IdentifierColumnError, UnusableInputError
 from sciatica_outcomes.ingest import ingest_paths, pipeline, validate_paths
+from sciatica_outcomes.schemas.redcap import redcap_dictionary
 from sciatica_outcomes.store import CANONICAL_TABLES, Store
 from sciatica_outcomes.synth import Cohort
 from tests.ingest.conftest import sort_by_key
@@ -455,3 +456,46 @@ def test_a_file_with_an_identifier_column_leaves_no_store(tmp_path: Path, csv_di
     with pytest.raises(IdentifierColumnError):
         ingest_paths(src, db=db)
     assert "00123456" not in _store_text(db)
+
+
+def test_a_file_named_after_no_table_is_refused_even_in_a_directory(tmp_path: Path, csv_dir: Path) -> None:
+    folder = tmp_path / "export"
+    shutil.copytree(csv_dir, folder)
+    shutil.copy(csv_dir / "episodes.csv", folder / "patients.csv")
+    db = tmp_path / "o.duckdb"
+    with pytest.raises(UnusableInputError, match=r"patients\.csv.*episodes, sessions.*--table"):
+        ingest_paths(folder, db=db)
+    assert not db.exists()
+
+
+def test_a_folder_with_nothing_ingestible_creates_no_store(tmp_path: Path, csv_dir: Path) -> None:
+    folder = tmp_path / "only"
+    folder.mkdir()
+    (folder / "truth.json").write_text('{"seed": 7}')
+    db = tmp_path / "o.duckdb"
+    for run in (lambda: validate_paths([folder]), lambda: ingest_paths(folder, db=db)):
+        with pytest.raises(UnusableInputError, match="nothing to ingest"):
+            run()
+    assert not db.exists()
+    res = CliRunner().invoke(app, ["ingest", str(folder), "--db", str(db)])
+    assert res.exit_code == 2, res.output
+    assert "nothing to ingest" in res.output and "Traceback" not in res.output
+    assert not db.exists()
+
+
+def test_a_redcap_labels_export_is_refused_naming_the_raw_export(tmp_path: Path) -> None:
+    labels = redcap_dictionary()["Field Label"].head(4).to_list()
+    folder = tmp_path / "redcap"
+    folder.mkdir()
+    header = ",".join(f'"{v}"' for v in labels)
+    (folder / "Project_DATA_LABELS_2026-01-01.csv").write_text(f"{header}\nE1,P1,C1,T1\n")
+    db = tmp_path / "o.duckdb"
+    for args in (["validate", str(folder)], ["ingest", str(folder), "--db", str(db)]):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert "CSV (raw data)" in res.output and "Traceback" not in res.output
+    assert not db.exists()
+    # REDCap's own label columns settle it even with a project dictionary of other labels
+    (folder / "Project_DATA_LABELS_2026-01-01.csv").write_text("Record ID,Repeat Instrument\nE1,\n")
+    with pytest.raises(UnusableInputError, match="CSV \\(labels\\)"):
+        validate_paths([folder])
