@@ -27,6 +27,7 @@ bounded by parsing, not by the walk); tables are assembled column-wise.
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any
 import polars as pl
 
 from sciatica_outcomes.errors import UnusableInputError
-from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable
+from sciatica_outcomes.ingest.sources import ROW, SHAPE, Notice, SourceTable
 from sciatica_outcomes.schemas import measure_catalog
 
 __all__ = [
@@ -71,39 +72,101 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+class _ShapeError(Exception):
+    """A JSON value of the wrong kind (an array where an object belongs, ...) at a JSON path."""
+
+    def __init__(self, path: str, expected: str, value: Any) -> None:
+        self.path = path
+        super().__init__(f"{path}: expected {expected}, got {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words; a string is quoted (shortened), containers are not shown."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"a string ({json.dumps(shown)})"
+    if isinstance(value, bool):
+        return "true/false"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def _obj(value: Any, path: str) -> dict[str, Any]:
+    """An optional JSON object (absent or null: empty)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    raise _ShapeError(path, "an object", value)
+
+
+def _objs(value: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The objects of an optional JSON array, each with its path."""
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise _ShapeError(path, "an array", value)
+    for i, v in enumerate(value):
+        yield f"{path}[{i}]", _obj(v, f"{path}[{i}]")
+
+
+def _scalar(value: Any, path: str) -> str | None:
+    """A JSON text, number or true/false as text (null: None); an array or object is a shape problem."""
+    if isinstance(value, dict | list):
+        raise _ShapeError(path, "a single value (text or number)", value)
+    return _text(value)
+
+
 def _loinc_measures() -> dict[str, str]:
     cat = measure_catalog().filter(pl.col("loinc").is_not_null())
     counts = Counter(cat["loinc"].to_list())
     return {code: m for m, code in zip(cat["code"], cat["loinc"], strict=True) if counts[code] == 1}
 
 
-def _episode(resource: dict[str, Any]) -> str | None:
-    for ext in resource.get("extension") or []:
-        if ext.get("url") == EPISODE_EXTENSION:
-            ref = (ext.get("valueReference") or {}).get("reference")
+def _episode(resource: dict[str, Any], path: str) -> str | None:
+    for p, ext in _objs(resource.get("extension"), f"{path}.extension"):
+        if _scalar(ext.get("url"), f"{p}.url") == EPISODE_EXTENSION:
+            where = f"{p}.valueReference"
+            ref = _obj(ext.get("valueReference"), where).get("reference")
+            _scalar(ref, f"{where}.reference")
             if isinstance(ref, str):
                 return ref.split("/", 1)[1] if ref.startswith("EpisodeOfCare/") else ref
     return None
 
 
-def _date(value: Any) -> str | None:
+def _date(value: Any, path: str) -> str | None:
     if isinstance(value, str) and len(value) > 10 and value[10] == "T":
         return value[:10]
-    return _text(value)
+    return _scalar(value, path)
 
 
-def _measure(resource: dict[str, Any], loinc: dict[str, str]) -> str | None:
-    codings = (resource.get("code") or {}).get("coding") or []
-    local = next((c.get("code") for c in codings if c.get("system") == MEASURE_SYSTEM), None)
+def _codings(holder: dict[str, Any], key: str, path: str) -> list[tuple[str, dict[str, Any]]]:
+    where = f"{path}.{key}"
+    return list(_objs(_obj(holder.get(key), where).get("coding"), f"{where}.coding"))
+
+
+def _measure(resource: dict[str, Any], path: str, loinc: dict[str, str]) -> str | None:
+    codings = _codings(resource, "code", path)
+    systems = [(p, _scalar(c.get("system"), f"{p}.system"), c) for p, c in codings]
+    local = next((_scalar(c.get("code"), f"{p}.code") for p, s, c in systems if s == MEASURE_SYSTEM), None)
     if local is not None:
-        return _text(local)
-    for c in codings:
-        if c.get("system") == LOINC_SYSTEM:
-            code = c.get("code")
+        return local
+    for p, system, c in systems:
+        if system == LOINC_SYSTEM:
+            code = _scalar(c.get("code"), f"{p}.code")
             if code in loinc:
                 return loinc[code]
             if code == _NRS_LOINC:
-                site = ((resource.get("bodySite") or {}).get("text") or "").strip().lower()
+                site_path = f"{path}.bodySite"
+                site = (
+                    _scalar(_obj(resource.get("bodySite"), site_path).get("text"), f"{site_path}.text")
+                ) or ""
+                site = site.strip().lower()
                 if site in ("leg", "back"):
                     return f"nprs_{site}"
                 return f"loinc {code} (pain NRS: give bodySite.text leg or back)"
@@ -111,51 +174,131 @@ def _measure(resource: dict[str, Any], loinc: dict[str, str]) -> str | None:
     return None
 
 
-def _components(resource: dict[str, Any]) -> dict[str, str | None]:
+def _components(resource: dict[str, Any], path: str) -> dict[str, str | None]:
     out: dict[str, str | None] = {"stopped_reason": None, "cap_min": None, "instrument_version": None}
-    for comp in resource.get("component") or []:
-        codings = (comp.get("code") or {}).get("coding") or []
-        code = next((c.get("code") for c in codings if c.get("system") == COMPONENT_SYSTEM), None)
+    for p, comp in _objs(resource.get("component"), f"{path}.component"):
+        codings = _codings(comp, "code", p)
+        code = next(
+            (
+                _scalar(c.get("code"), f"{q}.code")
+                for q, c in codings
+                if _scalar(c.get("system"), f"{q}.system") == COMPONENT_SYSTEM
+            ),
+            None,
+        )
         if code == "stopped_reason":
-            cc = (comp.get("valueCodeableConcept") or {}).get("coding") or [{}]
-            out[code] = (
-                _text(cc[0].get("code")) if "valueCodeableConcept" in comp else _text(comp.get("valueString"))
-            )
+            if "valueCodeableConcept" in comp:
+                cc = _codings(comp, "valueCodeableConcept", p)
+                out[code] = _scalar(cc[0][1].get("code"), f"{cc[0][0]}.code") if cc else None
+            else:
+                out[code] = _scalar(comp.get("valueString"), f"{p}.valueString")
         elif code == "cap_min":
-            out[code] = _text((comp.get("valueQuantity") or {}).get("value"))
+            where = f"{p}.valueQuantity"
+            out[code] = _scalar(_obj(comp.get("valueQuantity"), where).get("value"), f"{where}.value")
         elif code == "instrument_version":
-            out[code] = _text(comp.get("valueString"))
+            out[code] = _scalar(comp.get("valueString"), f"{p}.valueString")
     return out
 
 
-def _answer(item: dict[str, Any]) -> str | None:
-    answers = item.get("answer") or []
+def _answers(item: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    return list(_objs(item.get("answer"), f"{path}.answer"))
+
+
+def _answer(answers: list[tuple[str, dict[str, Any]]]) -> str | None:
     if not answers:
         return None
-    a = answers[0]
+    p, a = answers[0]
     for key in ("valueInteger", "valueDecimal"):
         if key in a:
-            return _text(a[key])
+            return _scalar(a[key], f"{p}.{key}")
+    if "valueQuantity" in a:
+        where = f"{p}.valueQuantity"
+        return _scalar(_obj(a["valueQuantity"], where).get("value"), f"{where}.value")
     if "valueCoding" in a:
-        coding = a["valueCoding"] or {}
-        for holder in (coding, a):
-            for ext in holder.get("extension") or []:
-                if ext.get("url") in ORDINAL_EXTENSIONS:
-                    v = next((ext[k] for k in ("valueDecimal", "valueInteger") if k in ext), None)
+        where = f"{p}.valueCoding"
+        coding = _obj(a["valueCoding"], where)
+        for holder, hp in ((coding, where), (a, p)):
+            for q, ext in _objs(holder.get("extension"), f"{hp}.extension"):
+                if _scalar(ext.get("url"), f"{q}.url") in ORDINAL_EXTENSIONS:
+                    k = next((k for k in ("valueDecimal", "valueInteger") if k in ext), None)
+                    v = _scalar(ext[k], f"{q}.{k}") if k is not None else None
                     if v is not None:
-                        return _text(v)
-        return _text(coding.get("code"))
+                        return v
+        return _scalar(coding.get("code"), f"{where}.code")
     if "valueString" in a:
-        return _text(a["valueString"])
+        return _scalar(a["valueString"], f"{p}.valueString")
     return None
 
 
-def _items(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for it in items:
-        if it.get("answer"):
-            yield it
+def _items(value: Any, path: str) -> Iterator[tuple[str, dict[str, Any], list[tuple[str, dict[str, Any]]]]]:
+    """Answered items in document order (an item, then its sub-items), walked without recursion."""
+    stack: list[Iterator[tuple[str, dict[str, Any]]]] = [_objs(value, path)]
+    while stack:
+        nxt = next(stack[-1], None)
+        if nxt is None:
+            stack.pop()
+            continue
+        p, it = nxt
+        answers = _answers(it, p)
+        if answers:
+            yield p, it, answers
         if it.get("item"):
-            yield from _items(it["item"])
+            stack.append(_objs(it["item"], f"{p}.item"))
+
+
+_M_COLS = ("episode_id", "assessed_on", "measure", "value", "stopped_reason", "cap_min", "instrument_version")
+_Q_COLS = ("episode_id", "assessed_on", "instrument", "item", "response", "instrument_version")
+
+
+def _observation_row(res: dict[str, Any], path: str, loinc: dict[str, str]) -> dict[str, str | None]:
+    if "valueQuantity" in res:
+        where = f"{path}.valueQuantity"
+        value = _scalar(_obj(res["valueQuantity"], where).get("value"), f"{where}.value")
+    else:
+        value = _scalar(res.get("valueInteger"), f"{path}.valueInteger")
+    comps = _components(res, path)
+    return {
+        "episode_id": _episode(res, path),
+        "assessed_on": _date(res.get("effectiveDateTime"), f"{path}.effectiveDateTime"),
+        "measure": _measure(res, path, loinc),
+        "value": value,
+        **comps,
+    }
+
+
+def _response_rows(res: dict[str, Any], path: str) -> tuple[list[dict[str, str | None]], int]:
+    canonical = _scalar(res.get("questionnaire"), f"{path}.questionnaire") or ""
+    url, _, version = canonical.partition("|")
+    instrument = url.removeprefix(QUESTIONNAIRE_PREFIX).rstrip("/").rsplit("/", 1)[-1] or None
+    episode, authored = _episode(res, path), _date(res.get("authored"), f"{path}.authored")
+    rows: list[dict[str, str | None]] = []
+    extra = 0
+    for p, it, answers in _items(res.get("item"), f"{path}.item"):
+        extra += len(answers) > 1
+        rows.append(
+            {
+                "episode_id": episode,
+                "assessed_on": authored,
+                "instrument": instrument,
+                "item": _scalar(it.get("linkId"), f"{p}.linkId"),
+                "response": _answer(answers),
+                "instrument_version": version or None,
+            }
+        )
+    return rows, extra
+
+
+def _load_json(path: str | Path) -> Any:
+    shown = str(path)
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except RecursionError:
+        raise UnusableInputError(
+            f"{shown}: the JSON nests arrays or objects more than about {sys.getrecursionlimit()} levels "
+            "deep, which no FHIR resource does; nothing was read: check how the file was produced"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise UnusableInputError(f"{shown}: cannot read as JSON: {exc}") from exc
 
 
 def read_fhir_bundle(path: str | Path, sha256: str) -> list[SourceTable]:
@@ -172,80 +315,63 @@ def read_fhir_bundle(path: str | Path, sha256: str) -> list[SourceTable]:
     -------
     list of SourceTable
         ``measures`` from Observations and ``questionnaire_items`` from QuestionnaireResponses (each only if
-        present); :data:`ROW` = Bundle entry number. Other resource types are skipped with a notice.
+        present); :data:`ROW` = Bundle entry number. Other resource types are skipped with a notice. An
+        entry with a value of the wrong JSON kind (a string where an object belongs, an object where an
+        array belongs, ...) becomes one row whose :data:`~sciatica_outcomes.ingest.sources.SHAPE` names
+        the JSON path (``entry[3].resource.valueQuantity: expected an object, got a string ("7")``):
+        validation rejects it (rule ``fhir_shape``) and quarantines the entry. Such an entry counts in
+        its resource's table; one whose resource type cannot be read (the resource is not an object, or
+        its ``resourceType`` is not text) counts in ``measures``.
 
     Raises
     ------
     UnusableInputError
-        Invalid JSON or not a Bundle.
+        Invalid JSON, JSON nested deeper than Python's recursion limit, not a Bundle, or a Bundle whose
+        ``entry`` is not an array.
     """
     shown = str(path)
-    try:
-        bundle = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError) as exc:
-        raise UnusableInputError(f"{shown}: cannot read as JSON: {exc}") from exc
+    bundle = _load_json(path)
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise UnusableInputError(f"{shown}: expected a FHIR Bundle (resourceType 'Bundle')")
-    loinc = _loinc_measures()
-    m_cols: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "episode_id",
-            "assessed_on",
-            "measure",
-            "value",
-            "stopped_reason",
-            "cap_min",
-            "instrument_version",
-            ROW,
+    entries = bundle.get("entry")
+    if entries is not None and not isinstance(entries, list):
+        raise UnusableInputError(
+            f"{shown}: entry: expected an array of entries, got {_kind(entries)}; nothing was read: "
+            'a Bundle lists its resources as "entry": [{"resource": ...}, ...]'
         )
-    }
-    q_cols: dict[str, list[Any]] = {
-        k: []
-        for k in ("episode_id", "assessed_on", "instrument", "item", "response", "instrument_version", ROW)
-    }
+    loinc = _loinc_measures()
+    m_cols: dict[str, list[Any]] = {k: [] for k in (*_M_COLS, SHAPE, ROW)}
+    q_cols: dict[str, list[Any]] = {k: [] for k in (*_Q_COLS, SHAPE, ROW)}
     skipped: Counter[str] = Counter()
     extra_answers = 0
-    for n, entry in enumerate(bundle.get("entry") or [], start=1):
-        res = (entry or {}).get("resource") or {}
-        kind = res.get("resourceType")
-        if kind == "Observation":
-            value = (
-                res.get("valueQuantity", {}).get("value")
-                if "valueQuantity" in res
-                else res.get("valueInteger")
-            )
-            comps = _components(res)
-            for k, v in (
-                ("episode_id", _episode(res)),
-                ("assessed_on", _date(res.get("effectiveDateTime"))),
-                ("measure", _measure(res, loinc)),
-                ("value", _text(value)),
-                ("stopped_reason", comps["stopped_reason"]),
-                ("cap_min", comps["cap_min"]),
-                ("instrument_version", comps["instrument_version"]),
-                (ROW, n),
-            ):
-                m_cols[k].append(v)
-        elif kind == "QuestionnaireResponse":
-            canonical = str(res.get("questionnaire") or "")
-            url, _, version = canonical.partition("|")
-            instrument = url.removeprefix(QUESTIONNAIRE_PREFIX).rstrip("/").rsplit("/", 1)[-1] or None
-            episode, authored = _episode(res), _date(res.get("authored"))
-            for it in _items(res.get("item") or []):
-                extra_answers += len(it.get("answer") or []) > 1
-                for k, v in (
-                    ("episode_id", episode),
-                    ("assessed_on", authored),
-                    ("instrument", instrument),
-                    ("item", _text(it.get("linkId"))),
-                    ("response", _answer(it)),
-                    ("instrument_version", version or None),
-                    (ROW, n),
-                ):
-                    q_cols[k].append(v)
+    names: tuple[str, ...]
+    for n, entry in enumerate(entries or [], start=1):
+        where = f"entry[{n - 1}]"
+        cols, names = m_cols, _M_COLS
+        try:
+            res = _obj(_obj(entry, where).get("resource"), f"{where}.resource")
+            kind = res.get("resourceType")
+            if kind is not None and not isinstance(kind, str):
+                raise _ShapeError(f"{where}.resource.resourceType", "text", kind)
+            if kind == "Observation":
+                rows = [_observation_row(res, f"{where}.resource", loinc)]
+            elif kind == "QuestionnaireResponse":
+                cols, names = q_cols, _Q_COLS
+                rows, extra = _response_rows(res, f"{where}.resource")
+                extra_answers += extra
+            else:
+                skipped[str(kind)] += 1
+                continue
+        except _ShapeError as exc:
+            rows = [dict.fromkeys(names)]
+            problem: str | None = f"entry {n}: {exc}"
         else:
-            skipped[str(kind)] += 1
+            problem = None
+        for row in rows:
+            for k in names:
+                cols[k].append(row[k])
+            cols[SHAPE].append(problem)
+            cols[ROW].append(n)
     notices: list[Notice] = []
     if skipped:
         listed = ", ".join(f"{k} x{v}" for k, v in sorted(skipped.items()))
@@ -264,6 +390,8 @@ def read_fhir_bundle(path: str | Path, sha256: str) -> list[SourceTable]:
     out: list[SourceTable] = []
     for table, cols in (("measures", m_cols), ("questionnaire_items", q_cols)):
         if cols[ROW]:
+            if all(v is None for v in cols[SHAPE]):
+                del cols[SHAPE]
             schema = {k: (pl.Int64 if k == ROW else pl.String) for k in cols}
             out.append(
                 SourceTable(table, f"{shown}#{table}", "fhir", sha256, pl.DataFrame(cols, schema=schema))

@@ -21,7 +21,7 @@ from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest.privacy import check_identifiers
 from sciatica_outcomes.ingest.readers import read_csv_table, read_excel_tables, read_parquet_table
 from sciatica_outcomes.ingest.report import write_html_report, write_json_report
-from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable, file_digest
+from sciatica_outcomes.ingest.sources import ROW, SHAPE, Notice, SourceTable, file_digest
 from sciatica_outcomes.ingest.validate import TableResult, ValidationResult, validate_sources
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.schemas.store_tables import QUARANTINE_ROW_SCHEMA, IngestPart, WriteCounts
@@ -210,7 +210,7 @@ def read_sources(
                 )
             for src in got:
                 # column selection by name shares the buffers (``drop`` would copy every column)
-                check_identifiers(src.raw[[c for c in src.raw.columns if c != ROW]], src.path)
+                check_identifiers(src.raw[[c for c in src.raw.columns if c not in (ROW, SHAPE)]], src.path)
             sources.extend(got)
             if on_progress is not None:
                 on_progress("read", str(path))

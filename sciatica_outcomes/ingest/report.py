@@ -50,6 +50,10 @@ RULE_DESCRIPTIONS: dict[str, str] = {
     "skipped_sheet": "A workbook sheet was skipped.",
     "cell_outside_header": "Cells to the right of the last named column are not read.",
     "unmapped": "A source field has no mapping to a canonical column.",
+    "fhir_shape": (
+        "A FHIR entry has a value of the wrong JSON kind at the path shown (e.g. a string where an object "
+        "belongs); the whole entry is quarantined."
+    ),
     "identifier_value": (
         "A code column holds an identifier (SSN, phone number, e-mail, date, personal number or MRN), not a "
         "pseudonymous code; it is shown as a placeholder and never stored."

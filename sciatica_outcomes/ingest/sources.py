@@ -10,11 +10,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-__all__ = ["ROW", "FileDigest", "Notice", "SourceTable", "file_digest", "file_sha256"]
+__all__ = ["ROW", "SHAPE", "FileDigest", "Notice", "SourceTable", "file_digest", "file_sha256"]
 
 #: Name of the column carrying the source row number (CSV line with the header as line 1; spreadsheet row;
 #: Parquet row counted from 1; FHIR Bundle entry counted from 1).
 ROW = "__row"
+
+#: Name of the column carrying a structural problem of the source record (a FHIR entry whose JSON has a value
+#: of the wrong kind at some path); null when the record is well formed. Validation rejects a row with a
+#: shape problem (rule ``fhir_shape``) and reports only that problem for it.
+SHAPE = "__shape"
 
 _NEWLINE = ord("\n")
 

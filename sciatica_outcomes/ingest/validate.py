@@ -32,7 +32,7 @@ from sciatica_outcomes.ingest.privacy import (
     redact_free_text,
     scrub_text_columns,
 )
-from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable
+from sciatica_outcomes.ingest.sources import ROW, SHAPE, Notice, SourceTable
 from sciatica_outcomes.schemas import CODE_PATTERN, TABLE_SPECS, TableSpec, measure_catalog
 from sciatica_outcomes.schemas.questionnaire_items import INSTRUMENT_RESPONSE_RANGE
 from sciatica_outcomes.schemas.store_tables import QUARANTINE_ROW_SCHEMA
@@ -738,7 +738,7 @@ def _first_pass(source: SourceTable) -> _Work:
     """
     spec = TABLE_SPECS[source.table]
     raw = _redact_free_text(source.raw.with_row_index(_RID), source, free_text_columns(spec))
-    present = set(raw.columns) - {ROW, _RID}
+    present = set(raw.columns) - {ROW, _RID, SHAPE}
     exprs: list[pl.Expr] = []
     checks: list[_Check] = []
     text_cols: list[str] = []
@@ -847,10 +847,27 @@ def _first_pass(source: SourceTable) -> _Work:
     if helpers:
         work = work.with_columns(helpers)
     bad2, issues2 = _run_checks(work, adjusted + _row_rules(source.table, raw_columns), source)
-    work = work.with_columns((type_bad | bad2).alias(_BAD))
+    bad = type_bad | bad2
+    found = issues + issues2
+    if SHAPE in raw.columns:
+        # a record whose structure is wrong is reported by that problem alone (its empty cells would
+        # otherwise repeat it as missing values)
+        shape_check = _Check(
+            "fhir_shape",
+            None,
+            pl.col(SHAPE).is_not_null(),
+            pl.col(SHAPE).str.extract(r"^entry \d+: (\S+):"),
+            pl.col(SHAPE),
+        )
+        shape_bad, shape_issues = _run_checks(work, [shape_check], source)
+        if shape_bad.any():
+            rids = work.filter(shape_bad).get_column(_RID).implode()
+            found = [f.filter(~pl.col(_RID).is_in(rids)) for f in found] + shape_issues
+            bad = bad | shape_bad
+    work = work.with_columns(bad.alias(_BAD))
     if helpers:
         work = work.drop(_CATALOG_ROW)
-    return _Work(source, work, issues + issues2, runs)
+    return _Work(source, work, found, runs)
 
 
 def _strict_parse(
