@@ -268,6 +268,7 @@ def _read_csv_typed(
     sample = data[:_SNIFF_BYTES]
     if not sample.strip():
         return None
+    _refuse_binary(sample, str(path))
     encoding, delimiter, _bom = sniff_csv(sample)
     if encoding not in ("utf-8", "ascii"):
         return None
@@ -314,30 +315,73 @@ def read_csv_raw(
     if not sample.strip():
         empty = Notice(shown, table, "empty_file", "the file is empty: no header and no rows")
         return pl.DataFrame(schema={ROW: pl.Int64}), [empty]
+    _refuse_binary(sample, shown)
     encoding, delimiter, _bom = sniff_csv(sample)
     text: str | None = None
     source = data
     if encoding not in ("utf-8", "ascii"):
-        text = data.decode(encoding)
+        text = _decode(data, encoding, shown, "the encoding its first 64 KiB are in")
         source = text.lstrip("\ufeff").encode("utf-8")
         notices.append(Notice(shown, table, "encoding", f"decoded as {encoding} (not UTF-8)"))
     try:
         raw = _polars_csv(source, delimiter)
     except pl.exceptions.ComputeError as exc:
-        if "utf-8" in str(exc).lower() and text is None:
-            body = data.removeprefix(codecs.BOM_UTF8)
-            enc = detect_encoding(body)
-            text = body.decode(enc, errors="strict")
-            notices.append(Notice(shown, table, "encoding", f"decoded as {enc} (invalid UTF-8 further in)"))
-            source = text.lstrip("\ufeff").encode("utf-8")
+        if "utf-8" not in str(exc).lower() or text is not None:
+            raise _unparseable(shown, delimiter, exc) from exc
+        body = data.removeprefix(codecs.BOM_UTF8)
+        enc = detect_encoding(body)
+        text = _decode(body, enc, shown, "the encoding detected for the whole file")
+        notices.append(Notice(shown, table, "encoding", f"decoded as {enc} (invalid UTF-8 further in)"))
+        source = text.lstrip("\ufeff").encode("utf-8")
+        try:
             raw = _polars_csv(source, delimiter)
-        else:
-            first = str(exc).strip().splitlines()[0]
-            raise UnusableInputError(
-                f"{shown}: cannot parse as CSV (delimiter {delimiter!r}): {first}"
-            ) from exc
+        except pl.exceptions.ComputeError as exc2:
+            raise _unparseable(shown, delimiter, exc2) from exc2
     raw = _clean_header(raw, shown)
     return _number_rows(raw, source, text, shown, table, delimiter, notices)
+
+
+def _unparseable(shown: str, delimiter: str, exc: Exception) -> UnusableInputError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return UnusableInputError(f"{shown}: cannot parse as CSV (delimiter {delimiter!r}): {first}")
+
+
+#: Share of control bytes (other than tab, line feed, carriage return, form feed) above which a file is not
+#: text: spreadsheet and database CSV exports hold none; one NUL byte is enough (text formats never hold it,
+#: UTF-16 files are recognised by their byte-order mark before this check).
+MAX_CONTROL_SHARE = 0.01
+_CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13))
+
+
+def _refuse_binary(sample: bytes, shown: str) -> None:
+    """Refuse a file whose first bytes are not text (NUL bytes or many control bytes), naming the fix."""
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return
+    nul = sample.find(b"\x00")
+    control = len(sample) - len(sample.translate(None, _CONTROL))
+    if nul >= 0 or control > MAX_CONTROL_SHARE * len(sample):
+        where = (
+            f"a NUL byte at byte {nul + 1:,}"
+            if nul >= 0
+            else f"{control:,} control bytes in its first {len(sample):,} bytes"
+        )
+        raise UnusableInputError(
+            f"{shown}: not a text file ({where}): a CSV source must be text; export the table again as "
+            "CSV (UTF-8), or give a spreadsheet a .xlsx name"
+        )
+
+
+def _decode(data: bytes, encoding: str, shown: str, why: str) -> str:
+    """Decode strictly; a byte the encoding lacks is refused with its line (the file mixes encodings)."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        byte = data[exc.start : exc.start + 1].hex()
+        raise UnusableInputError(
+            f"{shown}: line {line:,} holds byte 0x{byte}, which is neither UTF-8 nor {encoding} ({why}): "
+            "the file mixes text encodings; save it again as CSV (UTF-8) and ingest that"
+        ) from None
 
 
 def _number_rows(

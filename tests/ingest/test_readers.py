@@ -10,10 +10,13 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from sciatica_outcomes.cli import app
 from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest import ROW, SourceTable, validate_paths
 from sciatica_outcomes.ingest.readers import read_csv_table, read_parquet_table, sniff_csv
+from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.store import Store
 
 HEADER = (
@@ -339,3 +342,42 @@ def test_typed_read_numbers_lines_of_multiline_cells_and_skips_blank_lines(tmp_p
     assert text.raw[ROW].to_list() == [2, 4, 6] and [n.message for n in text.notices] == [
         n.message for n in src.notices
     ]
+
+
+def test_an_encoding_that_turns_late_is_one_message_naming_the_line(tmp_path: Path) -> None:
+    header = b"session_id,episode_id,session_date,status\n"
+    body = b"".join(b"S%05d,E0001,2024-03-01,completed\n" % i for i in range(3000))
+    # starts cp1252 (an e-acute in the first 64 KiB), then a byte cp1252 lacks on the last line
+    path = tmp_path / "sessions.csv"
+    path.write_bytes(header + b"S0,E0001,2024-03-01,caf\xe9\n" + body + b"S9,E0001,2024-03-01,\x81\n")
+    with pytest.raises(
+        UnusableInputError, match=r"line 3,003 holds byte 0x81, which is neither UTF-8 nor cp1252"
+    ):
+        read_csv_table(path, "sessions", typed=TABLE_SPECS["sessions"].dtypes)
+    res = CliRunner().invoke(app, ["validate", str(path)])
+    assert res.exit_code == 2, res.output
+    assert "mixes text encodings" in res.output and "Traceback" not in res.output
+    # UTF-8 that turns cp1252 late stays a notice, as for cp1252 files
+    path.write_bytes(header + body + b"S9,E0001,2024-03-01,caf\xe9\n")
+    src = read_csv_table(path, "sessions", typed=TABLE_SPECS["sessions"].dtypes)
+    assert src.raw["status"][-1] == "café"
+    assert [n.message for n in src.notices if n.rule == "encoding"] == [
+        "decoded as cp1252 (invalid UTF-8 further in)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00" * 100_000, bytes(range(256)) * 40, b"session_id,status\nS1,completed\n\x00\x01\x02"],
+    ids=["nul_bytes", "binary", "text_then_nul"],
+)
+def test_a_binary_file_named_like_a_table_is_not_a_text_file(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "sessions.csv"
+    path.write_bytes(content)
+    with pytest.raises(UnusableInputError, match="not a text file"):
+        read_csv_table(path, "sessions", typed=TABLE_SPECS["sessions"].dtypes)
+    db = tmp_path / "o.duckdb"
+    res = CliRunner().invoke(app, ["ingest", str(path), "--db", str(db)])
+    assert res.exit_code == 2, res.output[:300]
+    assert "not a text file" in res.output and "Traceback" not in res.output
+    assert not db.exists()
