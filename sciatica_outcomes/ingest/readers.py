@@ -28,6 +28,11 @@ from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest.sources import ROW, Notice, SourceTable
 
 __all__ = [
+    "MAX_CELL_BYTES",
+    "MAX_COLUMNS",
+    "MAX_LINE_BYTES",
+    "MAX_SHEET_ROWS",
+    "MAX_XLSX_UNCOMPRESSED",
     "detect_encoding",
     "read_csv_raw",
     "read_csv_table",
@@ -37,6 +42,26 @@ __all__ = [
 ]
 
 _SNIFF_BYTES = 1 << 16
+
+# Limits: a pathological file is refused within seconds, with a message naming the limit, instead of
+# running for minutes or filling the memory. Every canonical table has fewer than 30 columns and short
+# cells; spreadsheets are read row by row in Python (openpyxl), which is what bounds their size.
+
+#: Most columns a source may have (CSV header, Parquet schema, sheet header): a wider file is not one of
+#: the canonical tables, and polars and the header checks slow down with every column.
+MAX_COLUMNS = 1_000
+#: Longest CSV header line, in bytes (checked before anything parses the file: a 50 MB line without a line
+#: break would otherwise go through the delimiter sniffer and the parser whole).
+MAX_LINE_BYTES = 1 << 20
+#: Largest cell, in bytes (UTF-8), of any text source: no canonical value comes near it; a bigger one is a
+#: broken export (an unclosed quote swallowing the rest of the file) or not data.
+MAX_CELL_BYTES = 1 << 20
+#: Most data rows per workbook sheet: openpyxl yields cells one by one in Python (about 20-40 thousand rows
+#: per second on a 15-column sheet), so a bigger sheet takes minutes; export it as CSV or Parquet instead.
+MAX_SHEET_ROWS = 200_000
+#: Largest total uncompressed size an .xlsx (a zip archive) may declare, checked from the zip's directory
+#: before openpyxl opens it: a zip bomb of a few hundred KB can declare gigabytes of sheet XML.
+MAX_XLSX_UNCOMPRESSED = 256 << 20
 _DELIMITERS = ",;\t|"
 _DUPLICATED = re.compile(r"^(.*)_duplicated_\d+$")
 
@@ -269,7 +294,9 @@ def _read_csv_typed(
     if not sample.strip():
         return None
     _refuse_binary(sample, str(path))
+    _check_header_line(data, str(path))
     encoding, delimiter, _bom = sniff_csv(sample)
+    _check_csv_columns(data, delimiter, str(path))
     if encoding not in ("utf-8", "ascii"):
         return None
     try:
@@ -316,7 +343,9 @@ def read_csv_raw(
         empty = Notice(shown, table, "empty_file", "the file is empty: no header and no rows")
         return pl.DataFrame(schema={ROW: pl.Int64}), [empty]
     _refuse_binary(sample, shown)
+    _check_header_line(data, shown)
     encoding, delimiter, _bom = sniff_csv(sample)
+    _check_csv_columns(data, delimiter, shown)
     text: str | None = None
     source = data
     if encoding not in ("utf-8", "ascii"):
@@ -339,6 +368,52 @@ def read_csv_raw(
             raise _unparseable(shown, delimiter, exc2) from exc2
     raw = _clean_header(raw, shown)
     return _number_rows(raw, source, text, shown, table, delimiter, notices)
+
+
+def _check_header_line(data: bytes, shown: str) -> None:
+    """Refuse a CSV whose header line exceeds :data:`MAX_LINE_BYTES` (scans at most that many bytes)."""
+    end = data.find(b"\n", 0, MAX_LINE_BYTES + 1)
+    if end < 0 and len(data) > MAX_LINE_BYTES:
+        raise UnusableInputError(
+            f"{shown}: the header line is longer than {MAX_LINE_BYTES:,} bytes (MAX_LINE_BYTES), so this is "
+            "not a table export (or its line breaks are missing); export the table again as CSV"
+        )
+
+
+def _check_columns(n: int, shown: str) -> None:
+    if n > MAX_COLUMNS:
+        raise UnusableInputError(
+            f"{shown}: {n:,} columns, more than the {MAX_COLUMNS:,} a source may have (MAX_COLUMNS); every "
+            "table has fewer than 30: export one table per file"
+        )
+
+
+def _check_csv_columns(data: bytes, delimiter: str, shown: str) -> None:
+    """Refuse a CSV whose header has more than :data:`MAX_COLUMNS` fields (the header is already bounded)."""
+    end = data.find(b"\n")
+    line = (data if end < 0 else data[:end]).decode("utf-8", errors="replace")
+    try:
+        fields = next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:
+        fields = line.split(delimiter)
+    _check_columns(len(fields), shown)
+
+
+def _check_cell_sizes(raw: pl.DataFrame, shown: str, unit: str) -> None:
+    """Refuse a source with a text cell over :data:`MAX_CELL_BYTES`, naming its column and line or row."""
+    text = [c for c, t in raw.schema.items() if t == pl.String]
+    if not text or raw.height == 0:
+        return
+    longest = raw.select(pl.col(text).str.len_bytes().max()).row(0)
+    over = [(c, n) for c, n in zip(text, longest, strict=True) if n is not None and n > MAX_CELL_BYTES]
+    if not over:
+        return
+    column, size = over[0]
+    at = raw.filter(pl.col(column).str.len_bytes() > MAX_CELL_BYTES)[ROW][0]
+    raise UnusableInputError(
+        f"{shown}: {unit} {at}, column {column}: a cell of {size:,} bytes, more than {MAX_CELL_BYTES:,} "
+        "(MAX_CELL_BYTES); such a cell is a broken export (often an unclosed quote): fix the file"
+    )
 
 
 def _unparseable(shown: str, delimiter: str, exc: Exception) -> UnusableInputError:
@@ -404,6 +479,7 @@ def _number_rows(
         raw = raw.with_columns(pl.Series(ROW, starts, dtype=pl.Int64))
     else:
         raw = raw.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + 2).alias(ROW))
+    _check_cell_sizes(raw, shown, "line")
     raw, blank = _drop_blank_rows(raw, shown, table, "line")
     return raw, notices + blank
 
@@ -432,10 +508,12 @@ def read_parquet_table(path: str | Path, table: str, sha256: str) -> SourceTable
     """Read a Parquet file with its native column types; rows are numbered from 1."""
     shown = str(path)
     try:
+        _check_columns(len(pl.read_parquet_schema(path)), shown)
         raw = pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise UnusableInputError(f"{shown}: cannot read as Parquet: {exc}") from exc
     raw = _clean_header(raw, shown).with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + 1).alias(ROW))
+    _check_cell_sizes(raw, shown, "row")
     raw, blank = _drop_blank_rows(raw, shown, table, "row")
     return SourceTable(table, shown, "parquet", sha256, raw, blank)
 
@@ -456,6 +534,31 @@ def _cell_text(value: Any) -> str | None:
         return value.isoformat()
     text = str(value)
     return text if text != "" else None
+
+
+def _too_many_rows(where: str, what: str) -> None:
+    raise UnusableInputError(
+        f"{where}: the sheet {what}, and a workbook sheet may have at most {MAX_SHEET_ROWS:,} data rows "
+        "(MAX_SHEET_ROWS: spreadsheets are read cell by cell); export the table as CSV or Parquet and "
+        "ingest that"
+    )
+
+
+def _check_xlsx_size(path: Path, shown: str) -> None:
+    """Refuse an .xlsx whose zip directory declares more than :data:`MAX_XLSX_UNCOMPRESSED` bytes."""
+    import zipfile  # noqa: PLC0415
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise UnusableInputError(f"{shown}: cannot read as an .xlsx workbook (a zip archive): {exc}") from exc
+    if total > MAX_XLSX_UNCOMPRESSED:
+        raise UnusableInputError(
+            f"{shown}: the workbook unpacks to {total:,} bytes, more than {MAX_XLSX_UNCOMPRESSED:,} "
+            "(MAX_XLSX_UNCOMPRESSED; a zip bomb or a sheet far too large to read cell by cell); export the "
+            "tables as CSV or Parquet and ingest those"
+        )
 
 
 def read_excel_tables(path: str | Path, sha256: str, table: str | None = None) -> list[SourceTable]:
@@ -486,6 +589,7 @@ def read_excel_tables(path: str | Path, sha256: str, table: str | None = None) -
     from sciatica_outcomes.schemas import TABLE_SPECS  # noqa: PLC0415
 
     shown = str(path)
+    _check_xlsx_size(Path(path), shown)
     try:
         wb = load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:
@@ -507,6 +611,9 @@ def read_excel_tables(path: str | Path, sha256: str, table: str | None = None) -
                 continue
             ws = wb[sheet]
             rows = ws.iter_rows(values_only=True)
+            declared = ws.max_row if isinstance(ws.max_row, int) else 0
+            if declared - 1 > MAX_SHEET_ROWS:
+                _too_many_rows(f"{shown}#{sheet}", f"declares {declared - 1:,} data rows")
             header = next(rows, None)
             where = f"{shown}#{sheet}"
             if header is None:
@@ -526,7 +633,10 @@ def read_excel_tables(path: str | Path, sha256: str, table: str | None = None) -
             data: list[list[str | None]] = [[] for _ in cols]
             row_no: list[int] = []
             extra_cells: list[int] = []
+            _check_columns(len(cols), f"{shown}#{sheet}")
             for i, values in enumerate(rows, start=2):
+                if i > MAX_SHEET_ROWS + 1:
+                    _too_many_rows(where, f"goes on past row {MAX_SHEET_ROWS + 1:,}")
                 if values is None:
                     continue
                 texts = [_cell_text(v) for v in values]
@@ -542,6 +652,7 @@ def read_excel_tables(path: str | Path, sha256: str, table: str | None = None) -
                 | {ROW: pl.Series(ROW, row_no, dtype=pl.Int64)}
             )
             raw = _clean_header(raw, where)
+            _check_cell_sizes(raw, where, "row")
             notices: list[Notice] = []
             if extra_cells:
                 notices.append(

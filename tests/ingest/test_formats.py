@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
+import zipfile
 from pathlib import Path
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from sciatica_outcomes.errors import IdentifierColumnError
-from sciatica_outcomes.ingest import ingest_paths, validate_paths
+from sciatica_outcomes.errors import IdentifierColumnError, UnusableInputError
+from sciatica_outcomes.ingest import ingest_paths, readers, validate_paths
 from sciatica_outcomes.ingest.fhir import write_fhir_bundle
+from sciatica_outcomes.ingest.readers import read_excel_tables
 from sciatica_outcomes.ingest.redcap import write_redcap_export
 from sciatica_outcomes.schemas.redcap import redcap_dictionary
 from sciatica_outcomes.store import CANONICAL_TABLES, Store
@@ -187,3 +190,31 @@ def test_redcap_export_with_identifier_fields_is_refused(tmp_path: Path, small_c
     pl.read_csv(export, infer_schema=False).with_columns(pl.lit("Ann").alias("first_name")).write_csv(export)
     with pytest.raises(IdentifierColumnError, match="first_name"):
         validate_paths([export])
+
+
+def test_workbook_limits_refuse_long_sheets_and_zip_bombs(
+    tmp_path: Path, tiny_cohort: Cohort, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = write_workbook({"sessions": tiny_cohort.tables["sessions"].head(6)}, tmp_path / "w.xlsx")
+    monkeypatch.setattr(readers, "MAX_SHEET_ROWS", 5)
+    with pytest.raises(
+        UnusableInputError, match=r"w\.xlsx#sessions: the sheet .*at most 5 data rows \(MAX_SHEET_ROWS"
+    ):
+        read_excel_tables(book, "")
+    monkeypatch.setattr(readers, "MAX_SHEET_ROWS", 6)
+    assert read_excel_tables(book, "")[0].rows_read == 6
+    with zipfile.ZipFile(book) as zf:
+        declared = sum(i.file_size for i in zf.infolist())
+    monkeypatch.setattr(readers, "MAX_XLSX_UNCOMPRESSED", declared - 1)
+    with pytest.raises(UnusableInputError, match=rf"unpacks to {declared:,} bytes.*MAX_XLSX_UNCOMPRESSED"):
+        read_excel_tables(book, "")
+    # a real bomb: 64 MiB of one repeated byte packs into well under 1 MiB; refused before openpyxl unpacks it
+    monkeypatch.setattr(readers, "MAX_XLSX_UNCOMPRESSED", 32 << 20)
+    bomb = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("xl/worksheets/sheet1.xml", b"<" * (64 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    t0 = time.perf_counter()
+    with pytest.raises(UnusableInputError, match="zip bomb"):
+        read_excel_tables(bomb, "")
+    assert time.perf_counter() - t0 < 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 
 from sciatica_outcomes.cli import app
 from sciatica_outcomes.errors import UnusableInputError
-from sciatica_outcomes.ingest import ROW, SourceTable, validate_paths
+from sciatica_outcomes.ingest import ROW, SourceTable, readers, validate_paths
 from sciatica_outcomes.ingest.readers import read_csv_table, read_parquet_table, sniff_csv
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.store import Store
@@ -381,3 +382,53 @@ def test_a_binary_file_named_like_a_table_is_not_a_text_file(tmp_path: Path, con
     assert res.exit_code == 2, res.output[:300]
     assert "not a text file" in res.output and "Traceback" not in res.output
     assert not db.exists()
+
+
+def test_limits_refuse_wide_files_long_header_lines_and_huge_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    typed = TABLE_SPECS["sessions"].dtypes
+    path = tmp_path / "sessions.csv"
+    monkeypatch.setattr(readers, "MAX_COLUMNS", 5)
+    path.write_text(
+        "session_id,episode_id,session_date,status,rpe,pain_before\nS1,E1,2024-01-01,completed,3,2\n"
+    )
+    with pytest.raises(UnusableInputError, match=r"6 columns, more than the 5 .*\(MAX_COLUMNS\)"):
+        read_csv_table(path, "sessions", typed=typed)
+    pq = tmp_path / "sessions.parquet"
+    pl.read_csv(path, infer_schema=False).write_parquet(pq)
+    with pytest.raises(UnusableInputError, match=r"6 columns.*MAX_COLUMNS"):
+        read_parquet_table(pq, "sessions", "")
+    monkeypatch.setattr(readers, "MAX_COLUMNS", 1_000)
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 100)
+    path.write_bytes(b"session_id," * 20)
+    with pytest.raises(UnusableInputError, match=r"header line is longer than 100 bytes \(MAX_LINE_BYTES\)"):
+        read_csv_table(path, "sessions", typed=typed)
+    monkeypatch.setattr(readers, "MAX_CELL_BYTES", 50)
+    # a huge text cell (status) and a huge number cell (rpe, which the typed read leaves to the text read)
+    for row, column in (
+        ("S2,E1,2024-01-01," + "x" * 60 + ",3", "status"),
+        ("S2,E1,2024-01-01,missed," + "9" * 60, "rpe"),
+    ):
+        path.write_text(
+            f"session_id,episode_id,session_date,status,rpe\nS1,E1,2024-01-01,completed,3\n{row}\n"
+        )
+        with pytest.raises(
+            UnusableInputError, match=rf"line 3, column {column}: a cell of 6\d bytes.*MAX_CELL_BYTES"
+        ):
+            read_csv_table(path, "sessions", typed=typed)
+
+
+def test_a_50_mb_line_is_refused_within_seconds(tmp_path: Path) -> None:
+    no_break = tmp_path / "sessions.csv"
+    no_break.write_bytes(b"a" * (50 << 20))
+    header_then_line = tmp_path / "other" / "sessions.csv"
+    header_then_line.parent.mkdir()
+    header_then_line.write_bytes(b"session_id,status\nS1," + b"b" * (50 << 20))
+    for path, what in ((no_break, "header line is longer"), (header_then_line, "line 2, column status")):
+        t0 = time.perf_counter()
+        res = CliRunner().invoke(app, ["validate", str(path)])
+        elapsed = time.perf_counter() - t0
+        assert res.exit_code == 2, res.output[:300]
+        assert what in res.output and "Traceback" not in res.output
+        assert elapsed < 5, elapsed
