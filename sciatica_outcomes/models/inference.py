@@ -29,6 +29,7 @@ __all__ = [
     "KenwardRogerLinearInference",
     "LikelihoodRatioTest",
     "WaldInference",
+    "check_ddf",
     "kenward_roger",
     "likelihood_ratio",
     "numerical_hessian",
@@ -39,6 +40,23 @@ __all__ = [
 
 #: denominator-df methods of the fixed-effects tests (``--ddf`` of the ``fit`` command)
 DDF_METHODS = ("satterthwaite", "kenward-roger", "kenward-roger-linear")
+
+
+def check_ddf(ddf: str, reml: bool) -> None:
+    """Refuse an unknown denominator-df method, or Kenward-Roger on an ML fit (one rule for every estimator).
+
+    Raises
+    ------
+    ModelSpecificationError
+        ``ddf`` is not in :data:`DDF_METHODS`, or it is a Kenward-Roger method and ``reml`` is false (KR
+        is defined for the REML fit, as in pbkrtest and SAS ``DDFM=KR``).
+    """
+    if ddf not in DDF_METHODS:
+        raise ModelSpecificationError(f"ddf {ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}")
+    if ddf.startswith("kenward-roger") and not reml:
+        raise ModelSpecificationError(
+            "Kenward-Roger inference needs a REML fit: use reml=True (drop --ml) or ddf 'satterthwaite'"
+        )
 
 
 def _steps(x: FloatArray, rel: float) -> FloatArray:

@@ -27,11 +27,11 @@ from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_i
 from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance, RandomEffectModes
 from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
 from sciatica_outcomes.models.inference import (
-    DDF_METHODS,
     FTest,
     KenwardRogerInference,
     KenwardRogerLinearInference,
     LikelihoodRatioTest,
+    check_ddf,
     kenward_roger,
     likelihood_ratio,
     satterthwaite_from_deviance,
@@ -220,14 +220,7 @@ class GrowthModel(Estimator):
 
     def _validate_params(self) -> None:
         """Check ``ddf`` against ``reml`` and the formula's random structure (called by :meth:`fit`)."""
-        if self.ddf not in DDF_METHODS:
-            raise ModelSpecificationError(
-                f"ddf {self.ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}"
-            )
-        if self.ddf.startswith("kenward-roger") and not self.reml:
-            raise ModelSpecificationError(
-                "Kenward-Roger inference needs a REML fit: drop --ml (reml=False) or use ddf 'satterthwaite'"
-            )
+        check_ddf(self.ddf, self.reml)
         _Structure(parse_formula(self.formula))  # a bad formula fails before the data are touched
 
     # ------------------------------------------------------------------------------------------------

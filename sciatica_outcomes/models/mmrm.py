@@ -42,11 +42,11 @@ from sciatica_outcomes.models.base import Estimator, FrameLike
 from sciatica_outcomes.models.emmeans import EmmeansResult, _column_mean, emmeans
 from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
 from sciatica_outcomes.models.inference import (
-    DDF_METHODS,
     FTest,
     KenwardRogerInference,
     KenwardRogerLinearInference,
     WaldInference,
+    check_ddf,
     kenward_roger,
     vcov_varpar_from_hessian,
 )
@@ -931,14 +931,7 @@ class MMRM(Estimator):
 
     def _validate_params(self) -> None:
         """Check ``ddf``, ``covariance`` and ``level`` (called by :meth:`fit`)."""
-        if self.ddf not in DDF_METHODS:
-            raise ModelSpecificationError(
-                f"ddf {self.ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}"
-            )
-        if self.ddf.startswith("kenward-roger") and not self.reml:
-            raise ModelSpecificationError(
-                "Kenward-Roger inference needs a REML fit: use reml=True (drop --ml) or ddf 'satterthwaite'"
-            )
+        check_ddf(self.ddf, self.reml)
         if self.covariance not in COVARIANCE_STRUCTURES:
             raise ModelSpecificationError(
                 f"covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {self.covariance!r}"
