@@ -36,6 +36,7 @@ __all__ = [
     "numerical_jacobian",
     "satterthwaite_from_deviance",
     "vcov_varpar_from_hessian",
+    "with_kenward_roger",
 ]
 
 #: denominator-df methods of the fixed-effects tests (``--ddf`` of the ``fit`` command)
@@ -592,6 +593,20 @@ class KenwardRogerLinearInference(KenwardRogerInference):
     """:class:`KenwardRogerInference` of the first-order ("linear") adjustment, ``R_ab`` left out."""
 
     ddf_method: ClassVar[str] = "kenward-roger-linear"
+
+
+def with_kenward_roger(wald: WaldInference, kr: KenwardRoger, ddf: str) -> KenwardRogerInference:
+    """The Wald pieces of ``wald`` with the Kenward-Roger adjustment ``kr`` for ``ddf`` (a KR method)."""
+    cls = KenwardRogerLinearInference if ddf == "kenward-roger-linear" else KenwardRogerInference
+    return cls(
+        names=wald.names,
+        beta=wald.beta,
+        vcov_beta=wald.vcov_beta,
+        jacobian=wald.jacobian,
+        vcov_varpar=wald.vcov_varpar,
+        hessian_eigenvalues=wald.hessian_eigenvalues,
+        kr=kr,
+    )
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,12 @@ from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, p
 from sciatica_outcomes.models.inference import (
     FTest,
     KenwardRogerInference,
-    KenwardRogerLinearInference,
     LikelihoodRatioTest,
     check_ddf,
     kenward_roger,
     likelihood_ratio,
     satterthwaite_from_deviance,
+    with_kenward_roger,
 )
 from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
 
@@ -674,17 +674,7 @@ class GrowthModel(Estimator):
             e_pair = (np.stack(e_mats[st.inner]), np.stack(e_mats[st.outer]))
             blocks = self.engine_.kenward_roger_blocks_nested(theta, sigma, e_pair, self._kr_rows)
         kr = kenward_roger(blocks["phi_inv"], blocks["p_mats"], blocks["q_mats"], blocks["ktrace"])
-        w = self.inference_
-        cls = KenwardRogerLinearInference if self.ddf == "kenward-roger-linear" else KenwardRogerInference
-        return cls(
-            names=w.names,
-            beta=w.beta,
-            vcov_beta=w.vcov_beta,
-            jacobian=w.jacobian,
-            vcov_varpar=w.vcov_varpar,
-            hessian_eigenvalues=w.hessian_eigenvalues,
-            kr=kr,
-        )
+        return with_kenward_roger(self.inference_, kr, self.ddf)
 
     def _varcorr(self, theta: FloatArray, sigma: float) -> pl.DataFrame:
         st = self.structure_

@@ -43,12 +43,11 @@ from sciatica_outcomes.models.emmeans import EmmeansResult, _column_mean, emmean
 from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
 from sciatica_outcomes.models.inference import (
     FTest,
-    KenwardRogerInference,
-    KenwardRogerLinearInference,
     WaldInference,
     check_ddf,
     kenward_roger,
     vcov_varpar_from_hessian,
+    with_kenward_roger,
 )
 
 if TYPE_CHECKING:
@@ -1097,16 +1096,7 @@ class MMRM(Estimator):
                 w=w_gamma,
                 r_mats=None if linear else blocks["r_mats"],
             )
-            cls = KenwardRogerLinearInference if self.ddf == "kenward-roger-linear" else KenwardRogerInference
-            inference = cls(
-                names=inference.names,
-                beta=inference.beta,
-                vcov_beta=inference.vcov_beta,
-                jacobian=inference.jacobian,
-                vcov_varpar=inference.vcov_varpar,
-                hessian_eigenvalues=inference.hessian_eigenvalues,
-                kr=kr,
-            )
+            inference = with_kenward_roger(inference, kr, self.ddf)
         summary = inference.contrast(np.eye(len(names)), level=self.level, labels=names)
         sigma = ev.sigma
         levels = prep["levels"]
