@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -20,10 +21,14 @@ from scipy.optimize import linprog
 from sciatica_outcomes.outputs import neutralise_cell, write_safe_csv
 
 __all__ = [
+    "AUDIENCES",
     "SUPPRESSED",
+    "Audience",
     "SuppressedTable",
+    "SuppressionRule",
     "audit_suppression",
     "neutralise_cell",
+    "rule_for",
     "safe_count",
     "safe_percent",
     "safe_rate",
@@ -36,6 +41,81 @@ __all__ = [
 SUPPRESSED = "*"
 #: Smallest and largest count that may never be shown (CMS policy: 1-10; 0 may be shown).
 LOW, HIGH = 1, 10
+
+#: Who reads an output. ``internal``: the clinic's own staff (own counts exact); ``network``: the clinics of
+#: the network and their funders; ``public``: anyone (a published report).
+Audience = Literal["internal", "network", "public"]
+AUDIENCES: tuple[Audience, ...] = get_args(Audience)
+
+
+@dataclass(frozen=True)
+class SuppressionRule:
+    """Which counts an audience may see: counts from ``low`` to ``high`` are withheld.
+
+    ``internal`` withholds no count of the clinic's own patients (``high < low``: the band is empty) but still
+    shows no identifiers, exact dates or row-level values; ``network`` and ``public`` withhold 1 to
+    ``threshold`` (default 10, the CMS cell-size rule, ``shared/domain.md`` §5).
+
+    Attributes
+    ----------
+    audience : {"internal", "network", "public"}
+        Who reads the output.
+    low, high : int
+        Smallest and largest withheld count; ``high < low`` means nothing is withheld.
+    """
+
+    audience: Audience
+    low: int = LOW
+    high: int = HIGH
+
+    @property
+    def withholds(self) -> bool:
+        """True when some count is withheld under this rule."""
+        return self.high >= self.low
+
+    def is_small(self, n: int) -> bool:
+        """True when the count ``n`` is withheld (``low <= n <= high``)."""
+        return self.low <= n <= self.high
+
+    def describe(self) -> str:
+        """One plain sentence for a report's front page."""
+        if not self.withholds:
+            return f"Audience: {self.audience}. Counts of this clinic's own patients are shown exactly."
+        return (
+            f"Audience: {self.audience}. Counts from {self.low} to {self.high} are withheld (shown as "
+            f"{SUPPRESSED}), with further cells withheld so that none can be worked out from the totals."
+        )
+
+
+def rule_for(audience: str, threshold: int | None = None) -> SuppressionRule:
+    """The suppression rule of an audience.
+
+    Parameters
+    ----------
+    audience : {"internal", "network", "public"}
+        Who reads the output.
+    threshold : int, optional
+        Largest withheld count for ``network``/``public`` (default 10); not allowed for ``internal``.
+
+    Returns
+    -------
+    SuppressionRule
+
+    Raises
+    ------
+    ValueError
+        For an unknown audience, a threshold below 1, or a threshold given with ``internal``.
+    """
+    if audience not in AUDIENCES:
+        raise ValueError(f"audience {audience!r} is not one of {', '.join(AUDIENCES)}")
+    if audience == "internal":
+        if threshold is not None:
+            raise ValueError("a suppression threshold applies to the network and public audiences only")
+        return SuppressionRule("internal", low=1, high=0)
+    high = HIGH if threshold is None else threshold
+    if high < 1:
+        raise ValueError(f"the suppression threshold must be 1 or more, not {high}")
+    return SuppressionRule(audience, low=LOW, high=high)
 
 
 @dataclass(frozen=True)

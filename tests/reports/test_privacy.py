@@ -17,6 +17,7 @@ from sciatica_outcomes.reports.privacy import (
     SUPPRESSED,
     audit_suppression,
     neutralise_cell,
+    rule_for,
     safe_percent,
     suppress_counts,
     suppress_table,
@@ -189,3 +190,16 @@ def test_safe_csv_neutralises_categorical_and_enum_text(tmp_path: Path) -> None:
     with open(write_safe_csv(frame, tmp_path / "t.csv"), newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[1] == ["'=1+1", "'=1+1", "'=1+1"]
+
+
+def test_rule_for_audiences() -> None:
+
+    internal = rule_for("internal")
+    assert not internal.withholds and not internal.is_small(1) and not internal.is_small(10)
+    network = rule_for("network")
+    assert network.withholds and network.is_small(1) and network.is_small(10)
+    assert not network.is_small(0) and not network.is_small(11)
+    assert rule_for("public", threshold=5).is_small(5) and not rule_for("public", threshold=5).is_small(6)
+    for bad in (("clinic", None), ("internal", 5), ("network", 0)):
+        with pytest.raises(ValueError):
+            rule_for(*bad)
