@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 OUT    ?= reports/demo
 LOCK   := requirements.lock
 
-.PHONY: venv demo test lint typecheck wheel-test bench lock clean
+.PHONY: venv demo test lint typecheck wheel-test bench lock clean guide
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sciatica-outcomes demo --out $(OUT)
+
+# Regenerate the data guide (docs/data-guide.md and the HTML copy shipped in the package) from the schemas;
+# tests/reports/test_data_guide.py fails while a committed copy is stale.
+guide: $(STAMP)
+	$(BIN)/sciatica-outcomes schemas guide
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

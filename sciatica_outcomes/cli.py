@@ -26,6 +26,7 @@ from sciatica_outcomes.ingest.cli import ingest_command, pseudonymize_command, s
 from sciatica_outcomes.models.cli import fit_command
 from sciatica_outcomes.models.cli_trial import compare_clinics_command, responders_command
 from sciatica_outcomes.reports.cli import report_app
+from sciatica_outcomes.reports.cli_guide import schemas_guide_command
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -189,6 +190,7 @@ app.add_typer(report_app, name="report")
 app.command("validate")(validate_command)
 app.command("ingest")(ingest_command)
 app.command("pseudonymize")(pseudonymize_command)
+schemas_app.command("guide")(schemas_guide_command)
 app.add_typer(schemas_app, name="schemas")
 app.command("fit")(fit_command)
 app.command("responders")(responders_command)

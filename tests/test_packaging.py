@@ -45,6 +45,7 @@ def test_wheel_carries_the_notebooks_and_catalogs(wheel: Path) -> None:
         "sciatica_outcomes/_notebooks/cohort_analysis.ipynb",
         "sciatica_outcomes/schemas/data/exercises.csv",
         "sciatica_outcomes/schemas/data/measures.csv",
+        "sciatica_outcomes/schemas/data/data-guide.html",
     ):
         assert path in names, path
     assert wheel.name.startswith(f"sciatica_outcomes-{__version__}-")

@@ -1,0 +1,254 @@
+"""What a person filling in the canonical tables needs beyond the schema: labels, units and an example row.
+
+The pandera models say what is *allowed*; this module says what a code *means* in plain words
+(:func:`value_labels`), which unit a number is in (:data:`COLUMN_UNITS`) and gives one filled example row per
+table (:data:`EXAMPLE_ROWS`), consistent across the tables (one episode, one session). The data guide
+(``docs/data-guide.md``) and the ``template`` command are generated from these and from the schemas;
+``tests/schemas/test_documentation.py`` fails when a code, a numeric column or a column of a table has no
+entry here, so a schema change cannot leave the guide behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from sciatica_outcomes.schemas.catalogs import exercise_catalog, measure_catalog
+from sciatica_outcomes.schemas.registry import TABLE_SPECS
+
+__all__ = [
+    "COLUMN_UNITS",
+    "EXAMPLE_ROWS",
+    "INSTRUMENT_LABELS",
+    "ROW_RULES",
+    "coded_columns",
+    "value_labels",
+]
+
+_END_REASONS = {
+    "completed": "Completed the program",
+    "dropped_out": "Stopped attending before the end (dropped out)",
+    "referred": "Referred on (e.g. to a physician or specialist)",
+    "surgery": "Went on to surgery",
+    "injection": "Went on to a spinal injection",
+    "other": "Other reason",
+}
+_SEXES = {"F": "Female", "M": "Male", "X": "Other or not stated"}
+_SIDES = {"left": "Left leg", "right": "Right leg", "bilateral": "Both legs"}
+_SESSION_STATUSES = {
+    "completed": "Session took place",
+    "missed": "Patient did not attend",
+    "cancelled": "Cancelled in advance (by the patient or the clinic)",
+}
+_SYMPTOM_EXTENTS = {
+    "back_only": "Back only",
+    "buttock": "Down to the buttock",
+    "thigh": "Down to the thigh, above the knee",
+    "below_knee": "Below the knee",
+    "foot": "Down to the foot",
+}
+_BANDS = {
+    "yellow": "Yellow (lightest)",
+    "red": "Red",
+    "green": "Green",
+    "blue": "Blue",
+    "black": "Black",
+    "silver": "Silver",
+    "gold": "Gold (heaviest)",
+}
+_STOPPED_REASONS = {
+    "symptom": "Stopped by symptoms",
+    "fatigue": "Stopped by fatigue",
+    "cap": "Reached the test's time cap (the true tolerance is longer: censored)",
+}
+_ACTIONS = {
+    "none": "No action taken",
+    "referred_urgent": "Referred urgently",
+    "referred_routine": "Referred routinely",
+}
+#: ``questionnaire_items.instrument``: plain name of every questionnaire code.
+INSTRUMENT_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "odi": "Oswestry Disability Index",
+        "rmdq": "Roland-Morris Disability Questionnaire (24 items)",
+        "sbi": "Sciatica Bothersomeness Index",
+        "sfi": "Sciatica Frequency Index",
+        "psfs": "Patient-Specific Functional Scale",
+        "promis_pf": "PROMIS Physical Function short form",
+        "promis_pi": "PROMIS Pain Interference short form",
+    }
+)
+
+_LABELS: dict[tuple[str, str], Mapping[str, str]] = {
+    ("episodes", "end_reason"): _END_REASONS,
+    ("episodes", "sex"): _SEXES,
+    ("episodes", "affected_side"): _SIDES,
+    ("sessions", "status"): _SESSION_STATUSES,
+    ("sessions", "symptom_extent"): _SYMPTOM_EXTENTS,
+    ("session_exercises", "band"): _BANDS,
+    ("measures", "stopped_reason"): _STOPPED_REASONS,
+    ("questionnaire_items", "instrument"): INSTRUMENT_LABELS,
+    ("symptom_checks", "action_taken"): _ACTIONS,
+}
+
+
+def coded_columns(table: str) -> dict[str, tuple[str, ...]]:
+    """Columns of ``table`` restricted to a list of codes, with the codes in display order.
+
+    Parameters
+    ----------
+    table : str
+        A canonical table.
+
+    Returns
+    -------
+    dict of str to tuple of str
+        Column name to its allowed codes (from the pandera model's ``isin`` check).
+    """
+    spec = TABLE_SPECS[table]
+    out: dict[str, tuple[str, ...]] = {}
+    for name, col in spec.schema.columns.items():
+        for check in col.checks:
+            if check.name == "isin":
+                out[name] = tuple(check.statistics["allowed_values"])
+    return out
+
+
+def value_labels(table: str, column: str) -> dict[str, str]:
+    """Plain label of every allowed code of a coded column, in display order.
+
+    Parameters
+    ----------
+    table, column : str
+        A coded column (one of :func:`coded_columns`).
+
+    Returns
+    -------
+    dict of str to str
+        Code to label. Exercise and measure codes take their labels from the catalogs.
+
+    Raises
+    ------
+    KeyError
+        If the column is not coded.
+    """
+    codes = coded_columns(table)[column]
+    if (table, column) == ("session_exercises", "exercise"):
+        labels = dict(exercise_catalog().select("code", "name").iter_rows())
+    elif (table, column) == ("measures", "measure"):
+        labels = dict(measure_catalog().select("code", "label").iter_rows())
+    else:
+        labels = dict(_LABELS[(table, column)])
+    return {code: labels[code] for code in codes}
+
+
+#: Unit of every numeric column (``tests/schemas/test_documentation.py``: none may be missing).
+COLUMN_UNITS: Mapping[tuple[str, str], str] = MappingProxyType(
+    {
+        ("episodes", "age_at_start"): "years",
+        ("episodes", "symptom_duration_weeks"): "weeks",
+        ("episodes", "prescribed_sessions_per_week"): "sessions per week",
+        ("sessions", "duration_min"): "minutes",
+        ("sessions", "pain_before"): "NPRS points (0 no pain, 10 worst imaginable)",
+        ("sessions", "pain_after"): "NPRS points (0 no pain, 10 worst imaginable)",
+        ("sessions", "pain_next_day"): "NPRS points (0 no pain, 10 worst imaginable)",
+        ("sessions", "rpe"): "points (0 rest, 10 maximal effort)",
+        ("session_exercises", "set_index"): "row number",
+        ("session_exercises", "sets"): "sets",
+        ("session_exercises", "reps"): "repetitions per set",
+        ("session_exercises", "hold_s"): "seconds",
+        ("session_exercises", "load_kg"): "kg",
+        ("session_exercises", "pain_during"): "NPRS points (0 no pain, 10 worst imaginable)",
+        ("measures", "value"): "the measure's unit (measure catalog)",
+        ("measures", "cap_min"): "minutes",
+        ("questionnaire_items", "response"): "the item's response code (questionnaires below)",
+    }
+)
+
+#: Allowed values that depend on another column of the row (checked by the ingest engine, not by pandera).
+ROW_RULES: Mapping[tuple[str, str], str] = MappingProxyType(
+    {
+        (
+            "measures",
+            "value",
+        ): "within the range of its `measure` (measure catalog); a capped test at most `cap_min`",
+        ("questionnaire_items", "response"): "within the response range of its `instrument` (questionnaires)",
+        ("session_exercises", "reps"): "`reps` or `hold_s` (or both) in every row",
+        ("session_exercises", "hold_s"): "`reps` or `hold_s` (or both) in every row",
+    }
+)
+
+#: One filled row per table, as text exactly as a CSV cell holds it (``None`` = empty cell). The rows belong
+#: together: episode ``E0001`` of patient ``P0001``, its first session ``S0001``, and the baseline
+#: measurements on the start date. They validate clean (``tests/schemas/test_documentation.py``).
+EXAMPLE_ROWS: Mapping[str, Mapping[str, str | None]] = MappingProxyType(
+    {
+        "episodes": {
+            "episode_id": "E0001",
+            "patient_id": "P0001",
+            "clinic_id": "C01",
+            "therapist_id": "T01",
+            "program": "strength-12wk",
+            "start_date": "2026-03-02",
+            "end_date": "2026-05-22",
+            "end_reason": "completed",
+            "age_at_start": "47",
+            "sex": "F",
+            "symptom_duration_weeks": "26",
+            "affected_side": "left",
+            "prescribed_sessions_per_week": "2",
+        },
+        "sessions": {
+            "session_id": "S0001",
+            "episode_id": "E0001",
+            "session_date": "2026-03-03",
+            "status": "completed",
+            "duration_min": "45",
+            "warmup_neural_glides": "true",
+            "pain_before": "5",
+            "pain_after": "4",
+            "pain_next_day": "4",
+            "rpe": "6",
+            "symptom_extent": "below_knee",
+        },
+        "session_exercises": {
+            "session_id": "S0001",
+            "exercise": "banded_hip_thrust",
+            "set_index": "1",
+            "sets": "3",
+            "reps": "10",
+            "hold_s": None,
+            "load_kg": None,
+            "band": "green",
+            "pain_during": "3",
+            "modified": "false",
+        },
+        "measures": {
+            "episode_id": "E0001",
+            "assessed_on": "2026-03-02",
+            "measure": "walk_tolerance_min",
+            "value": "18.5",
+            "stopped_reason": "symptom",
+            "cap_min": "30",
+            "instrument_version": None,
+        },
+        "questionnaire_items": {
+            "episode_id": "E0001",
+            "assessed_on": "2026-03-02",
+            "instrument": "odi",
+            "item": "pain_intensity",
+            "response": "3",
+            "instrument_version": "2.1a",
+        },
+        "symptom_checks": {
+            "episode_id": "E0001",
+            "checked_on": "2026-03-02",
+            "saddle_numbness": "false",
+            "bladder_bowel_change": "false",
+            "progressive_weakness": "false",
+            "bilateral_symptoms": "false",
+            "new_numbness": "false",
+            "action_taken": "none",
+        },
+    }
+)
