@@ -23,6 +23,7 @@ from sciatica_outcomes._version import __version__
 from sciatica_outcomes.derive.cli import derive_command
 from sciatica_outcomes.errors import SciaticaOutcomesError
 from sciatica_outcomes.ingest.cli import ingest_command, pseudonymize_command, schemas_app, validate_command
+from sciatica_outcomes.ingest.cli_template import template_command
 from sciatica_outcomes.models.cli import fit_command
 from sciatica_outcomes.models.cli_trial import compare_clinics_command, responders_command
 from sciatica_outcomes.reports.cli import report_app
@@ -190,6 +191,7 @@ app.add_typer(report_app, name="report")
 app.command("validate")(validate_command)
 app.command("ingest")(ingest_command)
 app.command("pseudonymize")(pseudonymize_command)
+app.command("template")(template_command)
 schemas_app.command("guide")(schemas_guide_command)
 app.add_typer(schemas_app, name="schemas")
 app.command("fit")(fit_command)

@@ -25,14 +25,8 @@ from typing import Any
 
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.schemas import SCHEMA_VERSION, TABLE_SPECS, exercise_catalog, measure_catalog
-from sciatica_outcomes.schemas.documentation import (
-    COLUMN_UNITS,
-    EXAMPLE_ROWS,
-    INSTRUMENT_LABELS,
-    ROW_RULES,
-    value_labels,
-)
-from sciatica_outcomes.schemas.frictionless import FALSE_VALUES, TRUE_VALUES, table_schema
+from sciatica_outcomes.schemas.documentation import INSTRUMENT_LABELS, column_docs
+from sciatica_outcomes.schemas.frictionless import FALSE_VALUES, TRUE_VALUES
 from sciatica_outcomes.schemas.questionnaire_items import INSTRUMENT_RESPONSE_RANGE
 from sciatica_outcomes.schemas.vocabulary import INSTRUMENT_CODES
 from sciatica_outcomes.scoring.instruments import INSTRUMENTS, Instrument
@@ -55,17 +49,6 @@ GUIDE_HTML = Path("sciatica_outcomes/schemas/data/data-guide.html")
 #: Command that regenerates both committed copies (from the repository root).
 REGENERATE = "sciatica-outcomes schemas guide"
 
-_TYPES = {
-    "string": "text",
-    "integer": "whole number",
-    "number": "number",
-    "date": "date (YYYY-MM-DD)",
-    "boolean": "true / false",
-}
-_PATTERNS = {
-    r"^[A-Za-z0-9_.\-]{1,64}$": "a code of 1-64 letters, digits, _ . or - (no spaces)",
-    r"^[a-z0-9_]{1,64}$": "a code of 1-64 lower-case letters, digits or _",
-}
 #: ClinicalConfig field holding each instrument's missing-item limit.
 _MAX_MISSING = {"odi": "odi_max_missing", "rmdq": "rmdq_max_missing", "sbi": "sbi_max_missing"}
 _MAX_MISSING["sfi"] = _MAX_MISSING["sbi"]
@@ -121,52 +104,19 @@ def _rst(text: str) -> str:
     return re.sub(r"``([^`]+)``", r"`\1`", " ".join(text.split()))
 
 
-def _allowed(table: str, field: dict[str, Any]) -> str:
-    cons = field.get("constraints", {})
-    name = field["name"]
-    if "enum" in cons:
-        if (table, name) == ("session_exercises", "exercise"):
-            return "a code of the [exercise catalog](#exercise-catalog)"
-        if (table, name) == ("measures", "measure"):
-            return "a code of the [measure catalog](#measure-catalog)"
-        return "; ".join(f"`{code}` {label}" for code, label in value_labels(table, name).items())
-    parts = []
-    if "minimum" in cons and "maximum" in cons:
-        parts.append(f"{_num(cons['minimum'])} to {_num(cons['maximum'])}")
-    else:
-        if "minimum" in cons:
-            parts.append(f"at least {_num(cons['minimum'])}")
-        if "exclusiveMinimum" in cons:
-            parts.append(f"more than {_num(cons['exclusiveMinimum'])}")
-        if "maximum" in cons:
-            parts.append(f"at most {_num(cons['maximum'])}")
-        if "exclusiveMaximum" in cons:
-            parts.append(f"less than {_num(cons['exclusiveMaximum'])}")
-    if "pattern" in cons:
-        parts.append(_PATTERNS.get(cons["pattern"], f"matches `{cons['pattern']}`"))
-    if field["type"] == "boolean":
-        parts.append("`true` or `false`")
-    if field["type"] == "date":
-        parts.append("a calendar date")
-    if field["type"] in ("integer", "number") and not parts:
-        parts.append("a number")
-    if (table, name) in ROW_RULES:
-        parts.append(ROW_RULES[(table, name)])
-    if cons.get("unique"):
-        parts.append("unique")
-    return ", ".join(parts) if parts else "any text"
-
-
-def _required(table: str, field: dict[str, Any]) -> str:
-    spec = TABLE_SPECS[table]
-    if field["name"] in spec.generated_key_columns:
-        return "column optional: numbered from the row order when absent"
-    return "required" if field.get("constraints", {}).get("required") else "optional"
+#: Allowed-value texts that name a catalog, linked to the catalog's section of the guide.
+_LINKS = {
+    "a code of the exercise catalog (data/schemas/exercises.csv)": (
+        "a code of the [exercise catalog](#exercise-catalog)"
+    ),
+    "a code of the measure catalog (data/schemas/measures.csv)": (
+        "a code of the [measure catalog](#measure-catalog)"
+    ),
+}
 
 
 def _table_blocks(table: str) -> list[Block]:
     spec = TABLE_SPECS[table]
-    schema = table_schema(spec)
     blocks = [_h(2, f"`{table}`", f"table-{table}"), _p(spec.description)]
     facts = [f"Key: {', '.join(f'`{k}`' for k in spec.key)} (no two rows share it)."]
     for fk in spec.foreign_keys:
@@ -181,22 +131,18 @@ def _table_blocks(table: str) -> list[Block]:
     doc = inspect.getdoc(spec.model) or ""
     facts.append(_rst(doc))
     blocks.append(_list(facts))
-    rows = []
-    example = EXAMPLE_ROWS[table]
-    for field in schema["fields"]:
-        name = field["name"]
-        value = example[name]
-        rows.append(
-            (
-                f"`{name}`",
-                field.get("description", ""),
-                _TYPES[field["type"]],
-                COLUMN_UNITS.get((table, name), ""),
-                _allowed(table, field),
-                _required(table, field),
-                "(empty)" if value is None else f"`{value}`",
-            )
+    rows = [
+        (
+            f"`{c.name}`",
+            c.meaning,
+            c.type,
+            c.unit,
+            _LINKS.get(c.allowed, c.allowed),
+            c.required,
+            "(empty)" if c.example is None else f"`{c.example}`",
         )
+        for c in column_docs(table)
+    ]
     header = ("Column", "Meaning", "Type", "Unit", "Allowed values", "Required", "Example")
     blocks.append(_table(header, rows))
     return blocks
@@ -347,8 +293,8 @@ def guide_blocks(config: ClinicalConfig | None = None) -> list[Block]:
         _list(
             [
                 "Files: one CSV (or Parquet) file per table, named after the table (`episodes.csv`), or one "
-                "Excel workbook with a sheet per table; `sciatica-outcomes template --out DIR` writes both, "
-                "with an example row.",
+                "Excel workbook with a sheet per table; `sciatica-outcomes template --out DIR` writes a "
+                "workbook to fill in (`--format csv`: one CSV per table), with an example row.",
                 "Missing values: an empty cell (or `NA`). Dates: `YYYY-MM-DD` (Excel date cells are read as "
                 f"dates). True/false: {spellings}.",
                 "Column order does not matter; column names must be spelt as below. A required column must "

@@ -11,9 +11,12 @@ entry here, so a schema change cannot leave the guide behind.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from sciatica_outcomes.schemas.catalogs import exercise_catalog, measure_catalog
+from sciatica_outcomes.schemas.frictionless import table_schema
 from sciatica_outcomes.schemas.registry import TABLE_SPECS
 
 __all__ = [
@@ -21,7 +24,10 @@ __all__ = [
     "EXAMPLE_ROWS",
     "INSTRUMENT_LABELS",
     "ROW_RULES",
+    "TYPE_NAMES",
+    "ColumnDoc",
     "coded_columns",
+    "column_docs",
     "value_labels",
 ]
 
@@ -252,3 +258,133 @@ EXAMPLE_ROWS: Mapping[str, Mapping[str, str | None]] = MappingProxyType(
         },
     }
 )
+
+
+#: Plain name of every Frictionless field type.
+TYPE_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "string": "text",
+        "integer": "whole number",
+        "number": "number",
+        "date": "date (YYYY-MM-DD)",
+        "boolean": "true / false",
+    }
+)
+_PATTERNS = {
+    r"^[A-Za-z0-9_.\-]{1,64}$": "a code of 1-64 letters, digits, _ . or - (no spaces)",
+    r"^[a-z0-9_]{1,64}$": "a code of 1-64 lower-case letters, digits or _",
+}
+_CATALOG_COLUMNS = {
+    ("session_exercises", "exercise"): "a code of the exercise catalog (data/schemas/exercises.csv)",
+    ("measures", "measure"): "a code of the measure catalog (data/schemas/measures.csv)",
+}
+
+
+@dataclass(frozen=True)
+class ColumnDoc:
+    """Everything a person filling in one column needs to know.
+
+    Attributes
+    ----------
+    table, name : str
+        The column.
+    meaning : str
+        What it records (the model's description).
+    type : str
+        Plain type name (:data:`TYPE_NAMES`).
+    unit : str
+        Unit of a number (:data:`COLUMN_UNITS`), else empty.
+    allowed : str
+        Allowed values in words; codes in backticks.
+    required : str
+        ``required``, ``optional``, or how a generated key column is filled in when absent.
+    example : str or None
+        Value of the example row (:data:`EXAMPLE_ROWS`); ``None`` = empty cell.
+    field : dict
+        The column's Frictionless field (``type``, ``constraints``), for machine use.
+    """
+
+    table: str
+    name: str
+    meaning: str
+    type: str
+    unit: str
+    allowed: str
+    required: str
+    example: str | None
+    field: Mapping[str, Any]
+
+
+def _num(x: Any) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+def _allowed(table: str, field: Mapping[str, Any]) -> str:
+    cons = field.get("constraints", {})
+    name = field["name"]
+    if (table, name) in _CATALOG_COLUMNS:
+        return _CATALOG_COLUMNS[(table, name)]
+    if "enum" in cons:
+        return "; ".join(f"`{code}` {label}" for code, label in value_labels(table, name).items())
+    parts = []
+    if "minimum" in cons and "maximum" in cons:
+        parts.append(f"{_num(cons['minimum'])} to {_num(cons['maximum'])}")
+    else:
+        if "minimum" in cons:
+            parts.append(f"at least {_num(cons['minimum'])}")
+        if "exclusiveMinimum" in cons:
+            parts.append(f"more than {_num(cons['exclusiveMinimum'])}")
+        if "maximum" in cons:
+            parts.append(f"at most {_num(cons['maximum'])}")
+        if "exclusiveMaximum" in cons:
+            parts.append(f"less than {_num(cons['exclusiveMaximum'])}")
+    if "pattern" in cons:
+        parts.append(_PATTERNS.get(cons["pattern"], f"matches `{cons['pattern']}`"))
+    if field["type"] == "boolean":
+        parts.append("`true` or `false`")
+    if field["type"] == "date":
+        parts.append("a calendar date")
+    if field["type"] in ("integer", "number") and not parts:
+        parts.append("a number")
+    if (table, name) in ROW_RULES:
+        parts.append(ROW_RULES[(table, name)])
+    if cons.get("unique"):
+        parts.append("unique")
+    return ", ".join(parts) if parts else "any text"
+
+
+def column_docs(table: str) -> tuple[ColumnDoc, ...]:
+    """Documentation of every column of a canonical table, in canonical column order.
+
+    Parameters
+    ----------
+    table : str
+        A canonical table.
+
+    Returns
+    -------
+    tuple of ColumnDoc
+        One per column.
+    """
+    spec = TABLE_SPECS[table]
+    out = []
+    for field in table_schema(spec)["fields"]:
+        name = field["name"]
+        if name in spec.generated_key_columns:
+            required = "column optional: numbered from the row order when absent"
+        else:
+            required = "required" if field.get("constraints", {}).get("required") else "optional"
+        out.append(
+            ColumnDoc(
+                table=table,
+                name=name,
+                meaning=field.get("description", ""),
+                type=TYPE_NAMES[field["type"]],
+                unit=COLUMN_UNITS.get((table, name), ""),
+                allowed=_allowed(table, field),
+                required=required,
+                example=EXAMPLE_ROWS[table][name],
+                field=MappingProxyType(field),
+            )
+        )
+    return tuple(out)
