@@ -204,11 +204,13 @@ def _scoring_rule(inst: Instrument, config: ClinicalConfig) -> str:
     n_items = len(next(iter(inst.items.values()))) if inst.items else 0
     limit = getattr(config, _MAX_MISSING[inst.code], 0) if inst.code in _MAX_MISSING else 0
     field = _MAX_MISSING.get(inst.code)
-    missing = f"refused when more than {limit} item(s) are empty (`ClinicalConfig.{field}`)"
+    limit_text = "any item is empty" if limit == 0 else f"more than {limit} item(s) are empty"
+    missing = f"refused when {limit_text} (`ClinicalConfig.{field}`)"
     if inst.rule == "percent_of_answered":
         return f"100 x sum of the answered sections / (5 x sections answered), 0-100 %; {missing}"
     if inst.rule == "sum":
-        return f"sum of the {n_items} items, 0-{n_items * inst.item_max}; {missing}"
+        what = "number of items ticked" if inst.item_max == 1 else f"sum of the {n_items} items"
+        return f"{what}, 0-{n_items * inst.item_max}; {missing}"
     if inst.rule == "mean":
         return (
             f"mean of the answered activities, {inst.item_min}-{inst.item_max}; needs "
@@ -245,7 +247,7 @@ def _questionnaire_blocks(config: ClinicalConfig) -> list[Block]:
         text = QUESTIONNAIRE_TEXTS[code]
         inst = INSTRUMENTS.get(code)
         blocks.append(_h(3, f"`{code}`: {INSTRUMENT_LABELS[code]}", f"instrument-{code}"))
-        facts = [f"Responses: {text.anchors}.", f"Wording: {text.wording}."]
+        facts = [f"Responses: {text.anchors}.", f"Wording: {text.wording.rstrip('.')}."]
         if inst is not None:
             default = config.odi_default_version if code == "odi" else inst.default_version
             facts.append(f"Score: {_scoring_rule(inst, config)}.")

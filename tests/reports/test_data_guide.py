@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from sciatica_outcomes.cli import app
+from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.reports.data_guide import (
+    _MAX_MISSING,
     GUIDE_HTML,
     GUIDE_MARKDOWN,
     REGENERATE,
+    _scoring_rule,
     guide_blocks,
     render_html,
     render_markdown,
@@ -21,7 +26,7 @@ from sciatica_outcomes.reports.data_guide import (
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.schemas.documentation import coded_columns, value_labels
 from sciatica_outcomes.schemas.vocabulary import INSTRUMENT_CODES
-from sciatica_outcomes.scoring import INSTRUMENTS
+from sciatica_outcomes.scoring import INSTRUMENTS, score_questionnaires
 from sciatica_outcomes.scoring.questionnaire_text import ITEM_TOPICS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,3 +124,30 @@ def test_cli_outside_a_checkout_exits_2_with_the_fix(tmp_path: Path, monkeypatch
     assert res.exit_code == 2
     assert "pass --out DIR" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "docs").exists()
+
+
+@pytest.mark.parametrize("code", ["odi", "rmdq", "sbi", "sfi"])
+def test_missing_item_limit_quoted_by_the_guide_is_the_one_scoring_applies(code: str) -> None:
+    """The guide names a ClinicalConfig field per instrument; scoring must refuse exactly past that limit."""
+    config = ClinicalConfig()
+    limit = getattr(config, _MAX_MISSING[code])
+    inst = INSTRUMENTS[code]
+    assert inst.items is not None
+    items = inst.items[inst.default_version]
+    assert f"`ClinicalConfig.{_MAX_MISSING[code]}`" in _scoring_rule(inst, config)
+
+    def score(missing: int) -> bool:
+        frame = pl.DataFrame(
+            {
+                "episode_id": "E1",
+                "assessed_on": date(2026, 1, 5),
+                "instrument": code,
+                "item": list(items),
+                "response": [None] * missing + [inst.item_max] * (len(items) - missing),
+            },
+            schema_overrides={"response": pl.Int64},
+        )
+        return score_questionnaires(frame, config).ok
+
+    assert score(limit)
+    assert not score(limit + 1)
