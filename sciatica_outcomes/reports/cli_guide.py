@@ -24,14 +24,14 @@ def schemas_guide_command(
     ] = None,
 ) -> None:
     """Write the data guide: every table, column, code and questionnaire item, from the schemas."""
-    from sciatica_outcomes.reports.data_guide import GUIDE_HTML, GUIDE_MARKDOWN, write_guide
+    from sciatica_outcomes.reports.data_guide import GUIDE_HTML, GUIDE_MARKDOWN, shipped_guide, write_guide
 
     if out is None:
         missing = [str(p.parent) for p in (GUIDE_MARKDOWN, GUIDE_HTML) if not p.parent.is_dir()]
         if missing:
             typer.echo(
                 f"error: {', '.join(missing)} not found here: run from the root of a sciatica-outcomes "
-                "checkout, or pass --out DIR",
+                f"checkout, or pass --out DIR (the installed guide is {shipped_guide()})",
                 err=True,
             )
             raise typer.Exit(2)

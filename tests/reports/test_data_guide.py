@@ -123,6 +123,7 @@ def test_cli_outside_a_checkout_exits_2_with_the_fix(tmp_path: Path, monkeypatch
     res = runner.invoke(app, ["schemas", "guide"])
     assert res.exit_code == 2
     assert "pass --out DIR" in res.output and "Traceback" not in res.output
+    assert str(shipped_guide()) in res.output
     assert not (tmp_path / "docs").exists()
 
 
