@@ -96,10 +96,15 @@ COVARIANCE_STRUCTURES: dict[str, str] = {
     "ar1h": "heterogeneous AR(1): T variances, rho^|i-j|",
     "toep": "Toeplitz: one variance, T-1 band correlations",
     "toeph": "heterogeneous Toeplitz: T variances, T-1 band correlations",
+    "ad": "first-order ante-dependence: one variance, T-1 correlations of successive visits, "
+    "corr(s, t) = rho_s ... rho_(t-1)",
+    "adh": "heterogeneous ante-dependence (SAS ANTE(1)): T variances, T-1 successive correlations",
+    "sp_exp": "spatial exponential on numeric coordinates (SAS SP(EXP)): sigma^2 exp(-d / range), d the "
+    "Euclidean distance of two observations' coordinates (unequally spaced, subject-specific times)",
 }
 
 _LOG2PI = math.log(2.0 * math.pi)
-_HETERO = {"csh", "ar1h", "toeph"}
+_HETERO = {"csh", "ar1h", "toeph", "adh"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -108,11 +113,15 @@ _HETERO = {"csh", "ar1h", "toeph"}
 # --------------------------------------------------------------------------------------------------
 
 
-def _n_theta(structure: str, t: int) -> int:
+def _n_theta(structure: str | _CovSpec, t: int) -> int:
+    if isinstance(structure, _CovSpec):
+        return structure.n_groups * _n_theta(structure.name, structure.t)
+    if structure == "sp_exp":
+        return 2  # log sd, log range
     n_sd = t if structure in _HETERO or structure == "us" else 1
     if structure == "us":
         return t * (t + 1) // 2
-    n_cor = {"cs": 1, "csh": 1, "ar1": 1, "ar1h": 1, "toep": t - 1, "toeph": t - 1}[structure]
+    n_cor = {"cs": 1, "csh": 1, "ar1": 1, "ar1h": 1}.get(structure, t - 1)  # toep(h), ad(h): T - 1
     return n_sd + (n_cor if t > 1 else 0)
 
 
@@ -152,8 +161,30 @@ def _acf_to_pacf(r: FloatArray) -> FloatArray:
     return phi
 
 
-def _sigma(theta: FloatArray, structure: str, t: int) -> FloatArray:
-    """The ``T x T`` covariance of the visits for the unconstrained parameters ``theta``."""
+def _sigma(theta: FloatArray, structure: str | _CovSpec, t: int) -> FloatArray:
+    """The ``T x T`` covariance of the visits for the unconstrained parameters ``theta``.
+
+    For a :class:`_CovSpec` (group-specific or spatial) the block-diagonal covariance of all its positions
+    (``t`` is then ignored).
+    """
+    if isinstance(structure, _CovSpec):
+        spec = structure
+        q = _n_theta(spec.name, spec.t)
+        return _block_diag(
+            [
+                _sigma_block(theta[g * q : (g + 1) * q], spec.name, spec.t, spec.distances)
+                for g in range(spec.n_groups)
+            ]
+        )
+    return _sigma_block(theta, structure, t, None)
+
+
+def _sigma_block(theta: FloatArray, structure: str, t: int, distances: FloatArray | None) -> FloatArray:
+    """One group's covariance of its ``t`` positions (visits, or coordinate points with ``distances``)."""
+    if structure == "sp_exp":
+        if distances is None:  # pragma: no cover - _CovSpec always carries them
+            raise ValueError("sp_exp needs the distances of its positions")
+        return cast("FloatArray", np.exp(2.0 * theta[0]) * np.exp(-distances / np.exp(theta[1])))
     if structure == "us":
         lower = np.zeros((t, t), dtype=theta.dtype)
         lower[np.diag_indices(t)] = np.exp(theta[:t])
@@ -176,10 +207,65 @@ def _sigma(theta: FloatArray, structure: str, t: int) -> FloatArray:
         for _ in range(1, t):  # rho^k for k = 0..T-1 (complex-safe integer powers)
             powers.append(powers[-1] * rho)
         corr = np.stack(powers)[lag]
+    elif structure in ("ad", "adh"):
+        corr = _ante_corr(np.tanh(rest), t)
     else:  # toep, toeph
         acf = _pacf_to_acf(np.tanh(rest))
         corr = np.concatenate([np.ones(1, dtype=theta.dtype), acf])[lag]
     return sd[:, None] * corr * sd[None, :]
+
+
+@dataclass(frozen=True, eq=False)
+class _CovSpec:
+    """A covariance structure over ``n_groups`` blocks of ``t`` positions each (block diagonal).
+
+    Positions are the visits (``t = T``, group-specific covariance: SAS ``REPEATED / GROUP=``, mmrm
+    ``us(visit | group / subject)``) or, for ``sp_exp``, the distinct coordinate points of the data, with
+    ``distances`` their Euclidean distances. Block ``g`` is the covariance of the subjects of group level
+    ``g``, with its own parameters: ``theta`` concatenates the blocks' parameters (as ``gamma``, SAS's, does).
+    """
+
+    name: str
+    t: int
+    n_groups: int = 1
+    distances: FloatArray | None = None
+
+    def block(self, g: int) -> slice:
+        """Rows and columns of group ``g`` in the block-diagonal covariance."""
+        return slice(g * self.t, (g + 1) * self.t)
+
+
+def _structure_name(structure: str | _CovSpec) -> str:
+    return structure.name if isinstance(structure, _CovSpec) else structure
+
+
+def _block_diag(blocks: list[FloatArray]) -> FloatArray:
+    """Block-diagonal matrix of equal-sized square blocks (complex-safe)."""
+    t = blocks[0].shape[0]
+    out = np.zeros((len(blocks) * t, len(blocks) * t), dtype=blocks[0].dtype)
+    for g, b in enumerate(blocks):  # loop over the (few) groups
+        out[g * t : (g + 1) * t, g * t : (g + 1) * t] = b
+    return out
+
+
+def _closest_pair(distances: FloatArray) -> tuple[int, int]:
+    """Two positions at the smallest positive distance (where ``sp_exp``'s range is read off Sigma)."""
+    d = np.where(distances > 0, distances, np.inf)
+    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+    return int(i), int(j)
+
+
+def _ante_corr(rho: FloatArray, t: int) -> FloatArray:
+    """Ante-dependence correlations ``corr(s, u) = rho_s rho_(s+1) ... rho_(u-1)`` (complex-safe).
+
+    ``rho_k`` is the correlation of visits ``k`` and ``k + 1``; the matrix is positive definite whenever
+    every ``|rho_k| < 1`` (it is the correlation of a non-stationary AR(1) process).
+    """
+    corr = np.eye(t, dtype=rho.dtype)
+    for k in range(1, t):  # band k from band k - 1 (loop over the few lags, vectorised along the band)
+        s = np.arange(t - k)
+        corr[s, s + k] = corr[s, s + k - 1] * rho[s + k - 1]
+    return corr + corr.T - np.eye(t)
 
 
 #: structures whose Sigma is linear in SAS's parameters (Kenward-Roger = Kenward-Roger-linear)
@@ -194,13 +280,24 @@ def _powers(rho: Any, t: int) -> Any:
     return np.stack(out)
 
 
-def _sas_sigma(gamma: FloatArray, structure: str, t: int) -> FloatArray:
+def _sas_sigma(gamma: FloatArray, structure: str | _CovSpec, t: int) -> FloatArray:
     """``Sigma`` from SAS PROC MIXED's covariance parameters ``gamma`` (complex-safe).
 
     ``us``: ``UN(i,j)``, the lower triangle; ``cs``: ``CS`` (covariance) and ``Residual``; ``toep``:
     ``TOEP(k)``, the covariance at lag ``k``; ``ar1``: ``Residual`` ``sigma^2`` and ``AR(1)`` ``rho``;
-    ``ar1h``, ``csh``: ``Var(1..T)`` and ``rho``; ``toeph``: ``Var(1..T)`` and the lag correlations.
+    ``ar1h``, ``csh``: ``Var(1..T)`` and ``rho``; ``toeph``: ``Var(1..T)`` and the lag correlations;
+    ``adh``: ``Var(1..T)`` and ``Rho(1..T-1)`` (``ANTE(1)``); ``ad``: ``sigma^2`` and ``Rho(1..T-1)``;
+    ``sp_exp``: ``SP(EXP)``, the range ``phi`` of ``sigma^2 exp(-d / phi)``, and ``Residual`` ``sigma^2``. A
+    :class:`_CovSpec` concatenates the groups' parameters (SAS's order with ``GROUP=``).
     """
+    if isinstance(structure, _CovSpec):
+        spec = structure
+        q = gamma.shape[0] // spec.n_groups
+        blocks = [gamma[g * q : (g + 1) * q] for g in range(spec.n_groups)]
+        if spec.name == "sp_exp":
+            assert spec.distances is not None
+            return _block_diag([b[1] * np.exp(-spec.distances / b[0]) for b in blocks])
+        return _block_diag([_sas_sigma(b, spec.name, spec.t) for b in blocks])
     lag = np.abs(np.subtract.outer(np.arange(t), np.arange(t)))
     if structure == "us":
         rows, cols = np.tril_indices(t)
@@ -214,18 +311,35 @@ def _sas_sigma(gamma: FloatArray, structure: str, t: int) -> FloatArray:
         return gamma[lag]
     if structure == "ar1":
         return cast("FloatArray", gamma[0] * _powers(gamma[1], t)[lag])
+    if structure == "ad":
+        return cast("FloatArray", gamma[0] * _ante_corr(gamma[1:], t))
     sd = np.sqrt(gamma[:t])
     if structure == "ar1h":
         corr = _powers(gamma[t], t)[lag]
     elif structure == "csh":
         corr = gamma[t] * np.ones((t, t)) + (1.0 - gamma[t]) * np.eye(t)
+    elif structure == "adh":
+        corr = _ante_corr(gamma[t:], t)
     else:  # toeph
         corr = np.concatenate([np.ones(1, dtype=gamma.dtype), gamma[t:]])[lag]
     return cast("FloatArray", sd[:, None] * corr * sd[None, :])
 
 
-def _sas_gamma(sigma: FloatArray, structure: str, t: int) -> FloatArray:
+def _sas_gamma(sigma: FloatArray, structure: str | _CovSpec, t: int) -> FloatArray:
     """SAS's covariance parameters of a ``Sigma`` of the structure (inverse of :func:`_sas_sigma`)."""
+    if isinstance(structure, _CovSpec):
+        spec = structure
+        parts = []
+        for g in range(spec.n_groups):  # loop over the (few) groups
+            blk = sigma[spec.block(g), spec.block(g)]
+            if spec.name == "sp_exp":
+                assert spec.distances is not None
+                i, j = _closest_pair(spec.distances)
+                phi = -spec.distances[i, j] / np.log(blk[i, j] / blk[i, i])
+                parts.append(np.stack([phi, blk[0, 0]]))
+            else:
+                parts.append(_sas_gamma(blk, spec.name, spec.t))
+        return np.concatenate(parts)
     if structure == "us":
         return sigma[np.tril_indices(t)]
     if structure == "cs":
@@ -235,12 +349,16 @@ def _sas_gamma(sigma: FloatArray, structure: str, t: int) -> FloatArray:
     if structure == "ar1":
         return np.stack([sigma[0, 0], sigma[0, 1] / sigma[0, 0]])
     var = np.diagonal(sigma)
+    if structure in ("ad", "adh"):
+        s = np.arange(t - 1)
+        rho = sigma[s, s + 1] / np.sqrt(var[s] * var[s + 1])
+        return np.concatenate([var if structure == "adh" else var[:1], rho])
     if structure in ("ar1h", "csh"):
         return np.concatenate([var, np.stack([sigma[0, 1] / np.sqrt(sigma[0, 0] * sigma[1, 1])])])
     return np.concatenate([var, sigma[0, 1:] / np.sqrt(sigma[0, 0] * var[1:])])
 
 
-def _sas_derivatives(gamma: FloatArray, structure: str, t: int) -> tuple[FloatArray, FloatArray]:
+def _sas_derivatives(gamma: FloatArray, structure: str | _CovSpec, t: int) -> tuple[FloatArray, FloatArray]:
     """``G_a = dSigma / dgamma_a`` (complex step) and ``H_ab = d^2 Sigma / dgamma_a dgamma_b``.
 
     ``H`` is 0 for the linear structures and central differences of the complex-step ``G`` otherwise
@@ -258,7 +376,7 @@ def _sas_derivatives(gamma: FloatArray, structure: str, t: int) -> tuple[FloatAr
 
     g_mats = first(gamma)
     h_mats = np.zeros((k, k, t, t))
-    if structure not in _LINEAR:
+    if _structure_name(structure) not in _LINEAR:
         for a in range(k):
             h = 1e-4 * max(abs(float(gamma[a])), 1e-2)
             up, dn = gamma.copy(), gamma.copy()
@@ -269,10 +387,23 @@ def _sas_derivatives(gamma: FloatArray, structure: str, t: int) -> tuple[FloatAr
     return g_mats, h_mats
 
 
-def _sigma_jacobian(theta: FloatArray, structure: str, t: int) -> FloatArray:
-    """``dSigma / dtheta_j`` for every parameter (shape ``(q, T, T)``), by complex step."""
-    h = 1e-30
+def _sigma_jacobian(theta: FloatArray, structure: str | _CovSpec, t: int) -> FloatArray:
+    """``dSigma / dtheta_j`` for every parameter (shape ``(q, T, T)``), by complex step.
+
+    ``sp_exp`` (possibly many positions) analytically: ``2 Sigma`` for ``log sd`` and ``Sigma d / phi`` for
+    ``log phi``, per group block.
+    """
     q = theta.shape[0]
+    if isinstance(structure, _CovSpec) and structure.name == "sp_exp":
+        spec = structure
+        assert spec.distances is not None
+        out = np.zeros((q, t, t))
+        for g in range(spec.n_groups):  # loop over the (few) groups
+            blk = _sigma_block(theta[2 * g : 2 * g + 2], "sp_exp", spec.t, spec.distances)
+            out[2 * g, spec.block(g), spec.block(g)] = 2.0 * blk
+            out[2 * g + 1, spec.block(g), spec.block(g)] = blk * spec.distances / math.exp(theta[2 * g + 1])
+        return out
+    h = 1e-30
     out = np.empty((q, t, t))
     for j in range(q):  # loop over the (few) variance parameters
         tc = theta.astype(complex)
@@ -281,8 +412,22 @@ def _sigma_jacobian(theta: FloatArray, structure: str, t: int) -> FloatArray:
     return out
 
 
-def _theta_start(s0: FloatArray, structure: str) -> FloatArray:
+def _theta_start(s0: FloatArray, structure: str | _CovSpec) -> FloatArray:
     """Unconstrained parameters approximating a positive definite starting covariance ``s0``."""
+    if isinstance(structure, _CovSpec):
+        spec = structure
+        parts = []
+        for g in range(spec.n_groups):  # loop over the (few) groups
+            blk = s0[spec.block(g), spec.block(g)]
+            if spec.name == "sp_exp":
+                # sd from the variances, range: correlation exp(-1) at the median distance of two positions
+                assert spec.distances is not None
+                pos = spec.distances[spec.distances > 0]
+                phi0 = float(np.median(pos)) if pos.size else 1.0
+                parts.append(np.array([math.log(float(np.sqrt(np.mean(np.diag(blk))))), math.log(phi0)]))
+            else:
+                parts.append(_theta_start(blk, spec.name))
+        return np.concatenate(parts)
     t = s0.shape[0]
     if structure == "us":
         chol = np.linalg.cholesky(s0)
@@ -302,14 +447,35 @@ def _theta_start(s0: FloatArray, structure: str) -> FloatArray:
         cor_part = np.array([math.log(u / (1.0 - u))])
     elif structure in ("ar1", "ar1h"):
         cor_part = np.array([math.atanh(float(np.clip(band[0], -0.9, 0.9)))])
+    elif structure in ("ad", "adh"):
+        s = np.arange(t - 1)
+        cor_part = np.arctanh(np.clip(corr[s, s + 1], -0.9, 0.9))
     else:
         pacf = np.clip(_acf_to_pacf(np.clip(band, -0.95, 0.95)), -0.9, 0.9)
         cor_part = np.arctanh(pacf)
     return np.concatenate([sd_part, cor_part])
 
 
-def _variance_parameters(sigma: FloatArray, structure: str, visits: list[str]) -> list[tuple[str, float]]:
-    """Interpretable variance parameters (standard deviations and correlations) of a fitted ``Sigma``."""
+def _variance_parameters(
+    sigma: FloatArray, structure: str | _CovSpec, visits: list[str], groups: Sequence[str] = ()
+) -> list[tuple[str, float]]:
+    """Interpretable variance parameters (standard deviations and correlations) of a fitted ``Sigma``.
+
+    With a :class:`_CovSpec`, each group's parameters are suffixed `` | <group level>``; ``sp_exp`` has
+    ``sd`` and ``range`` (``phi`` of ``exp(-d / phi)``).
+    """
+    if isinstance(structure, _CovSpec):
+        spec = structure
+        out_g: list[tuple[str, float]] = []
+        for g in range(spec.n_groups):  # loop over the (few) groups
+            blk = sigma[spec.block(g), spec.block(g)]
+            if spec.name == "sp_exp":
+                phi = float(_sas_gamma(blk, _CovSpec("sp_exp", spec.t, 1, spec.distances), spec.t)[0])
+                pars = [("sd", math.sqrt(float(blk[0, 0]))), ("range", phi)]
+            else:
+                pars = _variance_parameters(blk, spec.name, visits)
+            out_g.extend((f"{n} | {groups[g]}" if spec.n_groups > 1 else n, v) for n, v in pars)
+        return out_g
     t = sigma.shape[0]
     sd = np.sqrt(np.diag(sigma))
     corr = sigma / np.outer(sd, sd)
@@ -325,6 +491,8 @@ def _variance_parameters(sigma: FloatArray, structure: str, visits: list[str]) -
         )
     elif t > 1 and structure in ("cs", "csh", "ar1", "ar1h"):
         out.append(("rho", float(corr[1, 0])))
+    elif structure in ("ad", "adh"):
+        out.extend((f"rho[{visits[k]},{visits[k + 1]}]", float(corr[k, k + 1])) for k in range(t - 1))
     elif t > 1:
         out.extend((f"rho_lag{k}", float(corr[k, 0])) for k in range(1, t))
     return out
@@ -348,22 +516,38 @@ class _Patterns:
 
 
 def _build_patterns(subject: IntArray, visit: IntArray, x: FloatArray, y: FloatArray, t: int) -> _Patterns:
-    """Group subjects by their set of observed visits and accumulate cross products in one pass."""
+    """Group subjects by their set of observed visits and accumulate cross products in one pass.
+
+    ``visit`` is the position ``0 .. t - 1`` of each row: the visit, or with a :class:`_CovSpec` the
+    (group, visit) or (group, coordinate point) position. Up to 50 positions a subject's set is a bit mask;
+    beyond (``sp_exp`` on many distinct times) the sorted positions of each subject, padded, are compared.
+    """
     n_sub = int(subject.max()) + 1
-    bits = np.bincount(subject, weights=np.exp2(visit), minlength=n_sub).astype(np.int64)
+    if t <= 50:
+        bits = np.bincount(subject, weights=np.exp2(visit), minlength=n_sub).astype(np.int64)
+    else:
+        by_subject = np.lexsort((visit, subject))
+        n_rows = np.bincount(subject, minlength=n_sub)
+        start = np.concatenate([[0], np.cumsum(n_rows)[:-1]])
+        padded = np.full((n_sub, int(n_rows.max())), -1, dtype=np.int64)
+        sub_sorted = subject[by_subject]
+        padded[sub_sorted, np.arange(subject.shape[0]) - start[sub_sorted]] = visit[by_subject]
+        bits = np.unique(padded, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
     row_bits = bits[subject]
     order = np.lexsort((visit, subject, row_bits))
     z = np.column_stack([x, y])[order]
     row_bits = row_bits[order]
+    visit_sorted, subject_sorted = visit[order], subject[order]
     patterns, first_row = np.unique(row_bits, return_index=True)
     bounds = [*first_row.tolist(), row_bits.shape[0]]
     sets: list[IntArray] = []
     counts: list[int] = []
     tensors: list[FloatArray] = []
     k = z.shape[1]
-    for j, pat in enumerate(patterns.tolist()):  # loop over missingness patterns
-        vis = np.flatnonzero((int(pat) >> np.arange(t)) & 1)
-        m = vis.shape[0]
+    for j in range(patterns.shape[0]):  # loop over missingness patterns
+        lo = bounds[j]
+        m = int(np.count_nonzero(subject_sorted[lo : bounds[j + 1]] == subject_sorted[lo]))
+        vis = visit_sorted[lo : lo + m]
         block = z[bounds[j] : bounds[j + 1]].reshape(-1, m * k)
         tensors.append((block.T @ block).reshape(m, k, m, k))
         sets.append(vis)
@@ -396,7 +580,7 @@ class _Criterion:
     residual cross products of the pattern; the chain rule through ``dSigma / dtheta`` gives the gradient.
     """
 
-    def __init__(self, pats: _Patterns, structure: str, reml: bool) -> None:
+    def __init__(self, pats: _Patterns, structure: str | _CovSpec, reml: bool) -> None:
         self.pats = pats
         self.structure = structure
         self.reml = reml
@@ -592,6 +776,11 @@ class MMRMResult:
     patterns: pl.DataFrame
     inference: WaldInference = field(repr=False)
     _view: _EmmeansView = field(repr=False)
+    #: labels of the rows and columns of ``covariance``: the visits, or with a group-specific covariance
+    #: ``group:visit`` (block-diagonal), or for sp_exp the distinct coordinate points (``group:point``)
+    covariance_labels: list[str] = field(default_factory=list)
+    group: str | None = None
+    coordinates: list[str] = field(default_factory=list)
 
     @property
     def correlation(self) -> FloatArray:
@@ -739,8 +928,13 @@ class MMRMResult:
             "covariance": {
                 "structure": self.structure,
                 "visits": list(self.visits),
-                "matrix": self.covariance.tolist(),
-                "correlation": self.correlation.tolist(),
+                "group": self.group,
+                "coordinates": list(self.coordinates),
+                # rows and columns of the matrix; sp_exp on more than 100 distinct points: the parameters
+                # alone describe it (the matrix would dominate the record), matrix and correlation are null
+                "labels": list(self.covariance_labels),
+                "matrix": self.covariance.tolist() if self.covariance.shape[0] <= 100 else None,
+                "correlation": self.correlation.tolist() if self.covariance.shape[0] <= 100 else None,
                 "parameters": dict(self.variance_parameters.iter_rows()),
             },
             "lsmeans": self.lsmeans().to_dicts(),
@@ -796,6 +990,13 @@ def _jsonable(obj: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
+def _as_names(columns: str | Sequence[str] | None) -> list[str]:
+    """Column names given as one name, a sequence of names or None."""
+    if columns is None:
+        return []
+    return [columns] if isinstance(columns, str) else [str(c) for c in columns]
+
+
 def _natural_key(s: str) -> tuple[Any, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", s))
 
@@ -844,6 +1045,9 @@ class _Prepared(TypedDict):
     visit: IntArray  # visit position of each row
     levels: list[str]
     dropped: RowsDropped
+    group: IntArray  # code of the covariance group of each row (0 without ``group``)
+    group_levels: list[str]
+    coordinates: FloatArray  # (rows, d) coordinates of sp_exp (d = 0 without ``coordinates``)
 
 
 class MMRM(Estimator):
@@ -915,6 +1119,8 @@ class MMRM(Estimator):
         level: float = 0.95,
         max_iter: int = 500,
         ddf: str = "satterthwaite",
+        group: str | None = None,
+        coordinates: str | Sequence[str] | None = None,
     ) -> None:
         # stored unchanged (get_params); checked by _validate_params at fit
         self.formula = formula
@@ -927,6 +1133,8 @@ class MMRM(Estimator):
         self.level = level
         self.max_iter = max_iter
         self.ddf = ddf
+        self.group = group
+        self.coordinates = coordinates
 
     def _validate_params(self) -> None:
         """Check ``ddf``, ``covariance`` and ``level`` (called by :meth:`fit`)."""
@@ -937,6 +1145,19 @@ class MMRM(Estimator):
             )
         if not 0 < self.level < 1:
             raise ModelSpecificationError(f"level must lie in (0, 1), got {self.level}")
+        names = _as_names(self.coordinates)
+        if self.covariance == "sp_exp" and not names:
+            raise ModelSpecificationError(
+                "covariance sp_exp needs coordinates: the numeric column(s) of each observation's time or "
+                "position, e.g. coordinates='study_day'"
+            )
+        if names and self.covariance != "sp_exp":
+            raise ModelSpecificationError(
+                f"coordinates are used by covariance sp_exp only, not {self.covariance!r}; drop coordinates "
+                "or use covariance='sp_exp'"
+            )
+        if len(set(names)) != len(names):
+            raise ModelSpecificationError(f"coordinates {names} repeat a column; name each column once")
 
     # ---- data preparation ------------------------------------------------------------------------
     def _prepare(self, data: FrameLike) -> _Prepared:
@@ -947,12 +1168,13 @@ class MMRM(Estimator):
                 f"formula {self.formula!r} has random terms; an MMRM models within-subject dependence "
                 "through the covariance structure instead; remove the (... | ...) terms"
             )
-        for col in (self.subject, self.visit):
+        for col in (self.subject, self.visit, *self._covariance_columns()):
             if col not in frame.columns:
                 raise ModelSpecificationError(
                     f"column {col!r} is not in the data; available: {', '.join(frame.columns)}"
                 )
-        needed = sorted(set(parsed.columns()) | {self.subject, self.visit})
+        extra = self._covariance_columns()
+        needed = sorted(set(parsed.columns()) | {self.subject, self.visit} | set(extra))
         missing_cols = [c for c in needed if c not in frame.columns]
         if missing_cols:
             raise ModelSpecificationError(
@@ -968,11 +1190,16 @@ class MMRM(Estimator):
         frame = frame.with_columns(text.cast(pl.Enum(levels)).alias(self.visit))
         design, x = Design.build(parsed, frame, self.reference)
         y = design.response(frame)
+        coords = self._coordinates_of(frame)
         bad_y = ~np.isfinite(y)
-        bad_x = ~np.isfinite(x).all(axis=1) & ~bad_y
+        # the covariance group and the coordinates count as covariates (rows without them are dropped)
+        ok_cov = np.isfinite(coords).all(axis=1)
+        if self.group is not None:
+            ok_cov &= frame[self.group].is_not_null().to_numpy()
+        bad_x = ~(np.isfinite(x).all(axis=1) & ok_cov) & ~bad_y
         keep = ~(bad_y | bad_x)
         frame = frame.filter(pl.Series(keep))
-        x, y = x[keep], y[keep]
+        x, y, coords = x[keep], y[keep], coords[keep]
         if frame.height == 0:
             raise UnusableInputError(
                 f"no row has a response and every covariate of {self.formula!r}; nothing to fit"
@@ -996,6 +1223,7 @@ class MMRM(Estimator):
                 f"{int(dup.sum())} rows repeat a ({self.subject}, {self.visit}) pair, e.g. {ex}; an MMRM "
                 "needs at most one row per subject and visit: aggregate or deduplicate first"
             )
+        group_codes, group_levels = self._groups_of(frame, subj_codes)
         rank = np.linalg.matrix_rank(x)
         if rank < x.shape[1]:
             piv = scipy.linalg.qr(x, mode="economic", pivoting=True)[2]
@@ -1018,7 +1246,44 @@ class MMRM(Estimator):
                 "missing_response": int(bad_y.sum()),
                 "missing_covariate": int(bad_x.sum()),
             },
+            "group": group_codes,
+            "group_levels": group_levels,
+            "coordinates": coords,
         }
+
+    def _covariance_columns(self) -> list[str]:
+        """The ``group`` and ``coordinates`` columns (checked to exist by :meth:`_prepare`)."""
+        return [*([] if self.group is None else [self.group]), *_as_names(self.coordinates)]
+
+    def _coordinates_of(self, frame: pl.DataFrame) -> FloatArray:
+        """The sp_exp coordinates of the rows as floats (``(rows, 0)`` without ``coordinates``)."""
+        names = _as_names(self.coordinates)
+        for c in names:
+            if not frame.schema[c].is_numeric():
+                raise ModelSpecificationError(
+                    f"coordinate column {c!r} is {frame.schema[c]}, not numeric; sp_exp needs numeric times "
+                    "or positions (e.g. days since baseline)"
+                )
+        if not names:
+            return np.zeros((frame.height, 0))
+        return frame.select(pl.col(names).cast(pl.Float64)).to_numpy().astype(float)
+
+    def _groups_of(self, frame: pl.DataFrame, subjects: IntArray) -> tuple[IntArray, list[str]]:
+        """Covariance group codes of the rows; a subject must stay in one group."""
+        if self.group is None:
+            return np.zeros(frame.height, dtype=np.int64), []
+        text = frame[self.group].cast(pl.String)
+        levels = sorted(set(text.to_list()), key=_natural_key)
+        codes = text.cast(pl.Enum(levels)).to_physical().to_numpy().astype(np.int64)
+        pairs = np.unique(np.column_stack([subjects, codes]), axis=0)
+        if pairs.shape[0] != np.unique(subjects).shape[0]:
+            bad = int(np.flatnonzero(np.bincount(pairs[:, 0]) > 1)[0])
+            moved = frame[self.subject][int(np.argmax(subjects == bad))]
+            raise ModelSpecificationError(
+                f"subject {moved!r} has rows in more than one {self.group!r} group; a group-specific "
+                f"covariance needs {self.group!r} constant within subject (e.g. the randomised arm)"
+            )
+        return codes, levels
 
     # ---- fitting ---------------------------------------------------------------------------------
     def fit(self, data: FrameLike) -> Self:
@@ -1041,22 +1306,11 @@ class MMRM(Estimator):
         t0 = time.perf_counter()
         self._validate_params()
         prep = self._prepare(data)
-        x, y = prep["x"], prep["y"]
-        t = len(prep["levels"])
-        pats = _build_patterns(prep["subject"], prep["visit"], x, y, t)
-        struct = self.covariance
-        if struct == "us":
-            together = np.zeros((t, t), dtype=bool)
-            for vis in pats.visit_sets:
-                together[np.ix_(vis, vis)] = True
-            if not together.all():
-                a, b = np.argwhere(~together)[0]
-                raise ModelSpecificationError(
-                    f"visits {prep['levels'][a]!r} and {prep['levels'][b]!r} are never observed in the same "
-                    "subject, so their unstructured covariance is not identifiable; use toep, ar1 or cs"
-                )
+        x = prep["x"]
+        pats, struct, labels = self._patterns(prep)
+        t = pats.t
         crit = _Criterion(pats, struct, self.reml)
-        theta0 = _theta_start(_start_sigma(pats), struct)
+        theta0 = _theta_start(_start_sigma(pats, _structure_name(struct) != "sp_exp"), struct)
         theta, report = _optimise(crit, theta0, self.max_iter)
         ev = crit.evaluate(theta)
         if ev is None:  # pragma: no cover - the optimizer only returns evaluable points
@@ -1085,7 +1339,7 @@ class MMRM(Estimator):
                 tc[j] += 1e-30j
                 jac[j] = _sas_gamma(_sigma(tc, struct, t), struct, t).imag / 1e-30
             w_gamma = jac.T @ theta_cov @ jac
-            linear = self.ddf == "kenward-roger-linear" or struct in _LINEAR
+            linear = self.ddf == "kenward-roger-linear" or _structure_name(struct) in _LINEAR
             blocks = crit.kenward_roger_blocks(ev, g_mats, None if linear else h_mats)
             a_mat = cast("FloatArray", np.linalg.inv(ev.a_inv))  # X'V^-1X (float64; the stubs say floating)
             kr = kenward_roger(
@@ -1103,11 +1357,14 @@ class MMRM(Estimator):
         sd = np.sqrt(np.diag(sigma))
         corr = sigma / np.outer(sd, sd)
         off = corr[~np.eye(t, dtype=bool)]
-        boundary = bool(
-            (off.size and np.max(np.abs(off)) > 0.999)
-            or np.linalg.eigvalsh(corr).min() < 1e-6
-            or sd.min() < 1e-6 * max(sd.max(), 1e-300)
-        )
+        if isinstance(struct, _CovSpec) and struct.name == "sp_exp":
+            boundary = _sp_exp_boundary(theta, struct)
+        else:
+            boundary = bool(
+                (off.size and np.max(np.abs(off)) > 0.999)
+                or np.linalg.eigvalsh(corr).min() < 1e-6
+                or sd.min() < 1e-6 * max(sd.max(), 1e-300)
+            )
         q = theta.shape[0]
         p = x.shape[1]
         loglik = -0.5 * ev.value
@@ -1127,7 +1384,7 @@ class MMRM(Estimator):
             )
         patterns = pl.DataFrame(
             {
-                "visits": [",".join(levels[i] for i in vis) for vis in pats.visit_sets],
+                "visits": [",".join(labels[i] for i in vis) for vis in pats.visit_sets],
                 "n_subjects": pats.counts,
             }
         ).sort("n_subjects", descending=True)
@@ -1135,7 +1392,7 @@ class MMRM(Estimator):
             formula=self.formula,
             subject=self.subject,
             visit=self.visit,
-            structure=struct,
+            structure=self.covariance,
             reml=self.reml,
             level=self.level,
             visits=levels,
@@ -1145,7 +1402,9 @@ class MMRM(Estimator):
             summary=summary,
             covariance=sigma,
             variance_parameters=pl.DataFrame(
-                _variance_parameters(sigma, struct, levels), schema=["name", "estimate"], orient="row"
+                _variance_parameters(sigma, struct, levels, prep["group_levels"]),
+                schema=["name", "estimate"],
+                orient="row",
             ),
             theta=theta,
             theta_cov=theta_cov,
@@ -1158,8 +1417,54 @@ class MMRM(Estimator):
             patterns=patterns,
             inference=inference,
             _view=_EmmeansView(design, inference, _column_info(design.formula, prep["frame"])),
+            covariance_labels=labels,
+            group=self.group,
+            coordinates=_as_names(self.coordinates),
         )
         return self
+
+    def _patterns(self, prep: _Prepared) -> tuple[_Patterns, str | _CovSpec, list[str]]:
+        """Missingness patterns over the covariance positions, the structure and the positions' labels.
+
+        Without ``group`` and ``coordinates`` the positions are the visits and the structure its name.
+        Otherwise a :class:`_CovSpec`: positions (group, visit) or, for sp_exp, (group, coordinate point),
+        the distinct coordinate points of the data (a subject's rows need distinct points).
+        """
+        levels, x, y = prep["levels"], prep["x"], prep["y"]
+        n_groups = max(len(prep["group_levels"]), 1)
+        if self.covariance == "sp_exp":
+            points, point = np.unique(prep["coordinates"], axis=0, return_inverse=True)
+            point = point.reshape(-1)
+            diff = points[:, None, :] - points[None, :, :]
+            spec = _CovSpec("sp_exp", points.shape[0], n_groups, np.sqrt((diff**2).sum(axis=2)))
+            position = prep["group"] * spec.t + point
+            point_labels = [",".join(f"{v:g}" for v in row) for row in points]
+            dup = pl.DataFrame({"s": prep["subject"], "p": position}).is_duplicated().to_numpy()
+            if dup.any():
+                ex = prep["frame"].filter(pl.Series(dup)).select(self.subject, *_as_names(self.coordinates))
+                raise ModelSpecificationError(
+                    f"{int(dup.sum())} rows of a subject share their coordinates, e.g. {ex.head(2).rows()}; "
+                    "sp_exp needs distinct coordinates within subject (their correlation would be 1)"
+                )
+            within = [f"{v}" for v in point_labels]
+        elif self.group is not None:
+            spec = _CovSpec(self.covariance, len(levels), n_groups)
+            position = prep["group"] * spec.t + prep["visit"]
+            within = list(levels)
+        else:
+            pats = _build_patterns(prep["subject"], prep["visit"], x, y, len(levels))
+            _check_identifiable(pats, self.covariance, levels, 1)
+            return pats, self.covariance, list(levels)
+        pats = _build_patterns(prep["subject"], position, x, y, spec.n_groups * spec.t)
+        if spec.name != "sp_exp":
+            _check_identifiable(
+                pats,
+                spec.name,
+                [f"{v} ({self.group}={g})" for g in prep["group_levels"] for v in levels],
+                n_groups,
+            )
+        labels = within if self.group is None else [f"{g}:{v}" for g in prep["group_levels"] for v in within]
+        return pats, spec, labels
 
     # ---- the estimator contract: the fitted result's tables, as GrowthModel has them ---------------
     @property
@@ -1225,6 +1530,43 @@ class MMRM(Estimator):
         return self.result_.plot(ax=ax, by=by)
 
 
+def _sp_exp_boundary(theta: FloatArray, spec: _CovSpec) -> bool:
+    """sp_exp at a boundary: a range far below the closest positions (independence) or far beyond the
+    farthest (correlation 1), in some group."""
+    assert spec.distances is not None
+    d = spec.distances[spec.distances > 0]
+    if d.size == 0:
+        return True
+    phi = np.exp(theta[1::2])
+    return bool(np.any(phi < 1e-3 * d.min()) or np.any(phi > 1e3 * d.max()))
+
+
+def _check_identifiable(pats: _Patterns, structure: str, labels: list[str], n_groups: int) -> None:
+    """Refuse a covariance whose parameters the observed visits cannot identify.
+
+    ``us``: every pair of visits (within a group) observed together in some subject; structures with a
+    variance per visit: every visit observed (within each group of a group-specific covariance).
+    """
+    t = pats.t
+    together = np.zeros((t, t), dtype=bool)
+    for vis in pats.visit_sets:  # loop over missingness patterns
+        together[np.ix_(vis, vis)] = True
+    t_g = t // n_groups
+    same_group = np.equal.outer(np.arange(t) // t_g, np.arange(t) // t_g)
+    if structure in _HETERO and not np.diag(together).all():
+        a = int(np.flatnonzero(~np.diag(together))[0])
+        raise ModelSpecificationError(
+            f"visit {labels[a]} has no observation, so its variance under {structure} is not identifiable; "
+            "use a structure with one variance (e.g. ar1, cs) or drop the group"
+        )
+    if structure == "us" and not together[same_group].all():
+        a, b = np.argwhere(~together & same_group)[0]
+        raise ModelSpecificationError(
+            f"visits {labels[a]!r} and {labels[b]!r} are never observed in the same "
+            "subject, so their unstructured covariance is not identifiable; use toep, ar1 or cs"
+        )
+
+
 def _as_polars(data: object) -> pl.DataFrame:
     if isinstance(data, pl.DataFrame):
         return data
@@ -1233,8 +1575,12 @@ def _as_polars(data: object) -> pl.DataFrame:
     raise UnusableInputError(f"data must be a polars or pandas DataFrame, got {type(data).__name__}")
 
 
-def _start_sigma(pats: _Patterns) -> FloatArray:
-    """Pairwise moment estimate of Sigma from OLS residuals, made positive definite."""
+def _start_sigma(pats: _Patterns, positive_definite: bool = True) -> FloatArray:
+    """Pairwise moment estimate of Sigma from OLS residuals, made positive definite.
+
+    ``positive_definite=False`` skips that (an eigendecomposition) where only the variances are used
+    (sp_exp, whose positions may be many).
+    """
     p, t = pats.p, pats.t
     xtx = np.zeros((p + 1, p + 1))
     for ten in pats.tensors:
@@ -1251,6 +1597,8 @@ def _start_sigma(pats: _Patterns) -> FloatArray:
     var = np.diag(s0).copy()
     var = np.where(var > 0, var, max(float(var.max()), 1.0))
     sd = np.sqrt(var)
+    if not positive_definite:
+        return cast("FloatArray", np.diag(var))
     corr = s0 / np.outer(sd, sd)
     np.fill_diagonal(corr, 1.0)
     w, vecs = np.linalg.eigh(0.5 * (corr + corr.T))

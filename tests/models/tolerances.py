@@ -156,3 +156,18 @@ def mmrm_se_theta(model: MMRM, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndar
         se_through_theta(jac_beta, res.theta_cov),
         se_through_theta(jac_sigma, res.theta_cov),
     )
+
+
+def sas_printed(text: str) -> float:
+    """Half a unit of the last digit of a number as a SAS listing prints it (``"44.6313"`` -> 5e-5)."""
+    mantissa = text.lower().split("e")[0]
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    exponent = int(text.lower().split("e")[1]) if "e" in text.lower() else 0
+    return 0.5 * 10.0 ** (exponent - decimals)
+
+
+def optimizer_gap_radius(gap: float) -> float:
+    """Radius, in ``SE_theta`` units, between this package's fit and another optimizer's that stopped ``gap``
+    below the maximum log-likelihood (``sqrt(2 gap)``, see the module docstring) plus this fit's own
+    ``NEWTON_RADIUS``."""
+    return math.sqrt(2.0 * max(gap, 0.0)) + NEWTON_RADIUS
