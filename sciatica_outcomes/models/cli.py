@@ -158,8 +158,29 @@ def fit_command(
     subject: Annotated[str | None, typer.Option("--subject", help="MMRM: subject column.")] = None,
     visit: Annotated[str | None, typer.Option("--visit", help="MMRM: visit column (a factor).")] = None,
     covariance: Annotated[
-        str, typer.Option("--covariance", help="MMRM: us, cs, csh, ar1, ar1h, toep or toeph.")
+        str,
+        typer.Option(
+            "--covariance",
+            help="MMRM: us, cs, csh, ar1, ar1h, toep, toeph, ad, adh (ante-dependence) or sp_exp (spatial "
+            "exponential on --coordinates).",
+        ),
     ] = "us",
+    covariance_group: Annotated[
+        str | None,
+        typer.Option(
+            "--covariance-group",
+            help="MMRM: one covariance matrix per level of this column (constant within subject, e.g. "
+            "the arm; SAS REPEATED / GROUP=).",
+        ),
+    ] = None,
+    coordinates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--coordinates",
+            help="MMRM sp_exp: numeric column of each observation's time or position, e.g. study_day "
+            "(repeatable for several dimensions; Euclidean distance).",
+        ),
+    ] = None,
     ddf: Annotated[
         DdfMethod,
         typer.Option(
@@ -209,7 +230,19 @@ def fit_command(
             if subject is None or visit is None:
                 raise UnusableInputError("--model mmrm needs --subject and --visit")
             fit_mmrm_command(
-                frame, formula, subject, visit, covariance, not ml, refs, emmeans, json_out, quiet, ddf.value
+                frame,
+                formula,
+                subject,
+                visit,
+                covariance,
+                not ml,
+                refs,
+                emmeans,
+                json_out,
+                quiet,
+                ddf.value,
+                group=covariance_group,
+                coordinates=coordinates or None,
             )
             return
         if model is not ModelKind.lmm:  # pragma: no cover - only lmm exists yet

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -128,11 +128,14 @@ def fit_mmrm_command(
     json_out: Path | None = None,
     quiet: bool = False,
     ddf: str = "satterthwaite",
+    group: str | None = None,
+    coordinates: Sequence[str] | None = None,
 ) -> MMRMResult:
     """Fit an MMRM for ``sciatica-outcomes fit --model mmrm`` and print / write its results.
 
     The JSON has the growth model's conventions (``fixed_effects`` with R coefficient names, ``loglik``,
     ``aic``, ``bic``, ``diagnostics``) plus ``covariance: {structure, visits, matrix, ...}`` and ``lsmeans``.
+    ``group`` fits one covariance per level of that column, ``coordinates`` are sp_exp's coordinate columns.
     """
     import polars as pl
     from rich.console import Console
@@ -145,7 +148,15 @@ def fit_mmrm_command(
             f"--covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {covariance!r}"
         )
     res = MMRM(
-        formula, subject, visit, covariance=covariance, reml=reml, reference=dict(reference or {}), ddf=ddf
+        formula,
+        subject,
+        visit,
+        covariance=covariance,
+        reml=reml,
+        reference=dict(reference or {}),
+        ddf=ddf,
+        group=group,
+        coordinates=list(coordinates) if coordinates else None,
     )
     result = res.fit(frame).result_
     out = result.to_dict()
@@ -166,10 +177,16 @@ def fit_mmrm_command(
         _print_frame(
             console, result.summary, "Fixed effects (Satterthwaite df)", list(result.summary.columns)
         )
-        cov = pl.DataFrame(result.covariance, schema=result.visits).insert_column(
-            0, pl.Series(visit, result.visits)
+        labels = result.covariance_labels
+        what = f"{covariance}" + (f", one matrix per {group}" if group else "")
+        if len(labels) <= 12:
+            cov = pl.DataFrame(result.covariance, schema=labels).insert_column(
+                0, pl.Series(visit if group is None and not coordinates else "position", labels)
+            )
+            _print_frame(console, cov, f"Covariance of the visits ({what})", list(cov.columns))
+        _print_frame(
+            console, result.variance_parameters, f"Covariance parameters ({what})", ["name", "estimate"]
         )
-        _print_frame(console, cov, f"Covariance of the visits ({covariance})", list(cov.columns))
         _print_frame(console, result.lsmeans(), "LS means by visit", list(result.lsmeans().columns))
         if em is not None:
             console.print(em.means)

@@ -7,7 +7,9 @@ The model for subject ``i`` observed at the visit subset ``S_i`` of ``T`` schedu
     y_i = X_i \\beta + e_i, \\qquad e_i \\sim N(0, \\Sigma_{S_i S_i}(\\theta)),
 
 with no random effects: all within-subject dependence is in the ``T x T`` covariance ``Sigma`` of the visits,
-unstructured or structured (compound symmetry, AR(1), Toeplitz, and their heterogeneous-variance forms).
+unstructured or structured (compound symmetry, AR(1), Toeplitz, ante-dependence, and their heterogeneous-
+variance forms), or spatial exponential in the distance of the observations' coordinates (unequally spaced,
+subject-specific times); optionally one covariance matrix per level of a group (the arm).
 Subjects with any subset of visits contribute through their observed visits (likelihood-based, valid under
 missing at random).
 
@@ -1064,8 +1066,9 @@ class MMRM(Estimator):
         Column of the scheduled visit; treated as a factor. Numeric visits (weeks) are ordered numerically,
         text labels in natural order (``w6 < w12 < w26``) unless ``visit_levels`` is given; the order sets
         the positions used by AR(1) and Toeplitz structures and the reference level.
-    covariance : {"us", "cs", "csh", "ar1", "ar1h", "toep", "toeph"}
-        Covariance structure of the visits (see :data:`COVARIANCE_STRUCTURES`).
+    covariance : {"us", "cs", "csh", "ar1", "ar1h", "toep", "toeph", "ad", "adh", "sp_exp"}
+        Covariance structure of the visits (see :data:`COVARIANCE_STRUCTURES`). ``sp_exp`` needs
+        ``coordinates``.
     visit_levels : sequence, optional
         Explicit visit order.
     reference : dict, optional
@@ -1081,6 +1084,15 @@ class MMRM(Estimator):
         parameters (``DDFM=KR``; "kenward-roger-linear" leaves out the second derivatives of ``Sigma``, SAS's
         ``DDFM=KR(FIRSTORDER)``), with ``W`` the inverse observed information. ``us``, ``cs`` and ``toep``
         are linear in those parameters, so the two coincide for them.
+    group : str, optional
+        Column whose levels get their own covariance matrix (same structure, own parameters; SAS ``REPEATED /
+        GROUP=``, mmrm ``us(visit | group / subject)``); constant within subject, e.g. the randomised arm.
+        ``result_.covariance`` is then block diagonal over ``group:visit`` (``covariance_labels``).
+    coordinates : str or sequence of str, optional
+        ``sp_exp`` only: numeric column(s) of each observation's time or position (e.g. days since
+        baseline, unequally spaced and different between subjects); the covariance of two observations of a
+        subject is ``sigma^2 exp(-d / phi)``, ``d`` their Euclidean distance (SAS ``type=SP(EXP)(c1 c2)``).
+        ``result_.covariance`` is over the distinct coordinate points (``covariance_labels``).
 
     Notes
     -----
@@ -1092,14 +1104,20 @@ class MMRM(Estimator):
     df for a contrast ``l``: ``2 (l' V l)^2 / (g' Cov(theta) g)``, ``g_j = l' dV/dtheta_j l`` (analytic),
     ``Cov(theta) = 2 H^-1`` with ``H`` the observed Hessian of ``-2 l_R`` (finite differences of the
     analytic gradient). Parameters: ``us`` the log-Cholesky factor of Sigma; other structures log standard
-    deviations and transformed correlations (Toeplitz through partial autocorrelations, always positive
-    definite). The optimizer is BFGS followed by Newton steps on the observed Hessian.
+    deviations and transformed correlations (Toeplitz through partial autocorrelations, ante-dependence
+    through ``atanh`` of the successive correlations, always positive definite; sp_exp ``log sigma`` and
+    ``log phi``); a group-specific covariance concatenates the groups' parameters. The optimizer is BFGS
+    followed by Newton steps on the observed Hessian.
 
     Validated against: ``nlme::gls(y ~ ..., correlation = corSymm(form = ~ vnum | id), weights =
     varIdent(form = ~ 1 | visit), method = "REML")`` (us), ``corCompSymm`` (cs, csh with varIdent),
     ``corAR1`` (ar1, ar1h), ``corARMA(p = T - 1)`` (toep, toeph); LS means and Satterthwaite df against
     ``emmeans::emmeans(fit, ~ visit)`` (mode "satterthwaite"); cs df against ``lmerTest::lmer(y ~ ... +
-    (1 | id))``. See ``tests/reference/mmrm/``.
+    (1 | id))``; adh against SAS PROC MIXED ``type=ANTE(1)``, sp_exp against ``type=SP(EXP)(VISITN)`` and
+    ``SP(EXP)(VISITN VISITN2)``, group-specific adh, ar1, ar1h, cs, csh and toeph against ``REPEATED /
+    GROUP=ARMCD`` (REML and ML), Kenward-Roger of every structure but ad against ``DDFM=KR`` and
+    ``KR(FIRSTORDER)``/``KR(LINEAR)`` (openpharma/mmrm's SAS listings on its fev_data), ad against mmrm's
+    ``ad(AVISIT | USUBJID)``. See ``tests/reference/mmrm/``.
 
     Examples
     --------
@@ -1688,7 +1706,8 @@ def fit_mmrm(
     formula, subject, visit, covariance
         As for :class:`MMRM`.
     **kwargs
-        Other :class:`MMRM` parameters (``visit_levels``, ``reference``, ``reml``, ``level``).
+        Other :class:`MMRM` parameters (``visit_levels``, ``reference``, ``reml``, ``level``, ``ddf``,
+        ``group``, ``coordinates``).
 
     Returns
     -------
@@ -1696,6 +1715,7 @@ def fit_mmrm(
 
     Notes
     -----
-    See :class:`MMRM` for the model and formulas. Validated against: ``nlme::gls`` (see :class:`MMRM`).
+    See :class:`MMRM` for the model and formulas. Validated against: ``nlme::gls`` and SAS PROC
+    MIXED listings (see :class:`MMRM`).
     """
     return MMRM(formula, subject, visit, covariance=covariance, **kwargs).fit(data).result_

@@ -12,6 +12,7 @@ from tolerances import GOLDEN_ESTIMATE, GOLDEN_LOGLIK, rel
 from typer.testing import CliRunner
 
 from sciatica_outcomes.cli import app
+from sciatica_outcomes.models import MMRM
 from sciatica_outcomes.synth import generate_cohort, write_cohort
 
 REF = Path(__file__).resolve().parents[1] / "reference" / "mmrm"
@@ -35,6 +36,50 @@ def test_fit_mmrm_json_matches_r(tmp_path: Path) -> None:
     bad = runner.invoke(app, no_subject)
     assert bad.exit_code == 2
     assert "--subject" in bad.output
+
+
+def test_fit_mmrm_group_specific_and_spatial_covariance(tmp_path: Path) -> None:
+    """``--covariance-group`` and ``--coordinates`` reach the estimator: the fit is the API's, the JSON names
+    the group, the coordinates and the covariance's rows; sp_exp without coordinates exits 2."""
+    frame = pl.read_csv(REF / "fev_data.csv", null_values="NA")
+    data = tmp_path / "fev.csv"
+    frame.write_csv(data)
+    base = [
+        "fit",
+        "--model",
+        "mmrm",
+        "--data",
+        str(data),
+        "--formula",
+        "FEV1 ~ AVISIT",
+        "--subject",
+        "USUBJID",
+    ]
+    base += ["--visit", "AVISIT", "--quiet"]
+    runs = {
+        "csh": (["--covariance-group", "ARMCD"], {"group": "ARMCD"}),
+        "sp_exp": (
+            ["--coordinates", "VISITN", "--coordinates", "VISITN2"],
+            {"coordinates": ["VISITN", "VISITN2"]},
+        ),
+    }
+    got = {}
+    for cov, (extra, kw) in runs.items():
+        out = tmp_path / f"{cov}.json"
+        res = runner.invoke(app, [*base, "--covariance", cov, *extra, "--json", str(out)])
+        assert res.exit_code == 0, res.output
+        got[cov] = json.loads(out.read_text())
+        api = MMRM("FEV1 ~ AVISIT", "USUBJID", "AVISIT", covariance=cov, **kw).fit(frame).result_
+        assert got[cov]["loglik"] == api.loglik
+        assert got[cov]["covariance"]["labels"] == api.covariance_labels
+    assert got["csh"]["covariance"]["group"] == "ARMCD"
+    assert got["csh"]["covariance"]["labels"][4] == "TRT:VIS1"
+    sp = got["sp_exp"]["covariance"]
+    assert sp["coordinates"] == ["VISITN", "VISITN2"]
+    assert sp["matrix"] is None and len(sp["labels"]) == 537  # one point per row: parameters only
+    bad = runner.invoke(app, [*base, "--covariance", "sp_exp"])
+    assert bad.exit_code == 2
+    assert "needs coordinates" in bad.output
 
 
 def test_responders_and_compare_clinics(tmp_path: Path) -> None:
