@@ -1,9 +1,13 @@
-"""Agreement of the growth-model engine with R (lme4 + lmerTest + emmeans) on the golden cases.
+"""Agreement of the growth-model engine with R (lme4 + lmerTest + emmeans + pbkrtest) on the golden cases.
 
 Reads ``tests/reference/lmm/cases.json`` and the JSON that ``make_reference.R`` wrote, fits every case and
 prints the largest differences: fixed effects and emmeans relative to their SE, SE, Satterthwaite df and
 variance components (variances relative; covariances on the correlation scale) relative, log-likelihood
-absolute. Issue 5 tolerances: 1e-5, 1e-4, 1e-3, 1e-4 and 1e-5 (absolute) respectively.
+absolute; the last line is the golden tolerance of each column (``tests/models/tolerances.py``). Then the
+Kenward-Roger table (``make_kr_reference.R``: lmerTest ``summary(m, ddf = "Kenward-Roger")`` and
+``pbkrtest::KRmodcomp``): per coefficient our SE and df, R's, the absolute and relative difference and the
+tolerance ``tests/models/test_kr.py`` asserts (``GOLDEN_SE`` relative for our own fit). The MMRM's agreement
+tables (nlme, SAS PROC MIXED including KR): ``tests/reference/mmrm/agreement.py``.
 
 Run: ``.venv/bin/python benchmarks/lmm_agreement.py``.
 """
@@ -12,8 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -21,6 +27,10 @@ import polars as pl
 from sciatica_outcomes.models import GrowthModel
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "reference" / "lmm"
+sys.path.insert(0, str(REFERENCE.parents[1] / "models"))  # tolerances.py and mmrm_sas.py of the tests
+
+from mmrm_sas import Row, print_rows, row  # noqa: E402
+from tolerances import GOLDEN_DF, GOLDEN_ESTIMATE, GOLDEN_LOGLIK, GOLDEN_SE  # noqa: E402
 
 
 def rel(a: object, b: object, floor: object = 1e-300) -> float:
@@ -75,7 +85,37 @@ def main() -> None:
             f"{rel(em['df'], emt['df']):>8.1e} "
             f"{sec:>6.2f}  {note}"
         )
+    print(
+        f"{'tolerance':<20} {'':>6} {GOLDEN_ESTIMATE:>8.1e} {GOLDEN_SE:>8.1e} {GOLDEN_DF:>8.1e} "
+        f"{GOLDEN_SE:>8.1e} {GOLDEN_LOGLIK:>9.1e} {GOLDEN_ESTIMATE:>8.1e} {GOLDEN_DF:>8.1e}"
+    )
     print("(dloglik = this engine minus lme4 with bobyqa; positive = higher likelihood here)")
+    kenward_roger(cases)
+
+
+def kenward_roger(cases: list[dict[str, Any]]) -> None:
+    """Our Kenward-Roger fit against lmerTest / pbkrtest, per coefficient and for KRmodcomp."""
+    kr_ref = json.loads((REFERENCE / "kr_reference.json").read_text(encoding="utf-8"))
+    rows: list[Row] = []
+    for case in cases:
+        name = str(case["name"])
+        if name not in kr_ref:
+            continue
+        r = kr_ref[name]
+        data = pl.read_csv(REFERENCE / str(case["data"]))
+        ref_levels = case.get("reference")
+        m = GrowthModel(str(case["formula"]), reference=ref_levels, ddf="kenward-roger").fit(data)
+        fe = m.summary
+        for term, se, df, se_r, df_r in zip(
+            fe["term"], fe["se"], fe["df"], r["fixed"]["se"], r["fixed"]["df"], strict=True
+        ):
+            rows.append(row(name, f"SE {term}", se, se_r, GOLDEN_SE * abs(se_r)))
+            rows.append(row(name, f"df {term}", df, df_r, GOLDEN_SE * abs(df_r)))
+        k = r["krmodcomp"]
+        ft = m.f_test(np.eye(len(r["names"]))[1:])
+        rows.append(row(name, "KRmodcomp F", ft["f"], k["f"], 2 * GOLDEN_SE * abs(k["f"])))
+        rows.append(row(name, "KRmodcomp den df", ft["den_df"], k["den_df"], GOLDEN_SE * abs(k["den_df"])))
+    print_rows("Kenward-Roger: lmerTest summary(ddf = 'Kenward-Roger') and pbkrtest::KRmodcomp", rows)
 
 
 if __name__ == "__main__":
