@@ -106,6 +106,9 @@ COVARIANCE_STRUCTURES: dict[str, str] = {
 }
 
 _LOG2PI = math.log(2.0 * math.pi)
+#: sp_exp's covariance is a matrix over all distinct coordinate points (times groups): its memory and the
+#: cost of one evaluation grow with their square, so more points are refused (round the coordinates)
+MAX_SP_EXP_POINTS = 2000
 _HETERO = {"csh", "ar1h", "toeph", "adh"}
 
 
@@ -1453,6 +1456,13 @@ class MMRM(Estimator):
         if self.covariance == "sp_exp":
             points, point = np.unique(prep["coordinates"], axis=0, return_inverse=True)
             point = point.reshape(-1)
+            if points.shape[0] * n_groups > MAX_SP_EXP_POINTS:
+                raise ModelSpecificationError(
+                    f"sp_exp has {points.shape[0]:,} distinct coordinate points"
+                    + (f" in {n_groups} groups" if n_groups > 1 else "")
+                    + f"; the covariance is computed over all of them, at most {MAX_SP_EXP_POINTS:,}: round "
+                    "the coordinates (e.g. to whole days or weeks)"
+                )
             diff = points[:, None, :] - points[None, :, :]
             spec = _CovSpec("sp_exp", points.shape[0], n_groups, np.sqrt((diff**2).sum(axis=2)))
             position = prep["group"] * spec.t + point

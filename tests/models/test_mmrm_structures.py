@@ -221,3 +221,15 @@ def test_structures_are_listed_and_errors_name_the_fix(fev: pl.DataFrame) -> Non
     # a group with a missing visit is fine for a structure with one variance
     res = MMRM("FEV1 ~ 1", "USUBJID", "AVISIT", covariance="ar1", group="ARMCD").fit(no_vis4_trt).result_
     assert res.converged
+
+
+def test_sp_exp_refuses_more_points_than_it_can_hold(
+    fev: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The covariance is over all distinct points x groups: beyond MAX_SP_EXP_POINTS the fit is refused."""
+    monkeypatch.setattr("sciatica_outcomes.models.mmrm.MAX_SP_EXP_POINTS", 1000)
+    many = fev.with_columns((pl.col("VISITN") + pl.int_range(pl.len()) / 1000.0).alias("DAY"))
+    with pytest.raises(ModelSpecificationError, match=r"537 distinct coordinate points in 2 groups.*round"):
+        MMRM("FEV1 ~ 1", "USUBJID", "AVISIT", covariance="sp_exp", coordinates="DAY", group="ARMCD").fit(many)
+    res = MMRM("FEV1 ~ 1", "USUBJID", "AVISIT", covariance="sp_exp", coordinates="DAY").fit(many).result_
+    assert res.converged and len(res.covariance_labels) == 537

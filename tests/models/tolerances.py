@@ -61,7 +61,7 @@ import numpy as np
 import polars as pl
 
 from sciatica_outcomes.models import MMRM, GrowthModel, numerical_hessian, numerical_jacobian
-from sciatica_outcomes.models.mmrm import _build_patterns, _Criterion, _sigma
+from sciatica_outcomes.models.mmrm import _Criterion, _sigma
 
 EPS = float(np.finfo(float).eps)
 
@@ -138,9 +138,8 @@ def mmrm_se_theta(model: MMRM, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndar
     ``beta(theta)`` is the GLS solution of the criterion rebuilt from ``frame`` (the data of the fit).
     """
     res = model.result_
-    prep = model._prepare(frame)
-    pats = _build_patterns(prep["subject"], prep["visit"], prep["x"], prep["y"], len(res.visits))
-    crit = _Criterion(pats, res.structure, res.reml)
+    pats, struct, _ = model._patterns(model._prepare(frame))  # positions: visits, (group, visit) or points
+    crit = _Criterion(pats, struct, res.reml)
 
     def beta(theta: np.ndarray) -> np.ndarray:
         ev = crit.evaluate(theta)
@@ -148,7 +147,7 @@ def mmrm_se_theta(model: MMRM, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndar
         return ev.beta
 
     def sigma(theta: np.ndarray) -> np.ndarray:
-        return _sigma(theta, res.structure, len(res.visits))
+        return _sigma(theta, struct, pats.t)
 
     jac_beta, jac_sigma = (numerical_jacobian(fn, res.theta) for fn in (beta, sigma))
     return (
