@@ -42,12 +42,23 @@ from sciatica_outcomes.models.base import Estimator, FrameLike
 from sciatica_outcomes.models.emmeans import EmmeansResult, _column_mean, emmeans
 from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
 from sciatica_outcomes.models.inference import (
+    BetweenWithinInference,
     FTest,
+    ResidualInference,
     WaldInference,
+    between_within_df,
     check_ddf,
     kenward_roger,
+    type3_contrasts,
     vcov_varpar_from_hessian,
     with_kenward_roger,
+)
+from sciatica_outcomes.models.sandwich import (
+    _weight_column,
+    check_vcov,
+    empirical_inference,
+    observation_weights,
+    pattern_blocks,
 )
 
 if TYPE_CHECKING:
@@ -592,6 +603,9 @@ class MMRMResult:
     patterns: pl.DataFrame
     inference: WaldInference = field(repr=False)
     _view: _EmmeansView = field(repr=False)
+    vcov_method: str = "asymptotic"
+    weights: str | None = None
+    _type3: list[tuple[str, FloatArray]] = field(default_factory=list, repr=False)
 
     @property
     def correlation(self) -> FloatArray:
@@ -642,19 +656,41 @@ class MMRMResult:
         """Satterthwaite F test of ``L beta = 0`` (as lmerTest's ``contestMD``): ``f, num_df, den_df, p``."""
         return self.inference.f_test(np.atleast_2d(np.asarray(lmat, dtype=float)))
 
-    def anova(self) -> pl.DataFrame:
-        """Satterthwaite F test per model term (all coefficients of the term jointly zero).
+    def anova(self, type: int | None = None) -> pl.DataFrame:
+        """F test per model term with the fit's df method (and empirical covariance, when chosen).
+
+        Parameters
+        ----------
+        type : {None, 3}
+            ``None``: the marginal test of each term's own coefficients (intercept included; for a main
+            effect in an interaction that is the effect at the reference levels). ``3``: SAS-style Type III
+            tests (``htype=3``; :func:`~sciatica_outcomes.models.inference.type3_contrasts`), one row per
+            term without the intercept.
 
         Returns
         -------
         polars.DataFrame
-            ``term, num_df, den_df, F, p``. Each test is the marginal test of the term's own coefficients
-            (for main effects involved in interactions this tests the effect at the reference levels).
+            ``term, num_df, den_df, F, p``.
+
+        Notes
+        -----
+        Each row is :meth:`f_test` of the term's hypothesis matrix: Satterthwaite, Kenward-Roger,
+        between-within or residual df as the model's ``ddf``. Validated against: SAS PROC MIXED ``Type 3
+        Tests of Fixed Effects`` (``ddfm=satterthwaite``; openpharma/mmrm design/anova and
+        design/SAS/sas_weighted.txt).
         """
+        if type not in (None, 3):
+            raise ModelSpecificationError(f"anova type must be None (marginal) or 3 (Type III), got {type!r}")
+        if type == 3:
+            tests = self._type3
+        else:
+            tests = []
+            for term, cols in self._view.design_.term_columns:
+                lmat = np.zeros((len(cols), self.beta.shape[0]))
+                lmat[np.arange(len(cols)), cols] = 1.0
+                tests.append((term, lmat))
         rows = []
-        for term, cols in self._view.design_.term_columns:
-            lmat = np.zeros((len(cols), self.beta.shape[0]))
-            lmat[np.arange(len(cols)), cols] = 1.0
+        for term, lmat in tests:
             res = self.f_test(lmat)
             rows.append((term, res["num_df"], res["den_df"], res["f"], res["p"]))
         return pl.DataFrame(rows, schema=["term", "num_df", "den_df", "F", "p"], orient="row", strict=False)
@@ -732,6 +768,8 @@ class MMRMResult:
             "method": "REML" if self.reml else "ML",
             "df_method": self.inference.ddf_method,
             "ddf_method": self.inference.ddf_method,
+            "vcov": self.vcov_method,
+            "weights": self.weights,
             "n_obs": self.n_obs,
             "n_subjects": self.n_subjects,
             "converged": self.converged,
@@ -743,7 +781,8 @@ class MMRMResult:
                 "correlation": self.correlation.tolist(),
                 "parameters": dict(self.variance_parameters.iter_rows()),
             },
-            "lsmeans": self.lsmeans().to_dicts(),
+            # LS means by visit need the visit among the predictors (FEV1 ~ ARMCD has none)
+            "lsmeans": self.lsmeans().to_dicts() if self.visit in self._view.column_info_ else [],
             "loglik": self.loglik,
             "aic": self.aic,
             "bic": self.bic,
@@ -844,6 +883,7 @@ class _Prepared(TypedDict):
     visit: IntArray  # visit position of each row
     levels: list[str]
     dropped: RowsDropped
+    weights: FloatArray | None  # observation weights of the rows (``weights=`` column), or None
 
 
 class MMRM(Estimator):
@@ -915,6 +955,8 @@ class MMRM(Estimator):
         level: float = 0.95,
         max_iter: int = 500,
         ddf: str = "satterthwaite",
+        weights: str | None = None,
+        vcov: str = "asymptotic",
     ) -> None:
         # stored unchanged (get_params); checked by _validate_params at fit
         self.formula = formula
@@ -927,10 +969,13 @@ class MMRM(Estimator):
         self.level = level
         self.max_iter = max_iter
         self.ddf = ddf
+        self.weights = weights
+        self.vcov = vcov
 
     def _validate_params(self) -> None:
-        """Check ``ddf``, ``covariance`` and ``level`` (called by :meth:`fit`)."""
+        """Check ``ddf``, ``vcov``, ``covariance`` and ``level`` (called by :meth:`fit`)."""
         check_ddf(self.ddf, self.reml)
+        check_vcov(self.vcov, self.ddf)
         if self.covariance not in COVARIANCE_STRUCTURES:
             raise ModelSpecificationError(
                 f"covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {self.covariance!r}"
@@ -952,7 +997,7 @@ class MMRM(Estimator):
                 raise ModelSpecificationError(
                     f"column {col!r} is not in the data; available: {', '.join(frame.columns)}"
                 )
-        needed = sorted(set(parsed.columns()) | {self.subject, self.visit})
+        needed = sorted(set(parsed.columns()) | {self.subject, self.visit} | _weight_column(self.weights))
         missing_cols = [c for c in needed if c not in frame.columns]
         if missing_cols:
             raise ModelSpecificationError(
@@ -977,6 +1022,7 @@ class MMRM(Estimator):
             raise UnusableInputError(
                 f"no row has a response and every covariate of {self.formula!r}; nothing to fit"
             )
+        weights = None if self.weights is None else observation_weights(frame, self.weights)
         # visit levels that lost every row after dropping incomplete rows
         present = frame[self.visit].cast(pl.String).unique().to_list()
         levels_kept = [v for v in levels if v in set(present)]
@@ -1018,6 +1064,7 @@ class MMRM(Estimator):
                 "missing_response": int(bad_y.sum()),
                 "missing_covariate": int(bad_x.sum()),
             },
+            "weights": weights,
         }
 
     # ---- fitting ---------------------------------------------------------------------------------
@@ -1043,7 +1090,10 @@ class MMRM(Estimator):
         prep = self._prepare(data)
         x, y = prep["x"], prep["y"]
         t = len(prep["levels"])
-        pats = _build_patterns(prep["subject"], prep["visit"], x, y, t)
+        wts = prep["weights"]
+        # weights: R_i = W^-1/2 Sigma W^-1/2, i.e. rows scaled by sqrt(w) under Sigma (sandwich module)
+        xw, yw = (x, y) if wts is None else (x * np.sqrt(wts)[:, None], y * np.sqrt(wts))
+        pats = _build_patterns(prep["subject"], prep["visit"], xw, yw, t)
         struct = self.covariance
         if struct == "us":
             together = np.zeros((t, t), dtype=bool)
@@ -1056,6 +1106,8 @@ class MMRM(Estimator):
                     "subject, so their unstructured covariance is not identifiable; use toep, ar1 or cs"
                 )
         crit = _Criterion(pats, struct, self.reml)
+        if wts is not None:  # log|R_i| = log|Sigma_i| - sum_j log w_ij
+            crit.const -= float(np.log(wts).sum())
         theta0 = _theta_start(_start_sigma(pats), struct)
         theta, report = _optimise(crit, theta0, self.max_iter)
         ev = crit.evaluate(theta)
@@ -1097,6 +1149,25 @@ class MMRM(Estimator):
                 r_mats=None if linear else blocks["r_mats"],
             )
             inference = with_kenward_roger(inference, kr, self.ddf)
+        if self.vcov != "asymptotic":
+            rows = pattern_blocks(prep["subject"], prep["visit"], xw, yw, t)
+            inference = empirical_inference(inference, rows, ev.sigma, self.vcov)
+        if self.ddf in ("between-within", "residual"):
+            cls = BetweenWithinInference if self.ddf == "between-within" else ResidualInference
+            coef_df = (
+                between_within_df(x, prep["subject"], design.term_columns)
+                if self.ddf == "between-within"
+                else np.full(x.shape[1], float(x.shape[0] - np.linalg.matrix_rank(x)))
+            )
+            inference = cls(
+                names=inference.names,
+                beta=inference.beta,
+                vcov_beta=inference.vcov_beta,
+                jacobian=inference.jacobian,
+                vcov_varpar=inference.vcov_varpar,
+                hessian_eigenvalues=inference.hessian_eigenvalues,
+                coef_df=coef_df,
+            )
         summary = inference.contrast(np.eye(len(names)), level=self.level, labels=names)
         sigma = ev.sigma
         levels = prep["levels"]
@@ -1158,6 +1229,9 @@ class MMRM(Estimator):
             patterns=patterns,
             inference=inference,
             _view=_EmmeansView(design, inference, _column_info(design.formula, prep["frame"])),
+            vcov_method=self.vcov,
+            weights=self.weights,
+            _type3=type3_contrasts(x, design.matrix(prep["frame"], sum_coding=True), design.term_columns),
         )
         return self
 
