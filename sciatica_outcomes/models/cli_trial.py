@@ -128,11 +128,14 @@ def fit_mmrm_command(
     json_out: Path | None = None,
     quiet: bool = False,
     ddf: str = "satterthwaite",
+    vcov: str = "asymptotic",
+    weights: str | None = None,
 ) -> MMRMResult:
     """Fit an MMRM for ``sciatica-outcomes fit --model mmrm`` and print / write its results.
 
     The JSON has the growth model's conventions (``fixed_effects`` with R coefficient names, ``loglik``,
-    ``aic``, ``bic``, ``diagnostics``) plus ``covariance: {structure, visits, matrix, ...}`` and ``lsmeans``.
+    ``aic``, ``bic``, ``diagnostics``) plus ``covariance: {structure, visits, matrix, ...}``, ``lsmeans``,
+    ``ddf_method``, ``vcov``, ``weights`` and ``type3`` (SAS-style Type III tests with the chosen df).
     """
     import polars as pl
     from rich.console import Console
@@ -145,10 +148,20 @@ def fit_mmrm_command(
             f"--covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {covariance!r}"
         )
     res = MMRM(
-        formula, subject, visit, covariance=covariance, reml=reml, reference=dict(reference or {}), ddf=ddf
+        formula,
+        subject,
+        visit,
+        covariance=covariance,
+        reml=reml,
+        reference=dict(reference or {}),
+        ddf=ddf,
+        weights=weights,
+        vcov=vcov,
     )
     result = res.fit(frame).result_
     out = result.to_dict()
+    type3 = result.anova(type=3)
+    out["type3"] = type3.to_dicts()
     em = None
     if emmeans:
         specs, at, by = parse_emmeans_spec(emmeans)
@@ -156,16 +169,19 @@ def fit_mmrm_command(
         out["emmeans"] = em.to_dict()
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(result.to_json() if em is None else json.dumps(_jsonable(out), indent=1) + "\n")
+        json_out.write_text(json.dumps(_jsonable(out), indent=1) + "\n")
     if not quiet:
         console = Console()
         console.print(
             f"[bold]{formula}[/]  MMRM {covariance} ({'REML' if reml else 'ML'})  n_obs={result.n_obs:,}  "
             f"subjects={result.n_subjects:,}  patterns={result.diagnostics['n_patterns']}"
         )
+        se_kind = "model-based SE" if vcov == "asymptotic" else f"{vcov} SE"
         _print_frame(
-            console, result.summary, "Fixed effects (Satterthwaite df)", list(result.summary.columns)
+            console, result.summary, f"Fixed effects ({ddf} df, {se_kind})", list(result.summary.columns)
         )
+        if type3.height:
+            _print_frame(console, type3, "Type III tests", list(type3.columns))
         cov = pl.DataFrame(result.covariance, schema=result.visits).insert_column(
             0, pl.Series(visit, result.visits)
         )
