@@ -625,6 +625,38 @@ class MMRMResult:
             frame = frame.with_columns(pl.col(self.visit).cast(pl.String))
         return self._view.design_.matrix(frame)
 
+    def predict(self, data: FrameLike, conditional: bool = True, level: float | None = None) -> pl.DataFrame:
+        """Predictions with confidence and prediction intervals, conditional on the subject's observed visits.
+
+        Parameters
+        ----------
+        data : polars.DataFrame or pandas.DataFrame
+            Rows with the subject, the visit and the formula's covariates; the response where observed
+            (missing or absent: the row is predicted). A weighted model needs the weights column.
+        conditional : bool
+            Condition the rows without a response on the same subject's rows with one (``E[y_m | y_o]``);
+            ``False`` gives the marginal ``x' beta`` for every row.
+        level : float, optional
+            Level of the intervals (default: the fit's ``level``).
+
+        Returns
+        -------
+        polars.DataFrame
+            ``data`` with ``fit, se, se_prediction, df, ci_low, ci_high, pi_low, pi_high, conditional``.
+
+        Notes
+        -----
+        ``y_m = Z beta + S y_o``, ``S = R_mo R_oo^-1``, ``Z = X_m - S X_o``; ``se^2 = Z V Z'`` and
+        ``se_prediction^2 = Z V Z' + R_mm - S R_om`` (:mod:`~sciatica_outcomes.models.mmrm_predict`). Rows
+        with a response get ``x' beta`` and its SE, as SAS's ``OUTP=``.
+
+        Validated against: SAS PROC MIXED ``OUTPM=`` / ``OUTP=`` (``Pred``, ``StdErrPred``) of ``MODEL FEV1 =
+        ARMCD`` for un, cs, ar(1) and toep on openpharma/mmrm's fev_data (design/predict_interval).
+        """
+        from sciatica_outcomes.models.mmrm_predict import predict_mmrm  # noqa: PLC0415 - import cycle
+
+        return predict_mmrm(self, _as_polars(data), conditional=conditional, level=level)
+
     # ---- linear functions of beta ---------------------------------------------------------------
     def contrast(
         self,

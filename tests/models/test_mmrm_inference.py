@@ -11,19 +11,21 @@ for the intercept-only model). df counts are integers: compared exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from tolerances import GOLDEN_DF, GOLDEN_SE, rel
+from tolerances import GOLDEN_DF, GOLDEN_ESTIMATE, GOLDEN_SE, rel, se_through_theta
 from typer.testing import CliRunner
 
 from sciatica_outcomes.cli import app
 from sciatica_outcomes.errors import ModelSpecificationError
-from sciatica_outcomes.models import MMRM, GrowthModel
+from sciatica_outcomes.models import MMRM, GrowthModel, numerical_jacobian
 from sciatica_outcomes.models.inference import BetweenWithinInference, ResidualInference
+from sciatica_outcomes.models.mmrm import _build_patterns, _Criterion
 
 REF = Path(__file__).parents[1] / "reference" / "mmrm"
 SAS = json.loads((REF / "fev_sas_listings.json").read_text(encoding="utf-8"))
@@ -180,3 +182,103 @@ def test_type3_does_not_depend_on_reference_levels() -> None:
     assert t_a.filter(top)["F"][0] == pytest.approx(marg_a.filter(top)["F"][0], rel=1e-9)
     with pytest.raises(ModelSpecificationError, match="Type III"):
         a.anova(type=2)
+
+
+# --- conditional predictions -----------------------------------------------------------------------------
+def _se_theta_of_predictions(model: MMRM) -> np.ndarray:
+    """``SE_theta`` of the conditional prediction and its ``se_prediction``, and of the marginal prediction
+    and its ``se``, for every fev_data row: the predictions recomputed from ``beta(theta)``,
+    ``Sigma(theta)`` and ``(X' V^-1 X)^-1`` at ``theta``."""
+    res = model.result_
+    prep = model._prepare(FEV)
+    pats = _build_patterns(prep["subject"], prep["visit"], prep["x"], prep["y"], len(res.visits))
+    crit = _Criterion(pats, res.structure, res.reml)
+
+    def at(theta: np.ndarray) -> np.ndarray:
+        ev = crit.evaluate(theta)
+        assert ev is not None
+        inf = dataclasses.replace(res.inference, beta=ev.beta, vcov_beta=ev.a_inv)
+        moved = dataclasses.replace(res, beta=ev.beta, covariance=ev.sigma, inference=inf)
+        pred, marg = moved.predict(FEV), moved.predict(FEV, conditional=False)
+        cols = [pred["fit"], pred["se_prediction"], marg["fit"], marg["se"]]
+        return np.stack([c.to_numpy() for c in cols])
+
+    return se_through_theta(numerical_jacobian(at, res.theta), res.theta_cov)
+
+
+@pytest.mark.parametrize("cov", list(SAS["predict"]["fits"]))
+def test_predictions_match_sas_outp(cov: str) -> None:
+    """SAS ``OUTP=`` (conditional: ``Pred``, ``StdErrPred``) and ``OUTPM=`` (marginal) of ``MODEL FEV1 =
+    ARMCD`` for every fev_data row: 251 rows with a missing FEV1 predicted from the subject's other
+    visits, 12 of subjects without any.
+
+    SAS's fit stops a gap ``G`` below our maximum log-likelihood (the same model's -2 Res Log Like in its
+    EMPIRICAL listing: 3.8e-6 for un, 3.5e-7 toep, below 1.3e-9 for cs and ar(1)), so each value is compared
+    at ``GOLDEN_ESTIMATE`` (fits) or ``GOLDEN_SE`` (SEs) relative plus ``sqrt(2 G) SE_theta`` (measured: at
+    most 0.68 of that tolerance, toep; 1.5e-3 of the prediction SE for un, 5e-7 for cs).
+    """
+    model = _fit("FEV1 ~ ARMCD", cov)
+    res = model.result_
+    ref = {k: np.array(v, dtype=float) for k, v in SAS["predict"]["fits"][cov].items()}
+    gap = max(0.5 * (SAS["empirical"]["fits"][cov]["minus2_reml"] + 2 * res.loglik), 0.0)
+    radius = np.sqrt(2 * gap) * _se_theta_of_predictions(model)
+    pred = res.predict(FEV)
+    missing = FEV["FEV1"].is_null().to_numpy()
+    seen = FEV.select(pl.col("FEV1").is_not_null().any().over("USUBJID")).to_series().to_numpy()
+    assert pred["conditional"].to_numpy().tolist() == (missing & seen).tolist()
+    assert missing.sum() == 263 and (missing & ~seen).sum() == 12  # 3 subjects without any FEV1
+    fit, se_pred = pred["fit"].to_numpy(), pred["se_prediction"].to_numpy()
+    assert np.all(np.abs(fit - ref["P"]) <= GOLDEN_ESTIMATE * np.abs(ref["P"]) + radius[0])
+    assert np.all(np.abs(se_pred - ref["PSD"]) <= GOLDEN_SE * ref["PSD"] + radius[1])
+    marg = res.predict(FEV, conditional=False)
+    assert not marg["conditional"].any()
+    assert np.all(
+        np.abs(marg["fit"].to_numpy() - ref["PM"]) <= GOLDEN_ESTIMATE * np.abs(ref["PM"]) + radius[2]
+    )
+    assert np.all(np.abs(marg["se"].to_numpy() - ref["PMSD"]) <= GOLDEN_SE * ref["PMSD"] + radius[3])
+
+
+def test_conditional_prediction_is_the_conditional_normal_mean_with_weights() -> None:
+    """One subject by the dense formulas (``R = W^-1/2 Sigma W^-1/2``): the conditional mean and variance of
+    its missing visits given the observed ones, the estimation variance ``Z V Z'`` added (rounding only)."""
+    res = _fit("FEV1 ~ ARMCD + AVISIT", "ar1h", weights="WEIGHT").result_
+    pred = res.predict(FEV)
+    sub = FEV.with_row_index().filter(pl.col("USUBJID") == "PT1")  # VIS1 and VIS3 missing
+    rows = sub["index"].to_numpy()
+    obs = sub["FEV1"].is_not_null().to_numpy()
+    vis = [res.visits.index(v) for v in sub["AVISIT"]]
+    w = sub["WEIGHT"].to_numpy()
+    r = res.covariance[np.ix_(vis, vis)] / np.sqrt(np.outer(w, w))
+    x = res.design_matrix(sub)
+    s_mat = r[np.ix_(~obs, obs)] @ np.linalg.inv(r[np.ix_(obs, obs)])
+    z = x[~obs] - s_mat @ x[obs]
+    want = z @ res.beta + s_mat @ sub["FEV1"].to_numpy()[obs]
+    var = np.diag(z @ res.inference.vcov_beta @ z.T) + np.diag(
+        r[np.ix_(~obs, ~obs)] - s_mat @ r[np.ix_(obs, ~obs)]
+    )
+    got = pred[rows[~obs]]
+    assert got["fit"].to_numpy() == pytest.approx(want, rel=1e-12)
+    assert got["se_prediction"].to_numpy() == pytest.approx(np.sqrt(var), rel=1e-10)
+    assert got["conditional"].all()
+    # a subject without any observed visit: the marginal mean with the visit's own variance
+    alone = sub.with_columns(pl.lit(None, dtype=pl.Float64).alias("FEV1"))
+    p0 = res.predict(alone)
+    assert not p0["conditional"].any()
+    marg = np.diag(x @ res.inference.vcov_beta @ x.T) + np.diag(r)
+    assert p0["se_prediction"].to_numpy() == pytest.approx(np.sqrt(marg), rel=1e-10)
+
+
+def test_predictions_follow_the_fits_covariance_and_refuse_bad_rows() -> None:
+    kr = _fit("FEV1 ~ ARMCD * AVISIT", "toep", ddf="kenward-roger").result_
+    pred = kr.predict(FEV.head(8))
+    var, df = kr.inference.variance_and_df(np.nan_to_num(kr.design_matrix(FEV.head(8))))
+    observed = FEV.head(8)["FEV1"].is_not_null().to_numpy()
+    assert pred["se"].to_numpy()[observed] == pytest.approx(np.sqrt(var[observed]), rel=1e-12)
+    assert pred["df"].to_numpy()[observed] == pytest.approx(df[observed], rel=1e-12)
+    with pytest.raises(ModelSpecificationError, match="were not fitted"):
+        kr.predict(FEV.head(4).with_columns(pl.lit("VIS9").alias("AVISIT")))
+    with pytest.raises(ModelSpecificationError, match="twice"):
+        kr.predict(pl.concat([FEV.head(2), FEV.head(2)]))
+    weighted = _fit("FEV1 ~ ARMCD", "cs", weights="WEIGHT").result_
+    with pytest.raises(ModelSpecificationError, match="weighted by 'WEIGHT'"):
+        weighted.predict(FEV.drop("WEIGHT"))
