@@ -563,8 +563,8 @@ class MMRMResult:
     Attributes
     ----------
     summary : polars.DataFrame
-        Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (Satterthwaite df, two-sided p,
-        ``level`` confidence interval); terms named as R prints them.
+        Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (the ``ddf`` method's df, two-sided
+        p, ``level`` confidence interval); terms named as R prints them.
     covariance : numpy.ndarray
         Estimated ``T x T`` covariance matrix of the visits (rows and columns in the order of ``visits``).
     visits : list of str
@@ -663,7 +663,7 @@ class MMRMResult:
         lmat: FloatArray | Sequence[Sequence[float]] | dict[str, float],
         names: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """Estimates, SE, Satterthwaite df, t, p and CI of the rows of ``L beta``.
+        """Estimates, SE, df, t, p and CI of the rows of ``L beta`` (the fit's ``ddf`` and ``vcov`` methods).
 
         Parameters
         ----------
@@ -679,13 +679,14 @@ class MMRMResult:
 
         Notes
         -----
-        ``df = 2 (l' V l)^2 / (g' Cov(theta) g)``, ``g_j = l' (dV / dtheta_j) l`` (see :class:`MMRM`).
+        Satterthwaite: ``df = 2 (l' V l)^2 / (g' Cov(theta) g)``, ``g_j = l' (dV / dtheta_j) l`` (see
+        :class:`MMRM`); Kenward-Roger, empirical, between-within and residual as their inference classes.
         """
         mat = lmat if isinstance(lmat, dict) else np.atleast_2d(np.asarray(lmat, dtype=float))
         return self.inference.contrast(mat, level=self.level, labels=names)
 
     def f_test(self, lmat: FloatArray | Sequence[Sequence[float]]) -> FTest:
-        """Satterthwaite F test of ``L beta = 0`` (as lmerTest's ``contestMD``): ``f, num_df, den_df, p``."""
+        """F test of ``L beta = 0`` with the fit's df method (Satterthwaite: lmerTest's ``contestMD``)."""
         return self.inference.f_test(np.atleast_2d(np.asarray(lmat, dtype=float)))
 
     def anova(self, type: int | None = None) -> pl.DataFrame:
@@ -944,11 +945,21 @@ class MMRM(Estimator):
         Confidence level of intervals.
     max_iter : int
         Maximum optimizer iterations.
-    ddf : {"satterthwaite", "kenward-roger", "kenward-roger-linear"}
+    ddf : {"satterthwaite", "kenward-roger", "kenward-roger-linear", "between-within", "residual"}
         Denominator df of the tests. Kenward-Roger (REML) is computed in SAS PROC MIXED's covariance
         parameters (``DDFM=KR``; "kenward-roger-linear" leaves out the second derivatives of ``Sigma``, SAS's
         ``DDFM=KR(FIRSTORDER)``), with ``W`` the inverse observed information. ``us``, ``cs`` and ``toep``
-        are linear in those parameters, so the two coincide for them.
+        are linear in those parameters, so the two coincide for them. "between-within" and "residual" are
+        SAS's ``DDFM=BW`` and ``DDFM=RESIDUAL`` counts
+        (:func:`~sciatica_outcomes.models.inference.between_within_df`; ``N - rank(X)``).
+    weights : str, optional
+        Column of positive observation weights (SAS ``WEIGHT``, ``mmrm(weights = )``): the residual
+        covariance of a subject's rows is ``W^-1/2 Sigma W^-1/2``.
+    vcov : {"asymptotic", "empirical", "empirical-jackknife", "empirical-bias-reduced"}
+        Covariance of the fixed effects: model-based ``(X' V^-1 X)^-1``, or mmrm's empirical (sandwich)
+        estimators (:mod:`~sciatica_outcomes.models.sandwich`; SAS ``EMPIRICAL`` is "empirical"), which
+        every contrast, LS mean, F test and prediction then uses; with ``ddf="satterthwaite"`` their df are
+        mmrm's empirical Satterthwaite df. Not with Kenward-Roger.
 
     Notes
     -----
@@ -967,7 +978,10 @@ class MMRM(Estimator):
     varIdent(form = ~ 1 | visit), method = "REML")`` (us), ``corCompSymm`` (cs, csh with varIdent),
     ``corAR1`` (ar1, ar1h), ``corARMA(p = T - 1)`` (toep, toeph); LS means and Satterthwaite df against
     ``emmeans::emmeans(fit, ~ visit)`` (mode "satterthwaite"); cs df against ``lmerTest::lmer(y ~ ... +
-    (1 | id))``. See ``tests/reference/mmrm/``.
+    (1 | id))``. Weights, empirical covariances, between-within df, Type III tests and conditional
+    predictions against SAS PROC MIXED (``WEIGHT``, ``EMPIRICAL``, ``DDFM=BW``, ``htype=3``, ``OUTP=``) on
+    openpharma/mmrm's fev_data, ``nlme::gls(weights = varFixed(~ 1 / w))`` and ``clubSandwich::vcovCR``
+    (CR0, CR3, CR2 df). See ``tests/reference/mmrm/``.
 
     Examples
     --------
@@ -1446,7 +1460,8 @@ def fit_mmrm(
     formula, subject, visit, covariance
         As for :class:`MMRM`.
     **kwargs
-        Other :class:`MMRM` parameters (``visit_levels``, ``reference``, ``reml``, ``level``).
+        Other :class:`MMRM` parameters (``visit_levels``, ``reference``, ``reml``, ``level``, ``ddf``,
+        ``weights``, ``vcov``).
 
     Returns
     -------
