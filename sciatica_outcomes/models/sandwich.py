@@ -225,6 +225,11 @@ def empirical_inference(
     -------
     EmpiricalInference
 
+    Raises
+    ------
+    ModelSpecificationError
+        Jackknife with a subject of leverage 1 (``I - H_ii`` singular).
+
     Notes
     -----
     Validated against SAS PROC MIXED ``EMPIRICAL`` (``COVB``, with and without ``WEIGHT``) for every
@@ -245,7 +250,17 @@ def empirical_inference(
             a = np.broadcast_to(np.eye(m), (xt.shape[0], m, m))
         else:
             i_h = np.eye(m) - np.einsum("nup,pq,nvq->nuv", xt, phi, xt)
-            a = np.linalg.inv(i_h) if kind == "empirical-jackknife" else _inverse_sqrt(i_h)
+            if kind == "empirical-jackknife":
+                lowest = np.linalg.eigvalsh(i_h)[:, 0]
+                if np.any(lowest < 1e-10):
+                    raise ModelSpecificationError(
+                        f"{int((lowest < 1e-10).sum())} subject(s) alone determine a coefficient (leverage "
+                        "1, e.g. a factor level seen in one subject), so the jackknife covariance is "
+                        "undefined; use vcov 'empirical-bias-reduced' (pseudo-inverse) or merge that level"
+                    )
+                a = np.linalg.inv(i_h)
+            else:
+                a = _inverse_sqrt(i_h)
         ax = np.einsum("nuv,nvp->nup", a, xt)  # A_i X~_i (A_i symmetric)
         z = np.einsum("nup,nu->np", ax, rt)
         meat += z.T @ z

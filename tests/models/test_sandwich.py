@@ -270,3 +270,28 @@ def test_vcov_refusals_name_the_fix() -> None:
         MMRM("y ~ x", subject="id", visit="v", vcov="sandwich").fit(frame)
     with pytest.raises(ModelSpecificationError, match="cannot be combined"):
         MMRM("y ~ x", subject="id", visit="v", vcov="empirical", ddf="kenward-roger").fit(frame)
+
+
+def test_jackknife_refuses_a_subject_with_leverage_one() -> None:
+    """A factor level seen in one subject only: ``I - H_ii`` is singular for it, the jackknife undefined
+    (inverting it would give an SE of 40 instead of 0.6 and NaN df, silently); bias-reduced uses mmrm's
+    pseudo-inverse square root and stays finite."""
+    data = FEV.with_columns(
+        pl.when(pl.col("USUBJID") == "PT2").then(pl.lit("solo")).otherwise(pl.col("RACE")).alias("R2")
+    )
+    with pytest.raises(ModelSpecificationError, match="leverage"):
+        MMRM(
+            "FEV1 ~ R2 + AVISIT",
+            subject="USUBJID",
+            visit="AVISIT",
+            covariance="cs",
+            vcov="empirical-jackknife",
+        ).fit(data)
+    br = MMRM(
+        "FEV1 ~ R2 + AVISIT",
+        subject="USUBJID",
+        visit="AVISIT",
+        covariance="cs",
+        vcov="empirical-bias-reduced",
+    ).fit(data)
+    assert np.isfinite(br.result_.summary["df"].to_numpy()).all()
