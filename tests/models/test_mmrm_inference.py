@@ -206,7 +206,7 @@ def _se_theta_of_predictions(model: MMRM) -> np.ndarray:
     return se_through_theta(numerical_jacobian(at, res.theta), res.theta_cov)
 
 
-@pytest.mark.parametrize("cov", list(SAS["predict"]["fits"]))
+@pytest.mark.parametrize("cov", [k for k in SAS["predict"]["fits"] if "/" not in k])
 def test_predictions_match_sas_outp(cov: str) -> None:
     """SAS ``OUTP=`` (conditional: ``Pred``, ``StdErrPred``) and ``OUTPM=`` (marginal) of ``MODEL FEV1 =
     ARMCD`` for every fev_data row: 251 rows with a missing FEV1 predicted from the subject's other
@@ -236,6 +236,23 @@ def test_predictions_match_sas_outp(cov: str) -> None:
         np.abs(marg["fit"].to_numpy() - ref["PM"]) <= GOLDEN_ESTIMATE * np.abs(ref["PM"]) + radius[2]
     )
     assert np.all(np.abs(marg["se"].to_numpy() - ref["PMSD"]) <= GOLDEN_SE * ref["PMSD"] + radius[3])
+
+
+@pytest.mark.parametrize("cov", ["cs", "ar1", "toep"])
+def test_kenward_roger_marginal_prediction_se_matches_sas(cov: str) -> None:
+    """``ddfm=kenwardroger``: SAS's ``OUTPM=`` SE is ``sqrt(x' Phi_A x)`` with the KR-adjusted covariance (it
+    differs from the Satterthwaite run by 0.11% to 0.44%; ours within 3.7e-5, ``GOLDEN_DF`` as in
+    test_mmrm's KR tests). The conditional fits are those of the Satterthwaite run. SAS's conditional
+    ``StdErrPred`` under KR moves 0.4% to 1.5% from the Satterthwaite run, more than ``Z Phi_A Z'`` can: SAS
+    adjusts the conditional (residual) part too, which mmrm's predict (``beta_vcov``, the adjusted covariance,
+    plus the conditional variance) and this do not; it is not compared."""
+    res = _fit("FEV1 ~ ARMCD", cov, ddf="kenward-roger").result_
+    ref = {k: np.array(v, dtype=float) for k, v in SAS["predict"]["fits"][f"{cov}/kenward-roger"].items()}
+    sat = {k: np.array(v, dtype=float) for k, v in SAS["predict"]["fits"][cov].items()}
+    assert np.max(np.abs(ref["PMSD"] / sat["PMSD"] - 1)) > 1e-3  # the adjustment is visible
+    marg = res.predict(FEV, conditional=False)
+    assert rel(marg["se"].to_numpy(), ref["PMSD"]) < GOLDEN_DF
+    assert np.array_equal(ref["P"], sat["P"])
 
 
 def test_conditional_prediction_is_the_conditional_normal_mean_with_weights() -> None:

@@ -93,14 +93,15 @@ def main() -> None:
     print(
         "SAS OUTP= / OUTPM=, FEV1 = ARMCD: conditional fit / PSD (max abs / PSD, max rel) | marginal SE rel"
     )
-    for cov, ref in SAS["predict"]["fits"].items():
-        res = fit("FEV1 ~ ARMCD", cov).result_
+    for key, ref in SAS["predict"]["fits"].items():
+        cov, _, ddf = key.partition("/")
+        res = fit("FEV1 ~ ARMCD", cov, ddf=ddf or "satterthwaite").result_
         pred, marg = res.predict(FEV), res.predict(FEV, conditional=False)
         p_ref, psd = np.array(ref["P"], dtype=float), np.array(ref["PSD"], dtype=float)
         e_fit = np.max(np.abs(pred["fit"].to_numpy() - p_ref) / psd)
         e_se = np.max(np.abs(pred["se_prediction"].to_numpy() / psd - 1))
         e_m = np.max(np.abs(marg["se"].to_numpy() / np.array(ref["PMSD"], dtype=float) - 1))
-        print(f"  {cov:5s} {e_fit:.1e} | {e_se:.1e} | {e_m:.1e}")
+        print(f"  {key:23s} {e_fit:.1e} | {e_se:.1e} | {e_m:.1e}")
 
 
 if __name__ == "__main__":

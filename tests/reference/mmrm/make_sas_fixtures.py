@@ -48,6 +48,10 @@ PREDICT = {
     "cs": "cs_satterthwaite",
     "ar1": "ar(1)_satterthwaite",
     "toep": "toep_satterthwaite",
+    "us/kenward-roger-linear": "un_kenwardroger_linear",
+    "cs/kenward-roger": "cs_kenwardroger",
+    "ar1/kenward-roger": "ar(1)_kenwardroger",
+    "toep/kenward-roger": "toep_kenwardroger",
 }
 
 
@@ -177,9 +181,11 @@ def main(git_dir: str) -> None:
             "tables": type3,
         },
         "predict": {
-            "model": "MODEL FEV1 = ARMCD / ddfm=satterthwaite outpm=predm outp=pred; REPEATED AVISIT / "
-            "subject=USUBJID type=<cov>; one value per fev_data row (PM, PMSD: marginal prediction and its "
-            "SE; P, PSD: conditional prediction given the subject's observed FEV1 and its SE)",
+            "model": "MODEL FEV1 = ARMCD / ddfm=<satterthwaite|kenwardroger> outpm=predm outp=pred; "
+            "REPEATED AVISIT / subject=USUBJID type=<cov> (keys <cov> or <cov>/<ddf>); one value per "
+            "fev_data row (PM, PMSD: marginal prediction and its SE; P, PSD: conditional prediction given "
+            "the subject's observed FEV1 and its SE). us/kenward-roger-linear is identical to us (the design "
+            "script's ddfm=kenwardroger_linear did not take effect)",
             "fits": predict,
         },
     }
