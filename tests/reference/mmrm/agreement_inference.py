@@ -91,7 +91,9 @@ def main() -> None:
         )
         print(f"  {name}: {errs[:, 0].max():.1e} | {errs[:, 1].max():.1e} | {errs[:, 2].max():.1e}")
     print(
-        "SAS OUTP= / OUTPM=, FEV1 = ARMCD: conditional fit / PSD (max abs / PSD, max rel) | marginal SE rel"
+        "SAS OUTP= / OUTPM=, FEV1 = ARMCD: conditional fit (max abs / PSD) | PSD rel | marginal SE rel "
+        "(under KR SAS adjusts the conditional PSD differently; us/kenward-roger-linear is SAS's "
+        "Satterthwaite run, see make_sas_fixtures.py)"
     )
     for key, ref in SAS["predict"]["fits"].items():
         cov, _, ddf = key.partition("/")
