@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from sciatica_outcomes.models.mmrm import COVARIANCE_STRUCTURES, MMRM, MMRMResult, fit_mmrm
     from sciatica_outcomes.models.responders import responder_analysis, responder_frame, wilson_interval
     from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
+    from sciatica_outcomes.models.sandwich import VCOV_METHODS, EmpiricalInference
     from sciatica_outcomes.models.survival import KaplanMeierResult, kaplan_meier, time_to_improvement
 
 _EXPORTS: dict[str, str] = {
@@ -52,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "Design": "sciatica_outcomes.models.formula",
     "Estimator": "sciatica_outcomes.models.base",
     "EmmeansResult": "sciatica_outcomes.models.emmeans",
+    "EmpiricalInference": "sciatica_outcomes.models.sandwich",
     "FitResult": "sciatica_outcomes.models.results",
     "GrowthModel": "sciatica_outcomes.models.lmm",
     "KaplanMeierResult": "sciatica_outcomes.models.survival",
@@ -63,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "ProfiledDeviance": "sciatica_outcomes.models.engine",
     "ProviderComparison": "sciatica_outcomes.models.compare",
     "RandomTerm": "sciatica_outcomes.models.formula",
+    "VCOV_METHODS": "sciatica_outcomes.models.sandwich",
     "WaldInference": "sciatica_outcomes.models.inference",
     "compare_providers": "sciatica_outcomes.models.compare",
     "emmeans": "sciatica_outcomes.models.emmeans",
@@ -90,9 +93,11 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "COVARIANCE_STRUCTURES",
     "MMRM",
+    "VCOV_METHODS",
     "ConvergenceDiagnostics",
     "Design",
     "EmmeansResult",
+    "EmpiricalInference",
     "Estimator",
     "FitResult",
     "GrowthModel",

@@ -40,17 +40,30 @@ class ModelKind(StrEnum):
 
 
 class DdfMethod(StrEnum):
-    """Denominator-df methods of the fixed-effects tests (``GrowthModel(ddf=...)``)."""
+    """Denominator-df methods of the fixed-effects tests (``GrowthModel(ddf=...)``, ``MMRM(ddf=...)``)."""
 
     satterthwaite = "satterthwaite"
     kenward_roger = "kenward-roger"
     kenward_roger_linear = "kenward-roger-linear"
+    between_within = "between-within"  # MMRM only (SAS DDFM=BW)
+    residual = "residual"  # MMRM only (SAS DDFM=RESIDUAL)
+
+
+class VcovMethod(StrEnum):
+    """Covariance of the MMRM's fixed effects (``MMRM(vcov=...)``)."""
+
+    asymptotic = "asymptotic"
+    empirical = "empirical"
+    empirical_jackknife = "empirical-jackknife"
+    empirical_bias_reduced = "empirical-bias-reduced"
 
 
 _DDF_TITLE = {
     "satterthwaite": "Satterthwaite df",
     "kenward-roger": "Kenward-Roger df and SE",
     "kenward-roger-linear": "Kenward-Roger (linear) df and SE",
+    "between-within": "between-within df",
+    "residual": "residual df",
 }
 
 
@@ -186,9 +199,21 @@ def fit_command(
         typer.Option(
             "--ddf",
             help="Denominator df of the t- and F-tests: satterthwaite, kenward-roger or kenward-roger-linear "
-            "(REML, adjusted SE).",
+            "(REML, adjusted SE); MMRM also between-within (SAS DDFM=BW) or residual (N - rank X).",
         ),
     ] = DdfMethod.satterthwaite,
+    vcov: Annotated[
+        VcovMethod,
+        typer.Option(
+            "--vcov",
+            help="MMRM: covariance of the fixed effects: asymptotic (model-based), empirical (sandwich, SAS "
+            "EMPIRICAL), empirical-jackknife or empirical-bias-reduced (mmrm's small-sample variants).",
+        ),
+    ] = VcovMethod.asymptotic,
+    weights: Annotated[
+        str | None,
+        typer.Option("--weights", help="MMRM: column of observation weights (SAS WEIGHT statement)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print tables.")] = False,
 ) -> None:
     """Fit a mixed-effects growth model (lme4 formula, REML, Satterthwaite or Kenward-Roger df) and report it.
@@ -243,8 +268,12 @@ def fit_command(
                 ddf.value,
                 group=covariance_group,
                 coordinates=coordinates or None,
+                vcov=vcov.value,
+                weights=weights,
             )
             return
+        if vcov is not VcovMethod.asymptotic or weights is not None:
+            raise UnusableInputError("--vcov and --weights apply to --model mmrm only")
         if model is not ModelKind.lmm:  # pragma: no cover - only lmm exists yet
             raise UnusableInputError(f"--model {model.value!r} is not available")
         if ddf is not DdfMethod.satterthwaite and ml:

@@ -130,11 +130,14 @@ def fit_mmrm_command(
     ddf: str = "satterthwaite",
     group: str | None = None,
     coordinates: Sequence[str] | None = None,
+    vcov: str = "asymptotic",
+    weights: str | None = None,
 ) -> MMRMResult:
     """Fit an MMRM for ``sciatica-outcomes fit --model mmrm`` and print / write its results.
 
     The JSON has the growth model's conventions (``fixed_effects`` with R coefficient names, ``loglik``,
-    ``aic``, ``bic``, ``diagnostics``) plus ``covariance: {structure, visits, matrix, ...}`` and ``lsmeans``.
+    ``aic``, ``bic``, ``diagnostics``) plus ``covariance: {structure, visits, matrix, ...}``, ``lsmeans``,
+    ``ddf_method``, ``vcov``, ``weights`` and ``type3`` (SAS-style Type III tests with the chosen df).
     ``group`` fits one covariance per level of that column, ``coordinates`` are sp_exp's coordinate columns.
     """
     import polars as pl
@@ -157,9 +160,13 @@ def fit_mmrm_command(
         ddf=ddf,
         group=group,
         coordinates=list(coordinates) if coordinates else None,
+        weights=weights,
+        vcov=vcov,
     )
     result = res.fit(frame).result_
     out = result.to_dict()
+    type3 = result.anova(type=3)
+    out["type3"] = type3.to_dicts()
     em = None
     if emmeans:
         specs, at, by = parse_emmeans_spec(emmeans)
@@ -167,16 +174,19 @@ def fit_mmrm_command(
         out["emmeans"] = em.to_dict()
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(result.to_json() if em is None else json.dumps(_jsonable(out), indent=1) + "\n")
+        json_out.write_text(json.dumps(_jsonable(out), indent=1) + "\n")
     if not quiet:
         console = Console()
         console.print(
             f"[bold]{formula}[/]  MMRM {covariance} ({'REML' if reml else 'ML'})  n_obs={result.n_obs:,}  "
             f"subjects={result.n_subjects:,}  patterns={result.diagnostics['n_patterns']}"
         )
+        se_kind = "model-based SE" if vcov == "asymptotic" else f"{vcov} SE"
         _print_frame(
-            console, result.summary, "Fixed effects (Satterthwaite df)", list(result.summary.columns)
+            console, result.summary, f"Fixed effects ({ddf} df, {se_kind})", list(result.summary.columns)
         )
+        if type3.height:
+            _print_frame(console, type3, "Type III tests", list(type3.columns))
         labels = result.covariance_labels
         what = f"{covariance}" + (f", one matrix per {group}" if group else "")
         if len(labels) <= 12:

@@ -933,7 +933,7 @@ class Design:
         design = cls(formula, names, term_columns, coding)
         return design, design._matrix(data, frame.height)
 
-    def _matrix(self, data: dict[str, FloatArray], n: int) -> FloatArray:
+    def _matrix(self, data: dict[str, FloatArray], n: int, sum_coding: bool = False) -> FloatArray:
         cols: list[FloatArray] = [np.ones(n)] if self.formula.intercept else []
         for codes in self.coding:
             block = np.ones((n, 1))
@@ -943,21 +943,29 @@ class Design:
                     m = data[lab]
                 else:
                     codes_ = data[lab]
-                    lv = np.arange(1 if how == "contrast" else 0, len(var.levels))
-                    m = (codes_[:, None] == lv[None, :]).astype(float)
+                    if how == "contrast" and sum_coding:  # R's contr.sum: last level -1 in every column
+                        m = (codes_[:, None] == np.arange(len(var.levels) - 1)[None, :]).astype(float)
+                        m[codes_ == len(var.levels) - 1] = -1.0
+                    else:
+                        lv = np.arange(1 if how == "contrast" else 0, len(var.levels))
+                        m = (codes_[:, None] == lv[None, :]).astype(float)
                     m[codes_ < 0] = np.nan
                 # the first variable varies fastest, as in the column names (and as R builds them)
                 block = (block[:, None, :] * m[:, :, None]).reshape(n, -1)
             cols.append(block)
         return np.column_stack(cols) if cols else np.empty((n, 0))
 
-    def matrix(self, frame: pl.DataFrame) -> FloatArray:
-        """Design matrix of new data with the fitted levels and knots (unseen levels give NaN rows)."""
+    def matrix(self, frame: pl.DataFrame, sum_coding: bool = False) -> FloatArray:
+        """Design matrix of new data with the fitted levels and knots (unseen levels give NaN rows).
+
+        ``sum_coding`` codes the contrast-coded factors by R's ``contr.sum`` instead of treatment contrasts
+        (same columns per term and the same column space; Type III hypotheses are built on it).
+        """
         data = {
             lab: _eval_variable(var, frame, self.formula.text, fit=False)
             for lab, var in self.formula.variables.items()
         }
-        return self._matrix(data, frame.height)
+        return self._matrix(data, frame.height, sum_coding)
 
     def random_matrix(self, frame: pl.DataFrame, term: RandomTerm) -> FloatArray:
         """Columns of one random term for ``frame`` (n x len(term.variables))."""

@@ -16,44 +16,69 @@ from typing import ClassVar, TypedDict
 import numpy as np
 import polars as pl
 
-from sciatica_outcomes._typing import FloatArray
+from sciatica_outcomes._typing import FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError
 from sciatica_outcomes.models._dist import chi2_sf, f_sf, t_ppf, t_sf
 
 __all__ = [
     "DDF_METHODS",
+    "LMM_DDF_METHODS",
+    "BetweenWithinInference",
+    "CoefficientDfInference",
     "FTest",
     "KenwardRoger",
     "KenwardRogerFTest",
     "KenwardRogerInference",
     "KenwardRogerLinearInference",
     "LikelihoodRatioTest",
+    "ResidualInference",
     "WaldInference",
+    "between_within_df",
     "check_ddf",
     "kenward_roger",
     "likelihood_ratio",
     "numerical_hessian",
     "numerical_jacobian",
     "satterthwaite_from_deviance",
+    "type3_contrasts",
     "vcov_varpar_from_hessian",
     "with_kenward_roger",
 ]
 
-#: denominator-df methods of the fixed-effects tests (``--ddf`` of the ``fit`` command)
-DDF_METHODS = ("satterthwaite", "kenward-roger", "kenward-roger-linear")
+#: denominator-df methods of the fixed-effects tests (``--ddf`` of the ``fit`` command); "between-within"
+#: and "residual" (SAS ``DDFM=BW`` and ``DDFM=RESIDUAL``) are defined for the MMRM only
+DDF_METHODS = (
+    "satterthwaite",
+    "kenward-roger",
+    "kenward-roger-linear",
+    "between-within",
+    "residual",
+)
+#: the methods of estimators with random effects (GrowthModel): no between-within or residual counts
+LMM_DDF_METHODS = DDF_METHODS[:3]
 
 
-def check_ddf(ddf: str, reml: bool) -> None:
+def check_ddf(ddf: str, reml: bool, methods: Sequence[str] = DDF_METHODS) -> None:
     """Refuse an unknown denominator-df method, or Kenward-Roger on an ML fit (one rule for every estimator).
+
+    Parameters
+    ----------
+    ddf : str
+        The requested method.
+    reml : bool
+        Whether the fit is REML.
+    methods : sequence of str
+        The estimator's methods (:data:`DDF_METHODS` for the MMRM, :data:`LMM_DDF_METHODS` for the
+        growth model).
 
     Raises
     ------
     ModelSpecificationError
-        ``ddf`` is not in :data:`DDF_METHODS`, or it is a Kenward-Roger method and ``reml`` is false (KR
-        is defined for the REML fit, as in pbkrtest and SAS ``DDFM=KR``).
+        ``ddf`` is not in ``methods``, or it is a Kenward-Roger method and ``reml`` is false (KR is
+        defined for the REML fit, as in pbkrtest and SAS ``DDFM=KR``).
     """
-    if ddf not in DDF_METHODS:
-        raise ModelSpecificationError(f"ddf {ddf!r} is not a method; use one of {', '.join(DDF_METHODS)}")
+    if ddf not in methods:
+        raise ModelSpecificationError(f"ddf {ddf!r} is not a method; use one of {', '.join(methods)}")
     if ddf.startswith("kenward-roger") and not reml:
         raise ModelSpecificationError(
             "Kenward-Roger inference needs a REML fit: use reml=True (drop --ml) or ddf 'satterthwaite'"
@@ -654,3 +679,148 @@ def likelihood_ratio(
         float(chi2_sf(stat, dfd)),
         refitted_ml,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# fixed (counting) denominator df: SAS DDFM=BW and DDFM=RESIDUAL
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CoefficientDfInference(WaldInference):
+    """:class:`WaldInference` whose df are counts fixed per coefficient (``coef_df``), not estimated.
+
+    A contrast gets the smallest df of the coefficients it involves (non-zero weights), as mmrm's
+    ``h_df_min_bw``; t- and F-tests use ``vcov_beta`` (model-based or empirical) as they are.
+    """
+
+    coef_df: FloatArray | None = None
+
+    def _coef_df(self) -> FloatArray:
+        if self.coef_df is None:
+            raise ModelSpecificationError(f"{type(self).__name__} was built without its df (coef_df=None)")
+        return self.coef_df
+
+    def _df_of(self, mat: FloatArray) -> FloatArray:
+        involved = np.abs(mat) > 0
+        out: FloatArray = np.where(involved, self._coef_df()[None, :], np.inf).min(axis=1)
+        return out
+
+    def variance_and_df(self, contrast: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``l' V l`` and the smallest df of the coefficients each row involves."""
+        mat = self._as_matrix(contrast)
+        return np.einsum("ij,jk,ik->i", mat, self.vcov_beta, mat), self._df_of(mat)
+
+    def f_test(self, contrast: FloatArray, rhs: FloatArray | float = 0.0, eps: float = 1.49e-8) -> FTest:
+        """Wald F-test of ``L beta = rhs`` on ``q = rank(L V L')`` and the smallest involved df.
+
+        Notes
+        -----
+        ``F = (L beta - rhs)' (L V L')^+ (L beta - rhs) / q`` (eigenvalues above ``eps`` times the
+        largest), denominator df the minimum over every coefficient with a non-zero weight in ``L``.
+        """
+        mat = self._as_matrix(contrast)
+        vals, vecs = np.linalg.eigh(mat @ self.vcov_beta @ mat.T)
+        vals, vecs = vals[::-1], vecs[:, ::-1]
+        q = int((vals > max(eps * vals[0], 0.0)).sum())
+        rhs_v = np.broadcast_to(np.asarray(rhs, dtype=float), (mat.shape[0],))
+        diff = (vecs.T @ (mat @ self.beta - rhs_v))[:q]
+        f = float(np.sum(diff**2 / vals[:q]) / q)
+        ddf = float(self._df_of(np.abs(mat).sum(axis=0)[None, :])[0])
+        return {"f": f, "num_df": float(q), "den_df": ddf, "p": float(f_sf(f, q, ddf))}
+
+
+@dataclass(frozen=True)
+class BetweenWithinInference(CoefficientDfInference):
+    """Between-within df (SAS ``DDFM=BW``, :func:`between_within_df`)."""
+
+    ddf_method: ClassVar[str] = "between-within"
+
+
+@dataclass(frozen=True)
+class ResidualInference(CoefficientDfInference):
+    """Residual df ``N - rank(X)`` for every contrast (SAS ``DDFM=RESIDUAL``, mmrm ``"Residual"``)."""
+
+    ddf_method: ClassVar[str] = "residual"
+
+
+def between_within_df(
+    x: FloatArray, subject: IntArray, term_columns: Sequence[tuple[str, Sequence[int]]]
+) -> FloatArray:
+    """Between-within df of every coefficient (SAS PROC MIXED ``DDFM=BW``).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``N x p`` fixed-effects design of the fitted rows.
+    subject : numpy.ndarray
+        Subject code of each row.
+    term_columns : sequence of (term, columns)
+        The columns of each model term (the intercept is a term).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(p,)``: ``S - rank(X_B)`` for the columns of between-subject terms, ``N - rank(X) - (S -
+        rank(X_B))`` for the others.
+
+    Notes
+    -----
+    As SAS documents it: a term whose columns change within some subject is a within-subject term,
+    otherwise (the intercept included) a between-subject term; ``X_B`` are the columns of the
+    between-subject terms and ``S`` the number of subjects with a fitted row. The residual df ``N -
+    rank(X)`` split into ``S - rank(X_B)`` between and the rest within. SAS further partitions the within
+    df when several within-subject terms contain classification variables; this (as mmrm) does not.
+    mmrm also gives the intercept the within df; SAS (and this) the between df.
+
+    Validated against SAS PROC MIXED ``EMPIRICAL`` listings of openpharma/mmrm (``DDFM=BW`` with
+    ``FEV1 = ARMCD``: 195 for the intercept and ARMCD) and mmrm's ``h_df_bw_calc`` counts.
+    """
+    order = np.argsort(subject, kind="stable")
+    xs, s = x[order], subject[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    spread = np.maximum.reduceat(xs, starts, axis=0) - np.minimum.reduceat(xs, starts, axis=0)
+    scale = np.maximum(np.abs(x).max(axis=0), 1e-300)
+    varies = (spread > 1e-10 * scale).any(axis=0)
+    between = np.zeros(x.shape[1], dtype=bool)
+    for _, cols in term_columns:  # loop over model terms
+        c = list(cols)
+        between[c] = not bool(varies[c].any())
+    n_sub = starts.shape[0]
+    df_between = n_sub - (int(np.linalg.matrix_rank(x[:, between])) if between.any() else 0)
+    df_within = x.shape[0] - int(np.linalg.matrix_rank(x)) - df_between
+    return np.where(between, float(df_between), float(df_within))
+
+
+def type3_contrasts(
+    x: FloatArray, x_sum: FloatArray, term_columns: Sequence[tuple[str, Sequence[int]]]
+) -> list[tuple[str, FloatArray]]:
+    """SAS-style Type III hypothesis matrices of every term except the intercept.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``N x p`` design as fitted (treatment coding of factors).
+    x_sum : numpy.ndarray
+        The same model with sum-to-zero coding of every factor (same column space, same columns per term).
+    term_columns : sequence of (term, columns)
+
+    Returns
+    -------
+    list of (term, numpy.ndarray)
+        Each term's ``L`` (rows = the term's columns), in the fitted parametrisation.
+
+    Notes
+    -----
+    Under sum coding the Type III hypothesis of a term is that its own coefficients are zero; with
+    ``X_s beta_s = X beta``, ``beta_s = T beta`` and ``T = (X_s' X_s)^-1 X_s' X``, so ``L = T[cols]``
+    (entries below ``sqrt(eps)`` set to 0). Numeric covariates are not centred: a factor's Type III test
+    in an interaction with a covariate is at covariate 0, as SAS's. mmrm's ``h_type3_contrasts`` (its
+    ``car::Anova(type = "III")``) is the same construction.
+
+    Validated against SAS PROC MIXED ``htype=3`` (openpharma/mmrm design/anova, ``test3_1``, ``test3_2``)
+    and the Type 3 table of its weighted unstructured listing (design/SAS/sas_weighted.txt).
+    """
+    tmat = np.asarray(np.linalg.solve(x_sum.T @ x_sum, x_sum.T @ x), dtype=np.float64)
+    tmat[np.abs(tmat) < np.sqrt(np.finfo(float).eps)] = 0.0
+    return [(term, tmat[list(cols)]) for term, cols in term_columns if term != "(Intercept)"]

@@ -27,6 +27,7 @@ from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_i
 from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance, RandomEffectModes
 from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
 from sciatica_outcomes.models.inference import (
+    LMM_DDF_METHODS,
     FTest,
     KenwardRogerInference,
     LikelihoodRatioTest,
@@ -220,7 +221,7 @@ class GrowthModel(Estimator):
 
     def _validate_params(self) -> None:
         """Check ``ddf`` against ``reml`` and the formula's random structure (called by :meth:`fit`)."""
-        check_ddf(self.ddf, self.reml)
+        check_ddf(self.ddf, self.reml, LMM_DDF_METHODS)
         _Structure(parse_formula(self.formula))  # a bad formula fails before the data are touched
 
     # ------------------------------------------------------------------------------------------------

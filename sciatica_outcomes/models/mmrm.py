@@ -44,12 +44,23 @@ from sciatica_outcomes.models.base import Estimator, FrameLike
 from sciatica_outcomes.models.emmeans import EmmeansResult, _column_mean, emmeans
 from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
 from sciatica_outcomes.models.inference import (
+    BetweenWithinInference,
     FTest,
+    ResidualInference,
     WaldInference,
+    between_within_df,
     check_ddf,
     kenward_roger,
+    type3_contrasts,
     vcov_varpar_from_hessian,
     with_kenward_roger,
+)
+from sciatica_outcomes.models.sandwich import (
+    _weight_column,
+    check_vcov,
+    empirical_inference,
+    observation_weights,
+    pattern_blocks,
 )
 
 if TYPE_CHECKING:
@@ -741,8 +752,8 @@ class MMRMResult:
     Attributes
     ----------
     summary : polars.DataFrame
-        Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (Satterthwaite df, two-sided p,
-        ``level`` confidence interval); terms named as R prints them.
+        Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (the ``ddf`` method's df, two-sided
+        p, ``level`` confidence interval); terms named as R prints them.
     covariance : numpy.ndarray
         Estimated ``T x T`` covariance matrix of the visits (rows and columns in the order of ``visits``).
     visits : list of str
@@ -786,6 +797,9 @@ class MMRMResult:
     covariance_labels: list[str] = field(default_factory=list)
     group: str | None = None
     coordinates: list[str] = field(default_factory=list)
+    vcov_method: str = "asymptotic"
+    weights: str | None = None
+    _type3: list[tuple[str, FloatArray]] = field(default_factory=list, repr=False)
 
     @property
     def correlation(self) -> FloatArray:
@@ -805,13 +819,45 @@ class MMRMResult:
             frame = frame.with_columns(pl.col(self.visit).cast(pl.String))
         return self._view.design_.matrix(frame)
 
+    def predict(self, data: FrameLike, conditional: bool = True, level: float | None = None) -> pl.DataFrame:
+        """Predictions with confidence and prediction intervals, conditional on the subject's observed visits.
+
+        Parameters
+        ----------
+        data : polars.DataFrame or pandas.DataFrame
+            Rows with the subject, the visit and the formula's covariates; the response where observed
+            (missing or absent: the row is predicted). A weighted model needs the weights column.
+        conditional : bool
+            Condition the rows without a response on the same subject's rows with one (``E[y_m | y_o]``);
+            ``False`` gives the marginal ``x' beta`` for every row.
+        level : float, optional
+            Level of the intervals (default: the fit's ``level``).
+
+        Returns
+        -------
+        polars.DataFrame
+            ``data`` with ``fit, se, se_prediction, df, ci_low, ci_high, pi_low, pi_high, conditional``.
+
+        Notes
+        -----
+        ``y_m = Z beta + S y_o``, ``S = R_mo R_oo^-1``, ``Z = X_m - S X_o``; ``se^2 = Z V Z'`` and
+        ``se_prediction^2 = Z V Z' + R_mm - S R_om`` (:mod:`~sciatica_outcomes.models.mmrm_predict`). Rows
+        with a response get ``x' beta`` and its SE, as SAS's ``OUTP=``.
+
+        Validated against: SAS PROC MIXED ``OUTPM=`` / ``OUTP=`` (``Pred``, ``StdErrPred``) of ``MODEL FEV1 =
+        ARMCD`` for un, cs, ar(1) and toep on openpharma/mmrm's fev_data (design/predict_interval).
+        """
+        from sciatica_outcomes.models.mmrm_predict import predict_mmrm  # noqa: PLC0415 - import cycle
+
+        return predict_mmrm(self, _as_polars(data), conditional=conditional, level=level)
+
     # ---- linear functions of beta ---------------------------------------------------------------
     def contrast(
         self,
         lmat: FloatArray | Sequence[Sequence[float]] | dict[str, float],
         names: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """Estimates, SE, Satterthwaite df, t, p and CI of the rows of ``L beta``.
+        """Estimates, SE, df, t, p and CI of the rows of ``L beta`` (the fit's ``ddf`` and ``vcov`` methods).
 
         Parameters
         ----------
@@ -827,28 +873,51 @@ class MMRMResult:
 
         Notes
         -----
-        ``df = 2 (l' V l)^2 / (g' Cov(theta) g)``, ``g_j = l' (dV / dtheta_j) l`` (see :class:`MMRM`).
+        Satterthwaite: ``df = 2 (l' V l)^2 / (g' Cov(theta) g)``, ``g_j = l' (dV / dtheta_j) l`` (see
+        :class:`MMRM`); Kenward-Roger, empirical, between-within and residual as their inference classes.
         """
         mat = lmat if isinstance(lmat, dict) else np.atleast_2d(np.asarray(lmat, dtype=float))
         return self.inference.contrast(mat, level=self.level, labels=names)
 
     def f_test(self, lmat: FloatArray | Sequence[Sequence[float]]) -> FTest:
-        """Satterthwaite F test of ``L beta = 0`` (as lmerTest's ``contestMD``): ``f, num_df, den_df, p``."""
+        """F test of ``L beta = 0`` with the fit's df method (Satterthwaite: lmerTest's ``contestMD``)."""
         return self.inference.f_test(np.atleast_2d(np.asarray(lmat, dtype=float)))
 
-    def anova(self) -> pl.DataFrame:
-        """Satterthwaite F test per model term (all coefficients of the term jointly zero).
+    def anova(self, type: int | None = None) -> pl.DataFrame:
+        """F test per model term with the fit's df method (and empirical covariance, when chosen).
+
+        Parameters
+        ----------
+        type : {None, 3}
+            ``None``: the marginal test of each term's own coefficients (intercept included; for a main
+            effect in an interaction that is the effect at the reference levels). ``3``: SAS-style Type III
+            tests (``htype=3``; :func:`~sciatica_outcomes.models.inference.type3_contrasts`), one row per
+            term without the intercept.
 
         Returns
         -------
         polars.DataFrame
-            ``term, num_df, den_df, F, p``. Each test is the marginal test of the term's own coefficients
-            (for main effects involved in interactions this tests the effect at the reference levels).
+            ``term, num_df, den_df, F, p``.
+
+        Notes
+        -----
+        Each row is :meth:`f_test` of the term's hypothesis matrix: Satterthwaite, Kenward-Roger,
+        between-within or residual df as the model's ``ddf``. Validated against: SAS PROC MIXED ``Type 3
+        Tests of Fixed Effects`` (``ddfm=satterthwaite``; openpharma/mmrm design/anova and
+        design/SAS/sas_weighted.txt).
         """
+        if type not in (None, 3):
+            raise ModelSpecificationError(f"anova type must be None (marginal) or 3 (Type III), got {type!r}")
+        if type == 3:
+            tests = self._type3
+        else:
+            tests = []
+            for term, cols in self._view.design_.term_columns:
+                lmat = np.zeros((len(cols), self.beta.shape[0]))
+                lmat[np.arange(len(cols)), cols] = 1.0
+                tests.append((term, lmat))
         rows = []
-        for term, cols in self._view.design_.term_columns:
-            lmat = np.zeros((len(cols), self.beta.shape[0]))
-            lmat[np.arange(len(cols)), cols] = 1.0
+        for term, lmat in tests:
             res = self.f_test(lmat)
             rows.append((term, res["num_df"], res["den_df"], res["f"], res["p"]))
         return pl.DataFrame(rows, schema=["term", "num_df", "den_df", "F", "p"], orient="row", strict=False)
@@ -926,6 +995,8 @@ class MMRMResult:
             "method": "REML" if self.reml else "ML",
             "df_method": self.inference.ddf_method,
             "ddf_method": self.inference.ddf_method,
+            "vcov": self.vcov_method,
+            "weights": self.weights,
             "n_obs": self.n_obs,
             "n_subjects": self.n_subjects,
             "converged": self.converged,
@@ -942,7 +1013,8 @@ class MMRMResult:
                 "correlation": self.correlation.tolist() if self.covariance.shape[0] <= 100 else None,
                 "parameters": dict(self.variance_parameters.iter_rows()),
             },
-            "lsmeans": self.lsmeans().to_dicts(),
+            # LS means by visit need the visit among the predictors (FEV1 ~ ARMCD has none)
+            "lsmeans": self.lsmeans().to_dicts() if self.visit in self._view.column_info_ else [],
             "loglik": self.loglik,
             "aic": self.aic,
             "bic": self.bic,
@@ -1053,6 +1125,7 @@ class _Prepared(TypedDict):
     group: IntArray  # code of the covariance group of each row (0 without ``group``)
     group_levels: list[str]
     coordinates: FloatArray  # (rows, d) coordinates of sp_exp (d = 0 without ``coordinates``)
+    weights: FloatArray | None  # observation weights of the rows (``weights=`` column), or None
 
 
 class MMRM(Estimator):
@@ -1082,11 +1155,21 @@ class MMRM(Estimator):
         Confidence level of intervals.
     max_iter : int
         Maximum optimizer iterations.
-    ddf : {"satterthwaite", "kenward-roger", "kenward-roger-linear"}
+    ddf : {"satterthwaite", "kenward-roger", "kenward-roger-linear", "between-within", "residual"}
         Denominator df of the tests. Kenward-Roger (REML) is computed in SAS PROC MIXED's covariance
         parameters (``DDFM=KR``; "kenward-roger-linear" leaves out the second derivatives of ``Sigma``, SAS's
         ``DDFM=KR(FIRSTORDER)``), with ``W`` the inverse observed information. ``us``, ``cs`` and ``toep``
-        are linear in those parameters, so the two coincide for them.
+        are linear in those parameters, so the two coincide for them. "between-within" and "residual" are
+        SAS's ``DDFM=BW`` and ``DDFM=RESIDUAL`` counts
+        (:func:`~sciatica_outcomes.models.inference.between_within_df`; ``N - rank(X)``).
+    weights : str, optional
+        Column of positive observation weights (SAS ``WEIGHT``, ``mmrm(weights = )``): the residual
+        covariance of a subject's rows is ``W^-1/2 Sigma W^-1/2``.
+    vcov : {"asymptotic", "empirical", "empirical-jackknife", "empirical-bias-reduced"}
+        Covariance of the fixed effects: model-based ``(X' V^-1 X)^-1``, or mmrm's empirical (sandwich)
+        estimators (:mod:`~sciatica_outcomes.models.sandwich`; SAS ``EMPIRICAL`` is "empirical"), which
+        every contrast, LS mean, F test and prediction then uses; with ``ddf="satterthwaite"`` their df are
+        mmrm's empirical Satterthwaite df. Not with Kenward-Roger.
     group : str, optional
         Column whose levels get their own covariance matrix (same structure, own parameters; SAS ``REPEATED /
         GROUP=``, mmrm ``us(visit | group / subject)``); constant within subject, e.g. the randomised arm.
@@ -1120,7 +1203,10 @@ class MMRM(Estimator):
     ``SP(EXP)(VISITN VISITN2)``, group-specific adh, ar1, ar1h, cs, csh and toeph against ``REPEATED /
     GROUP=ARMCD`` (REML and ML), Kenward-Roger of every structure but ad against ``DDFM=KR`` and
     ``KR(FIRSTORDER)``/``KR(LINEAR)`` (openpharma/mmrm's SAS listings on its fev_data), ad against mmrm's
-    ``ad(AVISIT | USUBJID)``. See ``tests/reference/mmrm/``.
+    ``ad(AVISIT | USUBJID)``. Weights, empirical covariances, between-within df, Type III tests and
+    conditional predictions against SAS PROC MIXED (``WEIGHT``, ``EMPIRICAL``, ``DDFM=BW``, ``htype=3``,
+    ``OUTP=``) on openpharma/mmrm's fev_data, ``nlme::gls(weights = varFixed(~ 1 / w))`` and
+    ``clubSandwich::vcovCR`` (CR0, CR3, CR2 df). See ``tests/reference/mmrm/``.
 
     Examples
     --------
@@ -1142,6 +1228,8 @@ class MMRM(Estimator):
         ddf: str = "satterthwaite",
         group: str | None = None,
         coordinates: str | Sequence[str] | None = None,
+        weights: str | None = None,
+        vcov: str = "asymptotic",
     ) -> None:
         # stored unchanged (get_params); checked by _validate_params at fit
         self.formula = formula
@@ -1156,10 +1244,13 @@ class MMRM(Estimator):
         self.ddf = ddf
         self.group = group
         self.coordinates = coordinates
+        self.weights = weights
+        self.vcov = vcov
 
     def _validate_params(self) -> None:
-        """Check ``ddf``, ``covariance`` and ``level`` (called by :meth:`fit`)."""
+        """Check ``ddf``, ``vcov``, ``covariance`` and ``level`` (called by :meth:`fit`)."""
         check_ddf(self.ddf, self.reml)
+        check_vcov(self.vcov, self.ddf)
         if self.covariance not in COVARIANCE_STRUCTURES:
             raise ModelSpecificationError(
                 f"covariance must be one of {', '.join(COVARIANCE_STRUCTURES)}; got {self.covariance!r}"
@@ -1195,7 +1286,9 @@ class MMRM(Estimator):
                     f"column {col!r} is not in the data; available: {', '.join(frame.columns)}"
                 )
         extra = self._covariance_columns()
-        needed = sorted(set(parsed.columns()) | {self.subject, self.visit} | set(extra))
+        needed = sorted(
+            set(parsed.columns()) | {self.subject, self.visit} | set(extra) | _weight_column(self.weights)
+        )
         missing_cols = [c for c in needed if c not in frame.columns]
         if missing_cols:
             raise ModelSpecificationError(
@@ -1225,6 +1318,7 @@ class MMRM(Estimator):
             raise UnusableInputError(
                 f"no row has a response and every covariate of {self.formula!r}; nothing to fit"
             )
+        weights = None if self.weights is None else observation_weights(frame, self.weights)
         # visit levels that lost every row after dropping incomplete rows
         present = frame[self.visit].cast(pl.String).unique().to_list()
         levels_kept = [v for v in levels if v in set(present)]
@@ -1270,6 +1364,7 @@ class MMRM(Estimator):
             "group": group_codes,
             "group_levels": group_levels,
             "coordinates": coords,
+            "weights": weights,
         }
 
     def _covariance_columns(self) -> list[str]:
@@ -1331,6 +1426,9 @@ class MMRM(Estimator):
         pats, struct, labels = self._patterns(prep)
         t = pats.t
         crit = _Criterion(pats, struct, self.reml)
+        wts = prep["weights"]
+        if wts is not None:  # log|R_i| = log|Sigma_i| - sum_j log w_ij
+            crit.const -= float(np.log(wts).sum())
         theta0 = _theta_start(_start_sigma(pats, _structure_name(struct) != "sp_exp"), struct)
         theta, report = _optimise(crit, theta0, self.max_iter)
         ev = crit.evaluate(theta)
@@ -1372,6 +1470,31 @@ class MMRM(Estimator):
                 r_mats=None if linear else blocks["r_mats"],
             )
             inference = with_kenward_roger(inference, kr, self.ddf)
+        if self.vcov != "asymptotic":
+            position, n_pos, xw, yw = self._rows  # weighted rows over the covariance positions
+            if n_pos > 60:
+                raise ModelSpecificationError(
+                    f"an empirical covariance over {n_pos} covariance positions (sp_exp points x groups) is "
+                    "not supported (at most 60): round the coordinates or use vcov='asymptotic'"
+                )
+            rows = pattern_blocks(prep["subject"], position, xw, yw, n_pos)
+            inference = empirical_inference(inference, rows, ev.sigma, self.vcov)
+        if self.ddf in ("between-within", "residual"):
+            cls = BetweenWithinInference if self.ddf == "between-within" else ResidualInference
+            coef_df = (
+                between_within_df(x, prep["subject"], design.term_columns)
+                if self.ddf == "between-within"
+                else np.full(x.shape[1], float(x.shape[0] - np.linalg.matrix_rank(x)))
+            )
+            inference = cls(
+                names=inference.names,
+                beta=inference.beta,
+                vcov_beta=inference.vcov_beta,
+                jacobian=inference.jacobian,
+                vcov_varpar=inference.vcov_varpar,
+                hessian_eigenvalues=inference.hessian_eigenvalues,
+                coef_df=coef_df,
+            )
         summary = inference.contrast(np.eye(len(names)), level=self.level, labels=names)
         sigma = ev.sigma
         levels = prep["levels"]
@@ -1390,15 +1513,15 @@ class MMRM(Estimator):
         p = x.shape[1]
         loglik = -0.5 * ev.value
         n_eff = pats.n_obs - p if self.reml else pats.n_obs
-        diag: MMRMDiagnostics = {
+        diag = MMRMDiagnostics(
             **report,
-            "hessian_positive_definite": hess_pd,
-            "hessian_min_eigenvalue": float(eig_desc[-1]),
-            "boundary": boundary,
-            "n_patterns": len(pats.visit_sets),
-            "rows_dropped": prep["dropped"],
-            "fit_seconds": time.perf_counter() - t0,
-        }
+            hessian_positive_definite=hess_pd,
+            hessian_min_eigenvalue=float(eig_desc[-1]),
+            boundary=boundary,
+            n_patterns=len(pats.visit_sets),
+            rows_dropped=prep["dropped"],
+            fit_seconds=time.perf_counter() - t0,
+        )
         if not hess_pd:
             diag["message"] = (
                 diag["message"] + "; Hessian not positive definite: Cov(theta) uses its positive eigenvalues"
@@ -1441,6 +1564,9 @@ class MMRM(Estimator):
             covariance_labels=labels,
             group=self.group,
             coordinates=_as_names(self.coordinates),
+            vcov_method=self.vcov,
+            weights=self.weights,
+            _type3=type3_contrasts(x, design.matrix(prep["frame"], sum_coding=True), design.term_columns),
         )
         return self
 
@@ -1452,6 +1578,9 @@ class MMRM(Estimator):
         the distinct coordinate points of the data (a subject's rows need distinct points).
         """
         levels, x, y = prep["levels"], prep["x"], prep["y"]
+        wts = prep["weights"]
+        if wts is not None:  # weights: R_i = W^-1/2 Sigma W^-1/2, i.e. rows scaled by sqrt(w) under Sigma
+            x, y = x * np.sqrt(wts)[:, None], y * np.sqrt(wts)
         n_groups = max(len(prep["group_levels"]), 1)
         if self.covariance == "sp_exp":
             points, point = np.unique(prep["coordinates"], axis=0, return_inverse=True)
@@ -1482,8 +1611,10 @@ class MMRM(Estimator):
         else:
             pats = _build_patterns(prep["subject"], prep["visit"], x, y, len(levels))
             _check_identifiable(pats, self.covariance, levels, 1)
+            self._rows = (prep["visit"], len(levels), x, y)  # for the empirical covariance
             return pats, self.covariance, list(levels)
         pats = _build_patterns(prep["subject"], position, x, y, spec.n_groups * spec.t)
+        self._rows = (position, spec.n_groups * spec.t, x, y)
         if spec.name != "sp_exp":
             _check_identifiable(
                 pats,
@@ -1717,7 +1848,7 @@ def fit_mmrm(
         As for :class:`MMRM`.
     **kwargs
         Other :class:`MMRM` parameters (``visit_levels``, ``reference``, ``reml``, ``level``, ``ddf``,
-        ``group``, ``coordinates``).
+        ``group``, ``coordinates``, ``weights``, ``vcov``).
 
     Returns
     -------
