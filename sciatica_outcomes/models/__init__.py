@@ -1,6 +1,7 @@
-"""models stage: lme4-style growth models (REML/ML), Satterthwaite inference and marginal means.
+"""models stage: lme4-style growth models (REML/ML), MMRM, GLMMs, Satterthwaite/KR inference, marginal means.
 
-See DESIGN.md. ``GrowthModel`` and ``MMRM`` are estimators with one contract, :class:`Estimator`
+See DESIGN.md. ``GrowthModel``, ``MMRM`` and ``MixedGLM`` (binomial, Poisson, negative-binomial GLMMs) are
+estimators with one contract, :class:`Estimator`
 (``models/base.py``); ``WaldInference`` / ``satterthwaite_from_deviance`` are the estimator-independent
 inference layer (reused by residual-covariance models).
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     )
     from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance
     from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
+    from sciatica_outcomes.models.glmm import GLMMResult, MixedGLM
     from sciatica_outcomes.models.inference import (
         LikelihoodRatioTest,
         WaldInference,
@@ -59,6 +61,8 @@ _EXPORTS: dict[str, str] = {
     "KaplanMeierResult": "sciatica_outcomes.models.survival",
     "LevelSpec": "sciatica_outcomes.models.engine",
     "LikelihoodRatioTest": "sciatica_outcomes.models.inference",
+    "GLMMResult": "sciatica_outcomes.models.glmm",
+    "MixedGLM": "sciatica_outcomes.models.glmm",
     "MMRM": "sciatica_outcomes.models.mmrm",
     "MMRMResult": "sciatica_outcomes.models.mmrm",
     "ModelFormula": "sciatica_outcomes.models.formula",
@@ -100,11 +104,13 @@ __all__ = [
     "EmpiricalInference",
     "Estimator",
     "FitResult",
+    "GLMMResult",
     "GrowthModel",
     "KaplanMeierResult",
     "LevelSpec",
     "LikelihoodRatioTest",
     "MMRMResult",
+    "MixedGLM",
     "ModelFormula",
     "ProfiledDeviance",
     "ProviderComparison",

@@ -23,6 +23,7 @@ from sciatica_outcomes.models._dist import chi2_sf, f_sf, t_ppf, t_sf
 __all__ = [
     "DDF_METHODS",
     "LMM_DDF_METHODS",
+    "AsymptoticInference",
     "BetweenWithinInference",
     "CoefficientDfInference",
     "FTest",
@@ -611,6 +612,40 @@ class KenwardRogerInference(WaldInference):
     def f_test(self, contrast: FloatArray, rhs: FloatArray | float = 0.0, eps: float = 1.49e-8) -> FTest:
         """Kenward-Roger F-test of ``L beta = rhs`` (:meth:`KenwardRoger.f_test`; ``eps`` is unused)."""
         return self._kr().f_test(self.beta, self._as_matrix(contrast), rhs)
+
+
+@dataclass(frozen=True)
+class AsymptoticInference(WaldInference):
+    """:class:`WaldInference` with Wald z tests (``df = inf``) and chi-squared joint tests, as ``glmer``.
+
+    For models whose fixed effects have no finite-sample reference distribution (generalised linear mixed
+    models): ``contrast`` gives ``z = l' beta / sqrt(l' V l)`` with normal p-values and intervals (in the
+    ``t`` column, ``df`` infinite); ``f_test`` gives ``F = W / q`` with ``W`` the Wald chi-squared statistic
+    on ``q`` df, ``den_df`` infinite and ``p = P(chi2_q > W)``.
+
+    Validated against lme4 1.1-31 ``summary(glmer)`` (``tests/reference/glmm``).
+    """
+
+    ddf_method: ClassVar[str] = "asymptotic"
+
+    def variance_and_df(self, contrast: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``l' V l`` and an infinite df for each row of the contrast matrix."""
+        mat = self._as_matrix(contrast)
+        var = np.einsum("ij,jk,ik->i", mat, self.vcov_beta, mat)
+        return var, np.full(mat.shape[0], np.inf)
+
+    def f_test(self, contrast: FloatArray, rhs: FloatArray | float = 0.0, eps: float = 1.49e-8) -> FTest:
+        """Wald chi-squared test of ``L beta = rhs`` reported as ``F = W / q`` with ``den_df = inf``."""
+        mat = self._as_matrix(contrast)
+        vl = mat @ self.vcov_beta @ mat.T
+        vals, vecs = np.linalg.eigh(vl)
+        pos = vals > max(eps * float(vals.max()), 0.0)
+        q = int(pos.sum())
+        diff = vecs[:, pos].T @ (
+            mat @ self.beta - np.broadcast_to(np.asarray(rhs, dtype=float), (mat.shape[0],))
+        )
+        w = float(np.sum(diff**2 / vals[pos]))
+        return {"f": w / q, "num_df": float(q), "den_df": float("inf"), "p": float(chi2_sf(w, q))}
 
 
 @dataclass(frozen=True)

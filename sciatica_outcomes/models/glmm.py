@@ -1,0 +1,1048 @@
+"""Generalised linear mixed models (glmer-type): binomial, Poisson and negative binomial outcomes over time.
+
+:class:`MixedGLM` fits ``g(E[y | b]) = X beta + Z b + offset`` with one block ``b_i ~ N(0, Sigma)`` of ``q``
+random effects per patient, by maximum likelihood on the Laplace approximation of the marginal likelihood
+(vector random effects) or adaptive Gauss-Hermite quadrature (``nagq > 1``, one scalar random effect), as
+``lme4::glmer`` and, for the negative binomial, ``glmmTMB(family = nbinom2)``.
+
+Model and approximation
+-----------------------
+``b_i = Lambda u_i`` with ``Lambda`` lower triangular (lme4's relative covariance factor; for these families
+the scale is 1, so ``Sigma = Lambda Lambda'``) and ``u_i ~ N(0, I_q)``. Per patient ``h_i(u) = -sum_j
+log f(y_ij | eta_ij) + u'u / 2`` with ``eta = X beta + Z Lambda u + offset``. The conditional mode ``u_i`` and
+``H_i = I + A_i' W_i A_i`` (``A_i = Z_i Lambda``, ``W = -d^2 log f / d eta^2``) come from a Newton iteration
+batched over all patients (with step halving per patient), and
+
+* Laplace: ``-2 log L = sum_i [2 h_i(u_i) + log det H_i]``;
+* adaptive Gauss-Hermite (``q = 1``): ``log L_i = log(sqrt(2) s_i) - log(2 pi) / 2 + log sum_k w_k
+  exp(z_k^2 - h_i(u_i + sqrt(2) s_i z_k))`` with ``s_i = H_i^(-1/2)`` and the ``nagq`` Gauss-Hermite nodes
+  ``z_k`` and weights ``w_k`` (``nagq = 1`` is the Laplace approximation).
+
+The Laplace deviance has an analytic gradient in ``(theta, beta)`` (the envelope theorem for ``h_i(u_i)``,
+and for ``log det H_i`` the derivative of ``W`` through ``eta`` including the move of ``u_i``, which needs
+``dW / d eta``); the negative-binomial size and the quadrature deviance use central differences. The optimum
+is found by L-BFGS-B (``Lambda``'s diagonal bounded at 0) followed by Newton steps on a finite-difference
+Hessian until the Newton decrement ``g' H^-1 g`` is below ``1e-10``. ``vcov(beta)`` is the ``beta`` block of
+``2 H^-1`` with ``H`` the Hessian of the deviance in ``(theta, beta)`` (glmer's ``use.hessian = TRUE``).
+Fixed effects get Wald z tests (``df = inf``), as ``summary(glmer)``.
+
+Validated against lme4 1.1-31 ``glmer`` (Laplace and ``nAGQ = 25``) and glmmTMB 1.1.5 ``nbinom2``
+(``tests/reference/glmm/make_glmm_reference.R``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Self
+
+import numpy as np
+import polars as pl
+from scipy import optimize, special
+
+from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
+from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
+from sciatica_outcomes.models.base import Estimator, FrameLike
+from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_info
+from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
+from sciatica_outcomes.models.inference import AsymptoticInference
+from sciatica_outcomes.models.lmm import _to_polars
+from sciatica_outcomes.models.results import RANDOM_COLUMNS, ConvergenceDiagnostics, _clean_dict
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["FAMILIES", "GLMMResult", "MixedGLM"]
+
+#: supported families and their (canonical or log) links
+FAMILIES: dict[str, str] = {"binomial": "logit", "poisson": "log", "negbin2": "log"}
+
+SINGULAR_TOL = 1e-4  # lme4::isSingular default
+_INNER_TOL = 1e-10  # conditional modes: max |Newton step| in u (u is on the N(0, 1) scale)
+_DECREMENT_TOL = 1e-10  # outer optimum: Newton decrement g' H^-1 g of the deviance
+_LOG2PI = math.log(2.0 * math.pi)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# families: log density and its first three derivatives in eta
+# ---------------------------------------------------------------------------------------------------------
+def _family_terms(
+    family: str, y: FloatArray, trials: FloatArray, eta: FloatArray, size: float, constant: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``log f``, ``d log f / d eta``, ``W = -d^2 log f / d eta^2`` and ``dW / d eta`` per observation.
+
+    Notes
+    -----
+    binomial (logit, ``n`` trials): ``log f = c + y eta - n log(1 + e^eta)``, ``d1 = y - n p``,
+    ``W = n p (1 - p)``, ``dW = W (1 - 2 p)``. Poisson (log): ``log f = c + y eta - mu``, ``d1 = y - mu``,
+    ``W = dW = mu``. Negative binomial 2 (log, size ``k``, ``Var = mu + mu^2 / k``): ``log f = c + y eta -
+    (y + k) log(mu + k) + k log k``, ``d1 = k (y - mu) / (mu + k)``, ``W = k mu (y + k) / (mu + k)^2``,
+    ``dW = k (y + k) mu (k - mu) / (mu + k)^3``. ``c`` (``constant``) holds the terms free of ``eta``.
+    """
+    if family == "binomial":
+        p = special.expit(eta)
+        ll = constant + y * eta - trials * np.logaddexp(0.0, eta)
+        w = trials * p * (1.0 - p)
+        return ll, y - trials * p, w, w * (1.0 - 2.0 * p)
+    mu = np.exp(eta)
+    if family == "poisson":
+        return constant + y * eta - mu, y - mu, mu, mu
+    k = size
+    mk = mu + k
+    ll = (
+        constant
+        + special.gammaln(y + k)
+        - special.gammaln(k)
+        + y * eta
+        - (y + k) * np.log(mk)
+        + k * np.log(k)
+    )
+    d1 = k * (y - mu) / mk
+    w = k * mu * (y + k) / mk**2
+    return ll, d1, w, k * (y + k) * mu * (k - mu) / mk**3
+
+
+def _constant(family: str, y: FloatArray, trials: FloatArray) -> FloatArray:
+    """The part of ``log f`` free of ``eta`` and of the size (binomial coefficient, ``-log y!``)."""
+    if family == "binomial":
+        out = special.gammaln(trials + 1.0) - special.gammaln(y + 1.0) - special.gammaln(trials - y + 1.0)
+    else:
+        out = -special.gammaln(y + 1.0)
+    return np.asarray(out, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the likelihood engine
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class _Modes:
+    """Conditional modes and the per-observation and per-patient pieces at them."""
+
+    u: FloatArray  # (m, q)
+    a: FloatArray  # (n, q): rows of Z Lambda
+    ll: FloatArray
+    d1: FloatArray
+    w: FloatArray
+    d3: FloatArray
+    hinv: FloatArray  # (m, q, q)
+    logdet: FloatArray  # (m,)
+    h: FloatArray  # (m,): h_i(u_i)
+    iterations: int
+    max_step: float
+
+
+class _Engine:
+    """Laplace / adaptive Gauss-Hermite deviance of a one-level GLMM, vectorised over patients.
+
+    Rows are sorted by patient; ``starts`` are the first row of each patient (``numpy.add.reduceat``).
+    """
+
+    def __init__(
+        self,
+        family: str,
+        x: FloatArray,
+        z: FloatArray,
+        g: IntArray,
+        y: FloatArray,
+        trials: FloatArray,
+        offset: FloatArray,
+        nagq: int,
+    ) -> None:
+        self.family = family
+        self.x, self.z, self.g, self.y, self.trials, self.offset = x, z, g, y, trials, offset
+        self.n, self.p = x.shape
+        self.q = z.shape[1]
+        self.starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        self.m = self.starts.size
+        self.constant = _constant(family, y, trials)
+        self.nagq = nagq
+        rows, cols = [], []
+        for j in range(self.q):  # lme4's order: the lower triangle column by column
+            for i in range(j, self.q):
+                rows.append(i)
+                cols.append(j)
+        self.tri = (np.array(rows), np.array(cols))
+        self.n_theta = len(rows)
+        self.diag = np.flatnonzero(self.tri[0] == self.tri[1])
+        self.n_size = 1 if family == "negbin2" else 0
+        self.n_par = self.n_theta + self.p + self.n_size
+        self._u = np.zeros((self.m, self.q))
+        self.n_evals = 0
+        self.max_inner = 0
+        if nagq > 1:
+            z_k, w_k = np.polynomial.hermite.hermgauss(nagq)
+            self.nodes, self.log_weights = z_k, np.log(w_k) + z_k**2
+
+    # -- parameters ----------------------------------------------------------------------------------
+    def unpack(self, par: FloatArray) -> tuple[FloatArray, FloatArray, float]:
+        """``(Lambda, beta, size)`` from the parameter vector ``(theta, beta, log size)``."""
+        lam = np.zeros((self.q, self.q))
+        lam[self.tri] = par[: self.n_theta]
+        beta = par[self.n_theta : self.n_theta + self.p]
+        size = float(np.exp(par[-1])) if self.n_size else 0.0
+        return lam, beta, size
+
+    def gsum(self, v: FloatArray) -> FloatArray:
+        """Sum over each patient's rows (first axis)."""
+        return np.add.reduceat(v, self.starts, axis=0)
+
+    # -- conditional modes -----------------------------------------------------------------------------
+    def modes(self, par: FloatArray, u0: FloatArray | None = None) -> _Modes:
+        """Batched Newton iteration for every patient's conditional mode, with per-patient step halving."""
+        lam, beta, size = self.unpack(par)
+        eta_fix = self.x @ beta + self.offset
+        a = self.z @ lam
+        u = (self._u if u0 is None else u0).copy()
+        g = self.g
+        eye = np.eye(self.q)
+
+        def pieces(uu: FloatArray) -> tuple[FloatArray, ...]:
+            eta = eta_fix + np.einsum("nq,nq->n", a, uu[g])
+            ll, d1, w, d3 = _family_terms(self.family, self.y, self.trials, eta, size, self.constant)
+            h = -self.gsum(ll) + 0.5 * np.einsum("mq,mq->m", uu, uu)
+            return ll, d1, w, d3, h
+
+        ll, d1, w, d3, h = pieces(u)
+        max_step = math.inf
+        it = 0
+        for it in range(1, 101):  # noqa: B007 - the count is reported
+            grad = u - self.gsum(a * d1[:, None])
+            hess = eye + self.gsum(w[:, None, None] * a[:, :, None] * a[:, None, :])
+            step = np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
+            max_step = float(np.max(np.abs(step))) if step.size else 0.0
+            if not math.isfinite(max_step):
+                raise FloatingPointError("the conditional modes diverged")
+            if max_step < _INNER_TOL:
+                break
+            scale = np.ones(self.m)
+            u_new, ll_n, d1_n, w_n, d3_n, h_n = u, ll, d1, w, d3, h
+            for _ in range(40):  # step halving, for the patients whose h went up
+                u_new = u - scale[:, None] * step
+                ll_n, d1_n, w_n, d3_n, h_n = pieces(u_new)
+                worse = ~(h_n <= h + 1e-12 * np.abs(h))
+                if not worse.any():
+                    break
+                scale = np.where(worse, scale / 2.0, scale)
+            u, ll, d1, w, d3, h = u_new, ll_n, d1_n, w_n, d3_n, h_n
+        hess = eye + self.gsum(w[:, None, None] * a[:, :, None] * a[:, None, :])
+        hinv: FloatArray = np.asarray(np.linalg.inv(hess), dtype=np.float64)
+        logdet: FloatArray = np.asarray(np.linalg.slogdet(hess)[1], dtype=np.float64)
+        self._u = u
+        self.max_inner = max(self.max_inner, it)
+        return _Modes(u, a, ll, d1, w, d3, hinv, logdet, h, it, max_step)
+
+    # -- deviance ------------------------------------------------------------------------------------------
+    def deviance(self, par: FloatArray) -> float:
+        """``-2 log L`` (Laplace, or adaptive Gauss-Hermite when ``nagq > 1``) at ``par``."""
+        self.n_evals += 1
+        md = self.modes(par)
+        if self.nagq == 1:
+            return float(np.sum(2.0 * md.h + md.logdet))
+        return float(-2.0 * np.sum(self._agq_loglik(par, md)))
+
+    def _agq_loglik(self, par: FloatArray, md: _Modes) -> FloatArray:
+        """Per-patient adaptive Gauss-Hermite log-likelihood (scalar random effect)."""
+        _, beta, size = self.unpack(par)
+        eta_fix = self.x @ beta + self.offset
+        s = np.sqrt(md.hinv[:, 0, 0])  # conditional SD of u
+        terms = np.empty((self.m, self.nagq))
+        for k, (zk, lwk) in enumerate(zip(self.nodes, self.log_weights, strict=True)):  # loop over nodes
+            uk = md.u[:, 0] + math.sqrt(2.0) * s * zk
+            eta = eta_fix + md.a[:, 0] * uk[self.g]
+            ll = _family_terms(self.family, self.y, self.trials, eta, size, self.constant)[0]
+            terms[:, k] = lwk - (-self.gsum(ll) + 0.5 * uk**2)
+        out = np.log(math.sqrt(2.0) * s) - 0.5 * _LOG2PI + special.logsumexp(terms, axis=1)
+        return np.asarray(out, dtype=np.float64)
+
+    def gradient(self, par: FloatArray) -> FloatArray:
+        """Gradient of :meth:`deviance` (analytic for the Laplace part in ``(theta, beta)``)."""
+        if self.nagq > 1:
+            return self._fd_gradient(par, range(self.n_par))
+        md = self.modes(par)
+        g_out = np.zeros(self.n_par)
+        a, d1, w, d3, hinv, u = md.a, md.d1, md.w, md.d3, md.hinv, md.u
+        gi = self.g
+        s = np.einsum("nq,nqr,nr->n", a, hinv[gi], a)  # a_j' H_i^-1 a_j
+        c = d3 * s
+        # beta: -2 X'd1 + X'c - sum_i CA_i' H_i^-1 (A'WX)_i
+        ca = self.gsum(a * c[:, None])  # (m, q)
+        awx = self.gsum(w[:, None, None] * a[:, :, None] * self.x[:, None, :])  # (m, q, p)
+        gb = -2.0 * (self.x.T @ d1) + self.x.T @ c - np.einsum("mq,mqr,mrp->p", ca, hinv, awx)
+        g_out[self.n_theta : self.n_theta + self.p] = gb
+        # theta: Lambda[r, c] for each lower-triangle entry
+        zd1 = self.gsum(self.z * d1[:, None])  # (m, q)
+        awz = self.gsum(w[:, None, None] * a[:, :, None] * self.z[:, None, :])  # (m, q, q)
+        cz = self.gsum(self.z * c[:, None])  # (m, q)
+        hawz = np.einsum("mij,mjk->mik", hinv, awz)
+        for t, (r, col) in enumerate(zip(*self.tri, strict=True)):  # loop over <= 6 parameters
+            env = -2.0 * np.sum(u[:, col] * zd1[:, r])
+            tr2 = 2.0 * np.sum(hawz[:, col, r])
+            rhs = -awz[:, :, r] * u[:, col, None]
+            rhs[:, col] += zd1[:, r]
+            du = np.einsum("mij,mj->mi", hinv, rhs)
+            third = np.sum(u[:, col] * cz[:, r]) + np.sum(ca * du)
+            g_out[t] = env + tr2 + third
+        if self.n_size:
+            g_out[-1] = self._fd_gradient(par, [self.n_par - 1])[-1]
+        return g_out
+
+    def _fd_gradient(self, par: FloatArray, which: Sequence[int] | range) -> FloatArray:
+        """Central differences of :meth:`deviance` in the parameters ``which``."""
+        out = np.zeros(self.n_par)
+        u_keep = self._u.copy()
+        for k in which:  # loop over parameters, not patients
+            step = 1e-5 * max(1.0, abs(float(par[k])))
+            up, dn = par.copy(), par.copy()
+            up[k] += step
+            dn[k] -= step
+            self._u = u_keep.copy()
+            f_up = self.deviance(up)
+            self._u = u_keep.copy()
+            f_dn = self.deviance(dn)
+            out[k] = (f_up - f_dn) / (2.0 * step)
+        self._u = u_keep
+        return out
+
+    def hessian(self, par: FloatArray) -> FloatArray:
+        """Hessian of the deviance: central differences of :meth:`gradient` (symmetrised)."""
+        n = self.n_par
+        hess = np.zeros((n, n))
+        u_keep = self._u.copy()
+        if self.nagq > 1:  # second differences of the deviance itself
+            return self._fd_hessian_values(par)
+        for k in range(n):
+            step = 1e-4 * max(1.0, abs(float(par[k])))
+            up, dn = par.copy(), par.copy()
+            up[k] += step
+            dn[k] -= step
+            self._u = u_keep.copy()
+            g_up = self.gradient(up)
+            self._u = u_keep.copy()
+            g_dn = self.gradient(dn)
+            hess[:, k] = (g_up - g_dn) / (2.0 * step)
+        self._u = u_keep
+        return 0.5 * (hess + hess.T)
+
+    def _fd_hessian_values(self, par: FloatArray) -> FloatArray:
+        n = self.n_par
+        u_keep = self._u.copy()
+        steps = np.array([1e-3 * max(1.0, abs(float(v))) for v in par])
+
+        def f(shift: FloatArray) -> float:
+            self._u = u_keep.copy()
+            return self.deviance(par + shift)
+
+        f0 = f(np.zeros(n))
+        hess = np.zeros((n, n))
+        e = np.eye(n) * steps
+        for i in range(n):
+            hess[i, i] = (f(e[i]) - 2.0 * f0 + f(-e[i])) / steps[i] ** 2
+            for j in range(i):
+                val = (f(e[i] + e[j]) - f(e[i] - e[j]) - f(-e[i] + e[j]) + f(-e[i] - e[j])) / (
+                    4.0 * steps[i] * steps[j]
+                )
+                hess[i, j] = hess[j, i] = val
+        self._u = u_keep
+        return hess
+
+
+# ---------------------------------------------------------------------------------------------------------
+# result
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GLMMResult:
+    """Result of a :class:`MixedGLM` fit: the numbers a paper or a report needs, as data.
+
+    Attributes
+    ----------
+    formula, family, link : str
+        Model formula (as given), family and link.
+    method : str
+        ``"Laplace"`` or ``"adaptive Gauss-Hermite (nAGQ = k)"``.
+    fixed_effects : polars.DataFrame
+        ``term, estimate, se, df, t, p, ci_low, ci_high`` (``t`` is the Wald z, ``df`` is infinite).
+    random_effects : polars.DataFrame
+        ``group, term1, term2, variance, sd, corr`` as ``as.data.frame(VarCorr(m))``.
+    loglik, deviance, aic, bic : float
+        ``deviance = -2 loglik``; AIC and BIC count ``beta``, ``theta`` and the size.
+    size : float or None
+        Negative-binomial size ``k`` (``Var = mu + mu^2 / k``), ``None`` for other families.
+    """
+
+    formula: str
+    family: str
+    link: str
+    method: str
+    fixed_effects: pl.DataFrame
+    random_effects: pl.DataFrame
+    loglik: float
+    deviance: float
+    aic: float
+    bic: float
+    n_obs: int
+    n_groups: dict[str, int]
+    theta: tuple[float, ...]
+    size: float | None
+    diagnostics: ConvergenceDiagnostics
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        """Whether the optimizer's final checks passed."""
+        return self.diagnostics.converged
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the ``fit --family ... --json`` schema)."""
+        out: dict[str, Any] = {
+            "model": "glmm",
+            "formula": self.formula,
+            "family": self.family,
+            "link": self.link,
+            "method": "ML",
+            "approximation": self.method,
+            "ddf_method": "asymptotic",
+            "n_obs": self.n_obs,
+            "n_groups": dict(self.n_groups),
+            "fixed_effects": self.fixed_effects.to_dicts(),
+            "random_effects": self.random_effects.select(RANDOM_COLUMNS).to_dicts(),
+            "size": self.size,
+            "loglik": self.loglik,
+            "deviance": self.deviance,
+            "aic": self.aic,
+            "bic": self.bic,
+            "theta": list(self.theta),
+            "converged": self.converged,
+            "diagnostics": self.diagnostics.to_dict(),
+        }
+        out.update(self.extras)
+        return _clean_dict(out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# estimator
+# ---------------------------------------------------------------------------------------------------------
+class MixedGLM(Estimator):
+    """Generalised linear mixed model for repeated binary and count outcomes, in lme4 syntax.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 formula with one grouping factor, e.g. ``"flares ~ week + (week | patient)"``. For a binomial
+        outcome with ``trials``, the response is the number of successes.
+    family : {"binomial", "poisson", "negbin2"}
+        Binomial (logit link), Poisson (log link) or negative binomial with ``Var = mu + mu^2 / k`` (log
+        link, glmmTMB's ``nbinom2``).
+    trials : str, optional
+        Binomial only: column of the number of trials (glmer's ``cbind(successes, trials - successes)``);
+        without it the response must be 0/1.
+    offset : str, optional
+        Column added to the linear predictor with coefficient 1, on the link scale (e.g. the log of the
+        sessions completed, for a flare rate per session).
+    nagq : int
+        Quadrature nodes: 1 is the Laplace approximation (any number of random effects); more than 1 needs a
+        single scalar random effect, as glmer's ``nAGQ``.
+    reference : mapping, optional
+        Reference level per categorical column (treatment coding).
+    level : float
+        Confidence level of the intervals.
+
+    Attributes
+    ----------
+    result_ : GLMMResult
+    beta_, theta_ : numpy.ndarray
+        Fixed effects and the lower triangle of ``Lambda`` (lme4's ``getME(m, "theta")``).
+    size_ : float or None
+        Negative-binomial size.
+    inference_ : AsymptoticInference
+        Wald z tests of linear contrasts and joint chi-squared tests.
+
+    Notes
+    -----
+    ``g(E[y_ij | b_i]) = x_ij' beta + z_ij' b_i + offset_ij``, ``b_i = Lambda u_i``, ``u_i ~ N(0, I)``; see
+    the module docstring for the Laplace and quadrature deviances and the optimizer.
+
+    Validated against lme4 1.1-31 ``glmer`` (Laplace, ``nAGQ = 25``) and glmmTMB 1.1.5 ``nbinom2``
+    (``tests/reference/glmm/``).
+    """
+
+    def __init__(
+        self,
+        formula: str,
+        family: str = "binomial",
+        trials: str | None = None,
+        offset: str | None = None,
+        nagq: int = 1,
+        reference: Mapping[str, Any] | None = None,
+        level: float = 0.95,
+    ) -> None:
+        self.formula = formula
+        self.family = family
+        self.trials = trials
+        self.offset = offset
+        self.nagq = nagq
+        self.reference = reference
+        self.level = level
+
+    def _validate_params(self) -> None:
+        if self.family not in FAMILIES:
+            raise ModelSpecificationError(
+                f"family {self.family!r} is not supported; use one of {', '.join(FAMILIES)}"
+            )
+        if self.trials is not None and self.family != "binomial":
+            raise ModelSpecificationError("trials applies to the binomial family only")
+        if isinstance(self.nagq, bool) or int(self.nagq) != self.nagq or not 1 <= self.nagq <= 100:
+            raise ModelSpecificationError(f"nagq must be an integer from 1 to 100, not {self.nagq!r}")
+        if not 0.0 < self.level < 1.0:
+            raise ModelSpecificationError(f"level must lie in (0, 1), not {self.level}")
+        formula = parse_formula(self.formula)
+        self._check_random(formula)
+
+    def _check_random(self, formula: ModelFormula) -> None:
+        groups = formula.groups
+        if not groups:
+            raise ModelSpecificationError(
+                f"formula {formula.text!r} has no random-effects term such as (1 | patient); a GLM without "
+                "random effects is statsmodels' GLM"
+            )
+        if len(groups) > 1:
+            raise ModelSpecificationError(
+                f"formula {formula.text!r} has {len(groups)} grouping factors ({', '.join(groups)}); "
+                "MixedGLM fits one grouping factor (patients): put clinic in the fixed part"
+            )
+        q = sum(len(t.variables) for t in formula.random)
+        if len(formula.random) > 1:
+            raise ModelSpecificationError(
+                f"formula {formula.text!r} has {len(formula.random)} random terms for {groups[0]!r}; "
+                "write them as one term, e.g. (1 + week | patient)"
+            )
+        if self.nagq > 1 and q > 1:
+            raise ModelSpecificationError(
+                f"nagq = {self.nagq} needs a single scalar random effect (as glmer's nAGQ); the formula has "
+                f"{q} random effects per {groups[0]}: use nagq = 1 (Laplace)"
+            )
+
+    # ------------------------------------------------------------------------------------------------
+    def _prepare(self, data: FrameLike) -> pl.DataFrame:
+        self.formula_ = parse_formula(self.formula)
+        frame = _to_polars(data)
+        cols = list(self.formula_.columns())
+        extra = [c for c in (self.trials, self.offset) if c is not None]
+        missing = [c for c in [*cols, *extra] if c not in frame.columns]
+        if missing:
+            raise ModelSpecificationError(
+                f"the model uses column(s) {missing} that the data do not have; available columns: "
+                f"{', '.join(frame.columns)}"
+            )
+        use = list(dict.fromkeys([*cols, *extra]))
+        frame = frame.select(use).with_row_index("__row")
+        incomplete = pl.any_horizontal(
+            [
+                pl.col(c).is_null() | (pl.col(c).is_nan() if frame[c].dtype.is_float() else pl.lit(False))
+                for c in use
+            ]
+        )
+        n_before = frame.height
+        frame = frame.filter(~incomplete)
+        self.n_dropped_ = n_before - frame.height
+        if frame.height == 0:
+            raise UnusableInputError(f"no complete rows: all {n_before} rows miss one of {use}")
+        group = self.formula_.groups[0]
+        self.group_ = group
+        return frame.sort(group, maintain_order=True).with_columns(pl.col(group).rle_id().alias("__g"))
+
+    def _check_response(self, frame: pl.DataFrame, y: FloatArray, trials: FloatArray) -> None:
+        label = self.formula_.response_label
+        if self.family == "binomial":
+            bad = ~((y >= 0) & (y <= trials) & (y == np.round(y)))
+            rule = (
+                f"a whole number from 0 to the trials in {self.trials!r}"
+                if self.trials
+                else "0 or 1 (or give trials=COLUMN for counts of successes)"
+            )
+        else:
+            bad = ~((y >= 0) & (y == np.round(y)))
+            rule = "a whole number of events, 0 or more"
+        bad |= ~np.isfinite(y)
+        if self.trials is not None:
+            bad |= ~((trials >= 1) & (trials == np.round(trials)))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ModelSpecificationError(
+                f"response {label!r} must be {rule}: {int(bad.sum())} row(s) are not, first at data row "
+                f"{int(frame['__row'][i])} (value {y[i]:g}"
+                + (f", trials {trials[i]:g}" if self.trials else "")
+                + ")"
+            )
+
+    def fit(self, data: FrameLike) -> Self:
+        """Fit the model by maximum likelihood (Laplace or adaptive Gauss-Hermite).
+
+        Parameters
+        ----------
+        data : polars.DataFrame or pandas.DataFrame
+            One row per observation; rows missing a model variable are dropped and counted.
+
+        Returns
+        -------
+        MixedGLM
+            ``self``, fitted.
+
+        Raises
+        ------
+        ModelSpecificationError
+            Unknown family, bad formula or ``nagq``, unknown columns, a response outside the family's
+            support, a rank-deficient design.
+        """
+        t0 = time.perf_counter()
+        self._validate_params()
+        frame = self._prepare(data)
+        design, x = Design.build(self.formula_, frame, dict(self.reference or {}))
+        y = design.response(frame)
+        trials = (
+            frame[self.trials].cast(pl.Float64).to_numpy()
+            if self.trials is not None
+            else np.ones(frame.height)
+        )
+        self._check_response(frame, y, trials)
+        offset = (
+            frame[self.offset].cast(pl.Float64).to_numpy()
+            if self.offset is not None
+            else np.zeros(frame.height)
+        )
+        if not np.all(np.isfinite(offset)):
+            raise ModelSpecificationError(f"offset column {self.offset!r} has non-finite values")
+        p = x.shape[1]
+        if np.linalg.matrix_rank(x) < p:
+            raise ModelSpecificationError(
+                f"the fixed-effects design is rank deficient ({p} columns): some of "
+                f"{', '.join(design.column_names)} are combinations of others; remove them"
+            )
+        term = self.formula_.random[0]
+        z = design.random_matrix(frame, term)
+        if not np.all(np.isfinite(z)) or not np.all(np.isfinite(x)):
+            raise ModelSpecificationError(f"a column of {self.formula!r} has non-finite values")
+        g: IntArray = frame["__g"].to_numpy()
+        self._levels = frame.select("__g", self.group_).unique("__g", keep="first").sort("__g")[self.group_]
+        engine = _Engine(self.family, x, z, g, y, trials, offset, self.nagq)
+        self.design_ = design
+        self.column_info_ = predictor_info(design, frame)
+        self.engine_ = engine
+        self._re_names = ["(Intercept)" if v is None else str(v) for v in term.variables]
+        self._optimise(engine, x, y, trials, offset)
+        self._finish(time.perf_counter() - t0)
+        return self
+
+    # ------------------------------------------------------------------------------------------------
+    def _start(self, x: FloatArray, y: FloatArray, trials: FloatArray, offset: FloatArray) -> FloatArray:
+        """Starting values: a GLM without random effects by IRLS (beta), ``Lambda = I``, size 1."""
+        if self.family == "binomial":
+            mu = (y + 0.5) / (trials + 1.0)
+            eta = special.logit(mu)
+        else:
+            eta = np.log(y + 0.1)
+        beta = np.zeros(x.shape[1])
+        for _ in range(25):
+            if self.family == "binomial":
+                p = special.expit(eta)
+                w = trials * p * (1 - p)
+                zt = eta - offset + (y - trials * p) / np.maximum(w, 1e-10)
+            else:
+                mu = np.exp(eta)
+                w = mu
+                zt = eta - offset + (y - mu) / np.maximum(mu, 1e-10)
+            xw = x * w[:, None]
+            new = np.linalg.solve(x.T @ xw + 1e-10 * np.eye(x.shape[1]), xw.T @ zt)
+            done = np.max(np.abs(new - beta)) < 1e-8
+            beta = new
+            eta = x @ beta + offset
+            if done:
+                break
+        eng = self.engine_
+        theta = np.zeros(eng.n_theta)
+        # a random-effect SD of 0.5 on the linear predictor per unit RMS of its column (lme4 starts at 1 on
+        # the column's own scale, which for a slope in weeks means an SD of 1 log-unit per week)
+        rms = np.sqrt(np.mean(eng.z**2, axis=0))
+        theta[eng.diag] = 0.5 / np.maximum(rms, 1e-12)
+        parts = [theta, beta] + ([np.zeros(1)] if eng.n_size else [])
+        return np.concatenate(parts)
+
+    def _optimise(
+        self, eng: _Engine, x: FloatArray, y: FloatArray, trials: FloatArray, offset: FloatArray
+    ) -> None:
+        start = self._start(x, y, trials, offset)
+        lower = np.full(eng.n_par, -np.inf)
+        lower[eng.diag] = 0.0
+        bounds = list(zip(lower, np.full(eng.n_par, np.inf), strict=True))
+        messages: list[str] = []
+
+        def fg(par: FloatArray) -> tuple[float, FloatArray]:
+            try:
+                return eng.deviance(par), eng.gradient(par)
+            except FloatingPointError:
+                eng._u = np.zeros_like(eng._u)
+                return math.inf, np.zeros(eng.n_par)
+
+        rms = np.maximum(np.sqrt(np.mean(eng.z**2, axis=0)), 1e-12)
+        diag_scale = 1.0 / rms[eng.tri[0][eng.diag]]
+        restarts = 0
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            res = optimize.minimize(
+                fg,
+                start,
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
+                options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-7},
+            )
+            par = np.asarray(res.x, dtype=float)
+            for _ in range(3):
+                # A diagonal element of Lambda at 0 is a stationary point by symmetry (Lambda -> -Lambda in
+                # that column leaves Sigma unchanged): its gradient is 0 even when the optimum is inside, so
+                # step inward along each such element and restart from the first point that is lower.
+                f0 = eng.deviance(par)
+                inward = None
+                for k, scale in zip(eng.diag, diag_scale, strict=True):
+                    if par[k] > 1e-8:
+                        continue
+                    for delta in (0.3, 0.1, 0.03):
+                        cand = par.copy()
+                        cand[k] = delta * scale
+                        if eng.deviance(cand) < f0 - 1e-9:
+                            inward = cand
+                            break
+                    if inward is not None:
+                        break
+                if inward is None:
+                    break
+                restarts += 1
+                messages.append(
+                    "restarted from inside the boundary (a random-effect SD at 0 was not optimal)"
+                )
+                res = optimize.minimize(
+                    fg,
+                    inward,
+                    jac=True,
+                    method="L-BFGS-B",
+                    bounds=bounds,
+                    options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-7},
+                )
+                par = np.asarray(res.x, dtype=float)
+            par, decrement, hess, free = self._newton(eng, par, lower)
+        self._restarts = restarts
+        self.par_ = par
+        self._hess = hess
+        self._free = free
+        self._decrement = decrement
+        self._messages = messages
+        self._optimizer_message = str(res.message)
+
+    @staticmethod
+    def _newton(
+        eng: _Engine, par: FloatArray, lower: FloatArray, max_iter: int = 20
+    ) -> tuple[FloatArray, float, FloatArray, BoolArray]:
+        """Projected Newton steps on a finite-difference Hessian until the decrement is below 1e-10."""
+        decrement = math.inf
+        hess = np.eye(eng.n_par)
+        free: BoolArray = np.ones(eng.n_par, dtype=bool)
+        for _ in range(max_iter):
+            eng.deviance(par)  # modes at par
+            grad = eng.gradient(par)
+            hess = eng.hessian(par)
+            at_bound = (par <= lower + 1e-10) & (grad > 0)
+            free = ~at_bound
+            hf = hess[np.ix_(free, free)]
+            gf = grad[free]
+            try:
+                step = np.linalg.solve(hf, gf)
+            except np.linalg.LinAlgError:
+                break
+            decrement = float(gf @ step)
+            if not math.isfinite(decrement) or decrement < 0:
+                break
+            if decrement < _DECREMENT_TOL:
+                break
+            f0 = eng.deviance(par)
+            t = 1.0
+            for _ in range(30):
+                cand = par.copy()
+                cand[free] = par[free] - t * step
+                cand = np.maximum(cand, lower)
+                if eng.deviance(cand) <= f0 + 1e-12 * abs(f0):
+                    break
+                t /= 2.0
+            else:
+                break
+            par = cand
+        eng.deviance(par)
+        return par, decrement, hess, free
+
+    def _finish(self, seconds: float) -> None:
+        eng = self.engine_
+        par = self.par_
+        lam, beta, size = eng.unpack(par)
+        dev = eng.deviance(par)
+        md = eng.modes(par)
+        nt, p = eng.n_theta, eng.p
+        free = self._free
+        hess = self._hess
+        hf = hess[np.ix_(free, free)]
+        eig: FloatArray = np.asarray(np.linalg.eigvalsh(hf) if hf.size else np.zeros(0), dtype=np.float64)
+        pd = bool(eig.size == 0 or eig.min() > 0)
+        cov_free = np.linalg.pinv(hf / 2.0)
+        cov = np.full((eng.n_par, eng.n_par), np.nan)
+        cov[np.ix_(free, free)] = cov_free
+        vb = cov[nt : nt + p, nt : nt + p]
+        if not np.all(np.isfinite(vb)):  # a beta at... never bounded; fall back to the free block
+            vb = np.linalg.pinv(hess[nt : nt + p, nt : nt + p] / 2.0)
+        names = tuple(self.design_.column_names)
+        self.beta_ = beta
+        self.theta_ = par[:nt]
+        self.size_ = size if eng.n_size else None
+        self.vcov_ = vb
+        self.inference_ = AsymptoticInference(
+            names=names,
+            beta=beta,
+            vcov_beta=vb,
+            jacobian=np.zeros((0, p, p)),
+            vcov_varpar=np.zeros((0, 0)),
+            hessian_eigenvalues=eig,
+        )
+        fixed = self.inference_.contrast(np.eye(p), level=self.level, labels=list(names))
+        singular = bool(np.any(par[eng.diag] < SINGULAR_TOL))
+        grad = eng.gradient(par)
+        gnorm = float(np.max(np.abs(grad[free]))) if free.any() else 0.0
+        msgs = list(self._messages)
+        if singular:
+            msgs.append("boundary (singular) fit: a random-effect SD is estimated as (nearly) zero")
+        big = fixed.filter((pl.col("estimate").abs() > 10) & (pl.col("t").abs() < 0.5))
+        if self.family == "binomial" and big.height:
+            msgs.append(
+                "possible complete separation: coefficient(s) "
+                + ", ".join(big["term"].to_list())
+                + " are large with a very large SE (the likelihood keeps rising along them)"
+            )
+        if self.n_dropped_:
+            msgs.append(f"{self.n_dropped_} row(s) dropped for a missing model variable")
+        converged = bool(self._decrement < 1e-6 and (pd or singular) and md.max_step < 1e-6)
+        if not converged:
+            msgs.append(
+                f"not converged: Newton decrement {self._decrement:.3g}, Hessian "
+                f"{'positive definite' if pd else 'not positive definite'}"
+            )
+        diag = ConvergenceDiagnostics(
+            optimizer="L-BFGS-B + projected Newton",
+            n_evaluations=eng.n_evals,
+            n_restarts=self._restarts,
+            gradient_norm=gnorm,
+            hessian_positive_definite=pd,
+            hessian_min_eigenvalue=float(eig.min()) if eig.size else float("nan"),
+            singular=singular,
+            converged=converged,
+            messages=tuple(msgs),
+            n_dropped_incomplete=int(self.n_dropped_),
+        )
+        k = eng.n_par
+        method = "Laplace" if self.nagq == 1 else f"adaptive Gauss-Hermite (nAGQ = {self.nagq})"
+        self.result_ = GLMMResult(
+            formula=self.formula,
+            family=self.family,
+            link=FAMILIES[self.family],
+            method=method,
+            fixed_effects=fixed,
+            random_effects=self._varcorr(lam),
+            loglik=-dev / 2.0,
+            deviance=dev,
+            aic=dev + 2.0 * k,
+            bic=dev + k * math.log(eng.n),
+            n_obs=eng.n,
+            n_groups={self.group_: eng.m},
+            theta=tuple(float(v) for v in par[:nt]),
+            size=self.size_,
+            diagnostics=diag,
+            extras={"seconds": seconds, "decrement": self._decrement, "inner_iterations": eng.max_inner},
+        )
+
+    def _varcorr(self, lam: FloatArray) -> pl.DataFrame:
+        cov = lam @ lam.T
+        sd = np.sqrt(np.diag(cov))
+        names = self._re_names
+        q = len(names)
+        rows: list[dict[str, Any]] = [
+            {
+                "group": self.group_,
+                "term1": names[i],
+                "term2": None,
+                "variance": cov[i, i],
+                "sd": sd[i],
+                "corr": None,
+            }
+            for i in range(q)
+        ]
+        rows += [
+            {
+                "group": self.group_,
+                "term1": names[j],
+                "term2": names[i],
+                "variance": cov[i, j],
+                "sd": None,
+                "corr": cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else float("nan"),
+            }
+            for j in range(q)
+            for i in range(j + 1, q)
+        ]
+        return pl.DataFrame(
+            rows,
+            schema={
+                "group": pl.String,
+                "term1": pl.String,
+                "term2": pl.String,
+                "variance": pl.Float64,
+                "sd": pl.Float64,
+                "corr": pl.Float64,
+            },
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def summary(self) -> pl.DataFrame:
+        """Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (``t`` is the Wald z)."""
+        self._check_fitted()
+        return self.result_.fixed_effects
+
+    @property
+    def variance_components(self) -> pl.DataFrame:
+        """Variance components as ``as.data.frame(VarCorr(m))``."""
+        self._check_fitted()
+        return self.result_.random_effects
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of the fit (:meth:`GLMMResult.to_dict`)."""
+        self._check_fitted()
+        return self.result_.to_dict()
+
+    def ratios(self, level: float | None = None) -> pl.DataFrame:
+        """Fixed effects as odds ratios (binomial) or rate ratios (Poisson, negative binomial).
+
+        Returns
+        -------
+        polars.DataFrame
+            ``term, ratio, ci_low, ci_high, p``: ``exp`` of the estimate and of its Wald interval.
+        """
+        self._check_fitted()
+        fe = self.inference_.contrast(
+            np.eye(len(self.beta_)),
+            level=self.level if level is None else level,
+            labels=list(self.design_.column_names),
+        )
+        return fe.select(
+            "term",
+            pl.col("estimate").exp().alias("ratio"),
+            pl.col("ci_low").exp(),
+            pl.col("ci_high").exp(),
+            "p",
+        )
+
+    def emmeans(
+        self,
+        specs: str | Sequence[str],
+        by: str | Sequence[str] | None = None,
+        at: Mapping[str, Sequence[Any]] | None = None,
+        level: float | None = None,
+    ) -> EmmeansResult:
+        """Marginal means on the link scale (log odds, log rate) with Wald z intervals.
+
+        See :func:`sciatica_outcomes.models.emmeans.emmeans`; :meth:`response_means` gives them on the
+        response scale.
+        """
+        return emmeans(self, specs, by=by, at=at, level=self.level if level is None else level)
+
+    def response_means(
+        self,
+        specs: str | Sequence[str],
+        by: str | Sequence[str] | None = None,
+        at: Mapping[str, Sequence[Any]] | None = None,
+        level: float | None = None,
+        n_nodes: int = 20,
+    ) -> pl.DataFrame:
+        """Marginal means on the response scale: conditional at ``b = 0`` and population-averaged.
+
+        Returns
+        -------
+        polars.DataFrame
+            The ``specs``/``by`` columns, ``conditional`` (``g^-1(l' beta)``, the mean of a patient whose
+            random effects are 0) with its delta-method ``conditional_low/high`` (the link-scale interval
+            transformed), and ``population`` (``E_b[g^-1(l' beta + z' b)]`` with ``b ~ N(0, Sigma)``, by
+            Gauss-Hermite quadrature over the random effects at the grid's ``z``).
+
+        Notes
+        -----
+        The population-averaged mean needs the random-effects design at the grid point: the intercept and
+        the numeric random slopes take the grid's values of those predictors.
+        """
+        self._check_fitted()
+        em = self.emmeans(specs, by=by, at=at, level=level)
+        means = em.means
+        inv = special.expit if self.family == "binomial" else np.exp
+        eta = means["emmean"].to_numpy()
+        grid = means.select([*em.specs, *em.by])
+        zg = np.ones((means.height, len(self._re_names)))
+        for k, name in enumerate(self._re_names):
+            if name == "(Intercept)":
+                continue
+            if name in grid.columns and grid[name].dtype.is_numeric():
+                zg[:, k] = grid[name].cast(pl.Float64).to_numpy()
+            elif name in (at or {}):
+                vals = list((at or {})[name])
+                zg[:, k] = float(vals[0])
+            else:
+                info = self.column_info_.get(name)
+                zg[:, k] = float(info[1]) if info is not None and info[0] == "numeric" else 0.0
+        lam, _, _ = self.engine_.unpack(self.par_)
+        sd = np.sqrt(np.einsum("gi,ij,gj->g", zg, lam @ lam.T, zg))  # SD of z'b at each grid point
+        z_k, w_k = np.polynomial.hermite.hermgauss(n_nodes)
+        pop = np.sum(w_k[None, :] * inv(eta[:, None] + math.sqrt(2.0) * sd[:, None] * z_k[None, :]), axis=1)
+        pop = pop / math.sqrt(math.pi)
+        return grid.with_columns(
+            pl.Series("conditional", inv(eta)),
+            pl.Series("conditional_low", inv(means["ci_low"].to_numpy())),
+            pl.Series("conditional_high", inv(means["ci_high"].to_numpy())),
+            pl.Series("population", pop),
+        )
+
+    def ranef(self) -> pl.DataFrame:
+        """Conditional modes per patient (``b_i = Lambda u_i``) with their conditional SDs."""
+        self._check_fitted()
+        eng = self.engine_
+        md = eng.modes(self.par_)
+        lam, _, _ = eng.unpack(self.par_)
+        b = md.u @ lam.T
+        cov = np.einsum("ij,mjk,lk->mil", lam, md.hinv, lam)
+        levels = self._group_levels()
+        cols: dict[str, Any] = {self.group_: levels}
+        for k, name in enumerate(self._re_names):
+            cols[name] = b[:, k]
+            cols[f"sd_{name}"] = np.sqrt(cov[:, k, k])
+        return pl.DataFrame(cols)
+
+    def _group_levels(self) -> pl.Series:
+        return self._levels
+
+    def plot(self, ax: Axes | None = None) -> Axes:
+        """Forest plot of the ratios (odds or rate ratios) with their intervals, on a log axis."""
+        import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
+
+        rt = self.ratios().filter(pl.col("term") != "(Intercept)")
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 0.4 * rt.height + 1))
+        ypos = np.arange(rt.height)[::-1]
+        r = rt["ratio"].to_numpy()
+        ax.errorbar(
+            r, ypos, xerr=[r - rt["ci_low"].to_numpy(), rt["ci_high"].to_numpy() - r], fmt="o", capsize=3
+        )
+        ax.axvline(1.0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yticks(ypos, rt["term"].to_list())
+        ax.set_xlabel(("odds" if self.family == "binomial" else "rate") + f" ratio ({self.level:.0%} CI)")
+        return ax
