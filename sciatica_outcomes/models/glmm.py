@@ -46,6 +46,7 @@ from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models.base import Estimator, FrameLike
 from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_info
+from sciatica_outcomes.models.engine import batched_inv_logdet
 from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
 from sciatica_outcomes.models.inference import AsymptoticInference
 from sciatica_outcomes.models.lmm import _to_polars
@@ -113,6 +114,13 @@ def _constant(family: str, y: FloatArray, trials: FloatArray) -> FloatArray:
     return np.asarray(out, dtype=np.float64)
 
 
+def _stack_inv_logdet(a: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Inverse and log-determinant of ``(q, q, m)`` SPD matrices for ``q > 3`` (LAPACK per matrix)."""
+    mats = np.moveaxis(a, -1, 0)
+    inv = np.moveaxis(np.linalg.inv(mats), 0, -1)
+    return np.asarray(inv, dtype=np.float64), np.asarray(np.linalg.slogdet(mats)[1], dtype=np.float64)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the likelihood engine
 # ---------------------------------------------------------------------------------------------------------
@@ -122,6 +130,7 @@ class _Modes:
 
     u: FloatArray  # (m, q)
     a: FloatArray  # (n, q): rows of Z Lambda
+    aa: FloatArray  # (n, n_theta): products a_jr a_jc over the lower triangle
     ll: FloatArray
     d1: FloatArray
     w: FloatArray
@@ -169,6 +178,7 @@ class _Engine:
         self.n_size = 1 if family == "negbin2" else 0
         self.n_par = self.n_theta + self.p + self.n_size
         self._u = np.zeros((self.m, self.q))
+        self._cache: tuple[bytes, _Modes] | None = None
         self.n_evals = 0
         self.max_inner = 0
         if nagq > 1:
@@ -189,14 +199,33 @@ class _Engine:
         return np.add.reduceat(v, self.starts, axis=0)
 
     # -- conditional modes -----------------------------------------------------------------------------
-    def modes(self, par: FloatArray, u0: FloatArray | None = None) -> _Modes:
-        """Batched Newton iteration for every patient's conditional mode, with per-patient step halving."""
+    def _hessians(self, aa: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Inverses ``(m, q, q)`` and log-determinants of ``H_i = I + sum_j w_j a_j a_j'`` (closed forms)."""
+        tri = self.gsum(w[:, None] * aa)  # (m, n_theta): the lower triangle of A'WA per patient
+        hess = np.zeros((self.q, self.q, self.m))
+        rows, cols = self.tri
+        hess[rows, cols] = tri.T
+        hess[cols, rows] = tri.T
+        hess[np.arange(self.q), np.arange(self.q)] += 1.0
+        inv, logdet = batched_inv_logdet(hess) if self.q <= 3 else _stack_inv_logdet(hess)
+        return np.ascontiguousarray(np.moveaxis(inv, -1, 0)), logdet
+
+    def modes(self, par: FloatArray) -> _Modes:
+        """Batched Newton iteration for every patient's conditional mode, with per-patient step halving.
+
+        Starts from the modes of the previous call (they move little between the optimizer's evaluations);
+        the modes of the last ``par`` are cached.
+        """
+        key = par.tobytes()
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
         lam, beta, size = self.unpack(par)
         eta_fix = self.x @ beta + self.offset
         a = self.z @ lam
-        u = (self._u if u0 is None else u0).copy()
+        rows, cols = self.tri
+        aa = a[:, rows] * a[:, cols]
+        u = self._u.copy()
         g = self.g
-        eye = np.eye(self.q)
 
         def pieces(uu: FloatArray) -> tuple[FloatArray, ...]:
             eta = eta_fix + np.einsum("nq,nq->n", a, uu[g])
@@ -209,8 +238,8 @@ class _Engine:
         it = 0
         for it in range(1, 101):  # noqa: B007 - the count is reported
             grad = u - self.gsum(a * d1[:, None])
-            hess = eye + self.gsum(w[:, None, None] * a[:, :, None] * a[:, None, :])
-            step = np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
+            hinv, _ = self._hessians(aa, w)
+            step = np.einsum("mij,mj->mi", hinv, grad)
             max_step = float(np.max(np.abs(step))) if step.size else 0.0
             if not math.isfinite(max_step):
                 raise FloatingPointError("the conditional modes diverged")
@@ -226,12 +255,12 @@ class _Engine:
                     break
                 scale = np.where(worse, scale / 2.0, scale)
             u, ll, d1, w, d3, h = u_new, ll_n, d1_n, w_n, d3_n, h_n
-        hess = eye + self.gsum(w[:, None, None] * a[:, :, None] * a[:, None, :])
-        hinv: FloatArray = np.asarray(np.linalg.inv(hess), dtype=np.float64)
-        logdet: FloatArray = np.asarray(np.linalg.slogdet(hess)[1], dtype=np.float64)
+        hinv, logdet = self._hessians(aa, w)
         self._u = u
         self.max_inner = max(self.max_inner, it)
-        return _Modes(u, a, ll, d1, w, d3, hinv, logdet, h, it, max_step)
+        md = _Modes(u, a, aa, ll, d1, w, d3, hinv, logdet, h, it, max_step)
+        self._cache = (key, md)
+        return md
 
     # -- deviance ------------------------------------------------------------------------------------------
     def deviance(self, par: FloatArray) -> float:
@@ -264,7 +293,9 @@ class _Engine:
         g_out = np.zeros(self.n_par)
         a, d1, w, d3, hinv, u = md.a, md.d1, md.w, md.d3, md.hinv, md.u
         gi = self.g
-        s = np.einsum("nq,nqr,nr->n", a, hinv[gi], a)  # a_j' H_i^-1 a_j
+        rows, cols = self.tri
+        weights = np.where(rows == cols, 1.0, 2.0) * hinv[:, rows, cols]  # (m, n_theta)
+        s = np.einsum("nt,nt->n", md.aa, weights[gi])  # a_j' H_i^-1 a_j
         c = d3 * s
         # beta: -2 X'd1 + X'c - sum_i CA_i' H_i^-1 (A'WX)_i
         ca = self.gsum(a * c[:, None])  # (m, q)
