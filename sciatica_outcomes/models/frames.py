@@ -14,7 +14,7 @@ import polars as pl
 
 from sciatica_outcomes.errors import UnusableInputError
 
-__all__ = ["growth_frame", "simulate_growth"]
+__all__ = ["growth_frame", "simulate_flares", "simulate_growth"]
 
 
 def growth_frame(tables: Mapping[str, pl.DataFrame], measure: str, log: bool = False) -> pl.DataFrame:
@@ -123,3 +123,66 @@ def simulate_growth(
         + sigma * rng.standard_normal(n)
     )
     return pl.DataFrame({"patient": pid, "week": week, "adherence": a, "y": y})
+
+
+def simulate_flares(
+    n_patients: int,
+    weeks: int = 12,
+    seed: int = 0,
+    rate_ratio_week: float = 0.93,
+    base_rate: float = 0.2,
+    sd_intercept: float = 0.6,
+    sd_slope: float = 0.03,
+    corr: float = -0.3,
+    size: float | None = None,
+) -> pl.DataFrame:
+    """Simulate weekly flare counts with sessions as exposure and a known decline of the flare rate.
+
+    ``flares_iw ~ Poisson(sessions_iw * base_rate * rate_ratio_week^week * exp(b0_i + b1_i week) * g_iw)``
+    with ``(b0, b1)`` bivariate normal and, when ``size`` is given, ``g ~ Gamma(size, 1 / size)`` (negative
+    binomial 2, ``Var = mu + mu^2 / size``); sessions completed per week are 1-3 (uniform).
+
+    Parameters
+    ----------
+    n_patients, weeks : int
+        Patients and program weeks (0 to ``weeks - 1``).
+    seed : int
+        Random seed.
+    rate_ratio_week : float
+        True rate ratio per program week (the planted decline).
+    base_rate : float
+        Flares per session at week 0 for a patient with ``b = 0``.
+    sd_intercept, sd_slope, corr : float
+        SDs (log scale) and correlation of the patient random intercept and slope.
+    size : float, optional
+        Negative-binomial size; Poisson when ``None``.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``patient`` (int), ``week``, ``sessions``, ``log_sessions``, ``flares``, and ``flared_sessions``
+        (sessions with a flare, at most ``sessions``: a binomial outcome with trials ``sessions``).
+    """
+    rng = np.random.default_rng(seed)
+    pid = np.repeat(np.arange(n_patients), weeks)
+    week = np.tile(np.arange(weeks, dtype=float), n_patients)
+    sessions = rng.integers(1, 4, pid.size)
+    cov = np.array(
+        [[sd_intercept**2, corr * sd_intercept * sd_slope], [corr * sd_intercept * sd_slope, sd_slope**2]]
+    )
+    b = rng.multivariate_normal(np.zeros(2), cov, size=n_patients)
+    eta = np.log(base_rate) + (np.log(rate_ratio_week) + b[pid, 1]) * week + b[pid, 0] + np.log(sessions)
+    mu = np.exp(eta)
+    if size is not None:
+        mu = mu * rng.gamma(size, 1.0 / size, pid.size)
+    flares = rng.poisson(mu)
+    return pl.DataFrame(
+        {
+            "patient": pid,
+            "week": week,
+            "sessions": sessions,
+            "log_sessions": np.log(sessions),
+            "flares": flares,
+            "flared_sessions": np.minimum(flares, sessions),
+        }
+    )
