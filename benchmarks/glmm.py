@@ -1,7 +1,7 @@
 """GLMM benchmark: MixedGLM beside lme4::glmer and glmmTMB in one run, same data, same model.
 
-Models (``sciatica_outcomes.models.frames.simulate_flares``: 12 program weeks per patient, 1-3 sessions a week,
-a planted decline of the flare rate of 0.93 per week):
+Models (``sciatica_outcomes.models.frames.simulate_flares``: 12 program weeks per patient, 1-3 sessions a
+week, a planted decline of the flare rate of 0.93 per week):
 
 - ``poisson-slope``: ``flares ~ week + (week | patient)`` with ``offset(log_sessions)``, Laplace
   (glmer ``nAGQ = 1``; glmmTMB ``poisson``);
@@ -10,8 +10,8 @@ a planted decline of the flare rate of 0.93 per week):
 
 Each tool runs in its own process under ``/usr/bin/time -v`` (peak resident memory) with a time limit
 (``--timeout``, default 10 min). Columns: fit seconds (the fitting call only, data already in memory), the
-log-likelihood (glmer's nAGQ > 1 value plus the saturated log-likelihood it omits, so that the three are on one
-scale), the largest difference of the fixed effects from this package's in units of this package's SE, and
+log-likelihood (glmer's nAGQ > 1 value plus the saturated log-likelihood it omits, so that the three are on
+one scale), the largest difference of the fixed effects from this package's in units of this package's SE, and
 the speed ratio (tool seconds / this package's seconds). A tool that fails or does not finish a size is not
 run at larger sizes.
 
@@ -82,7 +82,8 @@ if (tool == "glmer") {
   ll <- as.numeric(logLik(m))
   if (spec$nagq > 1) {
     y <- d[[all.vars(as.formula(spec$r))[1]]]; n <- if (is.null(spec$trials)) 1 else d[[spec$trials]]
-    ll <- ll + (if (spec$family == "binomial") sum(dbinom(y, n, y / n, log = TRUE)) else sum(dpois(y, y, log = TRUE)))
+    sat <- if (spec$family == "binomial") dbinom(y, n, y / n, log = TRUE) else dpois(y, y, log = TRUE)
+    ll <- ll + sum(sat)
   }
   beta <- unname(fixef(m))
 } else {
@@ -192,8 +193,8 @@ def main() -> None:
     for r in rows:
         if "error" in r:
             print(
-                f"{r['model']:<14} {r['patients']:>9,} {r['rows']:>10,}  {r['tool']:<8} {'-':>8} {'-':>7} {'-':>8} "
-                f"{'-':>16} {'-':>10} {'-':>11}  {r['error']}"
+                f"{r['model']:<14} {r['patients']:>9,} {r['rows']:>10,}  {r['tool']:<8} {'-':>8} {'-':>7} "
+                f"{'-':>8} {'-':>16} {'-':>10} {'-':>11}  {r['error']}"
             )
             continue
         print(

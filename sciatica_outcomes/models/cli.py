@@ -214,9 +214,34 @@ def fit_command(
         str | None,
         typer.Option("--weights", help="MMRM: column of observation weights (SAS WEIGHT statement)."),
     ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            "--family",
+            help="Generalised linear mixed model: binomial (logit), poisson (log) or negbin2 (log; "
+            "Var = mu + mu^2/k). Without it, a linear model.",
+        ),
+    ] = None,
+    offset: Annotated[
+        str | None,
+        typer.Option("--offset", help="GLMM: column added to the linear predictor (e.g. log sessions)."),
+    ] = None,
+    trials: Annotated[
+        str | None,
+        typer.Option("--trials", help="GLMM binomial: column of trials (the response counts successes)."),
+    ] = None,
+    nagq: Annotated[
+        int,
+        typer.Option(
+            "--nagq", help="GLMM: quadrature nodes (1 = Laplace; > 1 needs one scalar random effect)."
+        ),
+    ] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print tables.")] = False,
 ) -> None:
     """Fit a mixed-effects growth model (lme4 formula, REML, Satterthwaite or Kenward-Roger df) and report it.
+
+    With ``--family`` the model is a GLMM (binomial, Poisson, negative binomial; Laplace or adaptive
+    Gauss-Hermite) with Wald z tests, odds or rate ratios (``models/cli_glmm.py``).
 
     The ``--json`` output keeps one row per coefficient (``estimate, se, df, t, p``, CI) for the chosen
     method and names it in ``"ddf_method"``.
@@ -249,6 +274,19 @@ def fit_command(
             if not eq or not col or not level:
                 raise UnusableInputError(f"--reference {item!r}: expected COLUMN=LEVEL, e.g. group=control")
             refs[col.strip()] = level.strip()
+        if family is not None:  # --- GLMM branch: implemented in models/cli_glmm.py ---
+            from sciatica_outcomes.models.cli_glmm import fit_glmm_command
+
+            mmrm_only = weights is not None or vcov is not VcovMethod.asymptotic
+            if model is not ModelKind.lmm or ml or ddf is not DdfMethod.satterthwaite or mmrm_only:
+                raise UnusableInputError(
+                    "--family fits a GLMM by maximum likelihood with Wald z tests: "
+                    "drop --model, --ml, --ddf, --vcov and --weights"
+                )
+            fit_glmm_command(frame, formula, family, offset, trials, nagq, refs, emmeans, json_out, quiet)
+            return
+        if offset is not None or trials is not None or nagq != 1:
+            raise UnusableInputError("--offset, --trials and --nagq apply to a GLMM: add --family")
         if model is ModelKind.mmrm:  # --- MMRM branch: implemented in models/cli_trial.py ---
             from sciatica_outcomes.models.cli_trial import fit_mmrm_command
 
