@@ -175,6 +175,10 @@ class SynthConfig:
     ice_prob: float = 0.03
     flare_prob: float = 0.03
     flare_settle_prob: float = 0.75
+    #: planted decline of flare risk: odds ratio per program week (centred at mid-program, where the
+    #: probability is ``flare_prob`` for a typical patient) and the SD of the patient's log-odds
+    flare_odds_ratio_per_week: float = 0.93
+    flare_patient_sd: float = 0.6
     red_flag_prob: float = 0.005
     red_flag_unactioned_prob: float = 0.2
     progression_interval_probs: tuple[float, float, float] = (0.3, 0.55, 0.15)
@@ -642,15 +646,28 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
     status = _labels(SESSION_STATUS, np.where(completed, 0, np.where(rng.random(ns) < 0.7, 1, 2)))
     pain_latent = latent("nprs_leg", s_ep, s_day / 7.0, noise=False) + rng.normal(0, 0.6, ns)
     pain_before = np.clip(np.rint(pain_latent), 0, 10)
-    flare = completed & (pain_before <= 7) & (rng.random(ns) < cfg.flare_prob)
+    # Flare risk falls over the program: among completed sessions whose pain before allows a rise of 2
+    # points (pain before <= 8), logit P(flare) = logit(flare_prob) + log(OR) (week - mid) + b_i, with
+    # b_i ~ N(-sd^2 / 2, sd^2) so that the mean risk stays near flare_prob. b comes from its own stream, so
+    # the other tables do not depend on these two parameters.
+    flare_b = np.random.default_rng([cfg.seed, 16]).normal(0.0, cfg.flare_patient_sd, n)
+    flare_b -= 0.5 * cfg.flare_patient_sd**2
+    mid_week = (cfg.program_weeks - 1) / 2.0
+    flare_logit = (
+        math.log(cfg.flare_prob / (1.0 - cfg.flare_prob))
+        + math.log(cfg.flare_odds_ratio_per_week) * (s_week - mid_week)
+        + flare_b[s_ep]
+    )
+    flare_p = 1.0 / (1.0 + np.exp(-flare_logit))
+    flare = completed & (pain_before <= 8) & (rng.random(ns) < flare_p)
     settled = rng.random(ns) < cfg.flare_settle_prob
     rise = rng.integers(2, 4, size=ns)
     small = rng.choice(np.array([-1, 0, 0, 1]), size=ns)
     small2 = rng.choice(np.array([-1, 0, 0, 1]), size=ns)
-    pain_after = np.where(flare, pain_before + rise, np.clip(pain_before + small, 0, 10))
+    pain_after = np.where(flare, np.minimum(pain_before + rise, 10), np.clip(pain_before + small, 0, 10))
     pain_next = np.where(
         flare,
-        np.where(settled, pain_before + rng.integers(0, 2, size=ns), pain_before + rise),
+        np.where(settled, pain_before + rng.integers(0, 2, size=ns), np.minimum(pain_before + rise, 10)),
         np.clip(pain_before + small2, 0, 10),
     )
     next_missing = ~flare & (rng.random(ns) < cfg.pain_next_day_missing)
@@ -842,6 +859,14 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
             },
             "mean_adherence_propensity": cfg.adherence_mean,
             "flare_rate_per_100_completed_sessions": 100 * cfg.flare_prob,
+            "flares": {
+                "odds_ratio_per_week": cfg.flare_odds_ratio_per_week,
+                "patient_sd": cfg.flare_patient_sd,
+                "prob_at_mid_program": cfg.flare_prob,
+                "mid_program_week": mid_week,
+                "at_risk": "completed sessions with pain before <= 8 (a rise of 2 points is possible)",
+                "derived_flare": "a planted flare that did not settle (probability 1 - flare_settle_prob)",
+            },
         },
         "realised": {
             "n_episodes": n,

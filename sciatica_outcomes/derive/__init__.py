@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         episode_summary,
         outcome_measures,
     )
-    from sciatica_outcomes.derive.pain import episode_pain, session_pain, weekly_pain
+    from sciatica_outcomes.derive.pain import episode_pain, flare_panel, session_pain, weekly_pain
     from sciatica_outcomes.derive.redflags import ALERT_COLUMNS, SYMPTOM_EXTENT_ORDER, red_flag_alerts
 
 _EXPORTS: dict[str, str] = {
@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "derive_all": "sciatica_outcomes.derive.frames",
     "episode_adherence": "sciatica_outcomes.derive.adherence",
     "episode_pain": "sciatica_outcomes.derive.pain",
+    "flare_panel": "sciatica_outcomes.derive.pain",
     "episode_progression": "sciatica_outcomes.derive.dose",
     "episode_summary": "sciatica_outcomes.derive.frames",
     "exercise_progression": "sciatica_outcomes.derive.dose",
@@ -60,6 +61,7 @@ __all__ = [
     "episode_progression",
     "episode_summary",
     "exercise_progression",
+    "flare_panel",
     "outcome_measures",
     "red_flag_alerts",
     "session_pain",

@@ -15,7 +15,7 @@ from sciatica_outcomes.derive._common import (
     sort_by_code,
 )
 
-__all__ = ["episode_pain", "session_pain", "weekly_pain"]
+__all__ = ["episode_pain", "flare_panel", "session_pain", "weekly_pain"]
 
 
 def session_pain(
@@ -208,6 +208,80 @@ def _weekly_pain(d: pl.DataFrame, config: ClinicalConfig) -> pl.DataFrame:
         )
         .with_columns((pl.col("rise") >= config.weekly_rise_points).fill_null(False).alias("rising"))
         .select("episode_id", "program_week", "mean_pain_before", "n_sessions", "rise", "rising")
+    )
+
+
+def flare_panel(
+    session_pain_frame: pl.DataFrame,
+    episodes: pl.DataFrame,
+    config: ClinicalConfig | None = None,
+) -> pl.DataFrame:
+    """Flares per episode and program week, with the sessions at risk: the data of the flare-rate GLMM.
+
+    Parameters
+    ----------
+    session_pain_frame : polars.DataFrame
+        Output of :func:`session_pain` (one row per completed session).
+    episodes : polars.DataFrame
+        Canonical episodes (``start_date``; ``clinic_id`` is carried when present).
+    config : ClinicalConfig, optional
+        ``flare_rise_points`` and ``program_weeks``.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per episode and program week with a completed session: ``episode_id, clinic_id,
+        program_week, completed, at_risk, flares, settle_unknown``, for weeks ``0 <= program_week <
+        program_weeks`` (``program_week = floor((session_date - start_date) / 7)``).
+
+    Notes
+    -----
+    ``at_risk`` counts completed sessions whose ``pain_before`` is recorded and at most ``10 -
+    flare_rise_points``: a flare (a rise of ``flare_rise_points`` that does not settle) can be observed only
+    there. ``flares / at_risk`` is the binomial outcome of ``MixedGLM(family="binomial", trials="at_risk")``
+    and ``flares`` with ``offset = log(at_risk)`` the Poisson one.
+
+    Validated against: the flare decline planted in the synthetic cohort (``tests/derive/test_pain.py``,
+    ``tests/models/test_glmm.py``).
+    """
+    config = config or ClinicalConfig()
+    cols = ["start_date", *(["clinic_id"] if "clinic_id" in episodes.columns else [])]
+    d = attach_episodes(session_pain_frame, episodes, *cols).with_columns(
+        ((pl.col("session_date") - pl.col("start_date")).dt.total_days() // 7).alias("program_week")
+    )
+    if "clinic_id" not in d.columns:
+        d = d.with_columns(pl.lit(None, pl.String).alias("clinic_id"))
+    d = d.filter(pl.col("program_week").is_between(0, config.program_weeks - 1))
+    n_w = config.program_weeks
+    n_e = max_int(d["_ek"]) + 1
+    at_risk = pl.col("pain_before").is_not_null() & (pl.col("pain_before") <= 10 - config.flare_rise_points)
+    d = sort_by_code(
+        d.select(
+            "episode_id",
+            "clinic_id",
+            "_ek",
+            "program_week",
+            at_risk.alias("_risk"),
+            pl.col("flare").fill_null(False).alias("_flare"),
+            pl.col("settle_unknown").fill_null(False).alias("_unknown"),
+        ).with_columns(combined_code([("_ek", n_e), ("program_week", n_w)]).alias("_o")),
+        "_o",
+    )
+    return (
+        d.group_by("_o", maintain_order=True)
+        .agg(
+            pl.col("episode_id", "clinic_id", "program_week").first(),
+            pl.len().alias("completed"),
+            pl.col("_risk").sum().alias("at_risk"),
+            (pl.col("_flare") & pl.col("_risk")).sum().alias("flares"),
+            pl.col("_unknown").sum().alias("settle_unknown"),
+        )
+        .select(
+            "episode_id",
+            "clinic_id",
+            pl.col("program_week").cast(pl.Int64),
+            *(pl.col(c).cast(pl.Int64) for c in ("completed", "at_risk", "flares", "settle_unknown")),
+        )
     )
 
 

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import polars as pl
 import pytest
 
-from sciatica_outcomes.derive import Derived, episode_pain, session_pain, weekly_pain
+from sciatica_outcomes.derive import Derived, episode_pain, flare_panel, session_pain, weekly_pain
 from sciatica_outcomes.synth import Cohort
 
 D0 = date(2025, 5, 5)
@@ -84,3 +84,44 @@ def test_flares_match_planted(cohort_3000: Cohort, derived_3000: Derived) -> Non
     # generating rate: 3 % spikes x 25 % unsettled = 0.75 per 100 (binomial SE ~ 0.04 with ~55,000 sessions)
     cfg = cohort_3000.config
     assert abs(rate - 100 * cfg.flare_prob * (1 - cfg.flare_settle_prob)) < 0.15
+
+
+def test_flare_panel_counts_sessions_at_risk_by_program_week() -> None:
+    s = _s(
+        [
+            (0, 2, 2, 2),  # week 0: at risk, no flare
+            (2, 3, 6, 5),  # week 0: flare
+            (4, 9, 10, 10),  # week 0: pain before 9 > 10 - 2: not at risk (a 2-point rise cannot be seen)
+            (7, 4, 5, 6),  # week 1: flare (next day +2, not settled)
+            (9, None, 5, 5),  # week 1: pain before not recorded: not at risk
+            (11, 4, 7, None),  # week 1: spike, settlement unknown
+            (90, 4, 7, 7),  # week 12: after the 12-week program phase, left out
+        ]
+    )
+    eps = pl.DataFrame({"episode_id": ["A"], "start_date": [D0], "clinic_id": ["C1"]})
+    panel = flare_panel(session_pain(s), eps)
+    assert panel.columns == [
+        "episode_id", "clinic_id", "program_week", "completed", "at_risk", "flares", "settle_unknown",
+    ]  # fmt: skip
+    assert panel["program_week"].to_list() == [0, 1]
+    assert panel["completed"].to_list() == [3, 3]
+    assert panel["at_risk"].to_list() == [2, 2]
+    assert panel["flares"].to_list() == [1, 1]
+    assert panel["settle_unknown"].to_list() == [0, 1]
+    assert panel["clinic_id"].to_list() == ["C1", "C1"]
+
+
+def test_flare_panel_of_the_cohort_holds_every_program_flare(cohort_3000: Cohort) -> None:
+    t = cohort_3000.tables
+    sp = session_pain(t["sessions"], t["session_exercises"])
+    panel = flare_panel(sp, t["episodes"])
+    weeks = (
+        sp.join(t["episodes"].select("episode_id", "start_date"), on="episode_id")
+        .with_columns(((pl.col("session_date") - pl.col("start_date")).dt.total_days() // 7).alias("w"))
+        .filter(pl.col("w").is_between(0, 11))
+    )
+    assert panel["completed"].sum() == weeks.height
+    # every planted flare needs pain before <= 8, so all derived flares of the program phase are at risk
+    assert panel["flares"].sum() == weeks["flare"].sum()
+    assert panel.select(pl.struct("episode_id", "program_week").is_unique().all()).item()
+    assert (panel["at_risk"] <= panel["completed"]).all() and (panel["flares"] <= panel["at_risk"]).all()
