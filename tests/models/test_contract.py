@@ -24,7 +24,7 @@ from matplotlib.axes import Axes
 from tolerances import NEWTON_RADIUS, growth_model_se_theta, mmrm_se_theta
 
 from sciatica_outcomes.errors import ModelSpecificationError, NotFittedError
-from sciatica_outcomes.models import MMRM, Estimator, GrowthModel, emmeans
+from sciatica_outcomes.models import MMRM, Estimator, GrowthModel, MixedGLM, emmeans
 from sciatica_outcomes.models.base import COMMON_KEYS, SUMMARY_COLUMNS
 
 matplotlib.use("Agg")
@@ -50,6 +50,22 @@ class Case:
     make: Callable[..., Estimator]
     invalid: tuple[tuple[dict[str, Any], str], ...]
     se_theta_beta: Callable[[Any, pl.DataFrame], np.ndarray]
+    #: the case's data from the shared frame (a GLMM needs a binary or count response)
+    prepare: Callable[[pl.DataFrame], pl.DataFrame] = lambda frame: frame
+    #: ``to_dict()["method"]`` and ``["ddf_method"]`` of a fit; None: from ``reml`` and ``ddf``
+    method: str | None = None
+    ddf_method: str | None = None
+
+
+def _glmm_se_theta_beta(model: Any, _data: pl.DataFrame) -> np.ndarray:
+    """``SE_theta`` of beta of a GLMM: theta and beta are optimised jointly, so the stopping-rule radius is
+    on the joint parameter; the fixed effects' own SEs bound it (Cauchy-Schwarz in the Hessian metric)."""
+    return np.sqrt(np.diag(model.vcov_))
+
+
+def _binary(frame: pl.DataFrame) -> pl.DataFrame:
+    """``y`` above its median as a 0/1 response (the same rows and predictors as the other cases)."""
+    return frame.with_columns((pl.col("y") > pl.col("y").median()).cast(pl.Int64).alias("y"))
 
 
 CASES = [
@@ -80,6 +96,21 @@ CASES = [
         ),
         lambda m, data: mmrm_se_theta(m, data)[1],
     ),
+    Case(
+        "mixed_glm",
+        "glmm",
+        lambda **kw: MixedGLM(**{"formula": f"{FIXED} + (1 | id)", "family": "binomial", **kw}),
+        (
+            ({"family": "gaussian"}, "family 'gaussian' is not supported"),
+            ({"nagq": 0}, "nagq must be an integer from 1 to 100"),
+            ({"formula": "y ~ visit + (1 | )"}, r"unexpected '\)'"),
+            ({"formula": FIXED}, "has no random-effects term"),
+        ),
+        _glmm_se_theta_beta,
+        prepare=_binary,
+        method="ML",
+        ddf_method="asymptotic",
+    ),
 ]
 IDS = [c.name for c in CASES]
 
@@ -91,7 +122,7 @@ def data() -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def fits(data: pl.DataFrame) -> dict[str, Estimator]:
-    return {c.name: c.make().fit(data) for c in CASES}
+    return {c.name: c.make().fit(c.prepare(data)) for c in CASES}
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +135,7 @@ def _close_figures() -> Any:
 def test_fit_returns_self(case: Case, data: pl.DataFrame) -> None:
     model = case.make()
     assert not model.is_fitted
-    assert model.fit(data) is model
+    assert model.fit(case.prepare(data)) is model
     assert model.is_fitted
     assert model.summary["term"].to_list()[0] == "(Intercept)"
 
@@ -118,7 +149,7 @@ def test_get_params_round_trips(case: Case, fits: dict[str, Estimator], data: pl
     clone = type(fitted)(**params)
     assert clone.get_params() == params
     assert not clone.is_fitted  # configuration only: no fitted state is copied
-    clone.fit(data)
+    clone.fit(case.prepare(data))
     # two fits that both stopped: within the sum of their stopping radii (NEWTON_RADIUS SE_theta each)
     a, b = fitted.summary["estimate"].to_numpy(), clone.summary["estimate"].to_numpy()
     radius = NEWTON_RADIUS * (case.se_theta_beta(fitted, data) + case.se_theta_beta(clone, data))
@@ -159,7 +190,7 @@ def test_configuration_is_validated_at_fit(case: Case, data: pl.DataFrame) -> No
         for key, value in overrides.items():
             assert model.get_params()[key] == value
         with pytest.raises(ModelSpecificationError, match=message):
-            model.fit(data)
+            model.fit(case.prepare(data))
         assert not model.is_fitted
 
 
@@ -168,8 +199,11 @@ def test_summary_has_the_fixed_columns(case: Case, fits: dict[str, Estimator]) -
     summary = fits[case.name].summary
     assert tuple(summary.columns) == SUMMARY_COLUMNS
     assert summary["term"].dtype == pl.String
-    numbers = summary.select(SUMMARY_COLUMNS[1:]).to_numpy()
+    numbers = summary.select(c for c in SUMMARY_COLUMNS[1:] if c != "df").to_numpy()
     assert np.isfinite(numbers).all()
+    df = summary["df"].to_numpy()
+    assert np.all(df > 0)  # finite, or infinite for the asymptotic (Wald z) tests of a GLMM
+    assert np.isfinite(df).all() or case.ddf_method == "asymptotic"
     est, se, t = summary["estimate"].to_numpy(), summary["se"].to_numpy(), summary["t"].to_numpy()
     np.testing.assert_allclose(t, est / se, rtol=1e-12)
     inside = (summary["ci_low"] < summary["estimate"]) & (summary["estimate"] < summary["ci_high"])
@@ -192,11 +226,17 @@ def test_to_dict_is_json_and_has_the_common_keys(case: Case, fits: dict[str, Est
     assert set(COMMON_KEYS) <= set(back)
     assert back["model"] == case.family
     assert back["formula"] == model.get_params()["formula"]
-    assert back["method"] == ("REML" if model.get_params()["reml"] else "ML")
-    assert back["ddf_method"] == model.get_params()["ddf"]
+    params = model.get_params()
+    assert back["method"] == (case.method or ("REML" if params["reml"] else "ML"))
+    assert back["ddf_method"] == (case.ddf_method or params["ddf"])
     assert back["converged"] is True
     assert back["n_obs"] == pl.read_csv(DATA).drop_nulls().height  # complete rows
-    assert back["fixed_effects"] == json.loads(json.dumps(model.summary.to_dicts()))
+    # the rows of summary (an infinite df, not JSON, is null)
+    rows = [
+        {k: (None if k == "df" and v == float("inf") else v) for k, v in r.items()}
+        for r in model.summary.to_dicts()
+    ]
+    assert back["fixed_effects"] == json.loads(json.dumps(rows))
     assert back["aic"] > -2 * back["loglik"]
 
 
