@@ -1,0 +1,210 @@
+"""'Are flare-ups becoming less frequent?': the flare rate over the program weeks, from a GLMM.
+
+The question a clinical lead asks of the safety section. The data are the flare panel of the derive stage
+(:func:`~sciatica_outcomes.derive.flare_panel`: per episode and program week, the completed sessions at
+risk of a detectable flare and the flares among them) for every program session dated up to the end of the
+quarter, and the model is a Poisson GLMM with the sessions at risk as exposure and a random intercept per
+episode, by adaptive Gauss-Hermite quadrature (9 nodes; flares are rare, where the Laplace approximation
+overstates the between-episode SD)::
+
+    flares ~ program_week + (1 | episode_id) + offset(log(at_risk))
+
+The rate ratio per 4 program weeks ``exp(4 beta_week)`` with its Wald interval answers the question; the
+fitted rate per 100 sessions of a typical episode (random intercept 0) is the curve. The model is fitted
+only with at least ``min_flares`` flares (20) in at least ``ClinicalConfig.min_episodes_followed`` episodes;
+otherwise the answer says it is not yet estimable, and without session data that it is not recorded. Counts
+in the answer go through the audience's suppression rule; the weekly observed rates are shown only where
+neither the flares nor the other sessions of that week are withheld under the rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes.derive import flare_panel, session_pain
+from sciatica_outcomes.models.glmm import MixedGLM
+from sciatica_outcomes.reports.privacy import SuppressionRule, rule_for
+
+__all__ = ["FLARE_FORMULA", "FlareTrend", "flare_trend"]
+
+#: the model of the flare rate over program weeks (offset ``log(at_risk)``)
+FLARE_FORMULA = "flares ~ program_week + (1 | episode_id)"
+#: fewest flares for which the trend is modelled
+MIN_FLARES = 20
+#: the rate ratio is reported per this many program weeks
+PER_WEEKS = 4
+
+
+@dataclass(frozen=True)
+class FlareTrend:
+    """The answer to 'are flare-ups becoming less frequent?', as data and as a sentence.
+
+    Attributes
+    ----------
+    status : {"estimated", "not_yet_estimable", "not_recorded"}
+        Whether the model was fitted, the data were too few, or no session data were ingested.
+    sentence : str
+        The answer in words, with its numbers (counts under the audience rule).
+    rate_ratio, ci_low, ci_high, p : float or None
+        Rate ratio per :data:`PER_WEEKS` program weeks with its 95% Wald interval and p-value.
+    curve : polars.DataFrame
+        ``program_week, rate_per_100, ci_low, ci_high`` (model, typical episode) and ``observed_per_100``
+        (null where withheld).
+    n_episodes, n_flares, n_at_risk : int
+        Episodes, flares and sessions at risk in the model (shown through the rule).
+    formula, approximation : str
+        The model, for the methods section.
+    converged : bool
+    """
+
+    status: Literal["estimated", "not_yet_estimable", "not_recorded"]
+    sentence: str
+    rate_ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p: float | None
+    curve: pl.DataFrame
+    n_episodes: int
+    n_flares: int
+    n_at_risk: int
+    formula: str = FLARE_FORMULA
+    approximation: str = "adaptive Gauss-Hermite (nAGQ = 9)"
+    converged: bool = True
+
+
+def _empty_curve() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "program_week": pl.Int64,
+            "rate_per_100": pl.Float64,
+            "ci_low": pl.Float64,
+            "ci_high": pl.Float64,
+            "observed_per_100": pl.Float64,
+        }
+    )
+
+
+def _count(n: int, rule: SuppressionRule) -> str:
+    return "a withheld number of" if rule.is_small(n) else f"{n:,}"
+
+
+def flare_trend(
+    sessions: pl.DataFrame | None,
+    session_exercises: pl.DataFrame | None,
+    episodes: pl.DataFrame,
+    end: date,
+    config: ClinicalConfig | None = None,
+    rule: SuppressionRule | None = None,
+) -> FlareTrend:
+    """Model the flare rate over the program weeks of every program session up to ``end``.
+
+    Parameters
+    ----------
+    sessions, session_exercises : polars.DataFrame or None
+        Canonical tables (``None`` or empty: not recorded).
+    episodes : polars.DataFrame
+        Canonical episodes of the report's clinic(s).
+    end : datetime.date
+        Last day of the quarter: sessions after it are ignored.
+    config : ClinicalConfig, optional
+        ``program_weeks``, ``flare_rise_points``, ``min_episodes_followed``.
+    rule : SuppressionRule, optional
+        The audience's rule for the counts (default: the network rule).
+
+    Returns
+    -------
+    FlareTrend
+    """
+    config = config or ClinicalConfig()
+    rule = rule or rule_for("network")
+    if sessions is None or sessions.height == 0:
+        return FlareTrend(
+            "not_recorded",
+            "Whether flare-ups are becoming less frequent is not recorded: no session data were ingested.",
+            None, None, None, None, _empty_curve(), 0, 0, 0,
+        )  # fmt: skip
+    s = sessions.filter(pl.col("session_date") <= end).join(episodes.select("episode_id"), on="episode_id")
+    ex = None
+    if session_exercises is not None and "pain_during" in session_exercises.columns:
+        ex = session_exercises.join(s.select("session_id"), on="session_id")
+    panel = flare_panel(session_pain(s, ex, config), episodes, config).filter(pl.col("at_risk") > 0)
+    n_eps = panel["episode_id"].n_unique()
+    n_flares = int(panel["flares"].sum())
+    n_risk = int(panel["at_risk"].sum())
+    counts = (
+        f"{_count(n_flares, rule)} flare-ups in {_count(n_risk, rule)} sessions of "
+        f"{_count(n_eps, rule)} episodes"
+    )
+    if n_flares < MIN_FLARES or n_eps < config.min_episodes_followed:
+        return FlareTrend(
+            "not_yet_estimable",
+            "Whether flare-ups are becoming less frequent is not yet estimable: "
+            f"{counts} up to the end of the quarter (the trend is modelled from {MIN_FLARES} flare-ups in "
+            f"{config.min_episodes_followed} episodes).",
+            None, None, None, None, _empty_curve(), n_eps, n_flares, n_risk,
+        )  # fmt: skip
+    data = panel.with_columns(pl.col("at_risk").cast(pl.Float64).log().alias("log_at_risk"))
+    model = MixedGLM(FLARE_FORMULA, family="poisson", offset="log_at_risk", nagq=9).fit(data)
+    row = model.summary.filter(pl.col("term") == "program_week").row(0, named=True)
+    rr, lo, hi = (math.exp(PER_WEEKS * row[k]) for k in ("estimate", "ci_low", "ci_high"))
+    weeks = list(range(config.program_weeks))
+    em = model.emmeans("program_week", at={"program_week": weeks}).means
+    observed = (
+        panel.group_by("program_week")
+        .agg(pl.col("flares").sum(), pl.col("at_risk").sum())
+        .with_columns(
+            pl.when(
+                ~pl.col("flares").is_between(rule.low, rule.high)
+                & ~(pl.col("at_risk") - pl.col("flares")).is_between(rule.low, rule.high)
+                & ~pl.col("at_risk").is_between(rule.low, rule.high)
+            )
+            .then(100.0 * pl.col("flares") / pl.col("at_risk"))
+            .alias("observed_per_100")
+        )
+        .select(pl.col("program_week").cast(pl.Int64), "observed_per_100")
+    )
+    curve = (
+        pl.DataFrame(
+            {
+                "program_week": np.array(weeks, dtype=np.int64),
+                "rate_per_100": 100.0 * np.exp(em["emmean"].to_numpy()),
+                "ci_low": 100.0 * np.exp(em["ci_low"].to_numpy()),
+                "ci_high": 100.0 * np.exp(em["ci_high"].to_numpy()),
+            }
+        )
+        .join(observed, on="program_week", how="left")
+        .sort("program_week")
+    )
+    change = (1.0 - rr) * 100.0
+    interval = f"95% CI {(1.0 - hi) * 100.0:.0f}% to {(1.0 - lo) * 100.0:.0f}%"
+    first, last = curve["rate_per_100"][0], curve["rate_per_100"][-1]
+    if hi < 1.0:
+        verdict = (
+            f"Yes: flare-ups became less frequent over the program weeks, by {change:.0f}% every "
+            f"{PER_WEEKS} weeks ({interval} fewer)"
+        )
+    elif lo > 1.0:
+        verdict = (
+            f"No: flare-ups became more frequent over the program weeks, by {-change:.0f}% every "
+            f"{PER_WEEKS} weeks (95% CI {(lo - 1.0) * 100.0:.0f}% to {(hi - 1.0) * 100.0:.0f}% more)"
+        )
+    else:
+        verdict = (
+            "Not detectably: the flare-up rate did not change clearly over the program weeks (rate ratio "
+            f"per {PER_WEEKS} weeks {rr:.2f}, 95% CI {lo:.2f} to {hi:.2f})"
+        )
+    sentence = (
+        f"{verdict}; a typical patient's rate went from {first:.1f} to {last:.1f} per 100 sessions between "
+        f"program weeks 0 and {weeks[-1]}. Model: {counts} up to the end of the quarter."
+    )
+    return FlareTrend(
+        "estimated", sentence, rr, lo, hi, float(row["p"]), curve, n_eps, n_flares, n_risk,
+        converged=model.result_.converged,
+    )  # fmt: skip
