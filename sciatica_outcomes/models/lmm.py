@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any, Self, TypedDict
 
 import numpy as np
 import polars as pl
-from scipy import optimize
 
-from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
+from sciatica_outcomes._typing import FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models._dist import t_ppf
 from sciatica_outcomes.models.base import Estimator, FrameLike
@@ -37,6 +36,7 @@ from sciatica_outcomes.models.inference import (
     satterthwaite_from_deviance,
     with_kenward_roger,
 )
+from sciatica_outcomes.models.optimize import BoundedNewton, OptimumCheck
 from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
 
 if TYPE_CHECKING:
@@ -48,24 +48,11 @@ __all__ = ["FrameLike", "GrowthModel", "fit_standard", "likelihood_ratio_test", 
 SINGULAR_TOL = 1e-4  # lme4::isSingular default
 
 
-class _Check(TypedDict):
-    """First- and second-order optimality checks at a ``theta`` (:meth:`GrowthModel._check`)."""
-
-    ok: bool
-    decrement: float
-    grad_norm: float
-    pd: bool
-    min_eig: float
-    hessian: FloatArray
-    free: BoolArray
-    inward: BoolArray
-
-
 class _FitState(TypedDict):
     """How the optimum was reached (:meth:`GrowthModel._optimise`), for the diagnostics."""
 
     reml: bool
-    check: _Check
+    check: OptimumCheck
     restarts: int
     messages: list[str]
     singular: bool
@@ -401,66 +388,22 @@ class GrowthModel(Estimator):
             self._time_bounds = (0.0, 1.0)
 
     # ------------------------------------------------------------------------------------------------
+    def _minimiser(self, reml: bool) -> BoundedNewton:
+        """The shared optimizer (:mod:`~sciatica_outcomes.models.optimize`) on the profiled deviance."""
+        return BoundedNewton(
+            lambda theta: self._fg(theta, reml),
+            self.structure_.lower(),
+            self._theta_scale,
+            gradient_tol=self.gradient_tol,
+            max_restarts=self.max_restarts,
+        )
+
     def _optimise(self, reml: bool) -> None:
         eng, st = self.engine_, self.structure_
-        lower = st.lower()
         n_start = eng.n_evals
-
-        def run(start: FloatArray, scale: FloatArray) -> FloatArray:
-            """L-BFGS-B in scaled coordinates ``x = theta / scale``, then projected Newton polishing."""
-            bounds = [
-                (None if not np.isfinite(lo) else lo / sc, None) for lo, sc in zip(lower, scale, strict=True)
-            ]
-
-            def fg(x: FloatArray) -> tuple[float, FloatArray]:
-                f, g = self._fg(x * scale, reml)
-                return f, g * scale
-
-            # L-BFGS-B only has to bring theta into Newton's basin: the projected Newton steps that follow
-            # decide convergence (projected gradient below 1e-12, then `_check`). Tighter L-BFGS-B tolerances
-            # (ftol 1e-15, gtol 1e-10) spent 48 instead of 20 deviance evaluations at 100,000 patients
-            # wandering at the deviance's rounding level, and ended at a larger gradient.
-            res = optimize.minimize(
-                fg,
-                start / scale,
-                jac=True,
-                method="L-BFGS-B",
-                bounds=bounds,
-                options={"maxiter": 5000, "ftol": 1e-12, "gtol": 1e-7, "maxcor": 20},
-            )
-            return self._newton(np.maximum(res.x * scale, lower), lower, reml)
-
-        messages: list[str] = []
         scale = self._theta_scale
-        theta = run(st.theta0() * scale, scale)
-        restarts = 0
-        check = self._check(theta, lower, reml)
-        while restarts < self.max_restarts and not check["ok"]:
-            restarts += 1
-            start = self._escape(theta, check, lower, reml)
-            messages.append(
-                f"restart {restarts}: "
-                + (
-                    "left a saddle point or boundary maximum"
-                    if start is not None
-                    else "decrement above tolerance"
-                )
-            )
-            # restart preconditioned by the Hessian diagonal (flat directions such as a clinic SD get steps
-            # of their own size)
-            hd = np.abs(np.diag(check["hessian"]))
-            pre = 1.0 / np.sqrt(np.maximum(hd, 1e-12 * max(hd.max(), 1.0)))
-            pre *= scale.max() / pre.max()
-            if start is not None:
-                # near the optimum already: Newton steps first, L-BFGS-B only if they do not settle
-                theta = self._newton(start, lower, reml, max_iter=30)
-                check = self._check(theta, lower, reml)
-                if check["ok"]:
-                    break
-            else:
-                start = np.maximum(theta + 0.05 * st.theta0() * scale, lower)
-            theta = run(start, pre)
-            check = self._check(theta, lower, reml)
+        opt = self._minimiser(reml).minimise(st.theta0() * scale, 0.05 * st.theta0() * scale)
+        theta, messages = opt.x, opt.messages
         diag = np.asarray(st.diag_theta)
         singular = bool((theta[diag] < SINGULAR_TOL).any())
         if singular:
@@ -468,79 +411,18 @@ class GrowthModel(Estimator):
         self.theta_ = theta
         self._fit_state: _FitState = {
             "reml": reml,
-            "check": check,
-            "restarts": restarts,
+            "check": opt.check,
+            "restarts": opt.restarts,
             "messages": messages,
             "singular": singular,
             "n_evals": eng.n_evals - n_start,
         }
 
-    def _escape(self, theta: FloatArray, check: _Check, lower: FloatArray, reml: bool) -> FloatArray | None:
-        """A lower start along a direction of negative curvature (interior, or inward from a bound)."""
-        h, free = check["hessian"], check["free"]
-        directions: list[FloatArray] = []
-        inward = check["inward"]
-        for j in np.flatnonzero(inward):
-            e = np.zeros_like(theta)
-            e[j] = self._theta_scale[j]
-            directions.append(e)
-        if free.any():
-            vals, vecs = np.linalg.eigh(h[np.ix_(free, free)])
-            if vals[0] < 0:
-                v = np.zeros_like(theta)
-                v[free] = (
-                    vecs[:, 0] * self._theta_scale[free] / np.abs(vecs[:, 0] * self._theta_scale[free]).max()
-                )
-                directions += [v, -v]
-        f0 = self.engine_.deviance(theta, reml)[0]
-        best, best_f = None, f0
-        for d in directions:
-            for a in (1.0, 0.3, 0.1, 0.03, 0.01, 0.003):
-                cand = np.maximum(theta + a * d, lower)
-                fc = self.engine_.deviance(cand, reml)[0]
-                if fc < best_f - 1e-10 * max(1.0, abs(f0)):
-                    best, best_f = cand, fc
-        return best
-
-    def _newton(self, theta: FloatArray, lower: FloatArray, reml: bool, max_iter: int = 12) -> FloatArray:
-        """Projected Newton steps from an L-BFGS-B point until the projected gradient vanishes.
-
-        Steps are accepted on the deviance while the predicted decrease is resolvable, and on the projected
-        gradient norm once it is below the deviance's rounding level (where a line search cannot tell).
-        """
-        f, g = self._fg(theta, reml)
-        h_full: FloatArray | None = None
-        for _ in range(max_iter):
-            free = ~((theta <= lower) & (g > 0))
-            pg = np.where(free, g, 0.0)
-            if not free.any() or np.abs(pg).max() < 1e-12:
-                break
-            if h_full is None:
-                h_full = self._hessian(theta, reml)
-                self._h_cache = (theta.copy(), h_full)
-            h = h_full[np.ix_(free, free)]
-            vals, vecs = np.linalg.eigh(h)
-            vals = np.maximum(vals, 1e-8 * max(vals.max(), 1.0))
-            step = np.zeros_like(theta)
-            step[free] = -(vecs / vals) @ (vecs.T @ g[free])
-            pred = float(-(g @ step))
-            if pred <= 0.0 or np.abs(step).max() < 1e-10 * max(1.0, float(np.abs(theta).max())):
-                break
-            noise_level = pred < 1e-9 * max(1.0, abs(f))
-            t = 1.0
-            accepted: tuple[FloatArray, float, FloatArray] | None = None
-            for _ in range(30):
-                cand = np.maximum(theta + t * step, lower)
-                fc, gc = self._fg(cand, reml)
-                pgc = np.where(~((cand <= lower) & (gc > 0)), gc, 0.0)
-                if fc <= f - 1e-4 * t * pred or (noise_level and np.abs(pgc).max() < np.abs(pg).max()):
-                    accepted = (cand, fc, gc)
-                    break
-                t *= 0.5
-            if accepted is None:
-                break
-            theta, f, g = accepted
-        return theta
+    def _escape(
+        self, theta: FloatArray, check: OptimumCheck, lower: FloatArray, reml: bool
+    ) -> FloatArray | None:
+        """A lower start along a direction of negative curvature (:meth:`BoundedNewton.escape`)."""
+        return self._minimiser(reml).escape(theta, check)
 
     def _fg(self, theta: FloatArray, reml: bool) -> tuple[float, FloatArray]:
         f, g = self.engine_.deviance(theta, reml, grad=True)
@@ -548,49 +430,9 @@ class GrowthModel(Estimator):
             raise RuntimeError("the deviance engine returned no gradient")
         return f, g
 
-    def _hessian(self, theta: FloatArray, reml: bool) -> FloatArray:
-        k = theta.shape[0]
-        h = np.empty((k, k))
-        for j in range(k):  # k (<= 10) gradient pairs
-            e = np.zeros(k)
-            e[j] = 1e-5 * max(abs(theta[j]), 1e-2)
-            h[j] = (self._fg(theta + e, reml)[1] - self._fg(theta - e, reml)[1]) / (2 * e[j])
-        return 0.5 * (h + h.T)
-
-    def _check(self, theta: FloatArray, lower: FloatArray, reml: bool) -> _Check:
-        """First- and second-order optimality checks at ``theta`` (bound constraints respected)."""
-        f, g = self._fg(theta, reml)
-        cached = getattr(self, "_h_cache", None)
-        if cached is not None and np.allclose(
-            cached[0], theta, rtol=1e-4, atol=1e-4 * self._theta_scale.min()
-        ):
-            h = cached[1]  # Hessian from the last Newton step, a negligible distance away
-        else:
-            h = self._hessian(theta, reml)
-        at_bound = theta <= lower + 1e-12
-        g_tol = 1e-8 * max(1.0, abs(f))
-        # a bound is active when the deviance rises into the interior (first or, if flat, second order)
-        active = at_bound & ((g > g_tol) | ((np.abs(g) <= g_tol) & (np.diag(h) >= 0)))
-        inward = at_bound & ~active
-        free = ~active
-        pg = np.where(free, g, 0.0)
-        hf = h[np.ix_(free, free)]
-        vals = np.linalg.eigvalsh(hf) if free.any() else np.array([np.inf])
-        pd_ = bool(vals.min() > 0)
-        if pd_ and free.any():
-            dec = float(math.sqrt(max(float(pg[free] @ np.linalg.solve(hf, pg[free])), 0.0)))
-        else:
-            dec = float(np.abs(pg).max())
-        return {
-            "ok": dec < self.gradient_tol and pd_ and not inward.any(),
-            "decrement": dec,
-            "grad_norm": float(np.abs(pg).max()),
-            "pd": pd_,
-            "min_eig": float(vals.min()),
-            "hessian": h,
-            "free": free,
-            "inward": inward,
-        }
+    def _check(self, theta: FloatArray, lower: FloatArray, reml: bool) -> OptimumCheck:
+        """First- and second-order optimality checks at ``theta`` (:meth:`BoundedNewton.check`)."""
+        return self._minimiser(reml).check(theta)
 
     # ------------------------------------------------------------------------------------------------
     def _finish(self, seconds: float) -> None:
