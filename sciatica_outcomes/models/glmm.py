@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import polars as pl
-from scipy import optimize, special
+from scipy import special
 
-from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
+from sciatica_outcomes._typing import FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models.base import Estimator, FrameLike
 from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_info
@@ -50,6 +50,7 @@ from sciatica_outcomes.models.engine import batched_inv_logdet
 from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
 from sciatica_outcomes.models.inference import AsymptoticInference
 from sciatica_outcomes.models.lmm import _to_polars
+from sciatica_outcomes.models.optimize import BoundedNewton
 from sciatica_outcomes.models.results import RANDOM_COLUMNS, ConvergenceDiagnostics, _clean_dict
 
 if TYPE_CHECKING:
@@ -389,24 +390,6 @@ class _Engine:
         self._u = u_keep
         return out
 
-    def hessian(self, par: FloatArray) -> FloatArray:
-        """Hessian of the deviance: central differences of :meth:`gradient` (symmetrised)."""
-        n = self.n_par
-        hess = np.zeros((n, n))
-        u_keep = self._u.copy()
-        for k in range(n):
-            step = 1e-4 * max(1.0, abs(float(par[k])))
-            up, dn = par.copy(), par.copy()
-            up[k] += step
-            dn[k] -= step
-            self._u = u_keep.copy()
-            g_up = self.gradient(up)
-            self._u = u_keep.copy()
-            g_dn = self.gradient(dn)
-            hess[:, k] = (g_up - g_dn) / (2.0 * step)
-        self._u = u_keep
-        return 0.5 * (hess + hess.T)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # result
@@ -731,112 +714,34 @@ class MixedGLM(Estimator):
     def _optimise(
         self, eng: _Engine, x: FloatArray, y: FloatArray, trials: FloatArray, offset: FloatArray
     ) -> None:
+        """The shared optimizer (``models/optimize.py``) on the deviance in ``(theta, beta)``.
+
+        A diagonal element of ``Lambda`` at 0 is a stationary point by symmetry (its gradient vanishes even
+        when the optimum is inside): the optimizer's second-order bound check sees it and restarts inward.
+        """
         start = self._start(x, y, trials, offset)
         lower = np.full(eng.n_par, -np.inf)
         lower[eng.diag] = 0.0
-        bounds = list(zip(lower, np.full(eng.n_par, np.inf), strict=True))
-        messages: list[str] = []
+        scale = np.ones(eng.n_par)
+        z_rms = np.maximum(np.sqrt(np.mean(eng.z**2, axis=0)), 1e-12)
+        scale[: eng.n_theta] = 1.0 / z_rms[eng.tri[0]]
+        scale[eng.n_theta : eng.n_theta + eng.p] = 1.0 / np.maximum(np.sqrt(np.mean(x**2, axis=0)), 1e-12)
 
         def fg(par: FloatArray) -> tuple[float, FloatArray]:
             try:
                 return eng.deviance(par), eng.gradient(par)
-            except FloatingPointError:
+            except FloatingPointError:  # the modes diverged far from the optimum: a step too far
                 eng._u = np.zeros_like(eng._u)
+                eng._cache = None
                 return math.inf, np.zeros(eng.n_par)
 
-        rms = np.maximum(np.sqrt(np.mean(eng.z**2, axis=0)), 1e-12)
-        diag_scale = 1.0 / rms[eng.tri[0][eng.diag]]
-        restarts = 0
+        perturb = np.zeros(eng.n_par)
+        perturb[eng.diag] = 0.1 * scale[eng.diag]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            res = optimize.minimize(
-                fg,
-                start,
-                jac=True,
-                method="L-BFGS-B",
-                bounds=bounds,
-                options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-7},
+            self.optimum_ = BoundedNewton(fg, lower, scale, gradient_tol=1e-5, max_restarts=2).minimise(
+                start, perturb
             )
-            par = np.asarray(res.x, dtype=float)
-            for _ in range(3):
-                # A diagonal element of Lambda at 0 is a stationary point by symmetry (Lambda -> -Lambda in
-                # that column leaves Sigma unchanged): its gradient is 0 even when the optimum is inside, so
-                # step inward along each such element and restart from the first point that is lower.
-                f0 = eng.deviance(par)
-                inward = None
-                for k, scale in zip(eng.diag, diag_scale, strict=True):
-                    if par[k] > 1e-8:
-                        continue
-                    for delta in (0.3, 0.1, 0.03):
-                        cand = par.copy()
-                        cand[k] = delta * scale
-                        if eng.deviance(cand) < f0 - 1e-9:
-                            inward = cand
-                            break
-                    if inward is not None:
-                        break
-                if inward is None:
-                    break
-                restarts += 1
-                messages.append(
-                    "restarted from inside the boundary (a random-effect SD at 0 was not optimal)"
-                )
-                res = optimize.minimize(
-                    fg,
-                    inward,
-                    jac=True,
-                    method="L-BFGS-B",
-                    bounds=bounds,
-                    options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-7},
-                )
-                par = np.asarray(res.x, dtype=float)
-            par, decrement, hess, free = self._newton(eng, par, lower)
-        self._restarts = restarts
-        self.par_ = par
-        self._hess = hess
-        self._free = free
-        self._decrement = decrement
-        self._messages = messages
-        self._optimizer_message = str(res.message)
-
-    @staticmethod
-    def _newton(
-        eng: _Engine, par: FloatArray, lower: FloatArray, max_iter: int = 20
-    ) -> tuple[FloatArray, float, FloatArray, BoolArray]:
-        """Projected Newton steps on a finite-difference Hessian until the decrement is below 1e-10."""
-        decrement = math.inf
-        hess = np.eye(eng.n_par)
-        free: BoolArray = np.ones(eng.n_par, dtype=bool)
-        for _ in range(max_iter):
-            eng.deviance(par)  # modes at par
-            grad = eng.gradient(par)
-            hess = eng.hessian(par)
-            at_bound = (par <= lower + 1e-10) & (grad > 0)
-            free = ~at_bound
-            hf = hess[np.ix_(free, free)]
-            gf = grad[free]
-            try:
-                step = np.linalg.solve(hf, gf)
-            except np.linalg.LinAlgError:
-                break
-            decrement = float(gf @ step)
-            if not math.isfinite(decrement) or decrement < 0:
-                break
-            if decrement < _DECREMENT_TOL:
-                break
-            f0 = eng.deviance(par)
-            t = 1.0
-            for _ in range(30):
-                cand = par.copy()
-                cand[free] = par[free] - t * step
-                cand = np.maximum(cand, lower)
-                if eng.deviance(cand) <= f0 + 1e-12 * abs(f0):
-                    break
-                t /= 2.0
-            else:
-                break
-            par = cand
-        eng.deviance(par)
-        return par, decrement, hess, free
+        self.par_ = self.optimum_.x
 
     def _finish(self, seconds: float) -> None:
         eng = self.engine_
@@ -845,8 +750,9 @@ class MixedGLM(Estimator):
         dev = eng.deviance(par)
         md = eng.modes(par)
         nt, p = eng.n_theta, eng.p
-        free = self._free
-        hess = self._hess
+        check = self.optimum_.check
+        free = check["free"]
+        hess = check["hessian"]
         hf = hess[np.ix_(free, free)]
         eig: FloatArray = np.asarray(np.linalg.eigvalsh(hf) if hf.size else np.zeros(0), dtype=np.float64)
         pd = bool(eig.size == 0 or eig.min() > 0)
@@ -873,7 +779,7 @@ class MixedGLM(Estimator):
         singular = bool(np.any(par[eng.diag] < SINGULAR_TOL))
         grad = eng.gradient(par)
         gnorm = float(np.max(np.abs(grad[free]))) if free.any() else 0.0
-        msgs = list(self._messages)
+        msgs = list(self.optimum_.messages)
         if singular:
             msgs.append("boundary (singular) fit: a random-effect SD is estimated as (nearly) zero")
         big = fixed.filter((pl.col("estimate").abs() > 10) & (pl.col("t").abs() < 0.5))
@@ -885,16 +791,17 @@ class MixedGLM(Estimator):
             )
         if self.n_dropped_:
             msgs.append(f"{self.n_dropped_} row(s) dropped for a missing model variable")
-        converged = bool(self._decrement < 1e-6 and (pd or singular) and md.max_step < 1e-6)
+        decrement = check["decrement"]
+        converged = bool((check["ok"] or (singular and decrement < 1e-5)) and md.max_step < 1e-6)
         if not converged:
             msgs.append(
-                f"not converged: Newton decrement {self._decrement:.3g}, Hessian "
+                f"not converged: Newton decrement {decrement:.3g}, Hessian "
                 f"{'positive definite' if pd else 'not positive definite'}"
             )
         diag = ConvergenceDiagnostics(
             optimizer="L-BFGS-B + projected Newton",
             n_evaluations=eng.n_evals,
-            n_restarts=self._restarts,
+            n_restarts=self.optimum_.restarts,
             gradient_norm=gnorm,
             hessian_positive_definite=pd,
             hessian_min_eigenvalue=float(eig.min()) if eig.size else float("nan"),
@@ -921,7 +828,7 @@ class MixedGLM(Estimator):
             theta=tuple(float(v) for v in par[:nt]),
             size=self.size_,
             diagnostics=diag,
-            extras={"seconds": seconds, "decrement": self._decrement, "inner_iterations": eng.max_inner},
+            extras={"seconds": seconds, "decrement": decrement, "inner_iterations": eng.max_inner},
         )
 
     def _varcorr(self, lam: FloatArray) -> pl.DataFrame:
