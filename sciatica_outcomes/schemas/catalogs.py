@@ -1,4 +1,4 @@
-"""Exercise and measure catalogs, shipped as data with the package.
+"""Exercise, measure and label catalogs, shipped as data with the package.
 
 The catalogs are CSV files in ``sciatica_outcomes/schemas/data`` so that a clinic can read them without
 Python; ``sciatica-outcomes schemas export`` copies them next to the table schemas in ``data/schemas/``.
@@ -11,7 +11,14 @@ from importlib import resources
 
 import polars as pl
 
-__all__ = ["exercise_catalog", "measure_catalog"]
+__all__ = [
+    "LABEL_VOCABULARIES",
+    "exercise_catalog",
+    "label_for",
+    "label_map",
+    "labels_catalog",
+    "measure_catalog",
+]
 
 _EXERCISE_SCHEMA = {
     "code": pl.String,
@@ -73,3 +80,66 @@ def measure_catalog() -> pl.DataFrame:
         ``max`` is empty for capped performance tests, whose upper bound is the test's own ``cap_min``.
     """
     return _read("measures.csv", tuple(_MEASURE_SCHEMA.items()))
+
+
+_LABEL_SCHEMA = {"vocabulary": pl.String, "code": pl.String, "label": pl.String, "description": pl.String}
+
+#: The vocabularies of ``labels.csv``, each with the codes it labels (``schemas.vocabulary``), in display
+#: order; ``measure`` and ``exercise`` labels come from their own catalogs.
+LABEL_VOCABULARIES: tuple[str, ...] = (
+    "table",
+    "sex",
+    "side",
+    "end_reason",
+    "muscle_group",
+    "exercise_category",
+    "pain_band",
+    "red_flag",
+    "action",
+    "symptom_extent",
+    "stopped_reason",
+    "session_status",
+)
+
+
+def labels_catalog() -> pl.DataFrame:
+    """Return the label catalog: the words a report prints for each code of a controlled vocabulary.
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns ``vocabulary, code, label, description`` (``description`` may be empty); within a vocabulary
+        the rows are in display order (ordered categories such as symptom extent proximal to distal, pain
+        bands safe to high risk). Vocabularies: :data:`LABEL_VOCABULARIES`.
+    """
+    return _read("labels.csv", tuple(_LABEL_SCHEMA.items()))
+
+
+def label_map(vocabulary: str) -> dict[str, str]:
+    """``{code: label}`` of one vocabulary, in display order (``measure`` and ``exercise`` included).
+
+    Raises
+    ------
+    KeyError
+        For a vocabulary no catalog labels.
+    """
+    if vocabulary == "measure":
+        cat = measure_catalog()
+        return dict(zip(cat["code"], cat["label"], strict=True))
+    if vocabulary == "exercise":
+        cat = exercise_catalog()
+        return dict(zip(cat["code"], cat["name"], strict=True))
+    part = labels_catalog().filter(pl.col("vocabulary") == vocabulary)
+    if part.height == 0:
+        known = ", ".join(("measure", "exercise", *LABEL_VOCABULARIES))
+        raise KeyError(f"no label catalog for {vocabulary!r}; known vocabularies: {known}")
+    return dict(zip(part["code"], part["label"], strict=True))
+
+
+def label_for(vocabulary: str, code: str) -> str:
+    """The label of one code (``label_for("muscle_group", "gluteus_maximus")`` is "gluteus maximus").
+
+    A code the catalog does not know is returned as written, so nothing is hidden; the tests check that
+    every code of every vocabulary has a label.
+    """
+    return label_map(vocabulary).get(code, code)
