@@ -294,6 +294,19 @@ class ReportWriter:
         """A boxed alert that cannot be missed (used for unactioned red flags)."""
         return HtmlBlock(f'<div class="alert" role="alert"><h3>{html.escape(title)}</h3>{body_html}</div>')
 
+    def population(self, text: str) -> HtmlBlock:
+        """The population a section describes, printed under its heading ("Population: ...")."""
+        return HtmlBlock(f'<p class="population"><b>Population:</b> {html.escape(text)}</p>')
+
+    def dates(self, text: str) -> HtmlBlock:
+        """The front page's line with the date of the data and of the report."""
+        return HtmlBlock(f'<p class="dates">{html.escape(text)}</p>')
+
+    def summary(self, sentences: Sequence[str]) -> HtmlBlock:
+        """The front page's summary sentences as a list (plain text, escaped)."""
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in sentences)
+        return HtmlBlock(f'<ul class="summary">{items}</ul>')
+
     def headline(self, figures: Sequence[tuple[str, str]]) -> HtmlBlock:
         """A grid of headline figures: (label, already-safe value) pairs."""
         cells = "".join(f"<div><b>{html.escape(v)}</b>{html.escape(k)}</div>" for k, v in figures)

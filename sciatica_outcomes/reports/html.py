@@ -40,6 +40,9 @@ figcaption { color: var(--muted); font-size: .9rem; }
 .alert { border: 3px solid var(--alert); background: #fff0f0; padding: .8rem 1rem; border-radius: .4rem; }
 .alert h3 { color: var(--alert); margin-top: 0; }
 .note { color: var(--muted); font-size: .9rem; }
+.population { color: var(--muted); font-size: .92rem; margin-top: -.2rem; }
+.dates { font-weight: 600; }
+ul.summary { padding-left: 1.2rem; } ul.summary li { margin: .35rem 0; }
 .flow { font-family: ui-monospace, monospace; white-space: pre; overflow-x: auto; }
 @media (max-width: 40rem) { body { padding: .5rem; font-size: .95rem; } th, td { padding: .2rem .3rem; } }
 @media print {
