@@ -26,7 +26,16 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.rcsetup import cycler
 
-__all__ = ["PALETTE", "HtmlBlock", "ReportWriter", "apply_style", "to_latex"]
+__all__ = [
+    "COLUMN_LABELS",
+    "PALETTE",
+    "HtmlBlock",
+    "ReportWriter",
+    "apply_style",
+    "column_label",
+    "format_p",
+    "to_latex",
+]
 
 #: Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008), in the order figures use it.
 PALETTE: tuple[str, ...] = (
@@ -69,9 +78,71 @@ class HtmlBlock:
         return self.html
 
 
-def _fmt(value: Any, digits: int) -> str:
+#: Column headers in words for the columns the reports show (the CSV files keep the column names).
+COLUMN_LABELS: dict[str, str] = {
+    "n": "episodes",
+    "ci_low": "95% CI from",
+    "ci_high": "95% CI to",
+    "q25": "lower quartile",
+    "q75": "upper quartile",
+    "o_minus_e": "observed minus expected",
+    "band": "funnel band",
+    "shrunken": "shrunken estimate",
+    "shrunken_low": "shrunken 95% CI from",
+    "shrunken_high": "shrunken 95% CI to",
+    "unit": "unit",
+    "n_with_end": "episodes with an end score",
+    "responders_mcid": "reached the MCID",
+    "responders_30pct": "improved by 30% or more",
+    "at_cap_end": "end test stopped at the time cap",
+    "mean_change": "mean change",
+    "median_change": "median change",
+    "n_events": "reached the MCID",
+    "median_weeks": "median weeks",
+    "program_week": "week of the program",
+    "muscle_group": "muscle group",
+    "episodes": "episodes",
+    "mean_weekly_reps": "mean weekly repetitions",
+    "mean_weekly_volume_kg": "mean weekly volume (kg)",
+    "mean_weekly_tut_s": "mean weekly time under tension (s)",
+    "weeks_meeting_prescription_pct": "patient-weeks meeting the prescription",
+    "flare_rate_per_100": "flares per 100 sessions",
+    "odi_responders_pct": "reached the ODI MCID",
+    "baseline_recorded": "recorded at baseline",
+    "end_recorded": "recorded at the end",
+    "used_for": "used for",
+    "se": "SE",
+    "df": "df",
+    "p": "p",
+}
+
+
+def column_label(name: str) -> str:
+    """The header a report prints for a column: :data:`COLUMN_LABELS`, else the name with spaces."""
+    return COLUMN_LABELS.get(name, name.replace("_", " "))
+
+
+def format_p(p: float | None) -> str:
+    """A p-value as a report prints it: ``< 0.001`` below 0.001, else three decimals; ``-`` when missing.
+
+    Never ``0.000``: a p-value is not zero, only smaller than the precision shown.
+    """
+    if p is None or math.isnan(p):
+        return "-"
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.3f}"
+
+
+def _is_p_column(name: str) -> bool:
+    return name in ("p", "p_value", "p_adjusted", "p.value", "Pr(>Chisq)", "Pr(>F)", "Pr(>|t|)")
+
+
+def _fmt(value: Any, digits: int, column: str = "") -> str:
     if value is None:
         return "-"
+    if isinstance(value, float) and _is_p_column(column):
+        return html.escape(format_p(value))
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -99,12 +170,14 @@ def _latex_escape(text: str) -> str:
 def to_latex(frame: pl.DataFrame, path: str | Path, caption: str, label: str, digits: int = 3) -> Path:
     """Write a frame as a LaTeX ``table`` with ``booktabs`` rules (floats to ``digits`` places)."""
 
-    def cell(v: Any) -> str:
+    def cell(v: Any, column: str) -> str:
         if v is None:
             return "--"
         if isinstance(v, float):
             if math.isnan(v):
                 return "--"
+            if _is_p_column(column):
+                return "$<$ 0.001" if v < 0.001 else f"{v:.3f}"
             return (
                 f"{v:.{digits}g}"
                 if abs(v) < 1e-3 or abs(v) >= 1e5
@@ -124,7 +197,9 @@ def to_latex(frame: pl.DataFrame, path: str | Path, caption: str, label: str, di
         " & ".join(_latex_escape(c) for c in cols) + r" \\",
         r"\midrule",
     ]
-    lines += [" & ".join(cell(v) for v in row) + r" \\" for row in frame.iter_rows()]
+    lines += [
+        " & ".join(cell(v, c) for c, v in zip(cols, row, strict=True)) + r" \\" for row in frame.iter_rows()
+    ]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +259,7 @@ class ReportWriter:
         digits: int = 1,
         note: str | None = None,
         latex: bool = False,
+        labels: Mapping[str, str] | None = None,
     ) -> HtmlBlock:
         """Suppress, save and render a table.
 
@@ -212,6 +288,8 @@ class ReportWriter:
             A footnote under the table.
         latex : bool
             Also write ``tables/<name>.tex`` (booktabs) of the table as shown, after suppression.
+        labels : mapping of str to str, optional
+            Column headers of the HTML table, over :func:`column_label` (the CSV keeps the column names).
         """
         nested = dict(within or {})
         cols = [c for c in count_cols if c not in nested]
@@ -249,8 +327,12 @@ class ReportWriter:
         if latex:
             to_latex(shown, self.tables_dir / f"{name}.tex", caption, f"tab:{name}")
         self.tables.append({"name": name, "caption": caption, "file": f"tables/{name}.csv"})
-        head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in shown.columns)
-        rows = ("".join(f"<td>{_fmt(v, digits)}</td>" for v in row) for row in shown.iter_rows())
+        headers = {**{c: column_label(c) for c in shown.columns}, **dict(labels or {})}
+        head = "".join(f"<th>{html.escape(headers[c])}</th>" for c in shown.columns)
+        rows = (
+            "".join(f"<td>{_fmt(v, digits, c)}</td>" for c, v in zip(shown.columns, row, strict=True))
+            for row in shown.iter_rows()
+        )
         body = "".join(f"<tr>{r}</tr>" for r in rows)
         foot = f'<p class="note">{html.escape(note)}</p>' if note else ""
         suppressed_note = (

@@ -20,6 +20,7 @@ from sciatica_outcomes.reports.display import PALETTE
 from sciatica_outcomes.reports.privacy import HIGH, SUPPRESSED, suppress_counts
 
 __all__ = [
+    "PAIN_BAND_COLOURS",
     "adherence_plot",
     "bar_counts",
     "drawable_units",
@@ -29,6 +30,11 @@ __all__ = [
     "trajectory_plot",
     "trend_plot",
 ]
+
+
+#: Colours of the pain-monitoring bands, safe -> acceptable -> high risk, from the colour-blind-safe palette:
+#: bluish green, orange, vermillion (traffic-light order that stays distinguishable without red-green vision).
+PAIN_BAND_COLOURS: dict[str, str] = {"safe": PALETTE[2], "acceptable": PALETTE[1], "high_risk": PALETTE[3]}
 
 
 def _axes(ax: Axes | None, size: tuple[float, float] = (7.0, 3.8)) -> Axes:
@@ -170,9 +176,19 @@ def adherence_plot(weekly: pl.DataFrame, ax: Axes | None = None) -> Axes:
 
 
 def trend_plot(
-    trend: pl.DataFrame, columns: Sequence[str], labels: Sequence[str], unit: str, ax: Axes | None = None
+    trend: pl.DataFrame,
+    columns: Sequence[str],
+    labels: Sequence[str],
+    unit: str,
+    ax: Axes | None = None,
+    *,
+    share: bool = False,
 ) -> Axes:
-    """Metrics over the last quarters (one line per column; null points, e.g. suppressed, are gaps)."""
+    """Metrics over the last quarters (one line per column; null points, e.g. suppressed, are gaps).
+
+    With ``share=True`` the values are percentages and the value axis runs from 0 to 100, so that a change
+    of a few points is not drawn as a cliff; otherwise it starts at 0 when every value is non-negative.
+    """
     ax = _axes(ax)
     x = np.arange(trend.height)
     for i, (col, lab) in enumerate(zip(columns, labels, strict=True)):
@@ -181,6 +197,10 @@ def trend_plot(
     ax.set_xticks(x, trend["quarter"].to_list())
     ax.set_xlabel("quarter")
     ax.set_ylabel(unit)
+    if share:
+        ax.set_ylim(0, 100)
+    elif ax.get_ylim()[0] > 0:
+        ax.set_ylim(bottom=0)
     ax.legend(loc="best", fontsize=8)
     return ax
 
@@ -193,13 +213,21 @@ def bar_counts(
     ylabel: str,
     ax: Axes | None = None,
     colors: Sequence[str] | None = None,
+    share: bool = False,
 ) -> Axes:
-    """Horizontal bars of shares or counts (already safe to show)."""
+    """Horizontal bars of shares or counts (already safe to show), in the order given, first at the top.
+
+    With ``share=True`` the values are percentages and the axis runs from 0 to 100.
+    """
     ax = _axes(ax, (7.0, 0.5 + 0.45 * max(len(categories), 1)))
     y = np.arange(len(categories))
     ax.barh(y, values, color=list(colors) if colors else PALETTE[0])
     ax.set_yticks(y, list(categories))
     ax.invert_yaxis()
+    if share:
+        ax.set_xlim(0, 100)
+    else:
+        ax.set_xlim(left=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return ax
@@ -235,7 +263,7 @@ def funnel_plot(
     for name, n, v in u.select("unit", "n", "o_minus_e").iter_rows():
         ax.annotate(str(name), (n, v), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xlabel("episodes with an outcome (volume)")
-    ax.set_ylabel(f"observed - expected {label} ({unit})")
+    ax.set_ylabel(f"observed minus expected {label} ({unit})")
     ax.legend(loc="best", fontsize=8)
     return ax
 

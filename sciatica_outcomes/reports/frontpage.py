@@ -255,10 +255,7 @@ def summary_sentences(
                 (completed, "completed the program"),
             )
         )
-        sentences.append(
-            f"In {qt}, {active} episodes were active ({scope}): {counts} "
-            f"({prev})."
-        )
+        sentences.append(f"In {qt}, {active} episodes were active ({scope}): {counts} ({prev}).")
     mcid = config.mcid["odi"].absolute
     # 2. improvement (ODI) at the end of the episode
     ref = PUBLISHED_REFERENCES["odi_improvement"]
@@ -302,9 +299,7 @@ def summary_sentences(
     elif share == WITHHELD:
         sentences.append(f"The share of those episodes that {what} is {WITHHELD} {cmp}.")
     else:
-        sentences.append(
-            f"{safe_count(current['odi_responders'])} of them ({share}) {what} {cmp}."
-        )
+        sentences.append(f"{safe_count(current['odi_responders'])} of them ({share}) {what} {cmp}.")
     # 4. adherence
     share = _share(current, "weeks_met", "patient_weeks", "sessions_recorded")
     cmp = _compare(

@@ -283,8 +283,8 @@ def test_store_without_red_flag_screens_or_exercises_says_not_recorded(tmp_path:
     assert "Red-flag screens: not recorded" in text
     assert "has an action recorded" not in text  # no all-clear without any screen
     assert (
-        "Training dose and load progression: not recorded (the session_exercises table was not ingested)"
-        in text
+        "Training dose and load progression: not recorded (the exercise logs, table session_exercises, were "
+        "not ingested)" in text
     )
     assert "progressed at least once" not in text
     assert re.search(r"symptom_checks not ingested red-flag screens", text), "coverage panel names the table"
