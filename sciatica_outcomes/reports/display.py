@@ -8,6 +8,7 @@ inline with its alt text.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -29,6 +30,9 @@ from matplotlib.rcsetup import cycler
 __all__ = [
     "COLUMN_LABELS",
     "PALETTE",
+    "PHONE_DPI",
+    "PHONE_MAX_WIDTH",
+    "PHONE_WIDTH_IN",
     "HtmlBlock",
     "ReportWriter",
     "apply_style",
@@ -36,6 +40,12 @@ __all__ = [
     "format_p",
     "to_latex",
 ]
+
+#: Width (inches) of a figure's phone rendering, its resolution, and the widest screen that shows it: at
+#: 390 CSS px a 4-inch figure is drawn at about 1.2 px per point, so 8-10 pt text is 10-12 px tall.
+PHONE_WIDTH_IN = 4.0
+PHONE_DPI = 160
+PHONE_MAX_WIDTH = "40rem"
 
 #: Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008), in the order figures use it.
 PALETTE: tuple[str, ...] = (
@@ -328,9 +338,12 @@ class ReportWriter:
             to_latex(shown, self.tables_dir / f"{name}.tex", caption, f"tab:{name}")
         self.tables.append({"name": name, "caption": caption, "file": f"tables/{name}.csv"})
         headers = {**{c: column_label(c) for c in shown.columns}, **dict(labels or {})}
-        head = "".join(f"<th>{html.escape(headers[c])}</th>" for c in shown.columns)
+        # words are read left-aligned, numbers right-aligned (counts are strings only after suppression)
+        text = {c: frame.schema[c] == pl.String and c not in cols for c in shown.columns}
+        cls = {c: ' class="text"' if text[c] else "" for c in shown.columns}
+        head = "".join(f"<th{cls[c]}>{html.escape(headers[c])}</th>" for c in shown.columns)
         rows = (
-            "".join(f"<td>{_fmt(v, digits, c)}</td>" for c, v in zip(shown.columns, row, strict=True))
+            "".join(f"<td{cls[c]}>{_fmt(v, digits, c)}</td>" for c, v in zip(shown.columns, row, strict=True))
             for row in shown.iter_rows()
         )
         body = "".join(f"<tr>{r}</tr>" for r in rows)
@@ -346,8 +359,22 @@ class ReportWriter:
             f"<tbody>{body}</tbody></table>{suppressed_note}{foot}"
         )
 
-    def figure(self, fig: Any, name: str, alt: str, caption: str) -> HtmlBlock:
+    def figure(
+        self,
+        fig: Any,
+        name: str,
+        alt: str,
+        caption: str,
+        *,
+        phone: Any = None,
+        phone_size: tuple[float, float] | None = None,
+    ) -> HtmlBlock:
         """Save a matplotlib figure to ``figures/<name>.png`` and return it inline with alt text.
+
+        The page carries two renderings: the figure as drawn (screens and print) and a phone rendering that a
+        ``<picture>`` element shows on screens up to :data:`PHONE_MAX_WIDTH` wide. The phone rendering is
+        the same figure redrawn :data:`PHONE_WIDTH_IN` inches wide (text keeps its point size, so at 390 px
+        a 10 pt label is about 12 px instead of 6 px), or ``phone``, a figure laid out for a narrow screen.
 
         Parameters
         ----------
@@ -359,16 +386,35 @@ class ReportWriter:
             Text alternative describing what the figure shows (read by screen readers).
         caption : str
             Visible caption.
+        phone : matplotlib.figure.Figure, optional
+            A separate narrow layout for phones (closed after saving); default: ``fig`` resized.
+        phone_size : tuple of float, optional
+            Width and height (inches) of the resized phone rendering; default
+            ``(PHONE_WIDTH_IN, height scaled by 0.85 and at least 3)``.
         """
         buf = io.BytesIO()
         fig.savefig(buf, format="png", bbox_inches="tight")
-        plt.close(fig)
         data = buf.getvalue()
+        small = phone if phone is not None else fig
+        if phone is None:
+            _, height = fig.get_size_inches()
+            size = phone_size or (PHONE_WIDTH_IN, max(3.0, 0.85 * float(height)))
+            small.set_size_inches(*size)
+            with contextlib.suppress(ValueError, RuntimeError):
+                small.tight_layout()
+        phone_buf = io.BytesIO()
+        small.savefig(phone_buf, format="png", bbox_inches="tight", dpi=PHONE_DPI)
+        plt.close(fig)
+        if phone is not None:
+            plt.close(phone)
         (self.figures_dir / f"{name}.png").write_bytes(data)
         self.figures.append({"name": name, "alt": alt, "caption": caption, "file": f"figures/{name}.png"})
         encoded = base64.b64encode(data).decode("ascii")
+        narrow = base64.b64encode(phone_buf.getvalue()).decode("ascii")
         return HtmlBlock(
-            f'<figure><img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+            f'<figure><picture><source media="(max-width: {PHONE_MAX_WIDTH})" '
+            f'srcset="data:image/png;base64,{narrow}">'
+            f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}"></picture>'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
 

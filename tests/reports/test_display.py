@@ -31,7 +31,7 @@ def test_table_prints_words_for_column_names_and_formats_p(tmp_path: Path) -> No
     w = ReportWriter(tmp_path)
     frame = pl.DataFrame({"term": ["week", "age"], "o_minus_e": [1.25, -0.5], "p": [0.0, 0.0432]})
     page = w.table(frame, "t", "A table", labels={"term": "model term"}).html
-    assert "<th>model term</th><th>observed minus expected</th><th>p</th>" in page
+    assert '<th class="text">model term</th><th>observed minus expected</th><th>p</th>' in page
     assert "<td>&lt; 0.001</td>" in page and "<td>0.043</td>" in page and "0.000" not in page
     # the CSV keeps the column names and the numbers
     csv = pl.read_csv(tmp_path / "tables" / "t.csv")
@@ -91,3 +91,68 @@ def test_share_axes_start_at_zero() -> None:
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["safe", "acceptable"] and ax.yaxis_inverted()
     plt.close("all")
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_figures_carry_a_phone_rendering_with_text_at_a_legible_size(tmp_path: Path) -> None:
+    import base64  # noqa: PLC0415
+    import re  # noqa: PLC0415
+
+    from sciatica_outcomes.reports.display import PHONE_DPI, PHONE_WIDTH_IN  # noqa: PLC0415
+
+    w = ReportWriter(tmp_path)
+    fig, ax = plt.subplots(figsize=(7.0, 3.8))
+    ax.plot([0, 1], [0, 1])
+    ax.set_xlabel("weeks since start of program")
+    page = w.figure(fig, "f", alt="A line from 0 to 1 over the weeks", caption="A line").html
+    m = re.search(
+        r'<picture><source media="\(max-width: 40rem\)" srcset="data:image/png;base64,([^"]+)">'
+        r'<img src="data:image/png;base64,([^"]+)" alt="A line from 0 to 1 over the weeks"></picture>',
+        page,
+    )
+    assert m is not None
+    phone, wide = (base64.b64decode(g) for g in m.groups())
+    assert wide == (tmp_path / "figures" / "f.png").read_bytes()
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["f.png"]  # the phone copy is inline only
+    width_px, _ = _png_size(phone)
+    # about PHONE_WIDTH_IN inches (tight bounding box): shown 370 px wide, 1 pt of text is >= 1.1 px
+    inches = width_px / PHONE_DPI
+    assert 0.85 * PHONE_WIDTH_IN <= inches <= 1.1 * PHONE_WIDTH_IN
+    assert 370 / (inches * 72) >= 1.1
+    # the wide rendering is the figure as drawn (7 in at the style's 110 dpi)
+    assert _png_size(wide)[0] > 600
+
+
+def test_compact_flow_diagram_keeps_its_text_inside_the_axes() -> None:
+    stages = {
+        "active at start of quarter": "172",
+        "enrolled in quarter": "147",
+        "active in quarter": "319",
+        "ended: completed": "103",
+        "ended: dropped out": "*",
+        "still active at end of quarter": "170",
+    }
+    fig, ax = plt.subplots(figsize=(4.0, 6.4))
+    fg.flow_diagram(stages, ax=ax, compact=True)
+    fig.canvas.draw()
+    frame = ax.get_window_extent()
+    texts = [t for t in ax.texts if t.get_text()]
+    assert any("n = 319" in t.get_text() for t in texts)
+    for t in texts:
+        box = t.get_window_extent()
+        assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1, t.get_text()
+    plt.close(fig)
+
+
+def test_print_css_numbers_pages_and_keeps_headings_with_their_text() -> None:
+    from sciatica_outcomes.reports.html import REPORT_CSS  # noqa: PLC0415
+
+    assert 'content: "Page " counter(page) " of " counter(pages)' in REPORT_CSS
+    assert "h1, h2, h3 { break-after: avoid-page" in REPORT_CSS
+    assert "h2#Data-coverage { break-before: page; }" in REPORT_CSS  # the front page stands alone
+    # a grid container with break-inside: avoid is pushed whole to the next page by Chromium: cards only
+    assert ".headline div, ul.summary li" in REPORT_CSS and ".headline," not in REPORT_CSS
