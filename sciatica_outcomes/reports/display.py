@@ -2,7 +2,13 @@
 
 Every table passes through :func:`sciatica_outcomes.reports.privacy.suppress_counts` and is written to
 ``tables/<name>.csv`` with spreadsheet-safe cells; every figure is saved to ``figures/<name>.png`` and shown
-inline with its alt text.
+inline with its alt text (and a phone rendering).
+
+In the CSV files numbers are numbers (:func:`csv_numbers`): counts, percentages (as the number of percent)
+and rates are written unquoted and without thousands separators. A column in which a cell is withheld is the
+one exception: it is text, the withheld cell is ``*`` and the other cells are plain numbers, so that nothing
+withheld can be mistaken for a number (a blank would read as "no value", a 0 as zero). The HTML tables show
+column headers in words (:data:`COLUMN_LABELS`); the CSV files keep the column names.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ __all__ = [
     "ReportWriter",
     "apply_style",
     "column_label",
+    "csv_numbers",
     "format_p",
     "to_latex",
 ]
@@ -118,8 +125,8 @@ COLUMN_LABELS: dict[str, str] = {
     "weeks_meeting_prescription_pct": "patient-weeks meeting the prescription",
     "flare_rate_per_100": "flares per 100 sessions",
     "odi_responders_pct": "reached the ODI MCID",
-    "baseline_recorded": "recorded at baseline",
-    "end_recorded": "recorded at the end",
+    "baseline_recorded_pct": "recorded at baseline",
+    "end_recorded_pct": "recorded at the end",
     "used_for": "used for",
     "se": "SE",
     "df": "df",
@@ -142,6 +149,53 @@ def format_p(p: float | None) -> str:
     if p < 0.001:
         return "< 0.001"
     return f"{p:.3f}"
+
+
+_NUMBER_TEXT = r"^-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?$"
+
+
+def csv_numbers(frame: pl.DataFrame) -> pl.DataFrame:
+    """Turn the display strings of a table's numbers back into numbers for its CSV file.
+
+    A text column whose every value is a number as the report prints it (``1,659``, ``71%``, ``0.6``) or
+    the withheld mark :data:`~sciatica_outcomes.reports.privacy.SUPPRESSED` is converted:
+
+    - with no withheld cell, to an integer column (or a float column when a value has decimals), thousands
+      separators and the percent sign dropped (a percentage is written as the number of percent, 71 for
+      ``71%``);
+    - with a withheld cell, it stays text so that the withheld cell can say ``*``, and every other cell is
+      the plain number (``1659``, ``71``): a spreadsheet reads those cells as numbers and the ``*`` as text.
+
+    Other columns (labels, and columns that are numbers already) are returned unchanged, so no value is
+    lost: only the formatting of a number changes.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        A table as shown (counts as display strings after suppression).
+
+    Returns
+    -------
+    polars.DataFrame
+    """
+    out = frame
+    for c, dtype in frame.schema.items():
+        if dtype != pl.String:
+            continue
+        values = frame[c].drop_nulls()
+        if values.len() == 0:
+            continue
+        withheld = values == SUPPRESSED
+        numeric = values.str.contains(_NUMBER_TEXT)
+        if not bool((withheld | numeric).all()) or not bool(numeric.any()):
+            continue
+        plain = pl.col(c).str.replace_all(",", "").str.strip_suffix("%")
+        if bool(withheld.any()):
+            out = out.with_columns(plain.alias(c))
+        else:
+            decimals = bool(values.str.contains(r"\.").any())
+            out = out.with_columns(plain.cast(pl.Float64 if decimals else pl.Int64).alias(c))
+    return out
 
 
 def _is_p_column(name: str) -> bool:
@@ -333,7 +387,7 @@ class ReportWriter:
         csv_frame = shown.with_columns(
             pl.when(pl.col(c) == "-").then(None).otherwise(pl.col(c)).alias(c) for c in text_cols
         )
-        write_safe_csv(csv_frame, self.tables_dir / f"{name}.csv")
+        write_safe_csv(csv_numbers(csv_frame), self.tables_dir / f"{name}.csv")
         if latex:
             to_latex(shown, self.tables_dir / f"{name}.tex", caption, f"tab:{name}")
         self.tables.append({"name": name, "caption": caption, "file": f"tables/{name}.csv"})

@@ -156,3 +156,44 @@ def test_print_css_numbers_pages_and_keeps_headings_with_their_text() -> None:
     assert "h2#Data-coverage { break-before: page; }" in REPORT_CSS  # the front page stands alone
     # a grid container with break-inside: avoid is pushed whole to the next page by Chromium: cards only
     assert ".headline div, ul.summary li" in REPORT_CSS and ".headline," not in REPORT_CSS
+
+
+def test_csv_numbers_are_numbers_and_only_withheld_cells_are_text(tmp_path: Path) -> None:
+    from sciatica_outcomes.reports.display import csv_numbers  # noqa: PLC0415
+
+    shown = pl.DataFrame(
+        {
+            "quarter": ["2026Q2", "2026Q3"],
+            "active": ["1,328", "319"],
+            "ended": ["*", "149"],
+            "share": ["71%", "73%"],
+            "rate": ["0.6", "0.7"],
+            "band": ["0-3", "4-6"],
+        }
+    )
+    out = csv_numbers(shown)
+    assert out.schema["active"] == pl.Int64 and out["active"].to_list() == [1328, 319]
+    assert out.schema["share"] == pl.Int64 and out["share"].to_list() == [71, 73]
+    assert out.schema["rate"] == pl.Float64
+    assert out["ended"].to_list() == ["*", "149"]  # text only because a cell is withheld
+    assert out["quarter"].to_list() == ["2026Q2", "2026Q3"] and out["band"].to_list() == ["0-3", "4-6"]
+    # through the writer: the file has unquoted numbers and a quoted "*"
+    w = ReportWriter(tmp_path)
+    frame = pl.DataFrame({"category": ["a", "b", "c"], "n": [120, 4, 300]})
+    w.table(frame, "counts", "Counts", count_cols=["n"])
+    w.table(pl.DataFrame({"category": ["a", "b"], "n": [120, 300]}), "clean", "Counts", count_cols=["n"])
+    assert (tmp_path / "tables" / "clean.csv").read_text().splitlines() == [
+        '"category","n"',
+        '"a",120',
+        '"b",300',
+    ]
+    back = pl.read_csv(tmp_path / "tables" / "clean.csv")
+    assert back.schema["n"] == pl.Int64
+    withheld = pl.read_csv(tmp_path / "tables" / "counts.csv", infer_schema=False)
+    # 4 is withheld, and 120 with it (else 4 = total - shown); 300 is written as the plain number
+    assert withheld["n"].to_list() == ["*", "*", "300"]
+    assert (tmp_path / "tables" / "counts.csv").read_text().splitlines()[1:] == [
+        '"a","*"',
+        '"b","*"',
+        '"c","300"',
+    ]
