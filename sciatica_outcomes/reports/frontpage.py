@@ -23,12 +23,13 @@ from typing import TypedDict, cast
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
-from sciatica_outcomes.reports.privacy import SUPPRESSED, safe_count, safe_percent, safe_rate
+from sciatica_outcomes.reports.privacy import SUPPRESSED, safe_count, safe_percent, safe_rate, suppress_counts
 from sciatica_outcomes.reports.quarterly import (
     Quarter,
     QuarterlyInputs,
     adherence_summary,
     end_of_episode_outcomes,
+    flow_display,
     patient_flow,
     safety_summary,
 )
@@ -54,7 +55,10 @@ class QuarterMetrics(TypedDict):
     ``odi_responders`` those of them whose improvement reached the absolute MCID and ``odi_mean_change`` their
     mean change (negative = better). ``*_recorded`` say whether the table behind a number has rows (sessions:
     in the quarter; outcomes and red-flag screens: up to its end): without them the number is "not recorded",
-    not zero.
+    not zero. ``shown`` holds the counts ``active, enrolled, ended, completed, odi_end`` as the report's
+    tables show them (the patient flow's :func:`~sciatica_outcomes.reports.quarterly.flow_display` and the
+    end-of-episode table's suppression of ``n_with_end``): a sentence prints those strings, so that it never
+    tells a count that a table withholds by complementary suppression.
     """
 
     quarter: str
@@ -73,6 +77,7 @@ class QuarterMetrics(TypedDict):
     sessions_recorded: bool
     outcomes_recorded: bool
     red_flags_recorded: bool
+    shown: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -123,10 +128,15 @@ def quarter_metrics(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> 
         Raw counts, a mean and flags (suppress before showing: :func:`summary_sentences` does).
     """
     qt = quarter or inputs.quarter
-    flow = dict(patient_flow(inputs, quarter).iter_rows())
+    flow_frame = patient_flow(inputs, quarter)
+    flow = dict(flow_frame.iter_rows())
+    flow_shown = flow_display(flow_frame)
     adherence = adherence_summary(inputs, quarter)
     safety = safety_summary(inputs, quarter)
-    odi = end_of_episode_outcomes(inputs, quarter).filter(pl.col("outcome") == "odi").row(0, named=True)
+    ends = end_of_episode_outcomes(inputs, quarter)
+    # the end-of-episode table suppresses n_with_end as one column over the outcomes (as the report does)
+    end_shown = dict(zip(ends["outcome"], suppress_counts(ends, ["n_with_end"])["n_with_end"], strict=True))
+    odi = ends.filter(pl.col("outcome") == "odi").row(0, named=True)
     recorded = _rows_up_to(inputs, "measures", "assessed_on", qt.end) or _rows_up_to(
         inputs, "questionnaire_items", "assessed_on", qt.end
     )
@@ -148,6 +158,13 @@ def quarter_metrics(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> 
         "sessions_recorded": _sessions_in(inputs, qt),
         "outcomes_recorded": recorded,
         "red_flags_recorded": _rows_up_to(inputs, "symptom_checks", "checked_on", qt.end),
+        "shown": {
+            "active": flow_shown["active in quarter"],
+            "enrolled": flow_shown["enrolled in quarter"],
+            "ended": flow_shown["ended"],
+            "completed": flow_shown["ended: completed"],
+            "odi_end": end_shown["odi"],
+        },
     }
 
 
@@ -156,13 +173,21 @@ WITHHELD = "withheld for privacy"
 NO_DATA = "no data"
 
 
-def _share(m: QuarterMetrics | None, part: str, whole: str, needs: str) -> str:
-    """A share as the comparison shows it: a percentage, "withheld for privacy" or "not recorded"."""
+def _share(
+    m: QuarterMetrics | None, part: str, whole: str, needs: str, *, withheld_with: tuple[str, ...] = ()
+) -> str:
+    """A share as the comparison shows it: a percentage, "withheld for privacy" or "not recorded".
+
+    ``withheld_with`` names counts of ``m["shown"]`` that the report withholds: if any of them is withheld the
+    share is too (with the other count shown, the share would give it back).
+    """
     if m is None:
         return NO_DATA
     values: Mapping[str, object] = m
     if not values[needs]:
         return "not recorded"
+    if any(m["shown"][k] == SUPPRESSED for k in withheld_with):
+        return WITHHELD
     value = safe_percent(cast(int, values[part]), cast(int, values[whole]))
     if value == SUPPRESSED:
         return WITHHELD
@@ -237,12 +262,13 @@ def summary_sentences(
     qt = current["quarter"]
     sentences: list[str] = []
     # 1. who was seen
-    active, enrolled = safe_count(current["active"]), safe_count(current["enrolled"])
-    ended, completed = safe_count(current["ended"]), safe_count(current["completed"])
+    # counts as the patient-flow table shows them (complementary suppression included)
+    shown = current["shown"]
+    active, enrolled, ended, completed = (shown[k] for k in ("active", "enrolled", "ended", "completed"))
     if previous is None:
         prev = "no earlier quarter in the store"
     else:
-        prev_active = safe_count(previous["active"])
+        prev_active = previous["shown"]["active"]
         prev = f"last quarter: {WITHHELD if prev_active == SUPPRESSED else prev_active} active"
     if active == SUPPRESSED:
         sentences.append(f"In {qt}, the number of episodes active ({scope}) is {WITHHELD}.")
@@ -259,7 +285,7 @@ def summary_sentences(
     mcid = config.mcid["odi"].absolute
     # 2. improvement (ODI) at the end of the episode
     ref = PUBLISHED_REFERENCES["odi_improvement"]
-    n_end = safe_count(current["odi_end_n"])
+    n_end = shown["odi_end"]
     improvement = _mean_improvement(current)
     cmp = _compare(_mean_improvement(previous), None if network is None else _mean_improvement(network))
     if not current["outcomes_recorded"]:
@@ -280,16 +306,20 @@ def summary_sentences(
     else:
         change = current["odi_mean_change"] or 0.0
         verb = "improved" if change <= 0 else "worsened"
+        who = f"the {n_end} episodes" if n_end != SUPPRESSED else f"the episodes (their number {WITHHELD})"
         sentences.append(
-            f"Among the {n_end} episodes that ended in {qt} with a baseline and a follow-up ODI, disability "
+            f"Among {who} that ended in {qt} with a baseline and a follow-up ODI, disability "
             f"{verb} by {abs(change):.1f} points on average on the 0-100 scale {cmp}; for reference, "
             f"{ref.text} ({ref.source}; {ref.caveat})."
         )
     # 3. responders (share reaching the ODI MCID)
-    share = _share(current, "odi_responders", "odi_end_n", "outcomes_recorded")
+    end = ("odi_end",)
+    share = _share(current, "odi_responders", "odi_end_n", "outcomes_recorded", withheld_with=end)
     cmp = _compare(
-        _share(previous, "odi_responders", "odi_end_n", "outcomes_recorded"),
-        None if network is None else _share(network, "odi_responders", "odi_end_n", "outcomes_recorded"),
+        _share(previous, "odi_responders", "odi_end_n", "outcomes_recorded", withheld_with=end),
+        None
+        if network is None
+        else _share(network, "odi_responders", "odi_end_n", "outcomes_recorded", withheld_with=end),
     )
     what = f"improved by at least the ODI MCID of {mcid:g} points"
     if not current["outcomes_recorded"]:
@@ -337,10 +367,13 @@ def summary_sentences(
         )
     sentences.append(f"{red}; {flares}.")
     # 6. data coverage, and how many ended episodes have an end score
-    share = _share(current, "odi_end_n", "ended", "outcomes_recorded")
+    both = ("odi_end", "ended")
+    share = _share(current, "odi_end_n", "ended", "outcomes_recorded", withheld_with=both)
     cmp = _compare(
-        _share(previous, "odi_end_n", "ended", "outcomes_recorded"),
-        None if network is None else _share(network, "odi_end_n", "ended", "outcomes_recorded"),
+        _share(previous, "odi_end_n", "ended", "outcomes_recorded", withheld_with=both),
+        None
+        if network is None
+        else _share(network, "odi_end_n", "ended", "outcomes_recorded", withheld_with=both),
     )
     if missing_tables:
         names = ", ".join(label_for("table", t) for t in missing_tables)

@@ -12,12 +12,13 @@ import pytest
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.reports import frontpage as fp
 from sciatica_outcomes.reports import quarterly as q
+from sciatica_outcomes.reports.privacy import safe_count
 
 CFG = ClinicalConfig()
 
 
 def metrics(**changes: object) -> fp.QuarterMetrics:
-    base: fp.QuarterMetrics = {
+    base: dict[str, object] = {
         "quarter": "2026Q3",
         "active": 319,
         "enrolled": 147,
@@ -35,7 +36,19 @@ def metrics(**changes: object) -> fp.QuarterMetrics:
         "outcomes_recorded": True,
         "red_flags_recorded": True,
     }
-    return {**base, **changes}  # type: ignore[typeddict-item]
+    merged = {**base, **changes}
+    default_shown = {
+        k: safe_count(int(merged[n]))  # type: ignore[call-overload]
+        for k, n in (
+            ("active", "active"),
+            ("enrolled", "enrolled"),
+            ("ended", "ended"),
+            ("completed", "completed"),
+            ("odi_end", "odi_end_n"),
+        )
+    }
+    merged["shown"] = {**default_shown, **dict(changes.get("shown", {}))}  # type: ignore[call-overload]
+    return merged  # type: ignore[return-value]
 
 
 def sentences(
@@ -164,3 +177,37 @@ def test_front_page_numbers_are_the_report_sections_numbers(report_store: dict[s
 def test_edge_shares_are_shown_when_safe(share: int) -> None:
     s = sentences(metrics(odi_responders=share))
     assert f"{share} of them ({round(100 * share / 120)}%)" in s[2]
+
+
+def test_a_count_the_flow_table_withholds_is_withheld_in_the_sentence_too() -> None:
+    # 19 ended, 14 completed: the other end reasons sum to 5, so the flow table withholds "completed"
+    # (complementary suppression) although 14 is no small count; the sentence must not give it away
+    cur = metrics(ended=19, completed=14, odi_end_n=17, odi_responders=12, shown={"completed": "*"})
+    s = sentences(cur)
+    assert not re.search(r"\b14\b", s[0]) and "completed the program: withheld for privacy" in s[0]
+    # an end-score count withheld by its table: the share of ended episodes with it is withheld too
+    cur = metrics(ended=40, odi_end_n=25, shown={"odi_end": "*"})
+    s = sentences(cur)
+    assert not re.search(r"\b25\b", " ".join(s))
+    assert s[1].startswith("Among the episodes (their number withheld for privacy) that ended")
+    assert "the share of ended episodes with a follow-up ODI is withheld for privacy" in s[5]
+    assert "is withheld for privacy" in s[2]
+
+
+def test_sentences_print_what_the_report_tables_show(report_store: dict[str, Path]) -> None:
+    from sciatica_outcomes.reports.privacy import suppress_counts  # noqa: PLC0415
+
+    for clinic in ("CL01", "CL02", "CL03", "CL04"):
+        inputs = q.load_inputs(report_store["db"], "2026Q2", clinic=clinic)
+        cur = fp.quarter_metrics(inputs)
+        flow = q.flow_display(q.patient_flow(inputs))
+        assert cur["shown"]["completed"] == flow["ended: completed"]
+        assert cur["shown"]["ended"] == flow["ended"]
+        ends = q.end_of_episode_outcomes(inputs)
+        table = dict(zip(ends["outcome"], suppress_counts(ends, ["n_with_end"])["n_with_end"], strict=True))
+        assert cur["shown"]["odi_end"] == table["odi"]
+        s = fp.summary_sentences(cur, None, None, config=CFG, scope=f"clinic {clinic}", missing_tables=[])
+        if flow["ended: completed"] == "*":
+            assert "completed the program: withheld for privacy" in s[0]
+        else:
+            assert f"{flow['ended: completed']} completed the program" in s[0]
