@@ -627,7 +627,7 @@ def case_mix(inputs: QuarterlyInputs) -> pl.DataFrame:
         ``characteristic, category, n`` for sex, age band, symptom duration, affected side, baseline ODI band
         (:func:`~sciatica_outcomes.scoring.odi_band`, Fairbank & Pynsent 2000) and baseline leg pain band,
         categories in the order of :data:`CASE_MIX_ORDER` (ordered bands lowest first, "not recorded" last)
-        and labelled from the catalogs (``female``, not ``F``). A category no episode falls in is left out.
+        and labelled from the catalogs (``Female``, not ``F``). A category no episode falls in is left out.
         Baselines are the derive stage's (``baseline_<m>`` of the episode summary: the value at visit w0).
     """
     ep = inputs.tables["episodes"].filter(_episode_sets(inputs.tables["episodes"], inputs.quarter)["active"])

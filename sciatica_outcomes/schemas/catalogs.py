@@ -84,8 +84,11 @@ def measure_catalog() -> pl.DataFrame:
 
 _LABEL_SCHEMA = {"vocabulary": pl.String, "code": pl.String, "label": pl.String, "description": pl.String}
 
-#: The vocabularies of ``labels.csv``, each with the codes it labels (``schemas.vocabulary``), in display
-#: order; ``measure`` and ``exercise`` labels come from their own catalogs.
+#: The labelled vocabularies (codes of ``schemas.vocabulary``). ``table``, ``muscle_group``,
+#: ``exercise_category``, ``pain_band`` and ``red_flag`` are in ``labels.csv``; the coded columns of the
+#: canonical tables take the labels of the data guide (:data:`_TABLE_COLUMNS`,
+#: ``schemas.documentation.value_labels``), so a code has one label wherever it is shown; ``measure`` and
+#: ``exercise`` labels come from their own catalogs.
 LABEL_VOCABULARIES: tuple[str, ...] = (
     "table",
     "sex",
@@ -100,17 +103,28 @@ LABEL_VOCABULARIES: tuple[str, ...] = (
     "stopped_reason",
     "session_status",
 )
+#: Vocabularies that are a coded column of a canonical table, labelled by the data guide.
+_TABLE_COLUMNS: dict[str, tuple[str, str]] = {
+    "sex": ("episodes", "sex"),
+    "side": ("episodes", "affected_side"),
+    "end_reason": ("episodes", "end_reason"),
+    "action": ("symptom_checks", "action_taken"),
+    "symptom_extent": ("sessions", "symptom_extent"),
+    "stopped_reason": ("measures", "stopped_reason"),
+    "session_status": ("sessions", "status"),
+}
 
 
 def labels_catalog() -> pl.DataFrame:
-    """Return the label catalog: the words a report prints for each code of a controlled vocabulary.
+    """Return the label catalog: the words a report prints for the codes the data guide does not label.
 
     Returns
     -------
     polars.DataFrame
         Columns ``vocabulary, code, label, description`` (``description`` may be empty); within a vocabulary
         the rows are in display order (ordered categories such as symptom extent proximal to distal, pain
-        bands safe to high risk). Vocabularies: :data:`LABEL_VOCABULARIES`.
+        bands safe to high risk). Vocabularies: ``table``, ``muscle_group``, ``exercise_category``,
+        ``pain_band``, ``red_flag`` (the others of :data:`LABEL_VOCABULARIES` come from the data guide).
     """
     return _read("labels.csv", tuple(_LABEL_SCHEMA.items()))
 
@@ -129,6 +143,11 @@ def label_map(vocabulary: str) -> dict[str, str]:
     if vocabulary == "exercise":
         cat = exercise_catalog()
         return dict(zip(cat["code"], cat["name"], strict=True))
+    if vocabulary in _TABLE_COLUMNS:
+        # the data guide's labels (imported here: schemas.documentation itself reads these catalogs)
+        from sciatica_outcomes.schemas.documentation import value_labels  # noqa: PLC0415
+
+        return value_labels(*_TABLE_COLUMNS[vocabulary])
     part = labels_catalog().filter(pl.col("vocabulary") == vocabulary)
     if part.height == 0:
         known = ", ".join(("measure", "exercise", *LABEL_VOCABULARIES))

@@ -71,7 +71,7 @@ def test_pain_bands_and_case_mix_come_in_their_order(report_store: dict[str, Pat
         shown = mix.filter(pl.col("characteristic") == characteristic)["category"].to_list()
         assert shown == [c for c in (*order, "not recorded") if c in shown], characteristic
     sexes = set(mix.filter(pl.col("characteristic") == "sex")["category"])
-    assert sexes <= {"female", "male", "other or not stated"} and "F" not in sexes
+    assert sexes <= {"Female", "Male", "Other or not stated"} and "F" not in sexes
     ages = mix.filter(pl.col("characteristic") == "age band")["category"].to_list()
     assert ages == ["under 40", "40-59", "60 and over"]
 
