@@ -48,7 +48,8 @@ ul.summary { padding-left: 1.2rem; } ul.summary li { margin: .35rem 0; }
 figure picture { display: block; }
 @page {
   size: A4; margin: 15mm 14mm 17mm;
-  @bottom-center { content: "Page " counter(page) " of " counter(pages); font-size: 8.5pt; color: #5a5a5a; }
+  @bottom-center { content: "Page " counter(page) " of " counter(pages); font: 8.5pt Arial, sans-serif;
+                   color: #5a5a5a; }
 }
 @media print {
   body { max-width: none; font-size: 10pt; padding: 0; }
