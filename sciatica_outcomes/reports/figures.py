@@ -20,6 +20,7 @@ from sciatica_outcomes.reports.display import PALETTE
 from sciatica_outcomes.reports.privacy import HIGH, SUPPRESSED, suppress_counts
 
 __all__ = [
+    "PAIN_BAND_COLOURS",
     "adherence_plot",
     "bar_counts",
     "drawable_units",
@@ -31,6 +32,11 @@ __all__ = [
 ]
 
 
+#: Colours of the pain-monitoring bands, safe -> acceptable -> high risk, from the colour-blind-safe palette:
+#: bluish green, orange, vermillion (traffic-light order that stays distinguishable without red-green vision).
+PAIN_BAND_COLOURS: dict[str, str] = {"safe": PALETTE[2], "acceptable": PALETTE[1], "high_risk": PALETTE[3]}
+
+
 def _axes(ax: Axes | None, size: tuple[float, float] = (7.0, 3.8)) -> Axes:
     if ax is not None:
         return ax
@@ -38,17 +44,20 @@ def _axes(ax: Axes | None, size: tuple[float, float] = (7.0, 3.8)) -> Axes:
     return new
 
 
-def flow_diagram(stages: dict[str, str], ax: Axes | None = None) -> Axes:
+def flow_diagram(stages: dict[str, str], ax: Axes | None = None, *, compact: bool = False) -> Axes:
     """CONSORT-style patient-flow diagram for one quarter.
 
     Parameters
     ----------
     stages : dict
         Display strings (already suppressed) for the stages of :func:`quarterly.patient_flow`, keyed by stage.
+    compact : bool
+        A taller layout for a phone screen (draw it on axes about 4 x 6.4 inches): the boxes stacked, the
+        labels broken over lines, so that the text stays at its point size without running over the boxes.
     """
-    ax = _axes(ax, (7.5, 4.6))
+    ax = _axes(ax, (4.0, 6.4) if compact else (7.5, 4.6))
     ax.set_xlim(0, 10)
-    ax.set_ylim(0, 10)
+    ax.set_ylim(0, 16 if compact else 10)
     ax.axis("off")
 
     def box(x: float, y: float, text: str, w: float = 3.2, h: float = 1.1, color: str = PALETTE[0]) -> None:
@@ -62,22 +71,29 @@ def flow_diagram(stages: dict[str, str], ax: Axes | None = None) -> Axes:
     def arrow(x0: float, y0: float, x1: float, y1: float) -> None:
         ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "#444"})
 
+    ended = [k for k in stages if k.startswith("ended: ")]
+    lines = "\n".join(f"{k.removeprefix('ended: ')}: {stages[k]}" for k in ended)
+    still = stages["still active at end of quarter"]
+    if compact:
+        start = stages["active at start of quarter"]
+        box(2.5, 14.4, f"Active at start\nof quarter\nn = {start}", w=4.6, h=2.4)
+        box(7.5, 14.4, f"Enrolled in\nquarter\nn = {stages['enrolled in quarter']}", w=4.6, h=2.4)
+        box(5.0, 10.6, f"Active in quarter\nn = {stages['active in quarter']}", w=6.0, h=1.6)
+        arrow(2.5, 13.1, 4.0, 11.5)
+        arrow(7.5, 13.1, 6.0, 11.5)
+        box(5.0, 5.6, f"Ended in quarter\n{lines}", w=7.6, h=5.6, color=PALETTE[1])
+        box(5.0, 1.2, f"Still active at end of quarter\nn = {still}", w=7.6, h=1.6, color=PALETTE[2])
+        arrow(5.0, 9.7, 5.0, 8.5)
+        ax.plot([8.1, 9.5, 9.5], [10.6, 10.6, 1.2], color="#444", lw=1)
+        arrow(9.5, 1.2, 8.9, 1.2)
+        return ax
     box(2.3, 9.0, f"Active at start of quarter\nn = {stages['active at start of quarter']}")
     box(7.7, 9.0, f"Enrolled in quarter\nn = {stages['enrolled in quarter']}")
     box(5.0, 6.6, f"Active in quarter\nn = {stages['active in quarter']}", w=3.6)
     arrow(2.3, 8.4, 4.4, 7.2)
     arrow(7.7, 8.4, 5.6, 7.2)
-    ended = [k for k in stages if k.startswith("ended: ")]
-    lines = "\n".join(f"{k.removeprefix('ended: ')}: {stages[k]}" for k in ended)
     box(2.6, 3.0, f"Ended in quarter\n{lines}", w=4.2, h=3.6, color=PALETTE[1])
-    box(
-        7.7,
-        3.0,
-        f"Still active at end\nof quarter\nn = {stages['still active at end of quarter']}",
-        w=3.4,
-        h=1.6,
-        color=PALETTE[2],
-    )
+    box(7.7, 3.0, f"Still active at end\nof quarter\nn = {still}", w=3.4, h=1.6, color=PALETTE[2])
     arrow(4.4, 6.0, 2.9, 4.9)
     arrow(5.6, 6.0, 7.5, 3.9)
     return ax
@@ -170,9 +186,19 @@ def adherence_plot(weekly: pl.DataFrame, ax: Axes | None = None) -> Axes:
 
 
 def trend_plot(
-    trend: pl.DataFrame, columns: Sequence[str], labels: Sequence[str], unit: str, ax: Axes | None = None
+    trend: pl.DataFrame,
+    columns: Sequence[str],
+    labels: Sequence[str],
+    unit: str,
+    ax: Axes | None = None,
+    *,
+    share: bool = False,
 ) -> Axes:
-    """Metrics over the last quarters (one line per column; null points, e.g. suppressed, are gaps)."""
+    """Metrics over the last quarters (one line per column; null points, e.g. suppressed, are gaps).
+
+    With ``share=True`` the values are percentages and the value axis runs from 0 to 100, so that a change
+    of a few points is not drawn as a cliff; otherwise it starts at 0 when every value is non-negative.
+    """
     ax = _axes(ax)
     x = np.arange(trend.height)
     for i, (col, lab) in enumerate(zip(columns, labels, strict=True)):
@@ -181,6 +207,10 @@ def trend_plot(
     ax.set_xticks(x, trend["quarter"].to_list())
     ax.set_xlabel("quarter")
     ax.set_ylabel(unit)
+    if share:
+        ax.set_ylim(0, 100)
+    elif ax.get_ylim()[0] > 0:
+        ax.set_ylim(bottom=0)
     ax.legend(loc="best", fontsize=8)
     return ax
 
@@ -193,13 +223,21 @@ def bar_counts(
     ylabel: str,
     ax: Axes | None = None,
     colors: Sequence[str] | None = None,
+    share: bool = False,
 ) -> Axes:
-    """Horizontal bars of shares or counts (already safe to show)."""
+    """Horizontal bars of shares or counts (already safe to show), in the order given, first at the top.
+
+    With ``share=True`` the values are percentages and the axis runs from 0 to 100.
+    """
     ax = _axes(ax, (7.0, 0.5 + 0.45 * max(len(categories), 1)))
     y = np.arange(len(categories))
     ax.barh(y, values, color=list(colors) if colors else PALETTE[0])
     ax.set_yticks(y, list(categories))
     ax.invert_yaxis()
+    if share:
+        ax.set_xlim(0, 100)
+    else:
+        ax.set_xlim(left=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return ax
@@ -235,7 +273,7 @@ def funnel_plot(
     for name, n, v in u.select("unit", "n", "o_minus_e").iter_rows():
         ax.annotate(str(name), (n, v), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xlabel("episodes with an outcome (volume)")
-    ax.set_ylabel(f"observed - expected {label} ({unit})")
+    ax.set_ylabel(f"observed minus expected\n{label} ({unit})")
     ax.legend(loc="best", fontsize=8)
     return ax
 

@@ -28,7 +28,7 @@ a.anchor-link { display: none; }
 table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .92rem; display: block; overflow-x: auto;
         max-width: 100%; }
 th, td { border: 1px solid #d0d0d0; padding: .3rem .55rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, td.text, th.text { text-align: left; }
 thead th { background: #eef3f8; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: .2rem 0; }
 figure { margin: 1rem 0; }
@@ -40,11 +40,30 @@ figcaption { color: var(--muted); font-size: .9rem; }
 .alert { border: 3px solid var(--alert); background: #fff0f0; padding: .8rem 1rem; border-radius: .4rem; }
 .alert h3 { color: var(--alert); margin-top: 0; }
 .note { color: var(--muted); font-size: .9rem; }
+.population { color: var(--muted); font-size: .92rem; margin-top: -.2rem; }
+.dates { font-weight: 600; }
+ul.summary { padding-left: 1.2rem; } ul.summary li { margin: .35rem 0; }
 .flow { font-family: ui-monospace, monospace; white-space: pre; overflow-x: auto; }
 @media (max-width: 40rem) { body { padding: .5rem; font-size: .95rem; } th, td { padding: .2rem .3rem; } }
+figure picture { display: block; }
+@page {
+  size: A4; margin: 15mm 14mm 17mm;
+  @bottom-center { content: "Page " counter(page) " of " counter(pages); font: 8.5pt Arial, sans-serif;
+                   color: #5a5a5a; }
+}
 @media print {
-  body { max-width: none; font-size: 10.5pt; }
-  h2 { break-after: avoid; } figure, table, .alert { break-inside: avoid; }
+  body { max-width: none; font-size: 10pt; padding: 0; }
+  ul.summary li { margin: .15rem 0; } p { margin: .45rem 0; }
+  /* a heading never ends a page: it keeps the next block with it */
+  h1, h2, h3 { break-after: avoid-page; page-break-after: avoid; break-inside: avoid; }
+  h1 + *, h2 + *, h3 + *, .population { break-before: avoid-page; page-break-before: avoid; }
+  .population { break-after: avoid-page; page-break-after: avoid; }
+  figure, table, .alert, .headline div, ul.summary li, .population { break-inside: avoid; }
+  .headline { grid-template-columns: repeat(3, 1fr); gap: .4rem; }
+  .headline div { padding: .35rem .5rem; } .headline b { font-size: 1.25rem; }
+  h2 { margin-top: 1.1rem; } h1 { margin-top: 0; }
+  /* the front page (dates, red flags, summary, headline figures) stands on its own */
+  h2#Data-coverage { break-before: page; }
   a { color: inherit; text-decoration: none; }
 }
 """

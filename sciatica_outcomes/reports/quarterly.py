@@ -41,9 +41,9 @@ from sciatica_outcomes.models.responders import responder_frame
 from sciatica_outcomes.models.survival import kaplan_meier, time_to_improvement
 from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_counts, suppress_table
 from sciatica_outcomes.schemas import SCHEMA_VERSION, TABLE_SPECS
-from sciatica_outcomes.schemas.catalogs import measure_catalog
+from sciatica_outcomes.schemas.catalogs import label_for, label_map, measure_catalog
 from sciatica_outcomes.schemas.vocabulary import CANONICAL_TABLES, END_REASONS
-from sciatica_outcomes.scoring.instruments import odi_band
+from sciatica_outcomes.scoring.instruments import ODI_BANDS, odi_band
 from sciatica_outcomes.scoring.visits import BASELINE_LABEL
 from sciatica_outcomes.store import Store
 
@@ -51,12 +51,14 @@ if TYPE_CHECKING:
     from polars.expr.whenthen import ChainedThen, Then
 
 __all__ = [
+    "CASE_MIX_ORDER",
     "COHORT_RULES",
     "END_REASONS",
     "GROWTH_KNOTS",
     "GROWTH_RANDOM",
     "GROWTH_TIME",
     "KM_OUTCOMES",
+    "PAIN_BANDS",
     "REPORT_OUTCOMES",
     "TABLE_USES",
     "AdherenceSummary",
@@ -88,6 +90,7 @@ __all__ = [
     "load_inputs",
     "outcome_bounds",
     "outcome_models",
+    "pain_band_labels",
     "patient_flow",
     "provenance",
     "provider_comparison",
@@ -507,7 +510,10 @@ def coverage(inputs: QuarterlyInputs) -> pl.DataFrame:
 
 
 def coverage_note(cov: pl.DataFrame, table: str) -> str:
-    """Why a table gives the report nothing, as a clause: "the symptom_checks table was not ingested".
+    """Why a table gives the report nothing, as a clause in words, with the table's name for the data team.
+
+    E.g. "the red-flag screens, table symptom_checks, were not ingested"; the words come from the label
+    catalog (``label_for("table", ...)``).
 
     Parameters
     ----------
@@ -517,11 +523,12 @@ def coverage_note(cov: pl.DataFrame, table: str) -> str:
         A canonical table name.
     """
     status = cov.filter(pl.col("table") == table)["status"].item()
+    what = f"the {label_for('table', table)}, table {table},"
     if status == "not ingested":
-        return f"the {table} table was not ingested"
+        return f"{what} were not ingested"
     if status == "recorded":
-        return f"the {table} table has rows in the quarter"
-    return f"the {table} table has {status}"
+        return f"{what} have rows in the quarter"
+    return f"{what} have {status}"
 
 
 def _episode_sets(ep: pl.DataFrame, q: Quarter) -> dict[str, pl.Expr]:
@@ -600,6 +607,17 @@ def _band(col: str, edges: list[float], labels: list[str]) -> pl.Expr:
     return expr.otherwise(pl.lit(labels[-1]))
 
 
+#: Case-mix characteristics with their categories in display order ("not recorded" always comes last).
+CASE_MIX_ORDER: dict[str, tuple[str, ...]] = {
+    "sex": tuple(label_map("sex").values()),
+    "age band": ("under 40", "40-59", "60 and over"),
+    "symptom duration": ("under 12 weeks", "12-25 weeks", "26-51 weeks", "52 weeks or more"),
+    "affected side": tuple(label_map("side").values()),
+    "baseline ODI": tuple(label for _, _, label in ODI_BANDS),
+    "baseline leg pain": ("0-3", "4-6", "7-10"),
+}
+
+
 def case_mix(inputs: QuarterlyInputs) -> pl.DataFrame:
     """Case mix of the episodes active in the quarter: counts by characteristic and category.
 
@@ -607,7 +625,9 @@ def case_mix(inputs: QuarterlyInputs) -> pl.DataFrame:
     -------
     polars.DataFrame
         ``characteristic, category, n`` for sex, age band, symptom duration, affected side, baseline ODI band
-        (:func:`~sciatica_outcomes.scoring.odi_band`, Fairbank & Pynsent 2000) and baseline leg pain band.
+        (:func:`~sciatica_outcomes.scoring.odi_band`, Fairbank & Pynsent 2000) and baseline leg pain band,
+        categories in the order of :data:`CASE_MIX_ORDER` (ordered bands lowest first, "not recorded" last)
+        and labelled from the catalogs (``Female``, not ``F``). A category no episode falls in is left out.
         Baselines are the derive stage's (``baseline_<m>`` of the episode summary: the value at visit w0).
     """
     ep = inputs.tables["episodes"].filter(_episode_sets(inputs.tables["episodes"], inputs.quarter)["active"])
@@ -623,21 +643,28 @@ def case_mix(inputs: QuarterlyInputs) -> pl.DataFrame:
     )
     d = ep.join(base, on="episode_id", how="left").with_columns(
         _band("age_at_start", [40, 60], ["under 40", "40-59", "60 and over"]).alias("age band"),
-        _band("symptom_duration_weeks", [26, 52], ["12-25 weeks", "26-51 weeks", "52 weeks or more"]).alias(
-            "symptom duration"
-        ),
+        _band(
+            "symptom_duration_weeks",
+            [12, 26, 52],
+            ["under 12 weeks", "12-25 weeks", "26-51 weeks", "52 weeks or more"],
+        ).alias("symptom duration"),
         odi_band(pl.col("odi"), label=True).fill_null("not recorded").alias("baseline ODI"),
         _band("nprs_leg", [4, 7], ["0-3", "4-6", "7-10"]).alias("baseline leg pain"),
-        pl.col("sex").fill_null("not recorded"),
-        pl.col("affected_side").fill_null("not recorded").alias("affected side"),
+        pl.col("sex").replace(label_map("sex")).fill_null("not recorded"),
+        pl.col("affected_side").replace(label_map("side")).fill_null("not recorded").alias("affected side"),
     )
-    parts = [
-        d.group_by(pl.col(c).alias("category"))
-        .agg(pl.len().cast(pl.Int64).alias("n"))
-        .with_columns(pl.lit(c).alias("characteristic"))
-        .sort("category")
-        for c in ("sex", "age band", "symptom duration", "affected side", "baseline ODI", "baseline leg pain")
-    ]
+    parts = []
+    for c, order in CASE_MIX_ORDER.items():
+        rank = {label: i for i, label in enumerate((*order, "not recorded"))}
+        parts.append(
+            d.group_by(pl.col(c).alias("category"))
+            .agg(pl.len().cast(pl.Int64).alias("n"))
+            .with_columns(pl.lit(c).alias("characteristic"))
+            # a category outside the list (a new code) is kept, after the known ones, never dropped
+            .sort(
+                pl.col("category").replace_strict(rank, default=len(rank), return_dtype=pl.Int64), "category"
+            )
+        )
     return pl.concat(parts).select("characteristic", "category", "n")
 
 
@@ -820,7 +847,7 @@ def safety_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> S
         red-flag alerts dated in the quarter by flag, and of sustained-distal-spread signals),
         ``"completed_sessions"``, ``"flares"``, ``"flare_rate_per_100"``, ``"spikes"``,
         ``"settle_unknown"`` and ``"pain_bands"`` (completed sessions of the quarter by pain-monitoring
-        band).
+        band code, in the order of :data:`PAIN_BANDS`: safe, acceptable, high risk).
     """
     q, t = _active(inputs, quarter)
     cfg = inputs.config
@@ -851,7 +878,7 @@ def safety_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> S
     bands = (
         pain.group_by("pain_band")
         .agg(pl.len().cast(pl.Int64).alias("sessions"))
-        .sort("pain_band")
+        .sort(pl.col("pain_band").replace_strict(_PAIN_RANK, default=len(_PAIN_RANK), return_dtype=pl.Int64))
         .rename({"pain_band": "band"})
     )
     flares = int(pain["flare"].sum()) if completed else 0
@@ -867,6 +894,23 @@ def safety_summary(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> S
         "settle_unknown": int(pain["settle_unknown"].sum()) if completed else 0,
         "pain_bands": bands,
     }
+
+
+#: The pain-monitoring bands of ``derive.session_pain`` in order, safe first (Thomee 1997).
+PAIN_BANDS: tuple[str, ...] = ("safe", "acceptable", "high_risk")
+_PAIN_RANK = {band: i for i, band in enumerate(PAIN_BANDS)}
+
+
+def pain_band_labels(config: ClinicalConfig) -> dict[str, str]:
+    """Display labels of the pain-monitoring bands with their ranges: ``{"safe": "safe (0-2)", ...}``.
+
+    Words from the label catalog, ranges from ``ClinicalConfig.pain_safe_max`` and ``pain_acceptable_max``
+    (activity pain is the highest of the pain during and after the session, 0-10).
+    """
+    words = label_map("pain_band")
+    lo, hi = config.pain_safe_max, config.pain_acceptable_max
+    ranges = {"safe": f"0-{lo:g}", "acceptable": f"above {lo:g} up to {hi:g}", "high_risk": f"above {hi:g}"}
+    return {band: f"{words[band]} ({ranges[band]})" for band in PAIN_BANDS}
 
 
 def band_shares(bands: pl.DataFrame, count_col: str = "sessions") -> pl.DataFrame:

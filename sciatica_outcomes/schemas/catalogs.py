@@ -1,4 +1,4 @@
-"""Exercise and measure catalogs, shipped as data with the package.
+"""Exercise, measure and label catalogs, shipped as data with the package.
 
 The catalogs are CSV files in ``sciatica_outcomes/schemas/data`` so that a clinic can read them without
 Python; ``sciatica-outcomes schemas export`` copies them next to the table schemas in ``data/schemas/``.
@@ -11,7 +11,14 @@ from importlib import resources
 
 import polars as pl
 
-__all__ = ["exercise_catalog", "measure_catalog"]
+__all__ = [
+    "LABEL_VOCABULARIES",
+    "exercise_catalog",
+    "label_for",
+    "label_map",
+    "labels_catalog",
+    "measure_catalog",
+]
 
 _EXERCISE_SCHEMA = {
     "code": pl.String,
@@ -73,3 +80,85 @@ def measure_catalog() -> pl.DataFrame:
         ``max`` is empty for capped performance tests, whose upper bound is the test's own ``cap_min``.
     """
     return _read("measures.csv", tuple(_MEASURE_SCHEMA.items()))
+
+
+_LABEL_SCHEMA = {"vocabulary": pl.String, "code": pl.String, "label": pl.String, "description": pl.String}
+
+#: The labelled vocabularies (codes of ``schemas.vocabulary``). ``table``, ``muscle_group``,
+#: ``exercise_category``, ``pain_band`` and ``red_flag`` are in ``labels.csv``; the coded columns of the
+#: canonical tables take the labels of the data guide (:data:`_TABLE_COLUMNS`,
+#: ``schemas.documentation.value_labels``), so a code has one label wherever it is shown; ``measure`` and
+#: ``exercise`` labels come from their own catalogs.
+LABEL_VOCABULARIES: tuple[str, ...] = (
+    "table",
+    "sex",
+    "side",
+    "end_reason",
+    "muscle_group",
+    "exercise_category",
+    "pain_band",
+    "red_flag",
+    "action",
+    "symptom_extent",
+    "stopped_reason",
+    "session_status",
+)
+#: Vocabularies that are a coded column of a canonical table, labelled by the data guide.
+_TABLE_COLUMNS: dict[str, tuple[str, str]] = {
+    "sex": ("episodes", "sex"),
+    "side": ("episodes", "affected_side"),
+    "end_reason": ("episodes", "end_reason"),
+    "action": ("symptom_checks", "action_taken"),
+    "symptom_extent": ("sessions", "symptom_extent"),
+    "stopped_reason": ("measures", "stopped_reason"),
+    "session_status": ("sessions", "status"),
+}
+
+
+def labels_catalog() -> pl.DataFrame:
+    """Return the label catalog: the words a report prints for the codes the data guide does not label.
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns ``vocabulary, code, label, description`` (``description`` may be empty); within a vocabulary
+        the rows are in display order (ordered categories such as symptom extent proximal to distal, pain
+        bands safe to high risk). Vocabularies: ``table``, ``muscle_group``, ``exercise_category``,
+        ``pain_band``, ``red_flag`` (the others of :data:`LABEL_VOCABULARIES` come from the data guide).
+    """
+    return _read("labels.csv", tuple(_LABEL_SCHEMA.items()))
+
+
+def label_map(vocabulary: str) -> dict[str, str]:
+    """``{code: label}`` of one vocabulary, in display order (``measure`` and ``exercise`` included).
+
+    Raises
+    ------
+    KeyError
+        For a vocabulary no catalog labels.
+    """
+    if vocabulary == "measure":
+        cat = measure_catalog()
+        return dict(zip(cat["code"], cat["label"], strict=True))
+    if vocabulary == "exercise":
+        cat = exercise_catalog()
+        return dict(zip(cat["code"], cat["name"], strict=True))
+    if vocabulary in _TABLE_COLUMNS:
+        # the data guide's labels (imported here: schemas.documentation itself reads these catalogs)
+        from sciatica_outcomes.schemas.documentation import value_labels  # noqa: PLC0415
+
+        return value_labels(*_TABLE_COLUMNS[vocabulary])
+    part = labels_catalog().filter(pl.col("vocabulary") == vocabulary)
+    if part.height == 0:
+        known = ", ".join(("measure", "exercise", *LABEL_VOCABULARIES))
+        raise KeyError(f"no label catalog for {vocabulary!r}; known vocabularies: {known}")
+    return dict(zip(part["code"], part["label"], strict=True))
+
+
+def label_for(vocabulary: str, code: str) -> str:
+    """The label of one code (``label_for("muscle_group", "gluteus_maximus")`` is "gluteus maximus").
+
+    A code the catalog does not know is returned as written, so nothing is hidden; the tests check that
+    every code of every vocabulary has a label.
+    """
+    return label_map(vocabulary).get(code, code)

@@ -1,9 +1,9 @@
 """Export the canonical schemas as Frictionless Table Schemas, with the catalogs and the REDCap files.
 
 ``sciatica-outcomes schemas export`` writes ``data/schemas/<table>.schema.json`` (fields, types, constraints,
-``primaryKey``, ``foreignKeys``), ``exercises.csv``, ``measures.csv`` and ``redcap/`` (data dictionary,
-mapping, repeating instruments). The output is deterministic so that a test can fail when the committed
-files are stale.
+``primaryKey``, ``foreignKeys``), ``exercises.csv``, ``measures.csv``, ``labels.csv`` and ``redcap/`` (data
+dictionary, mapping, repeating instruments). The output is deterministic so that a test can fail when the
+committed files are stale.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def export_schemas(out: str | Path = DEFAULT_SCHEMA_DIR) -> list[Path]:
         path = out / f"{name}.schema.json"
         path.write_text(json.dumps(table_schema(spec), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         written.append(path)
-    for catalog in ("exercises.csv", "measures.csv"):
+    for catalog in ("exercises.csv", "measures.csv", "labels.csv"):
         data = resources.files("sciatica_outcomes.schemas").joinpath("data", catalog).read_bytes()
         (out / catalog).write_bytes(data)
         written.append(out / catalog)

@@ -193,14 +193,16 @@ class ScoredQuestionnaires:
         return self.problems.height == 0
 
 
-#: ODI disability bands (Fairbank & Pynsent 2000): highest score of the band, band name, display label.
-#: A band holds the scores above the previous band's highest score, up to its own.
+#: ODI disability bands (Fairbank & Pynsent 2000): highest score of the band, band name, display label in
+#: the wording of Fairbank & Pynsent's interpretation (minimal disability, moderate disability, severe
+#: disability, crippling back pain, bed-bound). A band holds the scores above the previous band's highest
+#: score, up to its own; the bands are in order, lightest first.
 ODI_BANDS: tuple[tuple[float, str, str], ...] = (
-    (20.0, "minimal", "0-20 minimal"),
-    (40.0, "moderate", "21-40 moderate"),
-    (60.0, "severe", "41-60 severe"),
-    (80.0, "crippled", "61-80 crippled"),
-    (100.0, "bed-bound", "81-100 bed-bound"),
+    (20.0, "minimal", "minimal disability (0-20)"),
+    (40.0, "moderate", "moderate disability (21-40)"),
+    (60.0, "severe", "severe disability (41-60)"),
+    (80.0, "crippling", "crippling back pain (61-80)"),
+    (100.0, "bed-bound", "bed-bound (81-100)"),
 )
 
 
@@ -212,7 +214,8 @@ def odi_band(score: pl.Expr, *, label: bool = False) -> pl.Expr:
     score : polars.Expr
         ODI percent scores (0-100).
     label : bool
-        Return the display label (``"21-40 moderate"``) instead of the band name (``"moderate"``).
+        Return the display label (``"moderate disability (21-40)"``) instead of the band name
+        (``"moderate"``).
 
     Returns
     -------
@@ -221,7 +224,8 @@ def odi_band(score: pl.Expr, *, label: bool = False) -> pl.Expr:
 
     Notes
     -----
-    0-20 minimal, 21-40 moderate, 41-60 severe, 61-80 crippled, 81-100 bed-bound (:data:`ODI_BANDS`). The cut
+    0-20 minimal disability, 21-40 moderate disability, 41-60 severe disability, 61-80 crippling back pain,
+    81-100 bed-bound (:data:`ODI_BANDS`, in that order). The cut
     points are ``<= 20``, ``<= 40``, ``<= 60``, ``<= 80``: a score above a cut point belongs to the next band,
     so 20.4 (possible when a score is recorded rather than computed from 10 sections) is moderate.
 

@@ -16,7 +16,7 @@ from sciatica_outcomes.errors import ReportParameterError
 from sciatica_outcomes.reports import quarterly as q
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.schemas.store_tables import INGEST_LOG_SCHEMA, QUARANTINE_SCHEMA
-from sciatica_outcomes.scoring import odi_band
+from sciatica_outcomes.scoring import ODI_BANDS, odi_band
 from sciatica_outcomes.store import Store
 from sciatica_outcomes.synth import Cohort, generate_cohort
 
@@ -280,13 +280,15 @@ def test_case_mix_odi_bands_are_the_scoring_bands() -> None:
     )
     assert shown == dict(expected)
     assert shown == {
-        "0-20 minimal": 2,
-        "21-40 moderate": 3,
-        "41-60 severe": 2,
-        "61-80 crippled": 2,
-        "81-100 bed-bound": 2,
+        "minimal disability (0-20)": 2,
+        "moderate disability (21-40)": 3,
+        "severe disability (41-60)": 2,
+        "crippling back pain (61-80)": 2,
+        "bed-bound (81-100)": 2,
         "not recorded": 1,
     }
+    # in the order of the scale, "not recorded" last (never alphabetical)
+    assert list(mix["category"]) == [*(label for _, _, label in ODI_BANDS), "not recorded"]
 
 
 def test_end_of_episode_completeness_uses_the_configured_window() -> None:
@@ -390,7 +392,8 @@ def test_coverage_names_tables_not_ingested_or_empty_for_the_quarter(
     assert list(cov["table"]) == list(q.TABLE_USES)
     assert status["symptom_checks"] == status["session_exercises"] == "not ingested"
     assert status["episodes"] == status["sessions"] == status["measures"] == "recorded"
-    assert q.coverage_note(cov, "symptom_checks") == "the symptom_checks table was not ingested"
+    note = q.coverage_note(cov, "symptom_checks")
+    assert note == "the red-flag screens, table symptom_checks, were not ingested"
     # the full store: every table recorded in a later quarter; before the first enrolment nothing is
     full = q.coverage(q.load_inputs(db, "2026Q2"))
     assert full["status"].to_list() == ["recorded"] * 6 and full["ingested"].all()

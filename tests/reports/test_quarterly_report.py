@@ -283,8 +283,8 @@ def test_store_without_red_flag_screens_or_exercises_says_not_recorded(tmp_path:
     assert "Red-flag screens: not recorded" in text
     assert "has an action recorded" not in text  # no all-clear without any screen
     assert (
-        "Training dose and load progression: not recorded (the session_exercises table was not ingested)"
-        in text
+        "Training dose and load progression: not recorded (the exercise logs, table session_exercises, were "
+        "not ingested)" in text
     )
     assert "progressed at least once" not in text
     assert re.search(r"symptom_checks not ingested red-flag screens", text), "coverage panel names the table"
@@ -360,3 +360,34 @@ def test_every_quarter_of_a_fresh_cohort_renders_or_is_refused(
         ).height
         expected = "refused" if active <= 10 else "rendered"
         assert outcomes[label, fresh_store["smallest"]] == expected, (label, active)
+
+
+def test_csv_exports_write_numbers_as_numbers(rendered: dict[str, Path]) -> None:
+    tables = rendered["out"] / "tables"
+    change = pl.read_csv(tables / "change_odi.csv")
+    assert change.schema["week"] == pl.Int64 and change["week"].to_list() == [6, 12, 26]
+    assert change.schema["change"] == pl.Float64
+    trend = pl.read_csv(tables / "trend.csv")
+    for col in ("active", "enrolled", "weeks_meeting_prescription_pct", "odi_responders_pct"):
+        if trend.schema[col] == pl.String:  # text only when a cell is withheld, then "*" is the only text
+            assert {v for v in trend[col] if not v.isdigit()} == {"*"}, col
+        else:
+            assert trend.schema[col].is_numeric(), col
+    number_text = re.compile(r'"(\d{1,3}(,\d{3})+|\d+(\.\d+)?%)"')
+    for path in tables.glob("*.csv"):
+        text = path.read_text(encoding="utf-8")
+        assert not number_text.search(text), (path.name, number_text.search(text))
+
+
+def test_front_page_dates_summary_and_populations(rendered: dict[str, Path]) -> None:
+    text = _text(rendered["out"] / "report.html")
+    assert "Data as they stood at the end of June 2026 (quarter 2026Q2, April to June 2026)" in text
+    assert re.search(r"Report generated on \d{1,2} [A-Z][a-z]+ 20\d\d\.", text)
+    summary = text.split("Summary")[1].split("Headline figures")[0]
+    assert summary.count("(last quarter: ") >= 5
+    assert "episodes were active (all clinics of the network)" in summary
+    # every section says whom it describes; no code or unexplained band in the text
+    assert text.count("Population:") >= 12
+    for code in ("gluteus_maximus", "high_risk", "o minus e", "converged: True", "crippled", " 6.0 "):
+        assert code not in text, code
+    assert "safe (0-2)" in text and "high risk (above 5)" in text and "moderate disability (21-40)" in text

@@ -101,9 +101,18 @@ def test_odi_boundaries_version_default_and_bands() -> None:
         "moderate",
         "moderate",
         "severe",
-        "crippled",
+        "crippling",
         "bed-bound",
         None,
+    ]
+    labels = pl.DataFrame({"s": [0.0, 20.5, 41.0, 61.0, 81.0]}).select(odi_band(pl.col("s"), label=True))
+    # Fairbank & Pynsent's current wording, lightest first
+    assert labels.to_series().to_list() == [
+        "minimal disability (0-20)",
+        "moderate disability (21-40)",
+        "severe disability (41-60)",
+        "crippling back pain (61-80)",
+        "bed-bound (81-100)",
     ]
 
 
