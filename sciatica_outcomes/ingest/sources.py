@@ -148,8 +148,9 @@ def redcap_export_kind(header: Sequence[str], dictionary: pl.DataFrame | None = 
     -------
     str or None
         ``"raw"`` when REDCap's system columns (``redcap_event_name``, ``redcap_repeat_instrument``) are
-        present; ``"labels"`` when REDCap's label columns (``Event Name``, ``Repeat Instrument``,
-        ``Complete?``) or two or more field labels of the dictionary are; otherwise ``None``.
+        present, or the header starts with ``record_id`` followed by field names of the dictionary;
+        ``"labels"`` when REDCap's label columns (``Event Name``, ``Repeat Instrument``, ``Complete?``) or
+        two or more field labels of the dictionary are; otherwise ``None``.
     """
     cells = {c.strip() for c in header}
     if cells & {"redcap_repeat_instrument", "redcap_event_name"}:
@@ -165,4 +166,6 @@ def redcap_export_kind(header: Sequence[str], dictionary: pl.DataFrame | None = 
         )
         if len(cells & labels) >= 2 and len(cells & names) < 2:
             return "labels"
+        if header and header[0].strip() == "record_id" and len(cells & names) >= 3:
+            return "raw"  # a classic project's export: no event or repeat columns
     return None

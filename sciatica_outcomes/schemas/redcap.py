@@ -700,7 +700,8 @@ def _session_log() -> list[RedcapField]:
     out = [
         RedcapField(
             "sess_id", f, "text", "Session code", required=True,
-            note="Unique in the project, e.g. the episode code and the session number (EP000123-S07)",
+            note="Unique in the project: filled in as the episode code and the session number (EP000123-S7)",
+            annotation="@DEFAULT='[record_id]-S[current-instance]'",
             targets=((s, "session_id", ""), ("session_exercises", "session_id", "")),
         ),
         RedcapField(
@@ -806,6 +807,13 @@ def redcap_fields() -> tuple[RedcapField, ...]:
     return _all_fields()
 
 
+def _annotation(f: RedcapField) -> str:
+    """The field's action tags and the canonical columns it feeds (for the project's data managers)."""
+    feeds = "; ".join(f"{t}.{c}" + (f" ({k})" if k else "") for t, c, k in f.targets)
+    parts = [p for p in (f.annotation, f"canonical: {feeds}" if feeds else "") if p]
+    return " ".join(parts)
+
+
 def redcap_dictionary() -> pl.DataFrame:
     """The REDCap data dictionary of the project (all columns String, REDCap's header).
 
@@ -833,7 +841,7 @@ def redcap_dictionary() -> pl.DataFrame:
             "",
             f.matrix,
             "",
-            f.annotation,
+            _annotation(f),
         )
         for f in redcap_fields()
     ]

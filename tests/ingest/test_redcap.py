@@ -171,3 +171,18 @@ def test_data_the_project_cannot_hold_is_refused_by_the_writer(small_cohort: Coh
     t["session_exercises"] = pl.concat([se, se.head(1).with_columns(pl.lit(2, pl.Int64).alias("set_index"))])
     with pytest.raises(UnusableInputError, match="two rows for one session_log"):
         redcap_export_frame(t)
+
+
+@pytest.mark.parametrize(
+    ("header", "kind"),
+    [
+        (["record_id", "redcap_event_name", "ep_patient_id"], "raw"),
+        (["record_id", "ep_patient_id", "ep_clinic_id", "ep_start_date"], "raw"),  # a classic project
+        (["Episode code (pseudonymous)", "Event Name", "Patient code (pseudonymous)"], "labels"),
+        (["Episode code (pseudonymous)", "Patient code (pseudonymous)", "Clinic code"], "labels"),
+        (["episode_id", "patient_id", "clinic_id", "start_date"], None),  # a canonical episodes.csv
+        (["record_id", "Clinic code"], None),
+    ],
+)
+def test_exports_are_recognised_from_their_header(header: list[str], kind: str | None) -> None:
+    assert redcap_export_kind(header, redcap_dictionary()) == kind
