@@ -460,16 +460,48 @@ def _match(constants: Mapping[str, str]) -> pl.Expr:
 
 
 def _check_representable(tables: Mapping[str, pl.DataFrame], m: pl.DataFrame) -> None:
-    """Refuse rows of a long table that no key group of the project holds (they would be lost)."""
-    for (table,), rows in m.filter(pl.col("keys") != "").group_by("table"):
-        if table not in tables:
+    """Refuse canonical values the project has no field for (a round trip would lose them).
+
+    A row of a long table must match a key group of the mapping (a measure, item or exercise of the
+    project), and every non-empty cell of it must be fed by a field of that group's form; a generated key
+    (``set_index``) must be 1, since the matrix holds one row per exercise and session.
+    """
+    for (name,), rows in m.group_by("table", maintain_order=True):
+        table = str(name)
+        if table not in tables or tables[table].is_empty():
             continue
-        held = pl.any_horizontal(_match(_keys(k)) for k in rows["keys"].unique().to_list())
-        left = tables[str(table)].filter(~held)
-        if left.height:
-            raise UnusableInputError(
-                f"{table}: {left.height} row(s) have no field in the REDCap project (first: {left.row(0)})"
-            )
+        frame = tables[table]
+        spec = TABLE_SPECS[table]
+        keyed = rows.filter(pl.col("keys") != "")
+        groups: list[tuple[pl.Expr, set[str], str]] = []
+        if keyed.height:
+            held = pl.any_horizontal(_match(_keys(k)) for k in keyed["keys"].unique().to_list())
+            left = frame.filter(~held)
+            if left.height:
+                raise UnusableInputError(
+                    f"{table}: {left.height} row(s) are no measure, item or exercise of the REDCap project "
+                    f"(first: {left.row(0)}); add a field for them to the project and the mapping"
+                )
+            for (k, form), group in keyed.group_by("keys", "form_name", maintain_order=True):
+                constants = _keys(str(k))
+                shared = rows.filter(pl.col("keys") == "", pl.col("form_name").is_in(["", str(form)]))
+                fed = set(shared["column"]) | set(group["column"]) | set(constants)
+                groups.append((_match(constants), fed, str(k)))
+        else:
+            groups.append((pl.lit(True), set(rows["column"]), "every row"))
+        for match, fed, what in groups:
+            for column in frame.columns:
+                if column in fed:
+                    continue
+                bad = pl.col(column).is_not_null()
+                if column in spec.generated_key_columns:
+                    bad = bad & (pl.col(column) != 1)
+                n = frame.filter(match & bad).height
+                if n:
+                    raise UnusableInputError(
+                        f"{table}.{column} has {n} value(s) for {what} that no field of the REDCap project "
+                        "holds; add a field for them to the project and the mapping"
+                    )
 
 
 def _form_frame(tables: Mapping[str, pl.DataFrame], form: str, rows: pl.DataFrame) -> pl.DataFrame | None:

@@ -168,8 +168,21 @@ def test_a_redcap_export_with_identifier_fields_is_refused(tmp_path: Path, flat:
 def test_data_the_project_cannot_hold_is_refused_by_the_writer(small_cohort: Cohort) -> None:
     t = dict(small_cohort.tables)
     se = t["session_exercises"]
-    t["session_exercises"] = pl.concat([se, se.head(1).with_columns(pl.lit(2, pl.Int64).alias("set_index"))])
+    t["session_exercises"] = pl.concat([se, se.head(1)])
     with pytest.raises(UnusableInputError, match="two rows for one session_log"):
+        redcap_export_frame(t)
+    t = dict(small_cohort.tables)
+    t["session_exercises"] = se.with_columns(pl.lit(2, pl.Int64).alias("set_index"))
+    with pytest.raises(UnusableInputError, match=r"set_index has \d+ value\(s\) for exercise="):
+        redcap_export_frame(t)
+    t = dict(small_cohort.tables)
+    t["measures"] = small_cohort.tables["measures"].with_columns(pl.lit("x").alias("instrument_version"))
+    with pytest.raises(
+        UnusableInputError, match=r"instrument_version has \d+ value\(s\) for measure=nprs_leg"
+    ):
+        redcap_export_frame(t)
+    t["measures"] = small_cohort.tables["measures"].with_columns(pl.lit("sf36").alias("measure"))
+    with pytest.raises(UnusableInputError, match="no measure, item or exercise of the REDCap project"):
         redcap_export_frame(t)
 
 
