@@ -200,26 +200,26 @@ def _codes_from_labels(
 ) -> pl.DataFrame:
     """Choice labels to codes, event and instrument labels to names; a label not in the dictionary refused."""
     choices = _label_of_choices(dict_frame)
-    exprs: list[pl.Expr] = []
-    failures: list[pl.DataFrame] = []
-    for col in raw.columns:
-        if col in choices:
-            coded = pl.col(col).str.strip_chars().replace_strict(choices[col], default=None)
-            exprs.append(coded.alias(col))
-            failures.append(
-                raw.filter(pl.col(col).is_not_null() & coded.is_null()).select(
-                    pl.col(ROW), pl.lit(header_of.get(col, col)).alias("column"), pl.col(col).alias("value"),
-                    pl.lit(col).alias("field"),
-                )
-            )  # fmt: skip
-    bad = pl.concat(failures).sort(ROW) if failures else pl.DataFrame()
-    if bad.height:
-        row, column, value, name = bad.row(0)
+    cols = [c for c in raw.columns if c in choices]
+    # one pass codes every choice column; a second counts the cells whose label is no choice
+    coded = raw.select(
+        pl.col(c).str.strip_chars().replace_strict(choices[c], default=None).alias(c) for c in cols
+    )
+    failed = pl.DataFrame([raw[c].is_not_null() & coded[c].is_null() for c in cols]) if cols else None
+    if failed is not None and (counts := failed.sum().row(0)) and any(counts):
+        firsts = [
+            (int(failed[c].arg_true()[0]), k) for k, (c, n) in enumerate(zip(cols, counts, strict=True)) if n
+        ]
+        at, k = min(firsts)
+        name = cols[k]
         raise UnusableInputError(
-            f"{shown}: line {row}, column {column!r}: {value!r} is not a choice label of field {name} in the "
-            f"data dictionary ({bad.height} such cell(s)); export again from the project the dictionary "
-            "belongs to, or give that project's data dictionary"
+            f"{shown}: line {raw[ROW][at]}, column {header_of.get(name, name)!r}: {raw[name][at]!r} is not a "
+            f"choice label of field {name} in the data dictionary ({sum(counts)} such cell(s)); export again "
+            "from the project the dictionary belongs to, or give that project's data dictionary"
         )
+    if cols:
+        raw = raw.with_columns(coded)
+    exprs: list[pl.Expr] = []
     forms = {f.replace("_", " ").lower(): f for f in dict_frame[_FORM].unique().to_list()}
     events = {label: f"{name}_arm_1" for name, label, _ in EVENTS}
     if _INSTRUMENT in raw.columns:
@@ -245,7 +245,8 @@ def _split(
     """Canonical row groups per table: data columns, :data:`ROW` and the source header of every column."""
     instrument = pl.col(_INSTRUMENT)
     repeating = set(raw[_INSTRUMENT].drop_nulls().unique().to_list())
-    parts: dict[str, list[pl.DataFrame]] = {}
+    plans: list[tuple[str, pl.LazyFrame]] = []
+    source = raw.lazy()
     everywhere = map_frame.filter(pl.col("form_name") == "")
     for (table_key, form_key), rows in map_frame.filter(pl.col("form_name") != "").group_by(
         "table", "form_name", maintain_order=True
@@ -271,8 +272,12 @@ def _split(
                     exprs.append(_values(field, translation).alias(column))
                     exprs.append(pl.lit(header_of.get(field, field)).alias(_SRC + column))
             exprs.extend(pl.lit(v).alias(k) for k, v in constants.items())
-            sel = raw.filter(on_form & pl.any_horizontal(pl.col(present).is_not_null()))
-            parts.setdefault(table, []).append(sel.select(*exprs, pl.col(ROW)))
+            keep = on_form & pl.any_horizontal(pl.col(present).is_not_null())
+            plans.append((table, source.filter(keep).select(*exprs, pl.col(ROW))))
+    # the groups are independent: one parallel collection, each reading only its own columns
+    parts: dict[str, list[pl.DataFrame]] = {}
+    for (table, _), frame in zip(plans, pl.collect_all([p for _, p in plans]), strict=True):
+        parts.setdefault(table, []).append(frame)
     return parts
 
 
