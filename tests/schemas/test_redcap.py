@@ -248,6 +248,8 @@ def dictionary_problems(d: pl.DataFrame) -> list[str]:
         if r["Matrix Group Name"]:
             groups.setdefault(r["Matrix Group Name"], []).append(r)
     for g, members in groups.items():
+        if not NAME.match(g):
+            problems.append(f"matrix {g}: not a valid matrix group name (a-z0-9_, starting with a letter)")
         if {m["Field Type"] for m in members} - {"radio", "checkbox"} or len(
             {m["Field Type"] for m in members}
         ) > 1:
@@ -327,6 +329,12 @@ def _edit(name: str, column: str, value: str) -> pl.DataFrame:
         ),
         (lambda: _edit("ep_age", "Form Name", "odi"), "split"),
         (lambda: redcap_dictionary().select(DICTIONARY_COLUMNS[:17]), "18 columns"),
+        (lambda: redcap_dictionary().slice(1), "first field must be the record id"),
+        (lambda: _edit("odi_pain", "Matrix Group Name", "ODI sections"), "not a valid matrix group name"),
+        (lambda: _edit("x_matrix", "Field Label", "<table>{x_nordic_setz}</table>"), "embeds x_nordic_setz"),
+        (lambda: _edit("ep_age", "Text Validation Min", "90"), "min 90 above max 89"),
+        (lambda: _edit("ep_program", "Text Validation Max", "9"), "min/max without"),
+        (lambda: _edit("ep_age", "Required Field?", "yes"), "must be 'y' or empty"),
     ],
 )
 def test_the_checker_finds_each_planted_defect(make: Callable[[], pl.DataFrame], expected: str) -> None:
