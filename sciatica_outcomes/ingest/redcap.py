@@ -138,8 +138,15 @@ def _label_of_choices(dict_frame: pl.DataFrame) -> dict[str, dict[str, str]]:
 
 
 def _export_columns(dict_frame: pl.DataFrame) -> list[tuple[str, str]]:
-    """``(raw header, label header)`` of every column of a full export, in REDCap's order."""
-    rows = dict_frame.select(_NAME, _FORM, _TYPE, _LABEL, _CHOICES).fill_null("").rows()
+    """``(raw header, label header)`` of every column of a full export, in REDCap's order.
+
+    REDCap writes a field label into a label export's header without its HTML tags.
+    """
+    rows = (
+        dict_frame.select(_NAME, _FORM, _TYPE, pl.col(_LABEL).str.replace_all(r"<[^>]*>", ""), _CHOICES)
+        .fill_null("")
+        .rows()
+    )
     if not rows:
         return []
     out: list[tuple[str, str]] = [(rows[0][0], rows[0][3].strip()), *_SYSTEM_LABELS.items()]

@@ -199,3 +199,30 @@ def test_data_the_project_cannot_hold_is_refused_by_the_writer(small_cohort: Coh
 )
 def test_exports_are_recognised_from_their_header(header: list[str], kind: str | None) -> None:
     assert redcap_export_kind(header, redcap_dictionary()) == kind
+
+
+def test_a_label_export_is_read_through_the_projects_own_dictionary(
+    tmp_path: Path, tiny_cohort: Cohort
+) -> None:
+    # the clinic styled a label in REDCap (HTML) and relabelled a choice: the export shows the plain label
+    d = redcap_dictionary().with_columns(
+        pl.when(pl.col("Variable / Field Name") == "ep_clinic_id")
+        .then(pl.lit("<b>Clinic</b> code"))
+        .otherwise(pl.col("Field Label"))
+        .alias("Field Label"),
+        pl.when(pl.col("Variable / Field Name") == "ep_side")
+        .then(pl.lit("left, Left leg | right, Right leg | bilateral, Both legs"))
+        .otherwise(pl.col("Choices, Calculations, OR Slider Labels"))
+        .alias("Choices, Calculations, OR Slider Labels"),
+    )
+    d.write_csv(tmp_path / "Project_DataDictionary.csv")
+    export = write_redcap_export(tiny_cohort.tables, tmp_path / "Project_DATA_LABELS.csv", labels=True)
+    header, rows = _read(export)
+    side = header.index("Side of the leg symptoms")
+    for r in rows:
+        r[side] = {"Left": "Left leg", "Right": "Right leg"}.get(r[side], r[side])
+    _write(export, header, rows)
+    res = ingest_paths([export, tmp_path / "Project_DataDictionary.csv"], db=tmp_path / "o.duckdb")
+    assert res.validation.ok, res.validation.errors.head()
+    with Store(tmp_path / "o.duckdb", read_only=True) as store:
+        assert_frame_equal(store.read("episodes"), sort_by_key("episodes", tiny_cohort.tables["episodes"]))

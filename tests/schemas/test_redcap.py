@@ -418,22 +418,22 @@ def _redcap_calc(calc: str, values: dict[str, float | str]) -> float | str:
         return yes if cond else no
 
     def _sum(*xs: object) -> object:
-        nums = [float(x) for x in xs if x != ""]  # type: ignore[arg-type]
+        nums = [float(x) for x in xs if x != ""]
         return sum(nums) if nums else ""
 
     def _mean(*xs: object) -> object:
-        nums = [float(x) for x in xs if x != ""]  # type: ignore[arg-type]
+        nums = [float(x) for x in xs if x != ""]
         return sum(nums) / len(nums) if nums else ""
 
     def _round(x: object, k: int = 0) -> object:
-        return "" if x == "" else math.floor(float(x) * 10**k + 0.5) / 10**k  # type: ignore[arg-type]
+        return "" if x == "" else math.floor(float(x) * 10**k + 0.5) / 10**k
 
     code = re.sub(r"\[([a-z0-9_]+)\]", lambda m: repr(values.get(m.group(1), "")), calc)
     code = code.replace("<>", "!=")
     code = re.sub(r"(?<![<>!=])=(?!=)", "==", code)
     code = re.sub(r"\b(if|sum|mean|round)\(", r"_\1(", code)
     env = {"_if": _if, "_sum": _sum, "_mean": _mean, "_round": _round}
-    return eval(code, {"__builtins__": {}}, env)  # type: ignore[no-any-return]
+    return eval(code, {"__builtins__": {}}, env)
 
 
 def test_calculated_totals_equal_the_toolkits_scores_on_a_synthetic_cohort() -> None:
@@ -471,11 +471,11 @@ def test_calculated_totals_equal_the_toolkits_scores_on_a_synthetic_cohort() -> 
     both = got.join(ours, on=["episode_id", "assessed_on", "measure"], how="full", coalesce=True)
     assert both.height == got.height == ours.height and set(both["measure"]) == {"odi", "sbi", "psfs"}
     # REDCap rounds to 2 decimals; the toolkit keeps full precision
-    assert (both["calc"] - both["value"]).abs().max() <= 0.005  # type: ignore[operator]
+    assert (both["calc"] - both["value"]).abs().max() <= 0.005
     # the calcs agree with the stored measures of the cohort exactly (the cohort rounds like REDCap)
     stored = cohort.tables["measures"].join(got, on=["episode_id", "assessed_on", "measure"])
     assert stored.height == got.height
-    assert (stored["calc"] - stored["value"]).abs().max() < 1e-9  # type: ignore[operator]
+    assert (stored["calc"] - stored["value"]).abs().max() < 1e-9
 
 
 def test_odi_calc_refuses_two_missing_sections_and_scores_the_modified_version() -> None:
