@@ -218,54 +218,63 @@ _PSFS_CHOICES = _scale(0, 10, "Unable to perform", "Able to perform at the level
 _YES_NO_RADIO = _choices([("1", "Yes, applies today"), ("0", "No")])
 _BANDS = _choices([(b, b.capitalize()) for b in BANDS])
 
-_ODI_LABELS = {
-    "pain_intensity": "pain intensity",
-    "personal_care": "personal care (washing, dressing)",
-    "lifting": "lifting",
-    "walking": "walking",
-    "sitting": "sitting",
-    "standing": "standing",
-    "sleeping": "sleeping",
-    "sex_life": "sex life",
-    "employment_homemaking": "employment or homemaking (modified ODI)",
-    "social_life": "social life",
-    "travelling": "travelling",
+#: Neutral topic paraphrases of the questionnaire items (never the licensed wording), per instrument and item;
+#: the same texts as the data guide's ``scoring.questionnaire_text.ITEM_TOPICS`` (a test keeps them equal;
+#: ``schemas`` cannot import ``scoring``).
+_ITEM_TOPICS: dict[str, dict[str, str]] = {
+    "odi": {
+        "pain_intensity": "How strong the pain is at the moment",
+        "personal_care": "Looking after oneself (washing, dressing)",
+        "lifting": "Lifting weights",
+        "walking": "How far one can walk",
+        "sitting": "How long one can sit",
+        "standing": "How long one can stand",
+        "sleeping": "Sleep disturbed by pain",
+        "sex_life": "Sex life (versions 1.0, 2.0, 2.1a)",
+        "employment_homemaking": "Work or homemaking duties (modified ODI, replaces sex life)",
+        "social_life": "Social life",
+        "travelling": "Travelling",
+    },
+    "rmdq": {
+        "1": "Stays at home most of the time",
+        "2": "Changes position often to get comfortable",
+        "3": "Walks more slowly than usual",
+        "4": "Does none of the usual jobs around the house",
+        "5": "Uses a handrail to go upstairs",
+        "6": "Lies down to rest more often",
+        "7": "Needs to hold on to something to get out of an easy chair",
+        "8": "Asks other people to do things",
+        "9": "Gets dressed more slowly than usual",
+        "10": "Stands only for short periods",
+        "11": "Avoids bending or kneeling",
+        "12": "Finds it hard to get out of a chair",
+        "13": "Back hurts almost all the time",
+        "14": "Finds it hard to turn over in bed",
+        "15": "Appetite is poor",
+        "16": "Has trouble putting on socks or stockings",
+        "17": "Walks only short distances",
+        "18": "Sleeps less well",
+        "19": "Needs help to get dressed",
+        "20": "Sits down for most of the day",
+        "21": "Avoids heavy jobs around the house",
+        "22": "Is more irritable with people than usual",
+        "23": "Goes upstairs more slowly than usual",
+        "24": "Stays in bed most of the time",
+    },
+    "sbi": {
+        "leg_pain": "Leg pain",
+        "numbness_tingling": "Numbness or tingling in the leg, foot or groin",
+        "weakness": "Weakness in the leg or foot",
+        "pain_sitting": "Back or leg pain when sitting",
+    },
+    "sfi": {
+        "leg_pain": "Leg pain",
+        "numbness_tingling": "Numbness or tingling in the leg, foot or groin",
+        "weakness": "Weakness in the leg or foot",
+        "pain_sitting": "Back or leg pain when sitting",
+    },
 }
 _ODI_STEM = {"pain_intensity": "pain", "personal_care": "care", "employment_homemaking": "employment"}
-
-#: Neutral paraphrases of the RMDQ-24 items (Roland & Morris, Spine 1983;8:141), in item order.
-_RMDQ_TEXT: tuple[str, ...] = (
-    "stays at home most of the time",
-    "changes position often to get comfortable",
-    "walks more slowly than usual",
-    "does fewer of the usual jobs around the house",
-    "uses a handrail to go upstairs",
-    "lies down to rest more often",
-    "holds on to something to get out of an easy chair",
-    "asks other people to do things for them",
-    "gets dressed more slowly than usual",
-    "stands only for short periods",
-    "tries not to bend or kneel down",
-    "finds it difficult to get out of a chair",
-    "back or leg is painful almost all the time",
-    "finds it difficult to turn over in bed",
-    "appetite is poor because of the pain",
-    "has trouble putting on socks or stockings",
-    "walks only short distances",
-    "sleeps less well",
-    "gets dressed with help from someone else",
-    "sits down for most of the day",
-    "avoids heavy jobs around the house",
-    "is more irritable with people than usual",
-    "goes upstairs more slowly than usual",
-    "stays in bed most of the time",
-)
-_SCIATICA_LABELS = {
-    "leg_pain": "leg pain",
-    "numbness_tingling": "numbness or tingling in the leg, foot or groin",
-    "weakness": "weakness in the leg or foot",
-    "pain_sitting": "back or leg pain while sitting",
-}
 _SCIATICA_STEM = {"leg_pain": "leg", "numbness_tingling": "numb", "weakness": "weak", "pain_sitting": "sit"}
 
 _BOTH = ("measures", "questionnaire_items")
@@ -416,6 +425,12 @@ def _pain_tolerance() -> list[RedcapField]:
     return out + walk + sit
 
 
+def _odi_number(section: str) -> int:
+    """Position of an ODI section on its form (the modified ODI's employment section is number 8)."""
+    order = ODI_SECTIONS if section in ODI_SECTIONS else MODIFIED_ODI_SECTIONS
+    return order.index(section) + 1
+
+
 def _odi() -> list[RedcapField]:
     f = "odi"
     out = [
@@ -444,7 +459,7 @@ def _odi() -> list[RedcapField]:
                 f"odi_{_ODI_STEM.get(s, s)}",
                 f,
                 "radio",
-                f"ODI section: {_ODI_LABELS[s]}",
+                f"ODI section {_odi_number(s)}: {_ITEM_TOPICS['odi'][s]}",
                 choices=_ODI_CHOICES,
                 note="Number of the statement ticked on the licensed form (0 = first, 5 = last); "
                 "if two are ticked, enter the higher",
@@ -482,7 +497,8 @@ def _rmdq() -> list[RedcapField]:
             f, "rmdq_date", "Date the RMDQ was completed", ("measures", "questionnaire_items"), "assessed_on"
         )
     ]
-    for item, text in zip(RMDQ_ITEMS, _RMDQ_TEXT, strict=True):
+    for item in RMDQ_ITEMS:
+        text = _ITEM_TOPICS["rmdq"][item]
         out.append(
             RedcapField(
                 f"rmdq_{item}",
@@ -526,7 +542,7 @@ def _sciatica() -> list[RedcapField]:
                     f"{index}_{_SCIATICA_STEM[item]}",
                     f,
                     "radio",
-                    f"{index.upper()}: {_SCIATICA_LABELS[item]}",
+                    f"{index.upper()}: {_ITEM_TOPICS[index][item]}",
                     choices=choices,
                     header=(
                         f"Sciatica {'Bothersomeness' if index == 'sbi' else 'Frequency'} Index: {what} "

@@ -59,6 +59,9 @@ TOKEN = re.compile(
     r"|(?P<paren>[(),]))"
 )
 CHOICE_TYPES = {"dropdown", "radio", "checkbox"}
+LABELS = dict(
+    zip(redcap_dictionary()["Variable / Field Name"], redcap_dictionary()["Field Label"], strict=True)
+)
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -324,7 +327,7 @@ def _edit(name: str, column: str, value: str) -> pl.DataFrame:
         ),
         (lambda: _edit("odi_lifting", "Field Type", "dropdown"), "matrix odi_sections"),
         (
-            lambda: _edit("rmdq_3", "Field Label", "RMDQ item 2: changes position often to get comfortable"),
+            lambda: _edit("rmdq_3", "Field Label", LABELS["rmdq_2"]),
             "label",
         ),
         (lambda: _edit("ep_age", "Form Name", "odi"), "split"),
@@ -490,3 +493,18 @@ def test_odi_calc_refuses_two_missing_sections_and_scores_the_modified_version()
     assert _redcap_calc(calc, eight) == ""
     modified = nine | {"odi_employment": 5.0}
     assert _redcap_calc(calc, modified) == 52.0  # 26/50
+
+
+def test_item_labels_are_the_data_guides_neutral_topics() -> None:
+    from sciatica_outcomes.schemas import redcap as module  # noqa: PLC0415
+    from sciatica_outcomes.scoring.questionnaire_text import ITEM_TOPICS  # noqa: PLC0415
+
+    assert {k: dict(v) for k, v in ITEM_TOPICS.items() if k in module._ITEM_TOPICS} == module._ITEM_TOPICS
+    m = redcap_mapping().filter(pl.col("table") == "questionnaire_items", pl.col("keys") != "")
+    label = dict(
+        zip(redcap_dictionary()["Variable / Field Name"], redcap_dictionary()["Field Label"], strict=True)
+    )
+    for field, keys in m.select("field_name", "keys").iter_rows():
+        instrument, item = (part.split("=")[1] for part in keys.split("; "))
+        if instrument in ITEM_TOPICS:
+            assert label[field].endswith(ITEM_TOPICS[instrument][item]), field
