@@ -78,7 +78,9 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def _branching_problems(logic: str, choices: dict[str, set[str]], names: set[str]) -> list[str]:
+def _branching_problems(
+    logic: str, choices: dict[str, set[str]], names: set[str], checkboxes: frozenset[str] = frozenset()
+) -> list[str]:
     """Parse ``logic`` as REDCap branching logic: comparisons joined by and/or, with parentheses."""
     try:
         toks = _tokens(logic)
@@ -119,7 +121,9 @@ def _branching_problems(logic: str, choices: dict[str, set[str]], names: set[str
             if base not in names:
                 problems.append(f"unknown field {base}")
             elif code:
-                if code.rstrip(")") not in choices.get(base, set()):
+                if base not in checkboxes:
+                    problems.append(f"{base} is no checkbox: [field(code)] is for checkboxes")
+                elif code.rstrip(")") not in choices.get(base, set()):
                     problems.append(f"{base} has no checkbox code {code.rstrip(')')}")
             elif base in choices and right[0] == "str" and right[1].strip("'\"") not in choices[base] | {""}:
                 problems.append(f"{base} has no choice {right[1]}")
@@ -195,6 +199,7 @@ def dictionary_problems(d: pl.DataFrame) -> list[str]:
     choices |= {
         r["Variable / Field Name"]: {"0", "1"} for r in rows if r["Field Type"] in ("yesno", "truefalse")
     }
+    checkboxes = frozenset(r["Variable / Field Name"] for r in rows if r["Field Type"] == "checkbox")
     labels: dict[str, str] = {}
     for r in rows:
         name, ftype = r["Variable / Field Name"], r["Field Type"]
@@ -236,7 +241,9 @@ def dictionary_problems(d: pl.DataFrame) -> list[str]:
         if r["Branching Logic (Show field only if...)"]:
             problems.extend(
                 f"{where} branching: {p}"
-                for p in _branching_problems(r["Branching Logic (Show field only if...)"], choices, known)
+                for p in _branching_problems(
+                    r["Branching Logic (Show field only if...)"], choices, known, checkboxes
+                )
             )
         for col in ("Required Field?", "Identifier?", "Matrix Ranking?"):
             if r[col] not in ("", "y"):
@@ -338,6 +345,16 @@ def _edit(name: str, column: str, value: str) -> pl.DataFrame:
         (lambda: _edit("ep_age", "Text Validation Min", "90"), "min 90 above max 89"),
         (lambda: _edit("ep_program", "Text Validation Max", "9"), "min/max without"),
         (lambda: _edit("ep_age", "Required Field?", "yes"), "must be 'y' or empty"),
+        (
+            lambda: _edit("rf_alert", "Branching Logic (Show field only if...)", "[rf_saddle(1)] = '1'"),
+            "rf_saddle is no checkbox",
+        ),
+        (
+            lambda: _edit(
+                "rf_alert", "Branching Logic (Show field only if...)", "([rf_saddle] = '1' or [x] = 1"
+            ),
+            "unbalanced parentheses",
+        ),
     ],
 )
 def test_the_checker_finds_each_planted_defect(make: Callable[[], pl.DataFrame], expected: str) -> None:
