@@ -21,7 +21,7 @@ from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest.privacy import check_identifiers
 from sciatica_outcomes.ingest.readers import read_csv_table, read_excel_tables, read_parquet_table
 from sciatica_outcomes.ingest.report import write_html_report, write_json_report
-from sciatica_outcomes.ingest.sources import ROW, SHAPE, Notice, SourceTable, file_digest
+from sciatica_outcomes.ingest.sources import ROW, SHAPE, Notice, SourceTable, file_digest, redcap_export_kind
 from sciatica_outcomes.ingest.validate import TableResult, ValidationResult, validate_sources
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.schemas.store_tables import QUARANTINE_ROW_SCHEMA, IngestPart, WriteCounts
@@ -85,13 +85,31 @@ def collect_files(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, bool]],
     return out, notices
 
 
-def _is_redcap(path: Path) -> bool:
+def _redcap_kind(path: Path, dictionary: str | Path | None) -> str | None:
+    """``"raw"`` or ``"labels"`` for a REDCap export (recognised from its header), else ``None``."""
     if path.suffix.lower() not in _CSV:
-        return False
+        return None
+    import csv  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
     with open(path, "rb") as fh:
-        head = fh.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()
-    first = head[0] if head else ""
-    return "redcap_repeat_instrument" in first or "redcap_event_name" in first
+        head = fh.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
+    try:
+        cells = next(csv.reader(io.StringIO(head.split("\n", 1)[0].rstrip("\r"))), [])
+    except csv.Error:
+        return None
+    kind = redcap_export_kind(cells)
+    if kind is not None:
+        return kind
+    from sciatica_outcomes.schemas.redcap import redcap_dictionary as shipped  # noqa: PLC0415
+
+    frame = shipped()
+    if dictionary is not None:
+        try:
+            frame = pl.read_csv(dictionary, infer_schema=False)
+        except (OSError, pl.exceptions.PolarsError):
+            frame = shipped()  # an unreadable dictionary is refused, with its reason, by the reader
+    return redcap_export_kind(cells, frame)
 
 
 def _is_redcap_dictionary(path: Path) -> bool:
@@ -122,7 +140,8 @@ def read_sources(
     ----------
     paths : iterable of str or Path
         Files and directories. A file's table is its stem (``sessions.csv``) unless ``table`` is given;
-        workbooks hold one sheet per table; a CSV with ``redcap_repeat_instrument`` is a REDCap flat export;
+        workbooks hold one sheet per table; a CSV whose header is a REDCap export
+        (raw or labels) is read through the project mapping;
         a JSON file is a FHIR R4 Bundle.
     table : str, optional
         Table of every plain file given (``--table``).
@@ -157,7 +176,9 @@ def read_sources(
     sources: list[SourceTable] = []
     # a plain CSV is hashed by its reader from the very bytes it parses; other formats are hashed here,
     # beside the parse, and refused if the file changed between the hash and the read
-    plain_csv = {p for p, _ in files if p.suffix.lower() in _CSV and not _is_redcap(p)}
+    plain_csv = {
+        p for p, _ in files if p.suffix.lower() in _CSV and _redcap_kind(p, redcap_dictionary) is None
+    }
     with ThreadPoolExecutor(max_workers=2) as pool:
         stamps = {p: _stamp(p) for p, _ in files if p not in plain_csv}
         digests = {p: pool.submit(file_digest, p) for p in stamps}
@@ -189,15 +210,10 @@ def read_sources(
                 target = table or stem
                 if target not in TABLE_SPECS:
                     # a file in a directory is refused too: skipping it would pass a wrong name quietly
-                    if suffix in _CSV and _is_redcap_labels(path, redcap_dictionary):
-                        raise UnusableInputError(
-                            f"{path}: this is a REDCap export with field labels in the header (REDCap's "
-                            "'CSV (labels)'); export the records again as 'CSV (raw data)' and ingest that"
-                        )
                     raise UnusableInputError(
                         f"{path}: cannot tell which table this file holds: name it after a table "
-                        f"({', '.join(TABLE_SPECS)}), pass --table, or give a REDCap 'CSV (raw data)' "
-                        "export or a FHIR R4 Bundle (.json)"
+                        f"({', '.join(TABLE_SPECS)}), pass --table, or give a REDCap export "
+                        "('CSV (raw data)' or 'CSV (labels)') or a FHIR R4 Bundle (.json)"
                     )
                 if suffix in _PARQUET:
                     got = [read_parquet_table(path, target, sha())]
@@ -217,43 +233,10 @@ def read_sources(
     if not sources:
         raise UnusableInputError(
             f"nothing to ingest in {', '.join(map(str, paths_given))}: no file is named after a table "
-            f"({', '.join(TABLE_SPECS)}), a REDCap 'CSV (raw data)' export or a FHIR R4 Bundle; rename the "
+            f"({', '.join(TABLE_SPECS)}), a REDCap export or a FHIR R4 Bundle; rename the "
             "files or pass --table"
         )
     return sources, notices
-
-
-def _is_redcap_labels(path: Path, dictionary: str | Path | None) -> bool:
-    """Whether a CSV's header holds REDCap field labels ('CSV (labels)' export) instead of field names.
-
-    The header is compared with the labels of the project's data dictionary (the shipped one by default):
-    REDCap's own label columns (``Repeat Instrument``, ``Complete?``) or two or more field labels settle it.
-    """
-    import csv  # noqa: PLC0415
-    import io  # noqa: PLC0415
-
-    with open(path, "rb") as fh:
-        head = fh.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
-    line = head.split("\n", 1)[0]
-    try:
-        cells = {c.strip() for c in next(csv.reader(io.StringIO(line)), [])}
-    except csv.Error:
-        return False
-    if cells & {"Repeat Instrument", "Repeat Instance", "Complete?", "Event Name"}:
-        return True
-    from sciatica_outcomes.schemas.redcap import redcap_dictionary as shipped  # noqa: PLC0415
-
-    if dictionary is not None:
-        try:
-            frame = pl.read_csv(dictionary, infer_schema=False)
-        except (OSError, pl.exceptions.PolarsError):
-            frame = shipped()
-    else:
-        frame = shipped()
-    if "Field Label" not in frame.columns:
-        return False
-    labels = {str(v).strip() for v in frame["Field Label"].drop_nulls().to_list()}
-    return len(cells & labels) >= 2
 
 
 def _stamp(path: Path) -> tuple[int, int, int, int]:

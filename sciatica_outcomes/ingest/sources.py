@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-__all__ = ["ROW", "SHAPE", "FileDigest", "Notice", "SourceTable", "file_digest", "file_sha256"]
+__all__ = [
+    "ROW",
+    "SHAPE",
+    "FileDigest",
+    "Notice",
+    "SourceTable",
+    "file_digest",
+    "file_sha256",
+    "redcap_export_kind",
+]
 
 #: Name of the column carrying the source row number (CSV line with the header as line 1; spreadsheet row;
 #: Parquet row counted from 1; FHIR Bundle entry counted from 1).
@@ -58,6 +67,10 @@ class SourceTable:
         For a CSV read with typed number columns (the fast path of
         :func:`~sciatica_outcomes.ingest.readers.read_csv_table`): reads the same file as text. Validation
         calls it for a source with any problem, so that reports and quarantine show cells as written.
+    source_columns : polars.DataFrame, optional
+        For a source whose rows are assembled from another layout (a REDCap export): one String column per
+        canonical column, row-aligned with ``raw``, holding the source header each cell came from (null:
+        the canonical name). Validation reports problems under that header.
     """
 
     table: str
@@ -67,6 +80,7 @@ class SourceTable:
     raw: pl.DataFrame
     notices: list[Notice] = field(default_factory=list)
     reread: Callable[[], SourceTable] | None = None
+    source_columns: pl.DataFrame | None = None
 
     @property
     def rows_read(self) -> int:
@@ -112,3 +126,46 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> FileDigest:
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     """SHA-256 of a file's bytes, read in chunks."""
     return file_digest(path, chunk).sha256
+
+
+#: Header cells REDCap writes only in a "CSV (labels)" export.
+REDCAP_LABEL_COLUMNS: frozenset[str] = frozenset(
+    {"Repeat Instrument", "Repeat Instance", "Event Name", "Data Access Group", "Complete?"}
+)
+
+
+def redcap_export_kind(header: Sequence[str], dictionary: pl.DataFrame | None = None) -> str | None:
+    """Whether a CSV header is a REDCap export: ``"raw"``, ``"labels"`` or ``None``.
+
+    Parameters
+    ----------
+    header : sequence of str
+        The cells of the file's first line.
+    dictionary : polars.DataFrame, optional
+        The project's data dictionary (``Field Label`` column); without it only REDCap's own columns count.
+
+    Returns
+    -------
+    str or None
+        ``"raw"`` when REDCap's system columns (``redcap_event_name``, ``redcap_repeat_instrument``) are
+        present, or the header starts with ``record_id`` followed by field names of the dictionary;
+        ``"labels"`` when REDCap's label columns (``Event Name``, ``Repeat Instrument``, ``Complete?``) or
+        two or more field labels of the dictionary are; otherwise ``None``.
+    """
+    cells = {c.strip() for c in header}
+    if cells & {"redcap_repeat_instrument", "redcap_event_name"}:
+        return "raw"
+    if cells & REDCAP_LABEL_COLUMNS:
+        return "labels"
+    if dictionary is not None and "Field Label" in dictionary.columns:
+        labels = {str(v).strip() for v in dictionary["Field Label"].drop_nulls().to_list()}
+        names = (
+            set(dictionary["Variable / Field Name"].to_list())
+            if "Variable / Field Name" in dictionary.columns
+            else set()
+        )
+        if len(cells & labels) >= 2 and len(cells & names) < 2:
+            return "labels"
+        if header and header[0].strip() == "record_id" and len(cells & names) >= 3:
+            return "raw"  # a classic project's export: no event or repeat columns
+    return None

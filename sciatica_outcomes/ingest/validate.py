@@ -1166,6 +1166,20 @@ def _notice_issues(notices: Sequence[Notice]) -> pl.DataFrame:
     )
 
 
+def _source_headers(issues: pl.DataFrame, origin: pl.DataFrame) -> pl.DataFrame:
+    """Issues named by the source header each cell came from (:attr:`SourceTable.source_columns`)."""
+    long = (
+        origin.with_row_index(_RID)
+        .unpivot(index=_RID, variable_name="column", value_name="__header")
+        .drop_nulls("__header")
+    )
+    return (
+        issues.join(long, on=[_RID, "column"], how="left", maintain_order="left")
+        .with_columns(pl.coalesce("__header", "column").alias("column"))
+        .drop("__header")
+    )
+
+
 def _table_pass(
     srcs: Sequence[SourceTable],
     table: str,
@@ -1299,6 +1313,8 @@ def validate_sources(
             issues = scrub_text_columns(
                 issues.sort(_RID, "column", "rule", nulls_last=True), ["value", "message"]
             )
+            if w.source.source_columns is not None and issues.height:
+                issues = _source_headers(issues, w.source.source_columns)
             valid = w.frame.filter(~pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.columns])
             rejected = (
                 w.frame.filter(pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.key]).drop_nulls()

@@ -2,8 +2,8 @@
 
 ``sciatica-outcomes schemas export`` writes ``data/schemas/<table>.schema.json`` (fields, types, constraints,
 ``primaryKey``, ``foreignKeys``), ``exercises.csv``, ``measures.csv``, ``labels.csv`` and ``redcap/`` (data
-dictionary, mapping, repeating instruments). The output is deterministic so that a test can fail when the
-committed files are stale.
+dictionary, mapping, events, instrument designations, repeating instruments). The output is deterministic so
+that a test can fail when the committed files are stale.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ import polars as pl
 
 from sciatica_outcomes.defaults import DEFAULT_SCHEMA_DIR
 from sciatica_outcomes.schemas._spec import SCHEMA_VERSION, TableSpec
-from sciatica_outcomes.schemas.redcap import redcap_dictionary, redcap_mapping, repeating_instruments
+from sciatica_outcomes.schemas.redcap import (
+    event_designations,
+    redcap_dictionary,
+    redcap_events,
+    redcap_mapping,
+    repeating_instruments,
+)
 from sciatica_outcomes.schemas.registry import TABLE_SPECS
 
 __all__ = ["DEFAULT_SCHEMA_DIR", "export_schemas", "table_schema"]
@@ -138,6 +144,8 @@ def export_schemas(out: str | Path = DEFAULT_SCHEMA_DIR) -> list[Path]:
     for fname, frame in (
         ("data_dictionary.csv", redcap_dictionary()),
         ("mapping.csv", redcap_mapping()),
+        ("events.csv", redcap_events()),
+        ("instrument_designations.csv", event_designations()),
         ("repeating_instruments.csv", repeating_instruments()),
     ):
         frame.write_csv(red / fname)

@@ -11,12 +11,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from sciatica_outcomes.errors import IdentifierColumnError, UnusableInputError
+from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest import ingest_paths, readers, validate_paths
 from sciatica_outcomes.ingest.fhir import write_fhir_bundle
 from sciatica_outcomes.ingest.readers import read_excel_tables
-from sciatica_outcomes.ingest.redcap import write_redcap_export
-from sciatica_outcomes.schemas.redcap import redcap_dictionary
 from sciatica_outcomes.store import CANONICAL_TABLES, Store
 from sciatica_outcomes.synth import Cohort
 from tests.ingest.conftest import sort_by_key, write_workbook
@@ -52,46 +50,6 @@ def test_excel_rows_are_spreadsheet_rows(tmp_path: Path, small_cohort: Cohort) -
     err = res.errors.row(0, named=True)
     assert (err["row"], err["column"], err["rule"], err["value"]) == (5, "age_at_start", "range", "150")
     assert "skipped_sheet" in res.issues["rule"].to_list()
-
-
-def test_redcap_round_trip(tmp_path: Path, small_cohort: Cohort) -> None:
-    export = write_redcap_export(small_cohort.tables, tmp_path / "project_export.csv")
-    res = ingest_paths(export, db=tmp_path / "o.duckdb")
-    assert res.validation.ok
-    assert sum(t.rows_read for t in res.validation.tables) == pl.read_csv(export, infer_schema=False).height
-    _assert_store_equals(tmp_path / "o.duckdb", small_cohort)
-
-
-def test_redcap_label_export_is_recoded_through_the_dictionary(tmp_path: Path, small_cohort: Cohort) -> None:
-    d = redcap_dictionary().with_columns(
-        pl.when(pl.col("Variable / Field Name") == "se_status")
-        .then(pl.lit("completed, Completed | missed, Missed | cancelled, Cancelled"))
-        .otherwise(pl.col("Choices, Calculations, OR Slider Labels"))
-        .alias("Choices, Calculations, OR Slider Labels")
-    )
-    d.write_csv(tmp_path / "dictionary.csv")
-    export = write_redcap_export(small_cohort.tables, tmp_path / "export.csv")
-    flat = pl.read_csv(export, infer_schema=False).with_columns(pl.col("se_status").str.to_titlecase())
-    flat.write_csv(export)
-    res = ingest_paths([export, tmp_path / "dictionary.csv"], db=tmp_path / "o.duckdb")
-    assert res.validation.ok
-    _assert_store_equals(tmp_path / "o.duckdb", small_cohort, ("sessions",))
-
-
-def test_redcap_bad_cell_is_reported_on_its_export_line(tmp_path: Path, small_cohort: Cohort) -> None:
-    export = write_redcap_export(small_cohort.tables, tmp_path / "export.csv")
-    flat = pl.read_csv(export, infer_schema=False)
-    target = flat.with_row_index().filter(pl.col("redcap_repeat_instrument") == "measures")["index"][2]
-    flat = flat.with_columns(
-        pl.when(pl.int_range(pl.len()) == target)
-        .then(pl.lit("7/10"))
-        .otherwise(pl.col("me_value"))
-        .alias("me_value")
-    )
-    flat.write_csv(export)
-    res = validate_paths([export])
-    err = res.errors.row(0, named=True)
-    assert (err["row"], err["column"], err["value"], err["rule"]) == (target + 2, "value", "7/10", "type")
 
 
 def test_fhir_round_trip(tmp_path: Path, small_cohort: Cohort) -> None:
@@ -183,13 +141,6 @@ def test_fhir_loinc_codes_ordinal_answers_and_bad_values(tmp_path: Path, small_c
     items = next(t for t in res.tables if t.source.table == "questionnaire_items")
     assert items.valid.select("item", "response", "instrument_version").row(0) == ("walking", 2, "2.1a")
     assert "skipped_resource" in res.issues["rule"].to_list()
-
-
-def test_redcap_export_with_identifier_fields_is_refused(tmp_path: Path, small_cohort: Cohort) -> None:
-    export = write_redcap_export(small_cohort.tables, tmp_path / "export.csv")
-    pl.read_csv(export, infer_schema=False).with_columns(pl.lit("Ann").alias("first_name")).write_csv(export)
-    with pytest.raises(IdentifierColumnError, match="first_name"):
-        validate_paths([export])
 
 
 def test_workbook_limits_refuse_long_sheets_and_zip_bombs(

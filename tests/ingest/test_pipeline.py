@@ -483,19 +483,13 @@ def test_a_folder_with_nothing_ingestible_creates_no_store(tmp_path: Path, csv_d
     assert not db.exists()
 
 
-def test_a_redcap_labels_export_is_refused_naming_the_raw_export(tmp_path: Path) -> None:
+def test_a_redcap_labels_export_in_a_folder_is_read_not_refused(tmp_path: Path) -> None:
     labels = redcap_dictionary()["Field Label"].head(4).to_list()
     folder = tmp_path / "redcap"
     folder.mkdir()
     header = ",".join(f'"{v}"' for v in labels)
     (folder / "Project_DATA_LABELS_2026-01-01.csv").write_text(f"{header}\nE1,P1,C1,T1\n")
-    db = tmp_path / "o.duckdb"
-    for args in (["validate", str(folder)], ["ingest", str(folder), "--db", str(db)]):
-        res = CliRunner().invoke(app, args)
-        assert res.exit_code == 2, res.output
-        assert "CSV (raw data)" in res.output and "Traceback" not in res.output
-    assert not db.exists()
-    # REDCap's own label columns settle it even with a project dictionary of other labels
-    (folder / "Project_DATA_LABELS_2026-01-01.csv").write_text("Record ID,Repeat Instrument\nE1,\n")
-    with pytest.raises(UnusableInputError, match="CSV \\(labels\\)"):
-        validate_paths([folder])
+    res = validate_paths([folder])
+    assert {t.source.fmt for t in res.tables} == {"redcap"}
+    # the episode lacks its required fields: reported at the export's line
+    assert 2 in set(res.errors["row"].to_list())

@@ -12,7 +12,6 @@ import pytest
 from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.schemas import TABLE_SPECS, exercise_catalog, measure_catalog, table_spec
 from sciatica_outcomes.schemas.frictionless import export_schemas, table_schema
-from sciatica_outcomes.schemas.redcap import redcap_dictionary, redcap_mapping
 from sciatica_outcomes.synth import TABLES, Cohort
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,16 +84,3 @@ def test_committed_schema_files_are_up_to_date(tmp_path: Path) -> None:
     for p in written:
         if p.suffix == ".json":
             json.loads(p.read_text())
-
-
-def test_redcap_dictionary_names_are_valid_and_mapping_is_one_to_one() -> None:
-    d = redcap_dictionary()
-    names = d["Variable / Field Name"]
-    assert names[0] == "record_id"
-    assert names.is_unique().all()
-    assert names.str.contains(r"^[a-z][a-z0-9_]*$").all()
-    assert names.str.len_chars().max() <= 26
-    m = redcap_mapping()
-    assert set(m["field_name"]) <= set(names)
-    for table, spec in TABLE_SPECS.items():
-        assert sorted(m.filter(pl.col("table") == table)["column"].to_list()) == sorted(spec.columns)
