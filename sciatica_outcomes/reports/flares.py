@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
@@ -32,7 +32,10 @@ from sciatica_outcomes.derive import flare_panel, session_pain
 from sciatica_outcomes.models.glmm import MixedGLM
 from sciatica_outcomes.reports.privacy import SuppressionRule, rule_for
 
-__all__ = ["FLARE_FORMULA", "FlareTrend", "flare_trend"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["FLARE_FORMULA", "FlareTrend", "flare_trend", "plot_flare_trend"]
 
 #: the model of the flare rate over program weeks (offset ``log(at_risk)``)
 FLARE_FORMULA = "flares ~ program_week + (1 | episode_id)"
@@ -208,3 +211,45 @@ def flare_trend(
         "estimated", sentence, rr, lo, hi, float(row["p"]), curve, n_eps, n_flares, n_risk,
         converged=model.result_.converged,
     )  # fmt: skip
+
+
+def plot_flare_trend(trend: FlareTrend, ax: Axes | None = None) -> Axes:
+    """The modelled flare rate per 100 sessions over program weeks (95% CI band), with the observed rates.
+
+    Parameters
+    ----------
+    trend : FlareTrend
+        An estimated trend (:func:`flare_trend` with ``status == "estimated"``).
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on (a new figure if None).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting only when drawn
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3))
+    c = trend.curve
+    weeks = c["program_week"].to_numpy()
+    ax.fill_between(weeks, c["ci_low"].to_numpy(), c["ci_high"].to_numpy(), alpha=0.25, color="#1f77b4", lw=0)
+    ax.plot(
+        weeks, c["rate_per_100"].to_numpy(), color="#1f77b4", lw=2, label="model (typical patient, 95% CI)"
+    )
+    obs = c.filter(pl.col("observed_per_100").is_not_null())
+    if obs.height:
+        ax.plot(
+            obs["program_week"].to_numpy(),
+            obs["observed_per_100"].to_numpy(),
+            "o",
+            color="#444444",
+            ms=4,
+            label="observed (all patients pooled)",
+        )
+    ax.set_ylim(bottom=0)
+    ax.set_xticks(weeks)
+    ax.set_xlabel("program week")
+    ax.set_ylabel("flare-ups per 100 sessions")
+    ax.legend(frameon=False, fontsize="small")
+    return ax
