@@ -23,18 +23,25 @@ from sciatica_outcomes.derive import derive_all
 from sciatica_outcomes.errors import ReportParameterError
 from sciatica_outcomes.models.lmm import GrowthModel, likelihood_ratio_test
 from sciatica_outcomes.reports.display import to_latex
-from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_table
+from sciatica_outcomes.reports.privacy import HIGH, SUPPRESSED, SuppressionRule, rule_for, suppress_table
+from sciatica_outcomes.reports.quarterly import MIN_ACTIVE_EPISODES
 
 __all__ = [
     "ADHERENCE_CUT",
     "TIME_SHAPES",
+    "TRAJECTORY_SAMPLE",
     "CohortData",
     "compare_time_shapes",
     "load_cohort",
+    "minimum_episodes",
     "model_frame",
+    "observed_bins",
+    "report_rule",
+    "shown_count",
     "smd",
     "table_one",
     "to_latex",
+    "trajectory_sample",
 ]
 
 #: Default adherence ratio separating the "high" and "low" adherence groups (completed / prescribed
@@ -48,6 +55,61 @@ TIME_SHAPES: dict[str, str] = {
     "natural spline (knots 6, 12)": "ns(week, knots = c(6, 12))",
     "piecewise linear (hinge 12)": "week + pmax(week - 12, 0)",
 }
+
+
+#: Most individual trajectories drawn (internal audience only).
+TRAJECTORY_SAMPLE = 40
+
+
+def report_rule(audience: str, threshold: int | None = None) -> SuppressionRule:
+    """The suppression rule of the cohort report's audience, with user errors as ``ReportParameterError``.
+
+    Parameters
+    ----------
+    audience : {"internal", "network", "public"}
+        Who reads the report (``--audience``).
+    threshold : int, optional
+        Largest withheld count for ``network``/``public`` (``--suppress-threshold``; default 10).
+
+    Returns
+    -------
+    SuppressionRule
+        :func:`~sciatica_outcomes.reports.privacy.rule_for` of the audience.
+
+    Raises
+    ------
+    ReportParameterError
+        An unknown audience, a threshold below 1, or a threshold given with ``internal``.
+    """
+    if audience not in ("internal", "network", "public"):
+        raise ReportParameterError(
+            f"unknown audience {audience!r}: give --audience internal, network or public"
+        )
+    if audience == "internal" and threshold is not None:
+        raise ReportParameterError(
+            "--suppress-threshold applies to the network and public audiences only: leave it out with "
+            "--audience internal"
+        )
+    if threshold is not None and threshold < 1:
+        raise ReportParameterError(
+            f"--suppress-threshold must be 1 or more, not {threshold}: give the largest count to withhold"
+        )
+    return rule_for(audience, threshold)
+
+
+def minimum_episodes(rule: SuppressionRule) -> int:
+    """Fewest episodes with the outcome for which the cohort report is rendered.
+
+    The quarterly report's minimum (:data:`~sciatica_outcomes.reports.quarterly.MIN_ACTIVE_EPISODES`, 11)
+    for every audience, raised to ``rule.high + 1`` when the audience withholds more than 1-10: every
+    statistic of a smaller cohort would describe identifiable patients.
+    """
+    return max(MIN_ACTIVE_EPISODES, rule.high + 1)
+
+
+def shown_count(n: int, rule: SuppressionRule) -> str:
+    """A count as report text under ``rule``: ``*`` when withheld, else the number with separators."""
+    return SUPPRESSED if rule.is_small(n) else f"{n:,}"
 
 
 @dataclass(frozen=True)
@@ -116,10 +178,14 @@ def smd(a: np.ndarray, b: np.ndarray, binary: bool = False) -> float:
     return (a.mean() - b.mean()) / den if den > 0 else math.nan
 
 
-def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
+def table_one(
+    data: CohortData, group: str = "adherence_group", rule: SuppressionRule | None = None
+) -> pl.DataFrame:
     """Table 1: baseline characteristics by group with standardized mean differences.
 
-    Continuous rows show ``mean (SD)`` (withheld when a group has 10 or fewer values); categorical rows
+    Counts go through ``rule`` (default: the network rule, 1-10 withheld; ``internal`` shows them exactly).
+    Continuous rows show ``mean (SD)`` (withheld when a group has 10 or fewer values, or no more than the
+    rule's threshold: a mean of a few patients is their row-level values); categorical rows
     ``n (%)`` per level. The counts of one characteristic form a table (levels x groups) whose group totals
     are shown, so they are suppressed together (:func:`~sciatica_outcomes.reports.privacy.suppress_table`,
     primary and complementary): a level cannot be worked out as the group size minus the others. The
@@ -127,13 +193,15 @@ def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
     cell it is computed from is withheld (an SMD of two proportions and the group sizes gives the counts
     back). When one group has 1-10 episodes both group sizes are withheld (the total is shown elsewhere).
     """
+    rule = rule or rule_for("network")
+    stat_min = max(HIGH, rule.high)
     ep = data.episodes.filter(pl.col(group).is_not_null())
     levels = sorted(ep[group].unique().to_list())
     if len(levels) != 2:
         raise ReportParameterError(f"Table 1 compares two groups; {group!r} has {levels}")
     parts = {lv: ep.filter(pl.col(group) == lv) for lv in levels}
     sizes = [parts[lv].height for lv in levels]
-    small_group = any(LOW <= n <= HIGH for n in sizes)
+    small_group = any(rule.is_small(n) for n in sizes)
     rows: list[dict[str, Any]] = []
     header = {"characteristic": "episodes, n", "SMD": ""}
     for lv, n in zip(levels, sizes, strict=True):
@@ -157,7 +225,7 @@ def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
             v = parts[lv][col].cast(pl.Float64).to_numpy()
             arrays[lv] = v
             ok = v[~np.isnan(v)]
-            row[lv] = f"{ok.mean():.1f} ({ok.std(ddof=1):.1f})" if ok.size > HIGH else SUPPRESSED
+            row[lv] = f"{ok.mean():.1f} ({ok.std(ddof=1):.1f})" if ok.size > stat_min else SUPPRESSED
         withheld = any(row[lv] == SUPPRESSED for lv in levels)
         row["SMD"] = SUPPRESSED if withheld else f"{smd(arrays[levels[0]], arrays[levels[1]]):.2f}"
         rows.append(row)
@@ -169,7 +237,7 @@ def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
         counts = np.array([[int(flags[lv][i].sum()) for lv in levels] for i in range(len(values))])
         # missing values count in the group total: they are a level of their own for suppression
         missing = np.array([[parts[lv][col].null_count() for lv in levels]])
-        sup = suppress_table(np.vstack([counts, missing]))
+        sup = suppress_table(np.vstack([counts, missing]), rule=rule)
         for i, value in enumerate(values):
             row = {"characteristic": f"{label}: {value}"}
             for j, lv in enumerate(levels):
@@ -249,7 +317,10 @@ def validate_parameters(params: dict[str, Any]) -> None:
     ------
     ReportParameterError
         Missing store, a store without episodes or measures, an outcome that is not a measure code or has
-        no values in the store (the message lists the measures that do), or an unreadable config file.
+        no values in the store (the message lists the measures that do), an unreadable config file, an
+        unknown audience or threshold (:func:`report_rule`), or fewer episodes with the outcome than
+        :func:`minimum_episodes` (the report would describe identifiable patients; the message gives no
+        exact count).
     """
     from sciatica_outcomes.schemas.catalogs import measure_catalog  # noqa: PLC0415
     from sciatica_outcomes.store import Store  # noqa: PLC0415
@@ -257,12 +328,15 @@ def validate_parameters(params: dict[str, Any]) -> None:
     db = Path(str(params.get("db", "")))
     if not db.is_file():
         raise ReportParameterError(f"store {db} does not exist: ingest data first (sciatica-outcomes ingest)")
+    threshold = params.get("suppress_threshold")
+    rule = report_rule(str(params.get("audience", "network")), None if threshold is None else int(threshold))
     cfg = params.get("config")
     if cfg not in (None, ""):
         ClinicalConfig.from_toml(cfg)
     with Store(db, read_only=True) as store:
         n_episodes = store.read("episodes", columns=["episode_id"]).height
-        measures = store.read("measures", columns=["measure"])["measure"]
+        rows = store.read("measures", columns=["episode_id", "measure"])
+    measures = rows["measure"]
     if n_episodes == 0 or measures.len() == 0:
         missing = "episodes" if n_episodes == 0 else "measures"
         raise ReportParameterError(
@@ -279,3 +353,88 @@ def validate_parameters(params: dict[str, Any]) -> None:
         raise ReportParameterError(
             f"outcome {outcome!r} has no values in the store; the store holds {', '.join(present)}"
         )
+    with_outcome = rows.filter(pl.col("measure") == outcome)["episode_id"].n_unique()
+    need = minimum_episodes(rule)
+    if with_outcome < need:
+        raise ReportParameterError(
+            f"store {db} has between 1 and {need - 1} episodes with {outcome}: the cohort report needs at "
+            f"least {need}, or it would describe identifiable patients; ingest the other clinics' data into "
+            "the same store, or wait for more episodes"
+        )
+
+
+def observed_bins(
+    frame: pl.DataFrame, outcome: str, rule: SuppressionRule, width: float = 2.0
+) -> pl.DataFrame:
+    """Observed mean and middle half of the outcome by bin of weeks, for bins the audience may see.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        The model frame (:func:`model_frame`): ``week`` and the outcome.
+    outcome : str
+        Outcome column.
+    rule : SuppressionRule
+        The audience's rule; a bin is kept only with more than ``max(10, rule.high)`` assessments (a mean or
+        quartile of fewer is close to row-level values).
+    width : float
+        Bin width in weeks (bins centred on multiples of ``width``).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``week, mean, q25, q75, n`` (``n``: assessments in the bin), sorted by week.
+    """
+    keep = max(HIGH, rule.high)
+    return (
+        frame.with_columns(((pl.col("week") / width).round(0) * width).alias("bin"))
+        .group_by("bin")
+        .agg(
+            pl.col(outcome).mean().alias("mean"),
+            pl.col(outcome).quantile(0.25, "linear").alias("q25"),
+            pl.col(outcome).quantile(0.75, "linear").alias("q75"),
+            pl.len().cast(pl.Int64).alias("n"),
+        )
+        .rename({"bin": "week"})
+        .filter(pl.col("n") > keep)
+        .sort("week")
+    )
+
+
+def trajectory_sample(
+    frame: pl.DataFrame, outcome: str, rule: SuppressionRule, size: int = TRAJECTORY_SAMPLE, seed: int = 7
+) -> pl.DataFrame:
+    """Individual trajectories to draw: only for the internal audience, and then without identifiers.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        The model frame (``episode_id, week`` and the outcome).
+    outcome : str
+        Outcome column.
+    rule : SuppressionRule
+        The audience's rule: any rule that withholds counts (``network``, ``public``) gets no rows.
+    size : int
+        Most episodes drawn (a random sample when there are more).
+    seed : int
+        Seed of the sample (the same store gives the same figure).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``line, week, <outcome>``: ``line`` numbers the sampled episodes 0, 1, ... in random order (the
+        episode, patient and clinic identifiers are not carried), sorted by line and week; empty when the
+        audience may not see individual trajectories.
+    """
+    schema = {"line": pl.Int64, "week": pl.Float64, outcome: pl.Float64}
+    if rule.withholds:
+        return pl.DataFrame(schema=schema)
+    ids = frame["episode_id"].unique().sort()
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(ids.len())[: min(size, ids.len())]
+    lines = pl.DataFrame({"episode_id": ids.gather(pick), "line": np.arange(pick.size, dtype=np.int64)})
+    return (
+        frame.join(lines, on="episode_id", how="inner")
+        .select("line", pl.col("week").cast(pl.Float64), pl.col(outcome).cast(pl.Float64))
+        .sort("line", "week")
+    )

@@ -22,6 +22,7 @@ from sciatica_outcomes.reports.privacy import HIGH, SUPPRESSED, suppress_counts
 __all__ = [
     "adherence_plot",
     "bar_counts",
+    "cohort_trajectories_plot",
     "drawable_units",
     "flow_diagram",
     "funnel_plot",
@@ -287,5 +288,59 @@ def km_plot(curves: pl.DataFrame, ax: Axes | None = None) -> Axes:
     ax.set_xlabel("weeks since start of program")
     ax.set_ylabel("reached the MCID (%, cumulative)")
     ax.set_ylim(0, 100)
+    ax.legend(loc="best", fontsize=8)
+    return ax
+
+
+def cohort_trajectories_plot(
+    sample: pl.DataFrame,
+    bins: pl.DataFrame,
+    *,
+    outcome: str,
+    label: str,
+    unit: str,
+    higher_is_better: bool,
+    ax: Axes | None = None,
+) -> Axes:
+    """The cohort's observed course: mean and middle half by bin, individual lines when allowed.
+
+    Parameters
+    ----------
+    sample : polars.DataFrame
+        ``line, week, <outcome>`` from :func:`sciatica_outcomes.reports.cohort.trajectory_sample` (empty
+        outside the internal audience); each line is drawn thin and unlabelled.
+    bins : polars.DataFrame
+        ``week, mean, q25, q75`` from :func:`sciatica_outcomes.reports.cohort.observed_bins`.
+    outcome, label, unit : str
+        Outcome column, its name and unit for the axis label.
+    higher_is_better : bool
+        Printed in the axis label as the direction of improvement.
+    """
+    ax = _axes(ax)
+    if sample.height:
+        # one polyline with a gap (NaN) after each episode: all lines in one call, no loop over patients
+        gaps = sample.select("line").unique().with_columns(pl.lit(None, pl.Float64).alias("week"))
+        path = pl.concat(
+            [
+                sample.select("line", "week", pl.col(outcome).alias("y"), pl.lit(0).alias("k")),
+                gaps.with_columns(pl.lit(None, pl.Float64).alias("y"), pl.lit(1).alias("k")),
+            ]
+        ).sort("line", "k", "week", nulls_last=True)
+        ax.plot(
+            path["week"].to_numpy(),
+            path["y"].to_numpy(),
+            color=PALETTE[0],
+            alpha=0.25,
+            lw=0.8,
+            label="individual episodes (random sample)",
+        )
+    if bins.height:
+        ax.fill_between(
+            bins["week"], bins["q25"], bins["q75"], color=PALETTE[1], alpha=0.2, lw=0, label="middle half"
+        )
+        ax.plot(bins["week"], bins["mean"], color=PALETTE[1], lw=2.5, marker="o", label="observed mean")
+    arrow = "higher is better" if higher_is_better else "lower is better"
+    ax.set_xlabel("weeks since start of program")
+    ax.set_ylabel(f"{label} ({unit}; {arrow})")
     ax.legend(loc="best", fontsize=8)
     return ax

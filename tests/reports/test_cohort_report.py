@@ -13,11 +13,15 @@ import polars as pl
 import pytest
 
 from sciatica_outcomes.config import ClinicalConfig
+from sciatica_outcomes.errors import ReportParameterError
+from sciatica_outcomes.ingest import ingest_paths
 from sciatica_outcomes.reports import cohort
+from sciatica_outcomes.reports.privacy import rule_for
+from sciatica_outcomes.synth import generate_cohort, write_cohort
 
 SECTIONS = (
     "Table 1: baseline characteristics by adherence group",
-    "Individual trajectories",
+    "Observed course over time",
     "Shape of improvement over time",
     "Growth model and dose-response",
     "Marginal means by adherence group",
@@ -36,28 +40,173 @@ TABLES = {
 }
 
 
+def _report(db: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "sciatica_outcomes.cli", "report", "cohort", "--db", str(db)]
+    return subprocess.run(
+        [*command, "--out", str(out), *args], capture_output=True, text=True, timeout=600, check=False
+    )
+
+
 @pytest.fixture(scope="module")
 def rendered(report_store: dict[str, Path]) -> Path:
+    """The report for the default (network) audience."""
     out = report_store["root"] / "cohort-report"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sciatica_outcomes.cli",
-            "report",
-            "cohort",
-            "--db",
-            str(report_store["db"]),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    proc = _report(report_store["db"], out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def rendered_internal(report_store: dict[str, Path]) -> Path:
+    out = report_store["root"] / "cohort-report-internal"
+    proc = _report(report_store["db"], out, "--audience", "internal")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 synthetic episodes: below the minimum size of every report."""
+    root = tmp_path_factory.mktemp("small-store")
+    write_cohort(generate_cohort(n_patients=8, n_clinics=2, seed=3), root / "cohort")
+    db = root / "small.duckdb"
+    assert ingest_paths(root / "cohort", db).written
+    return db
+
+
+def _text(page: str) -> str:
+    """The page without its embedded images (base64 could spell anything)."""
+    return re.sub(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+", "", page)
+
+
+def test_a_store_below_the_minimum_size_is_refused(small_store: Path, tmp_path: Path) -> None:
+    proc = _report(small_store, tmp_path / "r")
+    assert proc.returncode == 2
+    message = " ".join(proc.stderr.split())
+    assert "between 1 and 10 episodes with odi" in message and "needs at least 11" in message
+    assert "Traceback" not in proc.stderr and " 8 " not in message
+    assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_the_minimum_size_follows_the_audiences_threshold(report_store: dict[str, Path]) -> None:
+    params = {"db": str(report_store["db"]), "outcome": "odi", "config": "", "audience": "public"}
+    cohort.validate_parameters({**params, "suppress_threshold": 699})
+    with pytest.raises(ReportParameterError, match="needs at least 701"):
+        cohort.validate_parameters({**params, "suppress_threshold": 700})
+    assert cohort.minimum_episodes(rule_for("internal")) == 11
+    assert cohort.minimum_episodes(rule_for("network")) == 11
+    assert cohort.minimum_episodes(rule_for("network", threshold=20)) == 21
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--audience", "clinic"), "unknown audience 'clinic'"),
+        (("--audience", "internal", "--suppress-threshold", "5"), "network and public audiences only"),
+        (("--suppress-threshold", "0"), "must be 1 or more"),
+    ],
+)
+def test_bad_audience_options_are_user_errors(
+    report_store: dict[str, Path], tmp_path: Path, args: tuple[str, ...], expected: str
+) -> None:
+    proc = _report(report_store["db"], tmp_path / "r", *args)
+    assert proc.returncode == 2 and expected in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
+
+
+def test_individual_trajectories_only_for_the_internal_audience(
+    rendered: Path, rendered_internal: Path, report_store: dict[str, Path]
+) -> None:
+    figures = {
+        audience: {f["name"]: f for f in json.loads((d / "provenance.json").read_text())["figures"]}
+        for audience, d in (("network", rendered), ("internal", rendered_internal))
+    }
+    assert "randomly chosen episodes" in figures["internal"]["spaghetti"]["alt"]
+    assert "randomly chosen" not in figures["network"]["spaghetti"]["alt"]
+    network_page = (rendered / "report.html").read_text(encoding="utf-8")
+    assert "drawn only for the internal audience" in network_page
+    assert "Audience: network. Counts from 1 to 10 are withheld" in network_page
+    internal_page = (rendered_internal / "report.html").read_text(encoding="utf-8")
+    assert "shown exactly" in internal_page
+    # no identifier of an episode, patient or therapist anywhere in either page or table
+    ep = cohort.load_cohort(report_store["db"]).episodes
+    ids = set(ep["episode_id"]) | set(ep["patient_id"]) | set(ep["therapist_id"])
+    outputs = [network_page, internal_page] + [
+        p.read_text(encoding="utf-8") for d in (rendered, rendered_internal) for p in (d / "tables").glob("*")
+    ]
+    found = {m for page in outputs for m in re.findall(r"\b(?:EP|PT|TH)\d{4,6}\b", _text(page))}
+    assert not found & ids
+
+
+def _frame(n_per_week: dict[float, int]) -> pl.DataFrame:
+    weeks = [w for w, n in n_per_week.items() for _ in range(n)]
+    return pl.DataFrame(
+        {
+            "episode_id": [f"e{i}" for i in range(len(weeks))],
+            "week": weeks,
+            "odi": np.linspace(10, 60, len(weeks)),
+        }
+    )
+
+
+def test_observed_bins_keep_only_bins_above_the_threshold() -> None:
+    frame = _frame({0.0: 30, 6.0: 11, 12.0: 10, 26.0: 15})
+    network = cohort.observed_bins(frame, "odi", rule_for("network"))
+    assert network["week"].to_list() == [0.0, 6.0, 26.0] and network["n"].to_list() == [30, 11, 15]
+    # the internal audience sees exact counts but no mean of 10 or fewer assessments
+    assert cohort.observed_bins(frame, "odi", rule_for("internal"))["week"].to_list() == [0.0, 6.0, 26.0]
+    assert cohort.observed_bins(frame, "odi", rule_for("public", threshold=14))["week"].to_list() == [
+        0.0,
+        26.0,
+    ]
+    first = frame.filter(pl.col("week") == 0)["odi"]
+    assert network["mean"][0] == pytest.approx(first.mean())
+    assert network["q25"][0] == pytest.approx(first.quantile(0.25, "linear"))
+
+
+def test_trajectory_sample_is_internal_only_and_carries_no_identifier() -> None:
+    rng = np.random.default_rng(1)
+    frame = pl.DataFrame(
+        {
+            "episode_id": np.repeat([f"EP{i:06d}" for i in range(60)], 3),
+            "week": np.tile([0.0, 6.0, 12.0], 60),
+            "odi": rng.uniform(0, 100, 180),
+        }
+    )
+    for audience in ("network", "public"):
+        assert cohort.trajectory_sample(frame, "odi", rule_for(audience)).is_empty()
+    sample = cohort.trajectory_sample(frame, "odi", rule_for("internal"))
+    assert sample.columns == ["line", "week", "odi"]
+    assert sample["line"].n_unique() == cohort.TRAJECTORY_SAMPLE and sample.height == 3 * 40
+    # every drawn point is one of the frame's assessments, whole episodes at a time
+    assert sample.join(frame, on=["week", "odi"], how="anti").is_empty()
+    assert (sample.group_by("line").len()["len"] == 3).all()
+    few = frame.filter(pl.col("episode_id").is_in(["EP000001", "EP000002"]))
+    assert cohort.trajectory_sample(few, "odi", rule_for("internal"))["line"].n_unique() == 2
+
+
+def test_table_one_counts_follow_the_audience_rule() -> None:
+    ep = _episodes(
+        ["F"] * 20 + ["M"] * 15,
+        ["F"] * 14 + ["M"] * 12,
+        ["right"] * 29 + ["left"] * 5 + ["bilateral"],
+        ["right"] * 9 + ["left"] * 17,
+    )
+    data = cohort.CohortData(pl.DataFrame(), ep, ClinicalConfig())
+    internal = {
+        r["characteristic"]: r
+        for r in cohort.table_one(data, rule=rule_for("internal")).iter_rows(named=True)
+    }
+    assert (
+        internal["affected side: bilateral"]["high"] == "1 (3%)" and internal["episodes, n"]["high"] == "35"
+    )
+    wide = {
+        r["characteristic"]: r
+        for r in cohort.table_one(data, rule=rule_for("network", threshold=12)).iter_rows(named=True)
+    }
+    # 12 men in the low group are shown under 1-10 and withheld under 1-12
+    network = {r["characteristic"]: r for r in cohort.table_one(data).iter_rows(named=True)}
+    assert network["sex: M"]["low"] == "12 (46%)" and wide["sex: M"]["low"] == "*"
 
 
 def test_sections_figures_and_exported_tables(rendered: Path) -> None:
