@@ -24,18 +24,24 @@ from sciatica_outcomes.errors import ReportParameterError
 from sciatica_outcomes.models.lmm import GrowthModel, likelihood_ratio_test
 from sciatica_outcomes.reports.display import to_latex
 from sciatica_outcomes.reports.privacy import HIGH, SUPPRESSED, SuppressionRule, rule_for, suppress_table
-from sciatica_outcomes.reports.quarterly import MIN_ACTIVE_EPISODES
+from sciatica_outcomes.reports.quarterly import GROWTH_RANDOM, MIN_ACTIVE_EPISODES
 
 __all__ = [
     "ADHERENCE_CUT",
     "TIME_SHAPES",
     "TRAJECTORY_SAMPLE",
     "CohortData",
+    "ModelDiagnostics",
+    "clinic_count",
     "compare_time_shapes",
+    "growth_formula",
     "load_cohort",
     "minimum_episodes",
+    "model_caption",
+    "model_diagnostics",
     "model_frame",
     "observed_bins",
+    "qq_points",
     "report_rule",
     "shown_count",
     "smd",
@@ -255,23 +261,75 @@ def table_one(
     )
 
 
+def clinic_count(frame: pl.DataFrame) -> int:
+    """Number of clinics in a frame (1 when it has no ``clinic_id``)."""
+    return frame["clinic_id"].n_unique() if "clinic_id" in frame.columns else 1
+
+
+def growth_formula(
+    outcome: str,
+    time: str,
+    *,
+    by: str | None = None,
+    covariates: Sequence[str] = (),
+    clinics: int = 1,
+) -> str:
+    """The cohort report's growth model in lme4 syntax, with the random part of the quarterly report.
+
+    ``outcome ~ time [* by] [+ covariates] + (week | episode_id)``, plus ``(1 | clinic_id)`` when the
+    data hold more than one clinic (episodes nested in clinics), as
+    :func:`sciatica_outcomes.reports.quarterly.outcome_models`.
+
+    Parameters
+    ----------
+    outcome : str
+        Response column.
+    time : str
+        Time shape (a value of :data:`TIME_SHAPES`); parenthesised when it has several terms and interacts.
+    by : str, optional
+        Column interacting with the time shape (e.g. ``adherence_group``).
+    covariates : sequence of str
+        Further fixed terms (e.g. ``age``, ``sex``).
+    clinics : int
+        Number of clinics in the data.
+
+    Returns
+    -------
+    str
+        The formula, e.g. ``"odi ~ ns(week, knots = c(6, 12)) * adherence_group + age + sex +
+        (week | episode_id) + (1 | clinic_id)"``.
+    """
+    shape = f"({time})" if by is not None and "+" in time else time
+    fixed = [f"{shape} * {by}" if by is not None else shape, *covariates]
+    random = [GROWTH_RANDOM, *(["(1 | clinic_id)"] if clinics > 1 else [])]
+    return f"{outcome} ~ {' + '.join(fixed + random)}"
+
+
+def model_caption(title: str, formula: str, method: str = "REML, Satterthwaite df") -> str:
+    """A table or figure caption that prints the model's formula beside its result."""
+    return f"{title}. Model: {formula} ({method})"
+
+
 def compare_time_shapes(
-    frame: pl.DataFrame, outcome: str, shapes: dict[str, str] | None = None
+    frame: pl.DataFrame, outcome: str, shapes: dict[str, str] | None = None, clinics: int | None = None
 ) -> tuple[pl.DataFrame, dict[str, GrowthModel]]:
     """Fit the growth model with each time shape by ML and compare them.
 
-    Every model has the random part ``(week | episode_id)`` so that only the mean curve differs. Returns a
-    table ``shape, formula, df, loglik, AIC, BIC, LRT_vs_linear_p`` (likelihood-ratio test against the linear
-    model for the shapes that nest it: spline and piecewise) and the fitted models.
+    Every model has the random part of :func:`growth_formula` (``(week | episode_id)``, and
+    ``(1 | clinic_id)`` with several clinics; ``clinics`` defaults to the number in ``frame``) so that only
+    the mean curve differs. Returns a table ``shape, formula, n_par, loglik, AIC, BIC, LRT_vs_linear_p,
+    converged, delta_AIC`` (likelihood-ratio test against the linear model for the shapes that nest it:
+    spline and piecewise) and the fitted models.
 
     Validated against R: the same ML fits as ``lme4::lmer(..., REML = FALSE)``; ``anova()`` likelihood-ratio
     tests (tests/models golden cases cover the engine; this function only assembles them).
     """
     shapes = shapes or TIME_SHAPES
+    n_clinics = clinic_count(frame) if clinics is None else clinics
     models: dict[str, GrowthModel] = {}
     rows = []
     for name, fixed in shapes.items():
-        formula = f"{outcome} ~ {fixed} + (week | episode_id)"
+        formula = growth_formula(outcome, fixed, clinics=n_clinics)
         models[name] = GrowthModel(formula, reml=False).fit(frame)
     base = models.get("linear")
     for name, model in models.items():
@@ -281,7 +339,7 @@ def compare_time_shapes(
         rows.append(
             {
                 "shape": name,
-                "formula": model.formula_.text,
+                "formula": model.formula,
                 "n_par": len(model.beta_) + len(model.theta_) + 1,
                 "loglik": _finite(fit.loglik),
                 "AIC": _finite(fit.aic),
@@ -438,3 +496,152 @@ def trajectory_sample(
         .select("line", pl.col("week").cast(pl.Float64), pl.col(outcome).cast(pl.Float64))
         .sort("line", "week")
     )
+
+
+@dataclass(frozen=True)
+class ModelDiagnostics:
+    """What the report draws to check a growth model, already fit for the audience.
+
+    Attributes
+    ----------
+    residuals : polars.DataFrame
+        ``fitted, residual`` per row (internal audience), or per bin of fitted values
+        ``fitted, residual, q10, q90, n`` (``binned``; each bin holds more than ``max(10, rule.high)`` rows).
+    binned : bool
+        Whether ``residuals`` is binned.
+    qq : dict of str to polars.DataFrame
+        Normal QQ points ``theoretical, sample`` of the standardised residuals (``"residuals"``) and of
+        each random effect per episode (``"episode_id: (Intercept)"``, ``"episode_id: week"``).
+    clinics : polars.DataFrame or None
+        ``estimate, ci_low, ci_high`` of the clinic intercepts whose clinic size the audience may see
+        (sorted, unlabelled); None without a clinic random effect.
+    n_rows : int
+        Rows the model was fitted to.
+    """
+
+    residuals: pl.DataFrame
+    binned: bool
+    qq: dict[str, pl.DataFrame]
+    clinics: pl.DataFrame | None
+    n_rows: int
+
+
+def qq_points(values: np.ndarray, rule: SuppressionRule, max_points: int = 400) -> pl.DataFrame:
+    """Normal QQ points of a sample, with no single extreme value drawn outside the internal audience.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The sample (non-finite values are left out).
+    rule : SuppressionRule
+        For ``internal`` the probabilities run over the whole sample (``(i - 0.5) / n``); otherwise only
+        quantiles with more than ``max(10, rule.high)`` values on either side are drawn, so that no point
+        is one patient's value.
+    max_points : int
+        Most points drawn (quantiles at evenly spaced probabilities).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``probability, theoretical, sample`` (standard normal and sample quantiles); empty when the
+        sample is too small to draw any point.
+    """
+    from scipy.stats import norm  # noqa: PLC0415
+
+    v = np.sort(np.asarray(values, dtype=float)[np.isfinite(values)])
+    n = v.size
+    empty = pl.DataFrame(schema={"probability": pl.Float64, "theoretical": pl.Float64, "sample": pl.Float64})
+    if n == 0:
+        return empty
+    if rule.withholds:
+        keep = max(HIGH, rule.high) + 1
+        lo, hi = keep / n, 1 - keep / n
+        if lo >= hi:
+            return empty
+        probs = np.linspace(lo, hi, min(max_points, n - 2 * keep + 1))
+    else:
+        probs = (np.arange(n) + 0.5) / n if n <= max_points else np.linspace(0.5 / n, 1 - 0.5 / n, max_points)
+    return pl.DataFrame(
+        {
+            "probability": probs,
+            "theoretical": norm.ppf(probs),
+            "sample": np.quantile(v, probs, method="linear"),
+        }
+    )
+
+
+def model_diagnostics(
+    model: GrowthModel, frame: pl.DataFrame, rule: SuppressionRule, n_bins: int = 20
+) -> ModelDiagnostics:
+    """Residuals against fitted values, QQ points and random-effect distributions of a fitted growth model.
+
+    Parameters
+    ----------
+    model : GrowthModel
+        Fitted to ``frame``.
+    frame : polars.DataFrame
+        The rows the model was fitted to (response, predictors and grouping columns).
+    rule : SuppressionRule
+        The audience's rule: ``internal`` gets one point per row; otherwise rows are pooled into at most
+        ``n_bins`` bins of fitted values, each with more than ``max(10, rule.high)`` rows, and QQ plots
+        leave out the extreme quantiles (:func:`qq_points`). Clinic intercepts are drawn only for clinics
+        whose episode count the audience may see.
+    n_bins : int
+        Most bins of fitted values.
+
+    Returns
+    -------
+    ModelDiagnostics
+
+    Notes
+    -----
+    Fitted values are conditional (``x' beta + z' b``, BLUPs included) and residuals are ``y`` minus them,
+    as ``fitted()`` and ``resid()`` of an ``lmerMod``; the QQ plot shows residuals divided by ``sigma``.
+    """
+    response = model.formula_.response_label
+    pred = model.predict(frame, include_random=True)
+    res = pred.select(
+        pl.col("fit_conditional").alias("fitted"),
+        (pl.col(response) - pl.col("fit_conditional")).alias("residual"),
+    ).filter(pl.col("residual").is_finite())
+    n = res.height
+    qq = {"residuals": qq_points(res["residual"].to_numpy() / model.sigma_, rule)}
+    keep = max(HIGH, rule.high) + 1
+    binned = rule.withholds
+    if binned:
+        bins = max(1, min(n_bins, n // keep))
+        res = (
+            res.with_columns(
+                ((pl.col("fitted").rank("ordinal") - 1) * bins // max(n, 1)).cast(pl.Int64).alias("bin")
+            )
+            .group_by("bin")
+            .agg(
+                pl.col("fitted").mean(),
+                pl.col("residual").quantile(0.1, "linear").alias("q10"),
+                pl.col("residual").quantile(0.9, "linear").alias("q90"),
+                pl.col("residual").mean(),
+                pl.len().cast(pl.Int64).alias("n"),
+            )
+            .filter(pl.col("n") >= keep)
+            .sort("bin")
+            .select("fitted", "residual", "q10", "q90", "n")
+        )
+    ranef = model.ranef()
+    episode = ranef.get("episode_id")
+    if episode is not None:
+        for col in episode.columns:
+            if col != "episode_id" and not col.endswith("__cond_sd"):
+                qq[f"episode_id: {col}"] = qq_points(episode[col].to_numpy(), rule)
+    clinics = None
+    if "clinic_id" in ranef:
+        cl = ranef["clinic_id"]
+        sizes = frame.group_by("clinic_id").agg(pl.col("episode_id").n_unique().alias("n"))
+        cl = cl.join(sizes, on="clinic_id", how="left").with_columns(pl.col("n").fill_null(0))
+        shown = suppress_table(cl["n"].to_numpy(), rule=rule).mask[:, 0]
+        cl = cl.filter(pl.Series(~shown))
+        clinics = cl.select(
+            pl.col("(Intercept)").alias("estimate"),
+            (pl.col("(Intercept)") - 1.96 * pl.col("(Intercept)__cond_sd")).alias("ci_low"),
+            (pl.col("(Intercept)") + 1.96 * pl.col("(Intercept)__cond_sd")).alias("ci_high"),
+        ).sort("estimate")
+    return ModelDiagnostics(residuals=res, binned=binned, qq=qq, clinics=clinics, n_rows=n)

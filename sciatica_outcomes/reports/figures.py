@@ -27,6 +27,7 @@ __all__ = [
     "flow_diagram",
     "funnel_plot",
     "km_plot",
+    "residual_figures",
     "trajectory_plot",
     "trend_plot",
 ]
@@ -344,3 +345,84 @@ def cohort_trajectories_plot(
     ax.set_ylabel(f"{label} ({unit}; {arrow})")
     ax.legend(loc="best", fontsize=8)
     return ax
+
+
+def _qq_panel(ax: Axes, points: pl.DataFrame, title: str) -> None:
+    """A normal QQ panel with the line through the quartiles (as R's ``qqline``)."""
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("standard normal quantile")
+    ax.set_ylabel("sample quantile")
+    if points.is_empty():
+        ax.text(0.5, 0.5, "too few values to draw", ha="center", va="center", transform=ax.transAxes)
+        return
+    x, y = points["theoretical"].to_numpy(), points["sample"].to_numpy()
+    ax.plot(x, y, "o", ms=2.5, color=PALETTE[0], alpha=0.6)
+    q1, q3 = np.quantile(y, [0.25, 0.75])
+    z1, z3 = np.quantile(x, [0.25, 0.75])
+    if z3 > z1:
+        slope = (q3 - q1) / (z3 - z1)
+        ax.plot(x, q1 + slope * (x - z1), color=PALETTE[3], lw=1)
+
+
+def residual_figures(diagnostics: Any, *, label: str, unit: str) -> tuple[Any, Any]:
+    """The two diagnostic figures of a growth model: residuals, and the random-effect distributions.
+
+    Parameters
+    ----------
+    diagnostics : sciatica_outcomes.reports.cohort.ModelDiagnostics
+        What :func:`~sciatica_outcomes.reports.cohort.model_diagnostics` allows the audience to see.
+    label, unit : str
+        Outcome name and unit for the axis labels.
+
+    Returns
+    -------
+    tuple of matplotlib.figure.Figure
+        (residuals vs fitted and the QQ plot of the standardised residuals; normal QQ plots of the
+        episodes' random intercepts and slopes, and the clinic intercepts with 95 % intervals when the model
+        has a clinic random effect).
+    """
+    fig1, (a1, a2) = plt.subplots(1, 2, figsize=(8.0, 3.4))
+    r = diagnostics.residuals
+    if diagnostics.binned:
+        a1.fill_between(
+            r["fitted"], r["q10"], r["q90"], color=PALETTE[0], alpha=0.2, lw=0, label="10th-90th pct"
+        )
+        a1.plot(r["fitted"], r["residual"], "o-", color=PALETTE[0], ms=3, label="mean residual per bin")
+        a1.legend(loc="best", fontsize=7)
+    else:
+        a1.plot(r["fitted"], r["residual"], "o", ms=1.5, color=PALETTE[0], alpha=0.3)
+    a1.axhline(0, color="#666", lw=0.8)
+    a1.set_title("residuals vs fitted", fontsize=9)
+    a1.set_xlabel(f"fitted {label} ({unit})")
+    a1.set_ylabel(f"residual ({unit})")
+    _qq_panel(a2, diagnostics.qq["residuals"], "standardised residuals")
+    fig1.tight_layout()
+    effects = [k for k in diagnostics.qq if k != "residuals"]
+    n_panels = len(effects) + (diagnostics.clinics is not None)
+    fig2, axes = plt.subplots(1, max(n_panels, 1), figsize=(3.0 * max(n_panels, 1) + 0.6, 3.2), squeeze=False)
+    for ax, key in zip(axes[0], effects, strict=False):
+        _qq_panel(
+            ax,
+            diagnostics.qq[key],
+            key.replace("episode_id: ", "episode ").replace("(Intercept)", "intercept"),
+        )
+    if diagnostics.clinics is not None:
+        ax = axes[0][-1]
+        c = diagnostics.clinics
+        y = np.arange(c.height)
+        est = c["estimate"].to_numpy()
+        ax.errorbar(
+            est,
+            y,
+            xerr=[est - c["ci_low"].to_numpy(), c["ci_high"].to_numpy() - est],
+            fmt="o",
+            ms=3,
+            color=PALETTE[2],
+            capsize=2,
+        )
+        ax.axvline(0, color="#666", lw=0.8)
+        ax.set_yticks([])
+        ax.set_title("clinic intercepts (95% interval)", fontsize=9)
+        ax.set_xlabel(f"{label} ({unit})")
+    fig2.tight_layout()
+    return fig1, fig2

@@ -26,8 +26,10 @@ SECTIONS = (
     "Growth model and dose-response",
     "Marginal means by adherence group",
     "Sensitivity analysis",
+    "Models in this report",
     "Provenance",
 )
+FIGURES = {"spaghetti", "dose_response", "diagnostics_residuals", "diagnostics_random_effects"}
 TABLES = {
     "table1",
     "model_comparison",
@@ -37,6 +39,8 @@ TABLES = {
     "sensitivity",
     "mmrm_vs_growth",
     "mmrm_fixed_effects",
+    "variance_components",
+    "models",
 }
 
 
@@ -213,7 +217,7 @@ def test_sections_figures_and_exported_tables(rendered: Path) -> None:
     page = (rendered / "report.html").read_text(encoding="utf-8")
     for section in SECTIONS:
         assert re.search(rf"<h2[^>]*>{re.escape(section)}", page), section
-    assert {p.name for p in (rendered / "figures").glob("*.png")} == {"spaghetti.png", "dose_response.png"}
+    assert {p.stem for p in (rendered / "figures").glob("*.png")} == FIGURES
     for name in TABLES:
         assert (rendered / "tables" / f"{name}.csv").is_file(), name
         tex = (rendered / "tables" / f"{name}.tex").read_text(encoding="utf-8")
@@ -335,3 +339,111 @@ def test_adherence_groups_follow_the_configured_cut(report_store: dict[str, Path
         )
         assert observed["adherence_group"].to_list() == expected.to_series().to_list()
     assert (lower["adherence_group"] == "high").sum() > (default["adherence_group"] == "high").sum()
+
+
+def test_growth_formula_has_the_quarterly_models_random_part() -> None:
+    assert cohort.growth_formula("odi", "week") == "odi ~ week + (week | episode_id)"
+    assert (
+        cohort.growth_formula(
+            "odi", "week + pmax(week - 12, 0)", by="adherence_group", covariates=("age", "sex"), clinics=4
+        )
+        == "odi ~ (week + pmax(week - 12, 0)) * adherence_group + age + sex + (week | episode_id)"
+        " + (1 | clinic_id)"
+    )
+    assert cohort.growth_formula("odi", "log1p(week)", by="g", clinics=2) == (
+        "odi ~ log1p(week) * g + (week | episode_id) + (1 | clinic_id)"
+    )
+
+
+def test_every_model_result_prints_its_formula_with_the_clinic_random_effect(rendered: Path) -> None:
+    comp = pl.read_csv(rendered / "tables" / "model_comparison.csv")
+    assert comp["formula"].str.ends_with("(week | episode_id) + (1 | clinic_id)").all()
+    prov = json.loads((rendered / "provenance.json").read_text(encoding="utf-8"))
+    growth = [m for m in prov["models"] if m.get("model") != "MMRM"]
+    assert len(growth) == 8 and all(m["formula"].endswith("+ (1 | clinic_id)") for m in growth)
+    page = (rendered / "report.html").read_text(encoding="utf-8")
+    captions = re.findall(r"<caption>(.*?)</caption>", page)
+    by_name = dict(zip([t["name"] for t in prov["tables"]], captions, strict=True))
+    formulas = {m["purpose"]: m["formula"] for m in prov["models"]}
+    for table, purpose in (
+        ("fixed_effects", "dose-response"),
+        ("variance_components", "dose-response"),
+        ("emmeans", "marginal means"),
+        ("emmeans_contrasts", "marginal means"),
+        ("sensitivity", "sensitivity: all episodes"),
+        ("mmrm_fixed_effects", "sensitivity: MMRM"),
+    ):
+        assert f"Model: {formulas[purpose]}" in by_name[table], table
+    assert formulas["sensitivity: MMRM"].endswith("+ clinic_id")
+    models = pl.read_csv(rendered / "tables" / "models.csv")
+    assert models["formula"].to_list() == [m["formula"] for m in prov["models"]]
+
+
+def test_marginal_means_come_from_the_model_printed_beside_them(
+    rendered: Path, report_store: dict[str, Path]
+) -> None:
+    prov = json.loads((rendered / "provenance.json").read_text(encoding="utf-8"))
+    formula = next(m["formula"] for m in prov["models"] if m["purpose"] == "marginal means")
+    assert " + age + sex + " in formula  # adjusted as the dose-response model it is described with
+    frame = cohort.model_frame(cohort.load_cohort(report_store["db"]), "odi")
+    from sciatica_outcomes.models.lmm import GrowthModel  # noqa: PLC0415
+
+    model = GrowthModel(formula).fit(frame.filter(pl.col("adherence_group").is_not_null()))
+    expected = model.emmeans(["adherence_group"], at={"week": [0, 6, 12, 26]}, by="week").means
+    shown = pl.read_csv(rendered / "tables" / "emmeans.csv")
+    assert shown["emmean"].to_numpy() == pytest.approx(expected["emmean"].to_numpy(), rel=1e-9)
+
+
+def _simulated(n_episodes: int = 90, small_clinic: int = 5, seed: int = 3) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    clinic = np.r_[np.repeat(["A", "B"], (n_episodes - small_clinic) // 2), ["C"] * small_clinic]
+    clinic = np.r_[clinic, ["A"] * (n_episodes - clinic.size)]
+    weeks = np.array([0.0, 6.0, 12.0, 26.0])
+    ep = np.repeat(np.arange(n_episodes), weeks.size)
+    week = np.tile(weeks, n_episodes)
+    b0 = rng.normal(0, 8, n_episodes)[ep]
+    b1 = rng.normal(0, 0.2, n_episodes)[ep]
+    shift = pl.Series(clinic[ep]).replace_strict({"A": 2.0, "B": -2.0, "C": 0.0}).to_numpy()
+    y = 45 + b0 + shift + (-0.8 + b1) * week + rng.normal(0, 4, ep.size)
+    return pl.DataFrame(
+        {"episode_id": [f"e{i}" for i in ep], "clinic_id": clinic[ep], "week": week, "odi": y}
+    )
+
+
+def test_qq_points_leave_out_single_extreme_values_outside_internal() -> None:
+    v = np.random.default_rng(0).normal(size=100)
+    s = np.sort(v)
+    network = cohort.qq_points(v, rule_for("network"))
+    # 11 values lie beyond each end of every drawn quantile
+    assert network["sample"].min() >= s[10] and network["sample"].max() <= s[89]
+    assert network["probability"].min() == pytest.approx(0.11)
+    assert cohort.qq_points(v, rule_for("public", threshold=49)).is_empty()
+    internal = cohort.qq_points(v, rule_for("internal"))
+    assert internal.height == 100 and internal["sample"].min() < s[1]
+    assert internal["theoretical"].to_numpy() == pytest.approx(
+        __import__("scipy").stats.norm.ppf((np.arange(100) + 0.5) / 100)
+    )
+
+
+def test_model_diagnostics_pool_rows_and_hide_small_clinics_outside_internal() -> None:
+    from sciatica_outcomes.models.lmm import GrowthModel  # noqa: PLC0415
+
+    frame = _simulated()
+    model = GrowthModel(cohort.growth_formula("odi", "week", clinics=3)).fit(frame)
+    internal = cohort.model_diagnostics(model, frame, rule_for("internal"))
+    assert not internal.binned and internal.residuals.height == frame.height == internal.n_rows
+    fitted = model.predict(frame, include_random=True)["fit_conditional"].to_numpy()
+    assert internal.residuals["residual"].to_numpy() == pytest.approx(frame["odi"].to_numpy() - fitted)
+    assert internal.clinics is not None and internal.clinics.height == 3
+    assert set(internal.qq) == {"residuals", "episode_id: (Intercept)", "episode_id: week"}
+    network = cohort.model_diagnostics(model, frame, rule_for("network"))
+    assert network.binned and network.residuals.height == 20
+    assert (network.residuals["n"] > 10).all() and network.residuals["n"].sum() == frame.height
+    assert network.residuals["residual"].mean() == pytest.approx(
+        internal.residuals["residual"].mean(), abs=1.0
+    )
+    # clinic C has 5 episodes: its intercept is not drawn for the network audience, nor one more clinic's
+    # (the total number of episodes minus the two drawn clinics' sizes would give 5 back)
+    assert network.clinics is not None and network.clinics.height == 1
+    wide = cohort.model_diagnostics(model, frame, rule_for("public", threshold=40))
+    assert wide.residuals.height == min(20, frame.height // 41) and (wide.residuals["n"] > 40).all()
