@@ -28,22 +28,28 @@ from sciatica_outcomes.reports.quarterly import GROWTH_RANDOM, MIN_ACTIVE_EPISOD
 
 __all__ = [
     "ADHERENCE_CUT",
+    "MISSING_CATEGORIES",
     "TIME_SHAPES",
     "TRAJECTORY_SAMPLE",
     "CohortData",
     "ModelDiagnostics",
     "clinic_count",
     "compare_time_shapes",
+    "follow_up_flow",
     "growth_formula",
     "load_cohort",
     "minimum_episodes",
+    "missing_data",
+    "missing_data_display",
     "model_caption",
     "model_diagnostics",
     "model_frame",
     "observed_bins",
     "qq_points",
     "report_rule",
+    "sensitivity_display",
     "shown_count",
+    "shown_part",
     "smd",
     "table_one",
     "to_latex",
@@ -645,3 +651,182 @@ def model_diagnostics(
             (pl.col("(Intercept)") + 1.96 * pl.col("(Intercept)__cond_sd")).alias("ci_high"),
         ).sort("estimate")
     return ModelDiagnostics(residuals=res, binned=binned, qq=qq, clinics=clinics, n_rows=n)
+
+
+#: Categories of the missing-data table, in display order (each episode is in exactly one per visit).
+MISSING_CATEGORIES: tuple[str, ...] = ("observed", "missed", "ended before the visit", "not yet due")
+
+
+def _visit_windows(config: ClinicalConfig) -> list[tuple[str, float, float, float]]:
+    """``(label, target week, first day, last day)`` of the baseline and each follow-up visit, by week."""
+    out = [("w0", 0.0, float(-config.baseline_before_days), float(config.baseline_after_days))]
+    for label, win in sorted(config.visit_windows.items(), key=lambda kv: kv[1].target_week):
+        lo, hi = win.bounds_days
+        out.append((label, float(win.target_week), lo, hi))
+    return out
+
+
+def missing_data(data: CohortData, outcome: str) -> pl.DataFrame:
+    """Whether each enrolled episode has the outcome at each visit, and if not, why not.
+
+    Every episode of the store counts once per visit (baseline ``w0`` and the configured follow-up visits)
+    in one of :data:`MISSING_CATEGORIES`:
+
+    - ``observed``: the outcome was recorded (or scored) at that visit;
+    - ``ended before the visit``: the episode ended (completed, dropped out, surgery, ...) before the visit's
+      window opened;
+    - ``not yet due``: the episode is still open and the window had not closed by the data date (the latest
+      assessment or end date in the store);
+    - ``missed``: the visit was due and nothing was recorded in its window.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``visit, week, observed, missed, ended before the visit, not yet due, enrolled`` (raw counts, one
+        row per visit; each row sums to ``enrolled``). Show them through :func:`missing_data_display`.
+    """
+    windows = pl.DataFrame(
+        _visit_windows(data.config), schema=["visit", "week", "lo", "hi"], orient="row"
+    ).with_row_index("order")
+    ep = data.episodes.select("episode_id", "start_date", "end_date")
+    dates = [data.frame["assessed_on"].max(), ep["end_date"].max(), ep["start_date"].max()]
+    data_date = max(d for d in dates if d is not None)
+    seen = (
+        data.frame.filter(pl.col(outcome).is_not_null() & pl.col("visit").is_not_null())
+        .select("episode_id", "visit")
+        .unique()
+        .with_columns(pl.lit(True).alias("seen"))
+    )
+    grid = (
+        ep.with_columns(
+            (pl.col("end_date") - pl.col("start_date")).dt.total_days().alias("end_day"),
+            (pl.lit(data_date) - pl.col("start_date")).dt.total_days().alias("data_day"),
+        )
+        .join(windows, how="cross")
+        .join(seen, on=["episode_id", "visit"], how="left")
+    )
+    category = (
+        pl.when(pl.col("seen").fill_null(False))
+        .then(pl.lit("observed"))
+        .when(pl.col("end_day").is_not_null() & (pl.col("end_day") < pl.col("lo")))
+        .then(pl.lit("ended before the visit"))
+        .when(pl.col("end_day").is_null() & (pl.col("data_day") < pl.col("hi")))
+        .then(pl.lit("not yet due"))
+        .otherwise(pl.lit("missed"))
+    )
+    counts = (
+        grid.with_columns(category.alias("category"))
+        .group_by("order", "visit", "week", "category")
+        .len()
+        .pivot("category", index=["order", "visit", "week"], values="len")
+    )
+    for c in MISSING_CATEGORIES:
+        if c not in counts.columns:
+            counts = counts.with_columns(pl.lit(0).alias(c))
+    return (
+        windows.select("order", "visit", "week")
+        .join(counts.drop("visit", "week"), on="order", how="left")
+        .sort("order")
+        .select(
+            "visit",
+            "week",
+            *(pl.col(c).fill_null(0).cast(pl.Int64) for c in MISSING_CATEGORIES),
+        )
+        .with_columns(pl.sum_horizontal(*MISSING_CATEGORIES).alias("enrolled"))
+    )
+
+
+def missing_data_display(counts: pl.DataFrame, rule: SuppressionRule) -> pl.DataFrame:
+    """The missing-data table as shown: counts through ``rule``, and the share observed of those due.
+
+    The categories of all visits form one table (visits x categories) whose row totals (the enrolled
+    episodes) are shown, so they are suppressed together, primary and complementary
+    (:func:`~sciatica_outcomes.reports.privacy.suppress_table`). ``observed of due`` is
+    ``observed / (observed + missed)``, shown only when both counts are shown.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``visit, week, observed, missed, ended before the visit, not yet due, observed of due`` as text.
+    """
+    values = counts.select(MISSING_CATEGORIES).to_numpy()
+    sup = suppress_table(values, rule=rule)
+    shown = sup.shown()
+    cols = {
+        c: [str(v) if isinstance(v, str) else f"{int(v):,}" for v in shown[:, j]]
+        for j, c in enumerate(MISSING_CATEGORIES)
+    }
+    obs, miss = values[:, 0], values[:, 1]
+    due = obs + miss
+    ok = ~sup.mask[:, 0] & ~sup.mask[:, 1] & (due > 0)
+    share = [
+        f"{100 * o / d:.0f}%" if k else (SUPPRESSED if d > 0 else "-")
+        for o, d, k in zip(obs, due, ok, strict=True)
+    ]
+    return pl.DataFrame(
+        {
+            "visit": counts["visit"],
+            "week": counts["week"].cast(pl.Int64),
+            **{c: pl.Series(c, v, dtype=pl.String) for c, v in cols.items()},
+            "observed of due": share,
+        }
+    )
+
+
+def shown_part(n: int, whole: int, rule: SuppressionRule) -> str:
+    """A count that is part of a shown total: withheld when it, or the rest of the total, is withheld.
+
+    As the ``within`` rule of :func:`~sciatica_outcomes.reports.privacy.suppress_counts`: the part and its
+    complement ``whole - n`` partition a shown total, so either would give the other away.
+    """
+    if rule.is_small(n) or rule.is_small(whole - n) or rule.is_small(whole):
+        return SUPPRESSED
+    return f"{n:,}"
+
+
+def follow_up_flow(data: CohortData, outcome: str) -> list[tuple[str, int]]:
+    """The cohort's flow: enrolled, with a baseline outcome, with the outcome at each visit, completed.
+
+    Returns
+    -------
+    list of (str, int)
+        ``(stage, episodes)`` in order: ``enrolled`` (every episode of the store), ``with baseline``, one
+        ``with follow-up at <visit>`` per configured visit (each counts the episodes with the outcome at that
+        visit, whatever happened at the others), ``completed the program`` (``end_reason == "completed"``).
+    """
+    counts = missing_data(data, outcome)
+    enrolled = data.episodes.height
+    stages = [("enrolled", enrolled)]
+    for visit, observed in counts.select("visit", "observed").iter_rows():
+        stages.append(("with baseline" if visit == "w0" else f"with follow-up at {visit}", int(observed)))
+    completed = int((data.episodes["end_reason"] == "completed").sum())
+    stages.append(("completed the program", completed))
+    return stages
+
+
+def sensitivity_display(rows: pl.DataFrame, whole: int, rule: SuppressionRule) -> pl.DataFrame:
+    """The sensitivity table as shown: episode counts through ``rule``, estimates of small subsets withheld.
+
+    Parameters
+    ----------
+    rows : polars.DataFrame
+        ``analysis, episodes, week, change, ci_low, ci_high``.
+    whole : int
+        The episodes of the full analysis, of which each subset's ``episodes`` is a part (:func:`shown_part`).
+    rule : SuppressionRule
+        The audience's rule; estimates from ``max(10, rule.high)`` or fewer episodes are withheld for every
+        audience (a model of a handful of patients describes them).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``episodes`` as text, the floating-point columns null where withheld.
+    """
+    keep = max(HIGH, rule.high)
+    shown = [shown_part(int(n), whole, rule) for n in rows["episodes"]]
+    withheld = pl.Series([s == SUPPRESSED for s in shown]) | (rows["episodes"] <= keep)
+    stats = [c for c, t in rows.schema.items() if t.is_float()]
+    return rows.with_columns(
+        pl.Series("episodes", shown, dtype=pl.String),
+        *(pl.when(withheld).then(None).otherwise(pl.col(c)).alias(c) for c in stats),
+    )

@@ -22,6 +22,7 @@ from sciatica_outcomes.reports.privacy import HIGH, SUPPRESSED, suppress_counts
 __all__ = [
     "adherence_plot",
     "bar_counts",
+    "cohort_flow_diagram",
     "cohort_trajectories_plot",
     "drawable_units",
     "flow_diagram",
@@ -426,3 +427,35 @@ def residual_figures(diagnostics: Any, *, label: str, unit: str) -> tuple[Any, A
         ax.set_xlabel(f"{label} ({unit})")
     fig2.tight_layout()
     return fig1, fig2
+
+
+def cohort_flow_diagram(stages: Sequence[tuple[str, str]], ax: Axes | None = None) -> Axes:
+    """The cohort's flow in a column of boxes: enrolled, baseline, follow-up at each visit, completed.
+
+    Parameters
+    ----------
+    stages : sequence of (str, str)
+        ``(stage, count as shown)`` in order (counts already through the audience rule, ``*`` if withheld),
+        from :func:`sciatica_outcomes.reports.cohort.follow_up_flow`.
+    """
+    n = len(stages)
+    ax = _axes(ax, (6.0, 0.95 * n + 0.3))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, n)
+    ax.axis("off")
+    for i, (stage, count) in enumerate(stages):
+        y = n - i - 0.5
+        last = i == n - 1
+        color = PALETTE[2] if last else PALETTE[0]
+        ax.add_patch(
+            FancyBboxPatch((2.0, y - 0.3), 6.0, 0.6, boxstyle="round,pad=0.05", fc="white", ec=color, lw=1.6)
+        )
+        ax.text(5.0, y, f"{stage[:1].upper()}{stage[1:]}: n = {count}", ha="center", va="center", fontsize=10)
+        if not last:
+            ax.annotate(
+                "",
+                xy=(5.0, y - 0.62),
+                xytext=(5.0, y - 0.38),
+                arrowprops={"arrowstyle": "->", "color": "#444"},
+            )
+    return ax

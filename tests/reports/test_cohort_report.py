@@ -20,6 +20,7 @@ from sciatica_outcomes.reports.privacy import rule_for
 from sciatica_outcomes.synth import generate_cohort, write_cohort
 
 SECTIONS = (
+    "Patient flow and missing data",
     "Table 1: baseline characteristics by adherence group",
     "Observed course over time",
     "Shape of improvement over time",
@@ -29,7 +30,7 @@ SECTIONS = (
     "Models in this report",
     "Provenance",
 )
-FIGURES = {"spaghetti", "dose_response", "diagnostics_residuals", "diagnostics_random_effects"}
+FIGURES = {"flow", "spaghetti", "dose_response", "diagnostics_residuals", "diagnostics_random_effects"}
 TABLES = {
     "table1",
     "model_comparison",
@@ -41,6 +42,7 @@ TABLES = {
     "mmrm_fixed_effects",
     "variance_components",
     "models",
+    "missing_data",
 }
 
 
@@ -447,3 +449,97 @@ def test_model_diagnostics_pool_rows_and_hide_small_clinics_outside_internal() -
     assert network.clinics is not None and network.clinics.height == 1
     wide = cohort.model_diagnostics(model, frame, rule_for("public", threshold=40))
     assert wide.residuals.height == min(20, frame.height // 41) and (wide.residuals["n"] > 40).all()
+
+
+def _missing_case() -> cohort.CohortData:
+    """Four episodes whose every visit is in a known missing-data category (windows of the default config)."""
+    from datetime import date, timedelta  # noqa: PLC0415
+
+    start = date(2026, 1, 1)
+    late = date(2026, 7, 10) - timedelta(days=60)  # still open, 60 days in on the data date
+    episodes = pl.DataFrame(
+        {
+            "episode_id": ["A", "B", "C", "D"],
+            "start_date": [start, start, start, late],
+            "end_date": [
+                start + timedelta(days=190),
+                start + timedelta(days=30),
+                start + timedelta(40),
+                None,
+            ],
+            "end_reason": ["completed", "dropped_out", "dropped_out", None],
+        }
+    )
+    visits = [("A", 0, "w0"), ("A", 42, "w6"), ("A", 84, "w12"), ("A", 182, "w26"), ("B", 0, "w0")]
+    visits += [("C", 1, "w0"), ("C", 20, None), ("D", 0, "w0"), ("D", 30, None)]
+    starts = dict(zip(episodes["episode_id"], episodes["start_date"], strict=True))
+    frame = pl.DataFrame(
+        {
+            "episode_id": [e for e, _, _ in visits],
+            "assessed_on": [starts[e] + timedelta(days=d) for e, d, _ in visits],
+            "visit": [v for _, _, v in visits],
+            "odi": [40.0] * len(visits),
+        }
+    )
+    return cohort.CohortData(frame, episodes, ClinicalConfig())
+
+
+def test_missing_data_puts_every_episode_in_one_category_per_visit() -> None:
+    counts = cohort.missing_data(_missing_case(), "odi")
+    assert counts["visit"].to_list() == ["w0", "w6", "w12", "w26"]
+    assert counts.select(cohort.MISSING_CATEGORIES).rows() == [
+        (4, 0, 0, 0),
+        (1, 2, 1, 0),  # A seen; B ended on day 30, before the window opens on day 35; C and D missed it
+        (1, 0, 2, 1),  # D is 60 days in: the week-12 window (days 74-98) has not closed
+        (1, 0, 2, 1),
+    ]
+    assert (counts["enrolled"] == 4).all()
+    internal = cohort.missing_data_display(counts, rule_for("internal"))
+    assert internal.row(1) == ("w6", 6, "1", "2", "1", "0", "33%")
+    network = cohort.missing_data_display(counts, rule_for("network"))
+    shown = network.select(cohort.MISSING_CATEGORIES).to_numpy()
+    assert set(shown.ravel()) <= {"*", "0"} and set(network["observed of due"]) <= {"*", "-"}
+    flow = cohort.follow_up_flow(_missing_case(), "odi")
+    assert flow == [
+        ("enrolled", 4),
+        ("with baseline", 4),
+        ("with follow-up at w6", 1),
+        ("with follow-up at w12", 1),
+        ("with follow-up at w26", 1),
+        ("completed the program", 1),
+    ]
+
+
+def test_parts_of_a_shown_total_and_the_sensitivity_rows_follow_the_rule() -> None:
+    network, internal = rule_for("network"), rule_for("internal")
+    assert cohort.shown_part(394, 700, network) == "394"
+    assert cohort.shown_part(695, 700, network) == "*" and cohort.shown_part(5, 700, network) == "*"
+    assert cohort.shown_part(5, 700, internal) == "5"
+    rows = pl.DataFrame(
+        {
+            "analysis": ["all episodes", "completers only", "completers only"],
+            "episodes": [700, 8, 8],
+            "week": [12, 12, 26],
+            "change": [-9.5, -12.0, -14.0],
+        }
+    )
+    net = cohort.sensitivity_display(rows, 700, network)
+    assert net["episodes"].to_list() == ["700", "*", "*"] and net["change"].to_list() == [-9.5, None, None]
+    own = cohort.sensitivity_display(rows, 700, internal)
+    # the internal audience sees the count, but no model estimate of 10 or fewer episodes
+    assert own["episodes"].to_list() == ["700", "8", "8"] and own["change"].to_list() == [-9.5, None, None]
+
+
+def test_flow_missing_data_and_the_caveats_are_in_the_report(rendered: Path) -> None:
+    page = " ".join((rendered / "report.html").read_text(encoding="utf-8").split())
+    missing = pl.read_csv(rendered / "tables" / "missing_data.csv", infer_schema=False)
+    assert missing["visit"].to_list() == ["w0", "w6", "w12", "w26"]
+    prov = json.loads((rendered / "provenance.json").read_text(encoding="utf-8"))
+    flow_alt = next(f["alt"] for f in prov["figures"] if f["name"] == "flow")
+    for visit, observed in missing.select("visit", "observed").iter_rows():
+        stage = "with baseline" if visit == "w0" else f"with follow-up at {visit}"
+        assert f"{stage}: {observed}" in flow_alt
+    assert "the adherence groups are defined after baseline" in page
+    assert "associations with adherence, not effects of it" in page
+    assert "This is <em>not</em> a test of missing at random" in page
+    assert "lean on that assumption" not in page
