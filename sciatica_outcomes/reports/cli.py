@@ -98,6 +98,7 @@ def render_cohort(
         "suppress_threshold": suppress_threshold,
     }
     target = Path(out) if out else Path("reports") / "cohort"
+    params["out_dir"] = str(target.resolve())
     return run_notebook(
         "cohort_analysis.ipynb",
         target,

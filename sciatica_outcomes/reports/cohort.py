@@ -28,9 +28,12 @@ from sciatica_outcomes.reports.quarterly import GROWTH_RANDOM, MIN_ACTIVE_EPISOD
 
 __all__ = [
     "ADHERENCE_CUT",
+    "DB_ENV",
     "MISSING_CATEGORIES",
+    "REPORTS_ENV",
     "TIME_SHAPES",
     "TRAJECTORY_SAMPLE",
+    "VECTOR_FORMATS",
     "CohortData",
     "ModelDiagnostics",
     "clinic_count",
@@ -44,9 +47,12 @@ __all__ = [
     "model_caption",
     "model_diagnostics",
     "model_frame",
+    "model_record",
+    "notebook_paths",
     "observed_bins",
     "qq_points",
     "report_rule",
+    "save_vector_figure",
     "sensitivity_display",
     "shown_count",
     "shown_part",
@@ -830,3 +836,130 @@ def sensitivity_display(rows: pl.DataFrame, whole: int, rule: SuppressionRule) -
         pl.Series("episodes", shown, dtype=pl.String),
         *(pl.when(withheld).then(None).otherwise(pl.col(c)).alias(c) for c in stats),
     )
+
+
+def model_record(model: GrowthModel, purpose: str, rule: SuppressionRule, **extra: Any) -> dict[str, Any]:
+    """What the provenance records of one fitted growth model, with its counts through ``rule``.
+
+    Parameters
+    ----------
+    model : GrowthModel
+        A fitted model.
+    purpose : str
+        What the report uses it for.
+    rule : SuppressionRule
+        The audience's rule: ``n_obs`` and every integer count ``n_*`` of the diagnostics that the audience
+        may not see is recorded as ``*`` (the provenance shows no count a table withholds).
+    **extra : object
+        Further JSON-ready entries.
+
+    Returns
+    -------
+    dict
+        ``purpose, formula, reml, n_obs, converged, diagnostics`` and ``extra``.
+    """
+    diagnostics = model.result_.diagnostics.to_dict()
+
+    def count(key: str, value: Any) -> Any:
+        is_count = key.startswith("n_") and isinstance(value, int) and not isinstance(value, bool)
+        return shown_count(value, rule) if is_count and rule.is_small(value) else value
+
+    return {
+        "purpose": purpose,
+        "formula": model.formula,
+        "reml": model.reml,
+        "n_obs": count("n_obs", model.result_.n_obs),
+        "converged": model.result_.diagnostics.converged,
+        "diagnostics": {k: count(k, v) for k, v in diagnostics.items()},
+        **extra,
+    }
+
+
+#: Vector formats written beside every PNG figure of the cohort report.
+VECTOR_FORMATS: tuple[str, ...] = ("svg", "pdf")
+
+
+def save_vector_figure(fig: Any, figures_dir: str | Path, name: str) -> list[Path]:
+    """Write a figure as ``<name>.svg`` and ``<name>.pdf`` (vector, for publication) beside its PNG.
+
+    Call it before :meth:`~sciatica_outcomes.reports.display.ReportWriter.figure`, which closes the figure.
+    The files carry no creation date (the same data give the same bytes) and the PDF embeds TrueType fonts
+    (``pdf.fonttype = 42``, which journals ask for instead of Type 3).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    import matplotlib as mpl  # noqa: PLC0415
+
+    out = Path(figures_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.{fmt}" for fmt in VECTOR_FORMATS]
+    with mpl.rc_context({"pdf.fonttype": 42, "svg.hashsalt": name}):
+        fig.savefig(paths[0], format="svg", bbox_inches="tight", metadata={"Date": None})
+        fig.savefig(paths[1], format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    return paths
+
+
+#: Environment variables a notebook opened in Jupyter reads for its store and its output directory.
+DB_ENV, REPORTS_ENV = "SCIATICA_OUTCOMES_DB", "SCIATICA_OUTCOMES_REPORTS"
+
+
+def _repository_root(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    return None
+
+
+def notebook_paths(db: str = "", out_dir: str = "", start: str | Path | None = None) -> tuple[Path, Path]:
+    """The store and the output directory of the cohort notebook, from wherever it is opened.
+
+    Parameters
+    ----------
+    db : str
+        The store; ``""``: ``$SCIATICA_OUTCOMES_DB``, else ``data/outcomes.duckdb`` at the top of the
+        repository. A relative path is taken from the top of the repository (the notebook may be opened from
+        ``notebooks/``), or from ``start`` outside a checkout.
+    out_dir : str
+        Where ``tables/``, ``figures/`` and the manifest go; ``""``: ``$SCIATICA_OUTCOMES_REPORTS/cohort``,
+        else ``reports/cohort`` at the top of the repository (``reports/`` is ignored by git).
+    start : str or Path, optional
+        Where the notebook runs (default: the working directory).
+
+    Returns
+    -------
+    tuple of Path
+        Absolute store path and output directory.
+
+    Raises
+    ------
+    ReportParameterError
+        An output directory inside the repository's ``notebooks/`` folder (outputs would be committed with
+        the notebooks).
+    """
+    import os  # noqa: PLC0415
+
+    here = Path(start) if start is not None else Path.cwd()
+    here = here.resolve()
+    root = _repository_root(here)
+    base = root or here
+
+    def resolve(value: str) -> Path:
+        path = Path(value).expanduser()
+        return (path if path.is_absolute() else base / path).resolve()
+
+    store = resolve(db or os.environ.get(DB_ENV, "") or "data/outcomes.duckdb")
+    env_out = os.environ.get(REPORTS_ENV, "")
+    out = (
+        resolve(out_dir)
+        if out_dir
+        else (resolve(env_out) / "cohort" if env_out else base / "reports" / "cohort")
+    )
+    if root is not None and out.is_relative_to((root / "notebooks").resolve()):
+        raise ReportParameterError(
+            f"output directory {out} is inside {root / 'notebooks'}: give out_dir outside notebooks/ "
+            f"(e.g. reports/cohort) so that no output is committed with the notebooks"
+        )
+    return store, out

@@ -543,3 +543,99 @@ def test_flow_missing_data_and_the_caveats_are_in_the_report(rendered: Path) -> 
     assert "associations with adherence, not effects of it" in page
     assert "This is <em>not</em> a test of missing at random" in page
     assert "lean on that assumption" not in page
+
+
+def test_every_figure_is_also_written_as_svg_and_pdf(rendered: Path) -> None:
+    figures = rendered / "figures"
+    for name in FIGURES:
+        svg = (figures / f"{name}.svg").read_text(encoding="utf-8")
+        assert "<svg" in svg and "</svg>" in svg and "<dc:date>" not in svg, name
+        pdf = (figures / f"{name}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF") and b"/CreationDate" not in pdf, name
+        assert b"/FontType 3" not in pdf and b"/Subtype /Type3" not in pdf, name  # TrueType, not Type 3
+    prov = json.loads((rendered / "provenance.json").read_text(encoding="utf-8"))
+    assert prov["vector_figures"]["flow"] == ["figures/flow.svg", "figures/flow.pdf"]
+    assert set(prov["vector_figures"]) == FIGURES
+
+
+def test_model_records_carry_no_withheld_count() -> None:
+    from sciatica_outcomes.models.lmm import GrowthModel  # noqa: PLC0415
+
+    frame = _simulated(n_episodes=2, small_clinic=0)  # 8 rows
+    model = GrowthModel("odi ~ week + (1 | episode_id)").fit(frame)
+    network = cohort.model_record(model, "test", rule_for("network"), note="x")
+    assert network["n_obs"] == "*" and network["formula"] == "odi ~ week + (1 | episode_id)"
+    assert network["note"] == "x" and network["purpose"] == "test" and network["reml"] is True
+    internal = cohort.model_record(model, "test", rule_for("internal"))
+    assert internal["n_obs"] == 8
+    assert network["diagnostics"].keys() == internal["diagnostics"].keys()
+
+
+def test_notebook_paths_from_notebooks_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n", encoding="utf-8")
+    monkeypatch.delenv(cohort.DB_ENV, raising=False)
+    monkeypatch.delenv(cohort.REPORTS_ENV, raising=False)
+    db, out = cohort.notebook_paths(start=repo / "notebooks")
+    assert (db, out) == (repo.resolve() / "data" / "outcomes.duckdb", repo.resolve() / "reports" / "cohort")
+    # a relative store is taken from the top of the repository, not from notebooks/
+    assert cohort.notebook_paths("mine.duckdb", start=repo / "notebooks")[0] == repo.resolve() / "mine.duckdb"
+    monkeypatch.setenv(cohort.DB_ENV, str(tmp_path / "clinic.duckdb"))
+    monkeypatch.setenv(cohort.REPORTS_ENV, str(tmp_path / "out"))
+    db, out = cohort.notebook_paths(start=repo / "notebooks")
+    assert (db, out) == ((tmp_path / "clinic.duckdb").resolve(), (tmp_path / "out").resolve() / "cohort")
+    with pytest.raises(ReportParameterError, match="outside notebooks/"):
+        cohort.notebook_paths(out_dir="notebooks/results", start=repo / "notebooks")
+
+
+def test_the_committed_notebook_has_no_outputs() -> None:
+    from sciatica_outcomes.reports.runner import find_notebook, notebook_parameters  # noqa: PLC0415
+
+    path = find_notebook("cohort_analysis.ipynb")
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+    assert notebook_parameters(path) == {
+        "db": "",
+        "outcome": "odi",
+        "config": "",
+        "audience": "network",
+        "suppress_threshold": None,
+        "out_dir": "",
+    }
+
+
+def test_the_notebook_runs_in_notebooks_with_its_defaults_and_writes_nothing_there(
+    report_store: dict[str, Path], tmp_path: Path
+) -> None:
+    """As a researcher opening it in Jupyter: working directory notebooks/, the store from the environment."""
+    import os  # noqa: PLC0415
+
+    from sciatica_outcomes.reports import runner  # noqa: PLC0415
+
+    source = runner.find_notebook("cohort_analysis.ipynb")
+    folder = source.parent
+    before = sorted(p.name for p in folder.iterdir())
+    runner._write_kernelspec(tmp_path / "kernel")
+    env = {
+        **os.environ,
+        "JUPYTER_PATH": str(tmp_path / "kernel"),
+        "MPLBACKEND": "Agg",
+        cohort.DB_ENV: str(report_store["db"]),
+        cohort.REPORTS_ENV: str(tmp_path / "reports"),
+    }
+    command = [sys.executable, "-m", "papermill", str(source), str(tmp_path / "run.ipynb")]
+    proc = subprocess.run(
+        [*command, "--kernel", runner.KERNEL_NAME, "--cwd", str(folder), "--no-progress-bar"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "reports" / "cohort"
+    assert (out / "tables" / "table1.csv").is_file() and (out / "figures" / "flow.svg").is_file()
+    assert (out / "report_manifest.json").is_file()
+    assert sorted(p.name for p in folder.iterdir()) == before
