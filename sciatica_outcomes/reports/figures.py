@@ -402,11 +402,8 @@ def residual_figures(diagnostics: Any, *, label: str, unit: str) -> tuple[Any, A
     n_panels = len(effects) + (diagnostics.clinics is not None)
     fig2, axes = plt.subplots(1, max(n_panels, 1), figsize=(3.0 * max(n_panels, 1) + 0.6, 3.2), squeeze=False)
     for ax, key in zip(axes[0], effects, strict=False):
-        _qq_panel(
-            ax,
-            diagnostics.qq[key],
-            key.replace("episode_id: ", "episode ").replace("(Intercept)", "intercept"),
-        )
+        title = {"episode_id: (Intercept)": "episode intercepts", "episode_id: week": "episode week slopes"}
+        _qq_panel(ax, diagnostics.qq[key], title.get(key, key))
     if diagnostics.clinics is not None:
         ax = axes[0][-1]
         c = diagnostics.clinics

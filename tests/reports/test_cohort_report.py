@@ -131,7 +131,7 @@ def test_individual_trajectories_only_for_the_internal_audience(
     assert "randomly chosen" not in figures["network"]["spaghetti"]["alt"]
     network_page = (rendered / "report.html").read_text(encoding="utf-8")
     assert "drawn only for the internal audience" in network_page
-    assert "Audience: network. Counts from 1 to 10 are withheld" in network_page
+    assert "Audience: network. Counts from 1 to 10 are withheld (shown as *)" in network_page
     internal_page = (rendered_internal / "report.html").read_text(encoding="utf-8")
     assert "shown exactly" in internal_page
     # no identifier of an episode, patient or therapist anywhere in either page or table
