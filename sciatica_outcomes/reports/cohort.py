@@ -56,6 +56,7 @@ __all__ = [
     "sensitivity_display",
     "shown_count",
     "shown_part",
+    "small_groups",
     "smd",
     "table_one",
     "to_latex",
@@ -963,3 +964,34 @@ def notebook_paths(db: str = "", out_dir: str = "", start: str | Path | None = N
             f"(e.g. reports/cohort) so that no output is committed with the notebooks"
         )
     return store, out
+
+
+def small_groups(frame: pl.DataFrame, rule: SuppressionRule, group: str = "adherence_group") -> list[str]:
+    """Levels of ``group`` with too few episodes for a model-based statistic the audience may see.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        The model frame (``episode_id`` and ``group``; rows with a null group are not counted).
+    rule : SuppressionRule
+        A level needs more than ``max(10, rule.high)`` episodes (a marginal mean of fewer describes them).
+    group : str
+        The grouping column.
+
+    Returns
+    -------
+    list of str
+        The small levels, sorted; empty when every level is large enough. With fewer than two levels no
+        comparison is possible and the level present (or ``"(none)"``) is returned.
+    """
+    keep = max(HIGH, rule.high)
+    sizes = (
+        frame.filter(pl.col(group).is_not_null())
+        .group_by(group)
+        .agg(pl.col("episode_id").n_unique().alias("n"))
+        .sort(group)
+    )
+    few = sizes.filter(pl.col("n") <= keep)[group].to_list()
+    if sizes.height < 2:
+        return [str(v) for v in sizes[group].to_list()] or ["(none)"]
+    return [str(v) for v in few]

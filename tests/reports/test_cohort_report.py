@@ -639,3 +639,19 @@ def test_the_notebook_runs_in_notebooks_with_its_defaults_and_writes_nothing_the
     assert (out / "tables" / "table1.csv").is_file() and (out / "figures" / "flow.svg").is_file()
     assert (out / "report_manifest.json").is_file()
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_small_adherence_groups_get_no_model_based_means() -> None:
+    frame = pl.DataFrame(
+        {
+            "episode_id": [f"e{i}" for i in range(40)] + ["e0"],
+            "adherence_group": ["high"] * 29 + ["low"] * 11 + ["high"],
+        }
+    )
+    assert cohort.small_groups(frame, rule_for("network")) == []
+    assert cohort.small_groups(frame, rule_for("public", threshold=11)) == ["low"]
+    assert cohort.small_groups(frame.filter(pl.col("adherence_group") == "high"), rule_for("internal")) == [
+        "high"
+    ]
+    # the internal audience sees exact counts, but no marginal mean of 10 or fewer episodes
+    assert cohort.small_groups(frame.head(35), rule_for("internal")) == ["low"]
