@@ -74,11 +74,17 @@ def render_cohort(
     config: str | Path | None = None,
     pdf: bool = False,
     timeout_s: float = 1200.0,
+    audience: str = "network",
+    suppress_threshold: int | None = None,
 ) -> ReportResult:
     """Render the researcher's cohort analysis (``notebooks/cohort_analysis.ipynb``) into ``out``.
 
     Parameters are validated against the store before anything runs (missing or empty store, unknown outcome
-    or one without values, unreadable config raise ``ReportParameterError``).
+    or one without values, unreadable config, unknown audience or threshold, fewer episodes with the outcome
+    than the minimum size raise ``ReportParameterError``). ``audience`` (``internal``, ``network`` or
+    ``public``) and ``suppress_threshold`` choose the suppression rule
+    (:func:`sciatica_outcomes.reports.privacy.rule_for`); individual trajectories are drawn only for
+    ``internal``.
     """
     from sciatica_outcomes.reports import cohort
     from sciatica_outcomes.reports.runner import run_notebook
@@ -88,8 +94,11 @@ def render_cohort(
         "db": str(db_path),
         "outcome": outcome,
         "config": str(Path(config).resolve()) if config else "",
+        "audience": audience,
+        "suppress_threshold": suppress_threshold,
     }
     target = Path(out) if out else Path("reports") / "cohort"
+    params["out_dir"] = str(target.resolve())
     return run_notebook(
         "cohort_analysis.ipynb",
         target,
@@ -97,7 +106,7 @@ def render_cohort(
         validate=cohort.validate_parameters,
         timeout_s=timeout_s,
         pdf=pdf,
-        provenance={"report_kind": "cohort"},
+        provenance={"report_kind": "cohort", "audience": audience},
     )
 
 
@@ -143,9 +152,32 @@ def cohort_command(
     config: Annotated[Path | None, typer.Option("--config", help="TOML file of clinical thresholds.")] = None,
     pdf: Annotated[bool, typer.Option("--pdf", help="Also print to PDF with headless Chromium.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Overall time limit in seconds.")] = 1200.0,
+    audience: Annotated[
+        str,
+        typer.Option(
+            "--audience",
+            help="Who reads it: internal (counts exact, individual trajectories drawn without identifiers), "
+            "network or public (counts 1-10 withheld).",
+        ),
+    ] = "network",
+    suppress_threshold: Annotated[
+        int | None,
+        typer.Option("--suppress-threshold", help="Largest count withheld for network/public (default 10)."),
+    ] = None,
 ) -> None:
     """Render the researcher's cohort analysis."""
     try:
-        _done(render_cohort(db, out, outcome=outcome, config=config, pdf=pdf, timeout_s=timeout))
+        _done(
+            render_cohort(
+                db,
+                out,
+                outcome=outcome,
+                config=config,
+                pdf=pdf,
+                timeout_s=timeout,
+                audience=audience,
+                suppress_threshold=suppress_threshold,
+            )
+        )
     except SciaticaOutcomesError as exc:
         _fail(exc)

@@ -23,18 +23,44 @@ from sciatica_outcomes.derive import derive_all
 from sciatica_outcomes.errors import ReportParameterError
 from sciatica_outcomes.models.lmm import GrowthModel, likelihood_ratio_test
 from sciatica_outcomes.reports.display import to_latex
-from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_table
+from sciatica_outcomes.reports.privacy import HIGH, SUPPRESSED, SuppressionRule, rule_for, suppress_table
+from sciatica_outcomes.reports.quarterly import GROWTH_RANDOM, MIN_ACTIVE_EPISODES
 
 __all__ = [
     "ADHERENCE_CUT",
+    "DB_ENV",
+    "MISSING_CATEGORIES",
+    "REPORTS_ENV",
     "TIME_SHAPES",
+    "TRAJECTORY_SAMPLE",
+    "VECTOR_FORMATS",
     "CohortData",
+    "ModelDiagnostics",
+    "clinic_count",
     "compare_time_shapes",
+    "follow_up_flow",
+    "growth_formula",
     "load_cohort",
+    "minimum_episodes",
+    "missing_data",
+    "missing_data_display",
+    "model_caption",
+    "model_diagnostics",
     "model_frame",
+    "model_record",
+    "notebook_paths",
+    "observed_bins",
+    "qq_points",
+    "report_rule",
+    "save_vector_figure",
+    "sensitivity_display",
+    "shown_count",
+    "shown_part",
+    "small_groups",
     "smd",
     "table_one",
     "to_latex",
+    "trajectory_sample",
 ]
 
 #: Default adherence ratio separating the "high" and "low" adherence groups (completed / prescribed
@@ -48,6 +74,61 @@ TIME_SHAPES: dict[str, str] = {
     "natural spline (knots 6, 12)": "ns(week, knots = c(6, 12))",
     "piecewise linear (hinge 12)": "week + pmax(week - 12, 0)",
 }
+
+
+#: Most individual trajectories drawn (internal audience only).
+TRAJECTORY_SAMPLE = 40
+
+
+def report_rule(audience: str, threshold: int | None = None) -> SuppressionRule:
+    """The suppression rule of the cohort report's audience, with user errors as ``ReportParameterError``.
+
+    Parameters
+    ----------
+    audience : {"internal", "network", "public"}
+        Who reads the report (``--audience``).
+    threshold : int, optional
+        Largest withheld count for ``network``/``public`` (``--suppress-threshold``; default 10).
+
+    Returns
+    -------
+    SuppressionRule
+        :func:`~sciatica_outcomes.reports.privacy.rule_for` of the audience.
+
+    Raises
+    ------
+    ReportParameterError
+        An unknown audience, a threshold below 1, or a threshold given with ``internal``.
+    """
+    if audience not in ("internal", "network", "public"):
+        raise ReportParameterError(
+            f"unknown audience {audience!r}: give --audience internal, network or public"
+        )
+    if audience == "internal" and threshold is not None:
+        raise ReportParameterError(
+            "--suppress-threshold applies to the network and public audiences only: leave it out with "
+            "--audience internal"
+        )
+    if threshold is not None and threshold < 1:
+        raise ReportParameterError(
+            f"--suppress-threshold must be 1 or more, not {threshold}: give the largest count to withhold"
+        )
+    return rule_for(audience, threshold)
+
+
+def minimum_episodes(rule: SuppressionRule) -> int:
+    """Fewest episodes with the outcome for which the cohort report is rendered.
+
+    The quarterly report's minimum (:data:`~sciatica_outcomes.reports.quarterly.MIN_ACTIVE_EPISODES`, 11)
+    for every audience, raised to ``rule.high + 1`` when the audience withholds more than 1-10: every
+    statistic of a smaller cohort would describe identifiable patients.
+    """
+    return max(MIN_ACTIVE_EPISODES, rule.high + 1)
+
+
+def shown_count(n: int, rule: SuppressionRule) -> str:
+    """A count as report text under ``rule``: ``*`` when withheld, else the number with separators."""
+    return SUPPRESSED if rule.is_small(n) else f"{n:,}"
 
 
 @dataclass(frozen=True)
@@ -116,10 +197,14 @@ def smd(a: np.ndarray, b: np.ndarray, binary: bool = False) -> float:
     return (a.mean() - b.mean()) / den if den > 0 else math.nan
 
 
-def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
+def table_one(
+    data: CohortData, group: str = "adherence_group", rule: SuppressionRule | None = None
+) -> pl.DataFrame:
     """Table 1: baseline characteristics by group with standardized mean differences.
 
-    Continuous rows show ``mean (SD)`` (withheld when a group has 10 or fewer values); categorical rows
+    Counts go through ``rule`` (default: the network rule, 1-10 withheld; ``internal`` shows them exactly).
+    Continuous rows show ``mean (SD)`` (withheld when a group has 10 or fewer values, or no more than the
+    rule's threshold: a mean of a few patients is their row-level values); categorical rows
     ``n (%)`` per level. The counts of one characteristic form a table (levels x groups) whose group totals
     are shown, so they are suppressed together (:func:`~sciatica_outcomes.reports.privacy.suppress_table`,
     primary and complementary): a level cannot be worked out as the group size minus the others. The
@@ -127,13 +212,15 @@ def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
     cell it is computed from is withheld (an SMD of two proportions and the group sizes gives the counts
     back). When one group has 1-10 episodes both group sizes are withheld (the total is shown elsewhere).
     """
+    rule = rule or rule_for("network")
+    stat_min = max(HIGH, rule.high)
     ep = data.episodes.filter(pl.col(group).is_not_null())
     levels = sorted(ep[group].unique().to_list())
     if len(levels) != 2:
         raise ReportParameterError(f"Table 1 compares two groups; {group!r} has {levels}")
     parts = {lv: ep.filter(pl.col(group) == lv) for lv in levels}
     sizes = [parts[lv].height for lv in levels]
-    small_group = any(LOW <= n <= HIGH for n in sizes)
+    small_group = any(rule.is_small(n) for n in sizes)
     rows: list[dict[str, Any]] = []
     header = {"characteristic": "episodes, n", "SMD": ""}
     for lv, n in zip(levels, sizes, strict=True):
@@ -157,7 +244,7 @@ def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
             v = parts[lv][col].cast(pl.Float64).to_numpy()
             arrays[lv] = v
             ok = v[~np.isnan(v)]
-            row[lv] = f"{ok.mean():.1f} ({ok.std(ddof=1):.1f})" if ok.size > HIGH else SUPPRESSED
+            row[lv] = f"{ok.mean():.1f} ({ok.std(ddof=1):.1f})" if ok.size > stat_min else SUPPRESSED
         withheld = any(row[lv] == SUPPRESSED for lv in levels)
         row["SMD"] = SUPPRESSED if withheld else f"{smd(arrays[levels[0]], arrays[levels[1]]):.2f}"
         rows.append(row)
@@ -169,7 +256,7 @@ def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
         counts = np.array([[int(flags[lv][i].sum()) for lv in levels] for i in range(len(values))])
         # missing values count in the group total: they are a level of their own for suppression
         missing = np.array([[parts[lv][col].null_count() for lv in levels]])
-        sup = suppress_table(np.vstack([counts, missing]))
+        sup = suppress_table(np.vstack([counts, missing]), rule=rule)
         for i, value in enumerate(values):
             row = {"characteristic": f"{label}: {value}"}
             for j, lv in enumerate(levels):
@@ -187,23 +274,75 @@ def table_one(data: CohortData, group: str = "adherence_group") -> pl.DataFrame:
     )
 
 
+def clinic_count(frame: pl.DataFrame) -> int:
+    """Number of clinics in a frame (1 when it has no ``clinic_id``)."""
+    return frame["clinic_id"].n_unique() if "clinic_id" in frame.columns else 1
+
+
+def growth_formula(
+    outcome: str,
+    time: str,
+    *,
+    by: str | None = None,
+    covariates: Sequence[str] = (),
+    clinics: int = 1,
+) -> str:
+    """The cohort report's growth model in lme4 syntax, with the random part of the quarterly report.
+
+    ``outcome ~ time [* by] [+ covariates] + (week | episode_id)``, plus ``(1 | clinic_id)`` when the
+    data hold more than one clinic (episodes nested in clinics), as
+    :func:`sciatica_outcomes.reports.quarterly.outcome_models`.
+
+    Parameters
+    ----------
+    outcome : str
+        Response column.
+    time : str
+        Time shape (a value of :data:`TIME_SHAPES`); parenthesised when it has several terms and interacts.
+    by : str, optional
+        Column interacting with the time shape (e.g. ``adherence_group``).
+    covariates : sequence of str
+        Further fixed terms (e.g. ``age``, ``sex``).
+    clinics : int
+        Number of clinics in the data.
+
+    Returns
+    -------
+    str
+        The formula, e.g. ``"odi ~ ns(week, knots = c(6, 12)) * adherence_group + age + sex +
+        (week | episode_id) + (1 | clinic_id)"``.
+    """
+    shape = f"({time})" if by is not None and "+" in time else time
+    fixed = [f"{shape} * {by}" if by is not None else shape, *covariates]
+    random = [GROWTH_RANDOM, *(["(1 | clinic_id)"] if clinics > 1 else [])]
+    return f"{outcome} ~ {' + '.join(fixed + random)}"
+
+
+def model_caption(title: str, formula: str, method: str = "REML, Satterthwaite df") -> str:
+    """A table or figure caption that prints the model's formula beside its result."""
+    return f"{title}. Model: {formula} ({method})"
+
+
 def compare_time_shapes(
-    frame: pl.DataFrame, outcome: str, shapes: dict[str, str] | None = None
+    frame: pl.DataFrame, outcome: str, shapes: dict[str, str] | None = None, clinics: int | None = None
 ) -> tuple[pl.DataFrame, dict[str, GrowthModel]]:
     """Fit the growth model with each time shape by ML and compare them.
 
-    Every model has the random part ``(week | episode_id)`` so that only the mean curve differs. Returns a
-    table ``shape, formula, df, loglik, AIC, BIC, LRT_vs_linear_p`` (likelihood-ratio test against the linear
-    model for the shapes that nest it: spline and piecewise) and the fitted models.
+    Every model has the random part of :func:`growth_formula` (``(week | episode_id)``, and
+    ``(1 | clinic_id)`` with several clinics; ``clinics`` defaults to the number in ``frame``) so that only
+    the mean curve differs. Returns a table ``shape, formula, n_par, loglik, AIC, BIC, LRT_vs_linear_p,
+    converged, delta_AIC`` (likelihood-ratio test against the linear model for the shapes that nest it:
+    spline and piecewise) and the fitted models.
 
     Validated against R: the same ML fits as ``lme4::lmer(..., REML = FALSE)``; ``anova()`` likelihood-ratio
     tests (tests/models golden cases cover the engine; this function only assembles them).
     """
     shapes = shapes or TIME_SHAPES
+    n_clinics = clinic_count(frame) if clinics is None else clinics
     models: dict[str, GrowthModel] = {}
     rows = []
     for name, fixed in shapes.items():
-        formula = f"{outcome} ~ {fixed} + (week | episode_id)"
+        formula = growth_formula(outcome, fixed, clinics=n_clinics)
         models[name] = GrowthModel(formula, reml=False).fit(frame)
     base = models.get("linear")
     for name, model in models.items():
@@ -213,7 +352,7 @@ def compare_time_shapes(
         rows.append(
             {
                 "shape": name,
-                "formula": model.formula_.text,
+                "formula": model.formula,
                 "n_par": len(model.beta_) + len(model.theta_) + 1,
                 "loglik": _finite(fit.loglik),
                 "AIC": _finite(fit.aic),
@@ -249,7 +388,10 @@ def validate_parameters(params: dict[str, Any]) -> None:
     ------
     ReportParameterError
         Missing store, a store without episodes or measures, an outcome that is not a measure code or has
-        no values in the store (the message lists the measures that do), or an unreadable config file.
+        no values in the store (the message lists the measures that do), an unreadable config file, an
+        unknown audience or threshold (:func:`report_rule`), or fewer episodes with the outcome than
+        :func:`minimum_episodes` (the report would describe identifiable patients; the message gives no
+        exact count).
     """
     from sciatica_outcomes.schemas.catalogs import measure_catalog  # noqa: PLC0415
     from sciatica_outcomes.store import Store  # noqa: PLC0415
@@ -257,12 +399,15 @@ def validate_parameters(params: dict[str, Any]) -> None:
     db = Path(str(params.get("db", "")))
     if not db.is_file():
         raise ReportParameterError(f"store {db} does not exist: ingest data first (sciatica-outcomes ingest)")
+    threshold = params.get("suppress_threshold")
+    rule = report_rule(str(params.get("audience", "network")), None if threshold is None else int(threshold))
     cfg = params.get("config")
     if cfg not in (None, ""):
         ClinicalConfig.from_toml(cfg)
     with Store(db, read_only=True) as store:
         n_episodes = store.read("episodes", columns=["episode_id"]).height
-        measures = store.read("measures", columns=["measure"])["measure"]
+        rows = store.read("measures", columns=["episode_id", "measure"])
+    measures = rows["measure"]
     if n_episodes == 0 or measures.len() == 0:
         missing = "episodes" if n_episodes == 0 else "measures"
         raise ReportParameterError(
@@ -279,3 +424,574 @@ def validate_parameters(params: dict[str, Any]) -> None:
         raise ReportParameterError(
             f"outcome {outcome!r} has no values in the store; the store holds {', '.join(present)}"
         )
+    with_outcome = rows.filter(pl.col("measure") == outcome)["episode_id"].n_unique()
+    need = minimum_episodes(rule)
+    if with_outcome < need:
+        raise ReportParameterError(
+            f"store {db} has between 1 and {need - 1} episodes with {outcome}: the cohort report needs at "
+            f"least {need}, or it would describe identifiable patients; ingest the other clinics' data into "
+            "the same store, or wait for more episodes"
+        )
+
+
+def observed_bins(
+    frame: pl.DataFrame, outcome: str, rule: SuppressionRule, width: float = 2.0
+) -> pl.DataFrame:
+    """Observed mean and middle half of the outcome by bin of weeks, for bins the audience may see.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        The model frame (:func:`model_frame`): ``week`` and the outcome.
+    outcome : str
+        Outcome column.
+    rule : SuppressionRule
+        The audience's rule; a bin is kept only with more than ``max(10, rule.high)`` assessments (a mean or
+        quartile of fewer is close to row-level values).
+    width : float
+        Bin width in weeks (bins centred on multiples of ``width``).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``week, mean, q25, q75, n`` (``n``: assessments in the bin), sorted by week.
+    """
+    keep = max(HIGH, rule.high)
+    return (
+        frame.with_columns(((pl.col("week") / width).round(0) * width).alias("bin"))
+        .group_by("bin")
+        .agg(
+            pl.col(outcome).mean().alias("mean"),
+            pl.col(outcome).quantile(0.25, "linear").alias("q25"),
+            pl.col(outcome).quantile(0.75, "linear").alias("q75"),
+            pl.len().cast(pl.Int64).alias("n"),
+        )
+        .rename({"bin": "week"})
+        .filter(pl.col("n") > keep)
+        .sort("week")
+    )
+
+
+def trajectory_sample(
+    frame: pl.DataFrame, outcome: str, rule: SuppressionRule, size: int = TRAJECTORY_SAMPLE, seed: int = 7
+) -> pl.DataFrame:
+    """Individual trajectories to draw: only for the internal audience, and then without identifiers.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        The model frame (``episode_id, week`` and the outcome).
+    outcome : str
+        Outcome column.
+    rule : SuppressionRule
+        The audience's rule: any rule that withholds counts (``network``, ``public``) gets no rows.
+    size : int
+        Most episodes drawn (a random sample when there are more).
+    seed : int
+        Seed of the sample (the same store gives the same figure).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``line, week, <outcome>``: ``line`` numbers the sampled episodes 0, 1, ... in random order (the
+        episode, patient and clinic identifiers are not carried), sorted by line and week; empty when the
+        audience may not see individual trajectories.
+    """
+    schema = {"line": pl.Int64, "week": pl.Float64, outcome: pl.Float64}
+    if rule.withholds:
+        return pl.DataFrame(schema=schema)
+    ids = frame["episode_id"].unique().sort()
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(ids.len())[: min(size, ids.len())]
+    lines = pl.DataFrame({"episode_id": ids.gather(pick), "line": np.arange(pick.size, dtype=np.int64)})
+    return (
+        frame.join(lines, on="episode_id", how="inner")
+        .select("line", pl.col("week").cast(pl.Float64), pl.col(outcome).cast(pl.Float64))
+        .sort("line", "week")
+    )
+
+
+@dataclass(frozen=True)
+class ModelDiagnostics:
+    """What the report draws to check a growth model, already fit for the audience.
+
+    Attributes
+    ----------
+    residuals : polars.DataFrame
+        ``fitted, residual`` per row (internal audience), or per bin of fitted values
+        ``fitted, residual, q10, q90, n`` (``binned``; each bin holds more than ``max(10, rule.high)`` rows).
+    binned : bool
+        Whether ``residuals`` is binned.
+    qq : dict of str to polars.DataFrame
+        Normal QQ points ``theoretical, sample`` of the standardised residuals (``"residuals"``) and of
+        each random effect per episode (``"episode_id: (Intercept)"``, ``"episode_id: week"``).
+    clinics : polars.DataFrame or None
+        ``estimate, ci_low, ci_high`` of the clinic intercepts whose clinic size the audience may see
+        (sorted, unlabelled); None without a clinic random effect.
+    n_rows : int
+        Rows the model was fitted to.
+    """
+
+    residuals: pl.DataFrame
+    binned: bool
+    qq: dict[str, pl.DataFrame]
+    clinics: pl.DataFrame | None
+    n_rows: int
+
+
+def qq_points(values: np.ndarray, rule: SuppressionRule, max_points: int = 400) -> pl.DataFrame:
+    """Normal QQ points of a sample, with no single extreme value drawn outside the internal audience.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The sample (non-finite values are left out).
+    rule : SuppressionRule
+        For ``internal`` the probabilities run over the whole sample (``(i - 0.5) / n``); otherwise only
+        quantiles with more than ``max(10, rule.high)`` values on either side are drawn, so that no point
+        is one patient's value.
+    max_points : int
+        Most points drawn (quantiles at evenly spaced probabilities).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``probability, theoretical, sample`` (standard normal and sample quantiles); empty when the
+        sample is too small to draw any point.
+    """
+    from scipy.stats import norm  # noqa: PLC0415
+
+    v = np.sort(np.asarray(values, dtype=float)[np.isfinite(values)])
+    n = v.size
+    empty = pl.DataFrame(schema={"probability": pl.Float64, "theoretical": pl.Float64, "sample": pl.Float64})
+    if n == 0:
+        return empty
+    if rule.withholds:
+        keep = max(HIGH, rule.high) + 1
+        lo, hi = keep / n, 1 - keep / n
+        if lo >= hi:
+            return empty
+        probs = np.linspace(lo, hi, min(max_points, n - 2 * keep + 1))
+    else:
+        probs = (np.arange(n) + 0.5) / n if n <= max_points else np.linspace(0.5 / n, 1 - 0.5 / n, max_points)
+    return pl.DataFrame(
+        {
+            "probability": probs,
+            "theoretical": norm.ppf(probs),
+            "sample": np.quantile(v, probs, method="linear"),
+        }
+    )
+
+
+def model_diagnostics(
+    model: GrowthModel, frame: pl.DataFrame, rule: SuppressionRule, n_bins: int = 20
+) -> ModelDiagnostics:
+    """Residuals against fitted values, QQ points and random-effect distributions of a fitted growth model.
+
+    Parameters
+    ----------
+    model : GrowthModel
+        Fitted to ``frame``.
+    frame : polars.DataFrame
+        The rows the model was fitted to (response, predictors and grouping columns).
+    rule : SuppressionRule
+        The audience's rule: ``internal`` gets one point per row; otherwise rows are pooled into at most
+        ``n_bins`` bins of fitted values, each with more than ``max(10, rule.high)`` rows, and QQ plots
+        leave out the extreme quantiles (:func:`qq_points`). Clinic intercepts are drawn only for clinics
+        whose episode count the audience may see.
+    n_bins : int
+        Most bins of fitted values.
+
+    Returns
+    -------
+    ModelDiagnostics
+
+    Notes
+    -----
+    Fitted values are conditional (``x' beta + z' b``, BLUPs included) and residuals are ``y`` minus them,
+    as ``fitted()`` and ``resid()`` of an ``lmerMod``; the QQ plot shows residuals divided by ``sigma``.
+    """
+    response = model.formula_.response_label
+    pred = model.predict(frame, include_random=True)
+    res = pred.select(
+        pl.col("fit_conditional").alias("fitted"),
+        (pl.col(response) - pl.col("fit_conditional")).alias("residual"),
+    ).filter(pl.col("residual").is_finite())
+    n = res.height
+    qq = {"residuals": qq_points(res["residual"].to_numpy() / model.sigma_, rule)}
+    keep = max(HIGH, rule.high) + 1
+    binned = rule.withholds
+    if binned:
+        bins = max(1, min(n_bins, n // keep))
+        res = (
+            res.with_columns(
+                ((pl.col("fitted").rank("ordinal") - 1) * bins // max(n, 1)).cast(pl.Int64).alias("bin")
+            )
+            .group_by("bin")
+            .agg(
+                pl.col("fitted").mean(),
+                pl.col("residual").quantile(0.1, "linear").alias("q10"),
+                pl.col("residual").quantile(0.9, "linear").alias("q90"),
+                pl.col("residual").mean(),
+                pl.len().cast(pl.Int64).alias("n"),
+            )
+            .filter(pl.col("n") >= keep)
+            .sort("bin")
+            .select("fitted", "residual", "q10", "q90", "n")
+        )
+    ranef = model.ranef()
+    episode = ranef.get("episode_id")
+    if episode is not None:
+        for col in episode.columns:
+            if col != "episode_id" and not col.endswith("__cond_sd"):
+                qq[f"episode_id: {col}"] = qq_points(episode[col].to_numpy(), rule)
+    clinics = None
+    if "clinic_id" in ranef:
+        cl = ranef["clinic_id"]
+        sizes = frame.group_by("clinic_id").agg(pl.col("episode_id").n_unique().alias("n"))
+        cl = cl.join(sizes, on="clinic_id", how="left").with_columns(pl.col("n").fill_null(0))
+        shown = suppress_table(cl["n"].to_numpy(), rule=rule).mask[:, 0]
+        cl = cl.filter(pl.Series(~shown))
+        clinics = cl.select(
+            pl.col("(Intercept)").alias("estimate"),
+            (pl.col("(Intercept)") - 1.96 * pl.col("(Intercept)__cond_sd")).alias("ci_low"),
+            (pl.col("(Intercept)") + 1.96 * pl.col("(Intercept)__cond_sd")).alias("ci_high"),
+        ).sort("estimate")
+    return ModelDiagnostics(residuals=res, binned=binned, qq=qq, clinics=clinics, n_rows=n)
+
+
+#: Categories of the missing-data table, in display order (each episode is in exactly one per visit).
+MISSING_CATEGORIES: tuple[str, ...] = ("observed", "missed", "ended before the visit", "not yet due")
+
+
+def _visit_windows(config: ClinicalConfig) -> list[tuple[str, float, float, float]]:
+    """``(label, target week, first day, last day)`` of the baseline and each follow-up visit, by week."""
+    out = [("w0", 0.0, float(-config.baseline_before_days), float(config.baseline_after_days))]
+    for label, win in sorted(config.visit_windows.items(), key=lambda kv: kv[1].target_week):
+        lo, hi = win.bounds_days
+        out.append((label, float(win.target_week), lo, hi))
+    return out
+
+
+def missing_data(data: CohortData, outcome: str) -> pl.DataFrame:
+    """Whether each enrolled episode has the outcome at each visit, and if not, why not.
+
+    Every episode of the store counts once per visit (baseline ``w0`` and the configured follow-up visits)
+    in one of :data:`MISSING_CATEGORIES`:
+
+    - ``observed``: the outcome was recorded (or scored) at that visit;
+    - ``ended before the visit``: the episode ended (completed, dropped out, surgery, ...) before the visit's
+      window opened;
+    - ``not yet due``: the episode is still open and the window had not closed by the data date (the latest
+      assessment or end date in the store);
+    - ``missed``: the visit was due and nothing was recorded in its window.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``visit, week, observed, missed, ended before the visit, not yet due, enrolled`` (raw counts, one
+        row per visit; each row sums to ``enrolled``). Show them through :func:`missing_data_display`.
+    """
+    windows = pl.DataFrame(
+        _visit_windows(data.config), schema=["visit", "week", "lo", "hi"], orient="row"
+    ).with_row_index("order")
+    ep = data.episodes.select("episode_id", "start_date", "end_date")
+    dates = [data.frame["assessed_on"].max(), ep["end_date"].max(), ep["start_date"].max()]
+    data_date = max(d for d in dates if d is not None)
+    seen = (
+        data.frame.filter(pl.col(outcome).is_not_null() & pl.col("visit").is_not_null())
+        .select("episode_id", "visit")
+        .unique()
+        .with_columns(pl.lit(True).alias("seen"))
+    )
+    grid = (
+        ep.with_columns(
+            (pl.col("end_date") - pl.col("start_date")).dt.total_days().alias("end_day"),
+            (pl.lit(data_date) - pl.col("start_date")).dt.total_days().alias("data_day"),
+        )
+        .join(windows, how="cross")
+        .join(seen, on=["episode_id", "visit"], how="left")
+    )
+    category = (
+        pl.when(pl.col("seen").fill_null(False))
+        .then(pl.lit("observed"))
+        .when(pl.col("end_day").is_not_null() & (pl.col("end_day") < pl.col("lo")))
+        .then(pl.lit("ended before the visit"))
+        .when(pl.col("end_day").is_null() & (pl.col("data_day") < pl.col("hi")))
+        .then(pl.lit("not yet due"))
+        .otherwise(pl.lit("missed"))
+    )
+    counts = (
+        grid.with_columns(category.alias("category"))
+        .group_by("order", "visit", "week", "category")
+        .len()
+        .pivot("category", index=["order", "visit", "week"], values="len")
+    )
+    for c in MISSING_CATEGORIES:
+        if c not in counts.columns:
+            counts = counts.with_columns(pl.lit(0).alias(c))
+    return (
+        windows.select("order", "visit", "week")
+        .join(counts.drop("visit", "week"), on="order", how="left")
+        .sort("order")
+        .select(
+            "visit",
+            "week",
+            *(pl.col(c).fill_null(0).cast(pl.Int64) for c in MISSING_CATEGORIES),
+        )
+        .with_columns(pl.sum_horizontal(*MISSING_CATEGORIES).alias("enrolled"))
+    )
+
+
+def missing_data_display(counts: pl.DataFrame, rule: SuppressionRule) -> pl.DataFrame:
+    """The missing-data table as shown: counts through ``rule``, and the share observed of those due.
+
+    The categories of all visits form one table (visits x categories) whose row totals (the enrolled
+    episodes) are shown, so they are suppressed together, primary and complementary
+    (:func:`~sciatica_outcomes.reports.privacy.suppress_table`). ``observed of due`` is
+    ``observed / (observed + missed)``, shown only when both counts are shown.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``visit, week, observed, missed, ended before the visit, not yet due, observed of due`` as text.
+    """
+    values = counts.select(MISSING_CATEGORIES).to_numpy()
+    sup = suppress_table(values, rule=rule)
+    shown = sup.shown()
+    cols = {
+        c: [str(v) if isinstance(v, str) else f"{int(v):,}" for v in shown[:, j]]
+        for j, c in enumerate(MISSING_CATEGORIES)
+    }
+    obs, miss = values[:, 0], values[:, 1]
+    due = obs + miss
+    ok = ~sup.mask[:, 0] & ~sup.mask[:, 1] & (due > 0)
+    share = [
+        f"{100 * o / d:.0f}%" if k else (SUPPRESSED if d > 0 else "-")
+        for o, d, k in zip(obs, due, ok, strict=True)
+    ]
+    return pl.DataFrame(
+        {
+            "visit": counts["visit"],
+            "week": counts["week"].cast(pl.Int64),
+            **{c: pl.Series(c, v, dtype=pl.String) for c, v in cols.items()},
+            "observed of due": share,
+        }
+    )
+
+
+def shown_part(n: int, whole: int, rule: SuppressionRule) -> str:
+    """A count that is part of a shown total: withheld when it, or the rest of the total, is withheld.
+
+    As the ``within`` rule of :func:`~sciatica_outcomes.reports.privacy.suppress_counts`: the part and its
+    complement ``whole - n`` partition a shown total, so either would give the other away.
+    """
+    if rule.is_small(n) or rule.is_small(whole - n) or rule.is_small(whole):
+        return SUPPRESSED
+    return f"{n:,}"
+
+
+def follow_up_flow(data: CohortData, outcome: str) -> list[tuple[str, int]]:
+    """The cohort's flow: enrolled, with a baseline outcome, with the outcome at each visit, completed.
+
+    Returns
+    -------
+    list of (str, int)
+        ``(stage, episodes)`` in order: ``enrolled`` (every episode of the store), ``with baseline``, one
+        ``with follow-up at <visit>`` per configured visit (each counts the episodes with the outcome at that
+        visit, whatever happened at the others), ``completed the program`` (``end_reason == "completed"``).
+    """
+    counts = missing_data(data, outcome)
+    enrolled = data.episodes.height
+    stages = [("enrolled", enrolled)]
+    for visit, observed in counts.select("visit", "observed").iter_rows():
+        stages.append(("with baseline" if visit == "w0" else f"with follow-up at {visit}", int(observed)))
+    completed = int((data.episodes["end_reason"] == "completed").sum())
+    stages.append(("completed the program", completed))
+    return stages
+
+
+def sensitivity_display(rows: pl.DataFrame, whole: int, rule: SuppressionRule) -> pl.DataFrame:
+    """The sensitivity table as shown: episode counts through ``rule``, estimates of small subsets withheld.
+
+    Parameters
+    ----------
+    rows : polars.DataFrame
+        ``analysis, episodes, week, change, ci_low, ci_high``.
+    whole : int
+        The episodes of the full analysis, of which each subset's ``episodes`` is a part (:func:`shown_part`).
+    rule : SuppressionRule
+        The audience's rule; estimates from ``max(10, rule.high)`` or fewer episodes are withheld for every
+        audience (a model of a handful of patients describes them).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``episodes`` as text, the floating-point columns null where withheld.
+    """
+    keep = max(HIGH, rule.high)
+    shown = [shown_part(int(n), whole, rule) for n in rows["episodes"]]
+    withheld = pl.Series([s == SUPPRESSED for s in shown]) | (rows["episodes"] <= keep)
+    stats = [c for c, t in rows.schema.items() if t.is_float()]
+    return rows.with_columns(
+        pl.Series("episodes", shown, dtype=pl.String),
+        *(pl.when(withheld).then(None).otherwise(pl.col(c)).alias(c) for c in stats),
+    )
+
+
+def model_record(model: GrowthModel, purpose: str, rule: SuppressionRule, **extra: Any) -> dict[str, Any]:
+    """What the provenance records of one fitted growth model, with its counts through ``rule``.
+
+    Parameters
+    ----------
+    model : GrowthModel
+        A fitted model.
+    purpose : str
+        What the report uses it for.
+    rule : SuppressionRule
+        The audience's rule: ``n_obs`` and every integer count ``n_*`` of the diagnostics that the audience
+        may not see is recorded as ``*`` (the provenance shows no count a table withholds).
+    **extra : object
+        Further JSON-ready entries.
+
+    Returns
+    -------
+    dict
+        ``purpose, formula, reml, n_obs, converged, diagnostics`` and ``extra``.
+    """
+    diagnostics = model.result_.diagnostics.to_dict()
+
+    def count(key: str, value: Any) -> Any:
+        is_count = key.startswith("n_") and isinstance(value, int) and not isinstance(value, bool)
+        return shown_count(value, rule) if is_count and rule.is_small(value) else value
+
+    return {
+        "purpose": purpose,
+        "formula": model.formula,
+        "reml": model.reml,
+        "n_obs": count("n_obs", model.result_.n_obs),
+        "converged": model.result_.diagnostics.converged,
+        "diagnostics": {k: count(k, v) for k, v in diagnostics.items()},
+        **extra,
+    }
+
+
+#: Vector formats written beside every PNG figure of the cohort report.
+VECTOR_FORMATS: tuple[str, ...] = ("svg", "pdf")
+
+
+def save_vector_figure(fig: Any, figures_dir: str | Path, name: str) -> list[Path]:
+    """Write a figure as ``<name>.svg`` and ``<name>.pdf`` (vector, for publication) beside its PNG.
+
+    Call it before :meth:`~sciatica_outcomes.reports.display.ReportWriter.figure`, which closes the figure.
+    The files carry no creation date (the same data give the same bytes) and the PDF embeds TrueType fonts
+    (``pdf.fonttype = 42``, which journals ask for instead of Type 3).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    import matplotlib as mpl  # noqa: PLC0415
+
+    out = Path(figures_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.{fmt}" for fmt in VECTOR_FORMATS]
+    with mpl.rc_context({"pdf.fonttype": 42, "svg.hashsalt": name}):
+        fig.savefig(paths[0], format="svg", bbox_inches="tight", metadata={"Date": None})
+        fig.savefig(paths[1], format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    return paths
+
+
+#: Environment variables a notebook opened in Jupyter reads for its store and its output directory.
+DB_ENV, REPORTS_ENV = "SCIATICA_OUTCOMES_DB", "SCIATICA_OUTCOMES_REPORTS"
+
+
+def _repository_root(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    return None
+
+
+def notebook_paths(db: str = "", out_dir: str = "", start: str | Path | None = None) -> tuple[Path, Path]:
+    """The store and the output directory of the cohort notebook, from wherever it is opened.
+
+    Parameters
+    ----------
+    db : str
+        The store; ``""``: ``$SCIATICA_OUTCOMES_DB``, else ``data/outcomes.duckdb`` at the top of the
+        repository. A relative path is taken from the top of the repository (the notebook may be opened from
+        ``notebooks/``), or from ``start`` outside a checkout.
+    out_dir : str
+        Where ``tables/``, ``figures/`` and the manifest go; ``""``: ``$SCIATICA_OUTCOMES_REPORTS/cohort``,
+        else ``reports/cohort`` at the top of the repository (``reports/`` is ignored by git).
+    start : str or Path, optional
+        Where the notebook runs (default: the working directory).
+
+    Returns
+    -------
+    tuple of Path
+        Absolute store path and output directory.
+
+    Raises
+    ------
+    ReportParameterError
+        An output directory inside the repository's ``notebooks/`` folder (outputs would be committed with
+        the notebooks).
+    """
+    import os  # noqa: PLC0415
+
+    here = Path(start) if start is not None else Path.cwd()
+    here = here.resolve()
+    root = _repository_root(here)
+    base = root or here
+
+    def resolve(value: str) -> Path:
+        path = Path(value).expanduser()
+        return (path if path.is_absolute() else base / path).resolve()
+
+    store = resolve(db or os.environ.get(DB_ENV, "") or "data/outcomes.duckdb")
+    env_out = os.environ.get(REPORTS_ENV, "")
+    out = (
+        resolve(out_dir)
+        if out_dir
+        else (resolve(env_out) / "cohort" if env_out else base / "reports" / "cohort")
+    )
+    if root is not None and out.is_relative_to((root / "notebooks").resolve()):
+        raise ReportParameterError(
+            f"output directory {out} is inside {root / 'notebooks'}: give out_dir outside notebooks/ "
+            f"(e.g. reports/cohort) so that no output is committed with the notebooks"
+        )
+    return store, out
+
+
+def small_groups(frame: pl.DataFrame, rule: SuppressionRule, group: str = "adherence_group") -> list[str]:
+    """Levels of ``group`` with too few episodes for a model-based statistic the audience may see.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        The model frame (``episode_id`` and ``group``; rows with a null group are not counted).
+    rule : SuppressionRule
+        A level needs more than ``max(10, rule.high)`` episodes (a marginal mean of fewer describes them).
+    group : str
+        The grouping column.
+
+    Returns
+    -------
+    list of str
+        The small levels, sorted; empty when every level is large enough. With fewer than two levels no
+        comparison is possible and the level present (or ``"(none)"``) is returned.
+    """
+    keep = max(HIGH, rule.high)
+    sizes = (
+        frame.filter(pl.col(group).is_not_null())
+        .group_by(group)
+        .agg(pl.col("episode_id").n_unique().alias("n"))
+        .sort(group)
+    )
+    few = sizes.filter(pl.col("n") <= keep)[group].to_list()
+    if sizes.height < 2:
+        return [str(v) for v in sizes[group].to_list()] or ["(none)"]
+    return [str(v) for v in few]

@@ -23,10 +23,13 @@ __all__ = [
     "PAIN_BAND_COLOURS",
     "adherence_plot",
     "bar_counts",
+    "cohort_flow_diagram",
+    "cohort_trajectories_plot",
     "drawable_units",
     "flow_diagram",
     "funnel_plot",
     "km_plot",
+    "residual_figures",
     "trajectory_plot",
     "trend_plot",
 ]
@@ -326,4 +329,168 @@ def km_plot(curves: pl.DataFrame, ax: Axes | None = None) -> Axes:
     ax.set_ylabel("reached the MCID (%, cumulative)")
     ax.set_ylim(0, 100)
     ax.legend(loc="best", fontsize=8)
+    return ax
+
+
+def cohort_trajectories_plot(
+    sample: pl.DataFrame,
+    bins: pl.DataFrame,
+    *,
+    outcome: str,
+    label: str,
+    unit: str,
+    higher_is_better: bool,
+    ax: Axes | None = None,
+) -> Axes:
+    """The cohort's observed course: mean and middle half by bin, individual lines when allowed.
+
+    Parameters
+    ----------
+    sample : polars.DataFrame
+        ``line, week, <outcome>`` from :func:`sciatica_outcomes.reports.cohort.trajectory_sample` (empty
+        outside the internal audience); each line is drawn thin and unlabelled.
+    bins : polars.DataFrame
+        ``week, mean, q25, q75`` from :func:`sciatica_outcomes.reports.cohort.observed_bins`.
+    outcome, label, unit : str
+        Outcome column, its name and unit for the axis label.
+    higher_is_better : bool
+        Printed in the axis label as the direction of improvement.
+    """
+    ax = _axes(ax)
+    if sample.height:
+        # one polyline with a gap (NaN) after each episode: all lines in one call, no loop over patients
+        gaps = sample.select("line").unique().with_columns(pl.lit(None, pl.Float64).alias("week"))
+        path = pl.concat(
+            [
+                sample.select("line", "week", pl.col(outcome).alias("y"), pl.lit(0).alias("k")),
+                gaps.with_columns(pl.lit(None, pl.Float64).alias("y"), pl.lit(1).alias("k")),
+            ]
+        ).sort("line", "k", "week", nulls_last=True)
+        ax.plot(
+            path["week"].to_numpy(),
+            path["y"].to_numpy(),
+            color=PALETTE[0],
+            alpha=0.25,
+            lw=0.8,
+            label="individual episodes (random sample)",
+        )
+    if bins.height:
+        ax.fill_between(
+            bins["week"], bins["q25"], bins["q75"], color=PALETTE[1], alpha=0.2, lw=0, label="middle half"
+        )
+        ax.plot(bins["week"], bins["mean"], color=PALETTE[1], lw=2.5, marker="o", label="observed mean")
+    arrow = "higher is better" if higher_is_better else "lower is better"
+    ax.set_xlabel("weeks since start of program")
+    ax.set_ylabel(f"{label} ({unit}; {arrow})")
+    ax.legend(loc="best", fontsize=8)
+    return ax
+
+
+def _qq_panel(ax: Axes, points: pl.DataFrame, title: str) -> None:
+    """A normal QQ panel with the line through the quartiles (as R's ``qqline``)."""
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("standard normal quantile")
+    ax.set_ylabel("sample quantile")
+    if points.is_empty():
+        ax.text(0.5, 0.5, "too few values to draw", ha="center", va="center", transform=ax.transAxes)
+        return
+    x, y = points["theoretical"].to_numpy(), points["sample"].to_numpy()
+    ax.plot(x, y, "o", ms=2.5, color=PALETTE[0], alpha=0.6)
+    q1, q3 = np.quantile(y, [0.25, 0.75])
+    z1, z3 = np.quantile(x, [0.25, 0.75])
+    if z3 > z1:
+        slope = (q3 - q1) / (z3 - z1)
+        ax.plot(x, q1 + slope * (x - z1), color=PALETTE[3], lw=1)
+
+
+def residual_figures(diagnostics: Any, *, label: str, unit: str) -> tuple[Any, Any]:
+    """The two diagnostic figures of a growth model: residuals, and the random-effect distributions.
+
+    Parameters
+    ----------
+    diagnostics : sciatica_outcomes.reports.cohort.ModelDiagnostics
+        What :func:`~sciatica_outcomes.reports.cohort.model_diagnostics` allows the audience to see.
+    label, unit : str
+        Outcome name and unit for the axis labels.
+
+    Returns
+    -------
+    tuple of matplotlib.figure.Figure
+        (residuals vs fitted and the QQ plot of the standardised residuals; normal QQ plots of the
+        episodes' random intercepts and slopes, and the clinic intercepts with 95 % intervals when the model
+        has a clinic random effect).
+    """
+    fig1, (a1, a2) = plt.subplots(1, 2, figsize=(8.0, 3.4))
+    r = diagnostics.residuals
+    if diagnostics.binned:
+        a1.fill_between(
+            r["fitted"], r["q10"], r["q90"], color=PALETTE[0], alpha=0.2, lw=0, label="10th-90th pct"
+        )
+        a1.plot(r["fitted"], r["residual"], "o-", color=PALETTE[0], ms=3, label="mean residual per bin")
+        a1.legend(loc="best", fontsize=7)
+    else:
+        a1.plot(r["fitted"], r["residual"], "o", ms=1.5, color=PALETTE[0], alpha=0.3)
+    a1.axhline(0, color="#666", lw=0.8)
+    a1.set_title("residuals vs fitted", fontsize=9)
+    a1.set_xlabel(f"fitted {label} ({unit})")
+    a1.set_ylabel(f"residual ({unit})")
+    _qq_panel(a2, diagnostics.qq["residuals"], "standardised residuals")
+    fig1.tight_layout()
+    effects = [k for k in diagnostics.qq if k != "residuals"]
+    n_panels = len(effects) + (diagnostics.clinics is not None)
+    fig2, axes = plt.subplots(1, max(n_panels, 1), figsize=(3.0 * max(n_panels, 1) + 0.6, 3.2), squeeze=False)
+    for ax, key in zip(axes[0], effects, strict=False):
+        title = {"episode_id: (Intercept)": "episode intercepts", "episode_id: week": "episode week slopes"}
+        _qq_panel(ax, diagnostics.qq[key], title.get(key, key))
+    if diagnostics.clinics is not None:
+        ax = axes[0][-1]
+        c = diagnostics.clinics
+        y = np.arange(c.height)
+        est = c["estimate"].to_numpy()
+        ax.errorbar(
+            est,
+            y,
+            xerr=[est - c["ci_low"].to_numpy(), c["ci_high"].to_numpy() - est],
+            fmt="o",
+            ms=3,
+            color=PALETTE[2],
+            capsize=2,
+        )
+        ax.axvline(0, color="#666", lw=0.8)
+        ax.set_yticks([])
+        ax.set_title("clinic intercepts (95% interval)", fontsize=9)
+        ax.set_xlabel(f"{label} ({unit})")
+    fig2.tight_layout()
+    return fig1, fig2
+
+
+def cohort_flow_diagram(stages: Sequence[tuple[str, str]], ax: Axes | None = None) -> Axes:
+    """The cohort's flow in a column of boxes: enrolled, baseline, follow-up at each visit, completed.
+
+    Parameters
+    ----------
+    stages : sequence of (str, str)
+        ``(stage, count as shown)`` in order (counts already through the audience rule, ``*`` if withheld),
+        from :func:`sciatica_outcomes.reports.cohort.follow_up_flow`.
+    """
+    n = len(stages)
+    ax = _axes(ax, (6.0, 0.95 * n + 0.3))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, n)
+    ax.axis("off")
+    for i, (stage, count) in enumerate(stages):
+        y = n - i - 0.5
+        last = i == n - 1
+        color = PALETTE[2] if last else PALETTE[0]
+        ax.add_patch(
+            FancyBboxPatch((2.0, y - 0.3), 6.0, 0.6, boxstyle="round,pad=0.05", fc="white", ec=color, lw=1.6)
+        )
+        ax.text(5.0, y, f"{stage[:1].upper()}{stage[1:]}: n = {count}", ha="center", va="center", fontsize=10)
+        if not last:
+            ax.annotate(
+                "",
+                xy=(5.0, y - 0.62),
+                xytext=(5.0, y - 0.38),
+                arrowprops={"arrowstyle": "->", "color": "#444"},
+            )
     return ax

@@ -151,8 +151,8 @@ class SuppressedTable:
         return out
 
 
-def _is_small(x: np.ndarray) -> np.ndarray:
-    return (x >= LOW) & (x <= HIGH)
+def _is_small(x: np.ndarray, low: int = LOW, high: int = HIGH) -> np.ndarray:
+    return (x >= low) & (x <= high)
 
 
 def _pinned_cells(
@@ -203,7 +203,10 @@ def _pinned_cells(
 
 
 def suppress_table(
-    counts: np.ndarray | Sequence[Sequence[int]], *, totals_known: bool = True
+    counts: np.ndarray | Sequence[Sequence[int]],
+    *,
+    totals_known: bool = True,
+    rule: SuppressionRule | None = None,
 ) -> SuppressedTable:
     """Suppress a table of counts so that no value from 1 to 10 is shown or derivable.
 
@@ -214,6 +217,10 @@ def suppress_table(
     totals_known : bool, default True
         Whether row, column and grand totals are public (shown here or elsewhere in the report). The safe
         default assumes they are.
+    rule : SuppressionRule, optional
+        The audience's rule (:func:`rule_for`): counts from ``rule.low`` to ``rule.high`` are withheld where
+        the notes below say 1-10. Default: the network rule (1-10). A rule that withholds nothing
+        (``internal``) returns the table with nothing suppressed.
 
     Returns
     -------
@@ -244,18 +251,33 @@ def suppress_table(
         raise ValueError(f"counts must be one- or two-dimensional, got shape {values.shape}")
     if (values < 0).any():
         raise ValueError("counts must be non-negative; found a negative count")
-    primary = _is_small(values)
+    low, high = (LOW, HIGH) if rule is None else (rule.low, rule.high)
+
+    def small(x: np.ndarray) -> np.ndarray:
+        return _is_small(x, low, high)
+
+    primary = small(values)
     mask = primary.copy()
     row_tot = values.sum(axis=1)
     col_tot = values.sum(axis=0)
-    mask[_is_small(row_tot), :] |= values[_is_small(row_tot), :] > 0
-    mask[:, _is_small(col_tot)] |= values[:, _is_small(col_tot)] > 0
+    mask[small(row_tot), :] |= values[small(row_tot), :] > 0
+    mask[:, small(col_tot)] |= values[:, small(col_tot)] > 0
     grand = int(values.sum())
+    if high < low:  # the rule withholds nothing
+        none = np.zeros(values.shape, dtype=bool)
+        return SuppressedTable(
+            values=values,
+            mask=none,
+            row_total_mask=np.zeros(values.shape[0], dtype=bool),
+            col_total_mask=np.zeros(values.shape[1], dtype=bool),
+            grand_total_suppressed=False,
+            primary=none,
+        )
 
     def line_needs_more(line_vals: np.ndarray, line_mask: np.ndarray) -> bool:
         n_supp = int(line_mask.sum())
         s = int(line_vals[line_mask].sum())
-        return (n_supp == 1 and line_vals.shape[0] > 1) or (LOW <= s <= HIGH and n_supp < line_vals.shape[0])
+        return (n_supp == 1 and line_vals.shape[0] > 1) or (low <= s <= high and n_supp < line_vals.shape[0])
 
     def suppress_next(line_vals: np.ndarray, line_mask: np.ndarray) -> int | None:
         candidates = np.flatnonzero(~line_mask)
@@ -265,9 +287,9 @@ def suppress_table(
         pool = nonzero if nonzero.size else candidates
         return int(pool[np.argmin(line_vals[pool])])
 
-    row_known = ~_is_small(row_tot) if totals_known else np.zeros(values.shape[0], dtype=bool)
-    col_known = ~_is_small(col_tot) if totals_known else np.zeros(values.shape[1], dtype=bool)
-    grand_known = totals_known and not (LOW <= grand <= HIGH)
+    row_known = ~small(row_tot) if totals_known else np.zeros(values.shape[0], dtype=bool)
+    col_known = ~small(col_tot) if totals_known else np.zeros(values.shape[1], dtype=bool)
+    grand_known = totals_known and not (low <= grand <= high)
     if totals_known:
         for _ in range(values.size + 2):
             changed = False
@@ -305,28 +327,30 @@ def suppress_table(
     return SuppressedTable(
         values=values,
         mask=mask,
-        row_total_mask=~row_known if totals_known else _is_small(row_tot),
-        col_total_mask=~col_known if totals_known else _is_small(col_tot),
-        grand_total_suppressed=not grand_known if totals_known else bool(LOW <= grand <= HIGH),
+        row_total_mask=~row_known if totals_known else small(row_tot),
+        col_total_mask=~col_known if totals_known else small(col_tot),
+        grand_total_suppressed=not grand_known if totals_known else bool(low <= grand <= high),
         primary=primary,
     )
 
 
-def audit_suppression(table: SuppressedTable) -> list[str]:
+def audit_suppression(table: SuppressedTable, rule: SuppressionRule | None = None) -> list[str]:
     """Independently check a suppressed table; return a list of violations (empty when safe).
 
-    Checks that no shown cell or shown total is 1-10 and that no suppressed non-zero cell can be pinned to
-    its value from the shown cells and the totals (linear-programming bounds).
+    Checks that no shown cell or shown total is 1-10 (``rule.low`` to ``rule.high`` under ``rule``; default
+    the network rule) and that no suppressed non-zero cell can be pinned to its value from the shown cells
+    and the totals (linear-programming bounds).
     """
+    low, high = (LOW, HIGH) if rule is None else (rule.low, rule.high)
     problems: list[str] = []
     v, m = table.values, table.mask
-    shown_small = _is_small(v) & ~m
+    shown_small = _is_small(v, low, high) & ~m
     for r, c in np.argwhere(shown_small):
         problems.append(f"cell ({r}, {c}) = {v[r, c]} is shown")
     row_tot, col_tot = v.sum(axis=1), v.sum(axis=0)
-    for r in np.flatnonzero(_is_small(row_tot) & ~table.row_total_mask):
+    for r in np.flatnonzero(_is_small(row_tot, low, high) & ~table.row_total_mask):
         problems.append(f"row total {r} = {row_tot[r]} is shown")
-    for c in np.flatnonzero(_is_small(col_tot) & ~table.col_total_mask):
+    for c in np.flatnonzero(_is_small(col_tot, low, high) & ~table.col_total_mask):
         problems.append(f"column total {c} = {col_tot[c]} is shown")
     pinned = _pinned_cells(
         v, m, ~table.row_total_mask, ~table.col_total_mask, not table.grand_total_suppressed

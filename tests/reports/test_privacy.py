@@ -203,3 +203,28 @@ def test_rule_for_audiences() -> None:
     for bad in (("clinic", None), ("internal", 5), ("network", 0)):
         with pytest.raises(ValueError):
             rule_for(*bad)
+
+
+thresholds = st.integers(1, 25)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tables, thresholds)
+def test_a_rules_threshold_bounds_what_is_withheld(counts: np.ndarray, threshold: int) -> None:
+    rule = rule_for("public", threshold=threshold)
+    result = suppress_table(counts, rule=rule)
+    assert audit_suppression(result, rule=rule) == []
+    assert not (((counts >= 1) & (counts <= threshold)) & ~result.mask).any()
+
+
+def test_the_internal_rule_suppresses_nothing_and_a_higher_threshold_more() -> None:
+    counts = np.array([[3, 40], [12, 60]])
+    wide = np.array([[30, 40], [12, 60]])
+    none = suppress_table(counts, rule=rule_for("internal"))
+    assert not none.mask.any() and not none.grand_total_suppressed
+    assert not none.row_total_mask.any() and not none.col_total_mask.any()
+    # 12 is shown under the default 1-10 band and withheld under 1-15 (with complements)
+    assert not suppress_table(wide).mask.any()
+    assert suppress_table(wide, rule=rule_for("network", threshold=15)).mask[1, 0]
+    # the audit with the wider band finds the default table unsafe
+    assert audit_suppression(suppress_table(wide), rule=rule_for("network", threshold=15))
