@@ -10,7 +10,8 @@ overstates the between-episode SD)::
     flares ~ program_week + (1 | episode_id) + offset(log(at_risk))
 
 The rate ratio per 4 program weeks ``exp(4 beta_week)`` with its Wald interval answers the question; the
-fitted rate per 100 sessions of a typical episode (random intercept 0) is the curve. The model is fitted
+fitted rate per 100 sessions averaged over episodes (``exp(eta + s^2 / 2)``, comparable with the pooled
+observed rates) is the curve. The model is fitted
 only with at least ``min_flares`` flares (20) in at least ``ClinicalConfig.min_episodes_followed`` episodes;
 otherwise the answer says it is not yet estimable, and without session data that it is not recorded. Counts
 in the answer go through the audience's suppression rule; the weekly observed rates are shown only where
@@ -58,8 +59,8 @@ class FlareTrend:
     rate_ratio, ci_low, ci_high, p : float or None
         Rate ratio per :data:`PER_WEEKS` program weeks with its 95% Wald interval and p-value.
     curve : polars.DataFrame
-        ``program_week, rate_per_100, ci_low, ci_high`` (model, typical episode) and ``observed_per_100``
-        (null where withheld).
+        ``program_week, rate_per_100, ci_low, ci_high`` (model, averaged over episodes) and
+        ``observed_per_100`` (null where withheld).
     n_episodes, n_flares, n_at_risk : int
         Episodes, flares and sessions at risk in the model (shown through the rule).
     formula, approximation : str
@@ -173,13 +174,17 @@ def flare_trend(
         )
         .select(pl.col("program_week").cast(pl.Int64), "observed_per_100")
     )
+    # the average over patients of exp(eta + b), b ~ N(0, s^2), is exp(eta + s^2 / 2): the rate comparable
+    # with the pooled observed rates (the rate at b = 0, a median patient's, is lower); the interval is that
+    # of eta with s^2 at its estimate. With a random intercept only the rate ratio is the same on both scales.
+    half_var = 0.5 * float(model.variance_components["variance"][0])
     curve = (
         pl.DataFrame(
             {
                 "program_week": np.array(weeks, dtype=np.int64),
-                "rate_per_100": 100.0 * np.exp(em["emmean"].to_numpy()),
-                "ci_low": 100.0 * np.exp(em["ci_low"].to_numpy()),
-                "ci_high": 100.0 * np.exp(em["ci_high"].to_numpy()),
+                "rate_per_100": 100.0 * np.exp(em["emmean"].to_numpy() + half_var),
+                "ci_low": 100.0 * np.exp(em["ci_low"].to_numpy() + half_var),
+                "ci_high": 100.0 * np.exp(em["ci_high"].to_numpy() + half_var),
             }
         )
         .join(observed, on="program_week", how="left")
@@ -204,7 +209,7 @@ def flare_trend(
             f"per {PER_WEEKS} weeks {rr:.2f}, 95% CI {lo:.2f} to {hi:.2f})"
         )
     sentence = (
-        f"{verdict}; a typical patient's rate went from {first:.1f} to {last:.1f} per 100 sessions between "
+        f"{verdict}; the average rate went from {first:.1f} to {last:.1f} per 100 sessions between "
         f"program weeks 0 and {weeks[-1]}. Model: {counts} up to the end of the quarter."
     )
     return FlareTrend(
@@ -235,7 +240,11 @@ def plot_flare_trend(trend: FlareTrend, ax: Axes | None = None) -> Axes:
     weeks = c["program_week"].to_numpy()
     ax.fill_between(weeks, c["ci_low"].to_numpy(), c["ci_high"].to_numpy(), alpha=0.25, color="#1f77b4", lw=0)
     ax.plot(
-        weeks, c["rate_per_100"].to_numpy(), color="#1f77b4", lw=2, label="model (typical patient, 95% CI)"
+        weeks,
+        c["rate_per_100"].to_numpy(),
+        color="#1f77b4",
+        lw=2,
+        label="model (average over patients, 95% CI)",
     )
     obs = c.filter(pl.col("observed_per_100").is_not_null())
     if obs.height:
