@@ -75,6 +75,37 @@ def validate_command(
     max_examples: Annotated[
         int, typer.Option("--max-examples", min=1, help="Examples per rule in the HTML report.")
     ] = DEFAULT_MAX_EXAMPLES,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="long (one file per table) or visits-wide (one row per episode x visit, a column per "
+            "measure or INSTRUMENT.ITEM; reshaped into measures and questionnaire_items).",
+        ),
+    ] = "long",
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping",
+            help="TOML or CSV file naming a wide sheet's columns (column -> episode_id, assessed_on, "
+            "measure code, MEASURE.cap_min, INSTRUMENT.ITEM, ...); implies --layout visits-wide.",
+        ),
+    ] = None,
+    decimal: Annotated[
+        str, typer.Option("--decimal", help="Decimal mark of numbers in CSV files: '.' or ','.")
+    ] = ".",
+    thousands: Annotated[
+        str | None,
+        typer.Option(
+            "--thousands", help="Thousands separator allowed in CSV numbers: '.', ',', \"'\", space or nbsp."
+        ),
+    ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            "--delimiter", help="Field delimiter of CSV files: ',', ';', tab or '|' (default: sniffed)."
+        ),
+    ] = None,
 ) -> None:
     """Check files against the canonical schemas and report every problem at once (nothing is stored)."""
     from sciatica_outcomes.ingest.pipeline import validate_paths
@@ -82,7 +113,16 @@ def validate_command(
 
     console = _console()
     try:
-        result = validate_paths(paths, table=table, db=db)
+        result = validate_paths(
+            paths,
+            table=table,
+            db=db,
+            layout=layout,
+            mapping=mapping,
+            decimal=decimal,
+            thousands=thousands,
+            delimiter=delimiter,
+        )
     except (SciaticaOutcomesError, OSError) as exc:
         raise _fail(exc) from None
     print_table(console, _table(result.counts(), "Validation", console.width))
@@ -126,6 +166,37 @@ def ingest_command(
             "are not in them, in the same transaction.",
         ),
     ] = False,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="long (one file per table) or visits-wide (one row per episode x visit, a column per "
+            "measure or INSTRUMENT.ITEM; reshaped into measures and questionnaire_items).",
+        ),
+    ] = "long",
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping",
+            help="TOML or CSV file naming a wide sheet's columns (column -> episode_id, assessed_on, "
+            "measure code, MEASURE.cap_min, INSTRUMENT.ITEM, ...); implies --layout visits-wide.",
+        ),
+    ] = None,
+    decimal: Annotated[
+        str, typer.Option("--decimal", help="Decimal mark of numbers in CSV files: '.' or ','.")
+    ] = ".",
+    thousands: Annotated[
+        str | None,
+        typer.Option(
+            "--thousands", help="Thousands separator allowed in CSV numbers: '.', ',', \"'\", space or nbsp."
+        ),
+    ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            "--delimiter", help="Field delimiter of CSV files: ',', ';', tab or '|' (default: sniffed)."
+        ),
+    ] = None,
 ) -> None:
     """Validate and store: good rows are upserted by key in one transaction, bad rows are quarantined."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -159,6 +230,11 @@ def ingest_command(
                 max_examples=max_examples,
                 on_progress=step,
                 replace=replace,
+                layout=layout,
+                mapping=mapping,
+                decimal=decimal,
+                thousands=thousands,
+                delimiter=delimiter,
             )
     except (SciaticaOutcomesError, OSError) as exc:
         raise _fail(exc) from None

@@ -58,6 +58,14 @@ class SourceTable:
         For a CSV read with typed number columns (the fast path of
         :func:`~sciatica_outcomes.ingest.readers.read_csv_table`): reads the same file as text. Validation
         calls it for a source with any problem, so that reports and quarantine show cells as written.
+    cell_columns : polars.DataFrame, optional
+        For a reshaped source (a wide visit sheet, :mod:`sciatica_outcomes.ingest.wide`): one String column
+        per canonical column, aligned with ``raw``, naming the source column that holds each cell; problems
+        are reported at that column. None: every cell is in the column of its own name.
+    decimal : str
+        Decimal mark of the numbers in a text source (``"."``, or ``","`` when declared with ``--decimal``).
+    thousands : str or None
+        Thousands separator allowed in the numbers of a text source (``--thousands``); None: none allowed.
     """
 
     table: str
@@ -67,6 +75,9 @@ class SourceTable:
     raw: pl.DataFrame
     notices: list[Notice] = field(default_factory=list)
     reread: Callable[[], SourceTable] | None = None
+    cell_columns: pl.DataFrame | None = None
+    decimal: str = "."
+    thousands: str | None = None
 
     @property
     def rows_read(self) -> int:

@@ -63,9 +63,10 @@ def test_ingest_strict_and_identifier_refusal(tmp_path: Path, csv_dir: Path) -> 
     assert "quarantined" in ok.output
     with Store(db, read_only=True) as store:
         assert store.quarantined("sessions")["row_number"].to_list() == [3]
-        # the exercises of the rejected session cannot point to it: quarantined too, for the foreign key
+        # the exercises of the rejected session cannot point to it: quarantined too, naming the session's line
         orphans = store.quarantined("session_exercises")
-    assert orphans.height > 0 and orphans["errors"].str.contains("foreign_key").all()
+    assert orphans.height > 0 and orphans["errors"].str.contains("parent_rejected").all()
+    assert orphans["errors"].str.contains("sessions.csv line 3 but that row was rejected").all()
     ep = pl.read_csv(csv_dir / "episodes.csv", infer_schema=False).with_columns(
         pl.lit("x@y.org").alias("Email")
     )
