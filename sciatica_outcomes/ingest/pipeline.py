@@ -312,11 +312,8 @@ def _number_format(decimal: str, thousands: str | None, delimiter: str | None) -
             raise UnusableInputError(
                 f"--delimiter {delimiter!r}: expected one of {', '.join(repr(d) for d in _DELIMITER_NAMES)}"
             )
+        # a delimiter that is also the decimal mark is given on purpose: such cells are quoted
         delim = _DELIMITER_NAMES[delimiter]
-        if delim in (decimal, sep):
-            raise UnusableInputError(
-                f"--delimiter {delimiter!r} is also the decimal mark or thousands separator; use ';' or tab"
-            )
     return _NumberFormat(decimal, sep, delim)
 
 

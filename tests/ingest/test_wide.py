@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -209,3 +210,24 @@ def test_a_wide_sheet_without_its_visit_columns_is_refused(tmp_path: Path) -> No
         validate_paths([tmp_path / "w.csv"], layout="visits-wide")
     res = runner.invoke(app, ["validate", str(tmp_path / "w.csv"), "--layout", "wide"])
     assert res.exit_code == 2 and "unknown layout 'wide'" in res.output
+
+
+def test_a_european_wide_sheet_lands_the_same_tables(tmp_path: Path, long_dir: Path, wide_dir: Path) -> None:
+    euro = tmp_path / "euro"
+    euro.mkdir()
+    (euro / "episodes.csv").write_bytes((wide_dir / "episodes.csv").read_bytes())
+    wide = pl.read_csv(wide_dir / "visits.csv", infer_schema=False)
+    numbers = [c for c in wide.columns if c not in _VISIT and not c.endswith(("_version", "_reason"))]
+    wide.with_columns(pl.col(numbers).str.replace(".", ",", literal=True)).write_csv(
+        euro / "visits.csv", separator=";"
+    )
+    line = (euro / "visits.csv").read_text().splitlines()[1]
+    assert ";" in line and re.search(r"\d,\d", line)
+    ep = pl.read_csv(long_dir / "episodes.csv", infer_schema=False)
+    ep.write_csv(euro / "episodes.csv", separator=";")
+    long = ingest_paths([long_dir], tmp_path / "long.duckdb")
+    got = ingest_paths([euro], tmp_path / "euro.duckdb", layout="visits-wide", decimal=",")
+    assert long.validation.ok and got.validation.ok, got.validation.errors
+    a, b = _tables(tmp_path / "long.duckdb"), _tables(tmp_path / "euro.duckdb")
+    for t in a:
+        assert_frame_equal(a[t], b[t])
