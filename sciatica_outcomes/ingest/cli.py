@@ -73,7 +73,8 @@ def validate_command(
         Path | None, typer.Option("--db", help="Store whose episodes and sessions foreign keys may point to.")
     ] = None,
     max_examples: Annotated[
-        int, typer.Option("--max-examples", min=1, help="Examples per rule in the HTML report.")
+        int,
+        typer.Option("--max-examples", min=1, help="Example lines per distinct value in the HTML report."),
     ] = DEFAULT_MAX_EXAMPLES,
     layout: Annotated[
         str,
@@ -128,12 +129,26 @@ def validate_command(
     print_table(console, _table(result.counts(), "Validation", console.width))
     errors = result.errors
     if errors.height:
+        import polars as pl
+
         by_rule = errors.group_by("rule").len("count").sort("count", descending=True)
         print_table(console, _table(by_rule, "Problems by rule", console.width))
-        shown = errors.head(10).select("file", "row", "column", "value", "message")
+        # the problems at their source first: rows rejected with their parent are summed up below
+        roots = errors.filter(pl.col("rule") != "parent_rejected")
+        shown = roots.head(10).select("file", "row", "column", "value", "message")
         print_table(
-            console, _table(shown, f"First {shown.height} of {errors.height:,} problems", console.width)
+            console,
+            _table(
+                shown, f"First {shown.height} of {roots.height:,} problems at their source", console.width
+            ),
         )
+        if result.cascades.height:
+            parents = result.cascades.select("parent_file", "parent_row").n_unique()
+            console.print(
+                f"{result.cascades.height:,} row(s) rejected only because the session or episode they "
+                f"point to was rejected ({parents:,} parent row(s)); fix those rows first",
+                highlight=False,
+            )
     for n in result.notices:
         console.print(f"[yellow]note[/yellow] {n.file}: {n.message}", highlight=False)
     if report is not None:
@@ -156,7 +171,8 @@ def ingest_command(
         Path | None, typer.Option("--report-dir", help="Where the reports go (default: next to the store).")
     ] = None,
     max_examples: Annotated[
-        int, typer.Option("--max-examples", min=1, help="Examples per rule in the HTML report.")
+        int,
+        typer.Option("--max-examples", min=1, help="Example lines per distinct value in the HTML report."),
     ] = DEFAULT_MAX_EXAMPLES,
     replace: Annotated[
         bool,

@@ -623,7 +623,7 @@ def ingest_paths(
     report_dir : str or Path, optional
         Where the JSON and HTML reports go (default: next to the store).
     max_examples : int
-        Examples per rule in the HTML report.
+        Example lines per distinct offending value in the HTML report (counts stay exact).
     redcap_dictionary, redcap_mapping : str or Path, optional
         REDCap data dictionary and mapping (default: the shipped ones).
     on_progress : callable, optional

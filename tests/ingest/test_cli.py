@@ -43,7 +43,7 @@ def test_validate_exit_codes_and_reports(tmp_path: Path, csv_dir: Path) -> None:
         "type",
     )
     html = (tmp_path / "r.html").read_text()
-    assert "type: 1" in html and "7/10" in html
+    assert "Value of the wrong type (type): 1<" in html and "7/10" in html
     unknown = runner.invoke(app, ["validate", str(tmp_path / "r.json")])
     assert unknown.exit_code == 2
     (tmp_path / "people.csv").write_text("a\n1\n")
