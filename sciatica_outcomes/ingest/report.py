@@ -73,6 +73,10 @@ RULE_DESCRIPTIONS: dict[str, str] = {
     ),
     "reshaped": "A wide visit sheet was reshaped into the long measures and questionnaire_items tables.",
     "no_values": "Lines of a wide visit sheet hold no measure or item value; nothing is stored from them.",
+    "decimal_comma": (
+        "Number cells of a file read with a decimal point are written with a decimal comma (7,5); they are "
+        "type errors, the format is never guessed."
+    ),
 }
 
 #: Plain headings of the rules in the HTML report (the rule code follows in brackets).
@@ -113,6 +117,7 @@ RULE_TITLES: dict[str, str] = {
     "parent_rejected": "Rejected with the row it depends on",
     "reshaped": "Wide visit sheet reshaped",
     "no_values": "Visit lines without values",
+    "decimal_comma": "Decimal commas in a file read with decimal points",
 }
 
 #: One "how to fix" line per rule, shown under its heading in the HTML report.
@@ -173,6 +178,7 @@ RULE_FIXES: dict[str, str] = {
     "parent_rejected": "Fix the row it depends on (its line is shown); this row is then stored with it.",
     "reshaped": "Nothing to do.",
     "no_values": "Nothing to do, unless values are missing from those lines.",
+    "decimal_comma": "Pass --decimal , (and --delimiter ; if the fields are separated by semicolons).",
 }
 
 #: Distinct offending values listed per rule in the HTML report (counts stay exact; the JSON lists all).
@@ -273,6 +279,8 @@ _TABLE_ORDER = (
     "symptom_checks",
 )
 _PARENT_WORD = {"sessions": "session", "episodes": "episode"}
+#: Notices shown first ("Start here"): one cause of many row problems.
+_LEAD_RULES = ("decimal_comma",)
 
 
 def _rule_section(
@@ -453,7 +461,16 @@ def write_html_report(
             + (f", {n_cascade:,} of them only because a row they depend on was rejected" if n_cascade else "")
             + ".</p>"
         )
-    parts += [status, "<h2>Sources</h2>", _table(result.counts())]
+    parts.append(status)
+    # file-level findings that explain many problems at once come before everything else
+    lead = issues.filter(pl.col("rule").is_in(list(_LEAD_RULES)))
+    if not lead.is_empty():
+        parts.append("<h2>Start here</h2>")
+        parts += [
+            f"<p class='fix'><strong>{html.escape(RULE_TITLES.get(r, r))}:</strong> {html.escape(m)}</p>"
+            for r, m in lead.select("rule", "message").iter_rows()
+        ]
+    parts += ["<h2>Sources</h2>", _table(result.counts())]
     if not roots.is_empty():
         parts.append("<h2>Problems at their source</h2>")
         order = {t: i for i, t in enumerate(_TABLE_ORDER)}

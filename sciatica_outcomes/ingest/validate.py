@@ -1461,6 +1461,7 @@ def validate_sources(
                 w.frame.filter(pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.key]).drop_nulls()
             )
             results[i] = TableResult(w.source, valid, _quarantine(w, issues), rejected)
+            _decimal_comma_notice(w.source, issues)
             issue_parts[i] = [_notice_issues(w.source.notices), issues.drop(_RID)]
             if on_table is not None:
                 on_table(i, results[i])
@@ -1475,6 +1476,32 @@ def validate_sources(
         else pl.DataFrame(schema=CASCADE_SCHEMA)
     )
     return ValidationResult([results[i] for i in order], all_issues, file_notices + notices, cascades=cascade)
+
+
+def _decimal_comma_notice(source: SourceTable, issues: pl.DataFrame) -> None:
+    """One notice for a text source read with a decimal point whose number cells hold decimal commas.
+
+    The cells stay ``type`` errors (the format is never guessed); the notice says once, at the top of the
+    report, how many there are and which option reads them.
+    """
+    if source.decimal != "." or source.fmt != "csv" or issues.is_empty():
+        return
+    commas = issues.filter((pl.col("rule") == "type") & pl.col("value").str.contains(_COMMA_DECIMAL))
+    if commas.is_empty():
+        return
+    first = commas.row(0, named=True)
+    source.notices.append(
+        Notice(
+            source.path,
+            source.table,
+            "decimal_comma",
+            f"{commas.height:,} number cell(s) are written with a decimal comma (first: '{first['value']}' "
+            f"at line {first['row']:,}, column {first['column']}); if the file uses decimal commas, pass "
+            "--decimal , (and --delimiter ; if needed) and validate again",
+            first["column"],
+            first["row"],
+        )
+    )
 
 
 def _at_source_columns(issues: pl.DataFrame, cells: pl.DataFrame) -> pl.DataFrame:

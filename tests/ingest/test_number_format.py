@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import polars as pl
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from sciatica_outcomes.cli import app
 from sciatica_outcomes.errors import UnusableInputError
-from sciatica_outcomes.ingest import ingest_paths, validate_paths
+from sciatica_outcomes.ingest import ingest_paths, validate_paths, write_html_report
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.store import Store
 
@@ -65,12 +66,20 @@ def test_european_csv_lands_the_same_tables_as_the_canonical_one(
         assert_frame_equal(sa.read("measures"), sc.read("measures"))
 
 
-def test_without_the_option_a_decimal_comma_is_a_type_error_that_names_it(dirs: tuple[Path, Path]) -> None:
+def test_without_the_option_a_decimal_comma_is_a_type_error_that_names_it(
+    tmp_path: Path, dirs: tuple[Path, Path]
+) -> None:
     _, euro = dirs
     res = validate_paths([euro / "episodes.csv", euro / "measures.csv"])
     err = res.errors.filter((pl.col("table") == "measures") & (pl.col("rule") == "type"))
     assert err.height > 0 and err["value"].str.contains(r"^-?\d+,\d+$").all()
     assert err["message"].str.contains("pass --decimal ,", literal=True).all()
+    # and one notice says it once, first in the HTML report
+    notes = [n for n in res.notices if n.rule == "decimal_comma"]
+    assert len(notes) == 1 and notes[0].file.endswith("measures.csv")
+    assert notes[0].message.startswith(f"{err.height:,} number cell(s) are written with a decimal comma")
+    page = write_html_report(res, tmp_path / "r.html").read_text()
+    assert page.index("Start here") < page.index("Sources") and html.escape(notes[0].message) in page
 
 
 def _measures(tmp_path: Path, values: list[str]) -> Path:
