@@ -218,15 +218,15 @@ def read_sources(
                 from sciatica_outcomes.ingest.redcap import read_redcap_export  # noqa: PLC0415
 
                 got = read_redcap_export(path, sha(), dictionary=redcap_dictionary, mapping=redcap_mapping)
-            elif suffix in _EXCEL:
-                got = read_excel_tables(path, sha(), table=table or (stem if stem in TABLE_SPECS else None))
-                _refuse_wide_as_long(got, str(path))
             elif (
                 wide
                 and suffix in _CSV + _EXCEL + _PARQUET
                 and (stem not in TABLE_SPECS or stem in WIDE_TABLES)
             ):
                 got = _read_wide(path, suffix, sha, names, fmt)
+            elif suffix in _EXCEL:
+                got = read_excel_tables(path, sha(), table=table or (stem if stem in TABLE_SPECS else None))
+                _refuse_wide_as_long(got, str(path))
             else:
                 target = table or stem
                 if target not in TABLE_SPECS:

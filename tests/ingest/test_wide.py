@@ -16,6 +16,7 @@ from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest import ingest_paths, validate_paths
 from sciatica_outcomes.ingest.wide import read_mapping
 from sciatica_outcomes.store import Store
+from tests.ingest.conftest import write_workbook
 
 runner = CliRunner()
 _VISIT = ["episode_id", "assessed_on"]
@@ -231,3 +232,36 @@ def test_a_european_wide_sheet_lands_the_same_tables(tmp_path: Path, long_dir: P
     a, b = _tables(tmp_path / "long.duckdb"), _tables(tmp_path / "euro.duckdb")
     for t in a:
         assert_frame_equal(a[t], b[t])
+
+
+def test_a_wide_workbook_and_parquet_land_the_same_tables(
+    tmp_path: Path, long_dir: Path, wide_dir: Path
+) -> None:
+    wide = pl.read_csv(wide_dir / "visits.csv", infer_schema=False)
+    for name in ("xlsx", "parquet"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "episodes.csv").write_bytes((wide_dir / "episodes.csv").read_bytes())
+        if name == "xlsx":
+            write_workbook({"visits": wide}, d / "visits.xlsx")
+        else:
+            wide.write_parquet(d / "visits.parquet")
+        got = ingest_paths([d], tmp_path / f"{name}.duckdb", layout="visits-wide")
+        assert got.validation.ok, got.validation.errors
+    ingest_paths([long_dir], tmp_path / "long.duckdb")
+    a = _tables(tmp_path / "long.duckdb")
+    for name in ("xlsx", "parquet"):
+        b = _tables(tmp_path / f"{name}.duckdb")
+        for t in a:
+            assert_frame_equal(a[t], b[t])
+
+
+def test_a_visit_given_twice_is_a_duplicate_at_both_lines_and_measure_columns(tmp_path: Path) -> None:
+    (tmp_path / "v.csv").write_text(
+        "episode_id,assessed_on,odi,nprs_leg\nEP1,2026-01-01,30,5\nEP1,2026-01-02,20,4\nEP1,2026-01-01,31,\n"
+    )
+    res = validate_paths([tmp_path / "v.csv"], layout="visits-wide")
+    dup = res.errors.filter(pl.col("rule") == "duplicate_key").select("row", "column").sort("row").rows()
+    assert dup == [(2, "odi"), (4, "odi")]
+    valid = res.tables[0].valid.sort("assessed_on", "measure")
+    assert valid.select("measure", "value").rows() == [("nprs_leg", 5.0), ("nprs_leg", 4.0), ("odi", 20.0)]
