@@ -265,3 +265,9 @@ def test_a_visit_given_twice_is_a_duplicate_at_both_lines_and_measure_columns(tm
     assert dup == [(2, "odi"), (4, "odi")]
     valid = res.tables[0].valid.sort("assessed_on", "measure")
     assert valid.select("measure", "value").rows() == [("nprs_leg", 5.0), ("nprs_leg", 4.0), ("odi", 20.0)]
+
+
+def test_an_identifier_column_of_a_wide_sheet_is_refused_before_reshaping(tmp_path: Path) -> None:
+    (tmp_path / "v.csv").write_text("episode_id,assessed_on,Patient name,odi\nEP1,2026-01-01,Ann Lee,30\n")
+    res = runner.invoke(app, ["validate", str(tmp_path / "v.csv"), "--layout", "visits-wide"])
+    assert res.exit_code == 2 and "Patient name" in res.output and "Ann Lee" not in res.output
