@@ -12,6 +12,7 @@ import polars as pl
 
 from sciatica_outcomes.outputs import atomic_output
 from sciatica_outcomes.schemas import SCHEMA_VERSION
+from sciatica_outcomes.schemas.vocabulary import CANONICAL_TABLES
 
 if TYPE_CHECKING:
     from sciatica_outcomes.ingest.validate import ValidationResult
@@ -270,14 +271,7 @@ td::before{content:attr(data-label) ": ";font-weight:600;color:#555}
 }
 """
 
-_TABLE_ORDER = (
-    "episodes",
-    "sessions",
-    "session_exercises",
-    "measures",
-    "questionnaire_items",
-    "symptom_checks",
-)
+_TABLE_ORDER = CANONICAL_TABLES  # dependency order: parents first
 _PARENT_WORD = {"sessions": "session", "episodes": "episode"}
 #: Notices shown first ("Start here"): one cause of many row problems.
 _LEAD_RULES = ("decimal_comma",)

@@ -313,7 +313,6 @@ def reshape_visits(source: SourceTable, mapping: VisitsMapping | None = None) ->
     )
     origin = {"episode_id": pl.lit(ep_col), "assessed_on": pl.lit(date_col)}
     out: list[SourceTable] = []
-    used: list[int] = []
     if values:
         long = _unpivot(frame, values, "value", "measure")
         for attr in MEASURE_ATTRIBUTES:
@@ -334,15 +333,19 @@ def reshape_visits(source: SourceTable, mapping: VisitsMapping | None = None) ->
             _LINE, pl.col("measure").replace_strict(order, return_dtype=pl.Int64)
         )
         raw_m = long.select("episode_id", "assessed_on", "measure", "value", *MEASURE_ATTRIBUTES, ROW)
+        # every measure here has a value column (also on a line where only its stopped reason is filled
+        # in); an attribute without a column is named as the column to add
+        value_column = pl.col("measure").replace_strict(
+            {code: src for src, code in values.items()}, return_dtype=pl.String
+        )
         fallback = {a: pl.format("{}.{}", pl.col("measure"), pl.lit(a)) for a in MEASURE_ATTRIBUTES}
         cells = long.select(
             *[v.alias(k) for k, v in origin.items()],
-            pl.coalesce(_SRC + "value", _SRC + "stopped_reason", _SRC + "cap_min").alias("measure"),
-            pl.coalesce(_SRC + "value", pl.format("{} (no value column)", pl.col("measure"))).alias("value"),
+            value_column.alias("measure"),
+            value_column.alias("value"),
             *[pl.coalesce(_SRC + a, fallback[a]).alias(a) for a in MEASURE_ATTRIBUTES],
         )
-        used.append(long[_LINE].n_unique())
-        out.append(_source(source, "measures", raw_m, cells, len(values)))
+        out.append(_source(source, "measures", raw_m, cells))
     if items:
         long = _unpivot(frame, items, "response", "__code")
         versions = {c: r[1] for c, r in role.items() if r is not None and r[2] == "instrument_version"}
@@ -351,7 +354,9 @@ def reshape_visits(source: SourceTable, mapping: VisitsMapping | None = None) ->
         ).unnest("__code")
         ver = _unpivot(frame, versions, "instrument_version", "instrument")
         long = (
-            long.join(ver, on=[_LINE, "instrument"], how="left").join(base, on=_LINE, how="left").sort(_LINE)
+            long.join(ver, on=[_LINE, "instrument"], how="left")
+            .join(base, on=_LINE, how="left")
+            .sort(_LINE, maintain_order=True)
         )
         raw_q = long.select(
             "episode_id", "assessed_on", "instrument", "item", "response", "instrument_version", ROW
@@ -365,7 +370,7 @@ def reshape_visits(source: SourceTable, mapping: VisitsMapping | None = None) ->
                 _SRC + "instrument_version", pl.format("{}.instrument_version", pl.col("instrument"))
             ).alias("instrument_version"),
         )
-        out.append(_source(source, "questionnaire_items", raw_q, cells, len(items)))
+        out.append(_source(source, "questionnaire_items", raw_q, cells))
     lines = raw.height
     reshaped = ", ".join(f"{t.rows_read:,} {t.table} rows" for t in out)
     notices.append(
@@ -397,7 +402,8 @@ def reshape_visits(source: SourceTable, mapping: VisitsMapping | None = None) ->
     return out
 
 
-def _source(source: SourceTable, table: str, raw: pl.DataFrame, cells: pl.DataFrame, _n: int) -> SourceTable:
+def _source(source: SourceTable, table: str, raw: pl.DataFrame, cells: pl.DataFrame) -> SourceTable:
+    """A reshaped source of ``table`` with the sheet's path, format, hash and number format."""
     return SourceTable(
         table,
         source.path,

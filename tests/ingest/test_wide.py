@@ -271,3 +271,14 @@ def test_an_identifier_column_of_a_wide_sheet_is_refused_before_reshaping(tmp_pa
     (tmp_path / "v.csv").write_text("episode_id,assessed_on,Patient name,odi\nEP1,2026-01-01,Ann Lee,30\n")
     res = runner.invoke(app, ["validate", str(tmp_path / "v.csv"), "--layout", "visits-wide"])
     assert res.exit_code == 2 and "Patient name" in res.output and "Ann Lee" not in res.output
+
+
+def test_a_stopped_reason_without_its_value_is_reported_at_the_value_column(tmp_path: Path) -> None:
+    (tmp_path / "v.csv").write_text(
+        "episode_id,assessed_on,walk_tolerance_min,walk_tolerance_min.stopped_reason,odi\n"
+        "EP1,2026-01-01,12,symptom,30\n"
+        "EP1,2026-02-01,,fatigue,20\n"
+    )
+    res = validate_paths([tmp_path / "v.csv"], layout="visits-wide")
+    assert res.errors.select("row", "column", "rule").rows() == [(3, "walk_tolerance_min", "required_value")]
+    assert res.tables[0].rows_read == 4 and res.tables[0].rows_valid == 3
