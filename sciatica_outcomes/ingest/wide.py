@@ -77,6 +77,7 @@ MEASURE_ATTRIBUTES: tuple[str, ...] = ("stopped_reason", "cap_min", "instrument_
 _KEYS = ("episode_id", "assessed_on")
 _ITEM = re.compile(r"^[a-z0-9_]{1,64}$")
 _LINE = "__line"
+_KEY = "__key"
 _SRC = "__src"
 
 
@@ -207,23 +208,48 @@ def read_mapping(path: str | Path) -> VisitsMapping:
     return VisitsMapping({c: t for c, t, _ in pairs}, str(p))
 
 
-def _unpivot(frame: pl.DataFrame, columns: Mapping[str, str], value: str, code: str) -> pl.DataFrame:
-    """Non-empty cells of ``columns`` (source -> code) as rows ``(__line, code, value, __src...)``."""
-    if not columns:
-        return pl.DataFrame(
-            schema={_LINE: pl.UInt32, code: pl.String, value: pl.String, _SRC + value: pl.String}
-        )
+def _unpivot(
+    frame: pl.DataFrame, columns: Mapping[str, tuple[str, ...]], value: str, codes: tuple[str, ...]
+) -> pl.DataFrame:
+    """Non-empty cells of ``columns`` as long rows, in sheet order (line by line, columns left to right).
+
+    ``columns`` maps each source column to its codes (one per name in ``codes``, e.g. the measure, or the
+    instrument and the item). Returns ``__line, __key, *codes, value, __src<value>``. One ``unpivot``
+    stacks the columns; a cell's line and column follow from its position (``k % lines``, ``k // lines``),
+    so codes and source names are gathered from small lists instead of hashing a string per cell.
+    """
+    srcs = list(columns)
+    n = frame.height
+    schema = {_LINE: pl.UInt32, _KEY: pl.UInt64, "__col": pl.UInt32, **dict.fromkeys(codes, pl.String)}
+    schema |= {value: pl.String, _SRC + value: pl.String}
+    if not srcs or n == 0:
+        return pl.DataFrame(schema=schema)
+    k = pl.int_range(pl.len(), dtype=pl.UInt64)
     long = (
-        frame.select(_LINE, *[pl.col(c).cast(pl.String) for c in columns])
-        .unpivot(index=_LINE, variable_name=_SRC, value_name=value)
+        frame.select([pl.col(c).cast(pl.String) for c in srcs])
+        .unpivot(value_name=value)
+        .select(value, (k % n).cast(pl.UInt32).alias(_LINE), (k // n).cast(pl.UInt32).alias("__col"))
         .filter(pl.col(value).is_not_null())
     )
+    at = pl.col("__col")
+    named = [
+        pl.lit(pl.Series([columns[c][i] for c in srcs], dtype=pl.String)).gather(at).alias(name)
+        for i, name in enumerate(codes)
+    ]
     return long.select(
         _LINE,
-        pl.col(_SRC).replace_strict(dict(columns), return_dtype=pl.String).alias(code),
+        (pl.col(_LINE).cast(pl.UInt64) * len(srcs) + at).alias(_KEY),
+        at,
+        *named,
         value,
-        pl.col(_SRC).alias(_SRC + value),
+        pl.lit(pl.Series(srcs, dtype=pl.String)).gather(at).alias(_SRC + value),
     )
+
+
+def _with_visit(long: pl.DataFrame, base: pl.DataFrame) -> pl.DataFrame:
+    """The visit's ``ROW``, ``episode_id`` and ``assessed_on`` of every long row, gathered by its line."""
+    lines = long.get_column(_LINE)
+    return long.with_columns(base.get_column(c).gather(lines) for c in base.columns)
 
 
 def reshape_visits(source: SourceTable, mapping: VisitsMapping | None = None) -> list[SourceTable]:
@@ -285,7 +311,7 @@ def reshape_visits(source: SourceTable, mapping: VisitsMapping | None = None) ->
                 f"name the column {k} or map it in --mapping"
             )
     values = {c: r[1] for c, r in role.items() if r is not None and r[0] == "measure" and r[2] == "value"}
-    items = {c: f"{r[1]}.{r[2]}" for c, r in role.items() if r is not None and r[0] == "item"}
+    items = {c: (r[1], r[2]) for c, r in role.items() if r is not None and r[0] == "item"}
     if not values and not items:
         raise UnusableInputError(
             f"{source.path}: no measure or questionnaire-item column in the sheet; name them by measure code "
@@ -304,9 +330,7 @@ def reshape_visits(source: SourceTable, mapping: VisitsMapping | None = None) ->
             )
         )
     ep_col, date_col = by_target["episode_id"], by_target["assessed_on"]
-    frame = raw.with_row_index(_LINE)
-    base = frame.select(
-        _LINE,
+    base = raw.select(
         pl.col(ROW),
         pl.col(ep_col).cast(pl.String).alias("episode_id"),
         pl.col(date_col).cast(pl.String).alias("assessed_on"),
@@ -314,61 +338,72 @@ def reshape_visits(source: SourceTable, mapping: VisitsMapping | None = None) ->
     origin = {"episode_id": pl.lit(ep_col), "assessed_on": pl.lit(date_col)}
     out: list[SourceTable] = []
     if values:
-        long = _unpivot(frame, values, "value", "measure")
+        long = _unpivot(raw, {c: (m,) for c, m in values.items()}, "value", ("measure",))
         for attr in MEASURE_ATTRIBUTES:
             cols = {
-                c: r[1]
+                c: (r[1],)
                 for c, r in role.items()
                 if r is not None and r[0] == "measure" and r[2] == attr and r[1] in values.values()
             }
-            part = _unpivot(frame, cols, attr, "measure")
-            # a stopped reason or cap without a value still makes a row (its empty value is reported); a
-            # version alone does not (it also dates the instrument's items)
+            if not cols:
+                long = long.with_columns(pl.lit(None, pl.String).alias(a) for a in (attr, _SRC + attr))
+                continue
+            part = _unpivot(raw, cols, attr, ("measure",)).drop(_KEY, "__col")
+            # a stopped reason or cap without a value still makes a row (its empty value is reported, the
+            # row goes last in its line); a version alone does not (it also dates the instrument's items)
             if attr == "instrument_version":
                 long = long.join(part, on=[_LINE, "measure"], how="left")
             else:
                 long = long.join(part, on=[_LINE, "measure"], how="full", coalesce=True)
-        order = {m: i for i, m in enumerate(MEASURE_CODES)}
-        long = long.join(base, on=_LINE, how="left").sort(
-            _LINE, pl.col("measure").replace_strict(order, return_dtype=pl.Int64)
-        )
+        measures = list(values.values())
+        if long.get_column("__col").null_count():
+            # rows made by a stopped reason or cap alone: their measure's value column, last in the line
+            position = {m: i for i, m in enumerate(measures)}
+            at = pl.col("measure").replace_strict(position, return_dtype=pl.UInt32)
+            key = pl.col(_LINE).cast(pl.UInt64) * len(measures) + len(measures)
+            long = long.with_columns(
+                pl.coalesce("__col", at).alias("__col"), pl.coalesce(_KEY, key).alias(_KEY)
+            )
+        long = _with_visit(long.sort(_KEY), base)
         raw_m = long.select("episode_id", "assessed_on", "measure", "value", *MEASURE_ATTRIBUTES, ROW)
-        # every measure here has a value column (also on a line where only its stopped reason is filled
-        # in); an attribute without a column is named as the column to add
-        value_column = pl.col("measure").replace_strict(
-            {code: src for src, code in values.items()}, return_dtype=pl.String
-        )
-        fallback = {a: pl.format("{}.{}", pl.col("measure"), pl.lit(a)) for a in MEASURE_ATTRIBUTES}
+        # the source column of every cell follows from its measure's value column (``__col``): the value
+        # column itself, or the measure's attribute column (named as the column to add when absent)
+        attr_source = {
+            a: {r[1]: c for c, r in role.items() if r is not None and r[0] == "measure" and r[2] == a}
+            for a in MEASURE_ATTRIBUTES
+        }
+        by_col = {"measure": list(values), "value": list(values)} | {
+            a: [attr_source[a].get(m, f"{m}.{a}") for m in measures] for a in MEASURE_ATTRIBUTES
+        }
         cells = long.select(
             *[v.alias(k) for k, v in origin.items()],
-            value_column.alias("measure"),
-            value_column.alias("value"),
-            *[pl.coalesce(_SRC + a, fallback[a]).alias(a) for a in MEASURE_ATTRIBUTES],
+            *[
+                pl.lit(pl.Series(names, dtype=pl.String)).gather("__col").alias(k)
+                for k, names in by_col.items()
+            ],
         )
         out.append(_source(source, "measures", raw_m, cells))
     if items:
-        long = _unpivot(frame, items, "response", "__code")
-        versions = {c: r[1] for c, r in role.items() if r is not None and r[2] == "instrument_version"}
-        long = long.with_columns(
-            pl.col("__code").str.split_exact(".", 1).struct.rename_fields(["instrument", "item"])
-        ).unnest("__code")
-        ver = _unpivot(frame, versions, "instrument_version", "instrument")
-        long = (
-            long.join(ver, on=[_LINE, "instrument"], how="left")
-            .join(base, on=_LINE, how="left")
-            .sort(_LINE, maintain_order=True)
-        )
+        long = _unpivot(raw, items, "response", ("instrument", "item")).sort(_KEY)
+        versions = {c: (r[1],) for c, r in role.items() if r is not None and r[2] == "instrument_version"}
+        if versions:
+            ver = _unpivot(raw, versions, "instrument_version", ("instrument",)).select(
+                _LINE, "instrument", "instrument_version"
+            )
+            long = long.join(ver, on=[_LINE, "instrument"], how="left", maintain_order="left")
+        else:
+            long = long.with_columns(pl.lit(None, pl.String).alias("instrument_version"))
+        long = _with_visit(long, base)
         raw_q = long.select(
             "episode_id", "assessed_on", "instrument", "item", "response", "instrument_version", ROW
         )
+        version_of = {code[0]: c for c, code in versions.items()}
+        item_cols = list(items)
+        item_version = [version_of.get(items[c][0], f"{items[c][0]}.instrument_version") for c in item_cols]
         cells = long.select(
             *[v.alias(k) for k, v in origin.items()],
-            pl.col(_SRC + "response").alias("instrument"),
-            pl.col(_SRC + "response").alias("item"),
-            pl.col(_SRC + "response").alias("response"),
-            pl.coalesce(
-                _SRC + "instrument_version", pl.format("{}.instrument_version", pl.col("instrument"))
-            ).alias("instrument_version"),
+            *[pl.col(_SRC + "response").alias(k) for k in ("instrument", "item", "response")],
+            pl.lit(pl.Series(item_version, dtype=pl.String)).gather("__col").alias("instrument_version"),
         )
         out.append(_source(source, "questionnaire_items", raw_q, cells))
     lines = raw.height
@@ -382,7 +417,7 @@ def reshape_visits(source: SourceTable, mapping: VisitsMapping | None = None) ->
             f"({len(values)} measure and {len(items)} item column(s))",
         )
     )
-    empty = frame.select(
+    empty = raw.select(
         pl.col(ROW), pl.all_horizontal([pl.col(c).is_null() for c in [*values, *items]]).alias("e")
     ).filter("e")
     if empty.height:
