@@ -307,13 +307,22 @@ def _rule_section(
             pl.len().alias("rows"),
             pl.col("row").min().alias("__first"),
             pl.col("message").first().alias("message"),
-            pl.col("row").drop_nulls().sort().head(k).cast(pl.String).str.join(", ").alias("__lines"),
+            # a line of a wide visit sheet can hold several rows with the value: each line is listed once
+            pl.col("row")
+            .drop_nulls()
+            .unique()
+            .sort()
+            .head(k)
+            .cast(pl.String)
+            .str.join(", ")
+            .alias("__lines"),
+            pl.col("row").drop_nulls().n_unique().alias("__n_lines"),
             pl.col("n").sum().cast(pl.Int64).alias("rejected_with_them"),
         )
         .sort("rows", "__first", descending=[True, False], nulls_last=True)
     )
     n_values = values.height
-    more = pl.when(pl.col("rows") > k).then(pl.format(" ... and {} more", pl.col("rows") - k))
+    more = pl.when(pl.col("__n_lines") > k).then(pl.format(" ... and {} more", pl.col("__n_lines") - k))
     table = values.head(max_values).select(
         "table",
         "column",

@@ -156,3 +156,10 @@ def test_the_page_fits_a_phone_without_horizontal_scrolling(report: tuple, tmp_p
         assert got is not None, out[-500:]
         scroll, client = map(int, got.groups())
         assert client <= width and scroll <= client, (width, scroll, client)
+
+
+def test_a_wide_line_with_several_bad_measures_is_listed_once(tmp_path: Path) -> None:
+    (tmp_path / "v.csv").write_text("episode_id,assessed_on,odi,nprs_leg,nprs_back\nEP 1,2026-01-01,30,5,4\n")
+    res = validate_paths([tmp_path / "v.csv"], layout="visits-wide")
+    text = _text(write_html_report(res, tmp_path / "r.html").read_text())
+    assert re.search(r"EP 1 3 \S*v\.csv line 2 ", text), text
