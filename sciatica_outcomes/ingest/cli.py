@@ -73,8 +73,40 @@ def validate_command(
         Path | None, typer.Option("--db", help="Store whose episodes and sessions foreign keys may point to.")
     ] = None,
     max_examples: Annotated[
-        int, typer.Option("--max-examples", min=1, help="Examples per rule in the HTML report.")
+        int,
+        typer.Option("--max-examples", min=1, help="Example lines per distinct value in the HTML report."),
     ] = DEFAULT_MAX_EXAMPLES,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="long (one file per table) or visits-wide (one row per episode x visit, a column per "
+            "measure or INSTRUMENT.ITEM; reshaped into measures and questionnaire_items).",
+        ),
+    ] = "long",
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping",
+            help="TOML or CSV file naming a wide sheet's columns (column -> episode_id, assessed_on, "
+            "measure code, MEASURE.cap_min, INSTRUMENT.ITEM, ...); implies --layout visits-wide.",
+        ),
+    ] = None,
+    decimal: Annotated[
+        str, typer.Option("--decimal", help="Decimal mark of numbers in CSV files: '.' or ','.")
+    ] = ".",
+    thousands: Annotated[
+        str | None,
+        typer.Option(
+            "--thousands", help="Thousands separator allowed in CSV numbers: '.', ',', \"'\", space or nbsp."
+        ),
+    ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            "--delimiter", help="Field delimiter of CSV files: ',', ';', tab or '|' (default: sniffed)."
+        ),
+    ] = None,
 ) -> None:
     """Check files against the canonical schemas and report every problem at once (nothing is stored)."""
     from sciatica_outcomes.ingest.pipeline import validate_paths
@@ -82,18 +114,41 @@ def validate_command(
 
     console = _console()
     try:
-        result = validate_paths(paths, table=table, db=db)
+        result = validate_paths(
+            paths,
+            table=table,
+            db=db,
+            layout=layout,
+            mapping=mapping,
+            decimal=decimal,
+            thousands=thousands,
+            delimiter=delimiter,
+        )
     except (SciaticaOutcomesError, OSError) as exc:
         raise _fail(exc) from None
     print_table(console, _table(result.counts(), "Validation", console.width))
     errors = result.errors
     if errors.height:
+        import polars as pl
+
         by_rule = errors.group_by("rule").len("count").sort("count", descending=True)
         print_table(console, _table(by_rule, "Problems by rule", console.width))
-        shown = errors.head(10).select("file", "row", "column", "value", "message")
+        # the problems at their source first: rows rejected with their parent are summed up below
+        roots = errors.filter(pl.col("rule") != "parent_rejected")
+        shown = roots.head(10).select("file", "row", "column", "value", "message")
         print_table(
-            console, _table(shown, f"First {shown.height} of {errors.height:,} problems", console.width)
+            console,
+            _table(
+                shown, f"First {shown.height} of {roots.height:,} problems at their source", console.width
+            ),
         )
+        if result.cascades.height:
+            parents = result.cascades.select("parent_file", "parent_row").n_unique()
+            console.print(
+                f"{result.cascades.height:,} row(s) rejected only because the session or episode they "
+                f"point to was rejected ({parents:,} parent row(s)); fix those rows first",
+                highlight=False,
+            )
     for n in result.notices:
         console.print(f"[yellow]note[/yellow] {n.file}: {n.message}", highlight=False)
     if report is not None:
@@ -116,7 +171,8 @@ def ingest_command(
         Path | None, typer.Option("--report-dir", help="Where the reports go (default: next to the store).")
     ] = None,
     max_examples: Annotated[
-        int, typer.Option("--max-examples", min=1, help="Examples per rule in the HTML report.")
+        int,
+        typer.Option("--max-examples", min=1, help="Example lines per distinct value in the HTML report."),
     ] = DEFAULT_MAX_EXAMPLES,
     replace: Annotated[
         bool,
@@ -126,6 +182,37 @@ def ingest_command(
             "are not in them, in the same transaction.",
         ),
     ] = False,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="long (one file per table) or visits-wide (one row per episode x visit, a column per "
+            "measure or INSTRUMENT.ITEM; reshaped into measures and questionnaire_items).",
+        ),
+    ] = "long",
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping",
+            help="TOML or CSV file naming a wide sheet's columns (column -> episode_id, assessed_on, "
+            "measure code, MEASURE.cap_min, INSTRUMENT.ITEM, ...); implies --layout visits-wide.",
+        ),
+    ] = None,
+    decimal: Annotated[
+        str, typer.Option("--decimal", help="Decimal mark of numbers in CSV files: '.' or ','.")
+    ] = ".",
+    thousands: Annotated[
+        str | None,
+        typer.Option(
+            "--thousands", help="Thousands separator allowed in CSV numbers: '.', ',', \"'\", space or nbsp."
+        ),
+    ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            "--delimiter", help="Field delimiter of CSV files: ',', ';', tab or '|' (default: sniffed)."
+        ),
+    ] = None,
 ) -> None:
     """Validate and store: good rows are upserted by key in one transaction, bad rows are quarantined."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -159,6 +246,11 @@ def ingest_command(
                 max_examples=max_examples,
                 on_progress=step,
                 replace=replace,
+                layout=layout,
+                mapping=mapping,
+                decimal=decimal,
+                thousands=thousands,
+                delimiter=delimiter,
             )
     except (SciaticaOutcomesError, OSError) as exc:
         raise _fail(exc) from None

@@ -19,10 +19,16 @@ import polars as pl
 from sciatica_outcomes.defaults import DEFAULT_MAX_EXAMPLES
 from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest.privacy import check_identifiers
-from sciatica_outcomes.ingest.readers import read_csv_table, read_excel_tables, read_parquet_table
+from sciatica_outcomes.ingest.readers import (
+    read_csv_raw,
+    read_csv_table,
+    read_excel_tables,
+    read_parquet_table,
+)
 from sciatica_outcomes.ingest.report import write_html_report, write_json_report
 from sciatica_outcomes.ingest.sources import ROW, SHAPE, Notice, SourceTable, file_digest, redcap_export_kind
 from sciatica_outcomes.ingest.validate import TableResult, ValidationResult, validate_sources
+from sciatica_outcomes.ingest.wide import LAYOUTS, WIDE_TABLES, VisitsMapping, read_mapping
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.schemas.store_tables import QUARANTINE_ROW_SCHEMA, IngestPart, WriteCounts
 from sciatica_outcomes.store import DEFAULT_DB, Store, check_store_path
@@ -133,6 +139,11 @@ def read_sources(
     redcap_dictionary: str | Path | None = None,
     redcap_mapping: str | Path | None = None,
     on_progress: ProgressCallback | None = None,
+    layout: str = "long",
+    mapping: str | Path | None = None,
+    decimal: str = ".",
+    thousands: str | None = None,
+    delimiter: str | None = None,
 ) -> tuple[list[SourceTable], list[Notice]]:
     """Read every source into raw tables, refusing identifier columns.
 
@@ -150,6 +161,18 @@ def read_sources(
         dictionary among ``paths`` is used as ``redcap_dictionary``.
     on_progress : callable, optional
         Called as ``on_progress("read", path)`` after each file.
+    layout : str
+        ``long`` (default: one file per canonical table) or ``visits-wide`` (``--layout``): plain files
+        not named after another table (``episodes.csv`` stays episodes) are wide visit sheets, reshaped
+        into ``measures`` and ``questionnaire_items`` (:mod:`sciatica_outcomes.ingest.wide`).
+    mapping : str or Path, optional
+        Mapping file naming the wide sheet's columns (``--mapping``, TOML or CSV); implies ``visits-wide``.
+    decimal, thousands : str
+        Number format of CSV files (``--decimal``, ``--thousands``): decimal mark ``.`` (default) or ``,``;
+        thousands separator (default none). Never guessed: a ``7,5`` without ``--decimal ,`` is a type
+        error whose message names the option.
+    delimiter : str, optional
+        Field delimiter of CSV files (``--delimiter``); sniffed when not given.
 
     Returns
     -------
@@ -166,6 +189,18 @@ def read_sources(
     if table is not None and table not in TABLE_SPECS:
         raise UnusableInputError(
             f"unknown table {table!r} (--table): expected one of {', '.join(TABLE_SPECS)}"
+        )
+    fmt = _number_format(decimal, thousands, delimiter)
+    if layout not in LAYOUTS:
+        raise UnusableInputError(
+            f"unknown layout {layout!r} (--layout): expected one of {', '.join(LAYOUTS)}"
+        )
+    names = read_mapping(mapping) if mapping is not None else None
+    wide = layout == "visits-wide" or names is not None
+    if wide and table is not None:
+        raise UnusableInputError(
+            "--table and --layout visits-wide (or --mapping) exclude each other: a wide visit sheet is "
+            "reshaped into measures and questionnaire_items; drop --table"
         )
     paths_given = [str(p) for p in paths] if not isinstance(paths, str | Path) else [str(paths)]
     files, notices = collect_files(paths_given)
@@ -204,12 +239,20 @@ def read_sources(
                 from sciatica_outcomes.ingest.redcap import read_redcap_export  # noqa: PLC0415
 
                 got = read_redcap_export(path, sha(), dictionary=redcap_dictionary, mapping=redcap_mapping)
+            elif (
+                wide
+                and suffix in _CSV + _EXCEL + _PARQUET
+                and (stem not in TABLE_SPECS or stem in WIDE_TABLES)
+            ):
+                got = _read_wide(path, suffix, sha, names, fmt)
             elif suffix in _EXCEL:
                 got = read_excel_tables(path, sha(), table=table or (stem if stem in TABLE_SPECS else None))
+                _refuse_wide_as_long(got, str(path))
             else:
                 target = table or stem
                 if target not in TABLE_SPECS:
                     # a file in a directory is refused too: skipping it would pass a wrong name quietly
+                    _refuse_wide_unnamed(path, suffix, fmt)
                     raise UnusableInputError(
                         f"{path}: cannot tell which table this file holds: name it after a table "
                         f"({', '.join(TABLE_SPECS)}), pass --table, or give a REDCap export "
@@ -218,7 +261,17 @@ def read_sources(
                 if suffix in _PARQUET:
                     got = [read_parquet_table(path, target, sha())]
                 else:
-                    got = [read_csv_table(path, target, typed=TABLE_SPECS[target].dtypes)]
+                    got = [
+                        read_csv_table(
+                            path,
+                            target,
+                            typed=TABLE_SPECS[target].dtypes,
+                            delimiter=fmt.delimiter,
+                            decimal=fmt.decimal,
+                            thousands=fmt.thousands,
+                        )
+                    ]
+                _refuse_wide_as_long(got, str(path))
             if path in stamps and _stamp(path) != stamps[path]:
                 raise UnusableInputError(
                     f"{path}: the file changed while it was being read, so nothing was stored; ingest it "
@@ -237,6 +290,116 @@ def read_sources(
             "files or pass --table"
         )
     return sources, notices
+
+
+@dataclass(frozen=True)
+class _NumberFormat:
+    decimal: str = "."
+    thousands: str | None = None
+    delimiter: str | None = None
+
+
+#: Decimal marks, thousands separators and delimiters the options accept (``--thousands space`` is a blank,
+#: ``nbsp`` the no-break space some spreadsheets write).
+_DECIMALS = (".", ",")
+_THOUSANDS = {".": ".", ",": ",", "'": "'", "space": " ", "nbsp": "\u00a0", " ": " "}
+_DELIMITER_NAMES = {",": ",", ";": ";", "tab": "\t", "\t": "\t", "|": "|"}
+
+
+def _number_format(decimal: str, thousands: str | None, delimiter: str | None) -> _NumberFormat:
+    """Check the number-format options; refuse combinations that cannot be read unambiguously."""
+    if decimal not in _DECIMALS:
+        raise UnusableInputError(f"--decimal {decimal!r}: expected '.' or ','")
+    sep = None
+    if thousands is not None:
+        if thousands not in _THOUSANDS:
+            raise UnusableInputError(
+                f"--thousands {thousands!r}: expected one of {', '.join(repr(t) for t in _THOUSANDS)}"
+            )
+        sep = _THOUSANDS[thousands]
+        if sep == decimal:
+            raise UnusableInputError(
+                f"--thousands {thousands!r} is also the decimal mark (--decimal {decimal!r}); they must "
+                "differ"
+            )
+    delim = None
+    if delimiter is not None:
+        if delimiter not in _DELIMITER_NAMES:
+            raise UnusableInputError(
+                f"--delimiter {delimiter!r}: expected one of {', '.join(repr(d) for d in _DELIMITER_NAMES)}"
+            )
+        # a delimiter that is also the decimal mark is given on purpose: such cells are quoted
+        delim = _DELIMITER_NAMES[delimiter]
+    return _NumberFormat(decimal, sep, delim)
+
+
+def _read_wide(
+    path: Path, suffix: str, sha: Callable[[], str], mapping: VisitsMapping | None, fmt: _NumberFormat
+) -> list[SourceTable]:
+    """Read a wide visit sheet as text and reshape it (identifier headers are refused before reshaping)."""
+    from sciatica_outcomes.ingest.wide import reshape_visits  # noqa: PLC0415
+
+    if suffix in _CSV:
+        sheet = read_csv_table(
+            path, "measures", delimiter=fmt.delimiter, decimal=fmt.decimal, thousands=fmt.thousands
+        )
+    elif suffix in _EXCEL:
+        sheets = read_excel_tables(path, sha(), table="measures")
+        if len(sheets) != 1:
+            raise UnusableInputError(
+                f"{path}: a visits-wide workbook must hold one sheet (this one has {len(sheets)} named after "
+                "tables); save the visit sheet on its own"
+            )
+        sheet = sheets[0]
+    else:
+        sheet = read_parquet_table(path, "measures", sha())
+        sheet.raw = sheet.raw.with_columns(pl.exclude(ROW).cast(pl.String))
+    check_identifiers(sheet.raw[[c for c in sheet.raw.columns if c != ROW]], sheet.path)
+    return reshape_visits(sheet, mapping)
+
+
+def _wide_message(path: str, table: str, wide_cols: list[str]) -> str:
+    shown = ", ".join(wide_cols[:5]) + (", ..." if len(wide_cols) > 5 else "")
+    long = "measure, value" if table == "measures" else "instrument, item, response"
+    return (
+        f"{path}: this looks like a wide visit sheet (one row per visit, a column per measure or item: "
+        f"{shown}), but it is read as the long table {table}, which needs the columns {long}; pass "
+        "--layout visits-wide (or --mapping FILE naming its columns) to reshape it"
+    )
+
+
+def _refuse_wide_as_long(sources: list[SourceTable], path: str) -> None:
+    """One message (not one per row) for a wide visit sheet read as a long table."""
+    from sciatica_outcomes.ingest.wide import looks_wide  # noqa: PLC0415
+
+    for src in sources:
+        if src.table not in WIDE_TABLES:
+            continue
+        cols = [c for c in src.raw.columns if c != ROW]
+        lacking = [c for c in TABLE_SPECS[src.table].required_columns if c not in cols]
+        wide_cols = looks_wide(cols)
+        if lacking and wide_cols:
+            raise UnusableInputError(_wide_message(path, src.table, wide_cols))
+
+
+def _refuse_wide_unnamed(path: Path, suffix: str, fmt: _NumberFormat) -> None:
+    """A file named after no table whose header is a wide visit sheet's: say so and how to read it."""
+    if suffix not in _CSV:
+        return
+    from sciatica_outcomes.ingest.wide import looks_wide  # noqa: PLC0415
+
+    try:
+        header, _ = read_csv_raw(path, delimiter=fmt.delimiter, decimal=fmt.decimal)
+    except UnusableInputError:
+        return
+    wide_cols = looks_wide([c for c in header.columns if c != ROW])
+    if wide_cols and {"episode_id", "assessed_on"} & set(header.columns):
+        shown = ", ".join(wide_cols[:5]) + (", ..." if len(wide_cols) > 5 else "")
+        raise UnusableInputError(
+            f"{path}: this looks like a wide visit sheet (one row per visit, columns {shown}); pass "
+            "--layout visits-wide (or --mapping FILE naming its columns) to reshape it into measures and "
+            "questionnaire_items"
+        )
 
 
 def _stamp(path: Path) -> tuple[int, int, int, int]:
@@ -267,6 +430,11 @@ def validate_paths(
     db: str | Path | None = None,
     redcap_dictionary: str | Path | None = None,
     redcap_mapping: str | Path | None = None,
+    layout: str = "long",
+    mapping: str | Path | None = None,
+    decimal: str = ".",
+    thousands: str | None = None,
+    delimiter: str | None = None,
 ) -> ValidationResult:
     """Validate files without storing anything.
 
@@ -278,6 +446,8 @@ def validate_paths(
         Table of every plain file given.
     db : str or Path, optional
         An existing store whose episodes and sessions foreign keys may point to.
+    redcap_dictionary, redcap_mapping, layout, mapping, decimal, thousands, delimiter
+        See :func:`read_sources`.
 
     Returns
     -------
@@ -285,7 +455,15 @@ def validate_paths(
         Every problem found, the valid and the rejected rows.
     """
     sources, notices = read_sources(
-        paths, table=table, redcap_dictionary=redcap_dictionary, redcap_mapping=redcap_mapping
+        paths,
+        table=table,
+        redcap_dictionary=redcap_dictionary,
+        redcap_mapping=redcap_mapping,
+        layout=layout,
+        mapping=mapping,
+        decimal=decimal,
+        thousands=thousands,
+        delimiter=delimiter,
     )
     reference: dict[str, pl.DataFrame] = {}
     if db is not None and Path(db).exists():
@@ -403,6 +581,11 @@ def ingest_paths(
     redcap_mapping: str | Path | None = None,
     on_progress: ProgressCallback | None = None,
     replace: bool = False,
+    layout: str = "long",
+    mapping: str | Path | None = None,
+    decimal: str = ".",
+    thousands: str | None = None,
+    delimiter: str | None = None,
 ) -> IngestResult:
     """Validate sources and store them in one transaction; quarantine the rows that fail.
 
@@ -423,7 +606,7 @@ def ingest_paths(
     report_dir : str or Path, optional
         Where the JSON and HTML reports go (default: next to the store).
     max_examples : int
-        Examples per rule in the HTML report.
+        Example lines per distinct offending value in the HTML report (counts stay exact).
     redcap_dictionary, redcap_mapping : str or Path, optional
         REDCap data dictionary and mapping (default: the shipped ones).
     on_progress : callable, optional
@@ -433,6 +616,8 @@ def ingest_paths(
         the store but in none of the sources (deleted from the export) are deleted in the same
         transaction. A row of the export that is rejected keeps its stored version. Refused (nothing
         stored) if rows of another table in the store point to a row that would be deleted.
+    layout, mapping, decimal, thousands, delimiter
+        Wide visit sheets and number format of CSV files, see :func:`read_sources`.
 
     Returns
     -------
@@ -466,6 +651,11 @@ def ingest_paths(
         redcap_dictionary=redcap_dictionary,
         redcap_mapping=redcap_mapping,
         on_progress=on_progress,
+        layout=layout,
+        mapping=mapping,
+        decimal=decimal,
+        thousands=thousands,
+        delimiter=delimiter,
     )
     with Store(db) as store:
         reference = _reference(store, {s.table for s in sources})

@@ -85,13 +85,15 @@ def detect_encoding(data: bytes) -> str:
     return best.encoding if best is not None else "latin-1"
 
 
-def sniff_csv(sample: bytes) -> tuple[str, str, bool]:
+def sniff_csv(sample: bytes, delimiters: str = _DELIMITERS) -> tuple[str, str, bool]:
     """Guess the encoding and delimiter of a CSV file from its first bytes.
 
     Parameters
     ----------
     sample : bytes
         The first bytes of the file (64 KiB is plenty).
+    delimiters : str
+        Candidate delimiters (default ``, ; TAB |``; a file with decimal commas is sniffed without ``,``).
 
     Returns
     -------
@@ -123,12 +125,10 @@ def sniff_csv(sample: bytes) -> tuple[str, str, bool]:
     lines = text.splitlines()[:20]
     head = "\n".join(lines)
     try:
-        delimiter = csv.Sniffer().sniff(head, delimiters=_DELIMITERS).delimiter
+        delimiter = csv.Sniffer().sniff(head, delimiters=delimiters).delimiter
     except csv.Error:
         first = lines[0] if lines else ""
-        delimiter = (
-            max(_DELIMITERS, key=first.count) if first and any(d in first for d in _DELIMITERS) else ","
-        )
+        delimiter = max(delimiters, key=first.count) if first and any(d in first for d in delimiters) else ","
     return encoding, delimiter, bom
 
 
@@ -212,6 +212,9 @@ def read_csv_table(
     *,
     typed: Mapping[str, pl.DataType] | None = None,
     data: bytes | None = None,
+    delimiter: str | None = None,
+    decimal: str = ".",
+    thousands: str | None = None,
 ) -> SourceTable:
     """Read a CSV file as strings with line numbers.
 
@@ -234,6 +237,12 @@ def read_csv_table(
     data : bytes, optional
         The file's bytes if the caller has read them; otherwise the file is read here, once. Every pass
         (sniffing, parsing, line numbers) works on these bytes, so the hash is that of what is validated.
+    delimiter : str, optional
+        The field delimiter (``--delimiter``); sniffed from the first lines when not given.
+    decimal, thousands : str
+        Number format of the file (``--decimal``, ``--thousands``), kept on the source for the parser of
+        :mod:`~sciatica_outcomes.ingest.validate`; a non-default format reads the file as text (``typed``
+        is ignored), and a file with decimal commas is sniffed for ``;``, TAB or ``|`` only.
 
     Returns
     -------
@@ -252,20 +261,26 @@ def read_csv_table(
     path = Path(path)
     if data is None:
         data = _file_bytes(path)
+    if decimal != "." or thousands is not None:
+        typed = None
     digest = _sha256_beside(data) if typed or not sha256 else (lambda: sha256)
     if typed:
-        got = _read_csv_typed(data, path, table, typed)
+        got = _read_csv_typed(data, path, table, typed, delimiter)
         if got is not None:
             raw, notices = got
             first = digest()
             src = SourceTable(table, str(path), "csv", sha256 or first, raw, notices)
-            src.reread = lambda: _reread_as_text(path, table, first, src.sha256)
+            src.reread = lambda: _reread_as_text(path, table, first, src.sha256, delimiter)
             return src
-    raw, notices = read_csv_raw(path, table, data=data)
-    return SourceTable(table, str(path), "csv", sha256 or digest(), raw, notices)
+    raw, notices = read_csv_raw(path, table, data=data, delimiter=delimiter, decimal=decimal)
+    return SourceTable(
+        table, str(path), "csv", sha256 or digest(), raw, notices, decimal=decimal, thousands=thousands
+    )
 
 
-def _reread_as_text(path: Path, table: str, first: str, sha256: str) -> SourceTable:
+def _reread_as_text(
+    path: Path, table: str, first: str, sha256: str, delimiter: str | None = None
+) -> SourceTable:
     """The text read of a typed read, refused when the file no longer holds the bytes first read."""
     data = _file_bytes(path)
     now = hashlib.sha256(data).hexdigest()
@@ -275,7 +290,7 @@ def _reread_as_text(path: Path, table: str, first: str, sha256: str) -> SourceTa
             f"{now[:12]}... when read again), so nothing was stored; ingest it again once it is no longer "
             "being written or replaced"
         )
-    raw, notices = read_csv_raw(path, table, data=data)
+    raw, notices = read_csv_raw(path, table, data=data, delimiter=delimiter)
     return SourceTable(table, str(path), "csv", sha256, raw, notices)
 
 
@@ -287,7 +302,11 @@ _TYPED_READ = (pl.Int64, pl.Float64, pl.Boolean)
 
 
 def _read_csv_typed(
-    data: bytes, path: Path, table: str, typed: Mapping[str, pl.DataType]
+    data: bytes,
+    path: Path,
+    table: str,
+    typed: Mapping[str, pl.DataType],
+    delimiter_given: str | None = None,
 ) -> tuple[pl.DataFrame, list[Notice]] | None:
     """The fast attempt of :func:`read_csv_table`; None when the file needs the text read."""
     sample = data[:_SNIFF_BYTES]
@@ -296,6 +315,7 @@ def _read_csv_typed(
     _refuse_binary(sample, str(path))
     _check_header_line(data, str(path))
     encoding, delimiter, _bom = sniff_csv(sample)
+    delimiter = delimiter_given or delimiter
     _check_csv_columns(data, delimiter, str(path))
     if encoding not in ("utf-8", "ascii"):
         return None
@@ -326,12 +346,18 @@ def _read_csv_typed(
 
 
 def read_csv_raw(
-    path: str | Path, table: str | None = None, *, data: bytes | None = None
+    path: str | Path,
+    table: str | None = None,
+    *,
+    data: bytes | None = None,
+    delimiter: str | None = None,
+    decimal: str = ".",
 ) -> tuple[pl.DataFrame, list[Notice]]:
     """Read a CSV file as strings plus :data:`ROW`; return the frame and the file-level notices.
 
     See :func:`read_csv_table`; ``table`` only labels the notices, ``data`` are the file's bytes if the
-    caller has read them (the file is read once otherwise).
+    caller has read them (the file is read once otherwise), ``delimiter`` is the field delimiter (sniffed
+    when None, without ``,`` when ``decimal`` is ``,``).
     """
     path = Path(path)
     shown = str(path)
@@ -344,7 +370,14 @@ def read_csv_raw(
         return pl.DataFrame(schema={ROW: pl.Int64}), [empty]
     _refuse_binary(sample, shown)
     _check_header_line(data, shown)
-    encoding, delimiter, _bom = sniff_csv(sample)
+    candidates = _DELIMITERS.replace(",", "") if decimal == "," else _DELIMITERS
+    encoding, sniffed, _bom = sniff_csv(sample, candidates)
+    if delimiter is None and decimal == "," and sniffed == ",":
+        raise UnusableInputError(
+            f"{shown}: with --decimal , the fields must be separated by ';', a tab or '|', and the first "
+            "lines hold none of them; pass --delimiter (e.g. --delimiter ';') or check the file's format"
+        )
+    delimiter = delimiter or sniffed
     _check_csv_columns(data, delimiter, shown)
     text: str | None = None
     source = data

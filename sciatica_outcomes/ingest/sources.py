@@ -68,9 +68,14 @@ class SourceTable:
         :func:`~sciatica_outcomes.ingest.readers.read_csv_table`): reads the same file as text. Validation
         calls it for a source with any problem, so that reports and quarantine show cells as written.
     source_columns : polars.DataFrame, optional
-        For a source whose rows are assembled from another layout (a REDCap export): one String column per
-        canonical column, row-aligned with ``raw``, holding the source header each cell came from (null:
-        the canonical name). Validation reports problems under that header.
+        For a source whose rows are assembled from another layout (a REDCap export, a reshaped wide visit
+        sheet, :mod:`sciatica_outcomes.ingest.wide`): one String column per canonical column, row-aligned
+        with ``raw``, holding the source header each cell came from (null: the canonical name). Validation
+        reports problems under that header. None: every cell is in the column of its own name.
+    decimal : str
+        Decimal mark of the numbers in a text source (``"."``, or ``","`` when declared with ``--decimal``).
+    thousands : str or None
+        Thousands separator allowed in the numbers of a text source (``--thousands``); None: none allowed.
     """
 
     table: str
@@ -81,6 +86,8 @@ class SourceTable:
     notices: list[Notice] = field(default_factory=list)
     reread: Callable[[], SourceTable] | None = None
     source_columns: pl.DataFrame | None = None
+    decimal: str = "."
+    thousands: str | None = None
 
     @property
     def rows_read(self) -> int:

@@ -19,6 +19,7 @@ are taken verbatim (an empty cell is missing).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ from sciatica_outcomes.schemas.questionnaire_items import INSTRUMENT_RESPONSE_RA
 from sciatica_outcomes.schemas.store_tables import QUARANTINE_ROW_SCHEMA
 
 __all__ = [
+    "CASCADE_SCHEMA",
     "ISSUE_SCHEMA",
     "MISSING_MARKERS",
     "TableResult",
@@ -56,6 +58,20 @@ ISSUE_SCHEMA: dict[str, pl.DataType] = {
     "message": pl.String(),
     "severity": pl.String(),
 }
+
+#: Columns of :attr:`ValidationResult.cascades`: one row per row rejected because the row it points to
+#: (``parent_table`` at ``parent_file`` line ``parent_row``, key ``value``) was itself rejected.
+CASCADE_SCHEMA: dict[str, pl.DataType] = {
+    "file": pl.String(),
+    "table": pl.String(),
+    "row": pl.Int64(),
+    "column": pl.String(),
+    "value": pl.String(),
+    "parent_table": pl.String(),
+    "parent_file": pl.String(),
+    "parent_row": pl.Int64(),
+}
+
 
 #: Cell contents meaning "missing" in number, date and boolean columns (after trimming spaces).
 MISSING_MARKERS: tuple[str, ...] = ("", "NA")
@@ -129,11 +145,18 @@ class ValidationResult:
     issues : polars.DataFrame
         One row per problem (:data:`ISSUE_SCHEMA`); ``severity`` is ``error`` (the row is quarantined) or
         ``warning`` (a file-level notice; rows are not affected).
+    notices : list of Notice
+        File-level findings.
+    cascades : polars.DataFrame
+        Rows rejected only because the row they point to was rejected in this ingest (rule
+        ``parent_rejected``; :data:`CASCADE_SCHEMA`): each with the parent's table, file and line, so a
+        report can show the parent's problem first and its dependants collapsed under it.
     """
 
     tables: list[TableResult]
     issues: pl.DataFrame
     notices: list[Notice] = field(default_factory=list)
+    cascades: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=CASCADE_SCHEMA))
 
     @property
     def ok(self) -> bool:
@@ -229,16 +252,66 @@ def _msg(template: str, *args: pl.Expr) -> pl.Expr:
     return pl.format(template, *args)
 
 
-def _parse_text(column: str, dtype: pl.DataType) -> tuple[pl.Expr, list[_Check]]:
-    """Strict parse of a column read as text (any raw type is compared through its text)."""
+#: Default number format of text sources: decimal point, no thousands separator.
+_PLAIN = (".", None)
+
+#: A decimal comma in a file read with the default decimal point (``7,5``): the message names the option.
+_COMMA_DECIMAL = r"^[+-]?\d+,\d+$"
+
+
+def _number_word(dtype: pl.DataType, fmt: tuple[str, str | None]) -> str:
+    decimal, thousands = fmt
+    if fmt == _PLAIN or dtype.base_type() not in (pl.Int64, pl.Float64):
+        return _TYPE_WORDS[dtype.base_type()]
+    what = "a whole number" if dtype.base_type() == pl.Int64 else "a number"
+    sep = f", thousands separator {thousands!r}" if thousands is not None else ""
+    return f"{what} (decimal mark {decimal!r}{sep})"
+
+
+def _normalised_number(s: pl.Expr, fmt: tuple[str, str | None]) -> pl.Expr:
+    """Number text in the ``decimal``/``thousands`` format of ``fmt`` rewritten with a decimal point.
+
+    A cell that is not a number in that format (a ``.`` in a decimal-comma file without ``--thousands .``,
+    misplaced thousands separators such as ``12.34`` with ``--thousands .``) becomes null, hence a ``type``
+    error showing the cell as written: nothing is reinterpreted.
+    """
+    if fmt == _PLAIN:
+        return s
+    decimal, thousands = fmt
+    d = re.escape(decimal)
+    whole = r"\d+" if thousands is None else rf"(?:\d+|\d{{1,3}}(?:{re.escape(thousands)}\d{{3}})+)"
+    pattern = rf"^[+-]?{whole}(?:{d}\d+)?(?:[eE][+-]?\d+)?$"
+    out = s
+    if thousands is not None:
+        out = out.str.replace_all(thousands, "", literal=True)
+    out = out.str.replace(decimal, ".", literal=True)
+    return pl.when(s.str.contains(pattern)).then(out)
+
+
+def _parse_text(
+    column: str, dtype: pl.DataType, fmt: tuple[str, str | None] = _PLAIN
+) -> tuple[pl.Expr, list[_Check]]:
+    """Strict parse of a column read as text (any raw type is compared through its text).
+
+    ``fmt`` is the ``(decimal, thousands)`` format of numbers in the source (``--decimal``, ``--thousands``).
+    """
     value_str = pl.col(column).cast(pl.String)
     s = value_str.str.strip_chars()
     present = ~_missing(s)
     base = dtype.base_type()
-    word = pl.lit(_TYPE_WORDS[base])
+    word = pl.lit(_number_word(dtype, fmt))
+    number = _normalised_number(s, fmt)
+    not_a = _msg("'{}' is not {}", value_str, word)
+    if base in (pl.Int64, pl.Float64) and fmt == _PLAIN:
+        hint = _msg(
+            "'{}' is not {}: if the file writes decimal commas, pass --decimal , (and --delimiter ;)",
+            value_str,
+            word,
+        )
+        not_a = pl.when(s.str.contains(_COMMA_DECIMAL)).then(hint).otherwise(not_a)
     if base == pl.Int64:
-        as_int = s.cast(pl.Int64, strict=False)
-        as_float = s.cast(pl.Float64, strict=False)
+        as_int = number.cast(pl.Int64, strict=False)
+        as_float = number.cast(pl.Float64, strict=False)
         whole = as_float.is_finite() & (as_float.round(0) == as_float) & (as_float.abs() < 2**53)
         fallback = pl.when(whole).then(as_float.cast(pl.Int64, strict=False))
         parsed: pl.Expr = pl.when(present).then(pl.coalesce(as_int, fallback))
@@ -246,14 +319,14 @@ def _parse_text(column: str, dtype: pl.DataType) -> tuple[pl.Expr, list[_Check]]
         not_number = present & as_int.is_null() & as_float.is_null()
         return parsed, [
             _Check("integer", column, not_whole, value_str, _msg(_NOT_WHOLE, value_str, pl.lit(column))),
-            _Check("type", column, not_number, value_str, _msg("'{}' is not {}", value_str, word)),
+            _Check("type", column, not_number, value_str, not_a),
         ]
     if base == pl.Float64:
-        as_float = s.cast(pl.Float64, strict=False)
+        as_float = number.cast(pl.Float64, strict=False)
         parsed = pl.when(present & as_float.is_finite()).then(as_float)
         not_number = present & as_float.is_null()
         return parsed, [
-            _Check("type", column, not_number, value_str, _msg("'{}' is not {}", value_str, word)),
+            _Check("type", column, not_number, value_str, not_a),
             _not_finite(column, pl.when(present).then(as_float), value_str),
         ]
     if base == pl.Date:
@@ -271,7 +344,7 @@ def _parse_text(column: str, dtype: pl.DataType) -> tuple[pl.Expr, list[_Check]]
     raise NotImplementedError(f"no parser for {dtype} (column {column})")
 
 
-def _fast_parse(column: str, dtype: pl.DataType) -> pl.Expr:
+def _fast_parse(column: str, dtype: pl.DataType, fmt: tuple[str, str | None] = _PLAIN) -> pl.Expr:
     """Cheap parse of a text column that accepts only what :func:`_parse_text` accepts unchanged.
 
     Cells it leaves empty although the source has text are "suspect" and go through the strict parser
@@ -283,10 +356,10 @@ def _fast_parse(column: str, dtype: pl.DataType) -> pl.Expr:
     if base == pl.String:
         return raw
     if base == pl.Int64:
-        return raw.cast(base, strict=False)
+        return _normalised_number(raw, fmt).cast(base, strict=False)
     if base == pl.Float64:
         # NaN and infinities become empty here, so the strict parser sees them and reports them
-        as_float = raw.cast(base, strict=False)
+        as_float = _normalised_number(raw, fmt).cast(base, strict=False)
         return pl.when(as_float.is_finite()).then(as_float)
     if base == pl.Date:
         iso = raw.str.contains(r"^\d{4}-\d{2}-\d{2}$")
@@ -672,6 +745,7 @@ class _Work:
     frame: pl.DataFrame  # raw columns + ROW + parsed columns + _BAD
     issues: list[pl.DataFrame]
     runs_of: dict[str, tuple[pl.DataFrame, pl.Series]] = field(default_factory=dict)
+    cascades: list[pl.DataFrame] = field(default_factory=list)
 
     def runs(self, column: str) -> tuple[pl.DataFrame, pl.Series]:
         """:func:`_runs` of a parsed column, computed once (the foreign key and window checks share it)."""
@@ -737,6 +811,7 @@ def _first_pass(source: SourceTable) -> _Work:
     same values, so the result equals a strict parse of every cell.
     """
     spec = TABLE_SPECS[source.table]
+    fmt = (source.decimal, source.thousands)
     raw = _redact_free_text(source.raw.with_row_index(_RID), source, free_text_columns(spec))
     present = set(raw.columns) - {ROW, _RID, SHAPE}
     exprs: list[pl.Expr] = []
@@ -745,7 +820,7 @@ def _first_pass(source: SourceTable) -> _Work:
     for column, dtype in spec.dtypes.items():
         if column in present:
             if raw.schema[column] == pl.String and dtype.base_type() != pl.String:
-                exprs.append(_fast_parse(column, dtype).alias(_p(column)))
+                exprs.append(_fast_parse(column, dtype, fmt).alias(_p(column)))
                 text_cols.append(column)
             else:
                 parsed, type_checks = _parse(column, dtype, raw.schema[column])
@@ -878,7 +953,7 @@ def _strict_parse(
     exprs: list[pl.Expr] = []
     checks: list[_Check] = []
     for column in text_cols:
-        parsed, type_checks = _parse_text(column, spec.dtypes[column])
+        parsed, type_checks = _parse_text(column, spec.dtypes[column], (source.decimal, source.thousands))
         exprs.append(parsed.cast(spec.dtypes[column]).alias(_p(column)))
         checks.extend(type_checks)
     strict = sub.select(pl.col(_RID), *exprs)
@@ -1013,7 +1088,16 @@ def _runs(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, pl.Series]:
     return heads, run
 
 
-def _check_foreign_key(w: _Work, fk_col: str, parent_table: str, parent_keys: pl.Series | None) -> None:
+def _check_foreign_key(
+    w: _Work,
+    fk_col: str,
+    parent_table: str,
+    parent_keys: pl.Series | None,
+    rejected: pl.DataFrame | None = None,
+) -> None:
+    """Rule ``foreign_key`` for keys in no valid parent row; ``parent_rejected`` for keys of a parent row of
+    this ingest that was itself rejected (``rejected``: ``v, parent_file, parent_row``), which names that
+    row: its own problem is the one to fix."""
     if parent_keys is None:
         return
     col = pl.col(_p(fk_col))
@@ -1021,28 +1105,94 @@ def _check_foreign_key(w: _Work, fk_col: str, parent_table: str, parent_keys: pl
     # an anti join hashes the parent keys once (``is_in`` of an imploded list costs five times as much)
     parents = parent_keys.alias("v").to_frame()
     absent = (
-        heads.with_row_index("__head")
-        .filter(pl.col("v").is_not_null())
-        .join(parents, on="v", how="anti")
-        .get_column("__head")
+        heads.with_row_index("__head").filter(pl.col("v").is_not_null()).join(parents, on="v", how="anti")
     )
     if absent.is_empty():
         return
-    mask = _all_false("m", heads.height).scatter(absent, True).gather(run)
+    if rejected is not None and rejected.height:
+        absent = absent.join(rejected, on="v", how="left", maintain_order="left")
+    else:
+        absent = absent.with_columns(
+            pl.lit(None, pl.String).alias("parent_file"), pl.lit(None, pl.Int64).alias("parent_row")
+        )
+    missing = absent.filter(pl.col("parent_row").is_null()).get_column("__head")
+    cascaded = absent.filter(pl.col("parent_row").is_not_null())
+    mask = _all_false("m", heads.height).scatter(missing, True).gather(run)
+    if missing.len():
+        issues = _issue_rows(
+            w,
+            mask,
+            "foreign_key",
+            fk_col,
+            col,
+            pl.format(
+                "{} '{}' is not in {} (neither among this ingest's valid rows nor in the store)",
+                pl.lit(fk_col),
+                col,
+                pl.lit(parent_table),
+            ),
+        )
+        _flag(w, mask, issues)
+    if cascaded.is_empty():
+        return
+    # the parent's location, spread from its run to the run's rows
+    at = (
+        heads.with_row_index("__head")
+        .select("__head")
+        .join(cascaded.select("__head", "parent_file", "parent_row"), on="__head", how="left")
+        .sort("__head")
+    )
+    frame = w.frame.with_columns(
+        at["parent_file"].gather(run).alias("__pfile"), at["parent_row"].gather(run).alias("__prow")
+    )
+    cmask = frame.get_column("__prow").is_not_null()
+    tmp = _Work(w.source, frame, [])
     issues = _issue_rows(
-        w,
-        mask,
-        "foreign_key",
+        tmp,
+        cmask,
+        "parent_rejected",
         fk_col,
         col,
         pl.format(
-            "{} '{}' is not in {} (neither among this ingest's valid rows nor in the store)",
+            "{} '{}' is in {} line {} but that row was rejected, so this row is rejected with it; fix "
+            "that row (its own problem is reported there)",
             pl.lit(fk_col),
             col,
-            pl.lit(parent_table),
+            pl.col("__pfile"),
+            pl.col("__prow"),
         ),
     )
-    _flag(w, mask, issues)
+    _flag(w, cmask, issues)
+    w.cascades.append(
+        _rows(frame, cmask).select(
+            pl.lit(w.source.path, pl.String).alias("file"),
+            pl.lit(w.source.table, pl.String).alias("table"),
+            pl.col(ROW).cast(pl.Int64).alias("row"),
+            pl.lit(fk_col, pl.String).alias("column"),
+            col.cast(pl.String).alias("value"),
+            pl.lit(parent_table, pl.String).alias("parent_table"),
+            pl.col("__pfile").cast(pl.String).alias("parent_file"),
+            pl.col("__prow").cast(pl.Int64).alias("parent_row"),
+        )
+    )
+
+
+def _rejected_keys(works: Sequence[_Work], key: str) -> pl.DataFrame:
+    """Key, file and row of every rejected row of a parent table (the first row of a key given twice)."""
+    frames = [
+        w.frame.filter(pl.col(_BAD)).select(
+            pl.col(_p(key)).cast(pl.String).alias("v"),
+            pl.lit(w.source.path, pl.String).alias("parent_file"),
+            pl.col(ROW).cast(pl.Int64).alias("parent_row"),
+        )
+        for w in works
+    ]
+    out = (
+        pl.concat(frames)
+        if frames
+        else pl.DataFrame(schema={"v": pl.String, "parent_file": pl.String, "parent_row": pl.Int64})
+    )
+    return out.drop_nulls("v").unique("v", keep="first", maintain_order=True)
 
 
 def _check_window(w: _Work, spec: TableSpec, episodes: pl.DataFrame | None) -> None:
@@ -1166,26 +1316,13 @@ def _notice_issues(notices: Sequence[Notice]) -> pl.DataFrame:
     )
 
 
-def _source_headers(issues: pl.DataFrame, origin: pl.DataFrame) -> pl.DataFrame:
-    """Issues named by the source header each cell came from (:attr:`SourceTable.source_columns`)."""
-    long = (
-        origin.with_row_index(_RID)
-        .unpivot(index=_RID, variable_name="column", value_name="__header")
-        .drop_nulls("__header")
-    )
-    return (
-        issues.join(long, on=[_RID, "column"], how="left", maintain_order="left")
-        .with_columns(pl.coalesce("__header", "column").alias("column"))
-        .drop("__header")
-    )
-
-
 def _table_pass(
     srcs: Sequence[SourceTable],
     table: str,
     spec: TableSpec,
     valid_parents: Mapping[str, pl.DataFrame],
     reference: Mapping[str, pl.DataFrame],
+    rejected_parents: Mapping[str, pl.DataFrame] | None = None,
 ) -> tuple[list[_Work], list[Notice]]:
     """Every check of one table's sources: first pass, duplicate keys, foreign keys, episode windows."""
     notices: list[Notice] = []
@@ -1214,7 +1351,7 @@ def _table_pass(
         # membership does not need distinct keys: deduplicating would cost a hash pass of its own
         parent_keys = pl.concat(keys) if len(keys) > 1 else keys[0]
         for w in tw:
-            _check_foreign_key(w, fk.columns[0], parent, parent_keys)
+            _check_foreign_key(w, fk.columns[0], parent, parent_keys, (rejected_parents or {}).get(parent))
     if spec.date_window is not None:
         eps: list[pl.DataFrame] = []
         if "episodes" in valid_parents:
@@ -1289,6 +1426,8 @@ def validate_sources(
         positions.setdefault(src.table, []).append(i)
     notices: list[Notice] = []
     valid_parents: dict[str, pl.DataFrame] = {}
+    rejected_parents: dict[str, pl.DataFrame] = {}
+    cascades: list[pl.DataFrame] = []
     results: dict[int, TableResult] = {}
     issue_parts: dict[int, list[pl.DataFrame]] = {}
     for table, spec in TABLE_SPECS.items():
@@ -1296,30 +1435,33 @@ def validate_sources(
             continue
         srcs = [sources[i] for i in positions[table]]
         read_notices = [len(src.notices) for src in srcs]
-        tw, table_notices = _table_pass(srcs, table, spec, valid_parents, reference)
+        tw, table_notices = _table_pass(srcs, table, spec, valid_parents, reference, rejected_parents)
         if any(w.source.reread is not None and w.issues for w in tw):
             # a fast typed read with problems: read those files as text and check the table again, so that
             # reports and quarantine show the cells as written (the same rows fail: the values are equal)
             for src, n in zip(srcs, read_notices, strict=True):
                 del src.notices[n:]  # the first pass adds its notices again
             srcs = [w.source.reread() if w.source.reread is not None and w.issues else w.source for w in tw]
-            tw, table_notices = _table_pass(srcs, table, spec, valid_parents, reference)
+            tw, table_notices = _table_pass(srcs, table, spec, valid_parents, reference, rejected_parents)
         notices.extend(table_notices)
         if table in ("episodes", "sessions"):
             valid_parents[table] = _valid_rows(tw, spec.columns)
+            rejected_parents[table] = _rejected_keys(tw, spec.key[0])
+        cascades.extend(c for w in tw for c in w.cascades)
         for i, w in zip(positions[table], tw, strict=True):
             issues = pl.concat([_empty_issues(True), *w.issues]) if w.issues else _empty_issues(True)
             # a value or message quoting an identifier (an e-mail in a code column, ...) is redacted
+            if w.source.source_columns is not None:  # a REDCap export or a reshaped wide sheet
+                issues = _at_source_columns(issues, w.source.source_columns)
             issues = scrub_text_columns(
                 issues.sort(_RID, "column", "rule", nulls_last=True), ["value", "message"]
             )
-            if w.source.source_columns is not None and issues.height:
-                issues = _source_headers(issues, w.source.source_columns)
             valid = w.frame.filter(~pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.columns])
             rejected = (
                 w.frame.filter(pl.col(_BAD)).select([pl.col(_p(c)).alias(c) for c in spec.key]).drop_nulls()
             )
             results[i] = TableResult(w.source, valid, _quarantine(w, issues), rejected)
+            _decimal_comma_notice(w.source, issues)
             issue_parts[i] = [_notice_issues(w.source.notices), issues.drop(_RID)]
             if on_table is not None:
                 on_table(i, results[i])
@@ -1328,4 +1470,51 @@ def validate_sources(
     frames = [f for i in order for f in issue_parts[i]] + [_notice_issues(notices)]
     all_issues = pl.concat(frames) if frames else _empty_issues()
     file_notices = [n for i in order for n in results[i].source.notices]
-    return ValidationResult([results[i] for i in order], all_issues, file_notices + notices)
+    cascade = (
+        scrub_text_columns(pl.concat(cascades), ["value"])
+        if cascades
+        else pl.DataFrame(schema=CASCADE_SCHEMA)
+    )
+    return ValidationResult([results[i] for i in order], all_issues, file_notices + notices, cascades=cascade)
+
+
+def _decimal_comma_notice(source: SourceTable, issues: pl.DataFrame) -> None:
+    """One notice for a text source read with a decimal point whose number cells hold decimal commas.
+
+    The cells stay ``type`` errors (the format is never guessed); the notice says once, at the top of the
+    report, how many there are and which option reads them.
+    """
+    if source.decimal != "." or source.fmt != "csv" or issues.is_empty():
+        return
+    commas = issues.filter((pl.col("rule") == "type") & pl.col("value").str.contains(_COMMA_DECIMAL))
+    if commas.is_empty():
+        return
+    first = commas.row(0, named=True)
+    source.notices.append(
+        Notice(
+            source.path,
+            source.table,
+            "decimal_comma",
+            f"{commas.height:,} number cell(s) are written with a decimal comma (first: '{first['value']}' "
+            f"at line {first['row']:,}, column {first['column']}); if the file uses decimal commas, pass "
+            "--decimal , (and --delimiter ; if needed) and validate again",
+            first["column"],
+            first["row"],
+        )
+    )
+
+
+def _at_source_columns(issues: pl.DataFrame, cells: pl.DataFrame) -> pl.DataFrame:
+    """Issues with ``column`` set to the source header of each cell (``SourceTable.source_columns``)."""
+    if issues.is_empty():
+        return issues
+    where = (
+        cells.with_row_index(_RID)
+        .unpivot(index=_RID, variable_name="column", value_name="__src")
+        .filter(pl.col(_RID).is_in(issues.get_column(_RID).unique().implode()))
+    )
+    return (
+        issues.join(where, on=[_RID, "column"], how="left", maintain_order="left")
+        .with_columns(pl.coalesce("__src", "column").alias("column"))
+        .drop("__src")
+    )

@@ -43,7 +43,7 @@ def test_validate_exit_codes_and_reports(tmp_path: Path, csv_dir: Path) -> None:
         "type",
     )
     html = (tmp_path / "r.html").read_text()
-    assert "type: 1" in html and "7/10" in html
+    assert "Value of the wrong type (type): 1<" in html and "7/10" in html
     unknown = runner.invoke(app, ["validate", str(tmp_path / "r.json")])
     assert unknown.exit_code == 2
     (tmp_path / "people.csv").write_text("a\n1\n")
@@ -63,9 +63,10 @@ def test_ingest_strict_and_identifier_refusal(tmp_path: Path, csv_dir: Path) -> 
     assert "quarantined" in ok.output
     with Store(db, read_only=True) as store:
         assert store.quarantined("sessions")["row_number"].to_list() == [3]
-        # the exercises of the rejected session cannot point to it: quarantined too, for the foreign key
+        # the exercises of the rejected session cannot point to it: quarantined too, naming the session's line
         orphans = store.quarantined("session_exercises")
-    assert orphans.height > 0 and orphans["errors"].str.contains("foreign_key").all()
+    assert orphans.height > 0 and orphans["errors"].str.contains("parent_rejected").all()
+    assert orphans["errors"].str.contains("sessions.csv line 3 but that row was rejected").all()
     ep = pl.read_csv(csv_dir / "episodes.csv", infer_schema=False).with_columns(
         pl.lit("x@y.org").alias("Email")
     )
