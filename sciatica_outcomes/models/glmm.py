@@ -51,7 +51,7 @@ from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
 from sciatica_outcomes.models.inference import AsymptoticInference
 from sciatica_outcomes.models.lmm import _to_polars
 from sciatica_outcomes.models.optimize import BoundedNewton
-from sciatica_outcomes.models.results import RANDOM_COLUMNS, ConvergenceDiagnostics, _clean_dict
+from sciatica_outcomes.models.results import RANDOM_COLUMNS, ConvergenceDiagnostics, ModelResult, _clean_dict
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -395,7 +395,7 @@ class _Engine:
 # result
 # ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class GLMMResult:
+class GLMMResult(ModelResult):
     """Result of a :class:`MixedGLM` fit: the numbers a paper or a report needs, as data.
 
     Attributes

@@ -788,25 +788,8 @@ class GrowthModel(Estimator):
 
     def plot_fixed_effects(self, ax: Axes | None = None) -> Axes:
         """Forest plot of the fixed effects (estimate and 95% CI); returns the axes."""
-        import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
-
         self._check_fitted()
-        fe = self.summary.filter(pl.col("term") != "(Intercept)")
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 0.4 * fe.height + 1))
-        ypos = np.arange(fe.height)[::-1]
-        est = fe["estimate"].to_numpy()
-        ax.errorbar(
-            est,
-            ypos,
-            xerr=[est - fe["ci_low"].to_numpy(), fe["ci_high"].to_numpy() - est],
-            fmt="o",
-            capsize=3,
-        )
-        ax.axvline(0.0, color="grey", lw=0.8)
-        ax.set_yticks(ypos, fe["term"].to_list())
-        ax.set_xlabel("estimate (95% CI)")
-        return ax
+        return self.result_.plot(ax)
 
 
 def likelihood_ratio_test(small: GrowthModel, large: GrowthModel) -> LikelihoodRatioTest:

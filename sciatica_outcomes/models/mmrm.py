@@ -55,6 +55,7 @@ from sciatica_outcomes.models.inference import (
     vcov_varpar_from_hessian,
     with_kenward_roger,
 )
+from sciatica_outcomes.models.results import ModelResult
 from sciatica_outcomes.models.sandwich import (
     _weight_column,
     check_vcov,
@@ -746,14 +747,14 @@ class _EmmeansView:
 
 
 @dataclass(frozen=True)
-class MMRMResult:
+class MMRMResult(ModelResult):
     """A fitted MMRM.
 
     Attributes
     ----------
-    summary : polars.DataFrame
-        Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (the ``ddf`` method's df, two-sided
-        p, ``level`` confidence interval); terms named as R prints them.
+    fixed_effects : polars.DataFrame
+        Fixed effects (also ``summary``): ``term, estimate, se, df, t, p, ci_low, ci_high`` (the ``ddf``
+        method's df, two-sided p, ``level`` confidence interval); terms named as R prints them.
     covariance : numpy.ndarray
         Estimated ``T x T`` covariance matrix of the visits (rows and columns in the order of ``visits``).
     visits : list of str
@@ -778,7 +779,7 @@ class MMRMResult:
     coef_names: list[str]
     beta: FloatArray
     vcov: FloatArray
-    summary: pl.DataFrame
+    fixed_effects: pl.DataFrame
     covariance: FloatArray
     variance_parameters: pl.DataFrame
     theta: FloatArray
@@ -1543,7 +1544,7 @@ class MMRM(Estimator):
             coef_names=names,
             beta=ev.beta,
             vcov=ev.a_inv,
-            summary=summary,
+            fixed_effects=summary,
             covariance=sigma,
             variance_parameters=pl.DataFrame(
                 _variance_parameters(sigma, struct, levels, prep["group_levels"]),

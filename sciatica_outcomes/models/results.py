@@ -1,15 +1,26 @@
-"""Frozen results of a fitted mixed model: tables, fit statistics and convergence diagnostics as data."""
+"""Frozen results of a fitted mixed model: tables, fit statistics and convergence diagnostics as data.
+
+Every estimator's result (:class:`FitResult` of ``GrowthModel``, ``MMRMResult``, ``GLMMResult``) is a frozen
+dataclass deriving from :class:`ModelResult`: the fixed effects as ``fixed_effects`` (``summary``), a
+``converged`` flag, a JSON-ready ``to_dict()`` / ``to_json()`` and a ``plot()``.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
-__all__ = ["ConvergenceDiagnostics", "FitResult"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["ConvergenceDiagnostics", "FitResult", "ModelResult", "forest_plot"]
 
 FIXED_COLUMNS = ("term", "estimate", "se", "df", "t", "p", "ci_low", "ci_high")
 RANDOM_COLUMNS = ("group", "term1", "term2", "variance", "sd", "corr")
@@ -77,8 +88,77 @@ class ConvergenceDiagnostics:
         return _clean_dict(out)
 
 
+def forest_plot(summary: pl.DataFrame, ax: Axes | None = None, xlabel: str = "estimate (95% CI)") -> Axes:
+    """Forest plot of fixed effects (``term, estimate, ci_low, ci_high``; the intercept left out).
+
+    Parameters
+    ----------
+    summary : polars.DataFrame
+        A fixed-effects table with :data:`FIXED_COLUMNS`.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on (a new figure if None).
+    xlabel : str
+        Label of the estimate axis.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
+
+    fe = summary.filter(pl.col("term") != "(Intercept)")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.4 * fe.height + 1))
+    ypos = np.arange(fe.height)[::-1]
+    est = fe["estimate"].to_numpy()
+    ax.errorbar(
+        est,
+        ypos,
+        xerr=[est - fe["ci_low"].to_numpy(), fe["ci_high"].to_numpy() - est],
+        fmt="o",
+        capsize=3,
+    )
+    ax.axvline(0.0, color="grey", lw=0.8)
+    ax.set_yticks(ypos, fe["term"].to_list())
+    ax.set_xlabel(xlabel)
+    return ax
+
+
+class ModelResult(ABC):
+    """Base of the frozen results of every estimator.
+
+    Subclasses are frozen dataclasses with a ``fixed_effects`` field (columns :data:`FIXED_COLUMNS`) and
+    implement :attr:`converged` and :meth:`to_dict` (with at least
+    :data:`~sciatica_outcomes.models.base.COMMON_KEYS`).
+    """
+
+    fixed_effects: pl.DataFrame
+
+    @property
+    def summary(self) -> pl.DataFrame:
+        """Fixed-effects table: ``term, estimate, se, df, t, p, ci_low, ci_high``."""
+        return self.fixed_effects
+
+    @property
+    @abstractmethod
+    def converged(self) -> bool:
+        """Whether the optimizer's final checks passed."""
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of the fit."""
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """:meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def plot(self, ax: Axes | None = None) -> Axes:
+        """Forest plot of the fixed effects with their intervals (:func:`forest_plot`)."""
+        return forest_plot(self.summary, ax)
+
+
 @dataclass(frozen=True)
-class FitResult:
+class FitResult(ModelResult):
     """Result of fitting a growth model: the numbers a paper or a report needs, as data."""
 
     formula: str
@@ -100,11 +180,6 @@ class FitResult:
     def converged(self) -> bool:
         """Whether the optimizer's final checks passed."""
         return self.diagnostics.converged
-
-    @property
-    def summary(self) -> pl.DataFrame:
-        """Fixed-effects table: ``term, estimate, se, df, t, p, ci_low, ci_high``."""
-        return self.fixed_effects
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``fit --json`` schema)."""

@@ -7,6 +7,7 @@ two arms, a baseline covariate), so one ``emmeans`` call is valid for every esti
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import sys
@@ -26,6 +27,7 @@ from tolerances import NEWTON_RADIUS, growth_model_se_theta, mmrm_se_theta
 from sciatica_outcomes.errors import ModelSpecificationError, NotFittedError
 from sciatica_outcomes.models import MMRM, Estimator, GrowthModel, MixedGLM, emmeans
 from sciatica_outcomes.models.base import COMMON_KEYS, SUMMARY_COLUMNS
+from sciatica_outcomes.models.results import ModelResult
 
 matplotlib.use("Agg")
 
@@ -289,3 +291,21 @@ def test_growth_model_plot_is_the_trajectory_over_numeric_time_else_the_forest_p
     ax = by_visit.plot()
     terms = by_visit.summary["term"].to_list()[1:]
     assert [t.get_text() for t in ax.get_yticklabels()] == terms
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_result_is_a_frozen_model_result(case: Case, fits: dict[str, Estimator]) -> None:
+    model = fits[case.name]
+    res = model.result_  # type: ignore[attr-defined]
+    assert isinstance(res, ModelResult)
+    assert dataclasses.is_dataclass(res)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.fixed_effects = res.fixed_effects  # frozen: a result is never changed after the fit
+    assert res.summary.equals(model.summary)
+    assert res.converged is True
+    back = json.loads(res.to_json())
+    assert set(COMMON_KEYS) <= set(back) and back == json.loads(json.dumps(model.to_dict()))
+    ax = res.plot()
+    assert isinstance(ax, Axes) and (ax.lines or ax.collections)
+    if type(res).plot is ModelResult.plot:  # the shared forest plot, intercept left out
+        assert len(ax.get_yticks()) == res.summary.height - 1
