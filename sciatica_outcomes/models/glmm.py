@@ -48,7 +48,7 @@ from sciatica_outcomes.models.base import Estimator, FrameLike
 from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_info
 from sciatica_outcomes.models.engine import batched_inv_logdet
 from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
-from sciatica_outcomes.models.inference import AsymptoticInference
+from sciatica_outcomes.models.inference import AsymptoticInference, LikelihoodRatioTest, likelihood_ratio
 from sciatica_outcomes.models.lmm import _to_polars
 from sciatica_outcomes.models.optimize import BoundedNewton
 from sciatica_outcomes.models.results import RANDOM_COLUMNS, ConvergenceDiagnostics, ModelResult, _clean_dict
@@ -56,7 +56,7 @@ from sciatica_outcomes.models.results import RANDOM_COLUMNS, ConvergenceDiagnost
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["FAMILIES", "GLMMResult", "MixedGLM"]
+__all__ = ["FAMILIES", "GLMMResult", "MixedGLM", "glmm_likelihood_ratio_test"]
 
 #: supported families and their (canonical or log) links
 FAMILIES: dict[str, str] = {"binomial": "logit", "poisson": "log", "negbin2": "log"}
@@ -1013,3 +1013,37 @@ class MixedGLM(Estimator):
         ax.set_yticks(ypos, rt["term"].to_list())
         ax.set_xlabel(("odds" if self.family == "binomial" else "rate") + f" ratio ({self.level:.0%} CI)")
         return ax
+
+
+def glmm_likelihood_ratio_test(small: MixedGLM, large: MixedGLM) -> LikelihoodRatioTest:
+    """Likelihood-ratio test of nested GLMMs fitted to the same rows (as ``anova(m0, m1)`` of glmer).
+
+    Parameters
+    ----------
+    small, large : MixedGLM
+        Fitted models of the same family and approximation; ``small`` nested in ``large``.
+
+    Returns
+    -------
+    LikelihoodRatioTest
+        ``chi2 = 2 (l_1 - l_0)`` on the difference in parameters (``beta``, ``theta``, the size).
+
+    Raises
+    ------
+    ModelSpecificationError
+        Different rows, families or approximations (their log-likelihoods are not comparable).
+    """
+    for m in (small, large):
+        m._check_fitted()
+    a, b = small.result_, large.result_
+    if a.n_obs != b.n_obs:
+        raise ModelSpecificationError(
+            f"models were fitted to different numbers of rows ({a.n_obs} vs {b.n_obs}); a likelihood-ratio "
+            "test needs the same rows"
+        )
+    if (a.family, a.method) != (b.family, b.method):
+        raise ModelSpecificationError(
+            f"models differ in family or approximation ({a.family}, {a.method} vs {b.family}, {b.method}); "
+            "their log-likelihoods are not comparable"
+        )
+    return likelihood_ratio(a.loglik, b.loglik, small.engine_.n_par, large.engine_.n_par, False)

@@ -34,7 +34,7 @@ from tolerances import GOLDEN_LOGLIK, rel
 
 from sciatica_outcomes.errors import ModelSpecificationError, NotFittedError
 from sciatica_outcomes.models.base import COMMON_KEYS, SUMMARY_COLUMNS
-from sciatica_outcomes.models.glmm import MixedGLM
+from sciatica_outcomes.models.glmm import MixedGLM, glmm_likelihood_ratio_test
 
 matplotlib.use("Agg")
 
@@ -331,3 +331,17 @@ def test_flare_decline_recovery_over_50_cohorts() -> None:
     assert np.all(np.abs(est - truth) < 3.0 * se)
     assert abs(est.mean() - truth) < 2.0 * se.mean() / math.sqrt(est.size)
     assert 43 <= cover <= 50
+
+
+def test_likelihood_ratio_test_matches_glmer_anova() -> None:
+    lrt = REFERENCE["lrt"]
+    data = _data(lrt["file"])
+    small = MixedGLM(lrt["small"], family="binomial", trials="size", nagq=lrt["nagq"]).fit(data)
+    large = MixedGLM(lrt["large"], family="binomial", trials="size", nagq=lrt["nagq"]).fit(data)
+    test = glmm_likelihood_ratio_test(small, large)
+    assert test.df == lrt["df"]
+    assert abs(test.statistic - lrt["chisq"]) < 2 * GOLDEN_LOGLIK  # twice a difference of log-likelihoods
+    assert test.p == pytest.approx(lrt["p"], rel=1e-3)
+    laplace = MixedGLM(lrt["small"], family="binomial", trials="size").fit(data)
+    with pytest.raises(ModelSpecificationError, match="not comparable"):
+        glmm_likelihood_ratio_test(laplace, large)

@@ -127,9 +127,16 @@ cases <- list(
   tmb_case("responders_slope_tmb", "responders.csv", resp, "responder ~ week + age + (week | patient)",
            "responder ~ week + age + (week | patient)", "binomial")
 )
+# likelihood-ratio test of nested fits: anova(m0, m1) (nAGQ = 25: glmer's saturated part cancels)
+m0 <- glmer(cbind(incidence, size - incidence) ~ 1 + (1 | herd), cbpp, binomial, nAGQ = 25, control = ctrl)
+m1 <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, binomial, nAGQ = 25, control = ctrl)
+lrt <- anova(m0, m1)
+lrt_out <- list(file = "cbpp.csv", small = "incidence ~ 1 + (1 | herd)", large = "incidence ~ period + (1 | herd)",
+                family = "binomial", trials = "size", nagq = 25, chisq = lrt$Chisq[2], df = lrt$Df[2],
+                p = lrt[["Pr(>Chisq)"]][2])
 out <- list(generated_by = "tests/reference/glmm/make_glmm_reference.R",
             versions = list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),
                             glmmTMB = as.character(packageVersion("glmmTMB"))),
-            cases = cases)
+            cases = cases, lrt = lrt_out)
 writeLines(toJSON(out, auto_unbox = TRUE, digits = 15, pretty = TRUE, null = "null"), "glmm_reference.json")
 cat("wrote", length(cases), "cases\n")
