@@ -31,12 +31,12 @@ import polars as pl
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.derive import flare_panel, session_pain
 from sciatica_outcomes.models.glmm import MixedGLM
-from sciatica_outcomes.reports.privacy import SuppressionRule, rule_for
+from sciatica_outcomes.reports.privacy import SUPPRESSED, SuppressionRule, rule_for
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["FLARE_FORMULA", "FlareTrend", "flare_trend", "plot_flare_trend"]
+__all__ = ["FLARE_FORMULA", "FlareTrend", "flare_rates_by_group", "flare_trend", "plot_flare_trend"]
 
 #: the model of the flare rate over program weeks (offset ``log(at_risk)``)
 FLARE_FORMULA = "flares ~ program_week + (1 | episode_id)"
@@ -97,6 +97,10 @@ def _empty_curve() -> pl.DataFrame:
 
 def _count(n: int, rule: SuppressionRule) -> str:
     return "a withheld number of" if rule.is_small(n) else f"{n:,}"
+
+
+def _cell(n: int, rule: SuppressionRule) -> str:
+    return SUPPRESSED if rule.is_small(n) else f"{n:,}"
 
 
 def flare_trend(
@@ -262,3 +266,125 @@ def plot_flare_trend(trend: FlareTrend, ax: Axes | None = None) -> Axes:
     ax.set_ylabel("flare-ups per 100 sessions")
     ax.legend(frameon=False, fontsize="small")
     return ax
+
+
+def flare_rates_by_group(
+    sessions: pl.DataFrame | None,
+    session_exercises: pl.DataFrame | None,
+    episodes: pl.DataFrame,
+    groups: pl.DataFrame,
+    group: str,
+    end: date,
+    config: ClinicalConfig | None = None,
+    rule: SuppressionRule | None = None,
+) -> tuple[pl.DataFrame, bool | None]:
+    """The change of the flare rate over the program weeks by group (e.g. adherence group), from one GLMM.
+
+    Parameters
+    ----------
+    sessions, session_exercises, episodes : polars.DataFrame
+        Canonical tables (sessions ``None`` or empty: an empty result).
+    groups : polars.DataFrame
+        ``episode_id`` and the ``group`` column (episodes without a group are left out).
+    group : str
+        Name of the grouping column.
+    end : datetime.date
+        Sessions after it are ignored.
+    config : ClinicalConfig, optional
+    rule : SuppressionRule, optional
+        The audience's rule: a group whose episodes or flares are withheld under it gets no estimate.
+
+    Returns
+    -------
+    table : polars.DataFrame
+        One row per group level: ``group, episodes, flares`` (shown through the rule, as text),
+        ``rate_ratio_per_4_weeks, ci_low, ci_high, p`` (null where not estimable), then a row ``"ratio (level
+        / reference)"`` with the ratio of the two groups' rate ratios and its p-value.
+    converged : bool or None
+        Whether the GLMM converged (None: not fitted).
+
+    Notes
+    -----
+    ``flares ~ program_week * group + (1 | episode_id)`` with offset ``log(at_risk)``, Poisson, adaptive
+    Gauss-Hermite (9 nodes); the rate ratio per 4 weeks of level ``g`` is ``exp(4 (b_week + b_week:g))``, a
+    Wald contrast of the fit.
+    """
+    config = config or ClinicalConfig()
+    rule = rule or rule_for("network")
+    columns = ["group", "episodes", "flares", "rate_ratio_per_4_weeks", "ci_low", "ci_high", "p"]
+    empty = pl.DataFrame(
+        schema={c: (pl.String if c in ("group", "episodes", "flares") else pl.Float64) for c in columns}
+    )
+    if sessions is None or sessions.height == 0:
+        return empty, None
+    s = sessions.filter(pl.col("session_date") <= end)
+    ex = None
+    if session_exercises is not None and "pain_during" in session_exercises.columns:
+        ex = session_exercises.join(s.select("session_id"), on="session_id")
+    panel = (
+        flare_panel(session_pain(s, ex, config), episodes, config)
+        .filter(pl.col("at_risk") > 0)
+        .join(groups.select("episode_id", pl.col(group).cast(pl.String)).drop_nulls(), on="episode_id")
+        .with_columns(pl.col("at_risk").cast(pl.Float64).log().alias("log_at_risk"))
+    )
+    levels = sorted(panel[group].unique().to_list())
+    per = panel.group_by(group).agg(pl.col("episode_id").n_unique().alias("n_ep"), pl.col("flares").sum())
+    counts = {r[group]: (int(r["n_ep"]), int(r["flares"])) for r in per.iter_rows(named=True)}
+    estimable = len(levels) >= 2 and all(
+        counts[g][1] >= MIN_FLARES
+        and counts[g][0] >= config.min_episodes_followed
+        and not rule.is_small(counts[g][0])
+        for g in levels
+    )
+    rows: list[dict[str, object]] = []
+    if not estimable:
+        for g in levels:
+            n_ep, n_fl = counts[g]
+            rows.append(
+                {"group": g, "episodes": _cell(n_ep, rule), "flares": _cell(n_fl, rule)}
+                | {c: None for c in columns[3:]}
+            )
+        return pl.DataFrame(rows, schema=empty.schema), None
+    model = MixedGLM(
+        f"flares ~ program_week * {group} + (1 | episode_id)",
+        family="poisson",
+        offset="log_at_risk",
+        nagq=9,
+        reference={group: levels[0]},
+    ).fit(panel)
+    names = list(model.design_.column_names)
+    week = names.index("program_week")
+    for g in levels:
+        contrast = np.zeros(len(names))
+        contrast[week] = PER_WEEKS
+        if g != levels[0]:
+            contrast[names.index(f"program_week:{group}{g}")] = PER_WEEKS
+        est = model.inference_.contrast(contrast[None, :]).row(0, named=True)
+        n_ep, n_fl = counts[g]
+        rows.append(
+            {
+                "group": g,
+                "episodes": _cell(n_ep, rule),
+                "flares": _cell(n_fl, rule),
+                "rate_ratio_per_4_weeks": math.exp(est["estimate"]),
+                "ci_low": math.exp(est["ci_low"]),
+                "ci_high": math.exp(est["ci_high"]),
+                "p": est["p"],
+            }
+        )
+    for g in levels[1:]:
+        contrast = np.zeros(len(names))
+        contrast[names.index(f"program_week:{group}{g}")] = PER_WEEKS
+        est = model.inference_.contrast(contrast[None, :]).row(0, named=True)
+        rows.append(
+            {
+                "group": f"ratio ({g} / {levels[0]})",
+                "episodes": "",
+                "flares": "",
+                "rate_ratio_per_4_weeks": math.exp(est["estimate"]),
+                "ci_low": math.exp(est["ci_low"]),
+                "ci_high": math.exp(est["ci_high"]),
+                "p": est["p"],
+            }
+        )
+    return pl.DataFrame(rows, schema=empty.schema), model.result_.converged

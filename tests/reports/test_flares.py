@@ -8,7 +8,13 @@ import polars as pl
 import pytest
 
 from sciatica_outcomes.derive import flare_panel, session_pain
-from sciatica_outcomes.reports.flares import FLARE_FORMULA, MIN_FLARES, PER_WEEKS, flare_trend
+from sciatica_outcomes.reports.flares import (
+    FLARE_FORMULA,
+    MIN_FLARES,
+    PER_WEEKS,
+    flare_rates_by_group,
+    flare_trend,
+)
 from sciatica_outcomes.reports.privacy import rule_for
 from sciatica_outcomes.synth import Cohort, generate_cohort
 
@@ -70,3 +76,32 @@ def test_too_few_flares_is_not_yet_estimable_with_counts_under_the_audience_rule
         assert "a withheld number of flare-ups" in network.sentence
         assert f"{network.n_flares} flare-ups" not in network.sentence
     assert f"{internal.n_flares:,} flare-ups" in internal.sentence  # the clinic's own staff see the count
+
+
+def test_flare_rates_by_group_from_one_model(cohort: Cohort) -> None:
+    t = cohort.tables
+    end = t["sessions"]["session_date"].max()
+    # two arbitrary halves of the episodes: both carry the planted decline, so both ratios are below 1
+    # and their ratio is near 1
+    groups = t["episodes"].select(
+        "episode_id",
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("a")).otherwise(pl.lit("b")).alias("g"),
+    )
+    table, converged = flare_rates_by_group(
+        t["sessions"], t["session_exercises"], t["episodes"], groups, "g", end
+    )
+    assert converged is True
+    assert table["group"].to_list() == ["a", "b", "ratio (b / a)"]
+    rr = table["rate_ratio_per_4_weeks"].to_list()
+    assert rr[0] < 1 and rr[1] < 1
+    lo, hi = table["ci_low"][2], table["ci_high"][2]
+    assert lo < 1 < hi  # no planted difference between the halves
+    assert rr[2] == pytest.approx(rr[1] / rr[0], rel=1e-9)
+    # too few episodes in a group: no estimate, counts through the rule
+    few = groups.with_columns(
+        pl.when(pl.int_range(pl.len()) < 5).then(pl.lit("c")).otherwise(pl.col("g")).alias("g")
+    )
+    table2, fitted = flare_rates_by_group(t["sessions"], t["session_exercises"], t["episodes"], few, "g", end)
+    assert fitted is None and table2["rate_ratio_per_4_weeks"].null_count() == table2.height
+    row_c = table2.filter(pl.col("group") == "c").row(0, named=True)
+    assert row_c["episodes"] == "*"  # 5 episodes: withheld under the network rule
