@@ -25,8 +25,8 @@ from sciatica_outcomes.errors import SciaticaOutcomesError
 from sciatica_outcomes.ingest.cli import ingest_command, pseudonymize_command, schemas_app, validate_command
 from sciatica_outcomes.ingest.cli_template import template_command
 from sciatica_outcomes.models.cli import fit_command
-from sciatica_outcomes.models.cli_trial import compare_clinics_command, responders_command
 from sciatica_outcomes.reports.cli import report_app
+from sciatica_outcomes.reports.cli_compare import compare_clinics_command, responders_command
 from sciatica_outcomes.reports.cli_guide import schemas_guide_command
 
 if TYPE_CHECKING:

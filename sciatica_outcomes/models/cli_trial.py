@@ -1,4 +1,8 @@
-"""Trial-grade commands: ``fit --model mmrm``, ``responders`` and ``compare-clinics``.
+"""Trial-grade commands: ``fit --model mmrm``, and the readers and writers of ``responders`` and
+``compare-clinics``.
+
+``responders`` and ``compare-clinics`` are in :mod:`sciatica_outcomes.reports.cli_compare`: what they print
+follows the audience's suppression rule, which belongs to the report stage.
 
 Python equivalents::
 
@@ -15,13 +19,10 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from sciatica_outcomes._terminal import make_table, print_table
-from sciatica_outcomes.defaults import DEFAULT_CASE_MIX
-from sciatica_outcomes.errors import SciaticaOutcomesError, UnusableInputError
+from sciatica_outcomes.errors import UnusableInputError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 # Only typer and light modules load at import; each command imports the models it runs.
 
-__all__ = ["compare_clinics_command", "fit_mmrm_command", "load_canonical_tables", "responders_command"]
+__all__ = ["fit_mmrm_command", "load_canonical_tables", "load_config", "print_frame", "write_frame"]
 
 _TABLES = ("episodes", "measures")
 
@@ -79,13 +80,15 @@ def load_canonical_tables(tables_dir: Path | None, db: Path | None) -> dict[str,
     return out
 
 
-def _config(path: Path | None) -> ClinicalConfig:
+def load_config(path: Path | None) -> ClinicalConfig:
+    """The clinical configuration of a TOML file, or the documented defaults."""
     from sciatica_outcomes.config import ClinicalConfig
 
     return ClinicalConfig.from_toml(path) if path is not None else ClinicalConfig()
 
 
-def _write(frame: pl.DataFrame, out: Path | None, extra: Mapping[str, Any] | None = None) -> None:
+def write_frame(frame: pl.DataFrame, out: Path | None, extra: Mapping[str, Any] | None = None) -> None:
+    """Write a result frame as spreadsheet-safe CSV, or as JSON ``{"rows": [...], **extra}`` for ``.json``."""
     if out is None:
         return
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +103,8 @@ def _write(frame: pl.DataFrame, out: Path | None, extra: Mapping[str, Any] | Non
         write_safe_csv(frame, out)
 
 
-def _print_frame(console: Console, frame: pl.DataFrame, title: str, cols: list[str]) -> None:
+def print_frame(console: Console, frame: pl.DataFrame, title: str, cols: list[str]) -> None:
+    """Print the columns ``cols`` of a frame as one terminal table."""
     import polars as pl
 
     rows = [
@@ -182,22 +186,22 @@ def fit_mmrm_command(
             f"subjects={result.n_subjects:,}  patterns={result.diagnostics['n_patterns']}"
         )
         se_kind = "model-based SE" if vcov == "asymptotic" else f"{vcov} SE"
-        _print_frame(
+        print_frame(
             console, result.summary, f"Fixed effects ({ddf} df, {se_kind})", list(result.summary.columns)
         )
         if type3.height:
-            _print_frame(console, type3, "Type III tests", list(type3.columns))
+            print_frame(console, type3, "Type III tests", list(type3.columns))
         labels = result.covariance_labels
         what = f"{covariance}" + (f", one matrix per {group}" if group else "")
         if len(labels) <= 12:
             cov = pl.DataFrame(result.covariance, schema=labels).insert_column(
                 0, pl.Series(visit if group is None and not coordinates else "position", labels)
             )
-            _print_frame(console, cov, f"Covariance of the visits ({what})", list(cov.columns))
-        _print_frame(
+            print_frame(console, cov, f"Covariance of the visits ({what})", list(cov.columns))
+        print_frame(
             console, result.variance_parameters, f"Covariance parameters ({what})", ["name", "estimate"]
         )
-        _print_frame(console, result.lsmeans(), "LS means by visit", list(result.lsmeans().columns))
+        print_frame(console, result.lsmeans(), "LS means by visit", list(result.lsmeans().columns))
         if em is not None:
             console.print(em.means)
         d = result.diagnostics
@@ -211,103 +215,3 @@ def fit_mmrm_command(
     if not result.converged:
         sys.stderr.write("warning: the MMRM's convergence checks failed; see diagnostics\n")
     return result
-
-
-# ---------------------------------------------------------------------------------------------------
-# responders and compare-clinics
-# ---------------------------------------------------------------------------------------------------
-
-
-def responders_command(
-    measure: Annotated[str, typer.Option("--measure", help="Outcome measure, e.g. odi, nprs_leg.")] = "odi",
-    tables: Annotated[
-        Path | None, typer.Option("--tables", help="Directory of canonical tables (CSV or Parquet).")
-    ] = None,
-    db: Annotated[Path | None, typer.Option("--db", help="DuckDB store.")] = None,
-    by: Annotated[str | None, typer.Option("--by", help="Group the observed shares, e.g. clinic_id.")] = None,
-    model: Annotated[bool, typer.Option("--model/--no-model", help="Add the MMRM-based share.")] = True,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML overriding MCIDs / windows.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write a tidy .csv or .json here.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the table.")] = False,
-) -> None:
-    """Share reaching the MCID (absolute and relative) by visit: observed (Wilson) and model-based."""
-    from rich.console import Console
-
-    from sciatica_outcomes.models.responders import responder_analysis, responder_frame
-
-    try:
-        cfg = _config(config)
-        frame = responder_frame(load_canonical_tables(tables, db), measure, cfg)
-        res = responder_analysis(frame, cfg, by=by, model=model)
-    except SciaticaOutcomesError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
-    assumptions = sorted(set(res["assumption"].drop_nulls().to_list()))
-    _write(res, out, {"measure": measure, "assumptions": assumptions})
-    if not quiet:
-        console = Console()
-        cols = [
-            "method",
-            "definition",
-            *([by] if by else []),
-            "visit",
-            "n_determined",
-            "share",
-            "ci_low",
-            "ci_high",
-        ]
-        _print_frame(console, res, f"Responders: {measure}", cols)
-        for a in assumptions:
-            console.print(f"assumption: {a}")
-        for note in sorted(set(res["note"].drop_nulls().to_list())):
-            console.print(f"note: {note}")
-        if out is not None:
-            console.print(f"Wrote {out}")
-
-
-def compare_clinics_command(
-    measure: Annotated[str, typer.Option("--measure", help="Outcome measure, e.g. odi.")] = "odi",
-    visit: Annotated[str, typer.Option("--visit", help="Follow-up visit label, e.g. w12.")] = "w12",
-    level: Annotated[str, typer.Option("--level", help="clinic_id or therapist_id.")] = "clinic_id",
-    case_mix: Annotated[str, typer.Option("--case-mix", help="Case-mix formula.")] = DEFAULT_CASE_MIX,
-    tables: Annotated[
-        Path | None, typer.Option("--tables", help="Directory of canonical tables (CSV or Parquet).")
-    ] = None,
-    db: Annotated[Path | None, typer.Option("--db", help="DuckDB store.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML overriding visit windows.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write a tidy .csv or .json here.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the table.")] = False,
-) -> None:
-    """Risk-adjusted comparison: observed - expected improvement, funnel limits, shrunken estimates."""
-    from rich.console import Console
-
-    from sciatica_outcomes.models.compare import compare_providers, episode_outcomes
-
-    try:
-        frame = episode_outcomes(load_canonical_tables(tables, db), measure, visit, _config(config))
-        res = compare_providers(frame, level=level, case_mix=case_mix)
-    except SciaticaOutcomesError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
-    _write(
-        res.providers,
-        out,
-        {
-            "measure": measure,
-            "visit": visit,
-            "case_mix": res.case_mix.to_dicts(),
-            "residual_sd": res.residual_sd,
-            "between_sd": res.between_sd,
-            "diagnostics": res.diagnostics,
-        },
-    )
-    if not quiet:
-        console = Console()
-        cols = ["provider", "n", "observed", "expected", "o_minus_e", "band", "shrunken", "shrunken_low"]
-        cols += ["shrunken_high", "rank_shrunken"]
-        _print_frame(console, res.providers, f"{measure} improvement at {visit} by {level}", cols)
-        console.print(
-            f"case mix: {case_mix}; residual SD {res.residual_sd:.3g}; between SD {res.between_sd:.3g}"
-        )
-        if out is not None:
-            console.print(f"Wrote {out}")

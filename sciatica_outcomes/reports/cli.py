@@ -38,11 +38,16 @@ def render_quarterly(
     config: str | Path | None = None,
     pdf: bool = False,
     timeout_s: float = 900.0,
+    audience: str | None = None,
+    suppress_threshold: int | None = None,
 ) -> ReportResult:
     """Render the quarterly outcome report (``notebooks/quarterly_report.ipynb``).
 
-    Parameters are validated against the store before anything runs (unknown quarter, clinic or config file
-    raise ``ReportParameterError``). The report lands in ``out`` (default ``reports/<quarter>[-<clinic>]``).
+    Parameters are validated against the store before anything runs (unknown quarter, clinic, audience or
+    config file raise ``ReportParameterError``). The report lands in ``out`` (default
+    ``reports/<quarter>[-<clinic>]``). ``audience`` defaults to ``internal`` with a clinic and ``network``
+    without (:func:`~sciatica_outcomes.reports.quarterly.report_rule`); ``suppress_threshold`` is the largest
+    withheld count under ``network`` / ``public`` (default 10).
     """
     from sciatica_outcomes.reports import quarterly
     from sciatica_outcomes.reports.runner import run_notebook
@@ -52,9 +57,12 @@ def render_quarterly(
         "quarter": quarter,
         "clinic": clinic or "",
         "config": str(Path(config).resolve()) if config else "",
+        "audience": audience or "",
+        "suppress_threshold": suppress_threshold or 0,  # 0: the default
     }
+    rule = quarterly.report_rule(audience, suppress_threshold, clinic)
     target = Path(out) if out else Path("reports") / (quarter + (f"-{clinic}" if clinic else ""))
-    with_prov = {"report_kind": "quarterly"}
+    with_prov = {"report_kind": "quarterly", "audience": rule.to_dict()}
     return run_notebook(
         "quarterly_report.ipynb",
         target,
@@ -136,10 +144,38 @@ def quarterly_command(
     config: Annotated[Path | None, typer.Option("--config", help="TOML file of clinical thresholds.")] = None,
     pdf: Annotated[bool, typer.Option("--pdf", help="Also print to PDF with headless Chromium.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Overall time limit in seconds.")] = 900.0,
+    audience: Annotated[
+        str | None,
+        typer.Option(
+            "--audience",
+            help="Who reads the report: internal (the clinic's own staff: its counts exact; needs --clinic), "
+            "network or public (counts from 1 to the threshold withheld). Default: internal with --clinic, "
+            "network without.",
+        ),
+    ] = None,
+    suppress_threshold: Annotated[
+        int | None,
+        typer.Option(
+            "--suppress-threshold",
+            help="Largest withheld count for the network and public audiences (default 10, CMS policy).",
+        ),
+    ] = None,
 ) -> None:
     """Render the quarterly clinic outcome report."""
     try:
-        _done(render_quarterly(db, quarter, out, clinic=clinic, config=config, pdf=pdf, timeout_s=timeout))
+        _done(
+            render_quarterly(
+                db,
+                quarter,
+                out,
+                clinic=clinic,
+                config=config,
+                pdf=pdf,
+                timeout_s=timeout,
+                audience=audience,
+                suppress_threshold=suppress_threshold,
+            )
+        )
     except SciaticaOutcomesError as exc:
         _fail(exc)
 

@@ -27,7 +27,13 @@ from typing import Any
 import matplotlib as mpl
 import polars as pl
 
-from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_counts, write_safe_csv
+from sciatica_outcomes.reports.privacy import (
+    NETWORK_RULE,
+    SUPPRESSED,
+    SuppressionRule,
+    suppress_counts,
+    write_safe_csv,
+)
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt
@@ -46,6 +52,7 @@ __all__ = [
     "csv_numbers",
     "format_p",
     "to_latex",
+    "withhold_small_counts",
 ]
 
 #: Width (inches) of a figure's phone rendering, its resolution, and the widest screen that shows it: at
@@ -93,6 +100,40 @@ class HtmlBlock:
 
     def _repr_html_(self) -> str:
         return self.html
+
+
+def _is_count_key(key: str) -> bool:
+    return key == "n" or key.startswith(("n_", "rows_", "dropped_"))
+
+
+def withhold_small_counts(record: Any, rule: SuppressionRule = NETWORK_RULE) -> Any:
+    """A JSON-ready record (a model specification, diagnostics) with every small count replaced by ``*``.
+
+    Counts are the integer entries whose key is ``n``, or starts with ``n_``, ``rows_`` or ``dropped_``
+    (``n_obs``, ``rows_used``, ``dropped_missing_case_mix``, ...), at any depth; the rest is copied.
+
+    Parameters
+    ----------
+    record : object
+        Nested dicts and lists of plain values.
+    rule : SuppressionRule, default :data:`~sciatica_outcomes.reports.privacy.NETWORK_RULE`
+        The audience's rule.
+
+    Returns
+    -------
+    object
+        The copy.
+    """
+    if isinstance(record, Mapping):
+        return {
+            k: SUPPRESSED
+            if _is_count_key(str(k)) and isinstance(v, int) and not isinstance(v, bool) and rule.is_small(v)
+            else withhold_small_counts(v, rule)
+            for k, v in record.items()
+        }
+    if isinstance(record, list | tuple):
+        return [withhold_small_counts(v, rule) for v in record]
+    return record
 
 
 #: Column headers in words for the columns the reports show (the CSV files keep the column names).
@@ -278,10 +319,13 @@ class ReportWriter:
     ----------
     out_dir : str or Path
         The report directory; ``tables/`` and ``figures/`` are created inside it.
+    rule : SuppressionRule, default :data:`~sciatica_outcomes.reports.privacy.NETWORK_RULE`
+        The audience's rule: every table is suppressed under it and the manifest records it.
     """
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, rule: SuppressionRule = NETWORK_RULE) -> None:
         self.out_dir = Path(out_dir)
+        self.rule = rule
         self.tables_dir = self.out_dir / "tables"
         self.figures_dir = self.out_dir / "figures"
         self.tables_dir.mkdir(parents=True, exist_ok=True)
@@ -298,15 +342,25 @@ class ReportWriter:
         Parameters
         ----------
         spec : mapping of str to object
-            JSON-ready entries, such as a :class:`~sciatica_outcomes.reports.quarterly.ModelSpec`; copied.
+            JSON-ready entries, such as a :class:`~sciatica_outcomes.reports.quarterly.ModelSpec`; copied,
+            with every count the audience may not see withheld (:func:`withhold_small_counts`).
         """
-        self.models.append(dict(spec))
+        self.models.append(withhold_small_counts(dict(spec), self.rule))
 
     def finish(self, **extra: Any) -> Path:
-        """Write ``report_manifest.json`` (tables, figures, models, extras) for the provenance."""
-        self.extra.update(extra)
+        """Write ``report_manifest.json`` (tables, figures, models, extras) for the provenance.
+
+        The extras go through :func:`withhold_small_counts` as the model specifications do.
+        """
+        self.extra.update(withhold_small_counts(extra, self.rule))
         path = self.out_dir / "report_manifest.json"
-        manifest = {"tables": self.tables, "figures": self.figures, "models": self.models, **self.extra}
+        manifest = {
+            "tables": self.tables,
+            "figures": self.figures,
+            "models": self.models,
+            "audience": self.rule.to_dict(),
+            **self.extra,
+        }
         path.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
         return path
 
@@ -339,7 +393,8 @@ class ReportWriter:
             Count columns: suppressed together (primary + complementary, see ``suppress_table``).
         n_col : str, optional
             The column holding each row's number of patients; every statistic (floating-point column) of a
-            row whose ``n_col`` is 1-10 is withheld as well (a mean of three patients identifies them).
+            row whose ``n_col`` is 1-10 (below the rule's ``min_group``) is withheld as well (a mean of three
+            patients identifies them).
         suppress_by : str, optional
             A column whose groups are separate tables for suppression (e.g. the characteristic of a case-mix
             table, each with its own total).
@@ -362,18 +417,18 @@ class ReportWriter:
         if (cols or nested) and suppress_by is not None:
             shown = pl.concat(
                 [
-                    suppress_counts(part, cols, within=nested)
+                    suppress_counts(part, cols, within=nested, rule=self.rule)
                     for _, part in frame.group_by(suppress_by, maintain_order=True)
                 ]
             )
             frame = pl.concat([part for _, part in frame.group_by(suppress_by, maintain_order=True)])
         elif cols or nested:
-            shown = suppress_counts(frame, cols, within=nested)
+            shown = suppress_counts(frame, cols, within=nested, rule=self.rule)
         else:
             shown = frame
         cols = cols + [c for c in nested if c not in cols]
         if n_col is not None:
-            small = frame[n_col].fill_null(0).is_between(LOW, HIGH)
+            small = frame[n_col].fill_null(0).is_between(1, self.rule.min_group - 1)
         else:
             small = pl.Series([False] * frame.height)
         # statistics are floating-point columns; integer columns other than counts are labels (e.g. weeks)
@@ -402,8 +457,9 @@ class ReportWriter:
         )
         body = "".join(f"<tr>{r}</tr>" for r in rows)
         foot = f'<p class="note">{html.escape(note)}</p>' if note else ""
+        band = f"{self.rule.low}-{self.rule.high}"
         suppressed_note = (
-            f'<p class="note">{SUPPRESSED} = withheld to protect privacy (a count of 1-10, or a value from '
+            f'<p class="note">{SUPPRESSED} = withheld to protect privacy (a count of {band}, or a value from '
             "which one could be worked out).</p>"
             if any(SUPPRESSED in str(v) for col in cols for v in shown[col].to_list())
             else ""

@@ -2,7 +2,8 @@
 
 Each function draws on an ``ax`` (created when ``None``) and returns the axes. Counts printed on a figure are
 taken as display strings that have already been through suppression; observed group means are only drawn
-for groups of more than 10 patients.
+for groups the audience may see a statistic of (``rule.min_group``: more than 10 patients under the network
+and public audiences, at least 2 under internal).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import FancyBboxPatch
 
 from sciatica_outcomes.reports.display import PALETTE
-from sciatica_outcomes.reports.privacy import HIGH, SUPPRESSED, suppress_counts
+from sciatica_outcomes.reports.privacy import NETWORK_RULE, SUPPRESSED, SuppressionRule, suppress_counts
 
 __all__ = [
     "PAIN_BAND_COLOURS",
@@ -113,6 +114,7 @@ def trajectory_plot(
     color: str = PALETTE[0],
     horizon: float | None = None,
     bounds: tuple[float | None, float | None] = (None, None),
+    rule: SuppressionRule = NETWORK_RULE,
 ) -> Axes:
     """Model-based mean trajectory with its 95 % confidence band, observed means overlaid.
 
@@ -126,7 +128,8 @@ def trajectory_plot(
     predicted : polars.DataFrame
         ``week, estimate, ci_low, ci_high`` (population curve from the growth model).
     observed : polars.DataFrame, optional
-        ``week, mean, n`` observed means by (rounded) week; groups of 10 or fewer are not drawn.
+        ``week, mean, n`` observed means by (rounded) week; groups smaller than ``rule.min_group`` (10 or
+        fewer patients under the network rule) are not drawn.
     label, unit : str
         Outcome name and unit for the axis label.
     higher_is_better : bool
@@ -136,14 +139,17 @@ def trajectory_plot(
         observed means.
     bounds : tuple of float or None
         Lower and upper end of the outcome's range (``None``: unbounded); the value axis stays inside it.
+    rule : SuppressionRule, default :data:`~sciatica_outcomes.reports.privacy.NETWORK_RULE`
+        The audience's rule.
     """
     ax = _axes(ax)
     p = predicted.sort("week")
     ax.fill_between(p["week"], p["ci_low"], p["ci_high"], color=color, alpha=0.2, lw=0, label="95% CI")
     ax.plot(p["week"], p["estimate"], color=color, lw=2, label="model-based mean")
     if observed is not None and observed.height:
-        o = observed.filter(pl.col("n") > HIGH)
-        ax.plot(o["week"], o["mean"], "o", color=PALETTE[1], ms=5, label="observed mean (n > 10)")
+        o = observed.filter(pl.col("n") >= rule.min_group)
+        legend = f"observed mean (n > {rule.min_group - 1})"
+        ax.plot(o["week"], o["mean"], "o", color=PALETTE[1], ms=5, label=legend)
     last = p["week"].max() if p.height else 0.0
     stop = float(last) if isinstance(last, int | float) else 0.0
     if horizon is not None:
@@ -160,16 +166,20 @@ def trajectory_plot(
     return ax
 
 
-def adherence_plot(weekly: pl.DataFrame, ax: Axes | None = None) -> Axes:
+def adherence_plot(
+    weekly: pl.DataFrame, ax: Axes | None = None, rule: SuppressionRule = NETWORK_RULE
+) -> Axes:
     """Completed sessions per program week against the 2-3 sessions/week prescription.
 
     Parameters
     ----------
     weekly : polars.DataFrame
         ``program_week, mean, q25, q75, n`` (completed sessions per patient-week).
+    rule : SuppressionRule, default :data:`~sciatica_outcomes.reports.privacy.NETWORK_RULE`
+        Weeks with fewer than ``rule.min_group`` patient-weeks are not drawn.
     """
     ax = _axes(ax)
-    w = weekly.filter(pl.col("n") > HIGH).sort("program_week")
+    w = weekly.filter(pl.col("n") >= rule.min_group).sort("program_week")
     ax.axhspan(2, 3, color=PALETTE[2], alpha=0.15, label="prescribed 2-3 per week")
     ax.fill_between(
         w["program_week"],
@@ -247,7 +257,14 @@ def bar_counts(
 
 
 def funnel_plot(
-    units: pl.DataFrame, limits: pl.DataFrame, *, label: str, unit: str, ax: Axes | None = None, **_: Any
+    units: pl.DataFrame,
+    limits: pl.DataFrame,
+    *,
+    label: str,
+    unit: str,
+    ax: Axes | None = None,
+    rule: SuppressionRule = NETWORK_RULE,
+    **_: Any,
 ) -> Axes:
     """Funnel plot: observed minus expected change by volume, with 95 % and 99.8 % control limits.
 
@@ -262,9 +279,11 @@ def funnel_plot(
         ``unit, n, o_minus_e`` per clinic or therapist.
     limits : polars.DataFrame
         ``n, lo95, hi95, lo998, hi998`` over a grid of volumes.
+    rule : SuppressionRule, default :data:`~sciatica_outcomes.reports.privacy.NETWORK_RULE`
+        The audience's rule (:func:`drawable_units`).
     """
     ax = _axes(ax)
-    units = drawable_units(units)
+    units = drawable_units(units, rule)
     lim = limits.sort("n")
     ax.plot(lim["n"], lim["lo95"], "--", color="#666", lw=1, label="95% limits")
     ax.plot(lim["n"], lim["hi95"], "--", color="#666", lw=1)
@@ -281,8 +300,15 @@ def funnel_plot(
     return ax
 
 
-def drawable_units(units: pl.DataFrame) -> pl.DataFrame:
+def drawable_units(units: pl.DataFrame, rule: SuppressionRule = NETWORK_RULE) -> pl.DataFrame:
     """Units whose count ``n`` survives suppression as a one-column table (the rows a funnel plot may draw).
+
+    Parameters
+    ----------
+    units : polars.DataFrame
+        ``unit, n, ...``; ``n`` may already be a display string (``*`` where the report withholds it).
+    rule : SuppressionRule, default :data:`~sciatica_outcomes.reports.privacy.NETWORK_RULE`
+        The audience's rule.
 
     Returns
     -------
@@ -292,8 +318,10 @@ def drawable_units(units: pl.DataFrame) -> pl.DataFrame:
     """
     if units.is_empty():
         return units
-    shown = suppress_counts(units.select("n"), ["n"])["n"]
-    return units.filter((shown != SUPPRESSED) & (units["n"] > HIGH))
+    if units.schema["n"] == pl.String:  # already suppressed by the caller
+        return units.filter(pl.col("n") != SUPPRESSED).with_columns(pl.col("n").cast(pl.Int64))
+    shown = suppress_counts(units.select("n"), ["n"], rule=rule)["n"]
+    return units.filter((shown != SUPPRESSED) & (units["n"] >= rule.min_group))
 
 
 def km_plot(curves: pl.DataFrame, ax: Axes | None = None) -> Axes:

@@ -23,14 +23,21 @@ from typing import TypedDict, cast
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
-from sciatica_outcomes.reports.privacy import SUPPRESSED, safe_count, safe_percent, safe_rate, suppress_counts
+from sciatica_outcomes.reports.privacy import (
+    SUPPRESSED,
+    SuppressionRule,
+    safe_count,
+    safe_percent,
+    safe_rate,
+    suppress_counts,
+)
 from sciatica_outcomes.reports.quarterly import (
     Quarter,
     QuarterlyInputs,
     adherence_summary,
     end_of_episode_outcomes,
-    flow_display,
     patient_flow,
+    published_flow,
     safety_summary,
 )
 from sciatica_outcomes.schemas.catalogs import label_for
@@ -62,6 +69,7 @@ class QuarterMetrics(TypedDict):
     """
 
     quarter: str
+    rule: SuppressionRule
     active: int
     enrolled: int
     ended: int
@@ -130,12 +138,19 @@ def quarter_metrics(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> 
     qt = quarter or inputs.quarter
     flow_frame = patient_flow(inputs, quarter)
     flow = dict(flow_frame.iter_rows())
-    flow_shown = flow_display(flow_frame)
+    # as the report's flow table prints them: suppressed across the published set, under the audience's rule
+    flow_shown = published_flow(inputs, quarter)
     adherence = adherence_summary(inputs, quarter)
     safety = safety_summary(inputs, quarter)
     ends = end_of_episode_outcomes(inputs, quarter)
     # the end-of-episode table suppresses n_with_end as one column over the outcomes (as the report does)
-    end_shown = dict(zip(ends["outcome"], suppress_counts(ends, ["n_with_end"])["n_with_end"], strict=True))
+    end_shown = dict(
+        zip(
+            ends["outcome"],
+            suppress_counts(ends, ["n_with_end"], rule=inputs.rule)["n_with_end"],
+            strict=True,
+        )
+    )
     odi = ends.filter(pl.col("outcome") == "odi").row(0, named=True)
     recorded = _rows_up_to(inputs, "measures", "assessed_on", qt.end) or _rows_up_to(
         inputs, "questionnaire_items", "assessed_on", qt.end
@@ -143,6 +158,7 @@ def quarter_metrics(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> 
     mean_change = odi["mean_change"]
     return {
         "quarter": qt.label,
+        "rule": inputs.rule,
         "active": int(flow["active in quarter"]),
         "enrolled": int(flow["enrolled in quarter"]),
         "ended": int(sum(v for k, v in flow.items() if k.startswith("ended: "))),
@@ -188,7 +204,7 @@ def _share(
         return "not recorded"
     if any(m["shown"][k] == SUPPRESSED for k in withheld_with):
         return WITHHELD
-    value = safe_percent(cast(int, values[part]), cast(int, values[whole]))
+    value = safe_percent(cast(int, values[part]), cast(int, values[whole]), rule=m["rule"])
     if value == SUPPRESSED:
         return WITHHELD
     return "none to compare" if value == "-" else value
@@ -202,7 +218,7 @@ def _mean_improvement(m: QuarterMetrics | None) -> str:
         return "not recorded"
     if m["odi_mean_change"] is None or m["odi_end_n"] == 0:
         return "none to compare"
-    if safe_count(m["odi_end_n"]) == SUPPRESSED:
+    if safe_count(m["odi_end_n"], m["rule"]) == SUPPRESSED:
         return WITHHELD
     return f"{-m['odi_mean_change']:.1f} points"
 
@@ -212,7 +228,7 @@ def _flare_rate(m: QuarterMetrics | None) -> str:
         return NO_DATA
     if not m["sessions_recorded"]:
         return "not recorded"
-    value = safe_rate(m["flares"], m["completed_sessions"])
+    value = safe_rate(m["flares"], m["completed_sessions"], rule=m["rule"])
     if value == SUPPRESSED:
         return WITHHELD
     return "none to compare" if value == "-" else f"{value} per 100 sessions"
@@ -329,7 +345,9 @@ def summary_sentences(
     elif share == WITHHELD:
         sentences.append(f"The share of those episodes that {what} is {WITHHELD} {cmp}.")
     else:
-        sentences.append(f"{safe_count(current['odi_responders'])} of them ({share}) {what} {cmp}.")
+        sentences.append(
+            f"{safe_count(current['odi_responders'], current['rule'])} of them ({share}) {what} {cmp}."
+        )
     # 4. adherence
     share = _share(current, "weeks_met", "patient_weeks", "sessions_recorded")
     cmp = _compare(
@@ -342,7 +360,7 @@ def summary_sentences(
     elif share == WITHHELD:
         sentences.append(f"The share of patient-weeks that met {rx} is {WITHHELD} {cmp}.")
     else:
-        weeks = safe_count(current["patient_weeks"])
+        weeks = safe_count(current["patient_weeks"], current["rule"])
         sentences.append(f"{share} of the {weeks} patient-weeks of active episodes met {rx} {cmp}.")
     # 5. safety: red flags first, then flares
     if not current["red_flags_recorded"]:
@@ -352,8 +370,10 @@ def summary_sentences(
     elif current["open_unactioned"] == 0:
         red = "No red-flag alert awaits action"
     else:
-        n_open = safe_count(current["open_unactioned"])
-        n_open = "between 1 and 10" if n_open == SUPPRESSED else n_open
+        n_open = safe_count(current["open_unactioned"], current["rule"])
+        n_open = (
+            f"between {current['rule'].low} and {current['rule'].high}" if n_open == SUPPRESSED else n_open
+        )
         red = f"{n_open} red-flag alert(s) have no action recorded (see above)"
     rate = _flare_rate(current)
     cmp = _compare(_flare_rate(previous), None if network is None else _flare_rate(network))

@@ -1,10 +1,15 @@
 """Privacy by construction for every table, figure label and CSV the reports write.
 
-One suppression function serves every count a report shows: cells with a value from 1 to 10 are suppressed
+Who reads an output decides what it may show (:class:`SuppressionRule`, :func:`rule_for`): under the
+``network`` and ``public`` audiences cells with a value from 1 to the threshold (default 10) are suppressed
 (primary suppression), and further cells are suppressed until no suppressed value can be recovered from the
-row, column and grand totals (complementary suppression), following the CMS cell-size suppression policy
-(``shared/domain.md`` §5). Percentages are derived only from shown counts. CSV exports neutralise cells that a
-spreadsheet would run as a formula (:mod:`sciatica_outcomes.outputs`).
+row, column and grand totals, nor narrowed into 0..threshold (complementary suppression), following the CMS
+cell-size suppression policy (``shared/domain.md`` §5); under ``internal`` a clinic's own counts are exact.
+Every function takes the rule as ``rule=`` and defaults to the network rule. Percentages are derived only from
+shown counts. CSV exports neutralise cells that a spreadsheet would run as a formula
+(:mod:`sciatica_outcomes.outputs`). :func:`protect_linked` suppresses a set of counts tied by arbitrary linear
+identities (a patient flow over consecutive quarters, clinics and their network total) and
+:func:`feasible_ranges` is the attacker's view of it.
 """
 
 from __future__ import annotations
@@ -22,18 +27,23 @@ from sciatica_outcomes.outputs import neutralise_cell, write_safe_csv
 
 __all__ = [
     "AUDIENCES",
+    "NETWORK_RULE",
     "SUPPRESSED",
     "Audience",
     "SuppressedTable",
     "SuppressionRule",
     "audit_suppression",
+    "feasible_ranges",
+    "leaked",
     "neutralise_cell",
+    "protect_linked",
     "rule_for",
     "safe_count",
     "safe_percent",
     "safe_rate",
     "suppress_counts",
     "suppress_table",
+    "withhold_units",
     "write_safe_csv",
 ]
 
@@ -77,6 +87,23 @@ class SuppressionRule:
         """True when the count ``n`` is withheld (``low <= n <= high``)."""
         return self.low <= n <= self.high
 
+    @property
+    def min_group(self) -> int:
+        """Fewest patients behind a statistic (mean, interval, estimate) the audience may see.
+
+        ``threshold + 1`` when counts are withheld; 2 under ``internal`` (a statistic of one patient is a
+        row-level value, which no audience sees).
+        """
+        return self.high + 1 if self.withholds else 2
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-data form for the provenance: audience and the withheld band (``None`` when none is)."""
+        return {
+            "audience": self.audience,
+            "withheld_from": self.low if self.withholds else None,
+            "withheld_to": self.high if self.withholds else None,
+        }
+
     def describe(self) -> str:
         """One plain sentence for a report's front page."""
         if not self.withholds:
@@ -118,6 +145,10 @@ def rule_for(audience: str, threshold: int | None = None) -> SuppressionRule:
     return SuppressionRule(audience, low=LOW, high=high)
 
 
+#: The rule every privacy function applies when none is given: the network audience, 1-10 withheld.
+NETWORK_RULE = SuppressionRule("network", low=LOW, high=HIGH)
+
+
 @dataclass(frozen=True)
 class SuppressedTable:
     """A count table after suppression.
@@ -135,6 +166,8 @@ class SuppressedTable:
         True when the grand total must not be shown (1-10, or it would reveal a suppressed cell).
     primary : numpy.ndarray of bool
         Cells suppressed because their own value is 1-10 (the rest of ``mask`` is complementary).
+    rule : SuppressionRule
+        The rule the table was suppressed under.
     """
 
     values: np.ndarray
@@ -143,6 +176,7 @@ class SuppressedTable:
     col_total_mask: np.ndarray
     grand_total_suppressed: bool
     primary: np.ndarray
+    rule: SuppressionRule = NETWORK_RULE
 
     def shown(self) -> np.ndarray:
         """Counts as an object array with :data:`SUPPRESSED` in suppressed cells."""
@@ -151,64 +185,293 @@ class SuppressedTable:
         return out
 
 
-def _is_small(x: np.ndarray, low: int = LOW, high: int = HIGH) -> np.ndarray:
-    return (x >= low) & (x <= high)
+def _is_small(x: np.ndarray, rule: SuppressionRule = NETWORK_RULE) -> np.ndarray:
+    return (x >= rule.low) & (x <= rule.high)
 
 
-def _pinned_cells(
-    values: np.ndarray, mask: np.ndarray, row_known: np.ndarray, col_known: np.ndarray, grand_known: bool
-) -> np.ndarray:
-    """Suppressed cells whose value an attacker can pin down to a single number from what is shown.
+def feasible_ranges(
+    values: np.ndarray | Sequence[float],
+    withheld: np.ndarray | Sequence[bool],
+    identities: np.ndarray | Sequence[Sequence[float]],
+    *,
+    lower: np.ndarray | Sequence[float] | None = None,
+    targets: np.ndarray | Sequence[bool] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What an attacker can tell about each withheld count: its smallest and largest feasible value.
 
-    The attacker knows every shown cell, the row and column totals flagged as known, the grand total when
-    known, and that counts are non-negative. For each suppressed cell the smallest and largest
-    feasible value is found by linear programming; a cell is pinned when the two coincide.
+    Parameters
+    ----------
+    values : array_like, shape (n,)
+        Every count of the published set (shown and withheld).
+    withheld : array_like of bool, shape (n,)
+        True where the count is not published.
+    identities : array_like, shape (m, n)
+        Linear identities that hold among the counts and that the attacker knows: ``identities @ x = 0``
+        (a total minus its parts, next quarter's start minus this quarter's end, a network count minus its
+        clinics' counts, ...).
+    lower : array_like, shape (n,), optional
+        Known lower bounds (default 0: counts are non-negative).
+    targets : array_like of bool, shape (n,), optional
+        The withheld counts to bound (default all); the others keep ``(lower, inf)`` (not computed).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(lo, hi)`` for every count (equal to the value for a shown count; ``hi = inf`` when unbounded).
+
+    Notes
+    -----
+    Linear programming (HiGHS) of ``min / max x_j`` subject to ``A_w x_w = -A_s v_s``, ``x_w >= lower``,
+    over the withheld counts ``x_w`` given the shown counts ``v_s``: the attacker's tightest bounds from every
+    published equality (integrality is ignored, which can only widen the range by less than one).
     """
-    idx = np.argwhere(mask)
-    pinned = np.zeros_like(mask)
-    if idx.shape[0] == 0:
-        return pinned
+    v = np.asarray(values, dtype=float)
+    w = np.asarray(withheld, dtype=bool)
+    a = np.asarray(identities, dtype=float).reshape(-1, v.size)
+    lo_b = np.zeros(v.size) if lower is None else np.asarray(lower, dtype=float)
+    lo, hi = v.copy(), v.copy()
+    idx = np.flatnonzero(w)
+    if idx.size == 0:
+        return lo, hi
+    rows = np.flatnonzero(np.abs(a[:, idx]).sum(axis=1) > 0)
+    if rows.size == 0:
+        lo[idx], hi[idx] = lo_b[idx], np.inf
+        return lo, hi
+    a_w = a[np.ix_(rows, idx)]
+    b = -a[np.ix_(rows, np.flatnonzero(~w))] @ v[~w]
+    bounds = [(float(lo_b[j]), None) for j in idx]
+    want = np.ones(v.size, dtype=bool) if targets is None else np.asarray(targets, dtype=bool)
+    lo[idx], hi[idx] = lo_b[idx], np.inf
+    for k, j in enumerate(idx):
+        if not want[j]:
+            continue
+        cost = np.zeros(idx.size)
+        cost[k] = 1.0
+        res_lo = linprog(cost, A_eq=a_w, b_eq=b, bounds=bounds, method="highs")
+        res_hi = linprog(-cost, A_eq=a_w, b_eq=b, bounds=bounds, method="highs")
+        lo[j] = res_lo.fun if res_lo.status == 0 else lo_b[j]
+        hi[j] = -res_hi.fun if res_hi.status == 0 else np.inf
+    return lo, hi
+
+
+def _leaking(
+    values: np.ndarray,
+    withheld: np.ndarray,
+    identities: np.ndarray,
+    targets: np.ndarray,
+    rule: SuppressionRule,
+) -> np.ndarray:
+    """:func:`leaked` for ``targets``, with one linear program per count where one suffices.
+
+    The true values are feasible, so ``lo <= value <= hi``: a count whose largest feasible value exceeds both
+    its value and the threshold is safe without its smallest; only when the maximum is the value itself is
+    the minimum needed (pinned or not).
+    """
+    v = values.astype(float)
+    out = np.zeros(v.size, dtype=bool)
+    idx = np.flatnonzero(withheld)
+    if idx.size == 0 or not targets.any():
+        return out
+    rows = np.flatnonzero(np.abs(identities[:, idx]).sum(axis=1) > 0)
+    if rows.size == 0:
+        return out
+    a_w = identities[np.ix_(rows, idx)]
+    b = -identities[np.ix_(rows, np.flatnonzero(~withheld))] @ v[~withheld]
+    for k, j in enumerate(idx):
+        if not targets[j]:
+            continue
+        cost = np.zeros(idx.size)
+        cost[k] = -1.0
+        res = linprog(cost, A_eq=a_w, b_eq=b, bounds=(0, None), method="highs")
+        hi = -res.fun if res.status == 0 else np.inf
+        if hi < rule.high + 0.5:
+            out[j] = True
+        elif hi < v[j] + 0.5:
+            cost[k] = 1.0
+            res = linprog(cost, A_eq=a_w, b_eq=b, bounds=(0, None), method="highs")
+            lo = res.fun if res.status == 0 else 0.0
+            out[j] = hi - lo < 0.5
+    return out
+
+
+def leaked(
+    lo: np.ndarray, hi: np.ndarray, withheld: np.ndarray, rule: SuppressionRule = NETWORK_RULE
+) -> np.ndarray:
+    """Withheld counts an attacker pins to one value or narrows into ``0..threshold``.
+
+    ``lo`` and ``hi`` are the attacker's bounds (:func:`feasible_ranges`); nothing leaks under ``internal``.
+    """
+    if not rule.withholds:
+        return np.zeros_like(withheld, dtype=bool)
+    out: np.ndarray = withheld & ((hi - lo < 0.5) | (hi < rule.high + 0.5))
+    return out
+
+
+def protect_linked(
+    values: np.ndarray | Sequence[int],
+    identities: np.ndarray | Sequence[Sequence[float]],
+    *,
+    rule: SuppressionRule = NETWORK_RULE,
+    fixed: np.ndarray | Sequence[bool] | None = None,
+    withheld: np.ndarray | Sequence[bool] | None = None,
+    published: np.ndarray | Sequence[bool] | None = None,
+    cost: np.ndarray | Sequence[float] | None = None,
+    check: np.ndarray | Sequence[bool] | None = None,
+    complements: bool = True,
+) -> np.ndarray:
+    """Withhold counts tied by linear identities so that none withheld can be solved or narrowed into 1-10.
+
+    Parameters
+    ----------
+    values : array_like of int, shape (n,)
+        The counts of the published set.
+    identities : array_like, shape (m, n)
+        ``identities @ values = 0`` (see :func:`feasible_ranges`).
+    rule : SuppressionRule
+        The audience's rule; under ``internal`` nothing is withheld.
+    fixed : array_like of bool, shape (n,), optional
+        Counts whose status may not change (already published, or already withheld, by an earlier report of
+        the same set: the pattern of a past quarter is kept when a new quarter is added).
+    withheld : array_like of bool, shape (n,), optional
+        The status of the fixed counts (and counts to withhold from the start).
+    published : array_like of bool, shape (n,), optional
+        Counts that an output prints (default all). The others (the parts of a merged category, say) are
+        unknowns of the attacker's system: never published, never checked, never chosen as complements.
+    cost : array_like of float, shape (n,), optional
+        What withholding each count costs (default its value): complements are the cheapest free counts.
+    check : array_like of bool, shape (n,), optional
+        Withheld counts to check for leaks (default every published one); narrowing the check to the counts
+        a new step can affect saves linear programs, at the caller's responsibility.
+    complements : bool, default True
+        Also check the withheld counts above the threshold (a complement pinned by the others); an
+        incremental caller may leave this to its last step.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        True where a count is withheld: every count of 1..threshold (unless fixed as shown, which the caller
+        must not do), and complements chosen among the non-fixed shown counts of the identities a leaking
+        count appears in (the smallest non-zero first) until no withheld count is pinned or has a feasible
+        maximum of ``threshold`` or less.
+
+    Raises
+    ------
+    ValueError
+        When a leak cannot be closed because every count it depends on is fixed.
+    """
+    v = np.asarray(values, dtype=np.int64)
+    a = np.asarray(identities, dtype=float).reshape(-1, v.size)
+    pub = np.ones(v.size, dtype=bool) if published is None else np.asarray(published, dtype=bool)
+    fix = np.zeros(v.size, dtype=bool) if fixed is None else np.asarray(fixed, dtype=bool)
+    fix = fix | ~pub
+    mask = np.zeros(v.size, dtype=bool) if withheld is None else np.asarray(withheld, dtype=bool).copy()
+    mask |= ~pub
+    if not rule.withholds:
+        kept: np.ndarray = mask & fix
+        return kept
+    mask |= _is_small(v, rule) & ~fix
+    touches = np.abs(a) > 0
+    price = v.astype(float) if cost is None else np.asarray(cost, dtype=float)
+    watch = pub if check is None else np.asarray(check, dtype=bool) & pub
+    small = _is_small(v, rule) & watch
+    # first the small counts (the ones that matter, and few), then every withheld count (a complement pinned
+    # by the others could still open a way to a small one); a complement that equals counts already fixed
+    # as published tells nothing new and is left as it is
+    phase_all = False
+    for _ in range(2 * v.size + 2):
+        targets = (small if not phase_all else (v > 0) & watch) & mask
+        leaks = np.flatnonzero(_leaking(v, mask, a, targets, rule))
+        if leaks.size == 0:
+            if phase_all or not complements:
+                return mask
+            phase_all = True
+            continue
+        picks: set[int] = set()
+        for j in leaks:
+            related = touches[touches[:, j]].any(axis=0)
+            pool = np.flatnonzero(related & ~mask & ~fix)
+            if pool.size == 0:
+                continue
+            nonzero = pool[v[pool] > 0]
+            pick = nonzero if nonzero.size else pool
+            picks.add(int(pick[np.argmin(price[pick])]))
+        if picks:
+            mask[list(picks)] = True
+            phase_all = False
+            continue
+        if phase_all and not small[leaks].any():
+            return mask  # only complements pinned by fixed counts: nothing small can follow from them
+        # no identity of a leaking count has a free count left: widen to every free count of the set
+        pool = np.flatnonzero(~mask & ~fix)
+        if pool.size == 0:
+            raise ValueError("a withheld count can be worked out from counts already published")
+        mask[pool[np.argmin(price[pool])]] = True
+        phase_all = False
+    return mask
+
+
+def _cell_ranges(
+    values: np.ndarray, mask: np.ndarray, row_known: np.ndarray, col_known: np.ndarray, grand_known: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feasible range of every cell of a table given its shown cells and known totals."""
     n_rows, n_cols = values.shape
-    k = idx.shape[0]
-    a_eq: list[np.ndarray] = []
-    b_eq: list[float] = []
+    flat = values.ravel()
+    ids = np.arange(flat.size).reshape(values.shape)
+    eqs: list[np.ndarray] = []
+    totals: list[int] = []
     # a line of one cell has no total beyond the cell itself, so it adds no constraint
     if n_cols > 1:
         for r in np.flatnonzero(row_known):
-            sel = idx[:, 0] == r
-            if sel.any():
-                a_eq.append(sel.astype(float))
-                b_eq.append(float(values[r][mask[r]].sum()))
+            eqs.append(np.isin(np.arange(flat.size), ids[r]).astype(float))
+            totals.append(int(values[r].sum()))
     if n_rows > 1:
         for c in np.flatnonzero(col_known):
-            sel = idx[:, 1] == c
-            if sel.any():
-                a_eq.append(sel.astype(float))
-                b_eq.append(float(values[:, c][mask[:, c]].sum()))
+            eqs.append(np.isin(np.arange(flat.size), ids[:, c]).astype(float))
+            totals.append(int(values[:, c].sum()))
     if grand_known:
-        a_eq.append(np.ones(k))
-        b_eq.append(float(values[mask].sum()))
-    if not a_eq:
-        return pinned
-    a = np.vstack(a_eq)
-    b = np.asarray(b_eq)
-    for j in range(k):
-        cost = np.zeros(k)
-        cost[j] = 1.0
-        lo = linprog(cost, A_eq=a, b_eq=b, bounds=(0, None), method="highs")
-        hi = linprog(-cost, A_eq=a, b_eq=b, bounds=(0, None), method="highs")
-        if lo.status == 0 and hi.status == 0 and abs(-hi.fun - lo.fun) < 0.5:
-            pinned[tuple(idx[j])] = True
-    return pinned
+        eqs.append(np.ones(flat.size))
+        totals.append(int(values.sum()))
+    if not eqs:
+        lo = np.where(mask.ravel(), 0.0, flat.astype(float))
+        hi = np.where(mask.ravel(), np.inf, flat.astype(float))
+        return lo.reshape(values.shape), hi.reshape(values.shape)
+    # each known total is one more (shown) variable: sum(line) - total = 0
+    k = len(eqs)
+    a = np.hstack([np.vstack(eqs), -np.eye(k)])
+    vals = np.r_[flat, np.asarray(totals)]
+    withheld = np.r_[mask.ravel(), np.zeros(k, dtype=bool)]
+    lo, hi = feasible_ranges(vals, withheld, a)
+    return lo[: flat.size].reshape(values.shape), hi[: flat.size].reshape(values.shape)
+
+
+def _pinned_cells(
+    values: np.ndarray,
+    mask: np.ndarray,
+    row_known: np.ndarray,
+    col_known: np.ndarray,
+    grand_known: bool,
+    rule: SuppressionRule = NETWORK_RULE,
+) -> np.ndarray:
+    """Suppressed cells an attacker can pin to one value or narrow into ``0..threshold`` from what is shown.
+
+    The attacker knows every shown cell, the row and column totals flagged as known, the grand total when
+    known, and that counts are non-negative. For each suppressed cell the smallest and largest feasible value
+    is found by linear programming; a cell leaks when the two coincide or the largest is at most the
+    threshold (it is then known to be a small count, or zero).
+    """
+    if not mask.any():
+        return np.zeros_like(mask)
+    lo, hi = _cell_ranges(values, mask, row_known, col_known, grand_known)
+    return leaked(lo, hi, mask, rule)
 
 
 def suppress_table(
-    counts: np.ndarray | Sequence[Sequence[int]],
+    counts: np.ndarray | Sequence[Sequence[int]] | Sequence[int],
     *,
     totals_known: bool = True,
-    rule: SuppressionRule | None = None,
+    rule: SuppressionRule | None = NETWORK_RULE,
 ) -> SuppressedTable:
-    """Suppress a table of counts so that no value from 1 to 10 is shown or derivable.
+    """Suppress a table of counts so that no value from 1 to 10 (the rule's band) is shown or derivable.
 
     Parameters
     ----------
@@ -217,10 +480,9 @@ def suppress_table(
     totals_known : bool, default True
         Whether row, column and grand totals are public (shown here or elsewhere in the report). The safe
         default assumes they are.
-    rule : SuppressionRule, optional
-        The audience's rule (:func:`rule_for`): counts from ``rule.low`` to ``rule.high`` are withheld where
-        the notes below say 1-10. Default: the network rule (1-10). A rule that withholds nothing
-        (``internal``) returns the table with nothing suppressed.
+    rule : SuppressionRule, default :data:`NETWORK_RULE`
+        The audience's rule (:func:`rule_for`); the 1-10 below is its band. Under ``internal`` nothing is
+        suppressed.
 
     Returns
     -------
@@ -236,7 +498,8 @@ def suppress_table(
        read off the total); otherwise the smallest shown non-zero cell of that line is suppressed as well
        (zeros are taken only when no non-zero cell is left). Repeated until no line changes.
     3. Audit: a linear program bounds every suppressed cell given the shown cells and the totals; any cell
-       that is pinned to a single value triggers one more complementary suppression in its row and column,
+       that is pinned to a single value, or whose largest feasible value is 10 or less (narrowed into the
+       band), triggers one more complementary suppression in its row and column,
        until none is pinned; when nothing is left to hide in those lines, the row and column totals (and if
        need be the grand total) are withheld instead, as flagged on the result.
 
@@ -251,28 +514,19 @@ def suppress_table(
         raise ValueError(f"counts must be one- or two-dimensional, got shape {values.shape}")
     if (values < 0).any():
         raise ValueError("counts must be non-negative; found a negative count")
-    low, high = (LOW, HIGH) if rule is None else (rule.low, rule.high)
+    rule = rule or NETWORK_RULE
+    low, high = rule.low, rule.high
 
-    def small(x: np.ndarray) -> np.ndarray:
-        return _is_small(x, low, high)
+    def is_small(x: np.ndarray) -> np.ndarray:
+        return _is_small(x, rule)
 
-    primary = small(values)
+    primary = is_small(values)
     mask = primary.copy()
     row_tot = values.sum(axis=1)
     col_tot = values.sum(axis=0)
-    mask[small(row_tot), :] |= values[small(row_tot), :] > 0
-    mask[:, small(col_tot)] |= values[:, small(col_tot)] > 0
+    mask[is_small(row_tot), :] |= values[is_small(row_tot), :] > 0
+    mask[:, is_small(col_tot)] |= values[:, is_small(col_tot)] > 0
     grand = int(values.sum())
-    if high < low:  # the rule withholds nothing
-        none = np.zeros(values.shape, dtype=bool)
-        return SuppressedTable(
-            values=values,
-            mask=none,
-            row_total_mask=np.zeros(values.shape[0], dtype=bool),
-            col_total_mask=np.zeros(values.shape[1], dtype=bool),
-            grand_total_suppressed=False,
-            primary=none,
-        )
 
     def line_needs_more(line_vals: np.ndarray, line_mask: np.ndarray) -> bool:
         n_supp = int(line_mask.sum())
@@ -287,10 +541,10 @@ def suppress_table(
         pool = nonzero if nonzero.size else candidates
         return int(pool[np.argmin(line_vals[pool])])
 
-    row_known = ~small(row_tot) if totals_known else np.zeros(values.shape[0], dtype=bool)
-    col_known = ~small(col_tot) if totals_known else np.zeros(values.shape[1], dtype=bool)
-    grand_known = totals_known and not (low <= grand <= high)
-    if totals_known:
+    row_known = ~is_small(row_tot) if totals_known else np.zeros(values.shape[0], dtype=bool)
+    col_known = ~is_small(col_tot) if totals_known else np.zeros(values.shape[1], dtype=bool)
+    grand_known = totals_known and not rule.is_small(grand)
+    if totals_known and rule.withholds:
         for _ in range(values.size + 2):
             changed = False
             for r in range(values.shape[0]):
@@ -305,7 +559,7 @@ def suppress_table(
                         mask[i, c] = changed = True
             if changed:
                 continue
-            pinned = _pinned_cells(values, mask, row_known, col_known, grand_known) & (values > 0)
+            pinned = _pinned_cells(values, mask, row_known, col_known, grand_known, rule) & (values > 0)
             if not pinned.any():
                 break
             grew = False
@@ -321,42 +575,53 @@ def suppress_table(
                 # row and column totals are withheld as well (only the grand total may remain)
                 row_known[:] = False
                 col_known[:] = False
-                if _pinned_cells(values, mask, row_known, col_known, grand_known).any():
+                if (
+                    _pinned_cells(values, mask, row_known, col_known, grand_known, rule) & (values > 0)
+                ).any():
                     grand_known = False
                 break
     return SuppressedTable(
         values=values,
         mask=mask,
-        row_total_mask=~row_known if totals_known else small(row_tot),
-        col_total_mask=~col_known if totals_known else small(col_tot),
-        grand_total_suppressed=not grand_known if totals_known else bool(low <= grand <= high),
+        row_total_mask=~row_known if totals_known else is_small(row_tot),
+        col_total_mask=~col_known if totals_known else is_small(col_tot),
+        grand_total_suppressed=not grand_known if totals_known else rule.is_small(grand),
         primary=primary,
+        rule=rule,
     )
 
 
 def audit_suppression(table: SuppressedTable, rule: SuppressionRule | None = None) -> list[str]:
     """Independently check a suppressed table; return a list of violations (empty when safe).
 
-    Checks that no shown cell or shown total is 1-10 (``rule.low`` to ``rule.high`` under ``rule``; default
-    the network rule) and that no suppressed non-zero cell can be pinned to its value from the shown cells
-    and the totals (linear-programming bounds).
+    Checks, under the table's rule, that no shown cell or shown total is 1-10 and that no suppressed non-zero
+    cell can be pinned to its value, or narrowed into 0-10, from the shown cells and the totals
+    (linear-programming bounds of every suppressed cell: the interval an attacker can tell). ``rule``
+    (default: the table's own) sets the band.
     """
-    low, high = (LOW, HIGH) if rule is None else (rule.low, rule.high)
     problems: list[str] = []
     v, m = table.values, table.mask
-    shown_small = _is_small(v, low, high) & ~m
+    rule = rule or table.rule
+    shown_small = _is_small(v, rule) & ~m
     for r, c in np.argwhere(shown_small):
         problems.append(f"cell ({r}, {c}) = {v[r, c]} is shown")
     row_tot, col_tot = v.sum(axis=1), v.sum(axis=0)
-    for r in np.flatnonzero(_is_small(row_tot, low, high) & ~table.row_total_mask):
+    for r in np.flatnonzero(_is_small(row_tot, rule) & ~table.row_total_mask):
         problems.append(f"row total {r} = {row_tot[r]} is shown")
-    for c in np.flatnonzero(_is_small(col_tot, low, high) & ~table.col_total_mask):
+    for c in np.flatnonzero(_is_small(col_tot, rule) & ~table.col_total_mask):
         problems.append(f"column total {c} = {col_tot[c]} is shown")
-    pinned = _pinned_cells(
+    if not m.any() or not rule.withholds:
+        return problems
+    lo, hi = _cell_ranges(
         v, m, ~table.row_total_mask, ~table.col_total_mask, not table.grand_total_suppressed
-    ) & (v > 0)
-    for r, c in np.argwhere(pinned):
+    )
+    for r, c in np.argwhere(m & (v > 0) & (hi - lo < 0.5)):
         problems.append(f"suppressed cell ({r}, {c}) = {v[r, c]} is derivable from the totals")
+    for r, c in np.argwhere(m & (v > 0) & (hi - lo >= 0.5) & (hi < rule.high + 0.5)):
+        problems.append(
+            f"suppressed cell ({r}, {c}) = {v[r, c]} is narrowed to "
+            f"{lo[r, c]:.0f}..{hi[r, c]:.0f} by the totals"
+        )
     return problems
 
 
@@ -366,6 +631,7 @@ def suppress_counts(
     *,
     totals_known: bool = True,
     within: Mapping[str, str] | None = None,
+    rule: SuppressionRule = NETWORK_RULE,
 ) -> pl.DataFrame:
     """Return ``frame`` with its count columns as display strings, suppressed cells shown as ``*``.
 
@@ -384,6 +650,8 @@ def suppress_counts(
         withheld when either is 1-10, or when the whole is withheld for being 1-10. Parts are processed in
         the mapping's order, after ``count_cols``; a whole may itself be an earlier part. Parts are not part
         of the ``count_cols`` table (their sums across rows are not totals).
+    rule : SuppressionRule, default :data:`NETWORK_RULE`
+        The audience's rule; its band replaces 1-10 above.
 
     Returns
     -------
@@ -399,7 +667,7 @@ def suppress_counts(
     if count_cols:
         values = frame.select(pl.col(c).fill_null(0).cast(pl.Int64) for c in count_cols).to_numpy()
         nulls = frame.select(pl.col(c).is_null() for c in count_cols).to_numpy()
-        result = suppress_table(values, totals_known=totals_known)
+        result = suppress_table(values, totals_known=totals_known, rule=rule)
         shown = result.shown()
         shown[nulls] = "-"  # not a count (e.g. no threshold defined): shown as a dash, never as 0
         out = frame.with_columns(
@@ -407,7 +675,8 @@ def suppress_counts(
         )
     for part, whole in within.items():
         p, w = pl.col(part).fill_null(0), pl.col(whole).fill_null(0)
-        withheld = p.is_between(LOW, HIGH) | (w - p).is_between(LOW, HIGH) | w.is_between(LOW, HIGH)
+        lo, hi = rule.low, rule.high
+        withheld = p.is_between(lo, hi) | (w - p).is_between(lo, hi) | w.is_between(lo, hi)
         text = (
             pl.when(pl.col(part).is_null())
             .then(pl.lit("-"))
@@ -419,27 +688,100 @@ def suppress_counts(
     return out
 
 
-def safe_count(n: int) -> str:
-    """A count as report text: ``*`` for 1-10, else the number with thousands separators (0 is shown)."""
-    return SUPPRESSED if LOW <= n <= HIGH else f"{n:,}"
+def withhold_units(
+    units: pl.DataFrame,
+    *,
+    rule: SuppressionRule = NETWORK_RULE,
+    n_col: str = "n",
+    keep: Sequence[str] = ("provider",),
+    rank_col: str | None = None,
+    rank_by: str | None = None,
+) -> pl.DataFrame:
+    """A per-unit table (clinics, therapists) as an audience sees it: nothing of a unit whose n is withheld.
+
+    Parameters
+    ----------
+    units : polars.DataFrame
+        One row per unit: its count ``n_col``, its labels ``keep`` and statistics (observed, expected, O - E,
+        funnel limits, band, shrunken estimate and interval, rank, ...).
+    rule : SuppressionRule, default :data:`NETWORK_RULE`
+        The audience's rule.
+    n_col : str
+        The unit's count (episodes).
+    keep : sequence of str
+        Label columns, kept for every unit (the first one orders the withheld units).
+    rank_col, rank_by : str, optional
+        A rank column to recompute among the shown units only (descending ``rank_by``), so that no shown
+        rank tells where a withheld unit stands.
+
+    Returns
+    -------
+    polars.DataFrame
+        The same columns, ``n_col`` as text (``*`` where withheld). A unit is withheld when its n is, by
+        :func:`suppress_counts` over the units with their total known (1-10, and the complements that keep a
+        small one from being the total minus the others). A withheld unit keeps only its labels: every
+        interval, limit, band, estimate and rank is null, because the width of an interval (``2 z s /
+        sqrt(n)``) or a shrinkage factor gives n back. Shown units come first in their input order, withheld
+        units after them ordered by their label, so that the order tells nothing of their size. A shown unit
+        with fewer than ``rule.min_group`` episodes (one, under ``internal``) keeps its n but no statistic.
+    """
+    if units.is_empty():
+        return units.with_columns(pl.col(n_col).cast(pl.String))
+    shown_n = suppress_counts(units.select(n_col), [n_col], rule=rule)[n_col]
+    withheld = shown_n == SUPPRESSED
+    no_stats = withheld | (units[n_col] < rule.min_group)
+    stats = [c for c in units.columns if c not in (n_col, *keep)]
+    out = units.with_columns(
+        shown_n.alias(n_col),
+        *(pl.when(pl.lit(no_stats)).then(None).otherwise(pl.col(c)).alias(c) for c in stats),
+        pl.lit(withheld).alias("__withheld"),
+        pl.int_range(pl.len()).alias("__order"),
+    )
+    shown = out.filter(~pl.col("__withheld"))
+    hidden = out.filter(pl.col("__withheld")).sort(keep[0] if keep else "__order")
+    if rank_col is not None and rank_by is not None:
+        shown = shown.with_columns(
+            pl.col(rank_by).rank("ordinal", descending=True).cast(units.schema[rank_col]).alias(rank_col)
+        )
+        shown = shown.sort(rank_col)
+    return pl.concat([shown, hidden]).drop("__withheld", "__order")
 
 
-def safe_percent(numerator: int, denominator: int, *, suppressed: bool = False, digits: int = 0) -> str:
+def safe_count(n: int, rule: SuppressionRule = NETWORK_RULE) -> str:
+    """A count as report text: ``*`` for 1-10 (the rule's band), else the number with thousands separators."""
+    return SUPPRESSED if rule.is_small(n) else f"{n:,}"
+
+
+def safe_percent(
+    numerator: int,
+    denominator: int,
+    *,
+    suppressed: bool = False,
+    digits: int = 0,
+    rule: SuppressionRule = NETWORK_RULE,
+) -> str:
     """Format ``numerator / denominator`` as a percentage only when neither count is a small cell.
 
     A percentage is withheld (``*``) when the numerator was suppressed, when the numerator or the complement
     ``denominator - numerator`` is 1-10 (either would be derivable from the percentage and a shown total), or
-    when the denominator is 1-10.
+    when the denominator is 1-10 (the band of ``rule``; under ``internal`` only ``suppressed`` withholds).
     """
     if denominator <= 0:
         return "-"
     rest = denominator - numerator
-    if suppressed or any(LOW <= x <= HIGH for x in (numerator, rest, denominator)):
+    if suppressed or any(rule.is_small(x) for x in (numerator, rest, denominator)):
         return SUPPRESSED
     return f"{100.0 * numerator / denominator:.{digits}f}%"
 
 
-def safe_rate(numerator: int, denominator: int, *, per: float = 100.0, digits: int = 1) -> str:
+def safe_rate(
+    numerator: int,
+    denominator: int,
+    *,
+    per: float = 100.0,
+    digits: int = 1,
+    rule: SuppressionRule = NETWORK_RULE,
+) -> str:
     """Format the rate ``per * numerator / denominator`` (e.g. flares per 100 sessions) when it is safe.
 
     Withheld (``*``) under the rule of :func:`safe_percent`: when the numerator, its complement or the
@@ -447,6 +789,6 @@ def safe_rate(numerator: int, denominator: int, *, per: float = 100.0, digits: i
     """
     if denominator <= 0:
         return "-"
-    if any(LOW <= x <= HIGH for x in (numerator, denominator - numerator, denominator)):
+    if any(rule.is_small(x) for x in (numerator, denominator - numerator, denominator)):
         return SUPPRESSED
     return f"{per * numerator / denominator:.{digits}f}"

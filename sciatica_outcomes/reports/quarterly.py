@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -39,7 +40,17 @@ from sciatica_outcomes.models.compare import compare_providers, episode_outcomes
 from sciatica_outcomes.models.lmm import GrowthModel
 from sciatica_outcomes.models.responders import responder_frame
 from sciatica_outcomes.models.survival import kaplan_meier, time_to_improvement
-from sciatica_outcomes.reports.privacy import HIGH, LOW, SUPPRESSED, suppress_counts, suppress_table
+from sciatica_outcomes.reports.privacy import (
+    HIGH,
+    NETWORK_RULE,
+    SUPPRESSED,
+    SuppressionRule,
+    rule_for,
+    suppress_counts,
+    suppress_table,
+    withhold_units,
+)
+from sciatica_outcomes.reports.published import MINOR_END_REASONS, OTHER_ENDS, FlowPattern, flow_pattern
 from sciatica_outcomes.schemas import SCHEMA_VERSION, TABLE_SPECS
 from sciatica_outcomes.schemas.catalogs import label_for, label_map, measure_catalog
 from sciatica_outcomes.schemas.vocabulary import CANONICAL_TABLES, END_REASONS
@@ -88,12 +99,15 @@ __all__ = [
     "flow_display",
     "growth_time",
     "load_inputs",
+    "merge_small_ends",
     "outcome_bounds",
     "outcome_models",
     "pain_band_labels",
     "patient_flow",
     "provenance",
     "provider_comparison",
+    "published_flow",
+    "report_rule",
     "safety_summary",
     "table_hashes",
     "time_to_improvement_summary",
@@ -205,6 +219,7 @@ class Provenance(TypedDict):
     sources: list[dict[str, Any]]
     config: dict[str, Any]
     cohort_rules: dict[str, str]
+    audience: dict[str, object]
 
 
 class ProviderView(TypedDict):
@@ -284,6 +299,11 @@ class QuarterlyInputs:
     store_rows : dict of int
         Rows of each canonical table in the whole store (every clinic, every date): zero means the table was
         never ingested (:func:`coverage`); empty when unknown, then :attr:`history` stands in.
+    rule : SuppressionRule
+        The audience's suppression rule (:func:`report_rule`); every count the report shows goes through it.
+    network_episodes : polars.DataFrame or None
+        The episodes of every clinic, unrestricted (the published set's patient flow,
+        :func:`published_flow`); ``None``: :attr:`history`'s episodes stand in.
     """
 
     quarter: Quarter
@@ -295,6 +315,9 @@ class QuarterlyInputs:
     ingest_log: pl.DataFrame
     db: Path = field(default=Path("."))
     store_rows: dict[str, int] = field(default_factory=dict)
+    rule: SuppressionRule = NETWORK_RULE
+    network_episodes: pl.DataFrame | None = None
+    _patterns: dict[Quarter, FlowPattern] = field(default_factory=dict, init=False, repr=False, compare=False)
     _derived: dict[Quarter, Derived] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def derived(self, quarter: Quarter | None = None) -> Derived:
@@ -344,18 +367,54 @@ def _restrict_clinic(tables: dict[str, pl.DataFrame], clinic: str | None) -> dic
     return out
 
 
+def report_rule(audience: str | None, threshold: int | None, clinic: str | None) -> SuppressionRule:
+    """The suppression rule of a quarterly report.
+
+    Parameters
+    ----------
+    audience : {"internal", "network", "public"} or None
+        Who reads the report; ``None`` or ``""``: ``internal`` for a one-clinic report (the clinic's own
+        staff), ``network`` for all clinics.
+    threshold : int or None
+        Largest withheld count under ``network`` / ``public`` (``None``: the default 10).
+    clinic : str or None
+        The report's clinic (``None`` or ``""``: all clinics).
+
+    Returns
+    -------
+    SuppressionRule
+
+    Raises
+    ------
+    ReportParameterError
+        An unknown audience, a threshold below 1 or given with ``internal``, or ``internal`` without a
+        clinic (an internal report is one clinic's own: the network's counts are no one clinic's to see).
+    """
+    chosen = audience or ("internal" if clinic else "network")
+    if chosen == "internal" and not clinic:
+        raise ReportParameterError(
+            "the internal audience is one clinic's own staff: give --clinic, or use --audience network"
+        )
+    try:
+        return rule_for(chosen, threshold)
+    except ValueError as exc:
+        raise ReportParameterError(f"{exc}; see sciatica-outcomes report quarterly --help") from exc
+
+
 def validate_parameters(params: dict[str, Any]) -> None:
     """Check the quarterly report's parameters against the store before anything runs.
 
     Raises
     ------
     ReportParameterError
-        Malformed or out-of-range quarter, unknown clinic, missing store, unreadable config file, or 10 or
-        fewer episodes active in the quarter (for the clinic when one is given): every section of such a
+        Malformed or out-of-range quarter, unknown clinic, missing store, unreadable config file, unknown
+        audience or bad threshold (:func:`report_rule`), or 10 or fewer episodes active in the quarter (for
+        the clinic when one is given): every section of such a
         report would describe a handful of identifiable patients, so none is rendered
         (:data:`MIN_ACTIVE_EPISODES`).
     """
     quarter = Quarter.parse(params.get("quarter", ""))
+    rule = report_rule(params.get("audience"), params.get("suppress_threshold") or None, params.get("clinic"))
     db = Path(str(params.get("db", "")))
     if not db.is_file():
         raise ReportParameterError(f"store {db} does not exist: ingest data first (sciatica-outcomes ingest)")
@@ -385,11 +444,12 @@ def validate_parameters(params: dict[str, Any]) -> None:
         pl.when(pl.col("end_date") <= quarter.end).then(pl.col("end_date")).alias("end_date")
     )
     active = scope.filter(_episode_sets(scope, quarter)["active"]).height
-    if active < MIN_ACTIVE_EPISODES:
+    needed = min_active_episodes(rule)
+    if active < needed:
         where = f"clinic {clinic}" if clinic not in (None, "") else "the store"
         raise ReportParameterError(
-            f"{where} has {'no' if active == 0 else 'between 1 and 10'} episode(s) active in {quarter}: a "
-            f"quarterly report needs at least {MIN_ACTIVE_EPISODES}, or it would describe identifiable "
+            f"{where} has {'no' if active == 0 else f'between 1 and {needed - 1}'} episode(s) active in "
+            f"{quarter}: a quarterly report needs at least {needed}, or it would describe identifiable "
             "patients; report on all clinics together, or on a longer period"
         )
 
@@ -399,12 +459,25 @@ def validate_parameters(params: dict[str, Any]) -> None:
 MIN_ACTIVE_EPISODES = HIGH + 1
 
 
+def min_active_episodes(rule: SuppressionRule = NETWORK_RULE) -> int:
+    """Fewest active episodes for a report under ``rule``: :data:`MIN_ACTIVE_EPISODES`, or the threshold + 1.
+
+    The internal audience keeps the minimum too: its counts are exact, but every model-based statistic of
+    the report would still come from a handful of patients.
+    """
+    return max(MIN_ACTIVE_EPISODES, rule.high + 1)
+
+
 def _quarter_of(day: date) -> Quarter:
     return Quarter(day.year, (day.month - 1) // 3 + 1)
 
 
 def load_inputs(
-    db: str | Path, quarter: str | Quarter, clinic: str | None = None, config: ClinicalConfig | None = None
+    db: str | Path,
+    quarter: str | Quarter,
+    clinic: str | None = None,
+    config: ClinicalConfig | None = None,
+    rule: SuppressionRule = NETWORK_RULE,
 ) -> QuarterlyInputs:
     """Read the store once and prepare the inputs of a quarterly report.
 
@@ -418,6 +491,8 @@ def load_inputs(
         Restrict to one clinic (``clinic_id``).
     config : ClinicalConfig, optional
         Clinical thresholds; defaults to the documented defaults.
+    rule : SuppressionRule, default :data:`~sciatica_outcomes.reports.privacy.NETWORK_RULE`
+        The audience's rule (:func:`report_rule`).
     """
     q = quarter if isinstance(quarter, Quarter) else Quarter.parse(quarter)
     with Store(db, read_only=True) as store:
@@ -435,6 +510,8 @@ def load_inputs(
         ingest_log=log,
         db=Path(db),
         store_rows={name: frame.height for name, frame in tables.items()},
+        rule=rule,
+        network_episodes=tables["episodes"],
     )
 
 
@@ -573,7 +650,64 @@ def patient_flow(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> pl.
     return pl.DataFrame(rows, schema={"stage": pl.String, "n": pl.Int64}, orient="row")
 
 
-def flow_display(flow: pl.DataFrame) -> dict[str, str]:
+def merge_small_ends(counts: Mapping[str, int], rule: SuppressionRule = NETWORK_RULE) -> dict[str, int]:
+    """Merge the minor end reasons into one "other ends" stage when any of them is a small count.
+
+    Merging comes before withholding, so that a handful of referrals does not cost the dropout count its
+    place: with the minor reasons as one cell, a small referral count needs no complementary suppression of
+    the dropouts unless the merged cell is itself small. All four minor reasons are merged together, never
+    only the small ones (which reasons were merged would tell that each of them is 1-10).
+
+    Parameters
+    ----------
+    counts : mapping of str to int
+        :func:`patient_flow` as ``{stage: n}``.
+    rule : SuppressionRule
+        Nothing is merged when the rule withholds nothing (``internal``).
+
+    Returns
+    -------
+    dict of str to int
+        The stages in order, the minor reasons replaced by :data:`OTHER_ENDS` where merged.
+    """
+    minor = [f"ended: {r}" for r in MINOR_END_REASONS]
+    if not rule.withholds or not any(rule.is_small(counts.get(k, 0)) for k in minor):
+        return dict(counts)
+    out: dict[str, int] = {}
+    for stage, n in counts.items():
+        if stage in minor:
+            out[OTHER_ENDS] = out.get(OTHER_ENDS, 0) + n
+        else:
+            out[stage] = n
+    return out
+
+
+def published_flow(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> dict[str, str]:
+    """The patient flow of a quarter as the report prints it, suppressed across the published set.
+
+    Under ``internal`` the clinic's own flow is exact (:func:`flow_display`). Under ``network`` and
+    ``public`` the flow of the network and of every clinic, in every quarter up to the report's, is
+    suppressed as one system (:func:`~sciatica_outcomes.reports.published.flow_pattern`), so that no
+    withheld count follows from this report together with the other clinics' reports, the network's report
+    and the reports of other quarters (their trend tables included); the pattern is computed once per report.
+
+    Returns
+    -------
+    dict of str to str
+        ``{stage: text}`` as :func:`flow_display`.
+    """
+    q = quarter or inputs.quarter
+    if not inputs.rule.withholds:
+        return flow_display(patient_flow(inputs, quarter), inputs.rule)
+    if inputs.quarter not in inputs._patterns:
+        episodes = inputs.network_episodes
+        if episodes is None:
+            episodes = inputs.history["episodes"]
+        inputs._patterns[inputs.quarter] = flow_pattern(episodes, inputs.quarter.label, inputs.rule)
+    return inputs._patterns[inputs.quarter].shown(inputs.clinic, q.label)
+
+
+def flow_display(flow: pl.DataFrame, rule: SuppressionRule = NETWORK_RULE) -> dict[str, str]:
     """Suppressed display strings of :func:`patient_flow`, respecting the flow's own identities.
 
     The flow has two partitions of the episodes active in the quarter, whose total the report shows: active
@@ -581,20 +715,23 @@ def flow_display(flow: pl.DataFrame) -> dict[str, str]:
     partition is suppressed as a table of its own (primary and complementary suppression,
     :func:`~sciatica_outcomes.reports.privacy.suppress_table`), the second with every reason as its own cell,
     so that no withheld cell is the total minus the shown ones. "Ended" is shown only when "still active" is
-    (it is then the total minus it anyway) and it is not 1-10; a total of 1-10 withholds everything.
+    (it is then the total minus it anyway) and it is not 1-10; a total of 1-10 withholds everything. The band
+    is ``rule``'s (nothing is withheld under ``internal``). Before anything is withheld, the minor end
+    reasons are merged into "other ends" when one of them is small (:func:`merge_small_ends`), so the
+    returned stages are those of the merged flow.
     """
-    n = dict(flow.iter_rows())
+    n = merge_small_ends(dict(flow.iter_rows()), rule)
     reasons = [s for s in n if s.startswith("ended: ")]
     shown: dict[str, str] = {}
     still = "still active at end of quarter"
     for line in (["active at start of quarter", "enrolled in quarter"], [*reasons, still]):
-        res = suppress_table([n[k] for k in line])
+        res = suppress_table([n[k] for k in line], rule=rule)
         for k, v in zip(line, res.shown()[:, 0], strict=True):
             shown[k] = str(v)
     active = n["active in quarter"]
     ended = sum(n[r] for r in reasons)
-    shown["active in quarter"] = SUPPRESSED if LOW <= active <= HIGH else str(active)
-    hide_ended = shown[still] == SUPPRESSED or LOW <= ended <= HIGH
+    shown["active in quarter"] = SUPPRESSED if rule.is_small(active) else str(active)
+    hide_ended = shown[still] == SUPPRESSED or rule.is_small(ended)
     shown["ended"] = SUPPRESSED if hide_ended else str(ended)
     return {k: shown[k] for k in [*n, "ended"]}
 
@@ -668,6 +805,25 @@ def case_mix(inputs: QuarterlyInputs) -> pl.DataFrame:
     return pl.concat(parts).select("characteristic", "category", "n")
 
 
+def _own_quarantine(inputs: QuarterlyInputs) -> pl.DataFrame:
+    """The quarantined rows of the report's clinic (all of them for an all-clinic report)."""
+    qr = inputs.quarantine
+    if not inputs.clinic or qr.height == 0:
+        return qr
+    episodes = inputs.history["episodes"]["episode_id"].cast(pl.String)
+    sessions = inputs.history["sessions"]["session_id"].cast(pl.String)
+
+    def field(name: str) -> pl.Expr:
+        return pl.col("record").str.json_path_match(f"$.{name}")
+
+    mine = (
+        (field("clinic_id") == inputs.clinic)
+        | field("episode_id").is_in(episodes.implode())
+        | field("session_id").is_in(sessions.implode())
+    )
+    return qr.filter(mine.fill_null(False))
+
+
 def data_quality(inputs: QuarterlyInputs) -> DataQuality:
     """Rows quarantined by rule and measure completeness at baseline and at the end of the episode.
 
@@ -675,12 +831,14 @@ def data_quality(inputs: QuarterlyInputs) -> DataQuality:
     -------
     DataQuality
         ``"quarantine"``: ``table, rule, rows`` (all ingests up to now; a quarantined row counts once per
-        rule it broke); ``"completeness"``: ``measure, baseline_n, baseline_of, end_n, end_of`` for the
+        rule it broke; in a one-clinic report only rows whose raw record names the clinic, or one of its
+        episodes or sessions: another clinic's data quality is not this report's to show);
+        ``"completeness"``: ``measure, baseline_n, baseline_of, end_n, end_of`` for the
         episodes enrolled in (baseline) and ended in (end) the quarter: a baseline is a value at visit w0, an
         end assessment one within ``ClinicalConfig.end_window_days`` of the end date (the derive stage's
         ``visit`` and ``at_end``).
     """
-    qr = inputs.quarantine
+    qr = _own_quarantine(inputs)
     if qr.height:
         errors = qr.select(
             "table_name",
@@ -749,17 +907,28 @@ def provenance(inputs: QuarterlyInputs) -> Provenance:
         ``"quarter"`` and ``"clinic"`` (``None`` for all clinics), ``"data_sha256"`` (per canonical table,
         :func:`table_hashes`), ``"schema_version"``, ``"sources"`` (one record per ingested file and table:
         ``source_path, sha256, table_name, ingested_at_utc``), ``"config"``
-        (:meth:`~sciatica_outcomes.config.ClinicalConfig.to_dict`) and ``"cohort_rules"``
-        (:data:`COHORT_RULES`).
+        (:meth:`~sciatica_outcomes.config.ClinicalConfig.to_dict`), ``"cohort_rules"``
+        (:data:`COHORT_RULES`) and ``"audience"`` (:meth:`SuppressionRule.to_dict`).
+
+    Notes
+    -----
+    A one-clinic report lists only the clinic's own sources: the store keeps no row-level lineage, so a
+    source counts as the clinic's when its path names the clinic (``CL01`` in ``exports/CL01/episodes.csv``);
+    files shared by several clinics are left out (the content hashes of the clinic's data identify what the
+    report read). No other clinic's file path appears in a one-clinic report.
     """
     sources = (
         inputs.ingest_log.select("source_path", "sha256", "table_name", "ingested_at_utc")
         .unique(["sha256", "table_name"])
         .sort("table_name", "source_path")
     )
+    if inputs.clinic:
+        own = rf"(?i)(^|[^A-Za-z0-9]){re.escape(inputs.clinic)}([^A-Za-z0-9]|$)"
+        sources = sources.filter(pl.col("source_path").str.contains(own))
     return {
         "quarter": inputs.quarter.label,
         "clinic": inputs.clinic,
+        "audience": inputs.rule.to_dict(),
         "data_sha256": table_hashes(inputs.tables),
         "schema_version": SCHEMA_VERSION,
         "sources": json.loads(sources.write_json()),
@@ -913,7 +1082,9 @@ def pain_band_labels(config: ClinicalConfig) -> dict[str, str]:
     return {band: f"{words[band]} ({ranges[band]})" for band in PAIN_BANDS}
 
 
-def band_shares(bands: pl.DataFrame, count_col: str = "sessions") -> pl.DataFrame:
+def band_shares(
+    bands: pl.DataFrame, count_col: str = "sessions", rule: SuppressionRule = NETWORK_RULE
+) -> pl.DataFrame:
     """Shares of a count breakdown that a figure may draw when the total is printed beside it.
 
     The counts go through :func:`~sciatica_outcomes.reports.privacy.suppress_counts` first (1-10, and the
@@ -929,7 +1100,7 @@ def band_shares(bands: pl.DataFrame, count_col: str = "sessions") -> pl.DataFram
     total = int(bands[count_col].sum()) if bands.height else 0
     if total == 0:
         return pl.DataFrame(schema={"band": pl.String, "share": pl.Float64})
-    withheld = suppress_counts(bands, [count_col])[count_col] == SUPPRESSED
+    withheld = suppress_counts(bands, [count_col], rule=rule)[count_col] == SUPPRESSED
     return bands.select(
         pl.when(withheld).then(pl.col("band") + " (withheld)").otherwise(pl.col("band")).alias("band"),
         pl.when(withheld).then(None).otherwise(100.0 * pl.col(count_col) / total).alias("share"),
@@ -1013,8 +1184,9 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
         odi_responders, sessions_recorded`` (whether any session is dated in the quarter: without one,
         adherence and flares are not recorded, not zero) with raw counts (show a share or a rate only when
         its counts may be shown: ``safe_percent``, ``safe_rate``), plus ``active_shown, enrolled_shown,
-        ended_shown, completed_shown``: the flow counts as each quarter's own :func:`flow_display` shows
-        them, so that the trend withholds exactly what that quarter's flow table withholds (suppressing the
+        ended_shown, completed_shown``: the flow counts as each quarter's flow table shows them
+        (:func:`published_flow`), so that the trend withholds exactly what that quarter's flow table
+        withholds, across the published set (suppressing the
         trend's columns on their own would let one table give away what the other hides).
     """
     rows = []
@@ -1022,7 +1194,7 @@ def trend(inputs: QuarterlyInputs, n_previous: int = 4) -> pl.DataFrame:
         qk = inputs.quarter.shift(-k)
         flow_frame = patient_flow(inputs, qk)
         flow = dict(flow_frame.iter_rows())
-        shown = flow_display(flow_frame)
+        shown = published_flow(inputs, qk)
         adh = adherence_summary(inputs, qk)
         safe = safety_summary(inputs, qk)
         outc = end_of_episode_outcomes(inputs, qk).filter(pl.col("outcome") == "odi")
@@ -1332,17 +1504,19 @@ def dose_progression(inputs: QuarterlyInputs) -> DoseProgression:
 KM_OUTCOMES: dict[str, str] = {"odi": "Disability (ODI)", "nprs_leg": "Leg pain"}
 
 
-def _coarse_steps(curve: pl.DataFrame) -> pl.DataFrame:
-    """Rows of a Kaplan-Meier curve at which more than 10 events have accrued since the previous kept row.
+def _coarse_steps(curve: pl.DataFrame, rule: SuppressionRule = NETWORK_RULE) -> pl.DataFrame:
+    """Rows of a Kaplan-Meier curve at which more than 10 events (the rule's threshold; under ``internal``
+    any event) have accrued since the previous kept row.
 
     A curve has one row per distinct event time (visit weeks here: a few dozen at most), so the greedy
     accumulation runs over those rows, not over patients.
     """
     keep = np.zeros(curve.height, dtype=bool)
     accrued = 0
+    step = max(rule.high, 0) if rule.withholds else 0
     for i, events in enumerate(curve["n_events"].to_numpy()):
         accrued += int(events)
-        if accrued > HIGH:
+        if accrued > step:
             keep[i], accrued = True, 0
     return curve.filter(pl.Series(keep))
 
@@ -1372,7 +1546,7 @@ def time_to_improvement_summary(inputs: QuarterlyInputs) -> TimeToImprovement:
             continue
         km = kaplan_meier(tti)
         curves.append(
-            _coarse_steps(km.curves.filter(pl.col("n_at_risk") > HIGH)).select(
+            _coarse_steps(km.curves.filter(pl.col("n_at_risk") >= inputs.rule.min_group), inputs.rule).select(
                 pl.lit(label).alias("outcome"),
                 "time",
                 (1 - pl.col("survival")).alias("share_improved"),
@@ -1417,10 +1591,12 @@ def provider_comparison(
     Returns
     -------
     ProviderView or None
-        ``"level"`` (clinic or therapist), ``"providers"`` (``unit, n, o_minus_e, limit95, limit998, band,
-        shrunken, shrunken_low, shrunken_high``), ``"limits"`` (funnel limits over volumes), ``"spec"``
-        (case-mix formula, SDs, rows used); None when fewer than two units have an outcome or too few
-        episodes support the case-mix model.
+        ``"level"`` (clinic or therapist), ``"providers"`` (``unit, n, o_minus_e, band, shrunken,
+        shrunken_low, shrunken_high`` as the audience may see them, :func:`withhold_units`: ``n`` is text,
+        ``*`` where withheld, and a withheld unit has nothing else, comes after the shown ones and gets its
+        label after them), ``"limits"`` (funnel limits over volumes), ``"spec"`` (case-mix formula, SDs,
+        rows used; the row counts withheld when a unit is); None when fewer than two units have an
+        outcome, too few episodes support the case-mix model, or every unit's count is withheld.
     """
     level = "therapist_id" if inputs.clinic else "clinic_id"
     try:
@@ -1436,27 +1612,42 @@ def provider_comparison(
         # too few episodes for the case-mix model, or a case-mix factor with one level among them (e.g.
         # one sex only): the report says that no comparison can be made
         return None
-    prov = result.providers.sort("n", descending=True)
+    rule = inputs.rule
+    # nothing of a unit whose n is withheld: no interval (its width gives n), no band, no estimate, and a
+    # place after the shown units (by code, not by size)
+    prov = withhold_units(
+        result.providers.sort("n", descending=True).select(
+            pl.col("provider").cast(pl.String),
+            pl.col("n").cast(pl.Int64),
+            "o_minus_e",
+            "band",
+            "shrunken",
+            "shrunken_low",
+            "shrunken_high",
+        ),
+        rule=rule,
+    )
+    withheld = prov["n"] == SUPPRESSED
+    if withheld.all():
+        return None  # no unit may be shown: the report says that no comparison can be made
     if level == "therapist_id":
+        # numbered after withholding, so that a label tells no withheld therapist's place by caseload
         prov = prov.with_columns(pl.format("therapist {}", pl.int_range(1, pl.len() + 1)).alias("unit"))
     else:
-        prov = prov.with_columns(pl.col("provider").cast(pl.String).alias("unit"))
+        prov = prov.with_columns(pl.col("provider").alias("unit"))
+    diagnostics = dict(result.diagnostics)
+    if withheld.any():
+        # the model's row counts are the units' total: withheld with the units' counts
+        diagnostics.update({k: SUPPRESSED for k in diagnostics if k.startswith(("rows_", "dropped_"))})
     # the grid ends at a round volume above the largest unit, so that its end does not tell that count
-    largest = prov["n"].max()
+    largest = result.providers["n"].max()
     n_max = max(int(largest) if isinstance(largest, int | float) else 0, 20)
     n_max = 50 * (n_max // 50 + 1)
     limits = result.funnel_limits([float(v) for v in range(2, n_max + 1)])
     return {
         "level": "therapist" if level == "therapist_id" else "clinic",
         "providers": prov.select(
-            "unit",
-            pl.col("n").cast(pl.Int64),
-            "o_minus_e",
-            # the band is a statistic of the unit's patients: withheld with the others for 10 or fewer
-            pl.when(pl.col("n") > HIGH).then(pl.col("band")).alias("band"),
-            "shrunken",
-            "shrunken_low",
-            "shrunken_high",
+            "unit", "n", "o_minus_e", "band", "shrunken", "shrunken_low", "shrunken_high"
         ),
         "limits": limits,
         "spec": {
@@ -1465,6 +1656,6 @@ def provider_comparison(
             "level": level,
             "residual_sd": result.residual_sd,
             "between_sd": result.between_sd,
-            "diagnostics": result.diagnostics,
+            "diagnostics": diagnostics,
         },
     }

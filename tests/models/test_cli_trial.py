@@ -97,7 +97,11 @@ def test_responders_and_compare_clinics(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     payload = json.loads(js.read_text())
-    assert sum(r["n"] for r in payload["rows"]) == payload["diagnostics"]["rows_used"]
+    shown = [r["n"] for r in payload["rows"]]
+    if "*" in shown:
+        assert payload["diagnostics"]["rows_used"] == "*"
+    else:
+        assert sum(int(n) for n in shown) == payload["diagnostics"]["rows_used"]
     missing = runner.invoke(app, ["responders", "--tables", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2
 
@@ -118,8 +122,73 @@ def test_compare_clinics_csv_neutralises_a_code_a_spreadsheet_would_evaluate(tmp
     assert "'-1-1" in providers and "-1-1" not in providers
     # numbers stay numbers: unquoted in the file, negative values included
     text = out.read_text(encoding="utf-8")
-    o_minus_e = [float(r["o_minus_e"]) for r in rows]
+    o_minus_e = [float(r["o_minus_e"]) for r in rows if r["o_minus_e"]]
     assert any(v < 0 for v in o_minus_e)
-    negative = next(r["o_minus_e"] for r in rows if float(r["o_minus_e"]) < 0)
+    negative = next(r["o_minus_e"] for r in rows if r["o_minus_e"] and float(r["o_minus_e"]) < 0)
     assert f",{negative}," in text or f",{negative}\n" in text
     assert f'"{negative}"' not in text
+
+
+def test_compare_clinics_and_responders_publish_nothing_of_a_withheld_unit(tmp_path: Path) -> None:
+    # 4 clinics of 300 patients: the smallest has a handful of episodes with a 12-week ODI
+    cohort = tmp_path / "cohort"
+    write_cohort(generate_cohort(n_patients=300, n_clinics=4, seed=3), cohort)
+    js = tmp_path / "cmp.json"
+    res = runner.invoke(app, ["compare-clinics", "--tables", str(cohort), "--out", str(js), "--quiet"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(js.read_text())
+    rows = payload["rows"]
+    withheld = [r for r in rows if r["n"] == "*"]
+    shown = [r for r in rows if r["n"] != "*"]
+    assert len(withheld) >= 2 and shown  # the small clinic and its complement
+    assert rows == shown + withheld  # withheld units come last, by code
+    assert [r["provider"] for r in withheld] == sorted(r["provider"] for r in withheld)
+    for r in withheld:
+        assert {k for k, v in r.items() if v is not None} == {"provider", "n"}
+    assert sorted(r["rank_shrunken"] for r in shown) == list(range(1, len(shown) + 1))
+    assert payload["diagnostics"]["rows_used"] == "*" and payload["audience"]["audience"] == "network"
+    # a threshold of 30 withholds the 24 of the second-smallest clinic as well, and a complement with it
+    res = runner.invoke(
+        app,
+        [
+            "compare-clinics",
+            "--tables",
+            str(cohort),
+            "--out",
+            str(js),
+            "--quiet",
+            "--suppress-threshold",
+            "30",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    loose = json.loads(js.read_text())
+    assert len([r for r in loose["rows"] if r["n"] == "*"]) > len(withheld)
+    # internal is one clinic's own: refused for several clinics, with the fix in the message
+    refused = runner.invoke(app, ["compare-clinics", "--tables", str(cohort), "--audience", "internal"])
+    assert refused.exit_code == 2 and "--audience network" in refused.output
+    out = tmp_path / "resp.csv"
+    res = runner.invoke(
+        app,
+        [
+            "responders",
+            "--tables",
+            str(cohort),
+            "--by",
+            "clinic_id",
+            "--no-model",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    resp = pl.read_csv(out, infer_schema=False)
+    hidden = resp.filter(pl.any_horizontal(pl.col("n_determined", "n_responders") == "*"))
+    assert (
+        hidden.height
+        and hidden.select("share", "ci_low", "ci_high").null_count().row(0) == (hidden.height,) * 3
+    )
+    for col in ("n_assessed", "n_determined", "n_undetermined", "n_responders"):
+        values = [int(v) for v in resp[col].drop_nulls().to_list() if v != "*"]
+        assert not [v for v in values if 1 <= v <= 10], col

@@ -54,3 +54,31 @@ def test_report_on_a_missing_store_is_a_user_error(tmp_path: Path) -> None:
     code, out = _run("report", "cohort", "--db", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "r"))
     assert code == 2
     assert "does not exist" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--audience", "internal"], "give --clinic"),
+        (["--audience", "press"], "'press' is not one of internal, network, public"),
+        (["--suppress-threshold", "-1"], "threshold must be 1 or more"),
+        (["--clinic", "CL01", "--suppress-threshold", "5"], "network and public audiences only"),
+    ],
+)
+def test_a_bad_audience_is_a_user_error(
+    report_store: dict[str, Path], tmp_path: Path, args: list[str], says: str
+) -> None:
+    code, out = _run(
+        "report",
+        "quarterly",
+        "--db",
+        str(report_store["db"]),
+        "--quarter",
+        "2026Q2",
+        *args,
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert code == 2, out
+    assert says in " ".join(out.split()) and "Traceback" not in out
+    assert not (tmp_path / "r").exists()

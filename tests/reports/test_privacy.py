@@ -15,12 +15,19 @@ from hypothesis.extra.numpy import arrays
 
 from sciatica_outcomes.reports.privacy import (
     SUPPRESSED,
+    SuppressedTable,
     audit_suppression,
+    feasible_ranges,
+    leaked,
     neutralise_cell,
+    protect_linked,
     rule_for,
+    safe_count,
     safe_percent,
+    safe_rate,
     suppress_counts,
     suppress_table,
+    withhold_units,
     write_safe_csv,
 )
 
@@ -228,3 +235,82 @@ def test_the_internal_rule_suppresses_nothing_and_a_higher_threshold_more() -> N
     assert suppress_table(wide, rule=rule_for("network", threshold=15)).mask[1, 0]
     # the audit with the wider band finds the default table unsafe
     assert audit_suppression(suppress_table(wide), rule=rule_for("network", threshold=15))
+
+
+def test_the_internal_rule_shows_every_count_and_the_threshold_moves_the_band() -> None:
+    counts = np.array([[3, 40], [12, 7]])
+    internal = suppress_table(counts, rule=rule_for("internal"))
+    assert not internal.mask.any() and audit_suppression(internal) == []
+    five = suppress_table(counts, rule=rule_for("public", threshold=5))
+    assert five.mask[0, 0] and not five.primary[1, 1]  # 7 is above a threshold of 5: not primary
+    assert audit_suppression(five) == []
+    default = suppress_table(counts)
+    assert default.primary[1, 1] and default.mask[1, 1]
+    frame = pl.DataFrame({"n": [4, 50]})
+    assert suppress_counts(frame, ["n"], rule=rule_for("internal"))["n"].to_list() == ["4", "50"]
+    assert suppress_counts(frame, ["n"])["n"].to_list() == ["*", "*"]
+    assert safe_percent(4, 50, rule=rule_for("internal")) == "8%" and safe_percent(4, 50) == "*"
+    assert safe_count(4, rule_for("internal")) == "4" and safe_count(4) == "*"
+    assert safe_count(7, rule_for("network", threshold=5)) == "7"
+    assert safe_rate(4, 50, rule=rule_for("internal")) == "8.0" and safe_rate(4, 50) == "*"
+
+
+def test_the_audit_flags_a_cell_narrowed_into_the_band_not_only_a_pinned_one() -> None:
+    # a column 4 | 5 | 90 with its total shown, 4 and 5 hidden: each lies in 0..9, so both are known small
+    naive = SuppressedTable(
+        values=np.array([[4], [5], [90]]),
+        mask=np.array([[True], [True], [False]]),
+        row_total_mask=np.array([True, True, True]),
+        col_total_mask=np.array([False]),
+        grand_total_suppressed=False,
+        primary=np.array([[True], [True], [False]]),
+    )
+    problems = audit_suppression(naive)
+    assert problems and all("narrowed to 0..9" in p for p in problems)
+    fixed = suppress_table([[4], [5], [90]])
+    assert fixed.mask[2, 0] and audit_suppression(fixed) == []
+
+
+def test_feasible_ranges_and_protect_linked_on_a_chain() -> None:
+    # a = b + c (a total and its parts), c = d (this quarter's end is the next quarter's start)
+    values = np.array([30, 25, 5, 5])
+    ids = np.array([[1, -1, -1, 0], [0, 0, 1, -1]])
+    lo, hi = feasible_ranges(values, [False, False, True, False], ids)
+    assert (lo[2], hi[2]) == (5, 5)  # pinned by either identity
+    lo, hi = feasible_ranges(values, [False, True, True, True], ids)
+    assert (lo[2], hi[2]) == (0, 30)
+    mask = protect_linked(values, ids)
+    assert mask[2] and mask[3]
+    lo, hi = feasible_ranges(values, mask, ids)
+    assert not leaked(lo, hi, mask).any()
+    assert not protect_linked(values, ids, rule=rule_for("internal")).any()
+    # what an earlier report published (a shown, b withheld) stays as it was
+    grown = protect_linked(
+        values, ids, fixed=[True, True, False, False], withheld=[False, True, False, False]
+    )
+    assert grown.tolist() == [False, True, True, True]
+    # with a and b both published, c = a - b whatever else is withheld
+    with pytest.raises(ValueError, match="already published"):
+        protect_linked(values, ids, fixed=[True, True, False, False], withheld=[False, False, False, False])
+
+
+def test_withhold_units_leaves_a_withheld_unit_nothing_but_its_code() -> None:
+    units = pl.DataFrame(
+        {
+            "provider": ["B", "A", "D", "C"],
+            "n": [40, 30, 12, 4],
+            "limit95": [1.2, 1.4, 2.3, 3.9],  # 1.96 s / sqrt(n): its width gives n back
+            "shrunken": [0.5, -1.0, 2.0, 0.1],
+            "rank_shrunken": [2, 4, 1, 3],
+        }
+    )
+    got = withhold_units(units, rank_col="rank_shrunken", rank_by="shrunken")
+    # 4 is small and 12 its complement; shown units ranked among themselves, withheld ones by code
+    assert got["provider"].to_list() == ["B", "A", "C", "D"]
+    assert got["n"].to_list() == ["40", "30", "*", "*"]
+    assert got["rank_shrunken"].to_list() == [1, 2, None, None]
+    assert got.filter(pl.col("n") == "*").select("limit95", "shrunken").null_count().row(0) == (2, 2)
+    internal = withhold_units(units, rule=rule_for("internal"))
+    assert internal["n"].to_list() == ["40", "30", "12", "4"] and internal["limit95"].null_count() == 0
+    one = withhold_units(units.with_columns(pl.Series("n", [40, 30, 12, 1])), rule=rule_for("internal"))
+    assert one.row(3, named=True)["n"] == "1" and one.row(3, named=True)["shrunken"] is None

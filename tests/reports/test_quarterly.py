@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.errors import ReportParameterError
 from sciatica_outcomes.reports import quarterly as q
+from sciatica_outcomes.reports.privacy import suppress_table
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.schemas.store_tables import INGEST_LOG_SCHEMA, QUARANTINE_SCHEMA
 from sciatica_outcomes.scoring import ODI_BANDS, odi_band
@@ -176,15 +179,25 @@ def test_flow_display_leaves_no_withheld_count_to_subtraction(
     values = [start, enrolled, active, *ended, still]
     shown = q.flow_display(pl.DataFrame({"stage": stages, "n": values}))
     n = dict(zip(stages, values, strict=True)) | {"ended": sum(ended)}
+    n[q.OTHER_ENDS] = sum(ended[2:])
+    reasons = [s for s in shown if s.startswith("ended: ")]
+    # the minor reasons are merged when one of them is small, and then all of them
+    merged = any(1 <= e <= 10 for e in ended[2:])
+    assert (q.OTHER_ENDS in shown) == merged
+    assert reasons == (
+        ["ended: completed", "ended: dropped out", q.OTHER_ENDS]
+        if merged
+        else [f"ended: {r}" for r in _REASONS]
+    )
     for stage, text in shown.items():
         if text != "*":
             assert not (1 <= n[stage] <= 10), (stage, n[stage])
     # identities: whole = sum of parts; shown whole minus shown parts must be 0 or more than 10
     identities = [
         ("active in quarter", ["active at start of quarter", "enrolled in quarter"]),
-        ("active in quarter", [*(f"ended: {r}" for r in _REASONS), "still active at end of quarter"]),
+        ("active in quarter", [*reasons, "still active at end of quarter"]),
         ("active in quarter", ["ended", "still active at end of quarter"]),
-        ("ended", [f"ended: {r}" for r in _REASONS]),
+        ("ended", reasons),
     ]
     for whole, parts in identities:
         if shown[whole] == "*":
@@ -425,3 +438,137 @@ def test_clip_to_range_cuts_the_band_and_says_so() -> None:
     assert not clipped and same.equals(traj.head(1))
     _, clipped = q.clip_to_range(traj, (None, None))
     assert not clipped
+
+
+def test_report_rule_defaults_to_internal_for_a_clinic_and_network_for_all() -> None:
+    assert q.report_rule(None, None, "CL01").audience == "internal"
+    assert not q.report_rule("", None, "CL01").withholds
+    net = q.report_rule(None, None, None)
+    assert (net.audience, net.low, net.high) == ("network", 1, 10)
+    assert q.report_rule("public", 5, "CL01").high == 5
+    assert q.min_active_episodes(q.report_rule("network", 20, None)) == 21
+    for bad in (
+        ("internal", None, None),
+        ("internal", 5, "CL01"),
+        ("press", None, None),
+        ("public", 0, None),
+    ):
+        with pytest.raises(ReportParameterError):
+            q.report_rule(*bad)
+
+
+def test_flow_display_is_exact_under_internal_and_withholds_under_network() -> None:
+    stages = ["active at start of quarter", "enrolled in quarter", "active in quarter"]
+    stages += [f"ended: {r.replace('_', ' ')}" for r in q.END_REASONS]
+    stages.append("still active at end of quarter")
+    counts = [10, 8, 18, 6, 3, 0, 0, 0, 0, 9]
+    flow = pl.DataFrame({"stage": stages, "n": counts})
+    internal = q.flow_display(flow, q.report_rule("internal", None, "CL01"))
+    assert [internal[s] for s in stages] == [str(c) for c in counts] and internal["ended"] == "9"
+    network = q.flow_display(flow)
+    assert network["enrolled in quarter"] == "*" and network["ended: completed"] == "*"
+    assert "ended: dropped out" in network and q.OTHER_ENDS not in network  # no minor reason is small
+
+
+def test_small_minor_end_reasons_are_merged_so_the_dropouts_survive() -> None:
+    stages = ["active at start of quarter", "enrolled in quarter", "active in quarter"]
+    stages += [f"ended: {r.replace('_', ' ')}" for r in q.END_REASONS]
+    stages.append("still active at end of quarter")
+    # 3 referred and 20 other: on their own the 3 is withheld and the dropouts (14, the smallest other cell)
+    # with it; merged, "other ends" is 23 and nothing needs withholding
+    counts = [60, 40, 100, 30, 14, 3, 0, 0, 20, 33]
+    unmerged_line = suppress_table([30, 14, 3, 0, 0, 20, 33])
+    assert unmerged_line.mask[:, 0].tolist() == [False, True, True, False, False, False, False]
+    flow = pl.DataFrame({"stage": stages, "n": counts})
+    network = q.flow_display(flow)
+    assert network["ended: dropped out"] == "14" and network[q.OTHER_ENDS] == "23"
+    assert "*" not in network.values()
+    assert not any(s.startswith("ended: referred") for s in network)
+    unmerged = dict(zip(stages, [str(c) for c in counts], strict=True))
+    assert q.flow_display(flow, q.report_rule("internal", None, "CL01")) == unmerged | {"ended": "67"}
+    # the trend's and figure's flow keys follow the merged stages
+    assert q.merge_small_ends(dict(zip(stages, counts, strict=True)))[q.OTHER_ENDS] == 23
+
+
+def test_a_one_clinic_report_shows_only_its_own_quarantine_and_sources(db: Path) -> None:
+    with Store(db, read_only=True) as store:
+        episodes = store.read("episodes")
+    mine = episodes.filter(pl.col("clinic_id") == "CL01")["episode_id"][0]
+    theirs = episodes.filter(pl.col("clinic_id") == "CL02")["episode_id"][0]
+
+    def bad(table: str, record: dict[str, str], rule: str, source: str) -> dict[str, object]:
+        errors = [{"column": "x", "value": "", "rule": rule, "message": "bad"}]
+        return {
+            "ingest_id": 1,
+            "source_path": source,
+            "sha256": "0" * 64,
+            "table_name": table,
+            "row_number": 2,
+            "record": json.dumps(record),
+            "errors": json.dumps(errors),
+        }
+
+    quarantine = pl.DataFrame(
+        [
+            bad("episodes", {"episode_id": "EPX", "clinic_id": "CL01"}, "range", "exports/CL01/episodes.csv"),
+            bad("measures", {"episode_id": mine, "value": "x"}, "type", "exports/CL01/measures.csv"),
+            bad("measures", {"episode_id": theirs, "value": "x"}, "type", "exports/CL02/measures.csv"),
+            bad("episodes", {"episode_id": "EPY", "clinic_id": "CL02"}, "range", "exports/CL02/episodes.csv"),
+        ],
+        schema=QUARANTINE_SCHEMA,
+    )
+    log = pl.DataFrame(
+        {
+            "source_path": ["exports/CL01/episodes.csv", "exports/CL02/episodes.csv", "exports/CL010.csv"],
+            "sha256": ["a" * 64, "b" * 64, "c" * 64],
+            "table_name": ["episodes"] * 3,
+        }
+    ).with_columns(pl.lit(None, pl.Datetime("us")).alias("ingested_at_utc"))
+    base = q.load_inputs(db, "2026Q2", "CL01", rule=q.report_rule(None, None, "CL01"))
+    inputs = dataclasses.replace(base, quarantine=quarantine, ingest_log=log)
+    dq = q.data_quality(inputs)["quarantine"]
+    assert dq.rows() == [("episodes", "range", 1), ("measures", "type", 1)]
+    prov = q.provenance(inputs)
+    assert [s["source_path"] for s in prov["sources"]] == ["exports/CL01/episodes.csv"]
+    assert prov["audience"]["audience"] == "internal"
+    everyone = dataclasses.replace(inputs, clinic=None)
+    assert q.data_quality(everyone)["quarantine"]["rows"].sum() == 4
+    assert len(q.provenance(everyone)["sources"]) == 3
+
+
+def test_model_specifications_carry_no_small_count(tmp_path: Path) -> None:
+    from sciatica_outcomes.reports.display import ReportWriter  # noqa: PLC0415
+
+    spec = {"purpose": "risk-adjusted comparison", "n_obs": 7, "diagnostics": {"rows_used": 7, "rows_in": 30}}
+    w = ReportWriter(tmp_path, rule=q.report_rule(None, None, None))
+    w.record_model(spec)
+    w.record_model({"n_episodes": 4, "converged": True, "level": 3})
+    manifest = json.loads(w.finish(sources=[{"n": 5, "path": "x"}]).read_text(encoding="utf-8"))
+    assert manifest["models"][0] == {
+        "purpose": "risk-adjusted comparison",
+        "n_obs": "*",
+        "diagnostics": {"rows_used": "*", "rows_in": 30},
+    }
+    assert manifest["models"][1] == {"n_episodes": "*", "converged": True, "level": 3}
+    assert manifest["sources"] == [{"n": "*", "path": "x"}]
+    internal = ReportWriter(tmp_path / "i", rule=q.report_rule(None, None, "CL01"))
+    internal.record_model(spec)
+    assert internal.models == [spec]
+
+
+def test_provider_comparison_publishes_nothing_of_a_withheld_clinic(db: Path) -> None:
+    full = q.provider_comparison(q.load_inputs(db, "2026Q2", rule=q.report_rule("network", 1, None)))
+    assert full is not None and "*" not in full["providers"]["n"].to_list()
+    sizes = full["providers"]["n"].cast(pl.Int64)
+    # a threshold at the smallest clinic's count withholds it, and a complement with it
+    rule = q.report_rule("network", int(sizes.min()), None)
+    view = q.provider_comparison(q.load_inputs(db, "2026Q2", rule=rule))
+    assert view is not None
+    prov = view["providers"]
+    hidden = prov.filter(pl.col("n") == "*")
+    assert hidden.height >= 2
+    assert prov["unit"].to_list()[-hidden.height :] == sorted(hidden["unit"].to_list())
+    stats = ["o_minus_e", "band", "shrunken", "shrunken_low", "shrunken_high"]
+    assert hidden.select(stats).null_count().row(0) == (hidden.height,) * len(stats)
+    assert view["spec"]["diagnostics"]["rows_used"] == "*"
+    assert full["spec"]["diagnostics"]["rows_used"] == int(sizes.sum())
