@@ -51,7 +51,14 @@ from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
 from sciatica_outcomes.models.inference import AsymptoticInference, LikelihoodRatioTest, likelihood_ratio
 from sciatica_outcomes.models.lmm import _to_polars
 from sciatica_outcomes.models.optimize import BoundedNewton
-from sciatica_outcomes.models.results import RANDOM_COLUMNS, ConvergenceDiagnostics, ModelResult, _clean_dict
+from sciatica_outcomes.models.results import (
+    RANDOM_COLUMNS,
+    ConvergenceDiagnostics,
+    ModelResult,
+    _clean_dict,
+    varcorr_frame,
+    varcorr_rows,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -832,44 +839,7 @@ class MixedGLM(Estimator):
         )
 
     def _varcorr(self, lam: FloatArray) -> pl.DataFrame:
-        cov = lam @ lam.T
-        sd = np.sqrt(np.diag(cov))
-        names = self._re_names
-        q = len(names)
-        rows: list[dict[str, Any]] = [
-            {
-                "group": self.group_,
-                "term1": names[i],
-                "term2": None,
-                "variance": cov[i, i],
-                "sd": sd[i],
-                "corr": None,
-            }
-            for i in range(q)
-        ]
-        rows += [
-            {
-                "group": self.group_,
-                "term1": names[j],
-                "term2": names[i],
-                "variance": cov[i, j],
-                "sd": None,
-                "corr": cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else float("nan"),
-            }
-            for j in range(q)
-            for i in range(j + 1, q)
-        ]
-        return pl.DataFrame(
-            rows,
-            schema={
-                "group": pl.String,
-                "term1": pl.String,
-                "term2": pl.String,
-                "variance": pl.Float64,
-                "sd": pl.Float64,
-                "corr": pl.Float64,
-            },
-        )
+        return varcorr_frame(varcorr_rows(self.group_, self._re_names, lam @ lam.T))
 
     # ------------------------------------------------------------------------------------------------
     @property

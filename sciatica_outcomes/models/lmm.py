@@ -37,7 +37,7 @@ from sciatica_outcomes.models.inference import (
     with_kenward_roger,
 )
 from sciatica_outcomes.models.optimize import BoundedNewton, OptimumCheck
-from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
+from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult, varcorr_frame, varcorr_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -524,33 +524,8 @@ class GrowthModel(Estimator):
         rows: list[dict[str, Any]] = []
         for label, (t, off, k, _) in zip(st.group_labels(), st.term_slices, strict=True):
             lam = st.specs[t.group].template(theta)[off : off + k, off : off + k]
-            cov = sigma**2 * lam @ lam.T
-            sd = np.sqrt(np.diag(cov))
             names = ["(Intercept)" if v is None else v for v in t.variables]
-            for i in range(k):
-                rows.append(
-                    {
-                        "group": label,
-                        "term1": names[i],
-                        "term2": None,
-                        "variance": cov[i, i],
-                        "sd": sd[i],
-                        "corr": None,
-                    }
-                )
-            for j in range(k):
-                for i in range(j + 1, k):
-                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else float("nan")
-                    rows.append(
-                        {
-                            "group": label,
-                            "term1": names[j],
-                            "term2": names[i],
-                            "variance": cov[i, j],
-                            "sd": None,
-                            "corr": corr,
-                        }
-                    )
+            rows += varcorr_rows(label, names, sigma**2 * lam @ lam.T)
         rows.append(
             {
                 "group": "Residual",
@@ -561,17 +536,7 @@ class GrowthModel(Estimator):
                 "corr": None,
             }
         )
-        return pl.DataFrame(
-            rows,
-            schema={
-                "group": pl.String,
-                "term1": pl.String,
-                "term2": pl.String,
-                "variance": pl.Float64,
-                "sd": pl.Float64,
-                "corr": pl.Float64,
-            },
-        )
+        return varcorr_frame(rows)
 
     # ------------------------------------------------------------------------------------------------
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,14 @@ import polars as pl
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["ConvergenceDiagnostics", "FitResult", "ModelResult", "forest_plot"]
+__all__ = [
+    "ConvergenceDiagnostics",
+    "FitResult",
+    "ModelResult",
+    "forest_plot",
+    "varcorr_frame",
+    "varcorr_rows",
+]
 
 FIXED_COLUMNS = ("term", "estimate", "se", "df", "t", "p", "ci_low", "ci_high")
 RANDOM_COLUMNS = ("group", "term1", "term2", "variance", "sd", "corr")
@@ -122,6 +129,51 @@ def forest_plot(summary: pl.DataFrame, ax: Axes | None = None, xlabel: str = "es
     ax.set_yticks(ypos, fe["term"].to_list())
     ax.set_xlabel(xlabel)
     return ax
+
+
+def varcorr_rows(group: str, names: Sequence[str], cov: Any) -> list[dict[str, Any]]:
+    """Rows of ``as.data.frame(VarCorr(m))`` for one random-effects term: variances, then correlations.
+
+    Parameters
+    ----------
+    group : str
+        The grouping label as ``VarCorr`` prints it (``patient``, ``patient.1``).
+    names : sequence of str
+        The term's random-effect names (``(Intercept)``, ``week``).
+    cov : numpy.ndarray
+        Their covariance matrix.
+
+    Returns
+    -------
+    list of dict
+        ``group, term1, term2, variance, sd, corr``: one row per variance (``sd`` set), then one per pair
+        ``j < i`` (``corr = cov_ij / (sd_i sd_j)``, NaN when an SD is 0).
+    """
+    sd = np.sqrt(np.diag(cov))
+    q = len(names)
+    rows: list[dict[str, Any]] = [
+        {"group": group, "term1": names[i], "term2": None, "variance": cov[i, i], "sd": sd[i], "corr": None}
+        for i in range(q)
+    ]
+    rows += [
+        {
+            "group": group,
+            "term1": names[j],
+            "term2": names[i],
+            "variance": cov[i, j],
+            "sd": None,
+            "corr": cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else float("nan"),
+        }
+        for j in range(q)
+        for i in range(j + 1, q)
+    ]
+    return rows
+
+
+def varcorr_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    """The variance-components table (columns :data:`RANDOM_COLUMNS`) from :func:`varcorr_rows` rows."""
+    schema = {c: pl.String for c in RANDOM_COLUMNS[:3]} | {c: pl.Float64 for c in RANDOM_COLUMNS[3:]}
+    return pl.DataFrame(list(rows), schema=schema)
 
 
 class ModelResult(ABC):
