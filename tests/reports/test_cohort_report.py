@@ -361,8 +361,11 @@ def test_every_model_result_prints_its_formula_with_the_clinic_random_effect(ren
     comp = pl.read_csv(rendered / "tables" / "model_comparison.csv")
     assert comp["formula"].str.ends_with("(week | episode_id) + (1 | clinic_id)").all()
     prov = json.loads((rendered / "provenance.json").read_text(encoding="utf-8"))
-    growth = [m for m in prov["models"] if m.get("model") != "MMRM"]
+    growth = [m for m in prov["models"] if m.get("model") not in ("MMRM", "GLMM")]
     assert len(growth) == 8 and all(m["formula"].endswith("+ (1 | clinic_id)") for m in growth)
+    glmms = [m for m in prov["models"] if m.get("model") == "GLMM"]
+    assert {m["purpose"] for m in glmms} == {"flare-ups by adherence group", "sensitivity: responders"}
+    assert all(m["formula"].endswith("(1 | episode_id)") and m["converged"] for m in glmms)
     page = (rendered / "report.html").read_text(encoding="utf-8")
     captions = re.findall(r"<caption>(.*?)</caption>", page)
     by_name = dict(zip([t["name"] for t in prov["tables"]], captions, strict=True))
