@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
-from sciatica_outcomes.errors import NotFittedError
+from sciatica_outcomes.errors import ModelSpecificationError, NotFittedError, UnusableInputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from sciatica_outcomes.models.emmeans import EmmeansResult
 
-__all__ = ["COMMON_KEYS", "SUMMARY_COLUMNS", "Estimator", "FrameLike"]
+__all__ = ["COMMON_KEYS", "SUMMARY_COLUMNS", "Estimator", "FrameLike", "complete_rows"]
 
 FrameLike: TypeAlias = "pl.DataFrame | pd.DataFrame"
 """The data an estimator accepts: a polars or a pandas frame (pandas is converted)."""
@@ -128,3 +128,51 @@ class Estimator(ABC):
     @abstractmethod
     def plot(self, ax: Axes | None = None) -> Axes:
         """The model's standard figure on ``ax`` (a new figure if ``None``); returns the axes."""
+
+
+def complete_rows(frame: pl.DataFrame, columns: Sequence[str], what: str) -> tuple[pl.DataFrame, int]:
+    """The rows of ``frame`` with every model column present, numbered by their original position.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        The data given to ``fit``.
+    columns : sequence of str
+        The columns the model uses (formula, and offset, trials or weights columns).
+    what : str
+        How the messages name the model (e.g. ``"formula 'y ~ week + (1 | patient)'"``).
+
+    Returns
+    -------
+    rows : polars.DataFrame
+        ``__row`` (the row's position in ``frame``) and ``columns``, rows with a null or NaN dropped.
+    n_dropped : int
+        Rows dropped for a missing value (counted in the fit's diagnostics, never silent).
+
+    Raises
+    ------
+    ModelSpecificationError
+        A column the data do not have (the message lists the available ones).
+    UnusableInputError
+        No complete row.
+    """
+    import polars as pl  # noqa: PLC0415 - the contract module stays import-light
+
+    cols = list(dict.fromkeys(columns))
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ModelSpecificationError(
+            f"{what} uses column(s) {missing} that the data do not have; available columns: "
+            f"{', '.join(frame.columns)}"
+        )
+    rows = frame.select(cols).with_row_index("__row")
+    incomplete = pl.any_horizontal(
+        [
+            pl.col(c).is_null() | (pl.col(c).is_nan() if rows[c].dtype.is_float() else pl.lit(False))
+            for c in cols
+        ]
+    )
+    kept = rows.filter(~incomplete)
+    if kept.height == 0:
+        raise UnusableInputError(f"no complete rows: all {rows.height} rows miss one of {cols} ({what})")
+    return kept, rows.height - kept.height

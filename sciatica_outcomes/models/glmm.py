@@ -43,8 +43,8 @@ import polars as pl
 from scipy import special
 
 from sciatica_outcomes._typing import FloatArray, IntArray
-from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
-from sciatica_outcomes.models.base import Estimator, FrameLike
+from sciatica_outcomes.errors import ModelSpecificationError
+from sciatica_outcomes.models.base import Estimator, FrameLike, complete_rows
 from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_info
 from sciatica_outcomes.models.engine import batched_inv_logdet
 from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
@@ -577,27 +577,8 @@ class MixedGLM(Estimator):
     def _prepare(self, data: FrameLike) -> pl.DataFrame:
         self.formula_ = parse_formula(self.formula)
         frame = _to_polars(data)
-        cols = list(self.formula_.columns())
         extra = [c for c in (self.trials, self.offset) if c is not None]
-        missing = [c for c in [*cols, *extra] if c not in frame.columns]
-        if missing:
-            raise ModelSpecificationError(
-                f"the model uses column(s) {missing} that the data do not have; available columns: "
-                f"{', '.join(frame.columns)}"
-            )
-        use = list(dict.fromkeys([*cols, *extra]))
-        frame = frame.select(use).with_row_index("__row")
-        incomplete = pl.any_horizontal(
-            [
-                pl.col(c).is_null() | (pl.col(c).is_nan() if frame[c].dtype.is_float() else pl.lit(False))
-                for c in use
-            ]
-        )
-        n_before = frame.height
-        frame = frame.filter(~incomplete)
-        self.n_dropped_ = n_before - frame.height
-        if frame.height == 0:
-            raise UnusableInputError(f"no complete rows: all {n_before} rows miss one of {use}")
+        frame, self.n_dropped_ = complete_rows(frame, [*self.formula_.columns(), *extra], "the model")
         group = self.formula_.groups[0]
         self.group_ = group
         return frame.sort(group, maintain_order=True).with_columns(pl.col(group).rle_id().alias("__g"))

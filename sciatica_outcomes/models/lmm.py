@@ -21,7 +21,7 @@ import polars as pl
 from sciatica_outcomes._typing import FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
 from sciatica_outcomes.models._dist import t_ppf
-from sciatica_outcomes.models.base import Estimator, FrameLike
+from sciatica_outcomes.models.base import Estimator, FrameLike, complete_rows
 from sciatica_outcomes.models.emmeans import EmmeansResult, emmeans, predictor_info
 from sciatica_outcomes.models.engine import LevelSpec, ProfiledDeviance, RandomEffectModes
 from sciatica_outcomes.models.formula import Design, ModelFormula, RandomTerm, parse_formula
@@ -217,26 +217,7 @@ class GrowthModel(Estimator):
         self.structure_ = _Structure(self.formula_)
         frame = _to_polars(data)
         cols = self.formula_.columns()
-        missing = [c for c in cols if c not in frame.columns]
-        if missing:
-            raise ModelSpecificationError(
-                f"formula {self.formula!r} uses column(s) {missing} that the data do not have; "
-                f"available columns: {', '.join(frame.columns)}"
-            )
-        frame = frame.select(cols).with_row_index("__row")
-        incomplete = pl.any_horizontal(
-            [
-                pl.col(c).is_null() | (pl.col(c).is_nan() if frame[c].dtype.is_float() else pl.lit(False))
-                for c in cols
-            ]
-        )
-        n_before = frame.height
-        frame = frame.filter(~incomplete)
-        self.n_dropped_ = n_before - frame.height
-        if frame.height == 0:
-            raise UnusableInputError(
-                f"no complete rows: all {n_before} rows miss one of {cols} (formula {self.formula!r})"
-            )
+        frame, self.n_dropped_ = complete_rows(frame, cols, f"formula {self.formula!r}")
         groups = self.structure_.groups
         counts = {g: frame[g].n_unique() for g in groups}
         inner = max(groups, key=lambda g: (counts[g], -groups.index(g)))
