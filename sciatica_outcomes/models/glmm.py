@@ -744,12 +744,11 @@ class MixedGLM(Estimator):
         hf = hess[np.ix_(free, free)]
         eig: FloatArray = np.asarray(np.linalg.eigvalsh(hf) if hf.size else np.zeros(0), dtype=np.float64)
         pd = bool(eig.size == 0 or eig.min() > 0)
-        cov_free = np.linalg.pinv(hf / 2.0)
+        # Cov(theta, beta) = 2 H^-1 over the free parameters: beta is never at a bound, so its block is always
+        # there; a random-effect SD at its bound (a singular fit) is held fixed, as in lme4
         cov = np.full((eng.n_par, eng.n_par), np.nan)
-        cov[np.ix_(free, free)] = cov_free
+        cov[np.ix_(free, free)] = np.linalg.pinv(hf / 2.0)
         vb = cov[nt : nt + p, nt : nt + p]
-        if not np.all(np.isfinite(vb)):  # a beta at... never bounded; fall back to the free block
-            vb = np.linalg.pinv(hess[nt : nt + p, nt : nt + p] / 2.0)
         names = tuple(self.design_.column_names)
         self.beta_ = beta
         self.theta_ = par[:nt]
