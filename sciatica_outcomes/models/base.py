@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Self, TypeAlias, cast
 
 from sciatica_outcomes.errors import ModelSpecificationError, NotFittedError, UnusableInputError
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from sciatica_outcomes.models.emmeans import EmmeansResult
+    from sciatica_outcomes.models.results import ModelResult
 
 __all__ = ["COMMON_KEYS", "SUMMARY_COLUMNS", "Estimator", "FrameLike", "complete_rows"]
 
@@ -106,14 +107,19 @@ class Estimator(ABC):
                 )
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    @property
-    @abstractmethod
-    def summary(self) -> pl.DataFrame:
-        """Fixed effects with columns :data:`SUMMARY_COLUMNS`."""
+    def _result(self) -> ModelResult:
+        """The frozen result of the fit (``result_``), after :meth:`_check_fitted`."""
+        self._check_fitted()
+        return cast("ModelResult", self.__dict__["result_"])
 
-    @abstractmethod
+    @property
+    def summary(self) -> pl.DataFrame:
+        """Fixed effects with columns :data:`SUMMARY_COLUMNS` (``result_.summary``)."""
+        return self._result().summary
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record of the fit with at least the keys :data:`COMMON_KEYS`."""
+        """JSON-ready record of the fit with at least the keys :data:`COMMON_KEYS` (``result_.to_dict()``)."""
+        return self._result().to_dict()
 
     @abstractmethod
     def emmeans(

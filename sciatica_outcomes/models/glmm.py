@@ -823,21 +823,10 @@ class MixedGLM(Estimator):
 
     # ------------------------------------------------------------------------------------------------
     @property
-    def summary(self) -> pl.DataFrame:
-        """Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (``t`` is the Wald z)."""
-        self._check_fitted()
-        return self.result_.fixed_effects
-
-    @property
     def variance_components(self) -> pl.DataFrame:
         """Variance components as ``as.data.frame(VarCorr(m))``."""
         self._check_fitted()
         return self.result_.random_effects
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record of the fit (:meth:`GLMMResult.to_dict`)."""
-        self._check_fitted()
-        return self.result_.to_dict()
 
     def ratios(self, level: float | None = None) -> pl.DataFrame:
         """Fixed effects as odds ratios (binomial) or rate ratios (Poisson, negative binomial).

@@ -521,12 +521,6 @@ class GrowthModel(Estimator):
 
     # ------------------------------------------------------------------------------------------------
     @property
-    def summary(self) -> pl.DataFrame:
-        """Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (Satterthwaite df, 95% CI)."""
-        self._check_fitted()
-        return self.result_.fixed_effects
-
-    @property
     def variance_components(self) -> pl.DataFrame:
         """Variance components as ``as.data.frame(VarCorr(m))``: group, term1, term2, variance, sd, corr."""
         self._check_fitted()
@@ -680,11 +674,6 @@ class GrowthModel(Estimator):
             pl.Series("se_conditional", np.sqrt(cvar)),
             pl.Series("known_group", known),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready result (the ``fit --json`` schema)."""
-        self._check_fitted()
-        return self.result_.to_dict()
 
     # ------------------------------------------------------------------------------------------------
     def plot(self, ax: Axes | None = None, by: str | None = None) -> Axes:

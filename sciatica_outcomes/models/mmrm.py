@@ -1628,12 +1628,6 @@ class MMRM(Estimator):
 
     # ---- the estimator contract: the fitted result's tables, as GrowthModel has them ---------------
     @property
-    def summary(self) -> pl.DataFrame:
-        """Fixed effects: ``term, estimate, se, df, t, p, ci_low, ci_high`` (``result_.summary``)."""
-        self._check_fitted()
-        return self.result_.summary
-
-    @property
     def design_(self) -> Design:
         """The fixed-effects design of the fit."""
         self._check_fitted()
@@ -1650,11 +1644,6 @@ class MMRM(Estimator):
         """Inference of the fixed effects (Satterthwaite or Kenward-Roger)."""
         self._check_fitted()
         return self.result_.inference
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record of the fit (:meth:`MMRMResult.to_dict`)."""
-        self._check_fitted()
-        return self.result_.to_dict()
 
     def emmeans(
         self,
