@@ -41,6 +41,7 @@ from functools import cache
 import polars as pl
 
 from sciatica_outcomes.schemas.catalogs import exercise_catalog
+from sciatica_outcomes.schemas.item_topics import ITEM_TOPICS
 from sciatica_outcomes.schemas.vocabulary import (
     BANDS,
     MODIFIED_ODI_SECTIONS,
@@ -218,62 +219,6 @@ _PSFS_CHOICES = _scale(0, 10, "Unable to perform", "Able to perform at the level
 _YES_NO_RADIO = _choices([("1", "Yes, applies today"), ("0", "No")])
 _BANDS = _choices([(b, b.capitalize()) for b in BANDS])
 
-#: Neutral topic paraphrases of the questionnaire items (never the licensed wording), per instrument and item;
-#: the same texts as the data guide's ``scoring.questionnaire_text.ITEM_TOPICS`` (a test keeps them equal;
-#: ``schemas`` cannot import ``scoring``).
-_ITEM_TOPICS: dict[str, dict[str, str]] = {
-    "odi": {
-        "pain_intensity": "How strong the pain is at the moment",
-        "personal_care": "Looking after oneself (washing, dressing)",
-        "lifting": "Lifting weights",
-        "walking": "How far one can walk",
-        "sitting": "How long one can sit",
-        "standing": "How long one can stand",
-        "sleeping": "Sleep disturbed by pain",
-        "sex_life": "Sex life (versions 1.0, 2.0, 2.1a)",
-        "employment_homemaking": "Work or homemaking duties (modified ODI, replaces sex life)",
-        "social_life": "Social life",
-        "travelling": "Travelling",
-    },
-    "rmdq": {
-        "1": "Stays at home most of the time",
-        "2": "Changes position often to get comfortable",
-        "3": "Walks more slowly than usual",
-        "4": "Does none of the usual jobs around the house",
-        "5": "Uses a handrail to go upstairs",
-        "6": "Lies down to rest more often",
-        "7": "Needs to hold on to something to get out of an easy chair",
-        "8": "Asks other people to do things",
-        "9": "Gets dressed more slowly than usual",
-        "10": "Stands only for short periods",
-        "11": "Avoids bending or kneeling",
-        "12": "Finds it hard to get out of a chair",
-        "13": "Back hurts almost all the time",
-        "14": "Finds it hard to turn over in bed",
-        "15": "Appetite is poor",
-        "16": "Has trouble putting on socks or stockings",
-        "17": "Walks only short distances",
-        "18": "Sleeps less well",
-        "19": "Needs help to get dressed",
-        "20": "Sits down for most of the day",
-        "21": "Avoids heavy jobs around the house",
-        "22": "Is more irritable with people than usual",
-        "23": "Goes upstairs more slowly than usual",
-        "24": "Stays in bed most of the time",
-    },
-    "sbi": {
-        "leg_pain": "Leg pain",
-        "numbness_tingling": "Numbness or tingling in the leg, foot or groin",
-        "weakness": "Weakness in the leg or foot",
-        "pain_sitting": "Back or leg pain when sitting",
-    },
-    "sfi": {
-        "leg_pain": "Leg pain",
-        "numbness_tingling": "Numbness or tingling in the leg, foot or groin",
-        "weakness": "Weakness in the leg or foot",
-        "pain_sitting": "Back or leg pain when sitting",
-    },
-}
 _ODI_STEM = {"pain_intensity": "pain", "personal_care": "care", "employment_homemaking": "employment"}
 _SCIATICA_STEM = {"leg_pain": "leg", "numbness_tingling": "numb", "weakness": "weak", "pain_sitting": "sit"}
 
@@ -459,7 +404,7 @@ def _odi() -> list[RedcapField]:
                 f"odi_{_ODI_STEM.get(s, s)}",
                 f,
                 "radio",
-                f"ODI section {_odi_number(s)}: {_ITEM_TOPICS['odi'][s]}",
+                f"ODI section {_odi_number(s)}: {ITEM_TOPICS['odi'][s]}",
                 choices=_ODI_CHOICES,
                 note="Number of the statement ticked on the licensed form (0 = first, 5 = last); "
                 "if two are ticked, enter the higher",
@@ -498,7 +443,7 @@ def _rmdq() -> list[RedcapField]:
         )
     ]
     for item in RMDQ_ITEMS:
-        text = _ITEM_TOPICS["rmdq"][item]
+        text = ITEM_TOPICS["rmdq"][item]
         out.append(
             RedcapField(
                 f"rmdq_{item}",
@@ -542,7 +487,7 @@ def _sciatica() -> list[RedcapField]:
                     f"{index}_{_SCIATICA_STEM[item]}",
                     f,
                     "radio",
-                    f"{index.upper()}: {_ITEM_TOPICS[index][item]}",
+                    f"{index.upper()}: {ITEM_TOPICS[index][item]}",
                     choices=choices,
                     header=(
                         f"Sciatica {'Bothersomeness' if index == 'sbi' else 'Frequency'} Index: {what} "
