@@ -21,6 +21,7 @@ from typing import Literal, get_args
 import numpy as np
 import polars as pl
 from scipy.optimize import linprog
+from scipy.sparse import csr_array
 
 # one spreadsheet-safe CSV writer for every CSV the product writes (re-exported here for the reports)
 from sciatica_outcomes.outputs import neutralise_cell, write_safe_csv
@@ -254,6 +255,70 @@ def feasible_ranges(
     return lo, hi
 
 
+class _Audit:
+    """The attacker's linear programs over one set of identities, sharing what earlier solves found.
+
+    Every solve returns a feasible point of the attacker's system (a full vector of counts: the published
+    ones at their values, the withheld ones as the solver set them), and the true counts are one. A withheld
+    count is safe when some known feasible point has it above the threshold and two known points differ in
+    it by at least 0.5 (its largest feasible value then exceeds the threshold and its range is not a single
+    value): such counts need no linear program of their own. Withholding more only widens the attacker's
+    system (a newly withheld count at its true value keeps every earlier point feasible), so the points stay
+    valid while a caller adds complements. The decisions equal those of solving a maximum (and, where the
+    maximum is the value itself, a minimum) for every count.
+    """
+
+    def __init__(self, values: np.ndarray, identities: np.ndarray, rule: SuppressionRule) -> None:
+        self.v = values.astype(float)
+        self.a = identities
+        self.rule = rule
+        self.touched = np.abs(identities) > 0
+        self.points: list[np.ndarray] = [self.v]
+        self.hi = self.v.copy()
+        self.lo = self.v.copy()
+        self.solves = 0
+
+    def _solve(self, withheld: np.ndarray, j: int, sense: float) -> float | None:
+        """Optimise ``sense * x_j`` (+1: minimum, -1: maximum); record the point; ``None`` if unbounded."""
+        idx = np.flatnonzero(withheld)
+        rows = np.flatnonzero(self.touched[:, idx].any(axis=1))
+        if rows.size == 0:
+            return None if sense < 0 else 0.0
+        a_w = csr_array(self.a[np.ix_(rows, idx)])
+        b = -self.a[np.ix_(rows, np.flatnonzero(~withheld))] @ self.v[~withheld]
+        cost = np.zeros(idx.size)
+        cost[int(np.searchsorted(idx, j))] = sense
+        res = linprog(cost, A_eq=a_w, b_eq=b, bounds=(0, None), method="highs")
+        self.solves += 1
+        if res.status != 0 or res.x is None:
+            return None if sense < 0 else 0.0
+        point = self.v.copy()
+        point[idx] = res.x
+        self.hi = np.maximum(self.hi, point)
+        self.lo = np.minimum(self.lo, point)
+        return float(sense * res.fun)
+
+    def leaking(self, withheld: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """:func:`leaked` for the ``targets`` among the ``withheld`` counts (see the class notes)."""
+        high = self.rule.high + 0.5
+        out = np.zeros(self.v.size, dtype=bool)
+        if not withheld.any() or not targets.any():
+            return out
+        if not self.touched[:, withheld].any():
+            return out
+        for j in np.flatnonzero(targets & withheld):
+            if self.hi[j] >= high and self.hi[j] - self.lo[j] >= 0.5:
+                continue  # certified by a known point
+            hi = self._solve(withheld, int(j), -1.0)
+            hi = np.inf if hi is None else hi
+            if hi < high:
+                out[j] = True
+            elif hi < self.v[j] + 0.5 and self.hi[j] - self.lo[j] < 0.5:
+                lo = self._solve(withheld, int(j), 1.0)
+                out[j] = hi - (0.0 if lo is None else lo) < 0.5
+        return out
+
+
 def _leaking(
     values: np.ndarray,
     withheld: np.ndarray,
@@ -261,37 +326,8 @@ def _leaking(
     targets: np.ndarray,
     rule: SuppressionRule,
 ) -> np.ndarray:
-    """:func:`leaked` for ``targets``, with one linear program per count where one suffices.
-
-    The true values are feasible, so ``lo <= value <= hi``: a count whose largest feasible value exceeds both
-    its value and the threshold is safe without its smallest; only when the maximum is the value itself is
-    the minimum needed (pinned or not).
-    """
-    v = values.astype(float)
-    out = np.zeros(v.size, dtype=bool)
-    idx = np.flatnonzero(withheld)
-    if idx.size == 0 or not targets.any():
-        return out
-    rows = np.flatnonzero(np.abs(identities[:, idx]).sum(axis=1) > 0)
-    if rows.size == 0:
-        return out
-    a_w = identities[np.ix_(rows, idx)]
-    b = -identities[np.ix_(rows, np.flatnonzero(~withheld))] @ v[~withheld]
-    for k, j in enumerate(idx):
-        if not targets[j]:
-            continue
-        cost = np.zeros(idx.size)
-        cost[k] = -1.0
-        res = linprog(cost, A_eq=a_w, b_eq=b, bounds=(0, None), method="highs")
-        hi = -res.fun if res.status == 0 else np.inf
-        if hi < rule.high + 0.5:
-            out[j] = True
-        elif hi < v[j] + 0.5:
-            cost[k] = 1.0
-            res = linprog(cost, A_eq=a_w, b_eq=b, bounds=(0, None), method="highs")
-            lo = res.fun if res.status == 0 else 0.0
-            out[j] = hi - lo < 0.5
-    return out
+    """:func:`leaked` for ``targets``, with one linear program per count where one suffices."""
+    return _Audit(values, identities, rule).leaking(withheld, targets)
 
 
 def leaked(
@@ -378,9 +414,10 @@ def protect_linked(
     # by the others could still open a way to a small one); a complement that equals counts already fixed
     # as published tells nothing new and is left as it is
     phase_all = False
+    audit = _Audit(v, a, rule)
     for _ in range(2 * v.size + 2):
         targets = (small if not phase_all else (v > 0) & watch) & mask
-        leaks = np.flatnonzero(_leaking(v, mask, a, targets, rule))
+        leaks = np.flatnonzero(audit.leaking(mask, targets))
         if leaks.size == 0:
             if phase_all or not complements:
                 return mask
