@@ -8,8 +8,9 @@ cell-size suppression policy (``shared/domain.md`` §5); under ``internal`` a cl
 Every function takes the rule as ``rule=`` and defaults to the network rule. Percentages are derived only from
 shown counts. CSV exports neutralise cells that a spreadsheet would run as a formula
 (:mod:`sciatica_outcomes.outputs`). :func:`protect_linked` suppresses a set of counts tied by arbitrary linear
-identities (a patient flow over consecutive quarters, clinics and their network total) and
-:func:`feasible_ranges` is the attacker's view of it.
+identities (a patient flow over consecutive quarters, clinics and their network total), choosing the
+complements of least cost by an integer program whose constraints the attacker's linear programs generate,
+and :func:`feasible_ranges` is the attacker's view of it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
-from scipy.optimize import linprog
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.sparse import csr_array
 
 # one spreadsheet-safe CSV writer for every CSV the product writes (re-exported here for the reports)
@@ -259,13 +260,13 @@ class _Audit:
     """The attacker's linear programs over one set of identities, sharing what earlier solves found.
 
     Every solve returns a feasible point of the attacker's system (a full vector of counts: the published
-    ones at their values, the withheld ones as the solver set them), and the true counts are one. A withheld
-    count is safe when some known feasible point has it above the threshold and two known points differ in
-    it by at least 0.5 (its largest feasible value then exceeds the threshold and its range is not a single
-    value): such counts need no linear program of their own. Withholding more only widens the attacker's
-    system (a newly withheld count at its true value keeps every earlier point feasible), so the points stay
-    valid while a caller adds complements. The decisions equal those of solving a maximum (and, where the
-    maximum is the value itself, a minimum) for every count.
+    ones at their values, the withheld ones as the solver set them), and the true counts are one. A point
+    stays feasible for any withheld set that contains the counts it moved (a count withheld later, at its
+    true value, keeps it feasible), so every point found is kept and used whenever it is valid. A withheld
+    count is safe when a valid point has it above the threshold and two valid points differ in it by at
+    least 0.5 (its largest feasible value then exceeds the threshold and its range is not a single value):
+    such counts need no linear program of their own. The decisions equal those of solving a maximum (and,
+    where the maximum is the value itself, a minimum) for every count.
     """
 
     def __init__(self, values: np.ndarray, identities: np.ndarray, rule: SuppressionRule) -> None:
@@ -274,16 +275,26 @@ class _Audit:
         self.rule = rule
         self.touched = np.abs(identities) > 0
         self.points: list[np.ndarray] = [self.v]
-        self.hi = self.v.copy()
-        self.lo = self.v.copy()
+        self.moved: list[np.ndarray] = [np.zeros(self.v.size, dtype=bool)]
         self.solves = 0
+        self.last = self.v  # the point of the latest solve
 
-    def _solve(self, withheld: np.ndarray, j: int, sense: float) -> float | None:
-        """Optimise ``sense * x_j`` (+1: minimum, -1: maximum); record the point; ``None`` if unbounded."""
+    def _range(self, withheld: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Smallest and largest value of every count over the known points feasible for ``withheld``."""
+        valid = ~(np.asarray(self.moved) & ~withheld).any(axis=1)
+        pts = np.asarray(self.points)[valid]
+        return pts.min(axis=0), pts.max(axis=0)
+
+    def solve(self, withheld: np.ndarray, j: int, sense: float) -> tuple[float | None, np.ndarray | None]:
+        """Optimise ``sense * x_j`` (+1: minimum, -1: maximum) and record the point.
+
+        Returns the optimum (``None`` when unbounded) and the equality duals over all identities (zero for
+        identities without a withheld count; ``None`` when the solve failed).
+        """
         idx = np.flatnonzero(withheld)
         rows = np.flatnonzero(self.touched[:, idx].any(axis=1))
         if rows.size == 0:
-            return None if sense < 0 else 0.0
+            return (None if sense < 0 else 0.0), None
         a_w = csr_array(self.a[np.ix_(rows, idx)])
         b = -self.a[np.ix_(rows, np.flatnonzero(~withheld))] @ self.v[~withheld]
         cost = np.zeros(idx.size)
@@ -291,12 +302,18 @@ class _Audit:
         res = linprog(cost, A_eq=a_w, b_eq=b, bounds=(0, None), method="highs")
         self.solves += 1
         if res.status != 0 or res.x is None:
-            return None if sense < 0 else 0.0
+            return (None if sense < 0 else 0.0), None
         point = self.v.copy()
         point[idx] = res.x
-        self.hi = np.maximum(self.hi, point)
-        self.lo = np.minimum(self.lo, point)
-        return float(sense * res.fun)
+        self.last = point
+        moved = np.abs(point - self.v) > 1e-9
+        if moved.any():
+            self.points.append(point)
+            self.moved.append(moved)
+            self.last = point
+        duals = np.zeros(self.a.shape[0])
+        duals[rows] = res.eqlin.marginals
+        return float(sense * res.fun), duals
 
     def leaking(self, withheld: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """:func:`leaked` for the ``targets`` among the ``withheld`` counts (see the class notes)."""
@@ -306,17 +323,147 @@ class _Audit:
             return out
         if not self.touched[:, withheld].any():
             return out
+        lo_k, hi_k = self._range(withheld)
         for j in np.flatnonzero(targets & withheld):
-            if self.hi[j] >= high and self.hi[j] - self.lo[j] >= 0.5:
-                continue  # certified by a known point
-            hi = self._solve(withheld, int(j), -1.0)
+            if hi_k[j] >= high and hi_k[j] - lo_k[j] >= 0.5:
+                continue  # certified by known points
+            hi, _ = self.solve(withheld, int(j), -1.0)
             hi = np.inf if hi is None else hi
+            lo_k, hi_k = np.minimum(lo_k, self.last), np.maximum(hi_k, self.last)
             if hi < high:
                 out[j] = True
-            elif hi < self.v[j] + 0.5 and self.hi[j] - self.lo[j] < 0.5:
-                lo = self._solve(withheld, int(j), 1.0)
+            elif hi < self.v[j] + 0.5 and hi_k[j] - lo_k[j] < 0.5:
+                lo, _ = self.solve(withheld, int(j), 1.0)
+                lo_k, hi_k = np.minimum(lo_k, self.last), np.maximum(hi_k, self.last)
                 out[j] = hi - (0.0 if lo is None else lo) < 0.5
         return out
+
+
+def _capacity_cut(
+    audit: _Audit, withheld: np.ndarray, j: int, duals: np.ndarray, need: float, up: bool = True
+) -> np.ndarray:
+    """A cut ``coef @ y >= need`` that every pattern letting count ``j`` move by ``need`` satisfies.
+
+    For any multipliers ``mu`` of the identities, weak duality bounds the attacker's largest move of
+    ``x_j`` from its value (upwards, or downwards when not ``up``: ``s = +1, -1``), given the withheld set
+    ``y``, by ``sum_i y_i (U_i g_i^+ + v_i g_i^-)`` with ``g = s e_j - A' mu`` (a withheld count moves
+    within ``[-v_i, U_i]``, ``U_i`` unbounded; a published one not at all). The multipliers of the solve
+    that found the move too small make the bound tight at the current pattern; coefficients are capped at
+    ``need`` (a single such count suffices on its own). Both signs of the duals give valid cuts (the
+    solver's sign convention aside); the tighter one at the current pattern is kept.
+    """
+    best: tuple[np.ndarray, float] | None = None
+    for sign in (1.0, -1.0):
+        g = -sign * (audit.a.T @ duals)
+        g[j] += 1.0 if up else -1.0
+        coef = np.where(g > 1e-9, np.inf, 0.0) + np.maximum(-g, 0.0) * audit.v
+        coef = np.minimum(coef, need)
+        coef[coef < 1e-9] = 0.0
+        at_current = float(coef[withheld].sum())
+        if best is None or at_current < float(best[0][withheld].sum()):
+            best = (coef, at_current)
+    assert best is not None
+    return best[0]
+
+
+def _protect_milp(
+    v: np.ndarray,
+    a: np.ndarray,
+    *,
+    rule: SuppressionRule,
+    fix: np.ndarray,
+    start: np.ndarray,
+    price: np.ndarray,
+    watch: np.ndarray,
+    time_limit: float,
+) -> np.ndarray | None:
+    """The cheapest complementary set (integer program with cuts from the attacker's LPs), or ``None``.
+
+    Binary ``y_i`` (withheld) for every free count, ``y = 1`` for the counts withheld from the start
+    (``start``, the small ones among them); minimise ``price @ y`` subject to capacity cuts, added while
+    the audit finds a sensitive count unprotected: every small withheld count (fixed or not) must reach
+    ``threshold + 1`` in some feasible completion, and a withheld count above the threshold that is fixed
+    as withheld (printed ``*`` by an earlier report) must be able to move up by one. A free complement that
+    ends up pinned to its value is published instead (publishing a count every completion agrees on tells
+    nothing new). ``None`` when ``scipy.optimize.milp`` stops at its time limit or finds no pattern (the
+    caller falls back to the greedy).
+    """
+    free = ~fix
+    high = float(rule.high)
+    audit = _Audit(v, a, rule)
+    sensitive = _is_small(v, rule) & watch & start
+    big_fixed = fix & start & watch & (v > rule.high)
+    cuts: list[np.ndarray] = []
+    rhs: list[float] = []
+    lower = start[free].astype(float)
+    cost = price[free]
+    deadline = time_limit
+    y = start.copy()
+    for _ in range(200):
+        # audit: every sensitive count must reach threshold + 1; every fixed big one must move up by one
+        lo_k, hi_k = audit._range(y)
+        added = False
+        for j in np.flatnonzero(sensitive & y):
+            if hi_k[j] >= high + 1.0 - 1e-7:
+                continue
+            hi, duals = audit.solve(y, int(j), -1.0)
+            lo_k, hi_k = np.minimum(lo_k, audit.last), np.maximum(hi_k, audit.last)
+            if hi is None or hi >= high + 1.0 - 1e-7:
+                continue
+            cut = None if duals is None else _capacity_cut(audit, y, int(j), duals, high + 1.0 - v[j])
+            if cut is None or not cut[free].any():
+                return None  # cannot be closed by the free counts (the caller's greedy reports it)
+            cuts.append(cut[free])
+            rhs.append(high + 1.0 - v[j] - float(cut[fix & y].sum()))
+            added = True
+        for j in np.flatnonzero(big_fixed & y):
+            # not pinned: some completion moves it by one, up or else down
+            if hi_k[j] - lo_k[j] >= 0.5:
+                continue
+            hi, up_duals = audit.solve(y, int(j), -1.0)
+            lo_k, hi_k = np.minimum(lo_k, audit.last), np.maximum(hi_k, audit.last)
+            lo, down_duals = audit.solve(y, int(j), 1.0)
+            lo_k, hi_k = np.minimum(lo_k, audit.last), np.maximum(hi_k, audit.last)
+            if hi is None or lo is None or hi - lo >= 0.5:
+                continue
+            options = [
+                _capacity_cut(audit, y, int(j), d, 1.0, up=up)
+                for d, up in ((up_duals, True), (down_duals, False))
+                if d is not None
+            ]
+            options = [c for c in options if c[free].any()]
+            if not options:
+                return None
+            cuts.append(options[0][free])
+            rhs.append(1.0 - float(options[0][fix & y].sum()))
+            added = True
+        if not added:
+            break
+        res = milp(
+            cost,
+            integrality=np.ones(cost.size),
+            bounds=Bounds(lower, np.ones(cost.size)),
+            constraints=LinearConstraint(np.vstack(cuts), lb=np.asarray(rhs), ub=np.inf),
+            options={"time_limit": deadline},
+        )
+        if res.status != 0 or res.x is None:
+            return None
+        y = fix & start
+        y[np.flatnonzero(free)] = res.x > 0.5
+    else:
+        return None
+    # a free complement pinned to its value is published: the attacker's system is the same
+    comp = y & free & ~_is_small(v, rule)
+    pinned = np.zeros(v.size, dtype=bool)
+    lo_k, hi_k = audit._range(y)
+    for j in np.flatnonzero(comp):
+        if hi_k[j] - lo_k[j] >= 0.5:
+            continue
+        hi, _ = audit.solve(y, int(j), -1.0)
+        lo, _ = audit.solve(y, int(j), 1.0)
+        lo_k, hi_k = np.minimum(lo_k, audit.last), np.maximum(hi_k, audit.last)
+        pinned[j] = hi is not None and lo is not None and hi - lo < 0.5
+    return y & ~pinned
 
 
 def _leaking(
@@ -354,6 +501,8 @@ def protect_linked(
     cost: np.ndarray | Sequence[float] | None = None,
     check: np.ndarray | Sequence[bool] | None = None,
     complements: bool = True,
+    method: Literal["milp", "greedy"] = "milp",
+    time_limit: float = 20.0,
 ) -> np.ndarray:
     """Withhold counts tied by linear identities so that none withheld can be solved or narrowed into 1-10.
 
@@ -380,15 +529,24 @@ def protect_linked(
         a new step can affect saves linear programs, at the caller's responsibility.
     complements : bool, default True
         Also check the withheld counts above the threshold (a complement pinned by the others); an
-        incremental caller may leave this to its last step.
+        incremental caller may leave this to its last step (greedy only; the integer program always does).
+    method : {"milp", "greedy"}, default "milp"
+        ``milp``: the complements of least total ``cost`` (an integer program, ``scipy.optimize.milp``,
+        with capacity cuts generated by the attacker's linear programs, after Fischetti and
+        Salazar-Gonzalez 2001); ``greedy``: the cheapest count of a leaking identity, one leak at a time.
+        The greedy is also the fallback when the integer program reaches ``time_limit``.
+    time_limit : float, default 20
+        Seconds allowed to each integer program solve.
 
     Returns
     -------
     numpy.ndarray of bool
         True where a count is withheld: every count of 1..threshold (unless fixed as shown, which the caller
-        must not do), and complements chosen among the non-fixed shown counts of the identities a leaking
-        count appears in (the smallest non-zero first) until no withheld count is pinned or has a feasible
-        maximum of ``threshold`` or less.
+        must not do), and complements among the non-fixed shown counts such that no withheld count is
+        pinned or has a feasible maximum of ``threshold`` or less (the integer program asks ``threshold +
+        1`` of every small count, and of a count fixed as withheld a move of one upwards). Greedy: the
+        cheapest free count of the identities a leaking count appears in (the smallest non-zero first),
+        repeated until nothing leaks.
 
     Raises
     ------
@@ -409,6 +567,12 @@ def protect_linked(
     touches = np.abs(a) > 0
     price = v.astype(float) if cost is None else np.asarray(cost, dtype=float)
     watch = pub if check is None else np.asarray(check, dtype=bool) & pub
+    if method == "milp":
+        best = _protect_milp(
+            v, a, rule=rule, fix=fix, start=mask, price=price, watch=watch, time_limit=time_limit
+        )
+        if best is not None:
+            return best
     small = _is_small(v, rule) & watch
     # first the small counts (the ones that matter, and few), then every withheld count (a complement pinned
     # by the others could still open a way to a small one); a complement that equals counts already fixed

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -223,6 +224,7 @@ def flow_pattern(
     last_quarter: str,
     rule: SuppressionRule = NETWORK_RULE,
     first_quarter: str | None = None,
+    method: Literal["milp", "greedy"] = "milp",
 ) -> FlowPattern:
     """Withhold flow counts across the network, every clinic and every quarter up to ``last_quarter``.
 
@@ -237,6 +239,10 @@ def flow_pattern(
     first_quarter : str, optional
         The first quarter of the set (default: the quarter of the first start date, whatever the report's
         quarter, so that every quarter's report builds the same pattern).
+    method : {"milp", "greedy"}, default "milp"
+        How complements are chosen (:func:`~sciatica_outcomes.reports.privacy.protect_linked`): the
+        cheapest set by an integer program (the greedy is its fallback), or the greedy from the
+        table-by-table suppression of each flow.
 
     Returns
     -------
@@ -245,12 +251,17 @@ def flow_pattern(
     Notes
     -----
     Quarter by quarter, oldest first: the minor end reasons are merged where one of them is small (for the
-    network and each clinic on its own), the new quarter's counts start from the table-by-table suppression
-    of each flow (its "active at start" taking the status of last quarter's "still active", the same
-    number), and :func:`~sciatica_outcomes.reports.privacy.protect_linked` adds complements among them
-    until no withheld count of the set so far (this quarter's or an earlier one's) is pinned or has a
-    feasible maximum of ``threshold`` or less given every identity and every published count; the earlier
-    quarters' decisions are fixed.
+    network and each clinic on its own), the new quarter's small counts are withheld (with the greedy, the
+    table-by-table suppression of each flow as a start), its "active at start" takes the status of last
+    quarter's "still active" (the same number), and
+    :func:`~sciatica_outcomes.reports.privacy.protect_linked` adds the complements of least cost among the
+    new quarter's counts so that no withheld count of the set so far (this quarter's or an earlier one's)
+    is pinned or has a feasible maximum of ``threshold`` or less given every identity and every published
+    count; the earlier quarters' decisions are fixed. Cost: the count plus one, times 20 for the network,
+    times 4 for the counts another cell repeats (active at start, still active, active, ended) and times 3
+    for the dropouts. Measured (network rule, 2026Q2, every unit and quarter): 300 patients in 4 clinics
+    206 -> 129 withheld of 300 published counts (the network's own 2026Q2 flow: completed 36 and dropped
+    out 13 withheld -> nothing withheld), 700 patients 182 -> 100 of 294.
     """
     first = first_quarter or _first_quarter(episodes, last_quarter)
     quarters = _quarter_range(first, last_quarter)
@@ -271,14 +282,16 @@ def flow_pattern(
         a = _identities(len(units), len(quarters))
         shape = values.shape
         # a complement is cheapest in a clinic (the network's counts are what most readers need), and in a
-        # count that no later quarter repeats (still active is next quarter's start)
+        # count that no later quarter repeats (still active is next quarter's start); the dropouts are what
+        # a reader needs most after that (the issue's "the number of dropouts survives")
         cost = values.astype(float) + 1.0
         cost[0] *= 20.0
         for stage in (_START, _STILL, _ACTIVE, _ENDED):
             cost[:, :, FLOW_STAGES.index(stage)] *= 4.0
+        cost[:, :, FLOW_STAGES.index(_REASON_STAGES[1])] *= 3.0
         for k in range(len(quarters)):
             for u in range(len(units)):
-                withheld[u, k] |= _seed(values[u, k], published[u, k], rule)
+                withheld[u, k] |= _seed(values[u, k], published[u, k], rule) if method == "greedy" else False
             fixed = np.zeros(shape, dtype=bool)
             fixed[:, :k] = True
             if k:
@@ -294,10 +307,7 @@ def flow_pattern(
             rows = np.abs(a[:, ~cols]).sum(axis=1) == 0
             # a new quarter reaches back only through last quarter's still active: check the two latest
             # quarters at each step and every quarter at the last one
-            check = np.zeros(shape, dtype=bool)
-            check[:, max(k - 1, 0) : k + 1] = True
-            if k == len(quarters) - 1:
-                check[:] = True
+            check = np.ones(shape, dtype=bool)
             mask = protect_linked(
                 values.ravel()[cols],
                 sub[rows],
@@ -307,6 +317,7 @@ def flow_pattern(
                 published=published.ravel()[cols],
                 cost=cost.ravel()[cols],
                 check=check.ravel()[cols],
+                method=method,
             )
             flat = withheld.ravel().copy()
             flat[cols] = mask

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from sciatica_outcomes.reports import privacy
 from sciatica_outcomes.reports.privacy import (
     SUPPRESSED,
     SuppressedTable,
@@ -292,6 +293,56 @@ def test_feasible_ranges_and_protect_linked_on_a_chain() -> None:
     # with a and b both published, c = a - b whatever else is withheld
     with pytest.raises(ValueError, match="already published"):
         protect_linked(values, ids, fixed=[True, True, False, False], withheld=[False, False, False, False])
+
+
+def _table_system(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 2x2 table and its row, column and grand totals as counts tied by identities."""
+    r, c = cells.shape
+    values = np.r_[cells.ravel(), cells.sum(axis=1), cells.sum(axis=0), cells.sum()]
+    ids = []
+    for i in range(r):
+        row = np.zeros(values.size)
+        row[i * c : (i + 1) * c], row[r * c + i] = 1, -1
+        ids.append(row)
+    for j in range(c):
+        col = np.zeros(values.size)
+        col[j : r * c : c], col[r * c + r + j] = 1, -1
+        ids.append(col)
+    grand = np.zeros(values.size)
+    grand[r * c : r * c + r], grand[-1] = 1, -1
+    ids.append(grand)
+    return values, np.asarray(ids)
+
+
+@pytest.mark.parametrize("cells", [[[3, 40], [25, 60]], [[3, 4], [30, 50]], [[12, 2], [7, 90]]])
+def test_the_integer_program_finds_the_cheapest_safe_pattern(cells: list[list[int]]) -> None:
+    values, ids = _table_system(np.asarray(cells))
+    cost = values + 1.0
+    best = protect_linked(values, ids, cost=cost)
+    lo, hi = feasible_ranges(values, best, ids)
+    assert not (leaked(lo, hi, best) & (values > 0)).any()
+    # every cheaper pattern that withholds the small counts, by brute force, leaks
+    small = (values >= 1) & (values <= 10)
+    free = np.flatnonzero(~small)
+    cheaper = 0
+    for bits in range(2**free.size):
+        mask = small.copy()
+        mask[free] = [(bits >> k) & 1 for k in range(free.size)]
+        if cost[mask].sum() >= cost[best].sum():
+            continue
+        cheaper += 1
+        lo, hi = feasible_ranges(values, mask, ids)
+        assert (leaked(lo, hi, mask) & (values > 0)).any(), mask
+    assert cheaper > 0
+    greedy = protect_linked(values, ids, cost=cost, method="greedy")
+    assert cost[greedy].sum() >= cost[best].sum()
+
+
+def test_the_greedy_decides_when_the_integer_program_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    values, ids = _table_system(np.array([[3, 40], [25, 60]]))
+    greedy = protect_linked(values, ids, method="greedy")
+    monkeypatch.setattr(privacy, "_protect_milp", lambda *args, **kwargs: None)
+    assert protect_linked(values, ids).tolist() == greedy.tolist()
 
 
 def test_withhold_units_leaves_a_withheld_unit_nothing_but_its_code() -> None:

@@ -70,3 +70,20 @@ def test_published_flow_follows_the_audience(db: Path) -> None:
             assert text == str(flow[stage]) and not 1 <= flow[stage] <= 10
     # a quarter before any data has no episodes at all
     assert set(q.published_flow(network, q.Quarter.parse("2019Q1")).values()) == {"0"}
+
+
+def test_the_integer_program_withholds_less_than_the_greedy_and_leaks_nothing(db: Path) -> None:
+    inputs = q.load_inputs(db, "2026Q2")
+    assert inputs.network_episodes is not None
+    cheapest = flow_pattern(inputs.network_episodes, "2026Q2")
+    greedy = flow_pattern(inputs.network_episodes, "2026Q2", method="greedy")
+    for pattern in (cheapest, greedy):
+        values, withheld = pattern.values.ravel(), pattern.withheld.ravel()
+        targets = withheld & pattern.published.ravel() & (values > 0)
+        lo, hi = feasible_ranges(values, withheld, pattern.identities(), targets=targets)
+        assert not (leaked(lo, hi, withheld) & targets).any()
+    shown = cheapest.published & ~cheapest.withheld
+    assert shown.sum() > (greedy.published & ~greedy.withheld).sum()
+    # every small published count is withheld, whatever the method
+    small = (cheapest.values >= 1) & (cheapest.values <= 10) & cheapest.published
+    assert cheapest.withheld[small].all()
