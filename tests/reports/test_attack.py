@@ -1,6 +1,7 @@
 """An attacker who holds published reports tries to solve or narrow every withheld patient-flow count.
 
-The attacker parses every output file (CSV, HTML, JSON) of (a) one network report, (b) the network report and
+The attacker parses every output file (CSV, HTML with its headline cards and the front page's first
+sentence, JSON) of (a) one network report, (b) the network report and
 the per-clinic reports under the network audience, (c) the network reports of consecutive quarters, and sets
 up the linear program the published numbers allow: every shown count, every "other ends" total, and every
 identity of the flow (active = start + enrolled = ended + still active, ended = the end reasons), of
@@ -175,6 +176,7 @@ def _read_run(attacker: Attacker, out: Path, unit: str, quarter: str) -> None:
     for value, label in re.findall(r"<div><b>([^<]*)</b>([^<]*)</div>", page):
         if html.unescape(label) in HEADLINE:
             attacker.read(unit, quarter, HEADLINE[html.unescape(label)], html.unescape(value))
+    _read_front_page(attacker, html.unescape(page), unit, quarter)
     # no file prints a count of 1-10 under a count's name (provenance, manifest, every table)
     for path in files:
         if path.suffix == ".json":
@@ -185,6 +187,32 @@ def _read_run(attacker: Attacker, out: Path, unit: str, quarter: str) -> None:
                     for col, text in row.items():
                         if _is_count(col) and re.fullmatch(r"\d+", text or ""):
                             assert not 1 <= int(text) <= THRESHOLD, (path.name, col, text)
+
+
+#: The front page's first sentence: "In 2026Q2, 200 episodes were active (all clinics of the network): 31
+#: newly enrolled, 85 ended, 58 completed the program (last quarter: 99 active)." (a withheld count reads
+#: "newly enrolled: withheld for privacy").
+FRONT_ACTIVE = re.compile(r"In (\d{4}Q\d), ([\d,]+) episodes were active \([^)]*\): ([^(]*)\(([^)]*)\)\.")
+FRONT_COUNTS = {"newly enrolled": ENROLLED, "ended": ENDED, "completed the program": "ended: completed"}
+
+
+def _read_front_page(attacker: Attacker, page: str, unit: str, quarter: str) -> None:
+    """The counts the front page's sentences print: this quarter's flow and last quarter's active."""
+    found = FRONT_ACTIVE.findall(page)
+    if not found:
+        assert f"In {quarter}, the number of episodes active" in page, "the first sentence was not parsed"
+        return
+    label, active, counts, last = found[0]
+    assert label == quarter
+    attacker.read(unit, quarter, ACTIVE, active)
+    for part in counts.split(","):
+        for what, stage in FRONT_COUNTS.items():
+            number = re.fullmatch(rf"\s*([\d,]+) {what}\s*", part)
+            if number:
+                attacker.read(unit, quarter, stage, number.group(1))
+    previous = re.fullmatch(r"last quarter: ([\d,]+) active", last)
+    if previous and quarter in QUARTERS[1:]:
+        attacker.read(unit, QUARTERS[QUARTERS.index(quarter) - 1], ACTIVE, previous.group(1))
 
 
 def _is_count(key: str) -> bool:
