@@ -258,10 +258,11 @@ def flow_pattern(
     new quarter's counts so that no withheld count of the set so far (this quarter's or an earlier one's)
     is pinned or has a feasible maximum of ``threshold`` or less given every identity and every published
     count; the earlier quarters' decisions are fixed. Cost: the count plus one, times 20 for the network,
-    times 4 for the counts another cell repeats (active at start, still active, active, ended) and times 3
-    for the dropouts. Measured (network rule, 2026Q2, every unit and quarter): 300 patients in 4 clinics
-    206 -> 129 withheld of 300 published counts (the network's own 2026Q2 flow: completed 36 and dropped
-    out 13 withheld -> nothing withheld), 700 patients 182 -> 100 of 294.
+    times 4 for the counts another cell repeats (active at start, still active, active, ended), times 3
+    for the dropouts and times 10 more for active (a withheld active count withholds its report's case
+    mix). Measured against the greedy (network rule, 2026Q2, every unit and quarter): 300 patients in 4
+    clinics 206 -> 125 withheld of 300 published counts (the network's own 2026Q2 flow: completed 36 and
+    dropped out 13 withheld -> nothing withheld), 700 patients 182 -> 100 of 294.
     """
     first = first_quarter or _first_quarter(episodes, last_quarter)
     quarters = _quarter_range(first, last_quarter)
@@ -289,6 +290,8 @@ def flow_pattern(
         for stage in (_START, _STILL, _ACTIVE, _ENDED):
             cost[:, :, FLOW_STAGES.index(stage)] *= 4.0
         cost[:, :, FLOW_STAGES.index(_REASON_STAGES[1])] *= 3.0
+        # a withheld active count withholds the whole case mix of its report (quarterly.case_mix_display)
+        cost[:, :, FLOW_STAGES.index(_ACTIVE)] *= 10.0
         for k in range(len(quarters)):
             for u in range(len(units)):
                 withheld[u, k] |= _seed(values[u, k], published[u, k], rule) if method == "greedy" else False

@@ -89,6 +89,7 @@ __all__ = [
     "as_of",
     "band_shares",
     "case_mix",
+    "case_mix_display",
     "clip_to_range",
     "coverage",
     "coverage_note",
@@ -803,6 +804,34 @@ def case_mix(inputs: QuarterlyInputs) -> pl.DataFrame:
             )
         )
     return pl.concat(parts).select("characteristic", "category", "n")
+
+
+def case_mix_display(inputs: QuarterlyInputs, mix: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The case mix as the report prints it: ``characteristic, category, n`` with ``n`` as text.
+
+    Each characteristic is suppressed as a table of its own with its total, the episodes active in the
+    quarter (:func:`~sciatica_outcomes.reports.privacy.suppress_counts`). That total is a count of the
+    patient flow, suppressed across the published set (:func:`published_flow`): where the flow withholds
+    it, the categories of any characteristic would add up to it, so every category is withheld as well.
+
+    Parameters
+    ----------
+    inputs : QuarterlyInputs
+    mix : polars.DataFrame, optional
+        :func:`case_mix` of ``inputs`` (computed when not given).
+
+    Returns
+    -------
+    polars.DataFrame
+        The rows of :func:`case_mix` in its order, ``n`` a string column (``*`` where withheld).
+    """
+    mix = case_mix(inputs) if mix is None else mix
+    if mix.is_empty():
+        return mix.with_columns(pl.col("n").cast(pl.String))
+    if inputs.rule.withholds and published_flow(inputs)["active in quarter"] == SUPPRESSED:
+        return mix.with_columns(pl.lit(SUPPRESSED).alias("n"))
+    parts = [part for _, part in mix.group_by("characteristic", maintain_order=True)]
+    return pl.concat([suppress_counts(part, ["n"], rule=inputs.rule) for part in parts])
 
 
 def _own_quarantine(inputs: QuarterlyInputs) -> pl.DataFrame:

@@ -313,14 +313,12 @@ def _case_mix_as_published(
     store: dict[str, Any], unit: str, quarter: str
 ) -> tuple[dict[Any, int], dict[Any, str]]:
     """The case mix of one report (true counts and their text), suppressed as the report's table is."""
-    from sciatica_outcomes.reports.privacy import suppress_counts  # noqa: PLC0415
-
     inputs = q.load_inputs(
         store["db"], quarter, unit or None, rule=q.report_rule("network", None, unit or None)
     )
     mix = q.case_mix(inputs)
     parts = [part for _, part in mix.group_by("characteristic", maintain_order=True)]
-    shown = pl.concat([suppress_counts(part, ["n"], rule=inputs.rule) for part in parts])
+    shown = q.case_mix_display(inputs, pl.concat(parts))
     keys = list(zip(pl.concat(parts)["characteristic"], pl.concat(parts)["category"], strict=True))
     truth = dict(zip(keys, pl.concat(parts)["n"].fill_null(0).cast(pl.Int64).to_list(), strict=True))
     truth[("active", "")] = int(dict(q.patient_flow(inputs).iter_rows())[ACTIVE])
@@ -335,10 +333,11 @@ def test_case_mix_of_all_clinics_minus_the_other_clinics_gives_nothing_away(stor
     """The network's case mix minus the reportable clinics' case mixes (each characteristic sums to active).
 
     Known to leak until the case mix joins the published set's joint suppression (2026Q2, this store, the
-    network, CL01 and CL02 reports): CL01 "both legs" = 3 narrowed to 0..7, CL02 "crippling back pain" = 1
-    to 0..3 and "52 weeks or more" = 7 to 3..9, and CL02's active count (28, withheld by the patient flow)
-    recovered exactly, since the categories of a characteristic add up to it. Strict, so the test reports
-    when it stops leaking.
+    network, CL01 and CL02 reports): CL02 "crippling back pain" = 1 narrowed to 0..3 and "52 weeks or more"
+    = 7 to 0..9 by the network's counts minus CL01's. (Before ``case_mix_display`` also CL02's active
+    count, 28, withheld by the patient flow, was recovered exactly from the categories of a characteristic,
+    which add up to it, and CL01 "both legs" = 3 narrowed to 0..7.) Strict, so the test reports when it
+    stops leaking.
     """
     quarter = "2026Q2"
     units = [NETWORK, *_reportable(store, quarter)]

@@ -85,6 +85,23 @@ def test_clinic_restriction_and_case_mix(db: Path) -> None:
     assert q.case_mix(all_clinics)["n"].sum() > mix["n"].sum()
 
 
+def test_case_mix_display_withholds_it_all_where_the_flow_withholds_the_active_count(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = q.load_inputs(db, "2026Q2", clinic="CL02", rule=q.report_rule("network", None, "CL02"))
+    mix = q.case_mix(inputs)
+    shown = q.case_mix_display(inputs, mix)
+    assert shown.select("characteristic", "category").equals(mix.select("characteristic", "category"))
+    for text, n in zip(shown["n"], mix["n"], strict=True):
+        assert text == "*" if 1 <= n <= 10 else text in ("*", str(n))
+    # where the flow withholds the active count, the categories (which add up to it) are withheld too
+    flow = q.published_flow(inputs)
+    monkeypatch.setattr(q, "published_flow", lambda *args, **kwargs: {**flow, "active in quarter": "*"})
+    assert set(q.case_mix_display(inputs, mix)["n"]) == {"*"}
+    internal = q.load_inputs(db, "2026Q2", clinic="CL02", rule=q.report_rule(None, None, "CL02"))
+    assert q.case_mix_display(internal)["n"].to_list() == [str(n) for n in q.case_mix(internal)["n"]]
+
+
 def test_parameter_validation(db: Path) -> None:
     q.validate_parameters({"db": str(db), "quarter": "2026Q2", "clinic": "CL01"})
     with pytest.raises(ReportParameterError, match="outside the data"):
