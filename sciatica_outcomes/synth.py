@@ -66,6 +66,7 @@ from sciatica_outcomes.schemas.vocabulary import (
     STOPPED_REASONS,
     SYMPTOM_EXTENTS,
 )
+from sciatica_outcomes.schemas.work import WORK
 
 __all__ = [
     "TABLES",
@@ -920,6 +921,7 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
         "measures": measures,
         "questionnaire_items": items_df,
         "symptom_checks": symptom_checks,
+        "work": WORK.empty(),
     }
     return Cohort(tables=tables, truth=truth, config=cfg)
 

@@ -60,6 +60,7 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
     "measures": ("episode_id", "assessed_on", "measure", "value"),
     "questionnaire_items": ("episode_id", "assessed_on", "instrument", "item", "response"),
     "symptom_checks": ("episode_id", "checked_on"),
+    "work": ("episode_id", "assessed_on", "employment_status", "work_status"),
 }
 
 

@@ -37,6 +37,14 @@ from sciatica_outcomes.ingest.sources import ROW, SHAPE, Notice, SourceTable
 from sciatica_outcomes.schemas import CODE_PATTERN, TABLE_SPECS, TableSpec, measure_catalog
 from sciatica_outcomes.schemas.questionnaire_items import INSTRUMENT_RESPONSE_RANGE
 from sciatica_outcomes.schemas.store_tables import QUARANTINE_ROW_SCHEMA
+from sciatica_outcomes.schemas.vocabulary import (
+    AT_WORK_STATUSES,
+    EMPLOYMENT_STATUSES,
+    PAID_WORK_STATUSES,
+    WORK_NOT_APPLICABLE,
+    WORK_STATUSES,
+)
+from sciatica_outcomes.schemas.work import PAID_WORK_COLUMNS, WPAI_GATED_COLUMNS
 
 __all__ = [
     "CASCADE_SCHEMA",
@@ -651,6 +659,8 @@ def _row_rules(table: str, raw_columns: frozenset[str] = frozenset()) -> list[_C
                 pl.format("instrument_version '{}' is not a known version of {}", ver, m),
             ),
         ]
+    if table == "work":
+        return _work_rules(raw_columns)
     if table == "questionnaire_items":
         inst = pl.col(c("instrument"))
         resp = pl.col(c("response"))
@@ -667,6 +677,132 @@ def _row_rules(table: str, raw_columns: frozenset[str] = frozenset()) -> list[_C
             )
         ]
     return []
+
+
+def _work_rules(raw_columns: frozenset[str]) -> list[_Check]:
+    """Row rules of ``work`` (``schemas.work``): hours, paid work, work status, WPAI gating, return date."""
+    c = _p
+    emp = pl.col(c("employment_status"))
+    status = pl.col(c("work_status"))
+    paid = emp.is_in(list(PAID_WORK_STATUSES))
+    # rules read the codes only when they are known codes (an unknown code is reported once, by its own rule)
+    known = emp.is_in(list(EMPLOYMENT_STATUSES)) & status.is_in(list(WORK_STATUSES))
+    worked, contracted = pl.col(c("hours_worked")), pl.col(c("hours_contracted"))
+    q1 = pl.col(c("wpai_q1_employed"))
+    rtw = pl.col(c("return_to_work_date"))
+    paid_words = " or ".join(PAID_WORK_STATUSES)
+    checks = [
+        _Check(
+            "hours_above_contracted",
+            "hours_worked",
+            worked > contracted,
+            _text("hours_worked", raw_columns),
+            pl.format(
+                "hours_worked {} is above hours_contracted {}: record the hours actually worked per week "
+                "(at most the contracted hours) or correct hours_contracted",
+                worked,
+                contracted,
+            ),
+        ),
+        _Check(
+            "work_status_employment",
+            "work_status",
+            known & ((paid & (status == WORK_NOT_APPLICABLE)) | (~paid & (status != WORK_NOT_APPLICABLE))),
+            pl.col(c("work_status")),
+            pl.when(paid)
+            .then(
+                pl.format(
+                    "work_status is {} but employment_status is {}: give the work status of a person in "
+                    "paid work (full_duties, modified_duties, off_work_back_leg or off_work_other)",
+                    pl.lit(WORK_NOT_APPLICABLE),
+                    emp,
+                )
+            )
+            .otherwise(
+                pl.format(
+                    "work_status is {} but employment_status {} is not paid work: use {} (or correct "
+                    "employment_status to {})",
+                    status,
+                    emp,
+                    pl.lit(WORK_NOT_APPLICABLE),
+                    pl.lit(paid_words),
+                )
+            ),
+        ),
+    ]
+    checks += [
+        _Check(
+            "needs_paid_work",
+            column,
+            pl.col(c(column)).is_not_null() & emp.is_in(list(EMPLOYMENT_STATUSES)) & ~paid,
+            _text(column, raw_columns),
+            pl.format(
+                "{} is given but employment_status {} is not paid work: leave {} empty (it applies only to "
+                "{}) or correct employment_status",
+                pl.lit(column),
+                emp,
+                pl.lit(column),
+                pl.lit(paid_words),
+            ),
+        )
+        for column in PAID_WORK_COLUMNS
+    ]
+    checks += [
+        _Check(
+            "wpai_needs_employed",
+            column,
+            pl.col(c(column)).is_not_null() & ~q1.fill_null(False),
+            _text(column, raw_columns),
+            pl.format(
+                "{} is given but WPAI:SHP question 1 (wpai_q1_employed) is {}: questions 2-5 are asked only "
+                "when question 1 is true; leave them empty or record wpai_q1_employed",
+                pl.lit(column),
+                q1.cast(pl.String).fill_null("empty"),
+            ),
+        )
+        for column in WPAI_GATED_COLUMNS
+    ]
+    hours = [pl.col(c(x)) for x in WPAI_GATED_COLUMNS[:3]]
+    total = pl.sum_horizontal(hours)
+    checks += [
+        _Check(
+            "wpai_hours_above_week",
+            "wpai_q4_hours_worked",
+            total > 168,
+            _text("wpai_q4_hours_worked", raw_columns),
+            pl.format(
+                "WPAI:SHP hours missed (health {}, other {}) plus hours worked ({}) add up to {}, more than "
+                "the 168 hours of the 7-day recall: correct the hours",
+                *[h.cast(pl.String).fill_null("empty") for h in hours],
+                total,
+            ),
+        ),
+        _Check(
+            "return_while_off_work",
+            "return_to_work_date",
+            rtw.is_not_null() & status.is_in(list(WORK_STATUSES)) & ~status.is_in(list(AT_WORK_STATUSES)),
+            _text("return_to_work_date", raw_columns),
+            pl.format(
+                "return_to_work_date {} is given but work_status is {}: a return date goes with "
+                "full_duties or modified_duties; leave it empty while the patient is off work",
+                rtw,
+                status,
+            ),
+        ),
+        _Check(
+            "return_after_assessment",
+            "return_to_work_date",
+            rtw > pl.col(c("assessed_on")),
+            _text("return_to_work_date", raw_columns),
+            pl.format(
+                "return_to_work_date {} is after assessed_on {}: record the date the patient went back to "
+                "work (a planned date is not a return)",
+                rtw,
+                pl.col(c("assessed_on")),
+            ),
+        ),
+    ]
+    return checks
 
 
 # ------------------------------------------------------------------------------- identifiers in values
@@ -1256,6 +1392,39 @@ def _check_window(w: _Work, spec: TableSpec, episodes: pl.DataFrame | None) -> N
     _flag(w, flags["b"] | flags["a"], pl.concat([b, a]))
 
 
+def _check_not_before_start(w: _Work, spec: TableSpec, episodes: pl.DataFrame) -> None:
+    """Rule ``before_start``: the ``not_before_start`` date columns of the spec are not before the episode
+    start (the episode is looked up once per run of equal ``episode_id``, as in :func:`_check_window`)."""
+    heads, run = w.runs(_p("episode_id"))
+    bounds = heads.join(
+        episodes.select(pl.col("episode_id").alias("v"), pl.col("start_date").alias("__start")),
+        on="v",
+        how="left",
+        maintain_order="left",
+    )
+    start = bounds["__start"].gather(run)
+    for column in spec.not_before_start:
+        before = w.frame.select((pl.col(_p(column)) < pl.lit(start)).fill_null(False).alias("b"))["b"]
+        if not before.any():
+            continue
+        frame = w.frame.with_columns(start.alias("__start"))
+        shown = pl.col(_p(column)).cast(pl.String)
+        issues = _issue_rows(
+            _Work(w.source, frame, []),
+            before,
+            "before_start",
+            column,
+            shown,
+            pl.format(
+                "{} {} is before the episode start {}: correct the date or the episode's start_date",
+                pl.lit(column),
+                shown,
+                pl.col("__start"),
+            ),
+        )
+        _flag(w, before, issues)
+
+
 def _quarantine(w: _Work, issues: pl.DataFrame) -> pl.DataFrame:
     bad = _rows(w.frame, pl.col(_BAD))
     if bad.is_empty():
@@ -1376,6 +1545,8 @@ def _table_pass(
             )
         for w in tw:
             _check_window(w, spec, episodes)
+            if spec.not_before_start and episodes is not None:
+                _check_not_before_start(w, spec, episodes)
     return tw, notices
 
 

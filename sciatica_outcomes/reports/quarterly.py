@@ -524,6 +524,7 @@ TABLE_USES: dict[str, str] = {
     "measures": "outcomes, baselines of the case mix, time to improvement, risk-adjusted comparison",
     "questionnaire_items": "questionnaire scores (e.g. ODI) where no score was recorded as a measure",
     "symptom_checks": "red-flag screens and alerts",
+    "work": "not shown yet (the work section comes with the reports of issue 17)",
 }
 
 

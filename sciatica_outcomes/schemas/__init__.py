@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sciatica_outcomes.schemas.session_exercises import SESSION_EXERCISES, SessionExercisesModel
     from sciatica_outcomes.schemas.sessions import SESSIONS, SessionsModel
     from sciatica_outcomes.schemas.symptom_checks import SYMPTOM_CHECKS, SymptomChecksModel
+    from sciatica_outcomes.schemas.work import WORK, WorkModel
 
 _EXPORTS: dict[str, str] = {
     "CODE_PATTERN": "sciatica_outcomes.schemas._spec",
@@ -46,6 +47,8 @@ _EXPORTS: dict[str, str] = {
     "SymptomChecksModel": "sciatica_outcomes.schemas.symptom_checks",
     "TABLE_SPECS": "sciatica_outcomes.schemas.registry",
     "TableSpec": "sciatica_outcomes.schemas._spec",
+    "WORK": "sciatica_outcomes.schemas.work",
+    "WorkModel": "sciatica_outcomes.schemas.work",
     "exercise_catalog": "sciatica_outcomes.schemas.catalogs",
     "measure_catalog": "sciatica_outcomes.schemas.catalogs",
     "table_spec": "sciatica_outcomes.schemas.registry",
@@ -61,6 +64,7 @@ __all__ = [
     "SESSION_EXERCISES",
     "SYMPTOM_CHECKS",
     "TABLE_SPECS",
+    "WORK",
     "DateWindow",
     "EpisodesModel",
     "ForeignKey",
@@ -70,6 +74,7 @@ __all__ = [
     "SessionsModel",
     "SymptomChecksModel",
     "TableSpec",
+    "WorkModel",
     "exercise_catalog",
     "measure_catalog",
     "table_spec",

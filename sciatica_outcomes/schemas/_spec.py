@@ -18,7 +18,7 @@ __all__ = ["CODE_PATTERN", "SCHEMA_VERSION", "DateWindow", "ForeignKey", "TableS
 
 #: Version of the canonical table schemas; stored with every ingest. Bump the minor version for added
 #: optional columns or widened ranges, the major version for anything that can reject data accepted before.
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 
 #: Pseudonymous codes (episode, patient, clinic, therapist and session identifiers): ASCII letters, digits,
 #: ``_``, ``-`` and ``.``, 1-64 characters. No spaces, no accents, no invisible characters.
@@ -65,6 +65,11 @@ class TableSpec:
         References to other canonical tables.
     date_window : DateWindow, optional
         Rule placing the table's date inside its episode.
+    generated_key_columns : tuple of str
+        Key columns ingest numbers from the row order when the source lacks them.
+    not_before_start : tuple of str
+        Date columns that must not be before their episode's ``start_date`` (rule ``before_start``), such as
+        ``work.return_to_work_date``.
     """
 
     name: str
@@ -74,6 +79,7 @@ class TableSpec:
     foreign_keys: tuple[ForeignKey, ...] = ()
     date_window: DateWindow | None = None
     generated_key_columns: tuple[str, ...] = field(default=())
+    not_before_start: tuple[str, ...] = field(default=())
 
     @cached_property
     def schema(self) -> pa.DataFrameSchema:

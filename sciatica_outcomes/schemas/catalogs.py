@@ -102,6 +102,8 @@ LABEL_VOCABULARIES: tuple[str, ...] = (
     "symptom_extent",
     "stopped_reason",
     "session_status",
+    "employment_status",
+    "work_status",
 )
 #: Vocabularies that are a coded column of a canonical table, labelled by the data guide.
 _TABLE_COLUMNS: dict[str, tuple[str, str]] = {
@@ -112,6 +114,8 @@ _TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "symptom_extent": ("sessions", "symptom_extent"),
     "stopped_reason": ("measures", "stopped_reason"),
     "session_status": ("sessions", "status"),
+    "employment_status": ("work", "employment_status"),
+    "work_status": ("work", "work_status"),
 }
 
 

@@ -72,6 +72,22 @@ _ACTIONS = {
     "referred_urgent": "Referred urgently",
     "referred_routine": "Referred routinely",
 }
+_EMPLOYMENT_STATUSES = {
+    "employed": "Employed (working for an employer, including while on sick leave)",
+    "self_employed": "Self-employed",
+    "student": "Student",
+    "homemaker": "Homemaker",
+    "unemployed": "Unemployed",
+    "retired": "Retired",
+    "other": "Other situation outside paid work (e.g. disability pension)",
+}
+_WORK_STATUSES = {
+    "full_duties": "At work, full duties",
+    "modified_duties": "At work, modified duties or reduced hours",
+    "off_work_back_leg": "Off work because of back or leg pain (full or partial sick leave)",
+    "off_work_other": "Off work for other reasons",
+    "not_applicable": "Not in paid work",
+}
 #: ``questionnaire_items.instrument``: plain name of every questionnaire code.
 INSTRUMENT_LABELS: Mapping[str, str] = MappingProxyType(
     {
@@ -95,6 +111,8 @@ _LABELS: dict[tuple[str, str], Mapping[str, str]] = {
     ("measures", "stopped_reason"): _STOPPED_REASONS,
     ("questionnaire_items", "instrument"): INSTRUMENT_LABELS,
     ("symptom_checks", "action_taken"): _ACTIONS,
+    ("work", "employment_status"): _EMPLOYMENT_STATUSES,
+    ("work", "work_status"): _WORK_STATUSES,
 }
 
 
@@ -168,6 +186,14 @@ COLUMN_UNITS: Mapping[tuple[str, str], str] = MappingProxyType(
         ("measures", "value"): "the measure's unit (measure catalog)",
         ("measures", "cap_min"): "minutes",
         ("questionnaire_items", "response"): "the item's response code (questionnaires below)",
+        ("work", "hours_contracted"): "hours per week",
+        ("work", "hours_worked"): "hours per week",
+        ("work", "sick_leave_days_4wk"): "days (in the last 4 weeks)",
+        ("work", "wpai_q2_hours_missed_health"): "hours (in the last 7 days)",
+        ("work", "wpai_q3_hours_missed_other"): "hours (in the last 7 days)",
+        ("work", "wpai_q4_hours_worked"): "hours (in the last 7 days)",
+        ("work", "wpai_q5_work_impairment"): "points (0 no effect, 10 completely prevented working)",
+        ("work", "wpai_q6_activity_impairment"): "points (0 no effect, 10 completely prevented activities)",
     }
 )
 
@@ -181,6 +207,18 @@ ROW_RULES: Mapping[tuple[str, str], str] = MappingProxyType(
         ("questionnaire_items", "response"): "within the response range of its `instrument` (questionnaires)",
         ("session_exercises", "reps"): "`reps` or `hold_s` (or both) in every row",
         ("session_exercises", "hold_s"): "`reps` or `hold_s` (or both) in every row",
+        ("work", "work_status"): "`not_applicable` exactly when `employment_status` is not paid work "
+        "(`employed`, `self_employed`)",
+        ("work", "hours_contracted"): "only for people in paid work",
+        ("work", "hours_worked"): "only for people in paid work; at most `hours_contracted`",
+        ("work", "sick_leave_days_4wk"): "only for people in paid work",
+        ("work", "wpai_q2_hours_missed_health"): "only when `wpai_q1_employed` is true",
+        ("work", "wpai_q3_hours_missed_other"): "only when `wpai_q1_employed` is true",
+        ("work", "wpai_q4_hours_worked"): "only when `wpai_q1_employed` is true; questions 2 + 3 + 4 at "
+        "most 168 hours",
+        ("work", "wpai_q5_work_impairment"): "only when `wpai_q1_employed` is true",
+        ("work", "return_to_work_date"): "only with `work_status` `full_duties` or `modified_duties`; not "
+        "before the episode start, not after `assessed_on`",
     }
 )
 
@@ -255,6 +293,22 @@ EXAMPLE_ROWS: Mapping[str, Mapping[str, str | None]] = MappingProxyType(
             "bilateral_symptoms": "false",
             "new_numbness": "false",
             "action_taken": "none",
+        },
+        "work": {
+            "episode_id": "E0001",
+            "assessed_on": "2026-03-02",
+            "employment_status": "employed",
+            "work_status": "modified_duties",
+            "hours_contracted": "37.5",
+            "hours_worked": "20",
+            "sick_leave_days_4wk": "6",
+            "wpai_q1_employed": "true",
+            "wpai_q2_hours_missed_health": "8",
+            "wpai_q3_hours_missed_other": "0",
+            "wpai_q4_hours_worked": "20",
+            "wpai_q5_work_impairment": "6",
+            "wpai_q6_activity_impairment": "5",
+            "return_to_work_date": None,
         },
     }
 )

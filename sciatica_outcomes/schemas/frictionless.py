@@ -117,6 +117,8 @@ def table_schema(spec: TableSpec) -> dict[str, Any]:
             "daysBeforeStart": w.days_before_start,
             "daysAfterEnd": w.days_after_end,
         }
+    if spec.not_before_start:
+        out["notBeforeEpisodeStart"] = list(spec.not_before_start)
     return out
 
 

@@ -10,13 +10,14 @@ from sciatica_outcomes.schemas.questionnaire_items import QUESTIONNAIRE_ITEMS
 from sciatica_outcomes.schemas.session_exercises import SESSION_EXERCISES
 from sciatica_outcomes.schemas.sessions import SESSIONS
 from sciatica_outcomes.schemas.symptom_checks import SYMPTOM_CHECKS
+from sciatica_outcomes.schemas.work import WORK
 
 __all__ = ["TABLE_SPECS", "table_spec"]
 
 #: Canonical tables in dependency order (referenced tables first).
 TABLE_SPECS: dict[str, TableSpec] = {
     spec.name: spec
-    for spec in (EPISODES, SESSIONS, SESSION_EXERCISES, MEASURES, QUESTIONNAIRE_ITEMS, SYMPTOM_CHECKS)
+    for spec in (EPISODES, SESSIONS, SESSION_EXERCISES, MEASURES, QUESTIONNAIRE_ITEMS, SYMPTOM_CHECKS, WORK)
 }
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 __all__ = [
     "ACTIONS",
     "ACTION_NONE",
+    "AT_WORK_STATUSES",
     "BANDS",
     "CANONICAL_TABLES",
     "DOSE_TYPES",
+    "EMPLOYMENT_STATUSES",
     "END_REASONS",
     "EXERCISE_CATEGORIES",
     "EXERCISE_CODES",
@@ -27,6 +29,8 @@ __all__ = [
     "MODIFIED_ODI_SECTIONS",
     "MUSCLE_GROUPS",
     "ODI_SECTIONS",
+    "OFF_WORK_BACK_LEG",
+    "PAID_WORK_STATUSES",
     "QUARANTINE_TABLE",
     "RED_FLAG_COLUMNS",
     "RMDQ_ITEMS",
@@ -38,11 +42,13 @@ __all__ = [
     "STORE_META_TABLE",
     "STORE_TABLES",
     "SYMPTOM_EXTENTS",
+    "WORK_NOT_APPLICABLE",
+    "WORK_STATUSES",
 ]
 
 # --- table names --------------------------------------------------------------------------------------
 
-#: The six canonical tables, in dependency order (a table's foreign keys point only to tables before it).
+#: The seven canonical tables, in dependency order (a table's foreign keys point only to tables before it).
 CANONICAL_TABLES: tuple[str, ...] = (
     "episodes",
     "sessions",
@@ -50,6 +56,7 @@ CANONICAL_TABLES: tuple[str, ...] = (
     "measures",
     "questionnaire_items",
     "symptom_checks",
+    "work",
 )
 #: The store's log of ingests: one row per source table per ingest (``schemas.store_tables``).
 INGEST_LOG_TABLE = "ingest_log"
@@ -119,6 +126,11 @@ MEASURE_CODES: tuple[str, ...] = (
     "promis_pf",
     "promis_pi",
     "grc",
+    "pgic",
+    "satisfaction",
+    "was",
+    "eq5d_index",
+    "eq5d_vas",
 )
 #: Measure catalog ``kind``: a performance test or a patient-reported outcome measure.
 MEASURE_KINDS: tuple[str, ...] = ("performance", "prom")
@@ -164,3 +176,37 @@ RED_FLAG_COLUMNS: tuple[str, ...] = (
 ACTIONS: tuple[str, ...] = ("none", "referred_urgent", "referred_routine")
 #: The action meaning that nothing was done (an alert with it, or with no action, is unactioned).
 ACTION_NONE = "none"
+
+# --- work ----------------------------------------------------------------------------------------------
+
+#: ``work.employment_status``: the patient's employment at the assessment (at enrolment on the baseline row).
+#: ICHOM low-back-pain standard set work status; not in paid work = student, homemaker, unemployed, retired
+#: (domain.md §8). ``other`` is any other situation outside paid work (e.g. a disability pension).
+EMPLOYMENT_STATUSES: tuple[str, ...] = (
+    "employed",
+    "self_employed",
+    "student",
+    "homemaker",
+    "unemployed",
+    "retired",
+    "other",
+)
+#: Employment statuses that are paid work: only these have a work status other than ``not_applicable``,
+#: hours, sick leave or absenteeism.
+PAID_WORK_STATUSES: tuple[str, ...] = ("employed", "self_employed")
+#: ``work.work_status``: what the patient does at work now (domain.md §8: full duties; modified duties or
+#: reduced hours; off work because of back/leg pain, full or partial sick leave; off work for other reasons;
+#: not in paid work). In display order, best first.
+WORK_STATUSES: tuple[str, ...] = (
+    "full_duties",
+    "modified_duties",
+    "off_work_back_leg",
+    "off_work_other",
+    "not_applicable",
+)
+#: Work statuses that count as "at work" (returned to work: full or modified duties).
+AT_WORK_STATUSES: tuple[str, ...] = ("full_duties", "modified_duties")
+#: The work status of people off work because of their back or leg pain (the return-to-work population).
+OFF_WORK_BACK_LEG = "off_work_back_leg"
+#: The work status of people not in paid work.
+WORK_NOT_APPLICABLE = "not_applicable"

@@ -54,6 +54,11 @@ EXTRA_ROWS: dict[str, list[list[Any]]] = {
         ["E0002", date(2026, 4, 1), "odi", section, i % 6, "2.1a"] for i, section in enumerate(ODI_SECTIONS)
     ],
     "symptom_checks": [["E0002", date(2026, 4, 1), False, False, False, True, False, "referred_routine"]],
+    "work": [  # a retired patient: only the WPAI activity question applies
+        ["E0002", date(2026, 4, 1), "retired", "not_applicable", None, None, None, False]
+        + [None] * 4
+        + [6, None]
+    ],
 }
 
 

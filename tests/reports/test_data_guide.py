@@ -61,7 +61,7 @@ def _section(markdown: str, anchor: str) -> str:
 def test_every_column_is_a_row_of_its_table_with_type_and_requirement(markdown: str, table: str) -> None:
     section = _section(markdown, f"table-{table}")
     rows = {
-        m.group(1): m.group(0) for m in re.finditer(r"^\| `([a-z_]+)` \|.*$", section, flags=re.MULTILINE)
+        m.group(1): m.group(0) for m in re.finditer(r"^\| `([a-z0-9_]+)` \|.*$", section, flags=re.MULTILINE)
     }
     spec = TABLE_SPECS[table]
     assert list(rows) == list(spec.columns)

@@ -26,6 +26,8 @@ CODES: dict[str, tuple[str, ...]] = {
     "symptom_extent": voc.SYMPTOM_EXTENTS,
     "stopped_reason": voc.STOPPED_REASONS,
     "session_status": voc.SESSION_STATUSES,
+    "employment_status": voc.EMPLOYMENT_STATUSES,
+    "work_status": voc.WORK_STATUSES,
 }
 
 

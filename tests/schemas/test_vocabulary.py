@@ -42,6 +42,8 @@ ENUMERATED: dict[tuple[str, str], tuple[str, ...]] = {
     ("measures", "stopped_reason"): V.STOPPED_REASONS,
     ("questionnaire_items", "instrument"): V.INSTRUMENT_CODES,
     ("symptom_checks", "action_taken"): V.ACTIONS,
+    ("work", "employment_status"): V.EMPLOYMENT_STATUSES,
+    ("work", "work_status"): V.WORK_STATUSES,
 }
 
 
