@@ -1,4 +1,4 @@
-"""FHIR R4 Bundles: Observations into ``measures``, QuestionnaireResponses into ``questionnaire_items``.
+"""FHIR R4 Bundles: Observations into ``measures`` and ``work``, QuestionnaireResponses into items.
 
 Conventions (domain brief §6):
 
@@ -17,6 +17,28 @@ Conventions (domain brief §6):
   ``assessed_on``; each answered ``item.linkId`` is one row; the response is ``valueInteger``,
   ``valueDecimal``, or a ``valueCoding`` scored by its ``ordinalValue`` or ``itemWeight`` extension (both
   occur in published examples) or else its code.
+
+- **Work** (``work`` table, ``schemas/work.py``): an Observation whose code is a column of ``work`` in
+  :data:`WORK_SYSTEM` (``work_status``, ``hours_worked``, ``wpai_q2_hours_missed_health``, ...) is one cell;
+  the Observations of one episode and ``effectiveDateTime`` date make one ``work`` row (a column given twice
+  for one date starts a second row, which the key rule reports: nothing is overwritten). A coded value is
+  ``valueCodeableConcept`` with a code of the vocabulary (system :data:`WORK_VALUE_PREFIX` + column, e.g.
+  ``...:work:work_status|off_work_back_leg``), hours and days ``valueQuantity`` (UCUM ``h/wk``, ``h``, ``d``:
+  :data:`WORK_UNITS`), WPAI question 1 ``valueBoolean``, the return-to-work date ``valueDateTime``. The row
+  number is the row's first entry and each cell is reported under ``<column> (entry N)``, the Observation that
+  holds it; a JSON shape problem in one Observation rejects its whole row. Employment status is also read from
+  LOINC **67875-5** "Employment status - current" (US Core STU7 example Observation
+  ``PRAPARE-item-example-67875-5``, hl7.org/fhir/us/core; HL7 SDOH Clinical Care IG example
+  ``SDOHCC-ObservationResponsePRAPAREEmploymentStatusExample``). Its PRAPARE answers (LA30136-8 full-time
+  work, LA30138-4 part-time or temporary work, LA17956-6 unemployed, "otherwise unemployed but not seeking
+  work (retired, student, disabled, caregiver)") do not separate self-employed, student, homemaker or retired,
+  so the value must be a project code; a LOINC answer code is reported as not allowed, not guessed. No LOINC
+  code for the Work Ability Score, the WPAI:SHP items or scores, work status, hours, sick-leave days or the
+  return-to-work date was found in the stored sources searched (loinc.org pages, HL7 FHIR IGs, public FHIR
+  repositories; 2026-12-02): they use the project's systems until one is verified at loinc.org. The Work
+  Ability Score, PGIC, satisfaction and EQ-5D are measures (:data:`MEASURE_SYSTEM` codes ``was``, ``pgic``,
+  ``satisfaction``, ``eq5d_index``, ``eq5d_vas``); EQ-5D has SNOMED CT codes (736534008 5L index, 736535009
+  VAS; MII PRO IG) that are not read, since the index code is specific to the 5L version.
 
 Values are passed to validation as text, exactly as they appear in the JSON: a string ``"7/10"`` where a
 number belongs is reported, not converted. The row number of a problem is the Bundle entry (counted from 1).
