@@ -114,6 +114,13 @@ def _default_mcid() -> dict[str, Mcid]:
         ),
         "promis_pf": Mcid(3.6, None, None, "Chronic LBP PROMIS-29 MID (cuir.car.chula.ac.th 69391)"),
         "promis_pi": Mcid(4.85, None, None, "Chronic LBP PROMIS-29 MID (cuir.car.chula.ac.th 69391)"),
+        "was": Mcid(
+            1.92,
+            None,
+            None,
+            "Work Ability Score smallest detectable change 1.92 (ICC 0.89) in sick-listed chronic "
+            "musculoskeletal pain (domain.md §8: VERIFY, thesis source); responders improve by at least it",
+        ),
     }
 
 
@@ -284,6 +291,14 @@ class ClinicalConfig:
         "consecutive sessions of distal spread that raise a session alert",
     )
 
+    # --- work and the global verdict ------------------------------------------------------------------
+    pgic_success_max: int = _f(
+        2,
+        "Haugen et al. 2011, PMC3175874: success = 'completely recovered' or 'much better' on the 7-point "
+        "scale (domain.md §1, §8)",
+        "a patient global impression of change (pgic, 1 = completely recovered) at or below this is success",
+    )
+
     def __post_init__(self) -> None:
         ints = (
             "odi_max_missing",
@@ -293,6 +308,7 @@ class ClinicalConfig:
             "psfs_max_items",
             "end_window_days",
             "min_episodes_followed",
+            "pgic_success_max",
         )
         for name in ints:
             value = getattr(self, name)

@@ -53,20 +53,25 @@ import numpy.typing as npt
 import polars as pl
 
 from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
-from sciatica_outcomes.schemas.vocabulary import BANDS as ALL_BANDS
 from sciatica_outcomes.schemas.vocabulary import (
+    AT_WORK_STATUSES,
     CANONICAL_TABLES,
+    EMPLOYMENT_STATUSES,
     EXERCISE_CODES,
     MUSCLE_GROUPS,
     ODI_SECTIONS,
+    OFF_WORK_BACK_LEG,
+    PAID_WORK_STATUSES,
     RED_FLAG_COLUMNS,
     SCIATICA_ITEMS,
     SESSION_STATUSES,
     SIDES,
     STOPPED_REASONS,
     SYMPTOM_EXTENTS,
+    WORK_NOT_APPLICABLE,
+    WORK_STATUSES,
 )
-from sciatica_outcomes.schemas.work import WORK
+from sciatica_outcomes.schemas.vocabulary import BANDS as ALL_BANDS
 
 __all__ = [
     "TABLES",
@@ -186,6 +191,22 @@ class SynthConfig:
     stall_prob: float = 0.12
     odi_missing_section_prob: float = 0.08
     pain_next_day_missing: float = 0.05
+    #: work (``_work_tables``): employment mix at enrolment in the order of ``EMPLOYMENT_STATUSES``; patients
+    #: at or above ``retirement_age`` are retired
+    employment_mix: tuple[float, ...] = (0.60, 0.08, 0.03, 0.05, 0.06, 0.13, 0.05)
+    retirement_age: int = 67
+    #: logit of being at work (paid workers) = work_intercept + work_odi_effect * (latent ODI - 42) / 10
+    #: + work_adherence_effect * (adherence propensity - adherence_mean) + logistic patient effect
+    work_intercept: float = 1.0
+    work_odi_effect: float = -1.6
+    work_adherence_effect: float = 2.0
+    #: at work with a logit above this margin = full duties, below it modified duties
+    full_duties_margin: float = 1.5
+    off_work_other_prob: float = 0.03
+    #: Work Ability Score = was_intercept + was_odi_effect * (latent ODI - 42) / 10 + N(0, was_sd), 0-10
+    was_intercept: float = 5.5
+    was_odi_effect: float = -1.2
+    was_sd: float = 1.2
 
     def __post_init__(self) -> None:
         if self.n_patients < 1:
@@ -198,6 +219,13 @@ class SynthConfig:
             raise ValueError("discharge_week and followup_week must be among visit_weeks")
         if not 0 < self.adherence_mean < 1:
             raise ValueError(f"adherence_mean must lie in (0, 1), got {self.adherence_mean}")
+        if len(self.employment_mix) != len(EMPLOYMENT_STATUSES) or not math.isclose(
+            sum(self.employment_mix), 1.0
+        ):
+            raise ValueError(
+                f"employment_mix must give {len(EMPLOYMENT_STATUSES)} shares summing to 1 "
+                f"({', '.join(EMPLOYMENT_STATUSES)}), got {self.employment_mix}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as JSON-ready data (dates as ISO strings)."""
@@ -295,6 +323,229 @@ class _Effects(TypedDict):
     rate: FloatArray
     clinic_intercept: FloatArray
     clinic_rate: FloatArray
+
+
+def _logistic(x: FloatArray) -> FloatArray:
+    out: FloatArray = 1.0 / (1.0 + np.exp(-x))
+    return out
+
+
+def _work_tables(
+    cfg: SynthConfig,
+    start: IntArray,
+    age: IntArray,
+    propensity: FloatArray,
+    odi: _Effects,
+    vday: IntArray,
+    vw: IntArray,
+    observed: BoolArray,
+    ep_ids: pl.Series,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """The ``work`` table, Work Ability Score measures and the work part of ``truth.json``.
+
+    Model (its own random stream ``default_rng([seed, 17])``, so the other tables do not change):
+    employment at enrolment from ``employment_mix`` (retired at ``retirement_age`` and above), constant over
+    the episode. For a patient in paid work, with the latent ODI ``m_i(t) = level_i + rate_i g(t)`` (no
+    measurement error) and ``b_i`` a standard logistic patient effect,
+
+    ``x_i(t) = work_intercept + work_odi_effect (m_i(t) - 42) / 10 + work_adherence_effect (p_i - pbar)
+    + b_i``;
+
+    the patient is at work when ``x_i(t) > 0`` (so ``P(at work | m, p) = logistic(x - b)``: a logistic model
+    of being at work on the latent ODI), on full duties when ``x_i(t) > full_duties_margin``, else on
+    modified duties; off work because of back or leg pain otherwise. ``m_i`` is monotone in ``t``, so a
+    patient off work at enrolment returns at most once, on the day ``T_i`` where ``x_i`` crosses 0
+    (``return_to_work_date``, recorded on the first assessment that finds the patient back). Patients at work
+    are off for other reasons at an assessment with probability ``off_work_other_prob``. Work status is
+    assessed at every attended visit; WPAI:SHP and WAS at the questionnaire weeks.
+
+    Expected population values (conditional on the cohort's latent ODI and adherence, not on ``b``): among
+    paid workers off work at enrolment, ``P(T > t) = sum_i F(min(-c_i(0), -c_i(t))) / sum_i F(-c_i(0))``
+    with ``c_i(t) = x_i(t) - b_i`` and ``F`` the logistic CDF; the share back by week 12 is ``1 - P(T > 84
+    days)`` and the median the first day with ``P(T > t) <= 0.5``.
+    """
+    rng = np.random.default_rng([cfg.seed, 17])
+    n = start.shape[0]
+    n_status = len(EMPLOYMENT_STATUSES)
+    drawn = np.asarray(rng.choice(n_status, size=n, p=np.asarray(cfg.employment_mix)), dtype=np.int64)
+    emp: IntArray = np.where(age >= cfg.retirement_age, EMPLOYMENT_STATUSES.index("retired"), drawn)
+    paid = np.isin(emp, [EMPLOYMENT_STATUSES.index(e) for e in PAID_WORK_STATUSES])
+    b = np.asarray(rng.logistic(0.0, 1.0, n), dtype=np.float64)
+    hours_choice = np.array([40.0, 37.5, 30.0, 24.0, 20.0])
+    contracted = hours_choice[rng.choice(5, size=n, p=[0.55, 0.15, 0.1, 0.1, 0.1])]
+    modified_share = np.asarray(rng.uniform(0.4, 0.9, n), dtype=np.float64)
+
+    def readiness(idx: IntArray, days: FloatArray) -> FloatArray:
+        """``x_i(t) - b_i``: the part of the logit that the latent ODI and adherence give."""
+        m = odi["level"][idx] + odi["rate"][idx] * effective_weeks(days / 7.0, cfg.tau_weeks)
+        out: FloatArray = (
+            cfg.work_intercept
+            + cfg.work_odi_effect * (m - 42.0) / 10.0
+            + cfg.work_adherence_effect * (propensity[idx] - cfg.adherence_mean)
+        )
+        return out
+
+    everyone = np.arange(n)
+    c0 = readiness(everyone, np.zeros(n))
+    off0 = paid & (c0 + b <= 0)
+    # return day: x crosses 0 where m(t) reaches the ODI level m* that makes the logit 0
+    m_star = (
+        42.0
+        + 10.0
+        * (cfg.work_intercept + cfg.work_adherence_effect * (propensity - cfg.adherence_mean) + b)
+        / -cfg.work_odi_effect
+    )
+    g_needed = (m_star - odi["level"]) / odi["rate"]  # effective weeks needed (rate < 0 improves)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weeks_needed = -cfg.tau_weeks * np.log1p(-g_needed / cfg.tau_weeks)
+    returns = off0 & (odi["rate"] < 0) & (g_needed > 0) & (g_needed < cfg.tau_weeks)
+    return_day = np.where(returns, np.ceil(weeks_needed * 7.0), np.inf)
+
+    # one row per attended visit
+    ep_idx, vis_idx = np.nonzero(observed)
+    day = vday[ep_idx, vis_idx].astype(np.float64)
+    x = readiness(ep_idx, day) + b[ep_idx]
+    is_paid = paid[ep_idx]
+    code = {w: i for i, w in enumerate(WORK_STATUSES)}
+    status = np.where(
+        x > cfg.full_duties_margin,
+        code["full_duties"],
+        np.where(x > 0, code["modified_duties"], code[OFF_WORK_BACK_LEG]),
+    )
+    # off for other reasons (holiday, another illness): only patients at work, never a returner
+    other = (status != code[OFF_WORK_BACK_LEG]) & ~off0[ep_idx]
+    other &= rng.random(ep_idx.shape[0]) < cfg.off_work_other_prob
+    status = np.where(other, code["off_work_other"], status)
+    status = np.where(is_paid, status, code[WORK_NOT_APPLICABLE])
+    at_work = np.isin(status, [code[w] for w in AT_WORK_STATUSES])
+    # the first attended visit that finds a returner back carries the return date
+    back = at_work & off0[ep_idx] & (day >= return_day[ep_idx])
+    order = np.lexsort((day, ep_idx))
+    first_back = np.zeros(ep_idx.shape[0], dtype=bool)
+    ob = order[back[order]]
+    if ob.size:
+        keep = np.r_[True, ep_idx[ob][1:] != ep_idx[ob][:-1]]
+        first_back[ob[keep]] = True
+    rtw_day = np.where(first_back, return_day[ep_idx], np.nan)
+    hours_worked = np.where(
+        status == code["full_duties"],
+        contracted[ep_idx],
+        np.where(
+            status == code["modified_duties"],
+            np.round(contracted[ep_idx] * modified_share[ep_idx] * 2) / 2,
+            0.0,
+        ),
+    )
+    # sick-leave days in the last 4 weeks: 20 working days off while off the whole time; returners count
+    # the working days between the window start and the return day
+    window_off = np.clip(np.minimum(return_day[ep_idx], day) - (day - 28.0), 0.0, 28.0)
+    sick = np.where(
+        status == code[OFF_WORK_BACK_LEG],
+        20.0,
+        np.where(off0[ep_idx], np.round(window_off * 20.0 / 28.0), rng.binomial(1, 0.1, ep_idx.shape[0])),
+    )
+    sick = np.where(status == code["off_work_other"], 0.0, sick)
+    # WPAI:SHP and WAS at the questionnaire weeks
+    q_week = np.isin(vw[vis_idx], np.asarray(cfg.questionnaire_weeks))
+    m_now = odi["level"][ep_idx] + odi["rate"][ep_idx] * effective_weeks(day / 7.0, cfg.tau_weeks)
+    q2 = np.where(status == code[OFF_WORK_BACK_LEG], contracted[ep_idx], contracted[ep_idx] - hours_worked)
+    q2 = np.where(status == code["off_work_other"], 0.0, q2)
+    q3 = np.where(status == code["off_work_other"], contracted[ep_idx], 0.0)
+    q5 = np.clip(np.rint(m_now / 8.0 + rng.normal(0.0, 1.0, ep_idx.shape[0])), 0, 10)
+    q6 = np.clip(np.rint(m_now / 8.0 + rng.normal(0.0, 1.2, ep_idx.shape[0])), 0, 10)
+    was = np.clip(
+        np.rint(
+            cfg.was_intercept
+            + cfg.was_odi_effect * (m_now - 42.0) / 10.0
+            + rng.normal(0.0, cfg.was_sd, ep_idx.shape[0])
+        ),
+        0,
+        10,
+    )
+    wq = q_week & is_paid  # work questions 2-5
+    day_i = day.astype(np.int64)
+    work = pl.DataFrame(
+        {
+            "episode_id": ep_ids.gather(ep_idx),
+            "assessed_on": _dates(start[ep_idx], day_i),
+            "employment_status": _labels(EMPLOYMENT_STATUSES, emp[ep_idx]),
+            "work_status": _labels(WORK_STATUSES, status),
+            "hours_contracted": np.where(is_paid, contracted[ep_idx], np.nan),
+            "hours_worked": np.where(is_paid, hours_worked, np.nan),
+            "sick_leave_days_4wk": np.where(is_paid, sick, np.nan),
+            "wpai_q1_employed": pl.Series(is_paid).scatter(np.flatnonzero(~q_week), None),
+            "wpai_q2_hours_missed_health": np.where(wq, q2, np.nan),
+            "wpai_q3_hours_missed_other": np.where(wq, q3, np.nan),
+            "wpai_q4_hours_worked": np.where(wq, hours_worked, np.nan),
+            "wpai_q5_work_impairment": np.where(wq & (hours_worked > 0), q5, np.nan),
+            "wpai_q6_activity_impairment": np.where(q_week, q6, np.nan),
+            "return_to_work_day": np.where(first_back, start[ep_idx] + rtw_day, np.nan),
+        }
+    )
+    work = (
+        work.with_columns(pl.col(pl.Float64).fill_nan(None))
+        .with_columns(
+            pl.col("sick_leave_days_4wk", "wpai_q5_work_impairment", "wpai_q6_activity_impairment").cast(
+                pl.Int64
+            ),
+            pl.col("return_to_work_day").cast(pl.Int32).cast(pl.Date).alias("return_to_work_date"),
+        )
+        .drop("return_to_work_day")
+        .sort("episode_id", "assessed_on")
+    )
+    wm = q_week & is_paid
+    was_measures = pl.DataFrame(
+        {
+            "episode_id": ep_ids.gather(ep_idx[wm]),
+            "assessed_on": _dates(start[ep_idx[wm]], day_i[wm]),
+            "measure": pl.repeat("was", int(wm.sum()), dtype=pl.String, eager=True),
+            "value": was[wm],
+            "stopped_reason": pl.repeat(None, int(wm.sum()), dtype=pl.String, eager=True),
+            "cap_min": pl.repeat(None, int(wm.sum()), dtype=pl.Float64, eager=True),
+            "instrument_version": pl.repeat(None, int(wm.sum()), dtype=pl.String, eager=True),
+        }
+    )
+    # expected population values among paid workers, conditional on the latent ODI and adherence
+    grid = np.arange(0, 7 * max(vw) + 29)
+    f0 = _logistic(-c0[paid])
+    at_risk = f0.sum()
+    idx_paid = np.flatnonzero(paid)
+    surv = np.array(
+        [
+            _logistic(-np.maximum(c0[paid], readiness(idx_paid, np.full(idx_paid.shape[0], float(t))))).sum()
+            for t in grid  # loop over days of the grid (a few hundred), vectorised over patients
+        ]
+    ) / max(at_risk, 1e-12)
+    reached = np.flatnonzero(surv <= 0.5)
+    share12 = float(1.0 - surv[84])
+    in_pop = np.flatnonzero(off0)
+    truth: dict[str, Any] = {
+        "model": "logit P(at work) = work_intercept + work_odi_effect * (latent ODI - 42) / 10 + "
+        "work_adherence_effect * (propensity - adherence_mean) + b_i, b_i ~ standard logistic; "
+        "full duties above full_duties_margin; WAS = was_intercept + was_odi_effect * (latent ODI - 42) / 10 "
+        "+ N(0, was_sd), rounded and clipped to 0-10",
+        "expected": {
+            "share_back_by_week12_off_work_at_enrolment": share12,
+            "median_return_to_work_days": float(grid[reached[0]]) if reached.size else None,
+            "return_to_work_survival_days": {str(t): float(surv[t]) for t in (28, 42, 56, 84, 126, 182)},
+            "was_mean_at_baseline": cfg.was_intercept
+            + cfg.was_odi_effect * (float(odi["level"][paid].mean()) - 42.0) / 10.0,
+        },
+        "realised": {
+            "employment_at_enrolment": {e: int((emp == i).sum()) for i, e in enumerate(EMPLOYMENT_STATUSES)},
+            "n_paid_work": int(paid.sum()),
+            "n_off_work_back_leg_at_enrolment": int(off0.sum()),
+            "share_back_by_week12_latent": float((return_day[in_pop] <= 84).mean()) if in_pop.size else None,
+        },
+        "events": {
+            "return_to_work": pl.DataFrame(
+                {"episode_id": ep_ids.gather(in_pop), "return_day": return_day[in_pop]}
+            )
+            .with_columns(pl.col("return_day").replace(np.inf, None).cast(pl.Int64))
+            .to_dicts()
+        },
+    }
+    return work, was_measures, truth
 
 
 def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Cohort:
@@ -611,6 +862,12 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
         "episode_id", "assessed_on", "instrument", "item", "response", "instrument_version"
     )
 
+    # ---- work: employment, work status, return to work, WAS and WPAI (own random stream) -------------
+    work, was_measures, work_truth = _work_tables(
+        cfg, start, age, propensity, effects["odi"], vday, vw, observed, ep_ids
+    )
+    measures = pl.concat([measures, was_measures]).sort(["episode_id", "assessed_on", "measure"])
+
     # ---- symptom checks at program visits ----------------------------------------------------------
     chk = observed & (vw[None, :] <= cfg.program_weeks)
     c_ep, c_vis = np.nonzero(chk)
@@ -909,6 +1166,7 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
                 {"episode_id": ep_arr[ice_seen], "kind": ice_kind[ice_seen]}
             ).to_dicts(),
         },
+        "work": work_truth,
         "episodes": {
             "adherence_propensity_mean": float(propensity.mean()),
             "progression_interval_weeks_counts": {str(w): int((interval == w).sum()) for w in (1, 2, 3)},
@@ -921,7 +1179,7 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
         "measures": measures,
         "questionnaire_items": items_df,
         "symptom_checks": symptom_checks,
-        "work": WORK.empty(),
+        "work": work,
     }
     return Cohort(tables=tables, truth=truth, config=cfg)
 

@@ -26,6 +26,13 @@ if TYPE_CHECKING:
         change_from_baseline,
         flag_end_of_episode,
     )
+    from sciatica_outcomes.scoring.work import (
+        WPAI_REASONS,
+        WPAI_SCORES,
+        pgic_success,
+        was_responder,
+        wpai_scores,
+    )
 
 _EXPORTS: dict[str, str] = {
     "BASELINE_LABEL": "sciatica_outcomes.scoring.visits",
@@ -39,12 +46,19 @@ _EXPORTS: dict[str, str] = {
     "flag_end_of_episode": "sciatica_outcomes.scoring.visits",
     "odi_band": "sciatica_outcomes.scoring.instruments",
     "score_questionnaires": "sciatica_outcomes.scoring.instruments",
+    "WPAI_REASONS": "sciatica_outcomes.scoring.work",
+    "WPAI_SCORES": "sciatica_outcomes.scoring.work",
+    "pgic_success": "sciatica_outcomes.scoring.work",
+    "was_responder": "sciatica_outcomes.scoring.work",
+    "wpai_scores": "sciatica_outcomes.scoring.work",
 }
 
 __all__ = [
     "BASELINE_LABEL",
     "INSTRUMENTS",
     "ODI_BANDS",
+    "WPAI_REASONS",
+    "WPAI_SCORES",
     "Instrument",
     "ScoredQuestionnaires",
     "assign_visits",
@@ -52,7 +66,10 @@ __all__ = [
     "change_from_baseline",
     "flag_end_of_episode",
     "odi_band",
+    "pgic_success",
     "score_questionnaires",
+    "was_responder",
+    "wpai_scores",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
