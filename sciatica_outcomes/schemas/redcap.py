@@ -12,10 +12,14 @@ expect to repeat. Every visit instrument has its own date field, so a questionna
 day than the walking test keeps its own date.
 
 Instruments: ``episode``; ``pain_tolerance`` (NPRS leg and back, walking and sitting tolerance; the stopped
-reason and the cap are shown through branching logic only once a test time is entered); ``odi`` (10
-sections as a radio matrix, version, calculated score); ``rmdq`` (24 items, calculated score); ``sciatica``
-(SBI and SFI items, calculated totals); ``psfs`` (up to 5 activities, calculated mean); ``global_change``;
-``promis`` (T-scores as reported by the scoring service); ``red_flags`` (the explicit screen, with an
+reason and the cap are shown through branching logic only once a test time is entered); ``odi`` (10 sections
+as a radio matrix, version, calculated score); ``rmdq`` (24 items, calculated score); ``sciatica`` (SBI and
+SFI items, calculated totals); ``psfs`` (up to 5 activities, calculated mean); ``global_change`` (GRC, PGIC,
+satisfaction); ``promis`` (T-scores as reported by the scoring service); ``eq5d`` (index and VAS as given);
+``work`` (one ``work`` row and the Work Ability Score, at every visit so that a return to work is seen when it
+happens: employment and work status, hours and sick leave shown only in paid work, the return-to-work date
+only at full or modified duties, WPAI:SHP questions 2-5 only after a yes to question 1, the branching asking
+exactly what the ingest rules of ``schemas.work`` allow); ``red_flags`` (the explicit screen, with an
 urgent-referral banner shown when any flag is ticked); ``session_log`` (session fields and the exercise
 matrix: one fixed row per exercise of ``schemas/data/exercises.csv`` with sets, reps, hold, load, band, pain
 and modified columns, laid out with REDCap field embedding).
@@ -128,7 +132,7 @@ _DESIGNATIONS: dict[str, tuple[str, ...]] = {
     "global_change": ("week_6", "week_12", "week_26", "week_52"),
     "promis": _QUESTIONNAIRE_VISITS,
     "eq5d": _QUESTIONNAIRE_VISITS,
-    "work": _QUESTIONNAIRE_VISITS,
+    "work": _VISITS,
     "red_flags": _VISITS,
     "session_log": ("sessions",),
 }

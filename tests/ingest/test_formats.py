@@ -56,13 +56,15 @@ def test_fhir_round_trip(tmp_path: Path, small_cohort: Cohort) -> None:
     src = tmp_path / "src"
     src.mkdir()
     small_cohort.tables["episodes"].write_csv(src / "episodes.csv")
-    write_fhir_bundle(
-        small_cohort.tables["measures"], small_cohort.tables["questionnaire_items"], src / "bundle.json"
-    )
+    t = small_cohort.tables
+    assert t["work"].height > 0 and t["measures"]["measure"].is_in(["was"]).any()
+    write_fhir_bundle(t["measures"], t["questionnaire_items"], src / "bundle.json", work=t["work"])
     res = ingest_paths(src, db=tmp_path / "o.duckdb")
     assert res.validation.ok
     assert {t.source.fmt for t in res.validation.tables} == {"csv", "fhir"}
-    _assert_store_equals(tmp_path / "o.duckdb", small_cohort, ("episodes", "measures", "questionnaire_items"))
+    _assert_store_equals(
+        tmp_path / "o.duckdb", small_cohort, ("episodes", "measures", "questionnaire_items", "work")
+    )
 
 
 def test_fhir_loinc_codes_ordinal_answers_and_bad_values(tmp_path: Path, small_cohort: Cohort) -> None:
