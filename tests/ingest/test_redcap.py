@@ -18,7 +18,7 @@ from sciatica_outcomes.ingest.sources import redcap_export_kind
 from sciatica_outcomes.schemas.redcap import redcap_dictionary, redcap_mapping
 from sciatica_outcomes.store import CANONICAL_TABLES, Store
 from sciatica_outcomes.synth import Cohort
-from tests.ingest.conftest import sort_by_key
+from tests.ingest.conftest import sort_by_key, with_verdict_measures
 
 LABEL = dict(
     zip(redcap_dictionary()["Variable / Field Name"], redcap_dictionary()["Field Label"], strict=True)
@@ -267,3 +267,26 @@ def test_work_rules_are_reported_at_the_export_line_and_field_and_quarantine_the
     (table,) = [t for t in res.tables if t.source.table == "work"]
     assert table.rows_quarantined == len(plants)
     assert table.rows_valid == small_cohort.tables["work"].height - len(plants)
+
+
+@pytest.mark.parametrize("labels", [False, True], ids=["raw", "labels"])
+def test_pgic_satisfaction_and_eq5d_land_through_raw_and_label_exports(
+    tmp_path: Path, tiny_cohort: Cohort, labels: bool
+) -> None:
+    tables = with_verdict_measures(tiny_cohort.tables)
+    counts = tables["measures"].group_by("measure").len()
+    assert set(counts.filter(pl.col("len") > 0)["measure"]) >= {
+        "pgic",
+        "satisfaction",
+        "eq5d_index",
+        "eq5d_vas",
+    }
+    export = write_redcap_export(tables, tmp_path / "exports" / "Project_DATA.csv", labels=labels)
+    header, _ = _read(export)
+    if labels:
+        assert "Satisfaction with the treatment" in header and "EQ VAS: health today (0-100)" in header
+    res = ingest_paths(export, db=tmp_path / "o.duckdb")
+    assert res.validation.ok, res.validation.errors.head()
+    with Store(tmp_path / "o.duckdb", read_only=True) as store:
+        for name in CANONICAL_TABLES:
+            assert_frame_equal(store.read(name), sort_by_key(name, tables[name]))
