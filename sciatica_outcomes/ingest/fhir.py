@@ -60,6 +60,7 @@ import polars as pl
 from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest.sources import ROW, SHAPE, Notice, SourceTable
 from sciatica_outcomes.schemas import TABLE_SPECS, measure_catalog
+from sciatica_outcomes.scoring.work import WPAI_SCORES, wpai_scores
 
 __all__ = [
     "COMPONENT_SYSTEM",
@@ -261,6 +262,78 @@ def _work_column(resource: dict[str, Any], path: str, columns: frozenset[str]) -
         if system == LOINC_SYSTEM and code in _WORK_LOINC:
             return _WORK_LOINC[code]
     return None
+
+
+def _wpai_score(resource: dict[str, Any], path: str) -> str | None:
+    """The WPAI:SHP score an Observation reports (a :data:`WORK_SYSTEM` code of ``WPAI_SCORES``), if any."""
+    for p, c in _codings(resource, "code", path):
+        code = _scalar(c.get("code"), f"{p}.code")
+        if _scalar(c.get("system"), f"{p}.system") == WORK_SYSTEM and code in WPAI_SCORES:
+            return code
+    return None
+
+
+def _score_notice(scores: dict[str, list[Any]], work: pl.DataFrame | None, shown: str) -> Notice:
+    """What became of the WPAI:SHP score Observations: not stored, checked against the Bundle's answers.
+
+    The scores are computed from the answers (``scoring.work.wpai_scores``), so a score is never stored; a
+    reported one is compared with the score of the answers of its episode and date in the same Bundle
+    (agreeing within 0.05 percentage points), and the notice counts those that agree, disagree (the first
+    named) or have no answers to check against.
+    """
+    given = pl.DataFrame(
+        scores, schema={"episode_id": pl.String, "assessed_on": pl.String, "score": pl.String,
+                        "value": pl.String, ROW: pl.Int64},
+    ).with_columns(pl.col("value").cast(pl.Float64, strict=False).alias("given"))  # fmt: skip
+    computed = pl.DataFrame(
+        schema={"episode_id": pl.String, "assessed_on": pl.String, "score": pl.String, "computed": pl.Float64}
+    )
+    if work is not None:
+        dtypes = TABLE_SPECS["work"].dtypes
+        q1 = pl.col("wpai_q1_employed").str.to_lowercase()
+        typed = work.select(
+            *_WORK_KEY,
+            pl.when(q1 == "true").then(True).when(q1 == "false").then(False).alias("wpai_q1_employed"),
+            *(
+                pl.col(c).cast(pl.Float64, strict=False)
+                for c in ("wpai_q2_hours_missed_health", "wpai_q4_hours_worked")
+            ),
+            *(
+                pl.col(c).cast(pl.Float64, strict=False).cast(dtypes[c], strict=False)
+                for c in ("wpai_q5_work_impairment", "wpai_q6_activity_impairment")
+            ),
+        ).unique(_WORK_KEY, keep="first", maintain_order=True)
+        computed = (
+            wpai_scores(typed)
+            .unpivot(WPAI_SCORES, index=list(_WORK_KEY), variable_name="score", value_name="computed")
+            .filter(pl.col("computed").is_not_null())
+        )
+    both = given.join(computed, on=[*_WORK_KEY, "score"], how="left", maintain_order="left")
+    agree = (both["given"] - both["computed"]).abs() <= 0.05
+    unread = both.filter(pl.col("given").is_null())
+    differ = both.filter(~agree & pl.col("computed").is_not_null() & pl.col("given").is_not_null())
+    unchecked = both.filter(pl.col("computed").is_null() & pl.col("given").is_not_null())
+    parts = [f"{int(agree.sum())} agree with the Bundle's answers"]
+    if unread.height:
+        parts.append(f"{unread.height} hold no number (first: entry {unread[ROW][0]})")
+    if differ.height:
+        r = differ.row(0, named=True)
+        parts.append(
+            f"{differ.height} disagree (first: entry {r[ROW]}, {r['score']} {r['value']} where the answers "
+            f"give {r['computed']:.2f})"
+        )
+    if unchecked.height:
+        parts.append(
+            f"{unchecked.height} have no WPAI answers in the Bundle to compute them from (first: entry "
+            f"{unchecked[ROW][0]}; send questions 1-6 as work Observations)"
+        )
+    return Notice(
+        shown,
+        "work",
+        "wpai_scores_not_stored",
+        f"{both.height} WPAI:SHP score Observation(s) are not stored: the toolkit computes the scores from "
+        f"the answers; {'; '.join(parts)}",
+    )
 
 
 def _value(resource: dict[str, Any], path: str, column: str) -> str | None:
@@ -489,6 +562,7 @@ def read_fhir_bundle(path: str | Path, sha256: str) -> list[SourceTable]:
     m_cols: dict[str, list[Any]] = {k: [] for k in (*_M_COLS, SHAPE, ROW)}
     q_cols: dict[str, list[Any]] = {k: [] for k in (*_Q_COLS, SHAPE, ROW)}
     w_cols: dict[str, list[Any]] = {k: [] for k in (*_W_COLS, SHAPE, ROW)}
+    s_cols: dict[str, list[Any]] = {k: [] for k in ("episode_id", "assessed_on", "score", "value", ROW)}
     skipped: Counter[str] = Counter()
     extra_answers = 0
     names: tuple[str, ...]
@@ -501,7 +575,13 @@ def read_fhir_bundle(path: str | Path, sha256: str) -> list[SourceTable]:
             kind = res.get("resourceType")
             if kind is not None and not isinstance(kind, str):
                 raise _ShapeError(f"{where}.resource.resourceType", "text", kind)
+            score = _wpai_score(res, f"{where}.resource") if kind == "Observation" else None
             column = _work_column(res, f"{where}.resource", work_columns) if kind == "Observation" else None
+            if score is not None:
+                cell, shape = _work_cell(res, f"{where}.resource", score)
+                for k, v in (*cell.items(), (ROW, n)):
+                    s_cols["score" if k == "column" else k].append(v)
+                continue
             if column is not None:
                 cols, names = w_cols, _W_COLS
                 cell, shape = _work_cell(res, f"{where}.resource", column)
@@ -548,9 +628,17 @@ def read_fhir_bundle(path: str | Path, sha256: str) -> list[SourceTable]:
             out.append(
                 SourceTable(table, f"{shown}#{table}", "fhir", sha256, pl.DataFrame(cols, schema=schema))
             )
+    work_raw = None
     if w_cols[ROW]:
-        raw, origin = _work_table(w_cols, work_table)
-        out.append(SourceTable("work", f"{shown}#work", "fhir", sha256, raw, source_columns=origin))
+        work_raw, origin = _work_table(w_cols, work_table)
+        out.append(SourceTable("work", f"{shown}#work", "fhir", sha256, work_raw, source_columns=origin))
+    if s_cols[ROW]:
+        notices.append(_score_notice(s_cols, work_raw, shown))
+    if not out and s_cols[ROW]:
+        raise UnusableInputError(
+            f"{shown}: the Bundle holds only WPAI:SHP scores, which are not stored (the toolkit computes "
+            "them from the answers): send questions 1-6 as work Observations"
+        )
     if not out:
         raise UnusableInputError(f"{shown}: the Bundle holds no Observation or QuestionnaireResponse")
     out[0].notices.extend(notices)
@@ -571,7 +659,9 @@ def _work_observations(work: pl.DataFrame) -> list[dict[str, Any]]:
     The code is the column in :data:`WORK_SYSTEM` (``employment_status`` also LOINC 67875-5); the value is
     ``valueCodeableConcept`` for a code (system :data:`WORK_VALUE_PREFIX` + column), ``valueBoolean``,
     ``valueDateTime`` for a date, or ``valueQuantity`` with the UCUM unit of :data:`WORK_UNITS`. Category
-    ``survey`` for the WPAI:SHP answers, ``social-history`` for the rest.
+    ``survey`` for the WPAI:SHP answers, ``social-history`` for the rest. Then one Observation per defined
+    WPAI:SHP score of a row (``scoring.work.wpai_scores``, percent), for FHIR tools; the reader checks them
+    against the answers and does not store them.
     """
     dtypes = TABLE_SPECS["work"].dtypes
     data = [c for c in dtypes if c not in _WORK_KEY]
@@ -610,6 +700,31 @@ def _work_observations(work: pl.DataFrame) -> list[dict[str, Any]]:
                 ucum, unit = WORK_UNITS[column]
                 obs["valueQuantity"] = {"value": value, "unit": unit, "system": _UCUM, "code": ucum}
             entries.append({"resource": obs})
+    scored = wpai_scores(work).unpivot(
+        WPAI_SCORES, index=list(_WORK_KEY), variable_name="score", value_name="pct"
+    )
+    for r in scored.filter(pl.col("pct").is_not_null()).to_dicts():
+        entries.append(
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "extension": _episode_extension(r["episode_id"]),
+                    "category": [
+                        {
+                            "coding": [
+                                _coding(
+                                    "http://terminology.hl7.org/CodeSystem/observation-category", "survey"
+                                )
+                            ]
+                        }
+                    ],
+                    "code": {"coding": [_coding(WORK_SYSTEM, r["score"])]},
+                    "effectiveDateTime": r["assessed_on"].isoformat(),
+                    "valueQuantity": {"value": r["pct"], "unit": "%", "system": _UCUM, "code": "%"},
+                }
+            }
+        )
     return entries
 
 
