@@ -38,7 +38,11 @@ Conventions (domain brief §6):
   repositories; 2026-12-02): they use the project's systems until one is verified at loinc.org. The Work
   Ability Score, PGIC, satisfaction and EQ-5D are measures (:data:`MEASURE_SYSTEM` codes ``was``, ``pgic``,
   ``satisfaction``, ``eq5d_index``, ``eq5d_vas``); EQ-5D has SNOMED CT codes (736534008 5L index, 736535009
-  VAS; MII PRO IG) that are not read, since the index code is specific to the 5L version.
+  VAS; MII PRO IG) that are not read, since the index code is specific to the 5L version. WPAI:SHP scores (a
+  :data:`WORK_SYSTEM` code of ``scoring.work.WPAI_SCORES``, e.g. ``wpai_absenteeism_pct``) are not stored,
+  since the toolkit computes them from the answers: each is checked against the score of the answers of its
+  episode and date in the same Bundle, and a notice (rule ``wpai_scores_not_stored``) counts those that agree,
+  disagree (the first named) or have no answers to check against.
 
 Values are passed to validation as text, exactly as they appear in the JSON: a string ``"7/10"`` where a
 number belongs is reported, not converted. The row number of a problem is the Bundle entry (counted from 1).
