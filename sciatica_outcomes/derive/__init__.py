@@ -1,4 +1,4 @@
-"""Derive stage: adherence, dose and progression, pain response and flares, red flags, analysis frames.
+"""Derive stage: adherence, dose and progression, pain response and flares, red flags, work, analysis frames.
 
 Names are imported on first use (``sciatica_outcomes._lazy``), so importing this package or its ``cli``
 module stays cheap.
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     )
     from sciatica_outcomes.derive.pain import episode_pain, flare_panel, session_pain, weekly_pain
     from sciatica_outcomes.derive.redflags import ALERT_COLUMNS, SYMPTOM_EXTENT_ORDER, red_flag_alerts
+    from sciatica_outcomes.derive.work import return_to_work, work_assessments, work_episodes
 
 _EXPORTS: dict[str, str] = {
     "ALERT_COLUMNS": "sciatica_outcomes.derive.redflags",
@@ -43,10 +44,13 @@ _EXPORTS: dict[str, str] = {
     "exercise_progression": "sciatica_outcomes.derive.dose",
     "outcome_measures": "sciatica_outcomes.derive.frames",
     "red_flag_alerts": "sciatica_outcomes.derive.redflags",
+    "return_to_work": "sciatica_outcomes.derive.work",
     "session_pain": "sciatica_outcomes.derive.pain",
     "weekly_adherence": "sciatica_outcomes.derive.adherence",
     "weekly_dose": "sciatica_outcomes.derive.dose",
     "weekly_pain": "sciatica_outcomes.derive.pain",
+    "work_assessments": "sciatica_outcomes.derive.work",
+    "work_episodes": "sciatica_outcomes.derive.work",
 }
 
 __all__ = [
@@ -64,10 +68,13 @@ __all__ = [
     "flare_panel",
     "outcome_measures",
     "red_flag_alerts",
+    "return_to_work",
     "session_pain",
     "weekly_adherence",
     "weekly_dose",
     "weekly_pain",
+    "work_assessments",
+    "work_episodes",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

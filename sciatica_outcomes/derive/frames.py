@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -27,6 +27,7 @@ from sciatica_outcomes.derive.pain import (
     episode_pain,
 )
 from sciatica_outcomes.derive.redflags import red_flag_alerts
+from sciatica_outcomes.derive.work import return_to_work, work_assessments, work_episodes
 from sciatica_outcomes.schemas.catalogs import measure_catalog
 from sciatica_outcomes.scoring import (
     assign_visits,
@@ -64,6 +65,9 @@ class Derived:
         The data cut used.
     config : ClinicalConfig
         The configuration used (record ``config.to_dict()`` in provenance).
+    work_assessments, return_to_work, work_episodes : polars.DataFrame
+        Work outcomes (:mod:`sciatica_outcomes.derive.work`): every work assessment with visit and WPAI:SHP
+        scores, time to return to work of those off work at enrolment, and one row per episode.
     """
 
     analysis_frame: pl.DataFrame
@@ -74,6 +78,9 @@ class Derived:
     scoring_problems: pl.DataFrame
     data_cut: date | None
     config: ClinicalConfig
+    work_assessments: pl.DataFrame = field(default_factory=pl.DataFrame)
+    return_to_work: pl.DataFrame = field(default_factory=pl.DataFrame)
+    work_episodes: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 def _measures_with_scores(
@@ -408,6 +415,8 @@ def derive_all(source: Source, config: ClinicalConfig | None = None, data_cut: d
         tables["episodes"], done, rows, config, coded_pain.select("_s", "flare")
     )
     alerts = red_flag_alerts(tables["symptom_checks"], tables["sessions"], config)
+    work_rows = work_assessments(tables["work"], tables["episodes"], config)
+    rtw = return_to_work(work_rows)
     return Derived(
         analysis_frame=_analysis(tables, long, adherence, config, cut),
         episode_summary=_summary(tables, long, adherence, pain, progression, alerts),
@@ -417,6 +426,9 @@ def derive_all(source: Source, config: ClinicalConfig | None = None, data_cut: d
         scoring_problems=problems,
         data_cut=cut,
         config=config,
+        work_assessments=work_rows,
+        return_to_work=rtw,
+        work_episodes=work_episodes(work_rows, rtw, long, config),
     )
 
 

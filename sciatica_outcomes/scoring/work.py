@@ -127,23 +127,24 @@ def wpai_scores(work: pl.DataFrame) -> pl.DataFrame:
         (q4 == 0, "did_not_work"),
         (q5.is_null(), "q5_missing"),
     )
-    absent = q2 / (q2 + q4)
-    present = q5 / 10.0
+    # in percent directly (100 A, 10 Q5, 10 Q6), so whole answers give exact percentages
+    absent = 100.0 * q2 / (q2 + q4)
+    present = 10.0 * q5
     # overall: defined with absenteeism; the presenteeism term is needed only when some work was done
     work_reason = pl.coalesce(abs_reason, pl.when(q4 > 0).then(pres_reason))
-    overall = pl.when(q4 > 0).then(absent + (1.0 - absent) * present).otherwise(absent)
+    overall = pl.when(q4 > 0).then(absent + (100.0 - absent) * q5 / 10.0).otherwise(absent)
     act_reason = _reason((q6.is_null(), "q6_missing"))
     scored = (
         (absent, abs_reason),
         (present, pres_reason),
         (overall, work_reason),
-        (q6 / 10.0, act_reason),
+        (10.0 * q6, act_reason),
     )
     return work.with_columns(
         expr
         for name, (value, reason) in zip(WPAI_SCORES, scored, strict=True)
         for expr in (
-            pl.when(reason.is_null()).then(100.0 * value).otherwise(None).cast(pl.Float64).alias(name),
+            pl.when(reason.is_null()).then(value).otherwise(None).cast(pl.Float64).alias(name),
             reason.alias(f"{name}_reason"),
         )
     )

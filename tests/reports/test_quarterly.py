@@ -426,7 +426,7 @@ def test_coverage_names_tables_not_ingested_or_empty_for_the_quarter(
     assert note == "the red-flag screens, table symptom_checks, were not ingested"
     # the full store: every table recorded in a later quarter; before the first enrolment nothing is
     full = q.coverage(q.load_inputs(db, "2026Q2"))
-    assert full["status"].to_list() == ["recorded"] * 6 and full["ingested"].all()
+    assert full["status"].to_list() == ["recorded"] * len(q.TABLE_USES) and full["ingested"].all()
     before = q.coverage(q.load_inputs(db, _first_quarter(cohort).shift(-1)))
     assert before["ingested"].all() and not before["up_to_end"].any()
     assert set(before["status"]) == {"no rows up to the end of the quarter"}
