@@ -110,6 +110,7 @@ def resolve_data_cut(tables: Mapping[str, pl.DataFrame], data_cut: date | None) 
         ("sessions", "session_date"),
         ("measures", "assessed_on"),
         ("symptom_checks", "checked_on"),
+        ("work", "assessed_on"),
         ("episodes", "start_date"),
         ("episodes", "end_date"),
     ):

@@ -49,8 +49,10 @@ def write_derived(derived: Derived, out: Path, *, source: str) -> dict[str, Path
 
     Files: ``analysis_frame.parquet``, ``episode_summary.parquet``, ``alerts.csv`` (one row per alert:
     ``episode_id, date, kind, source, flags, action_taken, unactioned``), ``scored_measures.parquet``,
-    ``scoring_problems.csv`` and ``derive_provenance.json`` (configuration with sources, data cut, row
-    counts, source). The CSV files are spreadsheet-safe (:func:`~sciatica_outcomes.outputs.write_safe_csv`).
+    ``scoring_problems.csv``, ``work_episodes.parquet`` and ``return_to_work.parquet``
+    (:mod:`sciatica_outcomes.derive.work`) and ``derive_provenance.json`` (configuration with sources, data
+    cut, row counts, source). The CSV files are spreadsheet-safe
+    (:func:`~sciatica_outcomes.outputs.write_safe_csv`).
     """
     from sciatica_outcomes.outputs import write_safe_csv
 
@@ -61,6 +63,8 @@ def write_derived(derived: Derived, out: Path, *, source: str) -> dict[str, Path
         "alerts": out / "alerts.csv",
         "scored_measures": out / "scored_measures.parquet",
         "scoring_problems": out / "scoring_problems.csv",
+        "work_episodes": out / "work_episodes.parquet",
+        "return_to_work": out / "return_to_work.parquet",
         "provenance": out / "derive_provenance.json",
     }
     derived.analysis_frame.write_parquet(paths["analysis_frame"])
@@ -68,6 +72,8 @@ def write_derived(derived: Derived, out: Path, *, source: str) -> dict[str, Path
     write_safe_csv(derived.alerts, paths["alerts"])
     derived.scored_measures.write_parquet(paths["scored_measures"])
     write_safe_csv(derived.scoring_problems, paths["scoring_problems"])
+    derived.work_episodes.write_parquet(paths["work_episodes"])
+    derived.return_to_work.write_parquet(paths["return_to_work"])
     provenance = {
         "source": source,
         "data_cut": derived.data_cut.isoformat() if derived.data_cut else None,
@@ -79,6 +85,8 @@ def write_derived(derived: Derived, out: Path, *, source: str) -> dict[str, Path
             "unactioned_red_flags": int(derived.alerts["unactioned"].fill_null(False).sum()),
             "scored_measures": derived.scored_measures.height,
             "scoring_problems": derived.scoring_problems.height,
+            "work_episodes": derived.work_episodes.height,
+            "return_to_work": derived.return_to_work.height,
         },
     }
     paths["provenance"].write_text(json.dumps(provenance, indent=1, default=str) + "\n", encoding="utf-8")

@@ -52,6 +52,11 @@ def test_derive_writes_frames_alerts_and_provenance(tmp_path: Path) -> None:
     assert prov["config"]["values"]["dropout_gap_weeks"] == 3.0
     assert prov["config"]["values"]["mcid"]["odi"]["absolute"] == 8.0
     assert prov["rows"]["alerts"] == alerts.height
+    rtw = pl.read_parquet(out / "return_to_work.parquet")
+    assert (
+        rtw.height == prov["rows"]["return_to_work"] == len(cohort.truth["work"]["events"]["return_to_work"])
+    )
+    assert pl.read_parquet(out / "work_episodes.parquet").height == prov["rows"]["work_episodes"] > 0
 
 
 def test_derive_bad_input_exit_codes(tmp_path: Path) -> None:

@@ -173,6 +173,7 @@ def test_provenance_records_data_models_and_config(rendered: dict[str, Path]) ->
         "measures",
         "questionnaire_items",
         "symptom_checks",
+        "work",
     }
     assert prov["schema_version"] and prov["package_version"]
     growth = [m for m in prov["models"] if m["purpose"] == "growth model"]
