@@ -40,9 +40,9 @@ Conventions (domain brief §6):
   ``satisfaction``, ``eq5d_index``, ``eq5d_vas``); EQ-5D has SNOMED CT codes (736534008 5L index, 736535009
   VAS; MII PRO IG) that are not read, since the index code is specific to the 5L version. WPAI:SHP scores (a
   :data:`WORK_SYSTEM` code of ``scoring.work.WPAI_SCORES``, e.g. ``wpai_absenteeism_pct``) are not stored,
-  since the toolkit computes them from the answers: each is checked against the score of the answers of its
-  episode and date in the same Bundle, and a notice (rule ``wpai_scores_not_stored``) counts those that agree,
-  disagree (the first named) or have no answers to check against.
+  since the toolkit computes them from the answers (ingest may not import scoring, so they are not compared
+  here): a notice (rule ``wpai_scores_not_stored``) counts them and names the first whose episode and date
+  have no WPAI answers in the Bundle.
 
 Values are passed to validation as text, exactly as they appear in the JSON: a string ``"7/10"`` where a
 number belongs is reported, not converted. The row number of a problem is the Bundle entry (counted from 1).
@@ -53,6 +53,7 @@ bounded by parsing, not by the walk); tables are assembled column-wise.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -64,7 +65,6 @@ import polars as pl
 from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.ingest.sources import ROW, SHAPE, Notice, SourceTable
 from sciatica_outcomes.schemas import TABLE_SPECS, measure_catalog
-from sciatica_outcomes.scoring.work import WPAI_SCORES, wpai_scores
 
 __all__ = [
     "COMPONENT_SYSTEM",
@@ -268,76 +268,50 @@ def _work_column(resource: dict[str, Any], path: str, columns: frozenset[str]) -
     return None
 
 
+#: Codes of WPAI:SHP score Observations in :data:`WORK_SYSTEM` (``wpai_absenteeism_pct``, ...: the names of
+#: ``scoring.work.WPAI_SCORES``, which the ingest stage may not import; a test checks that they match).
+WPAI_SCORE_CODE = r"^wpai_[a-z_]+_pct$"
+
+
 def _wpai_score(resource: dict[str, Any], path: str) -> str | None:
-    """The WPAI:SHP score an Observation reports (a :data:`WORK_SYSTEM` code of ``WPAI_SCORES``), if any."""
+    """The WPAI:SHP score an Observation reports (a :data:`WORK_SYSTEM` code of :data:`WPAI_SCORE_CODE`)."""
     for p, c in _codings(resource, "code", path):
         code = _scalar(c.get("code"), f"{p}.code")
-        if _scalar(c.get("system"), f"{p}.system") == WORK_SYSTEM and code in WPAI_SCORES:
+        system = _scalar(c.get("system"), f"{p}.system")
+        if system == WORK_SYSTEM and code is not None and re.match(WPAI_SCORE_CODE, code):
             return code
     return None
 
 
 def _score_notice(scores: dict[str, list[Any]], work: pl.DataFrame | None, shown: str) -> Notice:
-    """What became of the WPAI:SHP score Observations: not stored, checked against the Bundle's answers.
+    """What became of the WPAI:SHP score Observations: not stored, since the toolkit scores the answers.
 
-    The scores are computed from the answers (``scoring.work.wpai_scores``), so a score is never stored; a
-    reported one is compared with the score of the answers of its episode and date in the same Bundle
-    (agreeing within 0.05 percentage points), and the notice counts those that agree, disagree (the first
-    named) or have no answers to check against.
+    The notice counts the scores whose episode and date have WPAI answers in the same Bundle (so the
+    toolkit's own scores exist for them) and names the first that has none (its score would be lost).
     """
     given = pl.DataFrame(
         scores, schema={"episode_id": pl.String, "assessed_on": pl.String, "score": pl.String,
                         "value": pl.String, ROW: pl.Int64},
-    ).with_columns(pl.col("value").cast(pl.Float64, strict=False).alias("given"))  # fmt: skip
-    computed = pl.DataFrame(
-        schema={"episode_id": pl.String, "assessed_on": pl.String, "score": pl.String, "computed": pl.Float64}
-    )
+    )  # fmt: skip
+    answered = pl.DataFrame(schema={"episode_id": pl.String, "assessed_on": pl.String})
     if work is not None:
-        dtypes = TABLE_SPECS["work"].dtypes
-        q1 = pl.col("wpai_q1_employed").str.to_lowercase()
-        typed = work.select(
-            *_WORK_KEY,
-            pl.when(q1 == "true").then(True).when(q1 == "false").then(False).alias("wpai_q1_employed"),
-            *(
-                pl.col(c).cast(pl.Float64, strict=False)
-                for c in ("wpai_q2_hours_missed_health", "wpai_q4_hours_worked")
-            ),
-            *(
-                pl.col(c).cast(pl.Float64, strict=False).cast(dtypes[c], strict=False)
-                for c in ("wpai_q5_work_impairment", "wpai_q6_activity_impairment")
-            ),
-        ).unique(_WORK_KEY, keep="first", maintain_order=True)
-        computed = (
-            wpai_scores(typed)
-            .unpivot(WPAI_SCORES, index=list(_WORK_KEY), variable_name="score", value_name="computed")
-            .filter(pl.col("computed").is_not_null())
+        items = [c for c in work.columns if c.startswith("wpai_q")]
+        answered = (
+            work.filter(pl.any_horizontal(pl.col(items).is_not_null())).select(*_WORK_KEY).unique()
+            if items
+            else answered
         )
-    both = given.join(computed, on=[*_WORK_KEY, "score"], how="left", maintain_order="left")
-    agree = (both["given"] - both["computed"]).abs() <= 0.05
-    unread = both.filter(pl.col("given").is_null())
-    differ = both.filter(~agree & pl.col("computed").is_not_null() & pl.col("given").is_not_null())
-    unchecked = both.filter(pl.col("computed").is_null() & pl.col("given").is_not_null())
-    parts = [f"{int(agree.sum())} agree with the Bundle's answers"]
-    if unread.height:
-        parts.append(f"{unread.height} hold no number (first: entry {unread[ROW][0]})")
-    if differ.height:
-        r = differ.row(0, named=True)
-        parts.append(
-            f"{differ.height} disagree (first: entry {r[ROW]}, {r['score']} {r['value']} where the answers "
-            f"give {r['computed']:.2f})"
-        )
-    if unchecked.height:
-        parts.append(
-            f"{unchecked.height} have no WPAI answers in the Bundle to compute them from (first: entry "
-            f"{unchecked[ROW][0]}; send questions 1-6 as work Observations)"
-        )
-    return Notice(
-        shown,
-        "work",
-        "wpai_scores_not_stored",
-        f"{both.height} WPAI:SHP score Observation(s) are not stored: the toolkit computes the scores from "
-        f"the answers; {'; '.join(parts)}",
+    lost = given.join(answered, on=list(_WORK_KEY), how="anti", maintain_order="left")
+    text = (
+        f"{given.height} WPAI:SHP score Observation(s) are not stored: the toolkit computes the scores from "
+        f"the answers (questions 1-6), which the Bundle holds for {given.height - lost.height} of them"
     )
+    if lost.height:
+        text += (
+            f"; {lost.height} have no answers for their episode and date (first: entry {lost[ROW][0]}): send "
+            "questions 1-6 as work Observations"
+        )
+    return Notice(shown, "work", "wpai_scores_not_stored", text)
 
 
 def _value(resource: dict[str, Any], path: str, column: str) -> str | None:
@@ -663,9 +637,7 @@ def _work_observations(work: pl.DataFrame) -> list[dict[str, Any]]:
     The code is the column in :data:`WORK_SYSTEM` (``employment_status`` also LOINC 67875-5); the value is
     ``valueCodeableConcept`` for a code (system :data:`WORK_VALUE_PREFIX` + column), ``valueBoolean``,
     ``valueDateTime`` for a date, or ``valueQuantity`` with the UCUM unit of :data:`WORK_UNITS`. Category
-    ``survey`` for the WPAI:SHP answers, ``social-history`` for the rest. Then one Observation per defined
-    WPAI:SHP score of a row (``scoring.work.wpai_scores``, percent), for FHIR tools; the reader checks them
-    against the answers and does not store them.
+    ``survey`` for the WPAI:SHP answers, ``social-history`` for the rest.
     """
     dtypes = TABLE_SPECS["work"].dtypes
     data = [c for c in dtypes if c not in _WORK_KEY]
@@ -704,31 +676,6 @@ def _work_observations(work: pl.DataFrame) -> list[dict[str, Any]]:
                 ucum, unit = WORK_UNITS[column]
                 obs["valueQuantity"] = {"value": value, "unit": unit, "system": _UCUM, "code": ucum}
             entries.append({"resource": obs})
-    scored = wpai_scores(work).unpivot(
-        WPAI_SCORES, index=list(_WORK_KEY), variable_name="score", value_name="pct"
-    )
-    for r in scored.filter(pl.col("pct").is_not_null()).to_dicts():
-        entries.append(
-            {
-                "resource": {
-                    "resourceType": "Observation",
-                    "status": "final",
-                    "extension": _episode_extension(r["episode_id"]),
-                    "category": [
-                        {
-                            "coding": [
-                                _coding(
-                                    "http://terminology.hl7.org/CodeSystem/observation-category", "survey"
-                                )
-                            ]
-                        }
-                    ],
-                    "code": {"coding": [_coding(WORK_SYSTEM, r["score"])]},
-                    "effectiveDateTime": r["assessed_on"].isoformat(),
-                    "valueQuantity": {"value": r["pct"], "unit": "%", "system": _UCUM, "code": "%"},
-                }
-            }
-        )
     return entries
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ from sciatica_outcomes.ingest.fhir import (
     ORDINAL_EXTENSIONS,
     WORK_SYSTEM,
     WORK_VALUE_PREFIX,
+    WPAI_SCORE_CODE,
     read_fhir_bundle,
 )
 from sciatica_outcomes.ingest.validate import validate_sources
+from sciatica_outcomes.scoring.work import WPAI_SCORES
 
 _EXT = [{"url": EPISODE_EXTENSION, "valueReference": {"reference": "EpisodeOfCare/E0001"}}]
 
@@ -341,36 +344,33 @@ def test_no_json_shape_in_a_work_observation_raises_anything_but_the_projects_er
     assert sum(t.rows_read for t in res.tables) == sum(t.rows_valid + t.rows_quarantined for t in res.tables)
 
 
-def test_wpai_score_observations_are_checked_against_the_answers_and_not_stored(tmp_path: Path) -> None:
+def test_wpai_score_observations_are_not_stored_and_counted_in_a_notice(tmp_path: Path) -> None:
     doc = _work_bundle()
-    doc["entry"] += [
-        _work_obs("wpai_q2_hours_missed_health", {"valueQuantity": {"value": 4, "unit": "h"}}),
-        _work_obs("wpai_q4_hours_worked", {"valueQuantity": {"value": 16, "unit": "h"}}),
-        _work_obs("wpai_q5_work_impairment", {"valueInteger": 5}),
-    ]
+    q2 = _work_obs("wpai_q2_hours_missed_health", {"valueQuantity": {"value": 4, "unit": "h"}})
+    doc["entry"].append(q2)
 
     def score(code: str, pct: float, day: str = "2024-03-01") -> Any:
         return _work_obs(code, {"valueQuantity": {"value": pct, "unit": "%"}}, day=day)
 
-    # Q2 = 4, Q4 = 16, Q5 = 5, Q6 = 5: absenteeism 4 / (4 + 16) = 20 %, presenteeism 5 / 10 = 50 %,
-    # overall 0.2 + 0.8 x 0.5 = 60 %, activity 5 / 10 = 50 %
     doc["entry"] += [
-        score("wpai_absenteeism_pct", 20),  # entry 11
-        score("wpai_work_impairment_pct", 60.0),
-        score("wpai_presenteeism_pct", 40),  # entry 13: the answers give 50
-        score("wpai_activity_impairment_pct", 50, day="2024-03-08"),  # entry 14: no answers that day
+        score("wpai_absenteeism_pct", 20),  # entry 9: answers on that day
+        score("wpai_activity_impairment_pct", 50, day="2024-03-08"),  # entry 10: no answers that day
     ]
     sources = read_fhir_bundle(_write(tmp_path, doc), "")
     assert [s.table for s in sources] == ["work"] and sources[0].raw.height == 1
     (notice,) = [n for s in sources for n in s.notices if n.rule == "wpai_scores_not_stored"]
     assert notice.message == (
-        "4 WPAI:SHP score Observation(s) are not stored: the toolkit computes the scores from the answers; "
-        "2 agree with the Bundle's answers; 1 disagree (first: entry 13, wpai_presenteeism_pct 40 where the "
-        "answers give 50.00); 1 have no WPAI answers in the Bundle to compute them from (first: entry 14; "
-        "send questions 1-6 as work Observations)"
+        "2 WPAI:SHP score Observation(s) are not stored: the toolkit computes the scores from the answers "
+        "(questions 1-6), which the Bundle holds for 1 of them; 1 have no answers for their episode and date "
+        "(first: entry 10): send questions 1-6 as work Observations"
     )
     res = validate_sources(sources)
     assert res.ok and "wpai_scores_not_stored" in set(res.issues["rule"])
     only = {"resourceType": "Bundle", "entry": [score("wpai_absenteeism_pct", 20)]}
     with pytest.raises(UnusableInputError, match="holds only WPAI:SHP scores, which are not stored"):
         read_fhir_bundle(_write(tmp_path, only), "")
+
+
+def test_the_score_codes_the_reader_knows_are_the_scoring_stages_names() -> None:
+    assert all(re.match(WPAI_SCORE_CODE, name) for name in WPAI_SCORES)
+    assert not re.match(WPAI_SCORE_CODE, "wpai_q2_hours_missed_health")
