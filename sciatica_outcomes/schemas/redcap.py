@@ -12,10 +12,14 @@ expect to repeat. Every visit instrument has its own date field, so a questionna
 day than the walking test keeps its own date.
 
 Instruments: ``episode``; ``pain_tolerance`` (NPRS leg and back, walking and sitting tolerance; the stopped
-reason and the cap are shown through branching logic only once a test time is entered); ``odi`` (10
-sections as a radio matrix, version, calculated score); ``rmdq`` (24 items, calculated score); ``sciatica``
-(SBI and SFI items, calculated totals); ``psfs`` (up to 5 activities, calculated mean); ``global_change``;
-``promis`` (T-scores as reported by the scoring service); ``red_flags`` (the explicit screen, with an
+reason and the cap are shown through branching logic only once a test time is entered); ``odi`` (10 sections
+as a radio matrix, version, calculated score); ``rmdq`` (24 items, calculated score); ``sciatica`` (SBI and
+SFI items, calculated totals); ``psfs`` (up to 5 activities, calculated mean); ``global_change`` (GRC, PGIC,
+satisfaction); ``promis`` (T-scores as reported by the scoring service); ``eq5d`` (index and VAS as given);
+``work`` (one ``work`` row and the Work Ability Score, at every visit so that a return to work is seen when it
+happens: employment and work status, hours and sick leave shown only in paid work, the return-to-work date
+only at full or modified duties, WPAI:SHP questions 2-5 only after a yes to question 1, the branching asking
+exactly what the ingest rules of ``schemas.work`` allow); ``red_flags`` (the explicit screen, with an
 urgent-referral banner shown when any flag is ticked); ``session_log`` (session fields and the exercise
 matrix: one fixed row per exercise of ``schemas/data/exercises.csv`` with sets, reps, hold, load, band, pain
 and modified columns, laid out with REDCap field embedding).
@@ -43,9 +47,11 @@ import polars as pl
 from sciatica_outcomes.schemas.catalogs import exercise_catalog
 from sciatica_outcomes.schemas.item_topics import ITEM_TOPICS
 from sciatica_outcomes.schemas.vocabulary import (
+    AT_WORK_STATUSES,
     BANDS,
     MODIFIED_ODI_SECTIONS,
     ODI_SECTIONS,
+    PAID_WORK_STATUSES,
     RMDQ_ITEMS,
     SCIATICA_ITEMS,
 )
@@ -125,6 +131,8 @@ _DESIGNATIONS: dict[str, tuple[str, ...]] = {
     "psfs": _QUESTIONNAIRE_VISITS,
     "global_change": ("week_6", "week_12", "week_26", "week_52"),
     "promis": _QUESTIONNAIRE_VISITS,
+    "eq5d": _QUESTIONNAIRE_VISITS,
+    "work": _VISITS,
     "red_flags": _VISITS,
     "session_log": ("sessions",),
 }
@@ -252,7 +260,7 @@ def _episode() -> list[RedcapField]:
             required=True,
             targets=tuple(
                 (t, "episode_id", "")
-                for t in ("episodes", "sessions", "measures", "questionnaire_items", "symptom_checks")
+                for t in ("episodes", "sessions", "measures", "questionnaire_items", "symptom_checks", "work")
             ),
         ),
         RedcapField(
@@ -563,6 +571,134 @@ def _global_change() -> list[RedcapField]:
             note="-7 to +7 (Kamper et al., J Man Manip Ther 2009;17:163); higher is better",
             targets=(("measures", "value", "measure=grc"),),
         ),
+        RedcapField(
+            "pgic", f, "radio", "Patient's global impression of change since the start of the program",
+            choices=_scale(1, 7, "Completely recovered", "Worse than ever"),
+            note="1 to 7, lower is better; success = 1 or 2 (completely recovered or much better)",
+            targets=(("measures", "value", "measure=pgic"),),
+        ),
+        RedcapField(
+            "satisfaction", f, "radio", "Satisfaction with the treatment",
+            choices=_scale(1, 5, "Very dissatisfied", "Very satisfied"),
+            note="1 to 5, higher is better", targets=(("measures", "value", "measure=satisfaction"),),
+        ),
+    ]  # fmt: skip
+
+
+#: Employment statuses that are paid work, as REDCap branching logic on the employment field.
+_PAID_WORK = " or ".join(f"[work_employment] = '{s}'" for s in PAID_WORK_STATUSES)
+_AT_WORK = " or ".join(f"[work_status] = '{s}'" for s in AT_WORK_STATUSES)
+_WPAI_YES = "[wpai_q1] = '1'"
+
+
+def _work() -> list[RedcapField]:
+    """The work instrument: employment and work status, hours, sick leave, return to work, WAS, WPAI:SHP.
+
+    One form, because its fields are one row of ``work`` (plus the WAS ``measures`` row); the branching
+    logic asks only what applies (hours and sick leave in paid work, WPAI questions 2-5 after a "yes" to
+    question 1, the return-to-work date once back at work), which is what the ingest rules of ``work``
+    require of the data.
+    """
+    # the data guide's labels, so a code reads the same in REDCap as in the guide (imported here:
+    # schemas.documentation imports the Frictionless export, which imports this module)
+    from sciatica_outcomes.schemas.documentation import value_labels  # noqa: PLC0415
+
+    f = "work"
+    w = "work"
+    hours = "Hours per week; decimals allowed (37.5)"
+    wpai_hours = "Hours in the last 7 days, not counting today"
+    return [
+        _date(f, "work_date", "Date of the work assessment", ("work", "measures"), "assessed_on"),
+        RedcapField(
+            "work_employment", f, "radio", "Employment status",
+            choices=_choices(list(value_labels(w, "employment_status").items())), required=True,
+            header="Work (ICHOM low back pain standard set, Clement et al. 2015; NORspine sick-leave status)",
+            note="At enrolment on the baseline visit; the current status at later visits",
+            targets=((w, "employment_status", ""),),
+        ),
+        RedcapField(
+            "work_status", f, "radio", "Current work status",
+            choices=_choices(list(value_labels(w, "work_status").items())), required=True,
+            note="Not in paid work exactly when the employment status is not employed or self-employed",
+            targets=((w, "work_status", ""),),
+        ),
+        RedcapField(
+            "work_hours_contracted", f, "text", "Contracted (or usual) working hours per week",
+            validation="number", vmin="0", vmax="100", note=f"{hours}; more than 0", branching=_PAID_WORK,
+            targets=((w, "hours_contracted", ""),),
+        ),
+        RedcapField(
+            "work_hours_worked", f, "text", "Hours actually worked per week now", validation="number",
+            vmin="0", vmax="100", note=f"{hours}; at most the contracted hours", branching=_PAID_WORK,
+            targets=((w, "hours_worked", ""),),
+        ),
+        RedcapField(
+            "work_sick_days", f, "text", "Days on sick leave because of back or leg pain, last 4 weeks",
+            validation="integer", vmin="0", vmax="28", branching=_PAID_WORK,
+            targets=((w, "sick_leave_days_4wk", ""),),
+        ),
+        RedcapField(
+            "work_return_date", f, "text", "Day back at full or modified duties after being off work",
+            validation="date_ymd", note="YYYY-MM-DD; leave empty if the patient was not off work",
+            branching=_AT_WORK, targets=((w, "return_to_work_date", ""),),
+        ),
+        RedcapField(
+            "was", f, "radio", "Work Ability Score: current work ability compared with the lifetime best",
+            choices=_scale(0, 10, "Cannot work at all", "Work ability at its lifetime best"),
+            header="Work Ability Score, the first item of the Work Ability Index (Ilmarinen, Occup Med "
+            "2007;57:160; Ahlstrom et al. 2010)",
+            note="0 to 10, higher is better", targets=(("measures", "value", "measure=was"),),
+        ),
+        RedcapField(
+            "wpai_q1", f, "yesno", "WPAI:SHP 1: currently employed (working for pay)",
+            header="Work Productivity and Activity Impairment, specific health problem (WPAI:SHP; Reilly et "
+            "al., PharmacoEconomics 1993;4:353): the last 7 days, not counting today",
+            targets=((w, "wpai_q1_employed", ""),),
+        ),
+        RedcapField(
+            "wpai_q2", f, "text", "WPAI:SHP 2: work hours missed because of the back or leg problem",
+            validation="number", vmin="0", vmax="168", note=wpai_hours, branching=_WPAI_YES,
+            targets=((w, "wpai_q2_hours_missed_health", ""),),
+        ),
+        RedcapField(
+            "wpai_q3", f, "text", "WPAI:SHP 3: work hours missed for any other reason",
+            validation="number", vmin="0", vmax="168", note=wpai_hours, branching=_WPAI_YES,
+            targets=((w, "wpai_q3_hours_missed_other", ""),),
+        ),
+        RedcapField(
+            "wpai_q4", f, "text", "WPAI:SHP 4: hours actually worked", validation="number", vmin="0",
+            vmax="168", note=f"{wpai_hours}; questions 2 + 3 + 4 at most 168", branching=_WPAI_YES,
+            targets=((w, "wpai_q4_hours_worked", ""),),
+        ),
+        RedcapField(
+            "wpai_q5", f, "radio", "WPAI:SHP 5: how much the problem affected productivity while working",
+            choices=_scale(0, 10, "No effect on work", "Completely prevented working"),
+            branching=_WPAI_YES, targets=((w, "wpai_q5_work_impairment", ""),),
+        ),
+        RedcapField(
+            "wpai_q6", f, "radio", "WPAI:SHP 6: how much the problem affected regular daily activities",
+            choices=_scale(0, 10, "No effect on daily activities", "Completely prevented daily activities"),
+            targets=((w, "wpai_q6_activity_impairment", ""),),
+        ),
+    ]  # fmt: skip
+
+
+def _eq5d() -> list[RedcapField]:
+    f = "eq5d"
+    return [
+        _date(f, "eq5d_date", "Date the EQ-5D was completed", ("measures",), "assessed_on"),
+        RedcapField(
+            "eq5d_index", f, "text", "EQ-5D index value", validation="number", vmin="-1", vmax="1",
+            header="EQ-5D (EuroQol Group; licensed): enter the index from the clinic's licensed value set "
+            "and the VAS as scored; the toolkit ships no value set",
+            note="As given by the clinic's value set (e.g. -0.148 to 0.949); 1 = full health",
+            targets=(("measures", "value", "measure=eq5d_index"),),
+        ),
+        RedcapField(
+            "eq5d_vas", f, "text", "EQ VAS: health today (0-100)", validation="integer", vmin="0",
+            vmax="100", note="0 worst, 100 best health the patient can imagine",
+            targets=(("measures", "value", "measure=eq5d_vas"),),
+        ),
     ]  # fmt: skip
 
 
@@ -752,6 +888,8 @@ def _all_fields() -> tuple[RedcapField, ...]:
         + _psfs()
         + _global_change()
         + _promis()
+        + _eq5d()
+        + _work()
         + _red_flags()
         + _session_log()
     )

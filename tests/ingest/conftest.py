@@ -53,3 +53,33 @@ def write_workbook(tables: dict[str, pl.DataFrame], path: Path) -> Path:
             ws.append(list(row))
     wb.save(path)
     return path
+
+
+def with_verdict_measures(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The tables with PGIC and satisfaction beside every GRC, EQ-5D index and VAS beside every ODI.
+
+    For round trips of measures the synthetic cohort may not generate: values follow the GRC and ODI of the
+    same row (PGIC 1-7 and satisfaction 1-5 from the GRC; index 1 - ODI/100 to 3 decimals, VAS 100 - ODI).
+    """
+    m = tables["measures"]
+    new = ("pgic", "satisfaction", "eq5d_index", "eq5d_vas")
+    grc = m.filter(pl.col("measure") == "grc")
+    odi = m.filter(pl.col("measure") == "odi").with_columns(
+        pl.lit(None, pl.String).alias("instrument_version")
+    )
+    added = [
+        grc.with_columns(
+            pl.lit("pgic").alias("measure"), (4 - pl.col("value") / 2).round().clip(1, 7).alias("value")
+        ),
+        grc.with_columns(
+            pl.lit("satisfaction").alias("measure"),
+            (3 + pl.col("value") / 3).round().clip(1, 5).alias("value"),
+        ),
+        odi.with_columns(
+            pl.lit("eq5d_index").alias("measure"), (1 - pl.col("value") / 100).round(3).alias("value")
+        ),
+        odi.with_columns(pl.lit("eq5d_vas").alias("measure"), (100 - pl.col("value")).round().alias("value")),
+    ]
+    out = dict(tables)
+    out["measures"] = pl.concat([m.filter(~pl.col("measure").is_in(new)), *added])
+    return out

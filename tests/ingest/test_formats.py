@@ -17,7 +17,7 @@ from sciatica_outcomes.ingest.fhir import write_fhir_bundle
 from sciatica_outcomes.ingest.readers import read_excel_tables
 from sciatica_outcomes.store import CANONICAL_TABLES, Store
 from sciatica_outcomes.synth import Cohort
-from tests.ingest.conftest import sort_by_key, write_workbook
+from tests.ingest.conftest import sort_by_key, with_verdict_measures, write_workbook
 
 
 def _assert_store_equals(db: Path, cohort: Cohort, tables: tuple[str, ...] = CANONICAL_TABLES) -> None:
@@ -56,13 +56,17 @@ def test_fhir_round_trip(tmp_path: Path, small_cohort: Cohort) -> None:
     src = tmp_path / "src"
     src.mkdir()
     small_cohort.tables["episodes"].write_csv(src / "episodes.csv")
-    write_fhir_bundle(
-        small_cohort.tables["measures"], small_cohort.tables["questionnaire_items"], src / "bundle.json"
+    t = with_verdict_measures(small_cohort.tables)  # the work table and the work and verdict measures
+    assert t["work"].height > 0 and {"was", "pgic", "satisfaction", "eq5d_index", "eq5d_vas"} <= set(
+        t["measures"]["measure"]
     )
+    write_fhir_bundle(t["measures"], t["questionnaire_items"], src / "bundle.json", work=t["work"])
     res = ingest_paths(src, db=tmp_path / "o.duckdb")
     assert res.validation.ok
     assert {t.source.fmt for t in res.validation.tables} == {"csv", "fhir"}
-    _assert_store_equals(tmp_path / "o.duckdb", small_cohort, ("episodes", "measures", "questionnaire_items"))
+    with Store(tmp_path / "o.duckdb", read_only=True) as store:
+        for name in ("episodes", "measures", "questionnaire_items", "work"):
+            assert_frame_equal(store.read(name), sort_by_key(name, t[name]))
 
 
 def test_fhir_loinc_codes_ordinal_answers_and_bad_values(tmp_path: Path, small_cohort: Cohort) -> None:

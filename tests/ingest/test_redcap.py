@@ -18,7 +18,7 @@ from sciatica_outcomes.ingest.sources import redcap_export_kind
 from sciatica_outcomes.schemas.redcap import redcap_dictionary, redcap_mapping
 from sciatica_outcomes.store import CANONICAL_TABLES, Store
 from sciatica_outcomes.synth import Cohort
-from tests.ingest.conftest import sort_by_key
+from tests.ingest.conftest import sort_by_key, with_verdict_measures
 
 LABEL = dict(
     zip(redcap_dictionary()["Variable / Field Name"], redcap_dictionary()["Field Label"], strict=True)
@@ -247,3 +247,67 @@ def test_a_label_export_is_read_through_the_projects_own_dictionary(
     assert res.validation.ok, res.validation.errors.head()
     with Store(tmp_path / "o.duckdb", read_only=True) as store:
         assert_frame_equal(store.read("episodes"), sort_by_key("episodes", tiny_cohort.tables["episodes"]))
+
+
+@pytest.mark.parametrize("labels", [False, True], ids=["raw", "labels"])
+def test_work_rules_are_reported_at_the_export_line_and_field_and_quarantine_the_row(
+    tmp_path: Path, small_cohort: Cohort, flat: pl.DataFrame, labels: bool
+) -> None:
+    export = write_redcap_export(small_cohort.tables, tmp_path / "export.csv", labels=labels)
+    header, rows = _read(export)
+    idx = flat.with_row_index()
+
+    def line_of(frame: pl.DataFrame, k: int = 0) -> int:
+        return int(frame["index"][k]) + 2
+
+    paid = idx.filter(pl.col("work_hours_contracted").cast(pl.Float64) < 99)
+    plants = [
+        (line_of(paid, 0), "work_hours_worked", "99", "hours_above_contracted"),
+        (line_of(idx.filter(pl.col("wpai_q1") == "0"), 0), "wpai_q2", "3", "wpai_needs_employed"),
+        (line_of(paid, 1), "work_sick_days", "29", "range"),
+        (
+            line_of(idx.filter(pl.col("work_status") == "full_duties"), 0),
+            "work_return_date",
+            "2001-01-01",
+            "before_start",
+        ),
+    ]
+    if not labels:  # a label export refuses a label that is no choice (tested above)
+        plants.append((line_of(idx.filter(pl.col("work_status").is_not_null()), 3), "work_status", "holiday",
+                       "allowed_values"))  # fmt: skip
+    assert len({line for line, *_ in plants}) == len(plants)  # one defect per export row
+    for line, field, value, _ in plants:
+        rows[line - 2][flat.columns.index(field)] = value
+    _write(export, header, rows)
+    res = validate_paths([export])
+    shown = {f: (LABEL[f] if labels else f) for _, f, _, _ in plants}
+    work = res.errors.filter(pl.col("table") == "work")
+    got = {(r["row"], r["column"], r["value"], r["rule"]) for r in work.iter_rows(named=True)}
+    assert got == {(line, shown[f], v, rule) for line, f, v, rule in plants}
+    assert res.errors.height == work.height  # nothing else is reported
+    (table,) = [t for t in res.tables if t.source.table == "work"]
+    assert table.rows_quarantined == len(plants)
+    assert table.rows_valid == small_cohort.tables["work"].height - len(plants)
+
+
+@pytest.mark.parametrize("labels", [False, True], ids=["raw", "labels"])
+def test_pgic_satisfaction_and_eq5d_land_through_raw_and_label_exports(
+    tmp_path: Path, tiny_cohort: Cohort, labels: bool
+) -> None:
+    tables = with_verdict_measures(tiny_cohort.tables)
+    counts = tables["measures"].group_by("measure").len()
+    assert set(counts.filter(pl.col("len") > 0)["measure"]) >= {
+        "pgic",
+        "satisfaction",
+        "eq5d_index",
+        "eq5d_vas",
+    }
+    export = write_redcap_export(tables, tmp_path / "exports" / "Project_DATA.csv", labels=labels)
+    header, _ = _read(export)
+    if labels:
+        assert "Satisfaction with the treatment" in header and "EQ VAS: health today (0-100)" in header
+    res = ingest_paths(export, db=tmp_path / "o.duckdb")
+    assert res.validation.ok, res.validation.errors.head()
+    with Store(tmp_path / "o.duckdb", read_only=True) as store:
+        for name in CANONICAL_TABLES:
+            assert_frame_equal(store.read(name), sort_by_key(name, tables[name]))

@@ -205,6 +205,8 @@ def test_planted_defects_are_reported_at_their_sheet_row_and_column(
         ("measures", 3, "measure"): "walk_tolerence_min",
         ("questionnaire_items", 5, "instrument"): "oswestry",
         ("symptom_checks", 2, "saddle_numbness"): "maybe",
+        ("work", 2, "work_status"): "on_holiday",
+        ("work", 3, "hours_contracted"): 30,  # the retired patient: hours only in paid work
     }
     for (sheet, row, column), value in planted.items():
         ws = wb[sheet]
