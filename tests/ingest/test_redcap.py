@@ -37,27 +37,6 @@ def _write(path: Path, header: list[str], rows: list[list[str]]) -> None:
         csv.writer(fh, lineterminator="\n").writerows([header, *rows])
 
 
-def _without_work(cohort: Cohort) -> Cohort:
-    """The cohort without its work data: the REDCap project has no work instrument yet (issue 17)."""
-    new_codes = ("pgic", "satisfaction", "was", "eq5d_index", "eq5d_vas")
-    tables = {
-        **cohort.tables,
-        "work": cohort.tables["work"].clear(),
-        "measures": cohort.tables["measures"].filter(~pl.col("measure").is_in(new_codes)),
-    }
-    return Cohort(tables=tables, truth=cohort.truth, config=cohort.config)
-
-
-@pytest.fixture(scope="module")
-def small_cohort(small_cohort: Cohort) -> Cohort:
-    return _without_work(small_cohort)
-
-
-@pytest.fixture(scope="module")
-def tiny_cohort(tiny_cohort: Cohort) -> Cohort:
-    return _without_work(tiny_cohort)
-
-
 @pytest.fixture(scope="module")
 def flat(small_cohort: Cohort) -> pl.DataFrame:
     return redcap_export_frame(small_cohort.tables)

@@ -370,8 +370,6 @@ def test_mapping_covers_every_canonical_column_from_a_field_of_the_dictionary() 
     own = m.filter(pl.col("form_name") != "")
     assert (own["form_name"] == own["field_name"].replace_strict(fields)).all()
     for table, spec in TABLE_SPECS.items():
-        if table == "work":
-            continue  # the work instrument of the REDCap dictionary comes with its own change (issue 17)
         mapped = set(m.filter(pl.col("table") == table)["column"])
         keyed = {
             k.split("=")[0].strip()
