@@ -314,6 +314,67 @@ class ProfiledDeviance:
             )
         self.n_evals = 0
 
+    @classmethod
+    def from_statistics(
+        cls,
+        n: int,
+        c11: FloatArray,
+        f1: FloatArray,
+        wtw: FloatArray,
+        level1: LevelSpec,
+        nested: tuple[LevelSpec, IntArray, FloatArray, FloatArray, FloatArray] | None = None,
+    ) -> ProfiledDeviance:
+        """The engine from sufficient statistics computed elsewhere (e.g. by SQL, no rows in memory).
+
+        Parameters
+        ----------
+        n : int
+            Number of rows.
+        c11, f1 : numpy.ndarray
+            Per inner group ``Z1'Z1`` ``(q1, q1, m1)`` and ``Z1'[X y]`` ``(q1, p + 1, m1)``.
+        wtw : numpy.ndarray
+            ``[X y]'[X y]``, ``(p + 1, p + 1)``.
+        level1 : LevelSpec
+            Template structure of the inner level.
+        nested : tuple, optional
+            ``(level2, parent, c12, c22, f2)`` for patients nested in clinics: the outer level's template,
+            the outer group of each inner group (non-decreasing), per inner group ``Z1'Z2`` ``(q1, q2,
+            m1)``, per outer group ``Z2'Z2`` ``(q2, q2, m2)`` and ``Z2'[X y]`` ``(q2, p + 1, m2)``.
+
+        Returns
+        -------
+        ProfiledDeviance
+            The same engine as the constructor builds from the rows with these statistics (Kenward-Roger
+            of a nested model, which needs the rows, excepted).
+        """
+        self = cls.__new__(cls)
+        d = wtw.shape[0]
+        self.n, self.p, self.d = int(n), d - 1, d
+        self.level1 = level1
+        self.n_theta = int(level1.index.max()) + 1
+        self.m1 = c11.shape[-1]
+        self.c11, self.f1, self.wtw = c11, f1, wtw
+        self.nested = nested is not None
+        self._outer = None
+        self.level2 = None
+        if nested is not None:
+            level2, parent, c12, c22, f2 = nested
+            if not np.all(np.diff(parent) >= 0):
+                raise ValueError("inner groups must be numbered in order of their outer group")
+            self.level2 = level2
+            self.n_theta = max(self.n_theta, int(level2.index.max()) + 1)
+            self._outer = _Outer(
+                level=level2,
+                m2=c22.shape[-1],
+                parent=parent,
+                cstarts=np.flatnonzero(np.r_[True, np.diff(parent) != 0]),
+                c12=c12,
+                c22=c22,
+                f2=f2,
+            )
+        self.n_evals = 0
+        return self
+
     # ---------------------------------------------------------------------------------------------
     def _solve(self, theta: FloatArray) -> _State:
         self.n_evals += 1
