@@ -240,7 +240,7 @@ def main() -> None:
                 if step == "lme4":
                     import polars as pl  # noqa: PLC0415 - only for the CSV lme4 reads
 
-                    pl.read_parquet(str(data / "*.parquet")).write_csv(cmd[3])
+                    pl.read_parquet(str(data / "*.parquet")).write_csv(cmd[2])
                 row = {"patients": n, "step": step, **run_child(cmd, CHILD_TIMEOUT)}
                 if step == "fit_from" and "beta" in row:
                     ref = row
