@@ -396,7 +396,7 @@ class GrowthModel(Estimator):
         the rows. Satterthwaite df and single-level Kenward-Roger need only these statistics. Predictions,
         marginal means and BLUPs work as after :meth:`fit`.
         """
-        from sciatica_outcomes.models.outofcore import compute_statistics, open_source  # noqa: PLC0415
+        from sciatica_outcomes.models.outofcore import compute_statistics, open_owned  # noqa: PLC0415
 
         t0 = time.perf_counter()
         self._validate_params()
@@ -408,7 +408,7 @@ class GrowthModel(Estimator):
                 "Kenward-Roger for patients nested in clinics sums over the rows, which an out-of-core fit "
                 "does not hold: use ddf='satterthwaite' or fit in memory"
             )
-        rel = open_source(source, table)
+        rel, con = open_owned(source, table)
 
         # the inner level is known after the counts; lme4 orders the inner level's terms first
         def z_terms(inner: str) -> dict[str, list[tuple[str | None, ...]]]:
@@ -417,9 +417,13 @@ class GrowthModel(Estimator):
                 out[t.group].append(t.variables)
             return out
 
-        stats, inner = compute_statistics(
-            rel, self.formula_, st.groups, z_terms, dict(self.reference or {}), self.time
-        )
+        try:
+            stats, inner = compute_statistics(
+                rel, self.formula_, st.groups, z_terms, dict(self.reference or {}), self.time
+            )
+        finally:
+            if con is not None:  # opened here: close it, so DuckDB's buffers are freed before the optimiser
+                con.close()
         self.n_dropped_ = stats.n_dropped
         st.layout(inner)
         design = stats.design

@@ -39,7 +39,7 @@ from sciatica_outcomes.models.sqlstats import (
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["DataSource", "SufficientStatistics", "compute_statistics", "open_source"]
+__all__ = ["DataSource", "SufficientStatistics", "compute_statistics", "open_owned", "open_source"]
 
 #: a source :func:`open_source` accepts
 DataSource = Any  # duckdb.DuckDBPyRelation | str | Path (kept loose: DuckDB is imported lazily)
@@ -53,6 +53,9 @@ def _sql_path(path: str) -> str:
 
 def open_source(source: DataSource, table: str | None = None) -> duckdb.DuckDBPyRelation:
     """A DuckDB relation over the data, read lazily (nothing is loaded here).
+
+    :func:`open_owned` also returns the connection it opened (``None`` for a relation given), so that the
+    caller can close it and free DuckDB's memory once the statistics are computed.
 
     Parameters
     ----------
@@ -68,12 +71,19 @@ def open_source(source: DataSource, table: str | None = None) -> duckdb.DuckDBPy
         A missing file, an unknown suffix, a glob matching nothing, a database without ``table`` or
         without that table.
     """
+    return open_owned(source, table)[0]
+
+
+def open_owned(
+    source: DataSource, table: str | None = None
+) -> tuple[duckdb.DuckDBPyRelation, duckdb.DuckDBPyConnection | None]:
+    """:func:`open_source` and the connection opened for it (``None`` when ``source`` is a relation)."""
     import duckdb  # noqa: PLC0415 - DuckDB loads only for out-of-core fits
 
     if isinstance(source, duckdb.DuckDBPyRelation):
         if table is not None:
             raise UnusableInputError("table= applies to a DuckDB database file, not to a relation")
-        return source
+        return source, None
     if not isinstance(source, str | Path):
         raise UnusableInputError(
             f"expected a DuckDB relation or a path (Parquet, CSV, DuckDB file), got {type(source).__name__}"
@@ -84,14 +94,15 @@ def open_source(source: DataSource, table: str | None = None) -> duckdb.DuckDBPy
     if any(ch in text for ch in "*?["):
         if not _glob.glob(text, recursive=True):
             raise UnusableInputError(f"no file matches {text!r}")
-        return con.sql(f"SELECT * FROM read_parquet({_sql_path(text)}, union_by_name = true)")
+        return con.sql(f"SELECT * FROM read_parquet({_sql_path(text)}, union_by_name = true)"), con
     if not path.exists():
+        con.close()
         raise UnusableInputError(f"data {text!r} does not exist")
     if path.is_dir():
         if not any(path.rglob("*.parquet")):
             raise UnusableInputError(f"directory {text!r} holds no .parquet file")
         pattern = str(path / "**" / "*.parquet")
-        return con.sql(f"SELECT * FROM read_parquet({_sql_path(pattern)}, union_by_name = true)")
+        return con.sql(f"SELECT * FROM read_parquet({_sql_path(pattern)}, union_by_name = true)"), con
     suffix = path.suffix.lower()
     if table is not None or suffix in (".duckdb", ".db"):
         if table is None:
@@ -103,12 +114,13 @@ def open_source(source: DataSource, table: str | None = None) -> duckdb.DuckDBPy
             raise UnusableInputError(f"cannot open DuckDB file {text!r}: {str(exc).splitlines()[0]}") from exc
         names = {r[0] for r in db.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if table not in names:
+            db.close()
             raise UnusableInputError(f"{text!r} has no table {table!r}; tables: {', '.join(sorted(names))}")
-        return db.table(table)
+        return db.table(table), db
     if suffix in (".parquet", ".pq"):
-        return con.sql(f"SELECT * FROM read_parquet({_sql_path(text)})")
+        return con.sql(f"SELECT * FROM read_parquet({_sql_path(text)})"), con
     if suffix == ".csv":
-        return con.sql(f"SELECT * FROM read_csv({_sql_path(text)}, header = true)")
+        return con.sql(f"SELECT * FROM read_csv({_sql_path(text)}, header = true)"), con
     raise UnusableInputError(
         f"data {text!r}: expected a .parquet, .csv or DuckDB file, a directory of Parquet files or a glob"
     )
