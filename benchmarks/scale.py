@@ -17,7 +17,8 @@ each step in its own process under ``/usr/bin/time -v`` (peak resident memory of
 - ``lme4``: ``lmer`` on the CSV (sizes up to ``--lme4-max``, default 10^5 only; it does not finish at 10^6).
 
 DuckDB runs with ``threads = 2`` and ``memory_limit = --duckdb-memory`` (default 3 GB; it spills beyond).
-The load of the machine (``uptime``) is printed before and after: other jobs share its 2 cores.
+The load of the machine (``uptime``) is printed before and after: other jobs share its 2 cores, so each
+step's CPU time (user + system, all threads, from ``/usr/bin/time``) is printed beside its wall time.
 
 Run: ``.venv/bin/python benchmarks/scale.py [--sizes 100000,1000000] [--skip lme4,memory] [--keep DIR]``.
 """
@@ -178,6 +179,8 @@ def run_child(cmd: list[str], timeout: float) -> dict:
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     out["peak_mb"] = int(rss.group(1)) / 1024 if rss else float("nan")
     out["process_seconds"] = time.perf_counter() - t0
+    cpu = [re.search(rf"{k} time \(seconds\): ([0-9.]+)", proc.stderr) for k in ("User", "System")]
+    out["cpu_seconds"] = sum(float(c.group(1)) for c in cpu if c is not None) if all(cpu) else None
     return out
 
 
@@ -254,7 +257,8 @@ def main() -> None:
     print(f"after: {uptime()}")
     print()
     header = (
-        f"{'patients':>10} {'step':<9} {'seconds':>8} {'stats s':>8} {'optim s':>8} {'peak MiB':>9} "
+        f"{'patients':>10} {'step':<9} {'seconds':>8} {'cpu s':>7} {'stats s':>8} {'optim s':>8} "
+        f"{'peak MiB':>9} "
         f"{'stats MiB':>9} {'optim MiB':>9}  note"
     )
     print(header)
@@ -283,6 +287,7 @@ def main() -> None:
             note.append(f"read {r['read_seconds']:.1f} s")
         print(
             f"{r['patients']:>10,} {r['step']:<9} {f(r.get('seconds'), '8.1f'):>8} "
+            f"{f(r.get('cpu_seconds'), '7.1f'):>7} "
             f"{f(r.get('stats_seconds'), '8.1f'):>8} {f(r.get('optimiser_seconds'), '8.1f'):>8} "
             f"{f(r.get('peak_mb'), '9.0f'):>9} {f(r.get('stats_peak_mb'), '9.0f'):>9} "
             f"{f(r.get('optimiser_peak_mb'), '9.0f'):>9}  {'; '.join(note)}"
