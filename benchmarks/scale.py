@@ -10,9 +10,10 @@ each step in its own process under ``/usr/bin/time -v`` (peak resident memory of
   NumPy per chunk, so memory stays bounded by the chunk);
 - ``stats``: the DuckDB statistics pass alone (``outofcore.compute_statistics``: complete rows, design,
   per-patient ``Z'Z``, ``Z'[X y]``, totals), and the bytes per patient of what it returns;
-- ``fit_from``: the whole out-of-core fit (``GrowthModel.fit_from`` on a DuckDB relation over the
-  directory, Satterthwaite df included), split into the statistics pass and the optimiser, with the peak
-  memory of each phase (``VmHWM`` read and reset through ``/proc/self/clear_refs`` between them);
+- ``fit_from``: the whole out-of-core fit (``GrowthModel.fit_from`` on a glob over the directory,
+  Satterthwaite df included; the DuckDB connection is closed before the optimiser), split into the
+  statistics pass and the optimiser, with the peak memory of each phase (``VmHWM`` read and reset
+  through ``/proc/self/clear_refs`` between them);
 - ``memory``: ``pl.read_parquet`` and ``GrowthModel.fit`` (sizes up to ``--memory-max``);
 - ``lme4``: ``lmer`` on the CSV (sizes up to ``--lme4-max``, default 10^5 only; it does not finish at 10^6).
 
@@ -128,7 +129,8 @@ def wrapped(*a, **k):
     return out
 oc.compute_statistics = wrapped
 t0 = time.perf_counter()
-m = GrowthModel(sys.argv[2]).fit_from(rel)
+config = {"threads": 2, "memory_limit": sys.argv[3]}
+m = GrowthModel(sys.argv[2]).fit_from(sys.argv[1] + "/*.parquet", duckdb_config=config)
 sec = time.perf_counter() - t0
 st = m.result_.extras["statistics_seconds"]
 print("RESULT " + json.dumps({"seconds": sec, "stats_seconds": st, "optimiser_seconds": sec - st,

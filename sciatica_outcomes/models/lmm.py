@@ -361,7 +361,9 @@ class GrowthModel(Estimator):
         self._finish(time.perf_counter() - t0)
         return self
 
-    def fit_from(self, source: DataSource, table: str | None = None) -> Self:
+    def fit_from(
+        self, source: DataSource, table: str | None = None, duckdb_config: Mapping[str, Any] | None = None
+    ) -> Self:
         """Fit from where the data live: the per-patient sufficient statistics computed by DuckDB.
 
         Parameters
@@ -372,6 +374,10 @@ class GrowthModel(Estimator):
             ``table`` (:func:`~sciatica_outcomes.models.outofcore.open_source`).
         table : str, optional
             Table of a DuckDB database file.
+        duckdb_config : mapping, optional
+            Settings of the DuckDB connection opened for a path, e.g. ``{"memory_limit": "3GB", "threads":
+            2}`` (ignored for a relation, which has its connection). The connection is closed after the
+            statistics pass, which frees DuckDB's memory before the optimiser runs.
 
         Returns
         -------
@@ -408,7 +414,7 @@ class GrowthModel(Estimator):
                 "Kenward-Roger for patients nested in clinics sums over the rows, which an out-of-core fit "
                 "does not hold: use ddf='satterthwaite' or fit in memory"
             )
-        rel, con = open_owned(source, table)
+        rel, con = open_owned(source, table, duckdb_config)
 
         # the inner level is known after the counts; lme4 orders the inner level's terms first
         def z_terms(inner: str) -> dict[str, list[tuple[str | None, ...]]]:

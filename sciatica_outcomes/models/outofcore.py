@@ -13,7 +13,7 @@ Kenward-Roger then run on those arrays exactly as for an in-memory fit.
 from __future__ import annotations
 
 import glob as _glob
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,9 +75,13 @@ def open_source(source: DataSource, table: str | None = None) -> duckdb.DuckDBPy
 
 
 def open_owned(
-    source: DataSource, table: str | None = None
+    source: DataSource, table: str | None = None, config: Mapping[str, Any] | None = None
 ) -> tuple[duckdb.DuckDBPyRelation, duckdb.DuckDBPyConnection | None]:
-    """:func:`open_source` and the connection opened for it (``None`` when ``source`` is a relation)."""
+    """:func:`open_source` and the connection opened for it (``None`` when ``source`` is a relation).
+
+    ``config`` are DuckDB settings of that connection, e.g. ``{"memory_limit": "3GB", "threads": 2,
+    "temp_directory": "/scratch"}`` (DuckDB spills beyond its memory limit).
+    """
     import duckdb  # noqa: PLC0415 - DuckDB loads only for out-of-core fits
 
     if isinstance(source, duckdb.DuckDBPyRelation):
@@ -90,7 +94,7 @@ def open_owned(
         )
     text = str(source)
     path = Path(text)
-    con = duckdb.connect()
+    con = duckdb.connect(config=dict(config or {}))
     if any(ch in text for ch in "*?["):
         if not _glob.glob(text, recursive=True):
             raise UnusableInputError(f"no file matches {text!r}")
@@ -109,7 +113,7 @@ def open_owned(
             raise UnusableInputError(f"{text!r} is a DuckDB file: name the table with --table (table=)")
         con.close()
         try:
-            db = duckdb.connect(text, read_only=True)
+            db = duckdb.connect(text, read_only=True, config=dict(config or {}))
         except duckdb.Error as exc:
             raise UnusableInputError(f"cannot open DuckDB file {text!r}: {str(exc).splitlines()[0]}") from exc
         names = {r[0] for r in db.execute("SELECT table_name FROM information_schema.tables").fetchall()}
