@@ -35,8 +35,11 @@ __all__ = [
     "column_kind",
     "complete_filter",
     "design_sql",
+    "numeric_sql",
+    "spline_knot_query",
     "spline_pieces",
     "statistics_queries",
+    "variable_sql",
 ]
 
 
@@ -53,6 +56,11 @@ class SqlDialect:
     has_log1p : bool
         Whether ``log1p(x)`` exists; otherwise it is written with the accurate ``ln(u) x / (u - 1)``,
         ``u = 1 + x`` (Goldberg 1991, theorem 4).
+    string_type : str
+        Type name of a cast to text (``VARCHAR``; ``STRING`` in Spark SQL).
+    quantile_fn : str
+        Exact type-7 (linear interpolation) quantiles of a column for a list of probabilities,
+        ``quantile_cont(x, [p1, p2])`` in DuckDB (``percentile(x, array(p1, p2))`` in Spark SQL).
     isfinite, isinf : str
         Names of the finiteness and infinity tests of a double. "Not NaN" is written ``isfinite(x) OR
         isinf(x)``, not ``NOT isnan(x)``: DuckDB 2.0.1 folds ``isnan`` of a Parquet column to false when
@@ -64,6 +72,8 @@ class SqlDialect:
     has_log1p: bool = False
     isfinite: str = "isfinite"
     isinf: str = "isinf"
+    string_type: str = "VARCHAR"
+    quantile_fn: str = "quantile_cont"
 
     def ident(self, name: str) -> str:
         """A quoted identifier."""
@@ -90,6 +100,17 @@ class SqlDialect:
             return f"log1p({expr})"
         u = f"(1.0 + ({expr}))"
         return f"(CASE WHEN {u} = 1.0 THEN ({expr}) ELSE ln({u}) * ({expr}) / ({u} - 1.0) END)"
+
+    def quantiles(self, expr: str, probs: Sequence[float]) -> str:
+        """Type-7 quantiles of ``expr`` at ``probs`` (one list-valued aggregate)."""
+        plist = ", ".join(repr(float(p)) for p in probs)
+        if self.quantile_fn == "percentile":
+            return f"percentile({expr}, array({plist}))"
+        return f"{self.quantile_fn}({expr}, [{plist}])"
+
+    def to_text(self, expr: str) -> str:
+        """``expr`` as text."""
+        return f"CAST({expr} AS {self.string_type})"
 
     def not_nan(self, expr: str) -> str:
         """True when ``expr`` (not null) is not NaN."""
@@ -267,7 +288,7 @@ def _factor_sql(var: Variable, column: str, kinds: Mapping[str, str], dialect: S
         elif kinds.get(column) == "boolean":  # levels FALSE, TRUE as the in-memory design names them
             cond = f"{col} = {'true' if level == 'TRUE' else 'false'}"
         else:
-            cond = f"CAST({col} AS VARCHAR) = {dialect.string(str(level))}"
+            cond = f"{dialect.to_text(col)} = {dialect.string(str(level))}"
         out.append(f"(CASE WHEN {cond} THEN 1.0 ELSE 0.0 END)")
     return out
 
@@ -470,6 +491,5 @@ def spline_knot_query(
     fin = f"{dialect.isfinite}({x})"
     sel = [f"min({x}) FILTER (WHERE {fin}) AS lo", f"max({x}) FILTER (WHERE {fin}) AS hi"]
     if n_inner:
-        plist = ", ".join(repr(float(p)) for p in probs)
-        sel.append(f"quantile_cont({x}, [{plist}]) FILTER (WHERE {fin}) AS q")
+        sel.append(f"{dialect.quantiles(x, probs.tolist())} FILTER (WHERE {fin}) AS q")
     return f"SELECT {', '.join(sel)} FROM {source} WHERE {where}", probs

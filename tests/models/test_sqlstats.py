@@ -56,7 +56,11 @@ def test_log1p_is_accurate_for_tiny_arguments_without_a_log1p_function() -> None
 def test_identifiers_literals_and_the_complete_row_filter() -> None:
     assert DUCKDB.ident('we"ird') == '"we""ird"'
     assert DUCKDB.string("it's") == "'it''s'"
-    assert SqlDialect("spark", quote_char="`").ident("a`b") == "`a``b`"
+    spark = SqlDialect("spark", quote_char="`", string_type="STRING", quantile_fn="percentile")
+    assert spark.ident("a`b") == "`a``b`"
+    assert spark.quantiles("`x`", [0.25, 0.5]) == "percentile(`x`, array(0.25, 0.5))"
+    assert spark.to_text("`g`") == "CAST(`g` AS STRING)"
+    assert DUCKDB.quantiles('"x"', [0.5]) == 'quantile_cont("x", [0.5])'
     assert _eval([DUCKDB.double(0.1) + " - 0.1"], np.zeros(1))[0, 0] == 0.1 - 0.1
     kinds = {"a": "float", "b": "numeric", "c": "categorical"}
     where = complete_filter(["a", "b", "c"], kinds, DUCKDB)
