@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # Only typer and light modules load at import. `fit` imports polars, NumPy, SciPy and the model code, and
 # neither pandera nor DuckDB nor the report stack when it reads a file (tests/test_cli_startup.py).
 
-__all__ = ["DdfMethod", "ModelKind", "fit_command", "read_frame"]
+__all__ = ["DdfMethod", "Engine", "ModelKind", "fit_command", "read_frame"]
 
 
 class ModelKind(StrEnum):
@@ -37,6 +37,13 @@ class ModelKind(StrEnum):
 
     lmm = "lmm"
     mmrm = "mmrm"  # mixed model for repeated measures (models/mmrm.py, run by models/cli_trial.py)
+
+
+class Engine(StrEnum):
+    """Where the growth model's sufficient statistics are computed (``fit --engine``)."""
+
+    memory = "memory"  # rows read into polars (any model)
+    duckdb = "duckdb"  # GROUP BY patient in DuckDB; only per-patient statistics reach Python (lmm only)
 
 
 class DdfMethod(StrEnum):
@@ -88,6 +95,28 @@ def read_frame(path: Path) -> pl.DataFrame:
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnusableInputError(f"cannot read {str(path)!r}: {exc}") from exc
     raise UnusableInputError(f"data file {str(path)!r}: expected a .csv or .parquet file, got {suffix!r}")
+
+
+def _read_any(path: Path) -> pl.DataFrame:
+    """:func:`read_frame`, and also a directory (read recursively) or glob of Parquet files, in memory."""
+    import polars as pl
+
+    text = str(path)
+    if any(ch in text for ch in "*?[") or path.is_dir():
+        pattern = text if not path.is_dir() else str(path / "**" / "*.parquet")
+        try:
+            return pl.read_parquet(pattern)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise UnusableInputError(f"cannot read Parquet files {pattern!r}: {exc}") from exc
+    return read_frame(path)
+
+
+def _read_table(db: Path, table: str) -> pl.DataFrame:
+    """A table of a DuckDB file (the store or any other) read into memory."""
+    from sciatica_outcomes.models.outofcore import open_source
+
+    frame: pl.DataFrame = open_source(db, table).pl()
+    return frame
 
 
 def _from_db(db: Path, outcome: str | None) -> pl.DataFrame:
@@ -146,15 +175,32 @@ def _random_table(model: GrowthModel, width: int | None = None) -> Table:
 def fit_command(
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Analysis frame, .csv or .parquet (one row per observation)."),
+        typer.Option(
+            "--data",
+            help="One row per observation: a .csv or .parquet file, a directory or a glob of .parquet files.",
+        ),
     ] = None,
     formula: Annotated[
         str | None,
         typer.Option("--formula", help='lme4 formula, e.g. "walk ~ week * adherence + (week | patient)".'),
     ] = None,
     db: Annotated[
-        Path | None, typer.Option("--db", help="DuckDB store: fit on the derived analysis frame.")
+        Path | None,
+        typer.Option(
+            "--db", help="DuckDB store: fit on the derived analysis frame (or on --table of any DuckDB file)."
+        ),
     ] = None,
+    table: Annotated[
+        str | None, typer.Option("--table", help="With --db: the table to fit on (one row per observation).")
+    ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="memory (read the rows) or duckdb (growth models: per-patient statistics computed by DuckDB "
+            "from the Parquet/CSV files or the table, for data larger than memory).",
+        ),
+    ] = Engine.memory,
     outcome: Annotated[
         str | None, typer.Option("--outcome", help="Measure for the standard growth model (with --db).")
     ] = None,
@@ -253,10 +299,31 @@ def fit_command(
 
     console = Console()
     try:
-        if data is not None and db is None:
+        if engine is Engine.duckdb:
+            if family is not None or model is not ModelKind.lmm:
+                raise UnusableInputError(
+                    "--engine duckdb fits growth models (--model lmm without --family); fit MMRM and GLMM "
+                    "with --engine memory"
+                )
+            if formula is None:
+                raise UnusableInputError("--engine duckdb needs --formula")
+            if (data is None) == (db is None):
+                raise UnusableInputError("give exactly one of --data PATH or --db FILE --table TABLE")
+            if db is not None and table is None:
+                raise UnusableInputError(
+                    "--engine duckdb with --db needs --table (the table with one row per observation)"
+                )
+            frame = None
+        elif data is not None and db is None:
             if formula is None:
                 raise UnusableInputError("--data needs --formula")
-            frame = read_frame(data)
+            if table is not None:
+                raise UnusableInputError("--table applies to --db FILE; drop it or use --db")
+            frame = _read_any(data)
+        elif db is not None and data is None and table is not None:
+            if formula is None:
+                raise UnusableInputError("--db with --table needs --formula")
+            frame = _read_table(db, table)
         elif db is not None and data is None:
             if outcome is None and formula is None:
                 raise UnusableInputError("--db needs --outcome (standard growth model) or --formula")
@@ -274,7 +341,9 @@ def fit_command(
             if not eq or not col or not level:
                 raise UnusableInputError(f"--reference {item!r}: expected COLUMN=LEVEL, e.g. group=control")
             refs[col.strip()] = level.strip()
-        if family is not None:  # --- GLMM branch: implemented in models/cli_glmm.py ---
+        if frame is None and (family is not None or model is not ModelKind.lmm):  # pragma: no cover
+            raise UnusableInputError("--engine duckdb fits growth models only")  # refused above already
+        if family is not None and frame is not None:  # --- GLMM branch: implemented in models/cli_glmm.py ---
             from sciatica_outcomes.models.cli_glmm import fit_glmm_command
 
             mmrm_only = weights is not None or vcov is not VcovMethod.asymptotic
@@ -287,7 +356,9 @@ def fit_command(
             return
         if offset is not None or trials is not None or nagq != 1:
             raise UnusableInputError("--offset, --trials and --nagq apply to a GLMM: add --family")
-        if model is ModelKind.mmrm:  # --- MMRM branch: implemented in models/cli_trial.py ---
+        if (
+            model is ModelKind.mmrm and frame is not None
+        ):  # --- MMRM branch: implemented in models/cli_trial.py ---
             from sciatica_outcomes.models.cli_trial import fit_mmrm_command
 
             if subject is None or visit is None:
@@ -318,7 +389,11 @@ def fit_command(
             raise UnusableInputError(
                 f"--ddf {ddf.value} needs a REML fit: drop --ml or use --ddf satterthwaite"
             )
-        fitted = GrowthModel(formula, reml=not ml, reference=refs, ddf=ddf.value).fit(frame)
+        growth = GrowthModel(formula, reml=not ml, reference=refs, ddf=ddf.value)
+        if frame is None:  # --engine duckdb: per-patient statistics computed by DuckDB where the data are
+            fitted = growth.fit_from(data if data is not None else db, table=table)
+        else:
+            fitted = growth.fit(frame)
         out = fitted.to_dict()
         em_result = None
         if emmeans:

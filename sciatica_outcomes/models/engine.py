@@ -200,13 +200,13 @@ class _State:
 
 
 class FixedAtTheta(TypedDict):
-    """What :meth:`ProfiledDeviance.fixed` returns."""
+    """What :meth:`ProfiledDeviance.fixed` returns (``state`` unless the evaluation was chunked)."""
 
     beta: FloatArray
     sxx_inv: FloatArray
     r2: float
     sigma: float
-    state: _State
+    state: NotRequired[_State]
 
 
 class RandomEffectModes(TypedDict):
@@ -233,6 +233,10 @@ class KenwardRogerBlocks(TypedDict):
 
 class ProfiledDeviance:
     """Sufficient statistics of one model and its profiled deviance as a function of ``theta``.
+
+    A single-level model with more than ``chunk_size`` patients evaluates the deviance and its gradient in
+    blocks of ``chunk_size`` patients (sums accumulated; the gradient's blocks recomputed once ``S`` is
+    known), so the temporaries of an evaluation stay bounded whatever the number of patients.
 
     Parameters
     ----------
@@ -267,6 +271,9 @@ class ProfiledDeviance:
     Validated against lme4 1.1-31 ``getME(m, "devfun")(theta)`` and ``REMLcrit(m)``
     (``tests/models/test_engine.py``, ``tests/reference/lmm``).
     """
+
+    #: patients per block of a chunked evaluation (single-level models above this size)
+    chunk_size: int = 1 << 18
 
     def __init__(
         self,
@@ -313,6 +320,67 @@ class ProfiledDeviance:
                 f2=_group_cross(g2, z2, w, m2),
             )
         self.n_evals = 0
+
+    @classmethod
+    def from_statistics(
+        cls,
+        n: int,
+        c11: FloatArray,
+        f1: FloatArray,
+        wtw: FloatArray,
+        level1: LevelSpec,
+        nested: tuple[LevelSpec, IntArray, FloatArray, FloatArray, FloatArray] | None = None,
+    ) -> ProfiledDeviance:
+        """The engine from sufficient statistics computed elsewhere (e.g. by SQL, no rows in memory).
+
+        Parameters
+        ----------
+        n : int
+            Number of rows.
+        c11, f1 : numpy.ndarray
+            Per inner group ``Z1'Z1`` ``(q1, q1, m1)`` and ``Z1'[X y]`` ``(q1, p + 1, m1)``.
+        wtw : numpy.ndarray
+            ``[X y]'[X y]``, ``(p + 1, p + 1)``.
+        level1 : LevelSpec
+            Template structure of the inner level.
+        nested : tuple, optional
+            ``(level2, parent, c12, c22, f2)`` for patients nested in clinics: the outer level's template,
+            the outer group of each inner group (non-decreasing), per inner group ``Z1'Z2`` ``(q1, q2,
+            m1)``, per outer group ``Z2'Z2`` ``(q2, q2, m2)`` and ``Z2'[X y]`` ``(q2, p + 1, m2)``.
+
+        Returns
+        -------
+        ProfiledDeviance
+            The same engine as the constructor builds from the rows with these statistics (Kenward-Roger
+            of a nested model, which needs the rows, excepted).
+        """
+        self = cls.__new__(cls)
+        d = wtw.shape[0]
+        self.n, self.p, self.d = int(n), d - 1, d
+        self.level1 = level1
+        self.n_theta = int(level1.index.max()) + 1
+        self.m1 = c11.shape[-1]
+        self.c11, self.f1, self.wtw = c11, f1, wtw
+        self.nested = nested is not None
+        self._outer = None
+        self.level2 = None
+        if nested is not None:
+            level2, parent, c12, c22, f2 = nested
+            if not np.all(np.diff(parent) >= 0):
+                raise ValueError("inner groups must be numbered in order of their outer group")
+            self.level2 = level2
+            self.n_theta = max(self.n_theta, int(level2.index.max()) + 1)
+            self._outer = _Outer(
+                level=level2,
+                m2=c22.shape[-1],
+                parent=parent,
+                cstarts=np.flatnonzero(np.r_[True, np.diff(parent) != 0]),
+                c12=c12,
+                c22=c22,
+                f2=f2,
+            )
+        self.n_evals = 0
+        return self
 
     # ---------------------------------------------------------------------------------------------
     def _solve(self, theta: FloatArray) -> _State:
@@ -378,15 +446,67 @@ class ProfiledDeviance:
         r2 = float(s[p, p] - s[p, :p] @ beta)
         return sxx_inv, beta, r2, ld_x
 
+    def _chunked(self) -> bool:
+        return self._outer is None and self.m1 > self.chunk_size
+
+    def _slices(self) -> list[slice]:
+        c = max(int(self.chunk_size), 1)
+        return [slice(i, min(i + c, self.m1)) for i in range(0, self.m1, c)]
+
+    def _block(
+        self, l1: FloatArray, sl: slice
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+        """``C Lambda``, ``A^-1``, ``log|A|``, ``G`` and ``B`` of the patients ``sl`` (as :meth:`_solve`)."""
+        c11l = _cr(self.c11[:, :, sl], l1)
+        ainv, logdet = batched_inv_logdet(_add_identity(_cl(l1.T, c11l)))
+        g1 = _cl(l1.T, self.f1[:, :, sl])
+        return c11l, ainv, logdet, g1, _bm(ainv, g1)
+
+    def _s_logdet(self, theta: FloatArray) -> tuple[FloatArray, float]:
+        """``S`` and ``log|A|`` at ``theta``: from :meth:`_solve`, or block by block for large models."""
+        if not self._chunked():
+            st = self._solve(theta)
+            return st.s, st.logdet
+        self.n_evals += 1
+        l1 = self.level1.template(theta)
+        s = self.wtw.copy()
+        logdet = 0.0
+        for sl in self._slices():  # a loop over blocks of patients (bounded memory), vectorised inside
+            _, _, ld, g1, b1 = self._block(l1, sl)
+            s -= _sp(_t(g1), b1)
+            logdet += float(ld.sum())
+        return 0.5 * (s + s.T), logdet
+
+    def _gradient(self, theta: FloatArray, psi: FloatArray, st: _State | None) -> FloatArray:
+        """:meth:`_grad_lambda`, block by block when the model is chunked (``st`` is then ``None``)."""
+        if st is not None:
+            return self._grad_lambda(st, psi)
+        l1 = self.level1.template(theta)
+        g = np.zeros(self.n_theta)
+        for sl in self._slices():
+            c11l, ainv, _, _, b1 = self._block(l1, sl)
+            bpsi1 = _cr(b1, psi)
+            m = ainv + _bm(bpsi1, _t(b1))
+            g_l1 = 2.0 * (_sp(c11l, m) - _sp(self.f1[:, :, sl], _t(bpsi1)))
+            g += self.level1.gather(g_l1, self.n_theta)
+        return g
+
+    def _evaluate(self, theta: FloatArray) -> tuple[FloatArray, float, _State | None]:
+        if self._chunked():
+            s, logdet = self._s_logdet(theta)
+            return s, logdet, None
+        st = self._solve(theta)
+        return st.s, st.logdet, st
+
     def deviance(self, theta: FloatArray, reml: bool, grad: bool = False) -> tuple[float, FloatArray | None]:
         """Profiled REML or ML deviance at ``theta`` and, if asked, its gradient."""
-        st = self._solve(theta)
+        s, logdet, st = self._evaluate(theta)
         try:
-            sxx_inv, beta, r2, ld_x = self._pieces(st.s)
+            sxx_inv, beta, r2, ld_x = self._pieces(s)
         except np.linalg.LinAlgError:
             return np.inf, (np.full(self.n_theta, np.nan) if grad else None)
         nu = self.n - self.p if reml else self.n
-        dev = st.logdet + nu * (1.0 + np.log(2.0 * np.pi * r2 / nu))
+        dev = logdet + nu * (1.0 + np.log(2.0 * np.pi * r2 / nu))
         if reml:
             dev += ld_x
         if not grad:
@@ -395,7 +515,7 @@ class ProfiledDeviance:
         psi = (nu / r2) * np.outer(v, v)
         if reml:
             psi[: self.p, : self.p] += sxx_inv
-        return float(dev), self._grad_lambda(st, psi)
+        return float(dev), self._gradient(theta, psi, st)
 
     def deviance_vp(
         self, varpar: FloatArray, reml: bool, grad: bool = False
@@ -408,11 +528,11 @@ class ProfiledDeviance:
         ``log|S_XX| - p log(2 pi sigma^2)`` for REML (``lmerTest:::devfun_vp``).
         """
         theta, sigma = varpar[:-1], float(varpar[-1])
-        st = self._solve(theta)
-        sxx_inv, beta, r2, ld_x = self._pieces(st.s)
+        s, logdet, st = self._evaluate(theta)
+        sxx_inv, beta, r2, ld_x = self._pieces(s)
         s2 = sigma * sigma
         nu = self.n - self.p if reml else self.n
-        dev = st.logdet + r2 / s2 + nu * np.log(2.0 * np.pi * s2)
+        dev = logdet + r2 / s2 + nu * np.log(2.0 * np.pi * s2)
         if reml:
             dev += ld_x
         if not grad:
@@ -421,22 +541,25 @@ class ProfiledDeviance:
         psi = np.outer(v, v) / s2
         if reml:
             psi[: self.p, : self.p] += sxx_inv
-        g_theta = self._grad_lambda(st, psi)
+        g_theta = self._gradient(theta, psi, st)
         g_sigma = -2.0 * r2 / (s2 * sigma) + 2.0 * nu / sigma
         return float(dev), np.r_[g_theta, g_sigma]
 
     def fixed(self, theta: FloatArray, reml: bool) -> FixedAtTheta:
         """Beta, ``S_XX^{-1}``, penalised RSS, sigma and the deviance pieces at ``theta``."""
-        st = self._solve(theta)
-        sxx_inv, beta, r2, _ = self._pieces(st.s)
+        s, _, st = self._evaluate(theta)
+        sxx_inv, beta, r2, _ = self._pieces(s)
         nu = self.n - self.p if reml else self.n
-        return {"beta": beta, "sxx_inv": sxx_inv, "r2": r2, "sigma": float(np.sqrt(r2 / nu)), "state": st}
+        out: FixedAtTheta = {"beta": beta, "sxx_inv": sxx_inv, "r2": r2, "sigma": float(np.sqrt(r2 / nu))}
+        if st is not None:
+            out["state"] = st
+        return out
 
     def covbeta(self, varpar: FloatArray) -> FloatArray:
         """``vcov(beta) = sigma^2 S_XX(theta)^{-1}`` (``lmerTest:::get_covbeta``)."""
-        st = self._solve(varpar[:-1])
+        s, _ = self._s_logdet(varpar[:-1])
         p = self.p
-        return float(varpar[-1]) ** 2 * cast("FloatArray", np.linalg.inv(st.s[:p, :p]))  # as in _pieces
+        return float(varpar[-1]) ** 2 * cast("FloatArray", np.linalg.inv(s[:p, :p]))  # as in _pieces
 
     def random_effects(self, theta: FloatArray, beta: FloatArray) -> RandomEffectModes:
         """Conditional modes ``b = Lambda u`` and blocks of ``Lambda A^{-1} Lambda'`` (times sigma^2).

@@ -482,6 +482,56 @@ def _scale(var: Variable, frame: pl.DataFrame, formula: str, fit: bool) -> Float
     return ((x - center) / sd).reshape(-1, 1)
 
 
+def resolve_factor(var: Variable, s: pl.Series, reference: dict[str, Any], formula_text: str) -> None:
+    """Set the levels of a factor variable from its data column (all rows, or only its distinct values).
+
+    The reference level (``reference`` keyed by column or label, or ``relevel(f, ref = ...)``) comes first;
+    a used ``reference`` entry is removed from the mapping, so that entries left over name no factor.
+    """
+    node, lab = var.node, var.label
+    column = _factor_column(node, formula_text)
+    var.level_values = None
+    if s.dtype == pl.Boolean:
+        levels: list[Any] = ["FALSE", "TRUE"]
+    elif isinstance(s.dtype, pl.Enum):
+        levels = list(s.dtype.categories.to_list())
+    elif s.dtype.is_numeric():
+        # R: factor(x) has levels sort(unique(x)), printed as as.character(x)
+        values = np.unique(s.drop_nulls().cast(pl.Float64).to_numpy())
+        values = values[np.isfinite(values)]
+        var.level_values = [float(v) for v in values]
+        levels = [_fmt_num(v) for v in values]
+    else:
+        levels = sorted(s.drop_nulls().cast(pl.String).unique().to_list())
+    ref_key = column if column in reference else lab
+    rel = _relevel_ref(node, formula_text)
+    if rel is not None:
+        if ref_key in reference:
+            raise ModelSpecificationError(
+                f"{lab!r} sets its reference level in the formula; remove {ref_key!r} from reference"
+            )
+        reference[ref_key] = rel
+    if ref_key in reference:
+        ref = str(reference.pop(ref_key))
+        if ref not in levels:
+            raise ModelSpecificationError(
+                f"reference level {ref!r} for {lab!r} is not among its levels {levels}"
+            )
+        if var.level_values is not None:
+            pos = levels.index(ref)
+            var.level_values = [
+                var.level_values[pos],
+                *var.level_values[:pos],
+                *var.level_values[pos + 1 :],
+            ]
+        levels = [ref, *[lv for lv in levels if lv != ref]]
+    if len(levels) < 2:
+        raise ModelSpecificationError(
+            f"factor {lab!r} has {len(levels)} level(s) in the data; a factor needs at least 2"
+        )
+    var.levels = levels
+
+
 def _eval_variable(var: Variable, frame: pl.DataFrame, formula: str, fit: bool) -> FloatArray:
     """Numeric matrix (n x k) of a numeric variable, or integer level codes (-1 = unseen) of a factor."""
     node = var.node
@@ -857,49 +907,8 @@ class Design:
             if node.kind == "name" and _is_categorical(_column(frame, node.value, formula.text)):
                 var.kind = "factor"
             if var.kind == "factor":
-                column = _factor_column(node, formula.text)
-                s = _column(frame, column, formula.text)
-                var.level_values = None
-                if s.dtype == pl.Boolean:
-                    levels: list[Any] = ["FALSE", "TRUE"]
-                elif isinstance(s.dtype, pl.Enum):
-                    levels = list(s.dtype.categories.to_list())
-                elif s.dtype.is_numeric():
-                    # R: factor(x) has levels sort(unique(x)), printed as as.character(x)
-                    values = np.unique(s.drop_nulls().cast(pl.Float64).to_numpy())
-                    values = values[np.isfinite(values)]
-                    var.level_values = [float(v) for v in values]
-                    levels = [_fmt_num(v) for v in values]
-                else:
-                    levels = sorted(s.drop_nulls().cast(pl.String).unique().to_list())
-                ref_key = column if column in reference else lab
-                rel = _relevel_ref(node, formula.text)
-                if rel is not None:
-                    if ref_key in reference:
-                        raise ModelSpecificationError(
-                            f"{lab!r} sets its reference level in the formula; "
-                            f"remove {ref_key!r} from reference"
-                        )
-                    reference[ref_key] = rel
-                if ref_key in reference:
-                    ref = str(reference.pop(ref_key))
-                    if ref not in levels:
-                        raise ModelSpecificationError(
-                            f"reference level {ref!r} for {lab!r} is not among its levels {levels}"
-                        )
-                    if var.level_values is not None:
-                        pos = levels.index(ref)
-                        var.level_values = [
-                            var.level_values[pos],
-                            *var.level_values[:pos],
-                            *var.level_values[pos + 1 :],
-                        ]
-                    levels = [ref, *[lv for lv in levels if lv != ref]]
-                if len(levels) < 2:
-                    raise ModelSpecificationError(
-                        f"factor {lab!r} has {len(levels)} level(s) in the data; a factor needs at least 2"
-                    )
-                var.levels = levels
+                s = _column(frame, _factor_column(node, formula.text), formula.text)
+                resolve_factor(var, s, reference, formula.text)
             data[lab] = _eval_variable(var, frame, formula.text, fit=True)
             if var.kind == "numeric":
                 var.mean = np.nanmean(data[lab], axis=0)
@@ -907,6 +916,16 @@ class Design:
             raise ModelSpecificationError(
                 f"reference levels given for {sorted(reference)}, which are not factors of the formula"
             )
+        design = cls.assemble(formula)
+        return design, design._matrix(data, frame.height)
+
+    @classmethod
+    def assemble(cls, formula: ModelFormula) -> Design:
+        """Column names, term columns and codings of a formula whose variables are resolved.
+
+        :meth:`build` resolves the variables (kinds, factor levels, knots) on a frame first; an out-of-core
+        statistics pass (:mod:`~sciatica_outcomes.models.sqlstats`) resolves them with queries.
+        """
         names: list[str] = ["(Intercept)"] if formula.intercept else []
         term_columns: list[tuple[str, list[int]]] = []
         if formula.intercept:
@@ -930,8 +949,7 @@ class Design:
             start = len(names)
             names.extend(combos)
             term_columns.append((":".join(term), list(range(start, len(names)))))
-        design = cls(formula, names, term_columns, coding)
-        return design, design._matrix(data, frame.height)
+        return cls(formula, names, term_columns, coding)
 
     def _matrix(self, data: dict[str, FloatArray], n: int, sum_coding: bool = False) -> FloatArray:
         cols: list[FloatArray] = [np.ones(n)] if self.formula.intercept else []

@@ -42,6 +42,8 @@ from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult, 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from sciatica_outcomes.models.outofcore import DataSource
+
 
 __all__ = ["FrameLike", "GrowthModel", "fit_standard", "likelihood_ratio_test", "standard_formula"]
 
@@ -359,6 +361,123 @@ class GrowthModel(Estimator):
         self._finish(time.perf_counter() - t0)
         return self
 
+    def fit_from(
+        self, source: DataSource, table: str | None = None, duckdb_config: Mapping[str, Any] | None = None
+    ) -> Self:
+        """Fit from where the data live: the per-patient sufficient statistics computed by DuckDB.
+
+        Parameters
+        ----------
+        source : duckdb.DuckDBPyRelation, str or pathlib.Path
+            A DuckDB relation; a Parquet file, a directory of Parquet files or a glob
+            (``"visits/*.parquet"``); a ``.csv`` file; or a DuckDB database file (the store) with
+            ``table`` (:func:`~sciatica_outcomes.models.outofcore.open_source`).
+        table : str, optional
+            Table of a DuckDB database file.
+        duckdb_config : mapping, optional
+            Settings of the DuckDB connection opened for a path, e.g. ``{"memory_limit": "3GB", "threads":
+            2}`` (ignored for a relation, which has its connection). The connection is closed after the
+            statistics pass, which frees DuckDB's memory before the optimiser runs.
+
+        Returns
+        -------
+        GrowthModel
+            ``self``, fitted: the same estimates, standard errors, Satterthwaite df, variance components
+            and log-likelihood as :meth:`fit` on the same rows (to rounding), with
+            ``result_.extras["statistics_seconds"]`` the time of the statistics passes.
+
+        Raises
+        ------
+        ModelSpecificationError
+            As :meth:`fit`; also a term SQL cannot evaluate (orthogonal ``poly()``, ``scale()``; the message
+            names it) and Kenward-Roger for nested models (its blocks need the rows).
+        UnusableInputError
+            A missing or unreadable source.
+
+        Notes
+        -----
+        The rows never reach Python: a ``GROUP BY`` patient (clinic and patient when nested) returns
+        ``Z'Z``, ``Z'[X y]`` and ``n_i`` per patient and a second pass the totals ``[X y]'[X y]``
+        (:mod:`~sciatica_outcomes.models.sqlstats` writes the SQL). Memory grows with the patients, not
+        the rows. Satterthwaite df and single-level Kenward-Roger need only these statistics. Predictions,
+        marginal means and BLUPs work as after :meth:`fit`.
+        """
+        from sciatica_outcomes.models.outofcore import compute_statistics, open_owned  # noqa: PLC0415
+
+        t0 = time.perf_counter()
+        self._validate_params()
+        self.formula_ = parse_formula(self.formula)
+        self.structure_ = _Structure(self.formula_)
+        st = self.structure_
+        if len(st.groups) == 2 and self.ddf.startswith("kenward-roger"):
+            raise ModelSpecificationError(
+                "Kenward-Roger for patients nested in clinics sums over the rows, which an out-of-core fit "
+                "does not hold: use ddf='satterthwaite' or fit in memory"
+            )
+        rel, con = open_owned(source, table, duckdb_config)
+
+        # the inner level is known after the counts; lme4 orders the inner level's terms first
+        def z_terms(inner: str) -> dict[str, list[tuple[str | None, ...]]]:
+            out: dict[str, list[tuple[str | None, ...]]] = {g: [] for g in st.groups}
+            for t in [t for t in st.terms if t.group == inner] + [t for t in st.terms if t.group != inner]:
+                out[t.group].append(t.variables)
+            return out
+
+        try:
+            stats, inner = compute_statistics(
+                rel, self.formula_, st.groups, z_terms, dict(self.reference or {}), self.time
+            )
+        finally:
+            if con is not None:  # opened here: close it, so DuckDB's buffers are freed before the optimiser
+                con.close()
+        self.n_dropped_ = stats.n_dropped
+        st.layout(inner)
+        design = stats.design
+        p = len(design.column_names)
+        n = stats.n
+        xtx = stats.wtw[:p, :p]
+        rank = np.linalg.matrix_rank(xtx) if p else 0
+        if rank < p:
+            vals, vecs = np.linalg.eigh(xtx)
+            root = (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T  # R of QR(root) is R of QR(X)
+            _, r = np.linalg.qr(root)
+            aliased = [
+                design.column_names[j] for j in np.flatnonzero(np.abs(np.diag(r)) < 1e-7 * np.abs(r).max())
+            ]
+            raise ModelSpecificationError(
+                f"the fixed-effects design is rank deficient (rank {rank} of {p} columns); columns "
+                f"{aliased or design.column_names} are combinations of others: remove them"
+            )
+        if n <= p:
+            raise ModelSpecificationError(
+                f"{n} complete rows for {p} fixed effects: need more rows than effects"
+            )
+        nested = None
+        if st.outer is not None and stats.nested is not None:
+            parent, c12, c22, f2 = stats.nested
+            nested = (st.specs[st.outer], parent, c12, c22, f2)
+        engine = ProfiledDeviance.from_statistics(n, stats.c11, stats.f1, stats.wtw, st.specs[inner], nested)
+        self.design_ = design
+        self.engine_ = engine
+        rms: dict[str, FloatArray] = {inner: np.sqrt(np.einsum("iim->i", stats.c11) / n)}
+        if st.outer is not None and stats.nested is not None:
+            rms[st.outer] = np.sqrt(np.einsum("iim->i", stats.nested[2]) / n)
+        scale = np.ones(st.n_theta)
+        for grp, spec in st.specs.items():
+            scale[spec.index] = 1.0 / np.maximum(rms[grp][spec.rows], 1e-12)
+        self._theta_scale = scale
+        self.column_info_ = stats.column_info
+        self._time_bounds = stats.time_bounds
+        self.n_groups_ = {inner: stats.inner_levels.len()}
+        self.group_levels_ = {inner: stats.inner_levels}
+        if st.outer is not None and stats.outer_levels is not None:
+            self.n_groups_[st.outer] = stats.outer_levels.len()
+            self.group_levels_[st.outer] = stats.outer_levels
+        self._fit_extras = {"engine": "duckdb", "statistics_seconds": stats.seconds}
+        self._optimise(self.reml)
+        self._finish(time.perf_counter() - t0)
+        return self
+
     def _column_info(self, frame: pl.DataFrame) -> None:
         info = predictor_info(self.design_, frame)
         self.column_info_ = info
@@ -477,7 +596,7 @@ class GrowthModel(Estimator):
             n_groups=dict(self.n_groups_),
             theta=tuple(float(v) for v in theta),
             diagnostics=diagnostics,
-            extras={"ddf_method": self.inference_.ddf_method},
+            extras={"ddf_method": self.inference_.ddf_method, **self.__dict__.get("_fit_extras", {})},
         )
 
     def _kenward_roger(self, theta: FloatArray, sigma: float) -> KenwardRogerInference:

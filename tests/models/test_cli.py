@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 from lmm_golden import REFERENCE
@@ -183,3 +184,61 @@ def test_fit_mmrm_ddf_kenward_roger_names_the_method(tmp_path: Path) -> None:
     got = json.loads(out.read_text())
     assert got["ddf_method"] == "kenward-roger"
     assert {"term", "estimate", "se", "df", "t", "p"} <= set(got["fixed_effects"][0])
+
+
+def _fixed(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    fe = json.loads(path.read_text(encoding="utf-8"))["fixed_effects"]
+    return [r["term"] for r in fe], np.array([r["estimate"] for r in fe]), np.array([r["se"] for r in fe])
+
+
+def test_fit_engine_duckdb_equals_memory_on_parquet_directory_glob_and_table(tmp_path: Path) -> None:
+    formula = "y ~ week * adherence + age + (1 | clinic) + (week | patient)"
+    frame = pl.read_csv(REFERENCE / "nested_clinic.csv")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i, part in enumerate(frame.partition_by("clinic")):
+        part.write_parquet(shards / f"p{i}.parquet")
+    db = tmp_path / "obs.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.register("f", frame.to_arrow())
+        con.execute("CREATE TABLE visits AS SELECT * FROM f")
+    base = tmp_path / "memory.json"
+    r = invoke(
+        "fit", "--data", str(REFERENCE / "nested_clinic.csv"), "--formula", formula, "--json", str(base)
+    )
+    assert r.returncode == 0, r.stderr
+    terms, est, se = _fixed(base)
+    runs = {
+        "dir": ("--data", str(shards), "--engine", "duckdb"),
+        "glob": ("--data", str(shards / "*.parquet"), "--engine", "duckdb"),
+        "glob_memory": ("--data", str(shards / "*.parquet")),
+        "table": ("--db", str(db), "--table", "visits", "--engine", "duckdb"),
+        "table_memory": ("--db", str(db), "--table", "visits"),
+    }
+    for name, args in runs.items():
+        out = tmp_path / f"{name}.json"
+        r = invoke("fit", *args, "--formula", formula, "--json", str(out), "--quiet")
+        assert r.returncode == 0, (name, r.stderr)
+        t2, e2, s2 = _fixed(out)
+        assert t2 == terms
+        assert rel(e2, est, floor=se) < 1e-10 and rel(s2, se) < 1e-10, name
+        engine = json.loads(out.read_text(encoding="utf-8")).get("engine")
+        assert engine == ("duckdb" if "--engine" in args else None), name
+
+
+def test_fit_engine_duckdb_refusals_exit_2(tmp_path: Path) -> None:
+    data = str(REFERENCE / "balanced.csv")
+    f = "y ~ week + (1 | patient)"
+    cases = [
+        (("--data", data, "--formula", f, "--model", "mmrm"), "fits growth models"),
+        (("--data", data), "needs --formula"),
+        (("--db", str(tmp_path / "x.duckdb"), "--formula", f), "needs --table"),
+        (("--data", str(tmp_path / "none.parquet"), "--formula", f), "does not exist"),
+        (("--data", data, "--formula", "y ~ poly(week, 2) + (1 | patient)"), "raw = TRUE"),
+    ]
+    for args, match in cases:
+        r = invoke("fit", *args, "--engine", "duckdb")
+        assert r.returncode == 2 and match in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    r = invoke("fit", "--data", data, "--table", "t", "--formula", f)
+    assert r.returncode == 2 and "--table applies to --db" in r.stderr

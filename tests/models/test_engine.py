@@ -99,3 +99,36 @@ def test_deviance_at_lme4_theta_equals_remlcrit() -> None:
     assert m.engine_.deviance(np.asarray(ref["theta"]), True)[0] == pytest.approx(d_r, abs=ROUNDING * d_r)
     # and our optimum is no worse: within DEVIANCE_STOP of the minimum (stopping rule), plus that rounding
     assert m.result_.deviance <= d_r + DEVIANCE_STOP + ROUNDING * d_r
+
+
+@pytest.mark.parametrize("name", ["unbalanced_missing", "uncorrelated_slopes"])
+def test_chunked_evaluation_equals_the_whole_batch(name: str) -> None:
+    """Blocks of patients (a large model's bounded-memory path) give the same deviance, gradient and fit."""
+    import polars as pl  # noqa: PLC0415
+
+    case = next(c for c in CASES if c["name"] == name)
+    frame = pl.read_csv(REFERENCE / case["data"])
+    whole = GrowthModel(case["formula"]).fit(frame)
+    eng = whole.engine_
+    assert eng.m1 < ProfiledDeviance.chunk_size  # the golden fit itself is not chunked
+    ProfiledDeviance.chunk_size, saved = 37, ProfiledDeviance.chunk_size  # 37 does not divide the patients
+    try:
+        assert eng._chunked() and len(eng._slices()) == -(-eng.m1 // 37)
+        for reml in (True, False):
+            d0, g0 = eng.deviance(whole.theta_ * 1.1, reml, grad=True)
+            ProfiledDeviance.chunk_size = saved
+            d1, g1 = eng.deviance(whole.theta_ * 1.1, reml, grad=True)
+            ProfiledDeviance.chunk_size = 37
+            assert abs(d0 - d1) < ROUNDING * abs(d1)
+            np.testing.assert_allclose(g0, g1, rtol=1e-10, atol=1e-10 * np.abs(g1).max())
+        vp = np.r_[whole.theta_, whole.sigma_]
+        cov_chunked = eng.covbeta(vp)
+        assert "state" not in eng.fixed(whole.theta_, True)
+        refit = GrowthModel(case["formula"]).fit(frame)
+    finally:
+        ProfiledDeviance.chunk_size = saved
+    np.testing.assert_allclose(cov_chunked, eng.covbeta(vp), rtol=1e-10)
+    np.testing.assert_allclose(refit.beta_, whole.beta_, rtol=1e-10, atol=1e-10 * np.abs(whole.beta_).max())
+    se_a, se_b = whole.summary["se"].to_numpy(), refit.summary["se"].to_numpy()
+    np.testing.assert_allclose(se_b, se_a, rtol=1e-10)
+    assert abs(refit.result_.loglik - whole.result_.loglik) < 2 * ROUNDING * abs(2 * whole.result_.loglik)
