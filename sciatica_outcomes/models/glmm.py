@@ -73,7 +73,14 @@ from sciatica_outcomes.models.separation import SeparationCheck, detect_separati
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["FAMILIES", "GLMMResult", "MixedGLM", "glmm_likelihood_ratio_test"]
+__all__ = [
+    "FAMILIES",
+    "MIN_CLINICS_RANDOM",
+    "GLMMResult",
+    "MixedGLM",
+    "fit_patients_in_clinics",
+    "glmm_likelihood_ratio_test",
+]
 
 #: supported families and their (canonical or log) links
 FAMILIES: dict[str, str] = {"binomial": "logit", "poisson": "log", "negbin2": "log"}
@@ -1379,3 +1386,63 @@ def glmm_likelihood_ratio_test(small: MixedGLM, large: MixedGLM) -> LikelihoodRa
             "their log-likelihoods are not comparable"
         )
     return likelihood_ratio(a.loglik, b.loglik, small.engine_.n_par, large.engine_.n_par, False)
+
+
+#: fewest clinics for which the product's GLMMs add a clinic random intercept (a variance from fewer clinics
+#: is barely estimable: with 2-4 clinics the patients' model is kept, as before)
+MIN_CLINICS_RANDOM = 5
+
+
+def fit_patients_in_clinics(
+    fixed: str,
+    patient_term: str,
+    data: pl.DataFrame,
+    clinic: str = "clinic_id",
+    nagq: int = 9,
+    **kwargs: Any,
+) -> tuple[MixedGLM, bool]:
+    """The product's GLMM: patients nested in clinics when there are enough clinics, else patients only.
+
+    Parameters
+    ----------
+    fixed : str
+        Response and fixed part, e.g. ``"flares ~ program_week"``.
+    patient_term : str
+        The patients' random term, e.g. ``"(1 | episode_id)"``.
+    data : polars.DataFrame
+        Model rows; ``clinic`` may be absent.
+    clinic : str
+        The clinic column.
+    nagq : int
+        Quadrature nodes of the patients-only model (the nested model is a Laplace fit: glmer and this
+        package refuse quadrature with two grouping factors).
+    **kwargs
+        Passed to :class:`MixedGLM` (``family``, ``offset``, ``trials``, ``reference``, ``level``).
+
+    Returns
+    -------
+    model : MixedGLM
+        The fitted model.
+    with_clinics : bool
+        Whether it has the clinic random intercept ``(1 | clinic)``.
+
+    Notes
+    -----
+    The rule: ``(1 | clinic)`` is added when every row has a clinic and there are at least
+    :data:`MIN_CLINICS_RANDOM` (5) clinics. A nested fit that fails (a design error, diverging modes) or
+    does not converge falls back to the patients-only model: a report gets an answer, not a traceback.
+    """
+    single = f"{fixed} + {patient_term}"
+    if (
+        clinic in data.columns
+        and data[clinic].null_count() == 0
+        and data[clinic].n_unique() >= MIN_CLINICS_RANDOM
+    ):
+        try:
+            nested = MixedGLM(f"{fixed} + (1 | {clinic}) + {patient_term}", nagq=1, **kwargs).fit(data)
+        except (ModelSpecificationError, FloatingPointError, np.linalg.LinAlgError):
+            pass
+        else:
+            if nested.result_.converged:
+                return nested, True
+    return MixedGLM(single, nagq=nagq, **kwargs).fit(data), False

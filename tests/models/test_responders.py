@@ -170,3 +170,18 @@ def test_glmm_share_moves_from_the_completers_towards_the_truth_under_mar() -> N
         assert np.all((lo < g["share"].to_numpy()) & (g["share"].to_numpy() < hi))
         assert abs(g["share"][0] - t[0]) < 2.5 * (hi[0] - lo[0]) / 2  # week 6: nobody has left yet
     assert glmm["n_patients"][0] == 3000
+
+
+def test_glmm_responders_nest_patients_in_clinics_when_there_are_five_or_more() -> None:
+    """A cohort of 8 clinics: the responder GLMM adds the clinic intercept (Laplace; b = b_patient + b_clinic
+    in the population average). Without the clinic column it is the patients-only quadrature fit; the two
+    population-averaged shares differ (a different model) but by little, the clinic variance being small."""
+    cohort = generate_cohort(n_patients=600, seed=12)
+    odi = responder_frame(cohort.tables, "odi")
+    assert odi["clinic_id"].n_unique() >= 5
+    nested = glmm_responders(odi, n_draws=200)
+    plain = glmm_responders(odi.drop("clinic_id"), n_draws=200)
+    assert nested["converged"].all() and nested.height == plain.height
+    a, b = nested["share"].to_numpy(), plain["share"].to_numpy()
+    assert not np.allclose(a, b, rtol=0, atol=1e-6) and np.max(np.abs(a - b)) < 0.03
+    assert np.all((nested["ci_low"].to_numpy() < a) & (a < nested["ci_high"].to_numpy()))

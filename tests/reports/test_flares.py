@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 import pytest
 
 from sciatica_outcomes.derive import flare_panel, session_pain
 from sciatica_outcomes.reports.flares import (
     FLARE_FORMULA,
+    FLARE_FORMULA_CLINICS,
     MIN_FLARES,
     PER_WEEKS,
     flare_rates_by_group,
@@ -37,7 +39,50 @@ def test_recovers_the_planted_decline_and_says_so(cohort: Cohort) -> None:
     assert f"{(1 - f.rate_ratio) * 100:.0f}% every {PER_WEEKS} weeks" in f.sentence
     assert f.curve.height == 12 and f.curve["rate_per_100"].is_sorted(descending=True)
     assert (f.curve["ci_low"] < f.curve["rate_per_100"]).all()
-    assert f.formula == FLARE_FORMULA
+    # 8 clinics (>= MIN_CLINICS_RANDOM): episodes nested in clinics, a Laplace fit
+    assert f.formula == FLARE_FORMULA_CLINICS and f.approximation == "Laplace"
+
+
+def test_fewer_than_five_clinics_keep_the_episodes_only_model(cohort: Cohort) -> None:
+    """4 clinics: no clinic random intercept (its variance is barely estimable), quadrature as before; the
+    planted decline is still found."""
+    t = cohort.tables
+    end = t["sessions"]["session_date"].max()
+    eps = t["episodes"].filter(pl.col("clinic_id").is_in(["CL01", "CL02", "CL03", "CL06"]))
+    f = flare_trend(t["sessions"], t["session_exercises"], eps, end)
+    assert f.status == "estimated" and f.converged
+    assert f.formula == FLARE_FORMULA and f.approximation == "adaptive Gauss-Hermite (nAGQ = 9)"
+    assert f.ci_high < 1.0
+
+
+def test_a_failed_nested_fit_falls_back_to_the_episodes_only_model() -> None:
+    """Episode codes shared by two clinics make the nested model a design error: the report still answers,
+    from the episodes-only model (a failed fit is data, never a traceback)."""
+    from sciatica_outcomes.models.glmm import fit_patients_in_clinics  # noqa: PLC0415
+
+    rng = np.random.default_rng(5)
+    n_ep, weeks = 200, 8
+    ep = np.repeat(np.arange(n_ep), weeks)
+    frame = pl.DataFrame(
+        {
+            "episode_id": [f"E{i % 100:03d}" for i in ep],  # E000 in two clinics: crossed, not nested
+            "clinic_id": [f"CL{i % 6}" for i in ep],
+            "program_week": np.tile(np.arange(weeks, dtype=float), n_ep),
+            "flares": rng.poisson(0.3, ep.size),
+        }
+    )
+    model, with_clinics = fit_patients_in_clinics(
+        "flares ~ program_week", "(1 | episode_id)", frame, family="poisson"
+    )
+    assert not with_clinics and model.formula == FLARE_FORMULA
+    assert model.result_.n_groups == {"episode_id": 100}
+    nested, yes = fit_patients_in_clinics(
+        "flares ~ program_week",
+        "(1 | episode_id)",
+        frame.with_columns(pl.Series("episode_id", [f"E{i:03d}" for i in ep])),
+        family="poisson",
+    )
+    assert yes and nested.result_.n_groups == {"episode_id": 200, "clinic_id": 6}
 
 
 def test_observed_weekly_rates_only_where_no_count_is_withheld(cohort: Cohort) -> None:
