@@ -167,6 +167,7 @@ def test_laplace_close_to_glmer_and_exact_at_its_estimates(name: str) -> None:
         "nested_poisson_slope_tmb",
         "nested_binomial_tmb",
         "nested_negbin_tmb",
+        "nested_clinic_slope_tmb",
     ],
 )
 def test_analytic_gradient_matches_central_differences(name: str) -> None:

@@ -153,7 +153,12 @@ cases <- list(
   tmb_case("nested_binomial_tmb", "nested.csv", nested, "responder ~ week + adherence + (1 | clinic) + (1 | patient)",
            "responder ~ week + adherence + (1 | clinic) + (1 | patient)", "binomial"),
   tmb_case("grouse_nested_tmb", "grouseticks.csv", grouse, "TICKS ~ YEAR + cHEIGHT + (1 | LOCATION/BROOD)",
-           "TICKS ~ YEAR + cHEIGHT + (1 | LOCATION) + (1 | BROOD)", "poisson")
+           "TICKS ~ YEAR + cHEIGHT + (1 | LOCATION) + (1 | BROOD)", "poisson"),
+  # a random slope per clinic too (a 2 x 2 clinic block in the Schur complement)
+  tmb_case("nested_clinic_slope_tmb", "nested.csv", nested,
+           "flares ~ week + adherence + (week | clinic) + (week | patient) + offset(log_sessions)",
+           "flares ~ week + adherence + (1 + week | clinic) + (1 + week | patient)", "poisson",
+           offset = "log_sessions")
 )
 # likelihood-ratio test of nested fits: anova(m0, m1) (nAGQ = 25: glmer's saturated part cancels)
 m0 <- glmer(cbind(incidence, size - incidence) ~ 1 + (1 | herd), cbpp, binomial, nAGQ = 25, control = ctrl)
