@@ -416,11 +416,12 @@ def glmm_responders(
     -----
     Model per definition: ``logit P(responder_iv) = a_v + g baseline_i + b_i``, ``b_i ~ N(0, s^2)``, fitted to
     the determined calls (:class:`~sciatica_outcomes.models.MixedGLM`); with a ``clinic_id`` column of at
-    least 5 clinics, ``b_i = b_patient + b_clinic`` (patients nested in clinics, Laplace; ``s^2`` the sum of
-    the two variances; :func:`~sciatica_outcomes.models.glmm.fit_patients_in_clinics`). The share at a visit
-    is population-averaged over all ``N`` patients with a baseline: ``share_v = mean_i E_b[expit(a_v + g
-    baseline_i + b)]`` (Gauss-Hermite over ``b``, 20 nodes). Interval: percentiles over draws of ``(s, a,
-    g) ~ N(estimate, 2 H^-1)`` with ``H`` the Hessian of the deviance at the optimum.
+    least 5 clinics where Laplace is adequate, ``b_i = b_patient + b_clinic`` (patients nested in clinics,
+    Laplace; ``s^2`` the sum of the two variances;
+    :func:`~sciatica_outcomes.models.glmm.fit_patients_in_clinics`). The share at a visit is
+    population-averaged over all ``N`` patients with a baseline: ``share_v = mean_i E_b[expit(a_v + g
+    baseline_i + b)]`` (Gauss-Hermite over ``b``, 20 nodes). Interval: percentiles over draws of ``(s, a, g) ~
+    N(estimate, 2 H^-1)`` with ``H`` the Hessian of the deviance at the optimum.
 
     Validated against: the true responder share of simulated data with missing-at-random dropout, where it
     lies between the observed (completers) share and the truth (``tests/models/test_responders.py``); the

@@ -11,8 +11,10 @@ overstates the between-episode SD)::
 
 With episodes from at least :data:`~sciatica_outcomes.models.glmm.MIN_CLINICS_RANDOM` (5) clinics the
 episodes are nested in clinics, ``flares ~ program_week + (1 | clinic_id) + (1 | episode_id)``, by the
-Laplace approximation (quadrature is not defined for two grouping factors, as in glmer); a nested fit that
-fails or does not converge falls back to the episodes-only model
+Laplace approximation (quadrature is not defined for two grouping factors, as in glmer), provided the
+Laplace approximation is adequate for the data (on the episodes-only model its episode SD agrees with the
+quadrature one within 10% + 0.05; with flares as rare as the synthetic cohort's it does not: 1.30 against
+0.00). Otherwise, or when the nested fit fails or does not converge, the episodes-only model answers
 (:func:`~sciatica_outcomes.models.glmm.fit_patients_in_clinics`).
 
 The rate ratio per 4 program weeks ``exp(4 beta_week)`` with its Wald interval answers the question; the
@@ -325,8 +327,8 @@ def flare_rates_by_group(
     -----
     ``flares ~ program_week * group + (1 | episode_id)`` with offset ``log(at_risk)``, Poisson, adaptive
     Gauss-Hermite (9 nodes), or with ``(1 | clinic_id)`` added (Laplace) for episodes of at least 5 clinics
-    (:func:`~sciatica_outcomes.models.glmm.fit_patients_in_clinics`); the rate ratio per 4 weeks of level
-    ``g`` is ``exp(4 (b_week + b_week:g))``, a Wald contrast of the fit.
+    where Laplace is adequate (:func:`~sciatica_outcomes.models.glmm.fit_patients_in_clinics`); the rate
+    ratio per 4 weeks of level ``g`` is ``exp(4 (b_week + b_week:g))``, a Wald contrast of the fit.
     """
     config = config or ClinicalConfig()
     rule = rule or rule_for("network")
