@@ -6,7 +6,9 @@ week, a planted decline of the flare rate of 0.93 per week):
 - ``poisson-slope``: ``flares ~ week + (week | patient)`` with ``offset(log_sessions)``, Laplace
   (glmer ``nAGQ = 1``; glmmTMB ``poisson``);
 - ``binomial-agq``: ``flared_sessions`` out of ``sessions`` ~ ``week + (1 | patient)``, adaptive
-  Gauss-Hermite with 9 nodes (glmer ``nAGQ = 9``; glmmTMB has no quadrature: Laplace, marked).
+  Gauss-Hermite with 9 nodes (glmer ``nAGQ = 9``; glmmTMB has no quadrature: Laplace, marked);
+- ``poisson-nested``: patients nested in 20 clinics (clinic SD 0.3), ``flares ~ week + (1 | clinic) +
+  (week | patient)`` with ``offset(log_sessions)``, Laplace.
 
 Each tool runs in its own process under ``/usr/bin/time -v`` (peak resident memory) with a time limit
 (``--timeout``, default 10 min). Columns: fit seconds (the fitting call only, data already in memory), the
@@ -51,6 +53,15 @@ MODELS = {
         "nagq": 9,
         "r": "cbind(flared_sessions, sessions - flared_sessions) ~ week + (1 | patient)",
     },
+    "poisson-nested": {
+        "formula": "flares ~ week + (1 | clinic) + (week | patient)",
+        "family": "poisson",
+        "offset": "log_sessions",
+        "trials": None,
+        "nagq": 1,
+        "r": "flares ~ week + (1 | clinic) + (week | patient) + offset(log_sessions)",
+        "clinics": 20,
+    },
 }
 MEMORY_LIMIT = 16 * 1024**3
 
@@ -73,6 +84,7 @@ suppressPackageStartupMessages({library(lme4); library(glmmTMB); library(data.ta
 args <- commandArgs(trailingOnly = TRUE)
 d <- fread(args[1]); spec <- fromJSON(args[2]); tool <- args[3]
 d$patient <- factor(d$patient)
+if ("clinic" %in% names(d)) d$clinic <- factor(d$clinic)
 fam <- if (spec$family == "poisson") poisson else binomial
 t0 <- proc.time()[["elapsed"]]
 if (tool == "glmer") {
@@ -144,7 +156,7 @@ def main() -> None:
             spec = MODELS[name]
             given_up: set[str] = set()
             for n in sizes:
-                frame = simulate_flares(n, weeks=12, seed=2026)
+                frame = simulate_flares(n, weeks=12, seed=2026, n_clinics=spec.get("clinics"))
                 pq, csv = tmpdir / f"d{n}.parquet", tmpdir / f"d{n}.csv"
                 frame.write_parquet(pq)
                 frame.write_csv(csv)

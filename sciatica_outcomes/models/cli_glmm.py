@@ -123,8 +123,8 @@ def fit_glmm_command(
             f"logLik {r.loglik:.4f}  AIC {r.aic:.2f}  BIC {r.bic:.2f}{size}  converged {r.converged}  "
             f"({r.diagnostics.n_evaluations} evaluations)"
         )
-        for msg in r.diagnostics.messages:
-            console.print(f"note: {msg}")
+        for msg in r.diagnostics.messages:  # a separation message is already a warning
+            console.print(msg if msg.startswith("warning:") else f"note: {msg}")
         if em is not None:
             cols = [
                 c

@@ -135,6 +135,8 @@ def simulate_flares(
     sd_slope: float = 0.03,
     corr: float = -0.3,
     size: float | None = None,
+    n_clinics: int | None = None,
+    sd_clinic: float = 0.3,
 ) -> pl.DataFrame:
     """Simulate weekly flare counts with sessions as exposure and a known decline of the flare rate.
 
@@ -156,6 +158,12 @@ def simulate_flares(
         SDs (log scale) and correlation of the patient random intercept and slope.
     size : float, optional
         Negative-binomial size; Poisson when ``None``.
+    n_clinics : int, optional
+        Patients nested in this many clinics (patient ``i`` in clinic ``i mod n_clinics``) with a clinic
+        random intercept of SD ``sd_clinic`` on the log rate (from its own random stream: sessions and patient
+        effects are those of the same seed without clinics); adds the column ``clinic``.
+    sd_clinic : float
+        SD of the clinic random intercept.
 
     Returns
     -------
@@ -172,12 +180,17 @@ def simulate_flares(
     )
     b = rng.multivariate_normal(np.zeros(2), cov, size=n_patients)
     eta = np.log(base_rate) + (np.log(rate_ratio_week) + b[pid, 1]) * week + b[pid, 0] + np.log(sessions)
+    clinic = None
+    if n_clinics is not None:
+        clinic = pid % n_clinics
+        eta = eta + np.random.default_rng([seed, 1]).normal(0.0, sd_clinic, n_clinics)[clinic]
     mu = np.exp(eta)
     if size is not None:
         mu = mu * rng.gamma(size, 1.0 / size, pid.size)
     flares = rng.poisson(mu)
     return pl.DataFrame(
         {
+            **({} if clinic is None else {"clinic": clinic}),
             "patient": pid,
             "week": week,
             "sessions": sessions,

@@ -415,16 +415,19 @@ def glmm_responders(
     Notes
     -----
     Model per definition: ``logit P(responder_iv) = a_v + g baseline_i + b_i``, ``b_i ~ N(0, s^2)``, fitted to
-    the determined calls (:class:`~sciatica_outcomes.models.MixedGLM`). The share at a visit is
+    the determined calls (:class:`~sciatica_outcomes.models.MixedGLM`); with a ``clinic_id`` column of at
+    least 5 clinics where Laplace is adequate, ``b_i = b_patient + b_clinic`` (patients nested in clinics,
+    Laplace; ``s^2`` the sum of the two variances;
+    :func:`~sciatica_outcomes.models.glmm.fit_patients_in_clinics`). The share at a visit is
     population-averaged over all ``N`` patients with a baseline: ``share_v = mean_i E_b[expit(a_v + g
-    baseline_i + b)]`` (Gauss-Hermite over ``b``, 20 nodes). Interval: percentiles over draws of ``(s, a,
-    g) ~ N(estimate, 2 H^-1)`` with ``H`` the Hessian of the deviance at the optimum.
+    baseline_i + b)]`` (Gauss-Hermite over ``b``, 20 nodes). Interval: percentiles over draws of ``(s, a, g) ~
+    N(estimate, 2 H^-1)`` with ``H`` the Hessian of the deviance at the optimum.
 
     Validated against: the true responder share of simulated data with missing-at-random dropout, where it
     lies between the observed (completers) share and the truth (``tests/models/test_responders.py``); the
     GLMM itself against glmer and glmmTMB (``tests/models/test_glmm.py``).
     """
-    from sciatica_outcomes.models.glmm import MixedGLM  # noqa: PLC0415 - the GLMM only when used
+    from sciatica_outcomes.models.glmm import fit_patients_in_clinics  # noqa: PLC0415 - the GLMM only when used
 
     _check(frame, ["episode_id", "measure", "visit", "baseline", *_DEFINITIONS.values()])
     measures = frame["measure"].unique().to_list()
@@ -441,19 +444,23 @@ def glmm_responders(
     for definition, col in _DEFINITIONS.items():  # loop over the two responder definitions
         data = follow.filter(pl.col(col).is_not_null()).select(
             "episode_id",
+            *([pl.col("clinic_id").cast(pl.String)] if "clinic_id" in follow.columns else []),
             pl.col("visit").cast(pl.String),
             pl.col("baseline").cast(pl.Float64),
             pl.col(col).cast(pl.Int64).alias("__responder"),
         )
         if data.height == 0 or data["__responder"].n_unique() < 2:
             continue
-        fit = MixedGLM(
-            "__responder ~ visit + baseline + (1 | episode_id)",
-            family="binomial",
+        fit, _ = fit_patients_in_clinics(
+            "__responder ~ visit + baseline",
+            "(1 | episode_id)",
+            data,
             nagq=nagq,
+            family="binomial",
             reference={"visit": order[0]},
             level=level,
-        ).fit(data)
+        )
+        n_theta = fit.engine_.n_theta  # 1, or 2 with the clinic intercept: b = b_episode + b_clinic
         grid = pl.DataFrame(
             {
                 "visit": np.repeat(order, base.shape[0]),
@@ -475,8 +482,16 @@ def glmm_responders(
             share: FloatArray = (w_k * special.expit(inner)).sum(axis=-1).mean(axis=-1) / math.sqrt(math.pi)
             return share
 
-        point = shares(fit.par_[:1], fit.beta_[None, :])[0]
-        chunks = [shares(d[:, 0], d[:, 1:]) for d in np.array_split(draws, max(1, n_draws // 100))]
+        def total_sd(theta: FloatArray) -> FloatArray:
+            """SD of the sum of the (independent) intercepts per row of ``theta``."""
+            sd: FloatArray = np.sqrt(np.sum(theta**2, axis=1))
+            return sd
+
+        point = shares(total_sd(fit.par_[None, :n_theta]), fit.beta_[None, :])[0]
+        chunks = [
+            shares(total_sd(d[:, :n_theta]), d[:, n_theta:])
+            for d in np.array_split(draws, max(1, n_draws // 100))
+        ]
         lo, hi = np.quantile(np.concatenate(chunks), [0.5 - level / 2, 0.5 + level / 2], axis=0)
         for j, visit in enumerate(order):
             rows.append(

@@ -9,6 +9,14 @@ overstates the between-episode SD)::
 
     flares ~ program_week + (1 | episode_id) + offset(log(at_risk))
 
+With episodes from at least :data:`~sciatica_outcomes.models.glmm.MIN_CLINICS_RANDOM` (5) clinics the
+episodes are nested in clinics, ``flares ~ program_week + (1 | clinic_id) + (1 | episode_id)``, by the
+Laplace approximation (quadrature is not defined for two grouping factors, as in glmer), provided the
+Laplace approximation is adequate for the data (on the episodes-only model its episode SD agrees with the
+quadrature one within 10% + 0.05; with flares as rare as the synthetic cohort's it does not: 1.30 against
+0.00). Otherwise, or when the nested fit fails or does not converge, the episodes-only model answers
+(:func:`~sciatica_outcomes.models.glmm.fit_patients_in_clinics`).
+
 The rate ratio per 4 program weeks ``exp(4 beta_week)`` with its Wald interval answers the question; the
 fitted rate per 100 sessions averaged over episodes (``exp(eta + s^2 / 2)``, comparable with the pooled
 observed rates) is the curve. The model is fitted
@@ -30,16 +38,25 @@ import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.derive import flare_panel, session_pain
-from sciatica_outcomes.models.glmm import MixedGLM
+from sciatica_outcomes.models.glmm import fit_patients_in_clinics
 from sciatica_outcomes.reports.privacy import SUPPRESSED, SuppressionRule, rule_for
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["FLARE_FORMULA", "FlareTrend", "flare_rates_by_group", "flare_trend", "plot_flare_trend"]
+__all__ = [
+    "FLARE_FORMULA",
+    "FLARE_FORMULA_CLINICS",
+    "FlareTrend",
+    "flare_rates_by_group",
+    "flare_trend",
+    "plot_flare_trend",
+]
 
 #: the model of the flare rate over program weeks (offset ``log(at_risk)``)
 FLARE_FORMULA = "flares ~ program_week + (1 | episode_id)"
+#: the same with episodes nested in clinics (enough clinics)
+FLARE_FORMULA_CLINICS = "flares ~ program_week + (1 | clinic_id) + (1 | episode_id)"
 #: fewest flares for which the trend is modelled
 MIN_FLARES = 20
 #: the rate ratio is reported per this many program weeks
@@ -159,7 +176,9 @@ def flare_trend(
             None, None, None, None, _empty_curve(), n_eps, n_flares, n_risk,
         )  # fmt: skip
     data = panel.with_columns(pl.col("at_risk").cast(pl.Float64).log().alias("log_at_risk"))
-    model = MixedGLM(FLARE_FORMULA, family="poisson", offset="log_at_risk", nagq=9).fit(data)
+    model, _ = fit_patients_in_clinics(
+        "flares ~ program_week", "(1 | episode_id)", data, family="poisson", offset="log_at_risk"
+    )
     row = model.summary.filter(pl.col("term") == "program_week").row(0, named=True)
     rr, lo, hi = (math.exp(PER_WEEKS * row[k]) for k in ("estimate", "ci_low", "ci_high"))
     weeks = list(range(config.program_weeks))
@@ -181,7 +200,8 @@ def flare_trend(
     # the average over patients of exp(eta + b), b ~ N(0, s^2), is exp(eta + s^2 / 2): the rate comparable
     # with the pooled observed rates (the rate at b = 0, a median patient's, is lower); the interval is that
     # of eta with s^2 at its estimate. With a random intercept only the rate ratio is the same on both scales.
-    half_var = 0.5 * float(model.variance_components["variance"][0])
+    # Nested in clinics, s^2 is the sum of the episode and clinic intercept variances.
+    half_var = 0.5 * float(model.variance_components["variance"].sum())
     curve = (
         pl.DataFrame(
             {
@@ -218,7 +238,7 @@ def flare_trend(
     )
     return FlareTrend(
         "estimated", sentence, rr, lo, hi, float(row["p"]), curve, n_eps, n_flares, n_risk,
-        converged=model.result_.converged,
+        formula=model.formula, approximation=model.result_.method, converged=model.result_.converged,
     )  # fmt: skip
 
 
@@ -306,8 +326,9 @@ def flare_rates_by_group(
     Notes
     -----
     ``flares ~ program_week * group + (1 | episode_id)`` with offset ``log(at_risk)``, Poisson, adaptive
-    Gauss-Hermite (9 nodes); the rate ratio per 4 weeks of level ``g`` is ``exp(4 (b_week + b_week:g))``, a
-    Wald contrast of the fit.
+    Gauss-Hermite (9 nodes), or with ``(1 | clinic_id)`` added (Laplace) for episodes of at least 5 clinics
+    where Laplace is adequate (:func:`~sciatica_outcomes.models.glmm.fit_patients_in_clinics`); the rate
+    ratio per 4 weeks of level ``g`` is ``exp(4 (b_week + b_week:g))``, a Wald contrast of the fit.
     """
     config = config or ClinicalConfig()
     rule = rule or rule_for("network")
@@ -345,13 +366,14 @@ def flare_rates_by_group(
                 | {c: None for c in columns[3:]}
             )
         return pl.DataFrame(rows, schema=empty.schema), None
-    model = MixedGLM(
-        f"flares ~ program_week * {group} + (1 | episode_id)",
+    model, _ = fit_patients_in_clinics(
+        f"flares ~ program_week * {group}",
+        "(1 | episode_id)",
+        panel,
         family="poisson",
         offset="log_at_risk",
-        nagq=9,
         reference={group: levels[0]},
-    ).fit(panel)
+    )
     names = list(model.design_.column_names)
     week = names.index("program_week")
     for g in levels:

@@ -73,3 +73,26 @@ def test_user_errors_exit_2_with_a_sentence(extra: list[str], message: str) -> N
     )  # fmt: skip
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_nested_clinics_through_the_cli(tmp_path: Path) -> None:
+    """Patients nested in clinics: glmmTMB's log-likelihood, both groups named, and quadrature refused."""
+    case = REFERENCE["nested_negbin_tmb"]
+    out = tmp_path / "nested.json"
+    r = invoke(
+        "fit", "--data", str(REF_DIR / "nested.csv"), "--formula", case["formula"], "--family", "negbin2",
+        "--offset", "log_sessions", "--json", str(out), "--quiet",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert abs(doc["loglik"] - case["loglik"]) < GOLDEN_LOGLIK
+    assert doc["n_groups"] == {"patient": 302, "clinic": 12}  # 12 clinics of 20-30 patients
+    assert [(v["group"], v["term1"]) for v in doc["random_effects"]] == [
+        ("patient", "(Intercept)"),
+        ("clinic", "(Intercept)"),
+    ]
+    bad = invoke(
+        "fit", "--data", str(REF_DIR / "nested.csv"), "--formula", case["formula"], "--family", "poisson",
+        "--nagq", "9",
+    )  # fmt: skip
+    assert bad.returncode == 2 and "two grouping factors" in (bad.stdout + bad.stderr)

@@ -16,7 +16,14 @@ Tolerances (``tests/models/tolerances.py`` golden set, as the issue states them 
 * glmer with ``nAGQ = 1`` does not evaluate the Laplace approximation exactly: its log-determinant comes from
   PIRLS weights of an earlier iterate (the reference script recomputes the exact Laplace deviance at glmer's
   estimates, and this package must give that number to 1e-8). Against glmer's own optimum only closeness is
-  asserted (ours at least as high in log-likelihood; estimates within 1e-2 of ``max(|R|, SE)``).
+  asserted: ours at least as high in log-likelihood, estimates within ``max(1e-2, 2 sqrt(2 G))`` of
+  ``max(|R|, SE)`` with ``G`` our log-likelihood minus glmer's (glmer maximises a slightly different
+  criterion and stops where bobyqa stops; a gap ``G`` moves estimates by up to ``sqrt(2 G)`` SE). On the
+  nested grouseticks fit ``(1 | LOCATION/BROOD)`` glmer itself warns "failed to converge with max|grad| =
+  0.827" and stops 0.022 below our (and glmmTMB's) log-likelihood: the tolerance there is 0.42 of
+  ``max(|R|, SE)``; glmmTMB, which converged, is the tight reference of that model.
+* Nested models (patients in clinics, broods in locations): glmmTMB is the reference (same tolerances);
+  the joint Hessian's Schur-complement log-determinant and inverse blocks are checked against a dense one.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ matplotlib.use("Agg")
 REF_DIR = Path(__file__).resolve().parents[1] / "reference" / "glmm"
 REFERENCE = json.loads((REF_DIR / "glmm_reference.json").read_text())
 CASES = {c["name"]: c for c in REFERENCE["cases"]}
-FACTORS = ("herd", "period", "BROOD", "YEAR", "LOCATION", "INDEX", "patient", "adherence")
+FACTORS = ("herd", "period", "BROOD", "YEAR", "LOCATION", "INDEX", "patient", "adherence", "clinic")
 GLMM_ESTIMATE = 1e-4
 GLMM_SE = 1e-3
 
@@ -69,12 +76,17 @@ def _fit(case: dict[str, Any]) -> MixedGLM:
     return _FITS[key]
 
 
-def _sds(model: MixedGLM) -> dict[tuple[str, str | None], float]:
+def _sds(model: MixedGLM) -> dict[tuple[str, str, str | None], float]:
     vc = model.variance_components
     return {
-        (r["term1"], r["term2"]): (r["sd"] if r["term2"] is None else r["corr"])
+        (r["group"], r["term1"], r["term2"]): (r["sd"] if r["term2"] is None else r["corr"])
         for r in vc.iter_rows(named=True)
     }
+
+
+def _r_key(row: dict[str, Any]) -> tuple[str, str, str | None]:
+    """R's VarCorr row as our key: ``(1 | LOCATION/BROOD)`` names its inner group ``BROOD:LOCATION``."""
+    return (row["group"].split(":")[0], row["term1"], row.get("term2"))
 
 
 def _fixed(model: MixedGLM) -> tuple[dict[str, float], dict[str, float]]:
@@ -101,8 +113,9 @@ def test_laplace_agrees_with_glmmtmb(name: str) -> None:
     )
     assert rel([se[k] for k in names], list(case["se"].values())) < GLMM_SE
     sds = _sds(m)
+    assert len(sds) == len(case["varcorr"])
     for row in case["varcorr"]:
-        ours = sds[(row["term1"], row.get("term2"))]
+        ours = sds[_r_key(row)]
         assert abs(ours - row["sdcor"]) <= GLMM_SE * max(abs(row["sdcor"]), 1.0 if row.get("term2") else 0.0)
     if case["family"] == "negbin2":
         assert m.size_ is not None and abs(m.size_ / case["size"] - 1.0) < GLMM_SE
@@ -136,7 +149,8 @@ def test_laplace_close_to_glmer_and_exact_at_its_estimates(name: str) -> None:
     assert m.result_.loglik > case["loglik"] - 1e-6
     est, se = _fixed(m)
     names = list(case["fixef"])
-    assert rel([est[k] for k in names], list(case["fixef"].values()), floor=[se[k] for k in names]) < 1e-2
+    tol = max(1e-2, 2.0 * math.sqrt(2.0 * max(m.result_.loglik - case["loglik"], 0.0)))
+    assert rel([est[k] for k in names], list(case["fixef"].values()), floor=[se[k] for k in names]) < tol
     exact = case["exact_laplace_deviance_at_estimates"]
     if exact is not None:  # the exact Laplace deviance at glmer's estimates, recomputed in R
         par = np.r_[np.atleast_1d(case["theta"]), [case["fixef"][k] for k in m.design_.column_names]]
@@ -144,7 +158,18 @@ def test_laplace_close_to_glmer_and_exact_at_its_estimates(name: str) -> None:
     eng.deviance(m.par_)  # leave the engine's modes at the optimum
 
 
-@pytest.mark.parametrize("name", ["flares_poisson_slope_tmb", "responders_slope_tmb", "flares_negbin_slope"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "flares_poisson_slope_tmb",
+        "responders_slope_tmb",
+        "flares_negbin_slope",
+        "nested_poisson_slope_tmb",
+        "nested_binomial_tmb",
+        "nested_negbin_tmb",
+        "nested_clinic_slope_tmb",
+    ],
+)
 def test_analytic_gradient_matches_central_differences(name: str) -> None:
     m = _fit(CASES[name])
     eng = m.engine_
@@ -345,3 +370,79 @@ def test_likelihood_ratio_test_matches_glmer_anova() -> None:
     laplace = MixedGLM(lrt["small"], family="binomial", trials="size").fit(data)
     with pytest.raises(ModelSpecificationError, match="not comparable"):
         glmm_likelihood_ratio_test(laplace, large)
+
+
+# -- patients nested in clinics -----------------------------------------------------------------------------
+def test_nested_schur_complement_equals_the_dense_joint_hessian() -> None:
+    """log det H and the diagonal blocks of H^-1 from the Schur complement equal a dense factorisation."""
+    m = _fit(CASES["nested_poisson_slope_tmb"])
+    eng = m.engine_
+    md = eng.modes(m.par_)
+    n_u1 = eng.m * eng.q1
+    b = np.zeros((eng.n, n_u1 + eng.n_clinics * eng.q2))  # the joint design of the random effects
+    rows = np.arange(eng.n)
+    for k in range(eng.q1):
+        b[rows, eng.g1 * eng.q1 + k] = md.a1[:, k]
+    for k in range(eng.q2):
+        b[rows, n_u1 + eng.g2 * eng.q2 + k] = md.a2[:, k]
+    dense = np.eye(b.shape[1]) + b.T @ (md.w[:, None] * b)
+    assert md.factor.logdet == pytest.approx(np.linalg.slogdet(dense)[1], rel=1e-12)
+    inv = np.linalg.inv(dense)
+    lam1, lam2, _, _ = eng.lambdas(m.par_)
+    _, cov1, _, cov2 = eng.conditional(m.par_)
+    i = 7  # one patient's block and one clinic's block
+    blk = inv[i * eng.q1 : (i + 1) * eng.q1, i * eng.q1 : (i + 1) * eng.q1]
+    assert np.allclose(cov1[i], lam1 @ blk @ lam1.T, rtol=1e-10, atol=0)
+    assert np.allclose(cov2[3], lam2 @ inv[n_u1 + 3 : n_u1 + 4, n_u1 + 3 : n_u1 + 4] @ lam2.T, rtol=1e-10)
+    # the modes solve the joint score equations: u = B' d log f / d eta
+    u = np.r_[md.u1.ravel(), md.u2.ravel()]
+    assert np.max(np.abs(u - b.T @ md.d1)) < 1e-9
+
+
+def test_nested_ranef_per_grouping_factor() -> None:
+    m = _fit(CASES["nested_poisson_tmb"])
+    clinics = m.ranef("clinic")
+    patients = m.ranef()
+    assert clinics.height == 12 and clinics.columns == ["clinic", "(Intercept)", "sd_(Intercept)"]
+    assert patients.height == m.result_.n_groups["patient"] and m.result_.n_groups["clinic"] == 12
+    # a clinic's conditional SD is below its prior SD (data shrink it), and above 0
+    prior = float(m.variance_components.filter(pl.col("group") == "clinic")["sd"][0])
+    assert np.all((clinics["sd_(Intercept)"].to_numpy() > 0) & (clinics["sd_(Intercept)"].to_numpy() < prior))
+    with pytest.raises(ModelSpecificationError, match="is not a grouping factor"):
+        m.ranef("herd")
+
+
+def test_nested_population_mean_integrates_over_both_levels() -> None:
+    m = _fit(CASES["nested_poisson_tmb"])
+    rm = m.response_means("adherence", at={"week": [0.0]})
+    var = float(m.variance_components["variance"].sum())  # patient + clinic intercept variances
+    assert np.allclose(
+        rm["population"].to_numpy(), rm["conditional"].to_numpy() * math.exp(var / 2.0), rtol=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("formula", "nagq", "message"),
+    [
+        ("flares ~ week + (1 | clinic) + (1 | patient)", 5, "two grouping factors"),
+        (
+            "flares ~ week + (1 | clinic) + (1 | patient) + (1 | adherence)",
+            1,
+            "one grouping factor or two nested",
+        ),
+        ("flares ~ week + (1 | patient) + (0 + week | patient)", 1, "write them as one term"),
+    ],
+)
+def test_nested_configuration_is_refused(formula: str, nagq: int, message: str) -> None:
+    with pytest.raises(ModelSpecificationError, match=message):
+        MixedGLM(formula, family="poisson", nagq=nagq).fit(_data("nested.csv"))
+
+
+def test_crossed_factors_are_refused_with_the_fix() -> None:
+    d = _data("nested.csv").with_columns(
+        pl.col("patient").str.slice(0, 3)
+    )  # N00..N29: codes shared by clinics
+    with pytest.raises(
+        ModelSpecificationError, match=r"crossed, not nested: patient \['N\d+'.*code unique across clinics"
+    ):
+        MixedGLM("flares ~ week + (1 | clinic) + (1 | patient)", family="poisson").fit(d)

@@ -6,6 +6,8 @@ formula, so the tolerance is the printed precision (``tolerances.printed(12)`` =
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import polars as pl
 import pytest
@@ -170,3 +172,26 @@ def test_glmm_share_moves_from_the_completers_towards_the_truth_under_mar() -> N
         assert np.all((lo < g["share"].to_numpy()) & (g["share"].to_numpy() < hi))
         assert abs(g["share"][0] - t[0]) < 2.5 * (hi[0] - lo[0]) / 2  # week 6: nobody has left yet
     assert glmm["n_patients"][0] == 3000
+
+
+def test_glmm_responders_nest_patients_in_clinics_only_where_laplace_is_adequate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cohort of 8 clinics. Binary calls at 3 visits: the Laplace patient SD (1.21) is 22% below the 9-node
+    quadrature one (1.56), so the nested (Laplace-only) model is not used and the shares are those of the
+    patients-only model, with or without the clinic column. With the adequacy rule opened, the nested model
+    (b = b_patient + b_clinic in the population average) gives shares close to those (clinic SD 0.04)."""
+    from sciatica_outcomes.models import glmm  # noqa: PLC0415
+
+    cohort = generate_cohort(n_patients=600, seed=12)
+    odi = responder_frame(cohort.tables, "odi")
+    assert odi["clinic_id"].n_unique() >= glmm.MIN_CLINICS_RANDOM
+    kept = glmm_responders(odi, n_draws=200)
+    plain = glmm_responders(odi.drop("clinic_id"), n_draws=200)
+    assert np.allclose(kept["share"].to_numpy(), plain["share"].to_numpy(), rtol=1e-12, atol=0)
+    monkeypatch.setattr(glmm, "LAPLACE_SD_REL", math.inf)
+    nested = glmm_responders(odi, n_draws=200)
+    assert nested["converged"].all() and nested.height == plain.height
+    a, b = nested["share"].to_numpy(), plain["share"].to_numpy()
+    assert not np.allclose(a, b, rtol=0, atol=1e-6) and np.max(np.abs(a - b)) < 0.03
+    assert np.all((nested["ci_low"].to_numpy() < a) & (a < nested["ci_high"].to_numpy()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -37,7 +38,59 @@ def test_recovers_the_planted_decline_and_says_so(cohort: Cohort) -> None:
     assert f"{(1 - f.rate_ratio) * 100:.0f}% every {PER_WEEKS} weeks" in f.sentence
     assert f.curve.height == 12 and f.curve["rate_per_100"].is_sorted(descending=True)
     assert (f.curve["ci_low"] < f.curve["rate_per_100"]).all()
-    assert f.formula == FLARE_FORMULA
+    # 8 clinics, but flares this rare make the Laplace approximation (the only one of a nested model)
+    # inadequate (episode SD 1.30 by Laplace, 0.00 by quadrature): the episodes-only quadrature model is kept
+    assert f.formula == FLARE_FORMULA and f.approximation == "adaptive Gauss-Hermite (nAGQ = 9)"
+
+
+def test_fewer_than_five_clinics_keep_the_episodes_only_model(cohort: Cohort) -> None:
+    """4 clinics: no clinic random intercept (its variance is barely estimable), quadrature as before; the
+    planted decline is still found."""
+    t = cohort.tables
+    end = t["sessions"]["session_date"].max()
+    eps = t["episodes"].filter(pl.col("clinic_id").is_in(["CL01", "CL02", "CL03", "CL06"]))
+    f = flare_trend(t["sessions"], t["session_exercises"], eps, end)
+    assert f.status == "estimated" and f.converged
+    assert f.formula == FLARE_FORMULA and f.approximation == "adaptive Gauss-Hermite (nAGQ = 9)"
+    assert f.ci_high < 1.0
+
+
+def _clinic_panel(seed: int, codes_shared: bool) -> pl.DataFrame:
+    """200 episodes x 8 weeks in 6 clinics, ~3 flares a week (counts where Laplace is accurate)."""
+    rng = np.random.default_rng(seed)
+    n_ep, weeks = 200, 8
+    ep = np.repeat(np.arange(n_ep), weeks)
+    clinic = ep % 6
+    week = np.tile(np.arange(weeks, dtype=float), n_ep)
+    eta = 1.0 - 0.05 * week + rng.normal(0.0, 0.4, n_ep)[ep] + rng.normal(0.0, 0.3, 6)[clinic]
+    return pl.DataFrame(
+        {
+            # shared codes: E000 in two clinics, crossed rather than nested
+            "episode_id": [f"E{i % 100:03d}" if codes_shared else f"E{i:03d}" for i in ep],
+            "clinic_id": [f"CL{c}" for c in clinic],
+            "program_week": week,
+            "flares": rng.poisson(np.exp(eta)),
+        }
+    )
+
+
+def test_clinics_nested_when_enough_and_laplace_adequate_else_the_episodes_only_model() -> None:
+    """6 clinics and counts where Laplace agrees with quadrature: the clinic intercept is added. Episode
+    codes shared by two clinics make the nested model a design error: the episodes-only model answers (a
+    failed fit is data, never a traceback); so does the rare-flare cohort (see the first test)."""
+    from sciatica_outcomes.models.glmm import fit_patients_in_clinics  # noqa: PLC0415
+
+    nested, yes = fit_patients_in_clinics(
+        "flares ~ program_week", "(1 | episode_id)", _clinic_panel(5, False), family="poisson"
+    )
+    assert yes and nested.formula == "flares ~ program_week + (1 | clinic_id) + (1 | episode_id)"
+    assert nested.result_.n_groups == {"episode_id": 200, "clinic_id": 6}
+    assert nested.result_.method == "Laplace"
+    crossed, no = fit_patients_in_clinics(
+        "flares ~ program_week", "(1 | episode_id)", _clinic_panel(5, True), family="poisson"
+    )
+    assert not no and crossed.formula == FLARE_FORMULA
+    assert crossed.result_.n_groups == {"episode_id": 100}
 
 
 def test_observed_weekly_rates_only_where_no_count_is_withheld(cohort: Cohort) -> None:

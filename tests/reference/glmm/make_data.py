@@ -59,6 +59,43 @@ def main() -> None:
             "responder": (rng.random(pid.size) < 1.0 / (1.0 + np.exp(-eta))).astype(int),
         }
     ).write_csv("responders.csv")
+    nested(np.random.default_rng(20261203))
+
+
+def nested(rng: np.random.Generator) -> None:
+    """Patients nested in clinics: 12 clinics x 20-30 patients x 6 weeks (own random stream)."""
+    n_clinics = 12
+    per_clinic = rng.integers(20, 31, n_clinics)
+    clinic_of = np.repeat(np.arange(n_clinics), per_clinic)  # one entry per patient
+    m = clinic_of.size
+    weeks = np.arange(6)
+    pid, week = patients(rng, m, weeks)
+    cid = clinic_of[pid]
+    c0 = rng.normal(0.0, 0.4, n_clinics)  # clinic random intercept
+    b0 = rng.normal(0.0, 0.6, m)
+    b1 = rng.normal(0.0, 0.08, m)
+    sessions = rng.integers(1, 4, pid.size)
+    group = np.where(np.arange(m) % 2 == 0, "high", "low")[pid]
+    eta = -1.6 + (-0.08 + b1[pid]) * week + b0[pid] + c0[cid] + 0.3 * (group == "low") + np.log(sessions)
+    mu = np.exp(eta)
+    size = 2.0
+    # responders: ODI MCID reached at the weekly visit, clinic and patient random intercepts
+    r0 = rng.normal(0.0, 0.9, m)
+    eta_r = -1.2 + 0.35 * week + r0[pid] + 1.2 * c0[cid] - 0.3 * (group == "low")
+    pl.DataFrame(
+        {
+            # patient codes unique across clinics (nested, not crossed)
+            "clinic": [f"C{c:02d}" for c in cid],
+            "patient": [f"N{i:03d}" for i in pid],
+            "week": week.astype(float),
+            "adherence": group,
+            "sessions": sessions,
+            "log_sessions": np.log(sessions),
+            "flares": rng.poisson(mu),
+            "flares_nb": rng.poisson(mu * rng.gamma(size, 1.0 / size, pid.size)),
+            "responder": (rng.random(pid.size) < 1.0 / (1.0 + np.exp(-eta_r))).astype(int),
+        }
+    ).write_csv("nested.csv")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
 # Reference values for tests/models/test_glmm.py: lme4::glmer (Laplace, nAGQ = 25) and glmmTMB nbinom2.
 # Run from this folder after `python make_data.py`: Rscript make_glmm_reference.R  -> glmm_reference.json
+# Rerunning reproduces the committed cases to ~1e-13 relative (glmmTMB's random-slope fits move in the last
+# digits between runs); new cases were appended to the committed JSON without rewriting the earlier ones.
 # Each case: the data file, our formula/family/trials/offset/nagq, R's call, and R's estimates.
 suppressPackageStartupMessages({library(lme4); library(glmmTMB); library(emmeans); library(jsonlite)})
 
 read <- function(f) {
   d <- read.csv(f, stringsAsFactors = TRUE)
-  for (v in intersect(c("herd", "period", "BROOD", "YEAR", "LOCATION", "INDEX", "patient", "adherence"), names(d)))
+  for (v in intersect(c("herd", "period", "BROOD", "YEAR", "LOCATION", "INDEX", "patient", "adherence", "clinic"), names(d)))
     d[[v]] <- factor(d[[v]])
   d
 }
 cbpp <- read("cbpp.csv"); grouse <- read("grouseticks.csv"); flares <- read("flares.csv"); resp <- read("responders.csv")
+nested <- read("nested.csv")
 ctrl <- glmerControl(optimizer = "bobyqa", optCtrl = list(maxfun = 1e5))
 
 # The exact Laplace deviance at glmer's own estimates, by Newton per group to machine precision (scalar random
@@ -125,7 +128,37 @@ cases <- list(
            "cbind(flared_sessions, sessions - flared_sessions) ~ week + adherence + (1 | patient)",
            "flared_sessions ~ week + adherence + (1 | patient)", "binomial", trials = "sessions"),
   tmb_case("responders_slope_tmb", "responders.csv", resp, "responder ~ week + age + (week | patient)",
-           "responder ~ week + age + (week | patient)", "binomial")
+           "responder ~ week + age + (week | patient)", "binomial"),
+  # patients nested in clinics (nested.csv: patient codes unique across clinics, so (1 | clinic/patient) is
+  # (1 | clinic) + (1 | patient)); grouseticks' broods nested in locations, the classic (1 | LOCATION/BROOD)
+  glmer_case("nested_poisson", "nested.csv", nested,
+             "flares ~ week + adherence + (1 | clinic) + (1 | patient) + offset(log_sessions)",
+             "flares ~ week + adherence + (1 | clinic) + (1 | patient)", "poisson", offset = "log_sessions"),
+  glmer_case("nested_poisson_slope", "nested.csv", nested,
+             "flares ~ week + adherence + (1 | clinic) + (week | patient) + offset(log_sessions)",
+             "flares ~ week + adherence + (1 | clinic) + (1 + week | patient)", "poisson", offset = "log_sessions"),
+  glmer_case("nested_binomial", "nested.csv", nested, "responder ~ week + adherence + (1 | clinic) + (1 | patient)",
+             "responder ~ week + adherence + (1 | clinic) + (1 | patient)", "binomial"),
+  glmer_case("grouse_nested", "grouseticks.csv", grouse, "TICKS ~ YEAR + cHEIGHT + (1 | LOCATION/BROOD)",
+             "TICKS ~ YEAR + cHEIGHT + (1 | LOCATION) + (1 | BROOD)", "poisson"),
+  tmb_case("nested_poisson_tmb", "nested.csv", nested,
+           "flares ~ week + adherence + (1 | clinic) + (1 | patient) + offset(log_sessions)",
+           "flares ~ week + adherence + (1 | clinic) + (1 | patient)", "poisson", offset = "log_sessions"),
+  tmb_case("nested_poisson_slope_tmb", "nested.csv", nested,
+           "flares ~ week + adherence + (1 | clinic) + (week | patient) + offset(log_sessions)",
+           "flares ~ week + adherence + (1 | clinic) + (1 + week | patient)", "poisson", offset = "log_sessions"),
+  tmb_case("nested_negbin_tmb", "nested.csv", nested,
+           "flares_nb ~ week + adherence + (1 | clinic) + (1 | patient) + offset(log_sessions)",
+           "flares_nb ~ week + adherence + (1 | clinic) + (1 | patient)", offset = "log_sessions"),
+  tmb_case("nested_binomial_tmb", "nested.csv", nested, "responder ~ week + adherence + (1 | clinic) + (1 | patient)",
+           "responder ~ week + adherence + (1 | clinic) + (1 | patient)", "binomial"),
+  tmb_case("grouse_nested_tmb", "grouseticks.csv", grouse, "TICKS ~ YEAR + cHEIGHT + (1 | LOCATION/BROOD)",
+           "TICKS ~ YEAR + cHEIGHT + (1 | LOCATION) + (1 | BROOD)", "poisson"),
+  # a random slope per clinic too (a 2 x 2 clinic block in the Schur complement)
+  tmb_case("nested_clinic_slope_tmb", "nested.csv", nested,
+           "flares ~ week + adherence + (week | clinic) + (week | patient) + offset(log_sessions)",
+           "flares ~ week + adherence + (1 + week | clinic) + (1 + week | patient)", "poisson",
+           offset = "log_sessions")
 )
 # likelihood-ratio test of nested fits: anova(m0, m1) (nAGQ = 25: glmer's saturated part cancels)
 m0 <- glmer(cbind(incidence, size - incidence) ~ 1 + (1 | herd), cbpp, binomial, nAGQ = 25, control = ctrl)
