@@ -1374,7 +1374,9 @@ class OutcomeModel:
 
     ``trajectory`` stops at ``estimable_week`` (or ``horizon``) and is clipped to ``bounds`` (``clipped``
     says whether anything was); ``changes`` has one row per requested week, with null estimates and a
-    ``note`` for the weeks beyond ``estimable_week``.
+    ``note`` for the weeks beyond ``estimable_week``. ``observed`` has the mean and the median per two-week
+    bin (a censored model's median curve is drawn against the observed medians, which are the uncapped
+    medians while fewer than half of a bin's tests are at the cap).
     """
 
     outcome: str
@@ -1540,7 +1542,11 @@ def outcome_models(
         observed = (
             m.with_columns(((pl.col("week") / 2).round(0) * 2).alias("bin"))
             .group_by("bin")
-            .agg(pl.col(outcome).mean().alias("mean"), pl.len().cast(pl.Int64).alias("n"))
+            .agg(
+                pl.col(outcome).mean().alias("mean"),
+                pl.col(outcome).median().alias("median"),
+                pl.len().cast(pl.Int64).alias("n"),
+            )
             .rename({"bin": "week"})
             .filter(pl.col("week") <= horizon)
             .sort("week")
