@@ -1462,22 +1462,43 @@ def censored_outcome_fit(
         pl.Series("ci_high", np.exp(mean + z * se)),
     )
     w_ch, a = latent([0.0, *weeks])
-    est = np.exp(a[1:]) - np.exp(a[0])
-    grad = np.exp(a[1:])[:, None] * w_ch[1:] - np.exp(a[0]) * w_ch[0][None, :]
-    se_ch = np.sqrt(np.einsum("gi,ij,gj->g", grad, vcov, grad))
+    return model, trajectory, median_changes(w_ch, a, vcov)
+
+
+def median_changes(weights: np.ndarray, log_means: np.ndarray, vcov: np.ndarray) -> pl.DataFrame:
+    """Changes of median minutes from the first grid row, ``exp(l_w' beta) - exp(l_0' beta)``, delta method.
+
+    Parameters
+    ----------
+    weights : numpy.ndarray
+        ``(1 + k, p)`` contrast rows of the log-scale means (the first is week 0).
+    log_means : numpy.ndarray
+        ``weights @ beta``.
+    vcov : numpy.ndarray
+        Covariance of ``beta``.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``estimate, se, df, ci_low, ci_high, p`` per later row (Wald z, ``df`` infinite).
+    """
     from scipy import stats  # noqa: PLC0415 - the report module stays import-light
 
-    changes = pl.DataFrame(
+    a = log_means
+    est = np.exp(a[1:]) - np.exp(a[0])
+    grad = np.exp(a[1:])[:, None] * weights[1:] - np.exp(a[0]) * weights[0][None, :]
+    se = np.sqrt(np.einsum("gi,ij,gj->g", grad, vcov, grad))
+    z = float(stats.norm.ppf(0.975))
+    return pl.DataFrame(
         {
             "estimate": est,
-            "se": se_ch,
+            "se": se,
             "df": np.full(est.size, np.inf),
-            "ci_low": est - z * se_ch,
-            "ci_high": est + z * se_ch,
-            "p": 2.0 * stats.norm.sf(np.abs(est / se_ch)),
+            "ci_low": est - z * se,
+            "ci_high": est + z * se,
+            "p": 2.0 * stats.norm.sf(np.abs(est / se)),
         }
     )
-    return model, trajectory, changes
 
 
 def outcome_models(
