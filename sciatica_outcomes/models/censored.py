@@ -37,9 +37,14 @@ The gradient of the quadrature deviance is analytic in ``(theta, beta, log sigma
 grad_u h_i(u_k)' (du_i + sqrt(2) dB_i z_k)]`` (``pi_k`` the normalised terms), where the move of the mode is
 ``du_i = -H_i^-1 d(grad_u h_i)`` and ``dH_i`` includes the move of the mode through the third derivative of
 ``rho`` (as the GLMM's ``_agq_gradient``). The optimum is found by the shared
-:class:`~sciatica_outcomes.models.optimize.BoundedNewton` (L-BFGS-B, then projected Newton steps on central
-differences of the gradient; the diagonal of ``L`` bounded at 0), started from the naive ML growth model.
-Wald z tests use the observed information (that Hessian): ``Cov = 2 H^-1``.
+:class:`~sciatica_outcomes.models.optimize.BoundedNewton` (L-BFGS-B, then projected Newton steps on forward
+differences of the analytic gradient; the diagonal of ``L`` bounded at 0), started from the naive ML growth
+model. Wald z tests use the observed information (that Hessian): ``Cov = 2 H^-1``. Without censored values
+the deviance is the ML growth model's, exactly.
+
+Speed: only patients with a censored value are integrated over nodes, only their censored rows are evaluated
+at the nodes (the exact rows through sufficient statistics), group sums are sparse products: 100,000 patients
+(5 visits, 30 % censored, correlated intercept and slope, ``nagq = 5``: 25 nodes) fit in about 40 s of CPU.
 
 Clinic level
 ------------
