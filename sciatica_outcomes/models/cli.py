@@ -277,17 +277,28 @@ def fit_command(
         typer.Option("--trials", help="GLMM binomial: column of trials (the response counts successes)."),
     ] = None,
     nagq: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--nagq", help="GLMM: quadrature nodes (1 = Laplace; > 1 needs one scalar random effect)."
+            "--nagq",
+            help="GLMM: quadrature nodes (default 1 = Laplace; > 1 needs one scalar random effect); "
+            "--censored-at: nodes per random effect (default 5).",
         ),
-    ] = 1,
+    ] = None,
+    censored_at: Annotated[
+        str | None,
+        typer.Option(
+            "--censored-at",
+            help="Censored (Tobit) growth model: values at or above this cap are right-censored; a number "
+            "or a column of per-row caps, on the response's scale (models/cli_censored.py).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print tables.")] = False,
 ) -> None:
     """Fit a mixed-effects growth model (lme4 formula, REML, Satterthwaite or Kenward-Roger df) and report it.
 
     With ``--family`` the model is a GLMM (binomial, Poisson, negative binomial; Laplace or adaptive
-    Gauss-Hermite) with Wald z tests, odds or rate ratios (``models/cli_glmm.py``).
+    Gauss-Hermite) with Wald z tests, odds or rate ratios (``models/cli_glmm.py``). With ``--censored-at`` it
+    is a censored (Tobit) growth model of a test stopped at a cap (``models/cli_censored.py``).
 
     The ``--json`` output keeps one row per coefficient (``estimate, se, df, t, p``, CI) for the chosen
     method and names it in ``"ddf_method"``.
@@ -300,10 +311,10 @@ def fit_command(
     console = Console()
     try:
         if engine is Engine.duckdb:
-            if family is not None or model is not ModelKind.lmm:
+            if family is not None or model is not ModelKind.lmm or censored_at is not None:
                 raise UnusableInputError(
-                    "--engine duckdb fits growth models (--model lmm without --family); fit MMRM and GLMM "
-                    "with --engine memory"
+                    "--engine duckdb fits growth models (--model lmm without --family or --censored-at); fit "
+                    "MMRM, GLMM and censored models with --engine memory"
                 )
             if formula is None:
                 raise UnusableInputError("--engine duckdb needs --formula")
@@ -341,8 +352,30 @@ def fit_command(
             if not eq or not col or not level:
                 raise UnusableInputError(f"--reference {item!r}: expected COLUMN=LEVEL, e.g. group=control")
             refs[col.strip()] = level.strip()
-        if frame is None and (family is not None or model is not ModelKind.lmm):  # pragma: no cover
+        if frame is None and (
+            family is not None or model is not ModelKind.lmm or censored_at is not None
+        ):  # pragma: no cover
             raise UnusableInputError("--engine duckdb fits growth models only")  # refused above already
+        if censored_at is not None and frame is not None:  # --- censored: models/cli_censored.py ---
+            from sciatica_outcomes.models.cli_censored import fit_censored_command
+
+            mmrm_only = weights is not None or vcov is not VcovMethod.asymptotic
+            glmm_only = family is not None or offset is not None or trials is not None
+            if (
+                model is not ModelKind.lmm
+                or ml
+                or ddf is not DdfMethod.satterthwaite
+                or mmrm_only
+                or glmm_only
+            ):
+                raise UnusableInputError(
+                    "--censored-at fits a censored growth model by maximum likelihood with Wald z tests: "
+                    "drop --model, --ml, --ddf, --vcov, --weights, --family, --offset and --trials"
+                )
+            fit_censored_command(
+                frame, formula, censored_at, 5 if nagq is None else nagq, refs, emmeans, json_out, quiet
+            )
+            return
         if family is not None and frame is not None:  # --- GLMM branch: implemented in models/cli_glmm.py ---
             from sciatica_outcomes.models.cli_glmm import fit_glmm_command
 
@@ -352,10 +385,17 @@ def fit_command(
                     "--family fits a GLMM by maximum likelihood with Wald z tests: "
                     "drop --model, --ml, --ddf, --vcov and --weights"
                 )
-            fit_glmm_command(frame, formula, family, offset, trials, nagq, refs, emmeans, json_out, quiet)
+            glmm_nagq = 1 if nagq is None else nagq
+            fit_glmm_command(
+                frame, formula, family, offset, trials, glmm_nagq, refs, emmeans, json_out, quiet
+            )
             return
-        if offset is not None or trials is not None or nagq != 1:
+        if offset is not None or trials is not None:
             raise UnusableInputError("--offset, --trials and --nagq apply to a GLMM: add --family")
+        if nagq is not None:
+            raise UnusableInputError(
+                "--nagq applies to a GLMM or a censored model: add --family or --censored-at"
+            )
         if (
             model is ModelKind.mmrm and frame is not None
         ):  # --- MMRM branch: implemented in models/cli_trial.py ---

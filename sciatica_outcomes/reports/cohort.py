@@ -21,10 +21,16 @@ import polars as pl
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.derive import derive_all
 from sciatica_outcomes.errors import ReportParameterError
+from sciatica_outcomes.models.censored import CensoredGrowthModel
 from sciatica_outcomes.models.lmm import GrowthModel, likelihood_ratio_test
 from sciatica_outcomes.reports.display import to_latex
 from sciatica_outcomes.reports.privacy import HIGH, SUPPRESSED, SuppressionRule, rule_for, suppress_table
-from sciatica_outcomes.reports.quarterly import GROWTH_RANDOM, MIN_ACTIVE_EPISODES
+from sciatica_outcomes.reports.quarterly import (
+    GROWTH_RANDOM,
+    MIN_ACTIVE_EPISODES,
+    censored_outcome_fit,
+    median_changes,
+)
 
 __all__ = [
     "ADHERENCE_CUT",
@@ -316,6 +322,83 @@ def growth_formula(
     fixed = [f"{shape} * {by}" if by is not None else shape, *covariates]
     random = [GROWTH_RANDOM, *(["(1 | clinic_id)"] if clinics > 1 else [])]
     return f"{outcome} ~ {' + '.join(fixed + random)}"
+
+
+def censored_sensitivity(
+    frame: pl.DataFrame, outcome: str, time: str, clinics: int, weeks: Sequence[float] = (6.0, 12.0, 26.0)
+) -> tuple[pl.DataFrame, GrowthModel, CensoredGrowthModel]:
+    """Naive vs censored growth model of a capped tolerance test, side by side (a sensitivity analysis).
+
+    Both models are ``log(outcome) ~ time [+ clinic_id] + (week | episode_id)`` by maximum likelihood (the
+    clinic a fixed effect in both, as the censored model fits one random level): the naive one takes a test
+    stopped at its cap as the value (``GrowthModel``), the censored one as a lower bound
+    (:func:`~sciatica_outcomes.reports.quarterly.censored_outcome_fit`). Changes from week 0 are in median
+    minutes (``exp`` of the log-scale means, clinics weighted equally; delta-method intervals).
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        :func:`model_frame` of a tolerance test (with ``<outcome>_censored``).
+    outcome : str
+        The tolerance measure.
+    time : str
+        Time shape (a value of :data:`TIME_SHAPES`).
+    clinics : int
+        Number of clinics in the data.
+    weeks : sequence of float
+        Weeks of the changes.
+
+    Returns
+    -------
+    table : polars.DataFrame
+        ``week, at_cap, n, naive_change, naive_low, naive_high, censored_change, censored_low,
+        censored_high``: ``at_cap`` / ``n`` the tests at the cap among those within a week of ``week``.
+    naive, censored : the two fits.
+
+    Raises
+    ------
+    ReportParameterError
+        The outcome has no ``<outcome>_censored`` column (not a capped test).
+    """
+    flag = f"{outcome}_censored"
+    if flag not in frame.columns:
+        raise ReportParameterError(
+            f"{outcome!r} is not a capped test (the analysis frame has no {flag!r}); the naive-vs-censored "
+            "comparison applies to walking and sitting tolerance"
+        )
+    rows = frame.with_columns(pl.col(flag).fill_null(False))  # no recorded stop reason: an exact value
+    grid = pl.DataFrame({"week": [0.0]})
+    censored, _, cens_changes = censored_outcome_fit(rows, outcome, time, clinics > 1, grid, tuple(weeks))
+    naive = GrowthModel(censored.formula, reml=False).fit(rows)
+    em = naive.emmeans("week", at={"week": [0.0, *weeks]})
+    naive_changes = median_changes(
+        np.asarray(em.weights, dtype=np.float64), em.means["emmean"].to_numpy(), naive.inference_.vcov_beta
+    )
+    near = [
+        rows.filter((pl.col("week") - w).abs() <= 1.0).select(
+            pl.lit(float(w)).alias("week"),
+            pl.col(flag).sum().cast(pl.Int64).alias("at_cap"),
+            pl.len().cast(pl.Int64).alias("n"),
+        )
+        for w in weeks
+    ]
+    table = pl.concat(
+        [
+            pl.concat(near),
+            naive_changes.select(
+                pl.col("estimate").alias("naive_change"),
+                pl.col("ci_low").alias("naive_low"),
+                pl.col("ci_high").alias("naive_high"),
+            ),
+            cens_changes.select(
+                pl.col("estimate").alias("censored_change"),
+                pl.col("ci_low").alias("censored_low"),
+                pl.col("ci_high").alias("censored_high"),
+            ),
+        ],
+        how="horizontal",
+    )
+    return table, naive, censored
 
 
 def model_caption(title: str, formula: str, method: str = "REML, Satterthwaite df") -> str:
@@ -839,13 +922,15 @@ def sensitivity_display(rows: pl.DataFrame, whole: int, rule: SuppressionRule) -
     )
 
 
-def model_record(model: GrowthModel, purpose: str, rule: SuppressionRule, **extra: Any) -> dict[str, Any]:
+def model_record(
+    model: GrowthModel | CensoredGrowthModel, purpose: str, rule: SuppressionRule, **extra: Any
+) -> dict[str, Any]:
     """What the provenance records of one fitted growth model, with its counts through ``rule``.
 
     Parameters
     ----------
-    model : GrowthModel
-        A fitted model.
+    model : GrowthModel or CensoredGrowthModel
+        A fitted model (a censored one is maximum likelihood: ``reml`` false).
     purpose : str
         What the report uses it for.
     rule : SuppressionRule
@@ -857,7 +942,8 @@ def model_record(model: GrowthModel, purpose: str, rule: SuppressionRule, **extr
     Returns
     -------
     dict
-        ``purpose, formula, reml, n_obs, converged, diagnostics`` and ``extra``.
+        ``purpose, formula, reml, n_obs, converged, diagnostics`` (and ``model: "censored"`` for a censored
+        growth model) and ``extra``.
     """
     diagnostics = model.result_.diagnostics.to_dict()
 
@@ -868,10 +954,11 @@ def model_record(model: GrowthModel, purpose: str, rule: SuppressionRule, **extr
     return {
         "purpose": purpose,
         "formula": model.formula,
-        "reml": model.reml,
+        "reml": model.reml if isinstance(model, GrowthModel) else False,
         "n_obs": count("n_obs", model.result_.n_obs),
         "converged": model.result_.diagnostics.converged,
         "diagnostics": {k: count(k, v) for k, v in diagnostics.items()},
+        **({} if isinstance(model, GrowthModel) else {"model": "censored"}),
         **extra,
     }
 

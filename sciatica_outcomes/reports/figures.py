@@ -115,8 +115,9 @@ def trajectory_plot(
     horizon: float | None = None,
     bounds: tuple[float | None, float | None] = (None, None),
     rule: SuppressionRule = NETWORK_RULE,
+    statistic: str = "mean",
 ) -> Axes:
-    """Model-based mean trajectory with its 95 % confidence band, observed means overlaid.
+    """Model-based mean (or median) trajectory with its 95 % confidence band, observed means overlaid.
 
     The curve is drawn where ``predicted`` has rows (the report stops it at the latest estimable week); when
     ``horizon`` lies beyond its last week, the weeks in between are shaded and labelled "not yet estimable".
@@ -141,15 +142,18 @@ def trajectory_plot(
         Lower and upper end of the outcome's range (``None``: unbounded); the value axis stays inside it.
     rule : SuppressionRule, default :data:`~sciatica_outcomes.reports.privacy.NETWORK_RULE`
         The audience's rule.
+    statistic : {"mean", "median"}
+        What the curve and the observed points are (the censored growth model of a capped test gives
+        medians): the legend's words and the column of ``observed`` drawn (``mean`` or ``median``).
     """
     ax = _axes(ax)
     p = predicted.sort("week")
     ax.fill_between(p["week"], p["ci_low"], p["ci_high"], color=color, alpha=0.2, lw=0, label="95% CI")
-    ax.plot(p["week"], p["estimate"], color=color, lw=2, label="model-based mean")
+    ax.plot(p["week"], p["estimate"], color=color, lw=2, label=f"model-based {statistic}")
     if observed is not None and observed.height:
         o = observed.filter(pl.col("n") >= rule.min_group)
-        legend = f"observed mean (n > {rule.min_group - 1})"
-        ax.plot(o["week"], o["mean"], "o", color=PALETTE[1], ms=5, label=legend)
+        legend = f"observed {statistic} (n > {rule.min_group - 1})"
+        ax.plot(o["week"], o[statistic], "o", color=PALETTE[1], ms=5, label=legend)
     last = p["week"].max() if p.height else 0.0
     stop = float(last) if isinstance(last, int | float) else 0.0
     if horizon is not None:

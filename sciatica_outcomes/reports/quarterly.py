@@ -36,6 +36,7 @@ import polars as pl
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.derive import Derived, derive_all, session_pain, weekly_adherence, weekly_dose
 from sciatica_outcomes.errors import ModelSpecificationError, ReportParameterError, UnusableInputError
+from sciatica_outcomes.models.censored import CensoredGrowthModel
 from sciatica_outcomes.models.compare import compare_providers, episode_outcomes
 from sciatica_outcomes.models.lmm import GrowthModel
 from sciatica_outcomes.models.responders import responder_frame
@@ -1374,7 +1375,9 @@ class OutcomeModel:
 
     ``trajectory`` stops at ``estimable_week`` (or ``horizon``) and is clipped to ``bounds`` (``clipped``
     says whether anything was); ``changes`` has one row per requested week, with null estimates and a
-    ``note`` for the weeks beyond ``estimable_week``.
+    ``note`` for the weeks beyond ``estimable_week``. ``observed`` has the mean and the median per two-week
+    bin (a censored model's median curve is drawn against the observed medians, which are the uncapped
+    medians while fewer than half of a bin's tests are at the cap).
     """
 
     outcome: str
@@ -1388,6 +1391,115 @@ class OutcomeModel:
     estimable_week: float = 0.0
     bounds: tuple[float | None, float | None] = (None, None)
     clipped: bool = False
+    #: ``"growth model"`` or, for a capped tolerance test, ``"censored growth model"``: then the trajectory
+    #: and the changes are the median minutes (censored model), ``exp`` of the latent mean of log minutes
+    method: str = "growth model"
+    #: fitted rows stopped at the cap (a censored growth model's data, kept as data for the report)
+    n_at_cap: int = 0
+
+
+#: tolerance tests stopped at a time cap: fitted by the censored growth model on log minutes
+CAPPED_OUTCOMES: tuple[str, ...] = ("walk_tolerance_min", "sit_tolerance_min")
+#: Gauss-Hermite nodes per random effect of the report's censored growth models
+CENSORED_NAGQ = 5
+
+
+def censored_outcome_fit(
+    m: pl.DataFrame,
+    outcome: str,
+    time_shape: str,
+    several: bool,
+    grid: pl.DataFrame,
+    weeks: tuple[float, ...],
+) -> tuple[CensoredGrowthModel, pl.DataFrame, pl.DataFrame]:
+    """The censored growth model of a capped tolerance test: trajectory and changes in median minutes.
+
+    Model: ``log(y) ~ time_shape [+ clinic_id] + (week | episode_id)`` with the rows whose
+    ``<outcome>_censored`` is true right-censored at their (capped) value, by maximum likelihood (adaptive
+    Gauss-Hermite quadrature, :data:`CENSORED_NAGQ` nodes); with several clinics the clinic is a fixed
+    effect (the censored model fits one random level), and the means average the clinics with equal weights.
+    On the log scale the latent mean is the mean log minutes of a test without a cap, so ``exp`` of it is the
+    median minutes (censored model).
+
+    Parameters
+    ----------
+    m : polars.DataFrame
+        The outcome's rows with ``week``, ``episode_id``, ``<outcome>_censored`` (and ``clinic_id``).
+    outcome : str
+        The tolerance measure (minutes, > 0).
+    time_shape : str
+        :func:`growth_time` of the estimable week.
+    several : bool
+        Whether the rows come from several clinics.
+    grid : polars.DataFrame
+        ``week`` values of the trajectory.
+    weeks : tuple of float
+        Weeks of the changes from week 0.
+
+    Returns
+    -------
+    model : CensoredGrowthModel
+    trajectory : polars.DataFrame
+        ``week, estimate, ci_low, ci_high``: median minutes (censored model) with the 95 % interval (``exp``
+        of the Wald interval of the latent mean).
+    changes : polars.DataFrame
+        ``estimate, se, df, ci_low, ci_high, p`` per week of ``weeks``: the change in median minutes from week
+        0 (delta method; ``df`` infinite, Wald z).
+    """
+    formula = f"log({outcome}) ~ {time_shape}" + (" + clinic_id" if several else "") + f" + {GROWTH_RANDOM}"
+    model = CensoredGrowthModel(formula, censored=f"{outcome}_censored", nagq=CENSORED_NAGQ).fit(m)
+    vcov = model.vcov_
+    z = 1.959963984540054
+
+    def latent(at_weeks: list[float]) -> tuple[np.ndarray, np.ndarray]:
+        em = model.emmeans("week", at={"week": at_weeks})
+        return np.asarray(em.weights, dtype=np.float64), em.means["emmean"].to_numpy()
+
+    w_grid, mean = latent(grid["week"].to_list())
+    se = np.sqrt(np.einsum("gi,ij,gj->g", w_grid, vcov, w_grid))
+    trajectory = grid.with_columns(
+        pl.Series("estimate", np.exp(mean)),
+        pl.Series("ci_low", np.exp(mean - z * se)),
+        pl.Series("ci_high", np.exp(mean + z * se)),
+    )
+    w_ch, a = latent([0.0, *weeks])
+    return model, trajectory, median_changes(w_ch, a, vcov)
+
+
+def median_changes(weights: np.ndarray, log_means: np.ndarray, vcov: np.ndarray) -> pl.DataFrame:
+    """Changes of median minutes from the first grid row, ``exp(l_w' beta) - exp(l_0' beta)``, delta method.
+
+    Parameters
+    ----------
+    weights : numpy.ndarray
+        ``(1 + k, p)`` contrast rows of the log-scale means (the first is week 0).
+    log_means : numpy.ndarray
+        ``weights @ beta``.
+    vcov : numpy.ndarray
+        Covariance of ``beta``.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``estimate, se, df, ci_low, ci_high, p`` per later row (Wald z, ``df`` infinite).
+    """
+    from scipy import stats  # noqa: PLC0415 - the report module stays import-light
+
+    a = log_means
+    est = np.exp(a[1:]) - np.exp(a[0])
+    grad = np.exp(a[1:])[:, None] * weights[1:] - np.exp(a[0]) * weights[0][None, :]
+    se = np.sqrt(np.einsum("gi,ij,gj->g", grad, vcov, grad))
+    z = float(stats.norm.ppf(0.975))
+    return pl.DataFrame(
+        {
+            "estimate": est,
+            "se": se,
+            "df": np.full(est.size, np.inf),
+            "ci_low": est - z * se,
+            "ci_high": est + z * se,
+            "p": 2.0 * stats.norm.sf(np.abs(est / se)),
+        }
+    )
 
 
 def outcome_models(
@@ -1406,8 +1518,11 @@ def outcome_models(
     from week 0 to each of ``weeks`` (``L beta`` contrasts with Satterthwaite df; null with a ``note`` beyond
     the estimable week). Outcomes with fewer such episodes, or with none followed beyond week 0, are left
     out. The rows are the derive stage's analysis frame (every assessment with the outcome, recorded or
-    scored from items). Capped tolerance tests enter at their cap (a lower bound), so tolerance improvements
-    are under-estimated; the report says so.
+    scored from items). Capped tolerance tests (:data:`CAPPED_OUTCOMES`, with the frame's ``<m>_censored``)
+    are fitted by the censored growth model (:func:`censored_outcome_fit`): a test stopped at its cap is a
+    lower bound, not a value (a test with no recorded stop reason counts as exact), and the trajectory is the
+    median minutes (censored model), bounded below only; the count of tests at the cap is kept
+    (``n_at_cap``).
     """
     several = inputs.tables["episodes"]["clinic_id"].n_unique() > 1
     frame = inputs.derived().analysis_frame
@@ -1423,55 +1538,69 @@ def outcome_models(
         reach = estimable_week(m.select("episode_id", "week"), n_min)
         if reach is None or reach <= 0:
             continue  # the report says: not yet estimable
-        formula = f"{outcome} ~ {growth_time(reach)} + {GROWTH_RANDOM}"
-        if several:
-            formula += " + (1 | clinic_id)"
-        model = GrowthModel(formula).fit(m)
         top = min(horizon, reach)
         grid = pl.DataFrame({"week": [*(w / 2 for w in range(int(top * 2) + 1) if w / 2 < top), top]})
         lo, hi = bounds.get(outcome, (None, None))
-        raw = model.predict(grid).select("week", pl.col("fit").alias("estimate"), "ci_low", "ci_high")
+        censored = outcome in CAPPED_OUTCOMES and f"{outcome}_censored" in m.columns
+        fitted: GrowthModel | CensoredGrowthModel
+        if censored:
+            # a test without a recorded stopped_reason is taken as exact (the derive stage's flag is null)
+            m = m.with_columns(pl.col(f"{outcome}_censored").fill_null(False))
+            fitted, raw, contrasts = censored_outcome_fit(
+                m, outcome, growth_time(reach), several, grid, weeks
+            )
+            formula = fitted.formula
+            hi = None  # the latent tolerance has no cap
+        else:
+            formula = f"{outcome} ~ {growth_time(reach)} + {GROWTH_RANDOM}"
+            if several:
+                formula += " + (1 | clinic_id)"
+            model = GrowthModel(formula).fit(m)
+            fitted = model
+            raw = model.predict(grid).select("week", pl.col("fit").alias("estimate"), "ci_low", "ci_high")
+            x = model.design_.matrix(pl.DataFrame({"week": [0.0, *weeks]}))
+            contrasts = model.contrast(x[1:] - x[0])
         traj, clipped = clip_to_range(raw, (lo, hi))
         observed = (
             m.with_columns(((pl.col("week") / 2).round(0) * 2).alias("bin"))
             .group_by("bin")
-            .agg(pl.col(outcome).mean().alias("mean"), pl.len().cast(pl.Int64).alias("n"))
+            .agg(
+                pl.col(outcome).mean().alias("mean"),
+                pl.col(outcome).median().alias("median"),
+                pl.len().cast(pl.Int64).alias("n"),
+            )
             .rename({"bin": "week"})
             .filter(pl.col("week") <= horizon)
             .sort("week")
         )
-        x = model.design_.matrix(pl.DataFrame({"week": [0.0, *weeks]}))
         ok = pl.col("week") <= reach
-        changes = (
-            model.contrast(x[1:] - x[0])
-            .with_columns(pl.Series("week", list(weeks)))
-            .select(
-                "week",
-                *(
-                    pl.when(ok).then(pl.col(c)).alias(c)
-                    for c in ("estimate", "se", "df", "ci_low", "ci_high", "p")
-                ),
-                pl.when(ok)
-                .then(pl.lit(None, pl.String))
-                .otherwise(
-                    pl.format(
-                        "not yet estimable (fewer than {} episodes followed to week {})",
-                        pl.lit(n_min),
-                        pl.col("week").round(0).cast(pl.Int64),
-                    )
+        changes = contrasts.with_columns(pl.Series("week", list(weeks))).select(
+            "week",
+            *(
+                pl.when(ok).then(pl.col(c)).alias(c)
+                for c in ("estimate", "se", "df", "ci_low", "ci_high", "p")
+            ),
+            pl.when(ok)
+            .then(pl.lit(None, pl.String))
+            .otherwise(
+                pl.format(
+                    "not yet estimable (fewer than {} episodes followed to week {})",
+                    pl.lit(n_min),
+                    pl.col("week").round(0).cast(pl.Int64),
                 )
-                .alias("note"),
             )
+            .alias("note"),
         )
+        method = "censored growth model" if censored else "growth model"
         spec: ModelSpec = {
-            "purpose": "growth model",
+            "purpose": method,
             "outcome": outcome,
             "formula": formula,
-            "reml": True,
+            "reml": not censored,
             "n_obs": m.height,
             "n_episodes": m["episode_id"].n_unique(),
-            "converged": model.result_.diagnostics.converged,
-            "diagnostics": model.result_.diagnostics.to_dict(),
+            "converged": fitted.result_.diagnostics.converged,
+            "diagnostics": fitted.result_.diagnostics.to_dict(),
         }
         out[outcome] = OutcomeModel(
             outcome,
@@ -1485,6 +1614,8 @@ def outcome_models(
             estimable_week=reach,
             bounds=(lo, hi),
             clipped=clipped,
+            method=method,
+            n_at_cap=int(m[f"{outcome}_censored"].sum()) if censored else 0,
         )
     return out
 

@@ -659,3 +659,32 @@ def test_small_adherence_groups_get_no_model_based_means() -> None:
     ]
     # the internal audience sees exact counts, but no marginal mean of 10 or fewer episodes
     assert cohort.small_groups(frame.head(35), rule_for("internal")) == ["low"]
+
+
+def test_naive_vs_censored_for_a_capped_test(report_store: dict[str, Path]) -> None:
+    data = cohort.load_cohort(report_store["db"])
+    frame = cohort.model_frame(data, "walk_tolerance_min")
+    table, naive, censored = cohort.censored_sensitivity(frame, "walk_tolerance_min", "week", 4)
+    assert table["week"].to_list() == [6.0, 12.0, 26.0]
+    assert (
+        censored.formula
+        == naive.formula
+        == "log(walk_tolerance_min) ~ week + clinic_id + (week | episode_id)"
+    )
+    # the tests at the cap, counted independently
+    near26 = frame.filter((pl.col("week") - 26.0).abs() <= 1.0)
+    assert table["at_cap"][2] == near26["walk_tolerance_min_censored"].sum() > 0
+    assert table["n"][2] == near26.height
+    # a test at the cap is a lower bound: the censored model sees more improvement than the naive one
+    assert (table["censored_change"] > table["naive_change"]).all()
+    assert (table["naive_low"] < table["naive_change"]).all() and (
+        table["censored_high"] > table["censored_change"]
+    ).all()
+    record = cohort.model_record(censored, "sensitivity", rule_for("network"))
+    assert (
+        record["model"] == "censored"
+        and record["reml"] is False
+        and record["diagnostics"]["n_censored_right"] > 0
+    )
+    with pytest.raises(ReportParameterError, match="'odi' is not a capped test"):
+        cohort.censored_sensitivity(cohort.model_frame(data, "odi"), "odi", "week", 4)

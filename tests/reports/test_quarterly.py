@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
@@ -388,11 +389,43 @@ def test_early_quarters_fit_and_never_estimate_beyond_the_follow_up(db: Path, co
             within = mod.changes.filter(pl.col("week") <= mod.estimable_week)
             assert within["estimate"].null_count() == 0 and within["note"].null_count() == within.height
             lo, hi = bounds[outcome]
+            if outcome in q.CAPPED_OUTCOMES:  # censored model: the latent tolerance has no cap
+                assert mod.method == "censored growth model" and mod.bounds == (lo, None)
+                hi = None
             for col in ("estimate", "ci_low", "ci_high"):
                 assert lo is None or mod.trajectory[col].min() >= lo  # type: ignore[operator]
                 assert hi is None or mod.trajectory[col].max() <= hi  # type: ignore[operator]
             seen_cut |= beyond.height > 0
     assert seen_cut  # the first quarters do have weeks that are not yet estimable
+
+
+def test_capped_tolerance_is_fitted_by_the_censored_growth_model(db: Path, cohort: Cohort) -> None:
+    inputs = q.load_inputs(db, _first_quarter(cohort).shift(3))
+    models = q.outcome_models(inputs)
+    frame = inputs.derived().analysis_frame
+    for outcome in q.CAPPED_OUTCOMES:
+        mod = models[outcome]
+        assert mod.method == "censored growth model" and mod.spec["purpose"] == "censored growth model"
+        assert mod.formula.startswith(f"log({outcome}) ~ ") and "(1 | clinic_id)" not in mod.formula
+        flags = frame.filter(pl.col(outcome).is_not_null())[f"{outcome}_censored"]
+        assert mod.n_at_cap == int(flags.sum()) > 0  # the tests at the cap, kept as data
+        diag = mod.spec["diagnostics"]
+        assert diag["n_censored_right"] == mod.n_at_cap and mod.spec["converged"]
+        assert math.isfinite(diag["quadrature_error"])
+        # median minutes (censored model): exp of the latent mean, inside its interval, rising with training
+        traj = mod.trajectory
+        assert (traj["ci_low"] < traj["estimate"]).all() and (traj["estimate"] < traj["ci_high"]).all()
+        assert traj["estimate"][-1] > traj["estimate"][0]
+        # a capped test is a lower bound: the naive growth model of the same log minutes (caps taken as
+        # values) gives a smaller rise over the trajectory than the censored model
+        rows = frame.filter(pl.col(outcome).is_not_null()).with_columns(
+            (pl.col("day").clip(lower_bound=0) / 7.0).alias("week")
+        )
+        naive = q.GrowthModel(mod.formula, reml=False).fit(rows)
+        top = float(traj["week"][-1])
+        em = naive.emmeans("week", at={"week": [0.0, top]}).means["emmean"]
+        censored_rise = math.log(traj["estimate"][-1] / traj["estimate"][0])
+        assert censored_rise > em[1] - em[0] > 0
 
 
 def test_outcome_bounds_are_the_scales_and_the_recorded_caps(db: Path, cohort: Cohort) -> None:

@@ -176,7 +176,7 @@ def test_provenance_records_data_models_and_config(rendered: dict[str, Path]) ->
         "work",
     }
     assert prov["schema_version"] and prov["package_version"]
-    growth = [m for m in prov["models"] if m["purpose"] == "growth model"]
+    growth = [m for m in prov["models"] if m["purpose"] in ("growth model", "censored growth model")]
     assert {m["outcome"] for m in growth} == {
         "walk_tolerance_min",
         "sit_tolerance_min",
@@ -184,6 +184,11 @@ def test_provenance_records_data_models_and_config(rendered: dict[str, Path]) ->
         "odi",
     }
     assert all(m["converged"] for m in growth)
+    # the capped tolerance tests: the censored growth model, ML, with its quadrature check recorded
+    censored = {m["outcome"]: m for m in growth if m["purpose"] == "censored growth model"}
+    assert set(censored) == {"walk_tolerance_min", "sit_tolerance_min"}
+    assert all(not m["reml"] and m["formula"].startswith("log(") for m in censored.values())
+    assert all("quadrature_error" in m["diagnostics"] for m in censored.values())
     compare = [m for m in prov["models"] if m["purpose"] == "risk-adjusted comparison"]
     assert compare and compare[0]["diagnostics"]["case_mix"].startswith("improvement ~ baseline")
     assert prov["config"]["values"]["mcid"]["odi"]["absolute"] == 10.0
