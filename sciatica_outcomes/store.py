@@ -278,7 +278,14 @@ class Store:
         self._exec("COMMIT")
 
     # ------------------------------------------------------------------ reading
-    def read(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    def read(
+        self,
+        table: str,
+        columns: Sequence[str] | None = None,
+        *,
+        where: str | None = None,
+        params: Sequence[Any] | None = None,
+    ) -> pl.DataFrame:
         """Return a whole table as a polars frame, sorted by its key.
 
         Parameters
@@ -287,6 +294,11 @@ class Store:
             A canonical table, ``"ingest_log"`` or ``"quarantine"``.
         columns : sequence of str, optional
             Read only these columns (default: all).
+        where : str, optional
+            SQL condition on the table's columns selecting the rows to read (the derive stage reads one
+            range of episodes at a time); ``?`` placeholders take ``params``. Default: every row.
+        params : sequence, optional
+            Values of the placeholders of ``where``.
 
         Returns
         -------
@@ -324,10 +336,29 @@ class Store:
         # typing gaps: duckdb's stubs say to_arrow_table may return None (so polars' overload gives
         # "DataFrame | Series"), and polars' cast takes a Mapping keyed by column-or-selector, which a
         # dict keyed by str does not match (Mapping keys are invariant)
+        filtered = f" WHERE {where}" if where else ""
+        query = f"SELECT {cols} FROM {_q(table)}{filtered} ORDER BY {keys}"
         frame: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
-            self._con.sql(f"SELECT {cols} FROM {_q(table)} ORDER BY {keys}").to_arrow_table()
+            self._con.sql(query, params=list(params) if params else None).to_arrow_table()
         )
         return frame.cast(dict(schema))  # type: ignore[arg-type]
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one read-only SQL statement on the store and return its rows (small results: counts, bounds).
+
+        Parameters
+        ----------
+        sql : str
+            The statement; ``?`` placeholders take ``params``.
+        params : sequence, optional
+            Values of the placeholders.
+
+        Returns
+        -------
+        list of tuple
+            The result rows.
+        """
+        return self._exec(sql, params)
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """Return the six canonical tables, keyed by name."""
