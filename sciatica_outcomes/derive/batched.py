@@ -6,7 +6,8 @@ first with one SQL query each: the data cut (the latest date of any table), the 
 test (they get ``_censored`` columns) and, for ``scoring_problems``, the position of the range's first
 questionnaire row in the whole table (problems cite the row). The episodes are split, in ``episode_id``
 order, into ranges of :data:`DEFAULT_EPISODES_PER_BATCH`; each range's rows are read from the store
-(DuckDB filters them) and derived in memory, so the peak memory is that of one range, not of the store.
+(DuckDB filters them, within :data:`DUCKDB_MEMORY_LIMIT`) and derived in memory, so the peak memory is that
+of one range, not of the store.
 
 The frames are the same as :func:`~sciatica_outcomes.derive.derive_all`'s, row for row and column for column
 (``tests/derive/test_batched.py`` compares every frame on a synthetic cohort): the ranges' frames are
@@ -36,14 +37,20 @@ from sciatica_outcomes.store import Store
 
 __all__ = [
     "DEFAULT_EPISODES_PER_BATCH",
+    "DUCKDB_MEMORY_LIMIT",
     "derive_all_batched",
     "derive_batches",
     "write_derived_batched",
 ]
 
-#: Episodes derived together (the memory budget of the batched derive): about 150-250 MB of peak memory
-#: per 10,000 episodes of a synthetic cohort (~200 input rows each), whatever the size of the store.
-DEFAULT_EPISODES_PER_BATCH = 20_000
+#: Episodes derived together (the memory budget of the batched derive): the in-memory derive needs about
+#: 0.8 GB per 10,000 episodes of a synthetic cohort (~200 input rows each); the batched one needs that of
+#: one range plus DuckDB's :data:`DUCKDB_MEMORY_LIMIT`, whatever the size of the store.
+DEFAULT_EPISODES_PER_BATCH = 10_000
+
+#: DuckDB's memory limit while the batched derive reads the store (its buffer pool would otherwise keep up
+#: to 80 % of the machine's memory of cached table pages, growing with the store).
+DUCKDB_MEMORY_LIMIT = "1GB"
 
 #: Date columns whose latest value is the default data cut (as :func:`resolve_data_cut`).
 _CUT_COLUMNS = (
@@ -180,6 +187,8 @@ def derive_batches(
         raise UnusableInputError(f"episodes per batch must be at least 1, got {episodes_per_batch}")
     config = config or ClinicalConfig()
     store, close = _open(source)
+    limit = store.query("SELECT current_setting('memory_limit')")[0][0]
+    store.query(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
     try:
         existing = {str(r[0]) for r in store.query("SELECT table_name FROM duckdb_tables()")}
         if "episodes" not in existing:
@@ -206,6 +215,8 @@ def derive_batches(
     finally:
         if close:
             store.close()
+        else:
+            store.query(f"SET memory_limit = '{limit}'")
 
 
 def _measures_of(columns: Sequence[str]) -> list[str]:
