@@ -360,6 +360,27 @@ class Store:
         """
         return self._exec(sql, params)
 
+    def read_batches(self, sql: str, rows: int = 1 << 20) -> Iterator[pl.DataFrame]:
+        """The result of a read-only query in frames of at most ``rows`` rows (bounded memory).
+
+        Parameters
+        ----------
+        sql : str
+            The query.
+        rows : int
+            Rows per frame.
+
+        Yields
+        ------
+        polars.DataFrame
+            The result, one batch at a time.
+        """
+        reader = self._con.sql(sql).to_arrow_reader(rows)
+        for batch in reader:
+            frame = pl.from_arrow(batch)
+            if isinstance(frame, pl.DataFrame):
+                yield frame
+
     def tables(self) -> dict[str, pl.DataFrame]:
         """Return the six canonical tables, keyed by name."""
         return {name: self.read(name) for name in CANONICAL_TABLES}
@@ -540,8 +561,12 @@ class Store:
             raise DataValidationError(f"cannot write {table}: duplicate keys ({', '.join(key)})")
         return out
 
-    def _upsert(self, table: str, frame: pl.DataFrame, *, validated: bool = False) -> WriteCounts:
-        """Upsert inside the caller's transaction (``validated``: keys already unique and non-null)."""
+    def _upsert(
+        self, table: str, frame: pl.DataFrame, *, validated: bool = False, fresh: bool = False
+    ) -> WriteCounts:
+        """Upsert inside the caller's transaction (``validated``: keys already unique and non-null;
+        ``fresh``: the table held no row before this ingest and the ingest's keys are unique, so every row
+        is new)."""
         frame = self._conform(table, frame, check_keys=not validated)
         n = frame.height
         if n == 0:
@@ -552,7 +577,7 @@ class Store:
         # string views pass to DuckDB without copying (the default large_string conversion copies them)
         self._con.register("_incoming", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
         try:
-            if self._count(table) == 0:
+            if fresh or self._count(table) == 0:
                 self._exec(f"INSERT INTO {_q(table)} SELECT {col_sql} FROM _incoming")
                 return WriteCounts(table, n, 0, 0)
             on = " AND ".join(f"i.{_q(k)} = e.{_q(k)}" for k in spec.key)
@@ -673,7 +698,9 @@ class IngestWriter:
         self.quarantine_added = 0
         self._parts_of: dict[str, list[Any]] = {}  # per table, the parts written, in order
         self._before: dict[str, int] = {}  # per table, rows in the store before this ingest
-        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        # bounded: a source ingested in chunks waits for the store instead of queueing every chunk in memory
+        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=2)
+        self._staged: set[str] = set()  # tables whose export keys are staged in a temporary table
         self._parts: dict[Any, IngestPart] = {}
         self._counts: dict[Any, WriteCounts] = {}
         self._error: BaseException | None = None
@@ -692,7 +719,8 @@ class IngestWriter:
         """
         if self._error is not None:
             raise self._failure()
-        self._parts[key] = part
+        # the parts of a chunked source keep no rows here: their keys are staged in the store
+        self._parts[key] = part if "final" not in part else {**part, "frame": part["frame"].clear()}
         self._queue.put(("part", key, part))
 
     def finish(self, quarantine: pl.DataFrame) -> tuple[int, dict[Any, WriteCounts]]:
@@ -763,9 +791,24 @@ class IngestWriter:
                     table = b["table"]
                     if table not in self._before:
                         self._before[table] = store._count(table)
-                    self._counts[a] = store._upsert(table, b["frame"], validated=True)
-                    self._parts_of.setdefault(table, []).append(a)
-                    if self._on_step is not None:
+                    chunked = "final" in b
+                    fresh = chunked and self._before[table] == 0
+                    counts = store._upsert(table, b["frame"], validated=True, fresh=fresh)
+                    prev = self._counts.get(a)
+                    if prev is not None:  # the next chunk of a source
+                        counts = WriteCounts(
+                            table,
+                            prev.inserted + counts.inserted,
+                            prev.updated + counts.updated,
+                            prev.unchanged + counts.unchanged,
+                        )
+                    self._counts[a] = counts
+                    parts = self._parts_of.setdefault(table, [])
+                    if a not in parts:
+                        parts.append(a)
+                    if chunked:
+                        self._stage_keys(table, b)
+                    if self._on_step is not None and b.get("final", True):
                         self._on_step("stored", b["table"])
                 elif kind == "finish":
                     ended = True
@@ -792,6 +835,8 @@ class IngestWriter:
         ingest_id = store.next_ingest_id()
         self._pending_id = ingest_id
         self.absent = self._compare_with_export()
+        for table in self._staged:
+            store._exec(f"DROP TABLE IF EXISTS temp.{_q('_export_' + table)}")
         if not quarantine.is_empty():
             self.quarantine_added = store.append_quarantine(
                 quarantine.with_columns(pl.lit(ingest_id, pl.Int64).alias("ingest_id"))
@@ -839,6 +884,33 @@ class IngestWriter:
                 with suppress(duckdb.Error):
                     self._store._exec(f"DROP TABLE IF EXISTS temp.{_q('_gone_' + table)}")
         return absent
+
+    def _stage_keys(self, table: str, part: IngestPart) -> None:
+        """Add the keys of a chunk (its valid rows; the last part: the source's rejected keys) to the table's
+        temporary table of export keys."""
+        store = self._store
+        key = list(TABLE_SPECS[table].key)
+        staged = _q("_export_" + table)
+        frames = [part["frame"].select(key)]
+        rejected = part.get("rejected_keys")
+        if rejected is not None and not rejected.is_empty():
+            frames.append(rejected.select(key).cast({c: TABLE_SPECS[table].dtypes[c] for c in key}))
+        if table not in self._staged:
+            cols = ", ".join(_q(c) for c in key)
+            store._con.register("_keys", frames[0].head(0).to_arrow(compat_level=pl.CompatLevel.newest()))
+            try:
+                store._exec(f"CREATE OR REPLACE TEMP TABLE {staged} AS SELECT {cols} FROM _keys")
+            finally:
+                store._unregister("_keys")
+            self._staged.add(table)
+        for frame in frames:
+            if frame.is_empty():
+                continue
+            store._con.register("_keys", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+            try:
+                store._exec(f"INSERT INTO temp.{staged} SELECT * FROM _keys")
+            finally:
+                store._unregister("_keys")
 
     def _export_keys(self, table: str, *, rejected_only: bool = False) -> pl.DataFrame:
         """Keys of this ingest's rows of ``table``: stored rows and rejected rows whose key parses."""
@@ -888,10 +960,12 @@ class IngestWriter:
         The caller unregisters ``_export_keys`` once the statement ran.
         """
         key = TABLE_SPECS[table].key
-        keys = self._export_keys(table)
-        self._store._con.register("_export_keys", keys.to_arrow(compat_level=pl.CompatLevel.newest()))
         on = " AND ".join(f"e.{_q(k)} = x.{_q(k)}" for k in key)
         cols = ", ".join(f"e.{_q(k)}" for k in key)
+        if table in self._staged:  # a chunked ingest: the keys are in the store already
+            return f"SELECT {cols} FROM {_q(table)} e ANTI JOIN temp.{_q('_export_' + table)} x ON {on}"
+        keys = self._export_keys(table)
+        self._store._con.register("_export_keys", keys.to_arrow(compat_level=pl.CompatLevel.newest()))
         return f"SELECT {cols} FROM {_q(table)} e ANTI JOIN _export_keys x ON {on}"
 
     def _delete_absent(self, table: str) -> None:

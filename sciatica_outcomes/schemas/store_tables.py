@@ -100,6 +100,9 @@ class IngestPart(TypedDict):
     rows_read: int
     rows_quarantined: int
     rejected_keys: NotRequired[pl.DataFrame | None]
+    #: Set on the parts of a source ingested in chunks (:mod:`sciatica_outcomes.ingest.chunked`): one part
+    #: per chunk, the last (``final``, no rows) with the source's totals and all its rejected keys.
+    final: NotRequired[bool]
 
 
 class IngestLogEntry(TypedDict):
