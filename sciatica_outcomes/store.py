@@ -806,7 +806,8 @@ class IngestWriter:
                     parts = self._parts_of.setdefault(table, [])
                     if a not in parts:
                         parts.append(a)
-                    if chunked:
+                    if chunked and self._before[table]:
+                        # (a table empty before this ingest has no stored row the export could lack)
                         self._stage_keys(table, b)
                     if self._on_step is not None and b.get("final", True):
                         self._on_step("stored", b["table"])

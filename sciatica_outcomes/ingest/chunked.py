@@ -83,7 +83,7 @@ __all__ = ["CHUNK_BYTES", "SCRATCH_MEMORY_LIMIT", "Scratch", "scan_csv", "valida
 #: Default chunk size, in bytes of CSV: a larger CSV file is ingested in chunks of about this size. Peak
 #: memory is about 10-15 times one chunk (raw text, parsed columns, checks, the rows handed to DuckDB), plus
 #: :data:`SCRATCH_MEMORY_LIMIT` and the store's own buffers.
-CHUNK_BYTES = 300
+CHUNK_BYTES = 32 << 20
 
 #: Memory limit of the scratch DuckDB database holding the keys of a chunked ingest (it spills to a
 #: temporary folder beyond it).
