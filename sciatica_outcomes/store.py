@@ -561,6 +561,24 @@ class Store:
             raise DataValidationError(f"cannot write {table}: duplicate keys ({', '.join(key)})")
         return out
 
+    def _upsert_files(self, table: str, files: Sequence[str], *, fresh: bool = False) -> WriteCounts:
+        """:meth:`_upsert` of validated canonical rows spooled to Parquet files (a chunked ingest).
+
+        One statement reads them all: DuckDB writes a large INSERT ... SELECT to the database file as it
+        goes, whereas rows appended by many statements stay in memory until the commit.
+        """
+        if not files:
+            return WriteCounts(table, 0, 0, 0)
+        cols = ", ".join(_q(c) for c in TABLE_SPECS[table].dtypes)
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        self._exec(f"CREATE OR REPLACE TEMP VIEW _incoming AS SELECT {cols} FROM read_parquet([{listed}])")
+        try:
+            n = int(self._exec("SELECT count(*) FROM _incoming")[0][0])
+            return self._upsert_incoming(table, n, fresh)
+        finally:
+            with suppress(duckdb.Error):
+                self._exec("DROP VIEW IF EXISTS temp._incoming")
+
     def _upsert(
         self, table: str, frame: pl.DataFrame, *, validated: bool = False, fresh: bool = False
     ) -> WriteCounts:
@@ -571,42 +589,48 @@ class Store:
         n = frame.height
         if n == 0:
             return WriteCounts(table, 0, 0, 0)
-        spec = TABLE_SPECS[table]
-        cols = list(spec.dtypes)
-        col_sql = ", ".join(_q(c) for c in cols)
         # string views pass to DuckDB without copying (the default large_string conversion copies them)
         self._con.register("_incoming", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
         try:
-            if fresh or self._count(table) == 0:
-                self._exec(f"INSERT INTO {_q(table)} SELECT {col_sql} FROM _incoming")
-                return WriteCounts(table, n, 0, 0)
-            on = " AND ".join(f"i.{_q(k)} = e.{_q(k)}" for k in spec.key)
-            first_key = _q(spec.key[0])
-            differs = " OR ".join(f"i.{_q(c)} IS DISTINCT FROM e.{_q(c)}" for c in cols if c not in spec.key)
-            differs = differs or "FALSE"
-            # count first, in one join that materialises nothing: an unchanged re-ingest stops here
-            row = self._exec(
-                f"""
-                SELECT count(*) FILTER (e.{first_key} IS NULL),
-                       count(*) FILTER (e.{first_key} IS NOT NULL AND ({differs}))
-                FROM _incoming i LEFT JOIN {_q(table)} e ON {on}
-                """
-            )[0]
-            inserted, updated = int(row[0]), int(row[1])
-            if updated:
-                self._exec(f"DELETE FROM {_q(table)} e USING _incoming i WHERE {on} AND ({differs})")
-            if inserted or updated:
-                # changed rows were deleted above, so the rows to add are exactly those without a match
-                self._exec(
-                    f"""
-                    INSERT INTO {_q(table)}
-                    SELECT {", ".join(f"i.{_q(c)}" for c in cols)} FROM _incoming i
-                    ANTI JOIN {_q(table)} e ON {on}
-                    """
-                )
-            return WriteCounts(table, inserted, updated, n - inserted - updated)
+            return self._upsert_incoming(table, n, fresh)
         finally:
             self._unregister("_incoming")
+
+    def _upsert_incoming(self, table: str, n: int, fresh: bool) -> WriteCounts:
+        """The upsert of the ``n`` rows of ``_incoming`` (a registered frame or a view)."""
+        spec = TABLE_SPECS[table]
+        cols = list(spec.dtypes)
+        col_sql = ", ".join(_q(c) for c in cols)
+        if n == 0:
+            return WriteCounts(table, 0, 0, 0)
+        if fresh or self._count(table) == 0:
+            self._exec(f"INSERT INTO {_q(table)} SELECT {col_sql} FROM _incoming")
+            return WriteCounts(table, n, 0, 0)
+        on = " AND ".join(f"i.{_q(k)} = e.{_q(k)}" for k in spec.key)
+        first_key = _q(spec.key[0])
+        differs = " OR ".join(f"i.{_q(c)} IS DISTINCT FROM e.{_q(c)}" for c in cols if c not in spec.key)
+        differs = differs or "FALSE"
+        # count first, in one join that materialises nothing: an unchanged re-ingest stops here
+        row = self._exec(
+            f"""
+            SELECT count(*) FILTER (e.{first_key} IS NULL),
+                   count(*) FILTER (e.{first_key} IS NOT NULL AND ({differs}))
+            FROM _incoming i LEFT JOIN {_q(table)} e ON {on}
+            """
+        )[0]
+        inserted, updated = int(row[0]), int(row[1])
+        if updated:
+            self._exec(f"DELETE FROM {_q(table)} e USING _incoming i WHERE {on} AND ({differs})")
+        if inserted or updated:
+            # changed rows were deleted above, so the rows to add are exactly those without a match
+            self._exec(
+                f"""
+                INSERT INTO {_q(table)}
+                SELECT {", ".join(f"i.{_q(c)}" for c in cols)} FROM _incoming i
+                ANTI JOIN {_q(table)} e ON {on}
+                """
+            )
+        return WriteCounts(table, inserted, updated, n - inserted - updated)
 
     def write_ingest(
         self,
@@ -793,7 +817,10 @@ class IngestWriter:
                         self._before[table] = store._count(table)
                     chunked = "final" in b
                     fresh = chunked and self._before[table] == 0
-                    counts = store._upsert(table, b["frame"], validated=True, fresh=fresh)
+                    if "parquet" in b:
+                        counts = store._upsert_files(table, b["parquet"], fresh=fresh)
+                    else:
+                        counts = store._upsert(table, b["frame"], validated=True, fresh=fresh)
                     prev = self._counts.get(a)
                     if prev is not None:  # the next chunk of a source
                         counts = WriteCounts(
@@ -893,6 +920,8 @@ class IngestWriter:
         key = list(TABLE_SPECS[table].key)
         staged = _q("_export_" + table)
         frames = [part["frame"].select(key)]
+        if part.get("parquet"):
+            frames = [pl.scan_parquet(part["parquet"]).select(key).collect()]
         rejected = part.get("rejected_keys")
         if rejected is not None and not rejected.is_empty():
             frames.append(rejected.select(key).cast({c: TABLE_SPECS[table].dtypes[c] for c in key}))

@@ -390,6 +390,7 @@ class _SourceState:
     tally: Redactions = field(default_factory=dict)
     n_valid: int = 0
     valid: list[pl.DataFrame] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
 
 def validate_chunked(
@@ -409,7 +410,9 @@ def validate_chunked(
     scratch : Scratch
         The scratch database, with the store's parent rows copied in (:meth:`Scratch.add_reference`).
     on_part : callable, optional
-        Called with every chunk's valid rows, in table dependency order (the ingest's writer).
+        Called once per source, in table dependency order (the ingest's writer), with a part whose
+        ``parquet`` files (in ``scratch``'s folder: keep it open until the writer is done) hold the
+        source's valid rows.
     keep_valid : bool
         Keep the valid rows of the sources read whole in their ``TableResult.valid`` (chunked sources
         never keep theirs: ``n_valid`` counts them).
@@ -668,7 +671,10 @@ def _chunk_done(
     if keep_valid and st.source.chunks is None:
         st.valid.append(valid)
     if on_part is not None and valid.height:
-        on_part(position, _part(st, valid, final=False))
+        # spooled, and stored by one statement at the source's end (see ``Store._upsert_files``)
+        path = scratch.folder / f"valid_{position}_{len(st.files):06d}.parquet"
+        valid.write_parquet(path)
+        st.files.append(str(path))
     return seq
 
 
@@ -694,6 +700,7 @@ def _final_part(st: _SourceState) -> IngestPart:
     empty = pl.DataFrame(schema={c: spec.dtypes[c] for c in spec.columns})
     part = _part(st, empty, final=True)
     key = list(spec.key)
+    part["parquet"] = list(st.files)
     part["rejected_keys"] = (
         pl.concat(st.rejected) if st.rejected else pl.DataFrame(schema={k: spec.dtypes[k] for k in key})
     )

@@ -814,17 +814,21 @@ def _ingest_chunked(
                 for src, kept in zip(sources, read_notices, strict=True):
                     src.notices[:] = kept
             scratch = _scratch(store, tables)
-            writer = store.writer(on_step=on_progress, replace=replace)
             try:
-                validation = _with_notices(validate_chunked(sources, scratch, on_part=writer.submit), notices)
-            except BaseException:
-                writer.abort()
-                raise
+                writer = store.writer(on_step=on_progress, replace=replace)
+                try:
+                    validation = _with_notices(
+                        validate_chunked(sources, scratch, on_part=writer.submit), notices
+                    )
+                except BaseException:
+                    writer.abort()
+                    raise
+                if on_progress is not None and not strict:
+                    on_progress("validated", "")
+                # the valid rows are spooled in the scratch folder until the writer has stored them
+                ingest_id, by_position = writer.finish(_quarantine_of(validation))
             finally:
                 scratch.close()
-            if on_progress is not None and not strict:
-                on_progress("validated", "")
-            ingest_id, by_position = writer.finish(_quarantine_of(validation))
             counts = [by_position[i] for i in range(len(validation.tables))]
         finally:
             store.query(f"SET memory_limit = '{limit}'")
