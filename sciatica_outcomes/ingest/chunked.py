@@ -15,8 +15,10 @@ source through this module instead of :func:`~sciatica_outcomes.ingest.validate.
    keys are staged in a scratch DuckDB database; one ``GROUP BY`` finds the keys given more than once.
 3. **validate and store**: every chunk is checked again, now with the duplicate keys, the foreign keys
    (looked up in the scratch tables of this ingest's valid parent rows and of the store's rows) and the
-   episode windows; its valid rows go to the store's transaction and its valid parent keys to the
-   scratch database before the next chunk is read.
+   episode windows; its valid rows are spooled to a Parquet file and its valid parent keys go to the
+   scratch database before the next chunk is read. The store's transaction then takes each source's
+   spooled rows in one ``INSERT ... SELECT`` (DuckDB streams one large statement to the database file,
+   whereas rows appended by many statements stay in memory until the commit).
 
 Every rule, message, report and count is that of the in-memory path (``tests/ingest/test_chunked.py``
 ingests the test fixtures both ways, with chunks of a few lines, and compares issues, quarantine, counts
@@ -80,9 +82,10 @@ from sciatica_outcomes.schemas.store_tables import IngestPart
 
 __all__ = ["CHUNK_BYTES", "SCRATCH_MEMORY_LIMIT", "Scratch", "scan_csv", "validate_chunked"]
 
-#: Default chunk size, in bytes of CSV: a larger CSV file is ingested in chunks of about this size. Peak
-#: memory is about 10-15 times one chunk (raw text, parsed columns, checks, the rows handed to DuckDB), plus
-#: :data:`SCRATCH_MEMORY_LIMIT` and the store's own buffers.
+#: Default chunk size, in bytes of CSV: a larger CSV file is ingested in chunks of about this size. Measured
+#: peak of a 1 GB sessions file: about 1 GB (the whole-file ingest: about 4 GB); it depends on the chunk
+#: size (raw text, parsed columns and checks of one chunk), :data:`SCRATCH_MEMORY_LIMIT` and the store's
+#: buffers, not on the file's size (``benchmarks/ingest.py --sessions-mb``).
 CHUNK_BYTES = 32 << 20
 
 #: Memory limit of the scratch DuckDB database holding the keys of a chunked ingest (it spills to a
