@@ -224,7 +224,9 @@ def _build_store(db: Path, n_patients: int) -> dict[str, int]:
             prefix = f"B{b:04d}-"
             for name, frame in block.items():
                 tiled = frame.with_columns(
-                    (pl.lit(prefix) + pl.col(c)).alias(c) for c in _ID_COLUMNS[name] if c in frame.columns
+                    (pl.lit(prefix) + pl.col(c)).alias(c)
+                    for c in _ID_COLUMNS.get(name, ("episode_id",))
+                    if c in frame.columns
                 )
                 store.write(name, tiled, source="benchmark")
                 rows[name] += tiled.height

@@ -302,9 +302,27 @@ def _combine(parts: dict[str, list[pl.LazyFrame]]) -> dict[str, pl.LazyFrame]:
     return out
 
 
-_FRAMES = ("analysis_frame", "episode_summary", "alerts", "outcomes", "scored_measures", "scoring_problems")
-#: The frames ``sciatica-outcomes derive`` writes (not the long outcomes).
-_WRITTEN = tuple(f for f in _FRAMES if f != "outcomes")
+_FRAMES = (
+    "analysis_frame",
+    "episode_summary",
+    "alerts",
+    "outcomes",
+    "scored_measures",
+    "scoring_problems",
+    "work_assessments",
+    "return_to_work",
+    "work_episodes",
+)
+#: The frames ``sciatica-outcomes derive`` writes.
+_WRITTEN = (
+    "analysis_frame",
+    "episode_summary",
+    "alerts",
+    "scored_measures",
+    "scoring_problems",
+    "work_episodes",
+    "return_to_work",
+)
 
 
 def derive_all_batched(
@@ -403,10 +421,18 @@ def write_derived_batched(
             "alerts": out / "alerts.csv",
             "scored_measures": out / "scored_measures.parquet",
             "scoring_problems": out / "scoring_problems.csv",
+            "work_episodes": out / "work_episodes.parquet",
+            "return_to_work": out / "return_to_work.parquet",
             "provenance": out / "derive_provenance.json",
         }
         rows: dict[str, int] = {}
-        for name in ("analysis_frame", "episode_summary", "scored_measures"):
+        for name in (
+            "analysis_frame",
+            "episode_summary",
+            "scored_measures",
+            "work_episodes",
+            "return_to_work",
+        ):
             combined[name].sink_parquet(paths[name])
             rows[name] = pl.scan_parquet(paths[name]).select(pl.len()).collect().item()
         alerts = combined["alerts"].collect()
@@ -424,6 +450,8 @@ def write_derived_batched(
                 "unactioned_red_flags": int(alerts["unactioned"].fill_null(False).sum()),
                 "scored_measures": rows["scored_measures"],
                 "scoring_problems": problems.height,
+                "work_episodes": rows["work_episodes"],
+                "return_to_work": rows["return_to_work"],
             },
         }
         paths["provenance"].write_text(json.dumps(provenance, indent=1, default=str) + "\n", encoding="utf-8")

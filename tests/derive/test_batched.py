@@ -17,7 +17,17 @@ from sciatica_outcomes.errors import UnusableInputError
 from sciatica_outcomes.store import Store
 from sciatica_outcomes.synth import generate_cohort
 
-FRAMES = ("analysis_frame", "episode_summary", "alerts", "outcomes", "scored_measures", "scoring_problems")
+FRAMES = (
+    "analysis_frame",
+    "episode_summary",
+    "alerts",
+    "outcomes",
+    "scored_measures",
+    "scoring_problems",
+    "work_assessments",
+    "return_to_work",
+    "work_episodes",
+)
 PER_BATCH = 37
 
 
