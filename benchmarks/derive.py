@@ -12,6 +12,14 @@ versions on the same cohort in the same process, alternating, with a check that 
 ``derive_all`` is also timed once per version in a fresh process (row "derive_all (fresh process)"),
 free of the memory the earlier steps leave behind. Run with ``make bench`` or
 ``.venv/bin/python benchmarks/derive.py [--sizes 10000 100000] [--baseline REV]``.
+
+With ``--store-sizes N ...`` (e.g. ``--store-sizes 100000 1000000``) the derive of a DuckDB store is measured
+instead: a store of N episodes is built (a generated cohort of 10,000 episodes repeated with distinct
+identifiers, written by ``Store.write``; under ``benchmarks/out/``, removed afterwards), then, each in a
+fresh process, the in-memory ``derive_all(store)`` (up to ``--in-memory-up-to`` episodes, default 100,000:
+it needs about 70 MB per 1,000 episodes) and the batched ``write_derived_batched(store, out)``
+(:mod:`sciatica_outcomes.derive.batched`, ``--batch`` episodes per range) are timed, with the peak resident
+memory of each process (``VmHWM``), and the batched files are compared with the in-memory frames.
 """
 
 from __future__ import annotations
@@ -185,14 +193,124 @@ def fresh_derive_all(n_patients: int, rev: str | None) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+OUT = ROOT / "benchmarks" / "out"
+_BLOCK = 10_000
+_ID_COLUMNS = {
+    "episodes": ("episode_id", "patient_id"),
+    "sessions": ("session_id", "episode_id"),
+    "session_exercises": ("session_id",),
+    "measures": ("episode_id",),
+    "questionnaire_items": ("episode_id",),
+    "symptom_checks": ("episode_id",),
+}
+
+
+def _vm_hwm_mb() -> float:
+    """Peak resident memory of this process (``VmHWM``, reset by exec), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return _rss_peak_mb()
+
+
+def _build_store(db: Path, n_patients: int) -> dict[str, int]:
+    """A store of ``n_patients`` episodes: one generated block of 10,000 repeated with distinct ids."""
+    from sciatica_outcomes.store import Store  # noqa: PLC0415
+
+    block = generate_cohort(n_patients=min(n_patients, _BLOCK), seed=2026).tables
+    rows = dict.fromkeys(block, 0)
+    with Store(db) as store:
+        for b in range(-(-n_patients // _BLOCK)):
+            prefix = f"B{b:04d}-"
+            for name, frame in block.items():
+                tiled = frame.with_columns(
+                    (pl.lit(prefix) + pl.col(c)).alias(c)
+                    for c in _ID_COLUMNS.get(name, ("episode_id",))
+                    if c in frame.columns
+                )
+                store.write(name, tiled, source="benchmark")
+                rows[name] += tiled.height
+    return rows
+
+
+def _store_child(task: str, db: Path, out: Path, batch: int) -> None:
+    """One measurement in this (fresh) process, printed as one JSON line."""
+    from sciatica_outcomes.derive.batched import write_derived_batched  # noqa: PLC0415
+    from sciatica_outcomes.derive.cli import write_derived  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    if task == "build":
+        rows = _build_store(db, batch)
+        print(json.dumps({"seconds": time.perf_counter() - t0, "rows": sum(rows.values()), **rows}))
+        return
+    if task == "memory":
+        paths = write_derived(current.derive_all(db), out, source=str(db))
+    else:
+        paths = write_derived_batched(db, out, episodes_per_batch=batch)
+    seconds = time.perf_counter() - t0
+    rows = json.loads(paths["provenance"].read_text())["rows"]
+    print(json.dumps({"seconds": seconds, "peak_mb": _vm_hwm_mb(), "rows": rows}))
+
+
+def _store_run(task: str, db: Path, out: Path, batch: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--store-child", task, "--db", str(db), "--out", str(out)]
+    done = subprocess.run([*cmd, "--batch", str(batch)], check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    for name in ("analysis_frame.parquet", "episode_summary.parquet", "scored_measures.parquet"):
+        if not pl.read_parquet(a / name).equals(pl.read_parquet(b / name)):
+            return False
+    return all((a / n).read_bytes() == (b / n).read_bytes() for n in ("alerts.csv", "scoring_problems.csv"))
+
+
+def store_sizes(sizes: list[int], batch: int, in_memory_up_to: int) -> None:
+    """Derive from a DuckDB store: in memory and batched, peak memory of each (see the module notes)."""
+    import shutil  # noqa: PLC0415
+
+    print(f"{'episodes':>9} {'input rows':>11} {'build s':>8} {'path':>8} {'seconds':>8} {'peak MB':>8} same")
+    for n in sizes:
+        work = OUT / f"derive_store_{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        db = work / "s.duckdb"
+        built = _store_run("build", db, work, n)
+        results = {}
+        for task in ("memory", "batched"):
+            if task == "memory" and n > in_memory_up_to:
+                continue
+            results[task] = _store_run(task, db, work / task, batch)
+        same = _same_files(work / "memory", work / "batched") if len(results) == 2 else None
+        for task, got in results.items():
+            print(
+                f"{n:>9,} {built['rows']:>11,} {built['seconds']:>8.1f} {task:>8} {got['seconds']:>8.1f} "
+                f"{got['peak_mb']:>8,.0f} {'' if task == 'memory' else same}",
+                flush=True,
+            )
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--baseline", help="git revision whose derive package is timed side by side")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--store-sizes", type=int, nargs="+", help="derive from a store of these sizes")
+    parser.add_argument("--batch", type=int, default=20_000, help="episodes per range of the batched derive")
+    parser.add_argument("--in-memory-up-to", type=int, default=100_000)
+    parser.add_argument("--store-child", help=argparse.SUPPRESS)
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         _child(args.child, args.baseline)
+        return
+    if args.store_child:
+        _store_child(args.store_child, args.db, args.out, args.batch)
+        return
+    if args.store_sizes:
+        store_sizes(args.store_sizes, args.batch, args.in_memory_up_to)
         return
     baseline = load_baseline(args.baseline) if args.baseline else None
     pl.Config.set_tbl_rows(100)

@@ -19,6 +19,14 @@ are interleaved (read, load, ingest, read, ...) so that a slower spell of a shar
 three; the fastest run of each is shown. Run:
 
     .venv/bin/python benchmarks/ingest.py [--sizes 10000 100000] [--repeat 2]
+
+With ``--sessions-mb 200 1000 2000`` the peak memory of large files is measured instead: a sessions CSV of
+about that many MB (with its episodes CSV) is written by repeating a generated 10,000-episode cohort with
+distinct identifiers, optionally with problems planted every ``--bad-every`` rows (a type error, an unknown
+episode and a duplicate key: the cross-chunk rules have work), and ingested into a new store in a fresh
+process, whole (``chunk_bytes=None``: the ingest before chunking) and in chunks (the default
+``CHUNK_BYTES``); the table gives seconds, rows and peak MiB (``VmHWM``) per size and path. Sizes whose
+whole-file ingest would not fit are skipped with ``--whole-up-to MB``.
 """
 
 from __future__ import annotations
@@ -116,16 +124,114 @@ def _generate(n: int) -> Path:
     return data
 
 
+_ID_COLUMNS = {"episodes": ("episode_id", "patient_id"), "sessions": ("session_id", "episode_id")}
+
+
+def _write_large(data: Path, sessions_mb: int, bad_every: int) -> None:
+    """Episodes and sessions CSV files, the sessions about ``sessions_mb`` MB (one block at a time)."""
+    block = generate_cohort(n_patients=10_000, seed=1).tables
+    data.mkdir(parents=True, exist_ok=True)
+    with open(data / "episodes.csv", "w") as fe, open(data / "sessions.csv", "w") as fs:
+        b = 0
+        while fs.tell() < sessions_mb * 1_000_000:
+            prefix = f"B{b:04d}-"
+            ep, se = (
+                block[t].with_columns((pl.lit(prefix) + pl.col(c)).alias(c) for c in _ID_COLUMNS[t])
+                for t in ("episodes", "sessions")
+            )
+            if bad_every:
+                i = pl.int_range(pl.len())
+                se = se.with_columns(pl.col(c).cast(pl.String) for c in se.columns).with_columns(
+                    pl.when(i % bad_every == 7)
+                    .then(pl.lit("7/10"))
+                    .otherwise("pain_before")
+                    .alias("pain_before"),
+                    pl.when(i % bad_every == 11)
+                    .then(pl.lit("EPNOPE"))
+                    .otherwise("episode_id")
+                    .alias("episode_id"),
+                )
+                se = pl.concat([se, se.gather_every(bad_every * 10)])  # duplicate keys
+            fe.write(ep.write_csv(include_header=b == 0))
+            fs.write(se.write_csv(include_header=b == 0))
+            b += 1
+
+
+def _large_child(data: Path, chunked: bool) -> dict[str, float]:
+    db = data / "large.duckdb"
+    for f in (db, db.with_name(db.name + ".wal")):
+        f.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    files = [data / "episodes.csv", data / "sessions.csv"]
+    res = ingest_paths(
+        files, db=db, report_dir=data / "reports", **({} if chunked else {"chunk_bytes": None})
+    )
+    seconds = time.perf_counter() - t0
+    s = res.summary()
+    rows, stored, quarantined = (int(s[c].sum()) for c in ("rows_read", "rows_stored", "rows_quarantined"))
+    assert rows == stored + quarantined, "rows must be conserved"
+    db.unlink()
+    return {"seconds": seconds, "rows": rows, "quarantined": quarantined, "peak_mib": _peak_mib()}
+
+
+def large_files(sizes: list[int], bad_every: int, whole_up_to: int) -> None:
+    """Peak memory of large sessions files, whole and chunked (see the module notes)."""
+    print(
+        f"{'sessions MB':>11} {'file MB':>8} {'rows':>11} {'quarantined':>11} {'path':>8} "
+        f"{'seconds':>8} {'peak MiB':>9}"
+    )
+    for mb in sizes:
+        data = OUT / f"large_{mb}"
+        shutil.rmtree(data, ignore_errors=True)
+        cmd = [sys.executable, __file__, "--child", "write-large", "--data", str(data), "--patients", str(mb)]
+        subprocess.run([*cmd, "--bad-every", str(bad_every)], check=True)
+        size = (data / "sessions.csv").stat().st_size / 1e6
+        for path in ("chunked", "whole"):
+            if path == "whole" and mb > whole_up_to:
+                continue
+            got = _run(f"large-{path}", data, "csv")
+            print(
+                f"{mb:>11,} {size:>8,.0f} {int(got['rows']):>11,} {int(got['quarantined']):>11,} {path:>8} "
+                f"{got['seconds']:>8.1f} {got['peak_mib']:>9,.0f}",
+                flush=True,
+            )
+        shutil.rmtree(data, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the fastest is shown")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
-    parser.add_argument("--child", choices=["generate", "plain", "duckdb", "pandera", "ingest"])
+    parser.add_argument(
+        "--child",
+        choices=[
+            "generate",
+            "plain",
+            "duckdb",
+            "pandera",
+            "ingest",
+            "write-large",
+            "large-chunked",
+            "large-whole",
+        ],
+    )
+    parser.add_argument("--sessions-mb", type=int, nargs="+", help="measure large sessions files instead")
+    parser.add_argument("--bad-every", type=int, default=0, help="plant problems every N session rows")
+    parser.add_argument("--whole-up-to", type=int, default=1_000, help="largest MB ingested whole")
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--data", type=Path)
     parser.add_argument("--fmt", default="csv")
     args = parser.parse_args()
+    if args.child == "write-large":
+        _write_large(args.data, args.patients, args.bad_every)
+        return
+    if args.child in ("large-chunked", "large-whole"):
+        print(json.dumps(_large_child(args.data, args.child == "large-chunked")))
+        return
+    if args.sessions_mb:
+        large_files(args.sessions_mb, args.bad_every, args.whole_up_to)
+        return
     if args.child == "generate":
         cohort = generate_cohort(n_patients=args.patients, seed=1)
         write_cohort(cohort, args.data, fmt="csv")

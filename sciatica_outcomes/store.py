@@ -278,7 +278,14 @@ class Store:
         self._exec("COMMIT")
 
     # ------------------------------------------------------------------ reading
-    def read(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    def read(
+        self,
+        table: str,
+        columns: Sequence[str] | None = None,
+        *,
+        where: str | None = None,
+        params: Sequence[Any] | None = None,
+    ) -> pl.DataFrame:
         """Return a whole table as a polars frame, sorted by its key.
 
         Parameters
@@ -287,6 +294,11 @@ class Store:
             A canonical table, ``"ingest_log"`` or ``"quarantine"``.
         columns : sequence of str, optional
             Read only these columns (default: all).
+        where : str, optional
+            SQL condition on the table's columns selecting the rows to read (the derive stage reads one
+            range of episodes at a time); ``?`` placeholders take ``params``. Default: every row.
+        params : sequence, optional
+            Values of the placeholders of ``where``.
 
         Returns
         -------
@@ -324,10 +336,50 @@ class Store:
         # typing gaps: duckdb's stubs say to_arrow_table may return None (so polars' overload gives
         # "DataFrame | Series"), and polars' cast takes a Mapping keyed by column-or-selector, which a
         # dict keyed by str does not match (Mapping keys are invariant)
+        filtered = f" WHERE {where}" if where else ""
+        query = f"SELECT {cols} FROM {_q(table)}{filtered} ORDER BY {keys}"
         frame: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
-            self._con.sql(f"SELECT {cols} FROM {_q(table)} ORDER BY {keys}").to_arrow_table()
+            self._con.sql(query, params=list(params) if params else None).to_arrow_table()
         )
         return frame.cast(dict(schema))  # type: ignore[arg-type]
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one read-only SQL statement on the store and return its rows (small results: counts, bounds).
+
+        Parameters
+        ----------
+        sql : str
+            The statement; ``?`` placeholders take ``params``.
+        params : sequence, optional
+            Values of the placeholders.
+
+        Returns
+        -------
+        list of tuple
+            The result rows.
+        """
+        return self._exec(sql, params)
+
+    def read_batches(self, sql: str, rows: int = 1 << 20) -> Iterator[pl.DataFrame]:
+        """The result of a read-only query in frames of at most ``rows`` rows (bounded memory).
+
+        Parameters
+        ----------
+        sql : str
+            The query.
+        rows : int
+            Rows per frame.
+
+        Yields
+        ------
+        polars.DataFrame
+            The result, one batch at a time.
+        """
+        reader = self._con.sql(sql).to_arrow_reader(rows)
+        for batch in reader:
+            frame = pl.from_arrow(batch)
+            if isinstance(frame, pl.DataFrame):
+                yield frame
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """Return the six canonical tables, keyed by name."""
@@ -509,48 +561,76 @@ class Store:
             raise DataValidationError(f"cannot write {table}: duplicate keys ({', '.join(key)})")
         return out
 
-    def _upsert(self, table: str, frame: pl.DataFrame, *, validated: bool = False) -> WriteCounts:
-        """Upsert inside the caller's transaction (``validated``: keys already unique and non-null)."""
+    def _upsert_files(self, table: str, files: Sequence[str], *, fresh: bool = False) -> WriteCounts:
+        """:meth:`_upsert` of validated canonical rows spooled to Parquet files (a chunked ingest).
+
+        One statement reads them all: DuckDB writes a large INSERT ... SELECT to the database file as it
+        goes, whereas rows appended by many statements stay in memory until the commit.
+        """
+        if not files:
+            return WriteCounts(table, 0, 0, 0)
+        cols = ", ".join(_q(c) for c in TABLE_SPECS[table].dtypes)
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        self._exec(f"CREATE OR REPLACE TEMP VIEW _incoming AS SELECT {cols} FROM read_parquet([{listed}])")
+        try:
+            n = int(self._exec("SELECT count(*) FROM _incoming")[0][0])
+            return self._upsert_incoming(table, n, fresh)
+        finally:
+            with suppress(duckdb.Error):
+                self._exec("DROP VIEW IF EXISTS temp._incoming")
+
+    def _upsert(
+        self, table: str, frame: pl.DataFrame, *, validated: bool = False, fresh: bool = False
+    ) -> WriteCounts:
+        """Upsert inside the caller's transaction (``validated``: keys already unique and non-null;
+        ``fresh``: the table held no row before this ingest and the ingest's keys are unique, so every row
+        is new)."""
         frame = self._conform(table, frame, check_keys=not validated)
         n = frame.height
         if n == 0:
             return WriteCounts(table, 0, 0, 0)
-        spec = TABLE_SPECS[table]
-        cols = list(spec.dtypes)
-        col_sql = ", ".join(_q(c) for c in cols)
         # string views pass to DuckDB without copying (the default large_string conversion copies them)
         self._con.register("_incoming", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
         try:
-            if self._count(table) == 0:
-                self._exec(f"INSERT INTO {_q(table)} SELECT {col_sql} FROM _incoming")
-                return WriteCounts(table, n, 0, 0)
-            on = " AND ".join(f"i.{_q(k)} = e.{_q(k)}" for k in spec.key)
-            first_key = _q(spec.key[0])
-            differs = " OR ".join(f"i.{_q(c)} IS DISTINCT FROM e.{_q(c)}" for c in cols if c not in spec.key)
-            differs = differs or "FALSE"
-            # count first, in one join that materialises nothing: an unchanged re-ingest stops here
-            row = self._exec(
-                f"""
-                SELECT count(*) FILTER (e.{first_key} IS NULL),
-                       count(*) FILTER (e.{first_key} IS NOT NULL AND ({differs}))
-                FROM _incoming i LEFT JOIN {_q(table)} e ON {on}
-                """
-            )[0]
-            inserted, updated = int(row[0]), int(row[1])
-            if updated:
-                self._exec(f"DELETE FROM {_q(table)} e USING _incoming i WHERE {on} AND ({differs})")
-            if inserted or updated:
-                # changed rows were deleted above, so the rows to add are exactly those without a match
-                self._exec(
-                    f"""
-                    INSERT INTO {_q(table)}
-                    SELECT {", ".join(f"i.{_q(c)}" for c in cols)} FROM _incoming i
-                    ANTI JOIN {_q(table)} e ON {on}
-                    """
-                )
-            return WriteCounts(table, inserted, updated, n - inserted - updated)
+            return self._upsert_incoming(table, n, fresh)
         finally:
             self._unregister("_incoming")
+
+    def _upsert_incoming(self, table: str, n: int, fresh: bool) -> WriteCounts:
+        """The upsert of the ``n`` rows of ``_incoming`` (a registered frame or a view)."""
+        spec = TABLE_SPECS[table]
+        cols = list(spec.dtypes)
+        col_sql = ", ".join(_q(c) for c in cols)
+        if n == 0:
+            return WriteCounts(table, 0, 0, 0)
+        if fresh or self._count(table) == 0:
+            self._exec(f"INSERT INTO {_q(table)} SELECT {col_sql} FROM _incoming")
+            return WriteCounts(table, n, 0, 0)
+        on = " AND ".join(f"i.{_q(k)} = e.{_q(k)}" for k in spec.key)
+        first_key = _q(spec.key[0])
+        differs = " OR ".join(f"i.{_q(c)} IS DISTINCT FROM e.{_q(c)}" for c in cols if c not in spec.key)
+        differs = differs or "FALSE"
+        # count first, in one join that materialises nothing: an unchanged re-ingest stops here
+        row = self._exec(
+            f"""
+            SELECT count(*) FILTER (e.{first_key} IS NULL),
+                   count(*) FILTER (e.{first_key} IS NOT NULL AND ({differs}))
+            FROM _incoming i LEFT JOIN {_q(table)} e ON {on}
+            """
+        )[0]
+        inserted, updated = int(row[0]), int(row[1])
+        if updated:
+            self._exec(f"DELETE FROM {_q(table)} e USING _incoming i WHERE {on} AND ({differs})")
+        if inserted or updated:
+            # changed rows were deleted above, so the rows to add are exactly those without a match
+            self._exec(
+                f"""
+                INSERT INTO {_q(table)}
+                SELECT {", ".join(f"i.{_q(c)}" for c in cols)} FROM _incoming i
+                ANTI JOIN {_q(table)} e ON {on}
+                """
+            )
+        return WriteCounts(table, inserted, updated, n - inserted - updated)
 
     def write_ingest(
         self,
@@ -642,7 +722,9 @@ class IngestWriter:
         self.quarantine_added = 0
         self._parts_of: dict[str, list[Any]] = {}  # per table, the parts written, in order
         self._before: dict[str, int] = {}  # per table, rows in the store before this ingest
-        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        # bounded: a source ingested in chunks waits for the store instead of queueing every chunk in memory
+        self._queue: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=2)
+        self._staged: set[str] = set()  # tables whose export keys are staged in a temporary table
         self._parts: dict[Any, IngestPart] = {}
         self._counts: dict[Any, WriteCounts] = {}
         self._error: BaseException | None = None
@@ -661,7 +743,8 @@ class IngestWriter:
         """
         if self._error is not None:
             raise self._failure()
-        self._parts[key] = part
+        # the parts of a chunked source keep no rows here: their keys are staged in the store
+        self._parts[key] = part if "final" not in part else {**part, "frame": part["frame"].clear()}
         self._queue.put(("part", key, part))
 
     def finish(self, quarantine: pl.DataFrame) -> tuple[int, dict[Any, WriteCounts]]:
@@ -732,9 +815,28 @@ class IngestWriter:
                     table = b["table"]
                     if table not in self._before:
                         self._before[table] = store._count(table)
-                    self._counts[a] = store._upsert(table, b["frame"], validated=True)
-                    self._parts_of.setdefault(table, []).append(a)
-                    if self._on_step is not None:
+                    chunked = "final" in b
+                    fresh = chunked and self._before[table] == 0
+                    if "parquet" in b:
+                        counts = store._upsert_files(table, b["parquet"], fresh=fresh)
+                    else:
+                        counts = store._upsert(table, b["frame"], validated=True, fresh=fresh)
+                    prev = self._counts.get(a)
+                    if prev is not None:  # the next chunk of a source
+                        counts = WriteCounts(
+                            table,
+                            prev.inserted + counts.inserted,
+                            prev.updated + counts.updated,
+                            prev.unchanged + counts.unchanged,
+                        )
+                    self._counts[a] = counts
+                    parts = self._parts_of.setdefault(table, [])
+                    if a not in parts:
+                        parts.append(a)
+                    if chunked and self._before[table]:
+                        # (a table empty before this ingest has no stored row the export could lack)
+                        self._stage_keys(table, b)
+                    if self._on_step is not None and b.get("final", True):
                         self._on_step("stored", b["table"])
                 elif kind == "finish":
                     ended = True
@@ -761,6 +863,8 @@ class IngestWriter:
         ingest_id = store.next_ingest_id()
         self._pending_id = ingest_id
         self.absent = self._compare_with_export()
+        for table in self._staged:
+            store._exec(f"DROP TABLE IF EXISTS temp.{_q('_export_' + table)}")
         if not quarantine.is_empty():
             self.quarantine_added = store.append_quarantine(
                 quarantine.with_columns(pl.lit(ingest_id, pl.Int64).alias("ingest_id"))
@@ -808,6 +912,35 @@ class IngestWriter:
                 with suppress(duckdb.Error):
                     self._store._exec(f"DROP TABLE IF EXISTS temp.{_q('_gone_' + table)}")
         return absent
+
+    def _stage_keys(self, table: str, part: IngestPart) -> None:
+        """Add the keys of a chunk (its valid rows; the last part: the source's rejected keys) to the table's
+        temporary table of export keys."""
+        store = self._store
+        key = list(TABLE_SPECS[table].key)
+        staged = _q("_export_" + table)
+        frames = [part["frame"].select(key)]
+        if part.get("parquet"):
+            frames = [pl.scan_parquet(part["parquet"]).select(key).collect()]
+        rejected = part.get("rejected_keys")
+        if rejected is not None and not rejected.is_empty():
+            frames.append(rejected.select(key).cast({c: TABLE_SPECS[table].dtypes[c] for c in key}))
+        if table not in self._staged:
+            cols = ", ".join(_q(c) for c in key)
+            store._con.register("_keys", frames[0].head(0).to_arrow(compat_level=pl.CompatLevel.newest()))
+            try:
+                store._exec(f"CREATE OR REPLACE TEMP TABLE {staged} AS SELECT {cols} FROM _keys")
+            finally:
+                store._unregister("_keys")
+            self._staged.add(table)
+        for frame in frames:
+            if frame.is_empty():
+                continue
+            store._con.register("_keys", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+            try:
+                store._exec(f"INSERT INTO temp.{staged} SELECT * FROM _keys")
+            finally:
+                store._unregister("_keys")
 
     def _export_keys(self, table: str, *, rejected_only: bool = False) -> pl.DataFrame:
         """Keys of this ingest's rows of ``table``: stored rows and rejected rows whose key parses."""
@@ -857,10 +990,12 @@ class IngestWriter:
         The caller unregisters ``_export_keys`` once the statement ran.
         """
         key = TABLE_SPECS[table].key
-        keys = self._export_keys(table)
-        self._store._con.register("_export_keys", keys.to_arrow(compat_level=pl.CompatLevel.newest()))
         on = " AND ".join(f"e.{_q(k)} = x.{_q(k)}" for k in key)
         cols = ", ".join(f"e.{_q(k)}" for k in key)
+        if table in self._staged:  # a chunked ingest: the keys are in the store already
+            return f"SELECT {cols} FROM {_q(table)} e ANTI JOIN temp.{_q('_export_' + table)} x ON {on}"
+        keys = self._export_keys(table)
+        self._store._con.register("_export_keys", keys.to_arrow(compat_level=pl.CompatLevel.newest()))
         return f"SELECT {cols} FROM {_q(table)} e ANTI JOIN _export_keys x ON {on}"
 
     def _delete_absent(self, table: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -173,6 +174,7 @@ def _analysis(
     adherence: pl.DataFrame,
     config: ClinicalConfig,
     data_cut: date | None,
+    capped_measures: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     measures = _ordered_measures(long["measure"].unique().to_list())
     index = ["episode_id", "assessed_on"]
@@ -181,7 +183,13 @@ def _analysis(
     change = long.pivot(on="measure", index=index, values="change", aggregate_function="first").rename(
         {m: f"{m}_change" for m in measures if m in long["measure"]}, strict=False
     )
-    capped = long.filter(pl.col("stopped_reason").is_not_null().any().over("measure"))
+    # measures with a capped test anywhere (``capped_measures``: given by the batched derive, which sees
+    # one range of episodes at a time) get a ``_censored`` column
+    capped = (
+        long.filter(pl.col("stopped_reason").is_not_null().any().over("measure"))
+        if capped_measures is None
+        else long.filter(pl.col("measure").is_in(list(capped_measures)))
+    )
     cens_cols: list[str] = []
     frame = rows.join(values, on=index, how="left").join(change, on=index, how="left")
     if capped.height:
@@ -400,7 +408,35 @@ def derive_all(source: Source, config: ClinicalConfig | None = None, data_cut: d
     """
     config = config or ClinicalConfig()
     tables = load_tables(source)
-    cut = resolve_data_cut(tables, data_cut)
+    return derive_tables(tables, config, resolve_data_cut(tables, data_cut))
+
+
+def derive_tables(
+    tables: dict[str, pl.DataFrame],
+    config: ClinicalConfig,
+    cut: date | None,
+    capped_measures: Sequence[str] | None = None,
+) -> Derived:
+    """:func:`derive_all` of canonical tables already loaded, with the data cut already resolved.
+
+    Parameters
+    ----------
+    tables : dict of str to polars.DataFrame
+        The canonical tables (:func:`~sciatica_outcomes.derive._common.load_tables`).
+    config : ClinicalConfig
+        Thresholds.
+    cut : date or None
+        The data cut.
+    capped_measures : sequence of str, optional
+        Measures that have a capped test (a ``stopped_reason``) in the whole store; default: those of
+        ``tables``. The batched derive (:mod:`sciatica_outcomes.derive.batched`) passes the store's, so a
+        range of episodes without a capped test still gets the ``_censored`` columns the whole store has.
+
+    Returns
+    -------
+    Derived
+        As :func:`derive_all`.
+    """
     long, scored, problems = _outcomes(tables, config)
     adherence = episode_adherence(tables["episodes"], tables["sessions"], config, cut)
     # completed sessions and their exercise rows are sorted and coded once, for pain and progression
@@ -418,7 +454,7 @@ def derive_all(source: Source, config: ClinicalConfig | None = None, data_cut: d
     work_rows = work_assessments(tables["work"], tables["episodes"], config)
     rtw = return_to_work(work_rows)
     return Derived(
-        analysis_frame=_analysis(tables, long, adherence, config, cut),
+        analysis_frame=_analysis(tables, long, adherence, config, cut, capped_measures),
         episode_summary=_summary(tables, long, adherence, pain, progression, alerts),
         alerts=alerts,
         outcomes=long,

@@ -18,6 +18,7 @@ import polars as pl
 
 from sciatica_outcomes.defaults import DEFAULT_MAX_EXAMPLES
 from sciatica_outcomes.errors import UnusableInputError
+from sciatica_outcomes.ingest.chunked import CHUNK_BYTES, Scratch, scan_csv, validate_chunked
 from sciatica_outcomes.ingest.privacy import check_identifiers
 from sciatica_outcomes.ingest.readers import (
     read_csv_raw,
@@ -144,6 +145,7 @@ def read_sources(
     decimal: str = ".",
     thousands: str | None = None,
     delimiter: str | None = None,
+    chunk_bytes: int | None = CHUNK_BYTES,
 ) -> tuple[list[SourceTable], list[Notice]]:
     """Read every source into raw tables, refusing identifier columns.
 
@@ -173,6 +175,11 @@ def read_sources(
         error whose message names the option.
     delimiter : str, optional
         Field delimiter of CSV files (``--delimiter``); sniffed when not given.
+    chunk_bytes : int or None
+        A plain CSV file larger than this is read in chunks of about this many bytes (the memory budget,
+        :data:`~sciatica_outcomes.ingest.chunked.CHUNK_BYTES`; None: read every file whole). Its source's
+        ``chunks`` yields the rows again; validate such sources with :func:`validate_paths` or
+        :func:`ingest_paths`, which then validate and store chunk by chunk.
 
     Returns
     -------
@@ -258,8 +265,22 @@ def read_sources(
                         f"({', '.join(TABLE_SPECS)}), pass --table, or give a REDCap export "
                         "('CSV (raw data)' or 'CSV (labels)') or a FHIR R4 Bundle (.json)"
                     )
+                chunked = (
+                    scan_csv(
+                        path,
+                        target,
+                        chunk_bytes=chunk_bytes,
+                        delimiter=fmt.delimiter,
+                        decimal=fmt.decimal,
+                        thousands=fmt.thousands,
+                    )
+                    if chunk_bytes is not None and suffix in _CSV
+                    else None
+                )
                 if suffix in _PARQUET:
                     got = [read_parquet_table(path, target, sha())]
+                elif chunked is not None:
+                    got = [chunked]
                 else:
                     got = [
                         read_csv_table(
@@ -423,6 +444,26 @@ def _reference(store: Store, tables: set[str]) -> dict[str, pl.DataFrame]:
     return ref
 
 
+def _scratch(store: Store | None, tables: set[str]) -> Scratch:
+    """The scratch database of a chunked ingest, with the store's rows that ``_reference`` would read."""
+    scratch = Scratch.open()
+    try:
+        if store is not None:
+            if tables & _REFER_TO_EPISODES:
+                sql = "SELECT episode_id, start_date, end_date FROM episodes"
+                scratch.add_reference("episodes", store.read_batches(sql))
+            if "session_exercises" in tables:
+                scratch.add_reference("sessions", store.read_batches("SELECT session_id FROM sessions"))
+    except BaseException:
+        scratch.close()
+        raise
+    return scratch
+
+
+def _is_chunked(sources: Iterable[SourceTable]) -> bool:
+    return any(s.chunks is not None for s in sources)
+
+
 def validate_paths(
     paths: Iterable[str | Path],
     *,
@@ -435,6 +476,7 @@ def validate_paths(
     decimal: str = ".",
     thousands: str | None = None,
     delimiter: str | None = None,
+    chunk_bytes: int | None = CHUNK_BYTES,
 ) -> ValidationResult:
     """Validate files without storing anything.
 
@@ -446,13 +488,14 @@ def validate_paths(
         Table of every plain file given.
     db : str or Path, optional
         An existing store whose episodes and sessions foreign keys may point to.
-    redcap_dictionary, redcap_mapping, layout, mapping, decimal, thousands, delimiter
+    redcap_dictionary, redcap_mapping, layout, mapping, decimal, thousands, delimiter, chunk_bytes
         See :func:`read_sources`.
 
     Returns
     -------
     ValidationResult
-        Every problem found, the valid and the rejected rows.
+        Every problem found, the valid and the rejected rows (the valid rows of a file read in chunks are
+        counted, not kept: ``rows_valid``).
     """
     sources, notices = read_sources(
         paths,
@@ -464,7 +507,19 @@ def validate_paths(
         decimal=decimal,
         thousands=thousands,
         delimiter=delimiter,
+        chunk_bytes=chunk_bytes,
     )
+    if _is_chunked(sources):
+        tables = {s.table for s in sources}
+        if db is not None and Path(db).exists():
+            with Store(db, read_only=True) as store:
+                scratch = _scratch(store, tables)
+        else:
+            scratch = _scratch(None, tables)
+        try:
+            return _with_notices(validate_chunked(sources, scratch, keep_valid=True), notices)
+        finally:
+            scratch.close()
     reference: dict[str, pl.DataFrame] = {}
     if db is not None and Path(db).exists():
         with Store(db, read_only=True) as store:
@@ -586,6 +641,7 @@ def ingest_paths(
     decimal: str = ".",
     thousands: str | None = None,
     delimiter: str | None = None,
+    chunk_bytes: int | None = CHUNK_BYTES,
 ) -> IngestResult:
     """Validate sources and store them in one transaction; quarantine the rows that fail.
 
@@ -618,6 +674,11 @@ def ingest_paths(
         stored) if rows of another table in the store point to a row that would be deleted.
     layout, mapping, decimal, thousands, delimiter
         Wide visit sheets and number format of CSV files, see :func:`read_sources`.
+    chunk_bytes : int or None
+        Memory budget: a plain CSV file larger than this many bytes is read, validated and stored in
+        chunks of about this size (:mod:`sciatica_outcomes.ingest.chunked`; default
+        :data:`~sciatica_outcomes.ingest.chunked.CHUNK_BYTES`), with the same checks, messages, reports and
+        counts; None reads every file whole.
 
     Returns
     -------
@@ -656,7 +717,10 @@ def ingest_paths(
         decimal=decimal,
         thousands=thousands,
         delimiter=delimiter,
+        chunk_bytes=chunk_bytes,
     )
+    if _is_chunked(sources):
+        return _ingest_chunked(sources, notices, db, strict, report_dir, max_examples, on_progress, replace)
     with Store(db) as store:
         reference = _reference(store, {s.table for s in sources})
         out_dir = Path(report_dir) if report_dir is not None else db.parent
@@ -697,6 +761,79 @@ def ingest_paths(
     if on_progress is not None:
         on_progress("committed", str(db))
     # the ingest is committed: a report that cannot be written is told, not raised (the data are stored)
+    reports, error = _write_reports(validation, out_dir, f"{db.stem}_ingest_{ingest_id}", max_examples)
+    return IngestResult(
+        validation,
+        db,
+        True,
+        ingest_id,
+        counts,
+        reports,
+        error,
+        absent=writer.absent,
+        replaced=replace,
+        quarantine_added=writer.quarantine_added,
+    )
+
+
+#: DuckDB's memory limit on the store while a chunked ingest writes it (the store's buffer pool would
+#: otherwise hold up to 80 % of the machine's memory of the transaction's pages).
+STORE_MEMORY_LIMIT = "512MB"
+
+
+def _ingest_chunked(
+    sources: list[SourceTable],
+    notices: list[Notice],
+    db: Path,
+    strict: bool,
+    report_dir: str | Path | None,
+    max_examples: int,
+    on_progress: ProgressCallback | None,
+    replace: bool,
+) -> IngestResult:
+    """:func:`ingest_paths` of sources of which some are read in chunks (see :mod:`~.chunked`)."""
+    tables = {s.table for s in sources}
+    out_dir = Path(report_dir) if report_dir is not None else db.parent
+    with Store(db) as store:
+        limit = store.query("SELECT current_setting('memory_limit')")[0][0]
+        store.query(f"SET memory_limit = '{STORE_MEMORY_LIMIT}'")
+        try:
+            read_notices = [list(s.notices) for s in sources]
+            if strict:
+                # validate everything first; store (a second pass) only when no row failed
+                scratch = _scratch(store, tables)
+                try:
+                    validation = _with_notices(validate_chunked(sources, scratch), notices)
+                finally:
+                    scratch.close()
+                if on_progress is not None:
+                    on_progress("validated", "")
+                if not validation.ok:
+                    reports, error = _write_reports(validation, out_dir, f"{db.stem}_refused", max_examples)
+                    return IngestResult(validation, db, False, None, [], reports, error)
+                for src, kept in zip(sources, read_notices, strict=True):
+                    src.notices[:] = kept
+            scratch = _scratch(store, tables)
+            try:
+                writer = store.writer(on_step=on_progress, replace=replace)
+                try:
+                    validation = _with_notices(
+                        validate_chunked(sources, scratch, on_part=writer.submit), notices
+                    )
+                except BaseException:
+                    writer.abort()
+                    raise
+                if on_progress is not None and not strict:
+                    on_progress("validated", "")
+                # the valid rows are spooled in the scratch folder until the writer has stored them
+                ingest_id, by_position = writer.finish(_quarantine_of(validation))
+            finally:
+                scratch.close()
+            counts = [by_position[i] for i in range(len(validation.tables))]
+        finally:
+            store.query(f"SET memory_limit = '{limit}'")
+    if on_progress is not None:
+        on_progress("committed", str(db))
     reports, error = _write_reports(validation, out_dir, f"{db.stem}_ingest_{ingest_id}", max_examples)
     return IngestResult(
         validation,

@@ -183,11 +183,15 @@ def _drop_blank_rows(
     if not n_blank:
         return raw, []
     where = raw.filter(blank)[ROW].head(10).to_list()
+    return raw.filter(~blank), [blank_notice(path, table, unit, n_blank, where)]
+
+
+def blank_notice(path: str, table: str | None, unit: str, n_blank: int, where: list[int]) -> Notice:
+    """The notice of ``n_blank`` skipped blank lines or rows, ``where`` the first (at most) 10 of them."""
     shown = ", ".join(str(r) for r in where) + (" ..." if n_blank > len(where) else "")
-    notice = Notice(
+    return Notice(
         path, table, "blank_row", f"{n_blank} blank {unit}(s) skipped ({unit} {shown}): they hold no data"
     )
-    return raw.filter(~blank), [notice]
 
 
 def _file_bytes(path: Path) -> bytes:

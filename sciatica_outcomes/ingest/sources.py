@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,12 @@ class SourceTable:
         Decimal mark of the numbers in a text source (``"."``, or ``","`` when declared with ``--decimal``).
     thousands : str or None
         Thousands separator allowed in the numbers of a text source (``--thousands``); None: none allowed.
+    chunks : callable, optional
+        For a CSV file larger than the ingest's chunk size (:mod:`sciatica_outcomes.ingest.chunked`): yields
+        the file's rows in chunks, each ``(raw rows, position of its first row in the source)``; ``raw``
+        then holds no row (only the header's columns) and ``n_rows`` counts the rows.
+    n_rows : int, optional
+        Data rows of a source read in chunks (None: ``raw.height``).
     """
 
     table: str
@@ -88,11 +94,13 @@ class SourceTable:
     source_columns: pl.DataFrame | None = None
     decimal: str = "."
     thousands: str | None = None
+    chunks: Callable[[], Iterator[tuple[pl.DataFrame, int]]] | None = None
+    n_rows: int | None = None
 
     @property
     def rows_read(self) -> int:
         """Number of data rows read from the source."""
-        return self.raw.height
+        return self.raw.height if self.n_rows is None else self.n_rows
 
 
 @dataclass(frozen=True)

@@ -119,12 +119,16 @@ class TableResult:
     rejected_keys : polars.DataFrame or None
         The primary key of every rejected row whose key columns all parse (canonical dtypes): with the
         keys of ``valid`` these are the rows the source holds, which the store compares with what it has.
+    n_valid : int or None
+        Rows that passed, for a source validated in chunks (:mod:`sciatica_outcomes.ingest.chunked`), whose
+        ``valid`` frame is empty: its valid rows were handed to the store chunk by chunk.
     """
 
     source: SourceTable
     valid: pl.DataFrame
     quarantine: pl.DataFrame
     rejected_keys: pl.DataFrame | None = None
+    n_valid: int | None = None
 
     @property
     def rows_read(self) -> int:
@@ -133,8 +137,8 @@ class TableResult:
 
     @property
     def rows_valid(self) -> int:
-        """Rows that passed."""
-        return self.valid.height
+        """Rows that passed (a source validated in chunks keeps no ``valid`` rows: they went to the store)."""
+        return self.valid.height if self.n_valid is None else self.n_valid
 
     @property
     def rows_quarantined(self) -> int:
@@ -849,8 +853,18 @@ def _identifier_value_check(column: str, path: str) -> _Check:
     )
 
 
-def _redact_free_text(raw: pl.DataFrame, source: SourceTable, columns: list[str]) -> pl.DataFrame:
-    """Redact identifiers in the free-text ``columns`` of ``raw``, with a notice per column that had any."""
+#: Per free-text column of a source validated in chunks: identifiers redacted per kind, and cells.
+Redactions = dict[str, tuple[dict[str, int], int]]
+
+
+def _redact_free_text(
+    raw: pl.DataFrame, source: SourceTable, columns: list[str], tally: Redactions | None = None
+) -> pl.DataFrame:
+    """Redact identifiers in the free-text ``columns`` of ``raw``, with a notice per column that had any.
+
+    With ``tally`` (a source validated in chunks) the counts are added to it instead, and
+    :func:`redaction_notices` makes the notices once the whole source is read.
+    """
     for column in columns:
         if column not in raw.columns or raw.schema[column] != pl.String:
             continue
@@ -858,9 +872,23 @@ def _redact_free_text(raw: pl.DataFrame, source: SourceTable, columns: list[str]
         if not per_kind:
             continue
         raw = raw.with_columns(redacted)
+        if tally is None:
+            source.notices.extend(redaction_notices(source, {column: (per_kind, cells)}))
+            continue
+        kinds, n = tally.get(column, ({}, 0))
+        for kind, k in per_kind.items():
+            kinds[kind] = kinds.get(kind, 0) + k
+        tally[column] = (kinds, n + cells)
+    return raw
+
+
+def redaction_notices(source: SourceTable, tally: Redactions) -> list[Notice]:
+    """The ``redacted`` notice of each column of ``tally`` (see :func:`_redact_free_text`)."""
+    out: list[Notice] = []
+    for column, (per_kind, cells) in tally.items():
         total = sum(per_kind.values())
         listed = ", ".join(f"{n} {kind}" for kind, n in per_kind.items())
-        source.notices.append(
+        out.append(
             Notice(
                 source.path,
                 source.table,
@@ -871,7 +899,7 @@ def _redact_free_text(raw: pl.DataFrame, source: SourceTable, columns: list[str]
                 column,
             )
         )
-    return raw
+    return out
 
 
 # ------------------------------------------------------------------------------------------- engine
@@ -939,16 +967,17 @@ def _run_checks(
     return bad, issues
 
 
-def _first_pass(source: SourceTable) -> _Work:
+def _first_pass(source: SourceTable, tally: Redactions | None = None) -> _Work:
     """Parse one source and run its column checks and row rules.
 
     Text columns are parsed in two steps: a cheap cast for every cell (:func:`_fast_parse`), then the
     strict parser (:func:`_parse_text`) only on rows with a cell the cast left empty. Both accept exactly the
-    same values, so the result equals a strict parse of every cell.
+    same values, so the result equals a strict parse of every cell. A chunk of a source read in chunks
+    passes the source's redaction ``tally`` (see :func:`_redact_free_text`).
     """
     spec = TABLE_SPECS[source.table]
     fmt = (source.decimal, source.thousands)
-    raw = _redact_free_text(source.raw.with_row_index(_RID), source, free_text_columns(spec))
+    raw = _redact_free_text(source.raw.with_row_index(_RID), source, free_text_columns(spec), tally)
     present = set(raw.columns) - {ROW, _RID, SHAPE}
     exprs: list[pl.Expr] = []
     checks: list[_Check] = []
@@ -1174,24 +1203,30 @@ def _check_duplicates(works: Sequence[_Work], spec: TableSpec) -> None:
         mine = where.filter(pl.col("__src") == i).select(pl.col(_RID), "__all")
         if mine.is_empty():
             continue
-        flagged = w.frame.select(_RID).join(mine, on=_RID, how="left", maintain_order="left")
-        mask = flagged["__all"].is_not_null()
-        key_text = pl.concat_str(
-            [pl.format("{}={}", pl.lit(k), pl.col(_p(k)).cast(pl.String)) for k in spec.key], separator=", "
-        )
-        frame = w.frame.with_columns(flagged["__all"].alias("__all"))
-        issues = _rows(frame, mask).select(
-            pl.lit(w.source.path, pl.String).alias("file"),
-            pl.lit(w.source.table, pl.String).alias("table"),
-            pl.col(ROW).cast(pl.Int64).alias("row"),
-            pl.col(_RID),
-            pl.lit(spec.key[-1], pl.String).alias("column"),
-            key_text.alias("value"),
-            pl.lit("duplicate_key", pl.String).alias("rule"),
-            pl.format("key ({}) appears more than once: {}", key_text, pl.col("__all")).alias("message"),
-            pl.lit("error", pl.String).alias("severity"),
-        )
-        _flag(w, mask, issues)
+        _flag_duplicates(w, spec, mine)
+
+
+def _flag_duplicates(w: _Work, spec: TableSpec, mine: pl.DataFrame) -> None:
+    """Rule ``duplicate_key`` on the rows of ``w`` listed in ``mine`` (``_RID`` and ``__all``, the list of
+    every copy's place)."""
+    flagged = w.frame.select(_RID).join(mine, on=_RID, how="left", maintain_order="left")
+    mask = flagged["__all"].is_not_null()
+    key_text = pl.concat_str(
+        [pl.format("{}={}", pl.lit(k), pl.col(_p(k)).cast(pl.String)) for k in spec.key], separator=", "
+    )
+    frame = w.frame.with_columns(flagged["__all"].alias("__all"))
+    issues = _rows(frame, mask).select(
+        pl.lit(w.source.path, pl.String).alias("file"),
+        pl.lit(w.source.table, pl.String).alias("table"),
+        pl.col(ROW).cast(pl.Int64).alias("row"),
+        pl.col(_RID),
+        pl.lit(spec.key[-1], pl.String).alias("column"),
+        key_text.alias("value"),
+        pl.lit("duplicate_key", pl.String).alias("rule"),
+        pl.format("key ({}) appears more than once: {}", key_text, pl.col("__all")).alias("message"),
+        pl.lit("error", pl.String).alias("severity"),
+    )
+    _flag(w, mask, issues)
 
 
 def _valid_rows(works: Sequence[_Work], columns: Sequence[str]) -> pl.DataFrame:

@@ -100,6 +100,12 @@ class IngestPart(TypedDict):
     rows_read: int
     rows_quarantined: int
     rejected_keys: NotRequired[pl.DataFrame | None]
+    #: Set on the parts of a source ingested in chunks (:mod:`sciatica_outcomes.ingest.chunked`): one part
+    #: per chunk, the last (``final``, no rows) with the source's totals and all its rejected keys.
+    final: NotRequired[bool]
+    #: Parquet files holding the valid rows of a chunked source (on its final part): written in one
+    #: statement, so that DuckDB streams them to the database file.
+    parquet: NotRequired[list[str]]
 
 
 class IngestLogEntry(TypedDict):
