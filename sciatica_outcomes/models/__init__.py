@@ -17,6 +17,7 @@ from sciatica_outcomes._lazy import keep_exports_over_submodules, lazy_exports
 
 if TYPE_CHECKING:
     from sciatica_outcomes.models.base import Estimator
+    from sciatica_outcomes.models.censored import CensoredGrowthModel, CensoredResult
     from sciatica_outcomes.models.compare import ProviderComparison, compare_providers, episode_outcomes
     from sciatica_outcomes.models.emmeans import (
         EmmeansResult,
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 
 _EXPORTS: dict[str, str] = {
     "COVARIANCE_STRUCTURES": "sciatica_outcomes.models.mmrm",
+    "CensoredGrowthModel": "sciatica_outcomes.models.censored",
+    "CensoredResult": "sciatica_outcomes.models.censored",
     "ConvergenceDiagnostics": "sciatica_outcomes.models.results",
     "Design": "sciatica_outcomes.models.formula",
     "Estimator": "sciatica_outcomes.models.base",
@@ -98,6 +101,8 @@ __all__ = [
     "COVARIANCE_STRUCTURES",
     "MMRM",
     "VCOV_METHODS",
+    "CensoredGrowthModel",
+    "CensoredResult",
     "ConvergenceDiagnostics",
     "Design",
     "EmmeansResult",
