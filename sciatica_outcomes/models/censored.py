@@ -191,6 +191,13 @@ class _Engine:
         self.gc = np.asarray(np.cumsum(np.r_[True, gc[1:] != gc[:-1]]) - 1, dtype=np.int64) if gc.size else gc
         self.starts_c = np.flatnonzero(np.r_[True, gc[1:] != gc[:-1]]) if gc.size else np.zeros(0, np.int64)
         self.idx_c = np.flatnonzero(pat_cens)
+        # the censored rows themselves, numbered by their patient among idx_c (each has one at least)
+        self.rows_cr = np.flatnonzero(cens)
+        gcr = g[self.rows_cr]
+        self.gcc = np.searchsorted(self.idx_c, gcr)
+        self.starts_cr = (
+            np.flatnonzero(np.r_[True, gcr[1:] != gcr[:-1]]) if gcr.size else np.zeros(0, np.int64)
+        )
         self._u = np.zeros((self.m, self.q))
         self._cache: dict[tuple[bytes, int], tuple[float, FloatArray | None, FloatArray]] = {}
         self._mode_cache: tuple[bytes, _Mode] | None = None
@@ -218,6 +225,10 @@ class _Engine:
         """Sum over the rows of each patient with a censored value (rows ``rows_c``)."""
         return np.asarray(np.add.reduceat(v, self.starts_c, axis=0), dtype=np.float64)
 
+    def gsum_cr(self, v: FloatArray) -> FloatArray:
+        """Sum over the censored rows of each patient with a censored value (rows ``rows_cr``)."""
+        return np.asarray(np.add.reduceat(v, self.starts_cr, axis=0), dtype=np.float64)
+
     # -- conditional modes -----------------------------------------------------------------------------
     def modes(self, par: FloatArray) -> _Mode:
         """Batched Newton iteration for every patient's conditional mode, with per-patient step halving."""
@@ -233,9 +244,9 @@ class _Engine:
         eye = np.eye(q)
 
         def pieces(uu: FloatArray) -> tuple[FloatArray, ...]:
-            t = kappa * (eta + np.einsum("nq,nq->n", a, uu[g]) - c) / sigma
+            t = kappa * (eta + np.sum(a * uu[g], axis=1) - c) / sigma
             rho, d1, d2 = _rho(t, cens)
-            h = self.gsum(rho) + 0.5 * np.einsum("mq,mq->m", uu, uu) + const
+            h = self.gsum(rho) + 0.5 * np.sum(uu * uu, axis=1) + const
             return t, d1, d2, h
 
         def hessian(d2: FloatArray) -> FloatArray:
@@ -309,13 +320,13 @@ class _Engine:
         dt[:, nt : nt + p] = ks[:, None] * x
         dt[:, -1] = -md.t
         # d (grad_u h) / d par at fixed u: (m, q, P)
-        dgrad = np.einsum("nq,nP->nqP", (md.d2 * ks)[:, None] * a, dt)
+        dgrad = ((md.d2 * ks)[:, None] * a)[:, :, None] * dt[:, None, :]
         dgrad = np.asarray(np.add.reduceat(dgrad, self.starts, axis=0))
         zd1 = self.gsum((md.d1 * ks)[:, None] * z)  # (m, q): sum_j rho' kappa z_jr / sigma
         for k, (r, col) in enumerate(zip(rows_t, cols_t, strict=True)):  # <= 3 parameters
             dgrad[:, col, k] += zd1[:, r]
         dgrad[:, :, -1] -= self.gsum((md.d1 * ks)[:, None] * a)
-        du = -np.einsum("mij,mjP->miP", md.hinv, dgrad)  # (m, q, P)
+        du = -(md.hinv @ dgrad)  # (m, q, P)
         # dH / d par, total: (m, q, q, P)
         s2 = sigma**2
         wz = np.asarray(
@@ -331,15 +342,17 @@ class _Engine:
             ac = a[rc]
             aa = ac[:, :, None] * ac[:, None, :]  # (n_c, q, q)
             d3s = md.d3[rc] / s2
-            dh_mat[ic] += self.gsum_c(np.einsum("nij,nP->nijP", d3s[:, None, None] * aa, dt[rc]))
+            dh_mat[ic] += self.gsum_c((d3s[:, None, None] * aa)[..., None] * dt[rc][:, None, None, :])
             # the move of the mode: sum_c du_c dH/du_c, dH/du_c = sum_j rho''' kappa a_jc / sigma^3 a_j a_j'
             gcu = self.gsum_c((d3s * ks[rc])[:, None, None, None] * ac[:, :, None, None] * aa[:, None, :, :])
-            dh_mat[ic] += np.einsum("mcij,mcP->mijP", gcu, du[ic])
-        dlogdet = np.einsum("mij,mjiP->mP", md.hinv, dh_mat)  # tr(H^-1 dH)
+            du_c = du[ic]
+            for col in range(q):  # q <= 3
+                dh_mat[ic] += gcu[:, col, :, :, None] * du_c[:, col, None, None, :]
+        dlogdet = np.sum(md.hinv[..., None] * dh_mat, axis=(1, 2))  # tr(H^-1 dH), both symmetric
         dh_fixed = np.asarray(np.add.reduceat(md.d1[:, None] * dt, self.starts))  # (m, P)
         dh_fixed[:, -1] += self.n_obs_exact
         grad_u = self.gsum((md.d1 * ks)[:, None] * a) + md.u  # ~0 at the mode
-        dlog = -0.5 * dlogdet - dh_fixed - np.einsum("mq,mqP->mP", grad_u, du)
+        dlog = -0.5 * dlogdet - dh_fixed - np.sum(grad_u[:, :, None] * du, axis=1)
         if use_nodes:
             ll_c, dlog_c = self._nodes(par, md, (du, dh_mat))
             loglik[self.idx_c] = ll_c
@@ -350,59 +363,101 @@ class _Engine:
     def _nodes(
         self, par: FloatArray, md: _Mode, moves: tuple[FloatArray, FloatArray] | None
     ) -> tuple[FloatArray, FloatArray | None]:
-        """Adaptive Gauss-Hermite ``log L_i`` (and its gradient) of the patients with a censored value."""
+        """Adaptive Gauss-Hermite ``log L_i`` (and its gradient) of the patients with a censored value.
+
+        Notes
+        -----
+        The exact rows of these patients enter every node through per-patient sufficient statistics of
+        ``r = y - x' beta`` (``sum r^2``, ``A'r``, ``A'A``, ``X'r``, ``X'A``, ``Z'r``, ``Z'A``,
+        computed once): their part of ``h`` is the quadratic ``(r'r - 2 u'A'r + u'A'A u) / (2 sigma^2)``.
+        Only the censored rows are evaluated at each node.
+        """
         lam, beta, sigma = self.unpack(par)
         q, p, nt, npar = self.q, self.p, self.n_theta, self.n_par
+        s2 = sigma**2
         ic, rows = self.idx_c, self.rows_c
         mc = ic.size
-        x, z = self.x[rows], self.z[rows]
-        kappa, c, cens, gc = self.kappa[rows], self.c[rows], self.cens[rows], self.gc
-        a = z @ lam
-        eta = x @ beta
-        ks = kappa / sigma
+        # exact rows of the censored patients: sufficient statistics (weight 0 on the censored rows)
+        wex = (~self.cens[rows]).astype(np.float64)
+        xr_, zr_ = self.x[rows], self.z[rows]
+        ar_ = zr_ @ lam
+        r = wex * (self.c[rows] - xr_ @ beta)
+        s0 = self.gsum_c(r * r)
+        s1 = self.gsum_c(ar_ * r[:, None])  # (mc, q)
+        s2m = self.gsum_c((wex[:, None, None] * ar_[:, :, None]) * ar_[:, None, :])  # (mc, q, q)
+        # censored rows
+        cr = self.rows_cr
+        gcc = self.gcc
+        xc, zc = self.x[cr], self.z[cr]
+        ac = zc @ lam
+        ks = self.kappa[cr] / sigma
+        off = ks * (xc @ beta - self.c[cr])
+        ksa = ks[:, None] * ac
         hinv = md.hinv[ic]
         bchol = np.linalg.cholesky(hinv)  # (mc, q, q): B B' = H^-1
         u0 = md.u[ic]
-        const = self.n_obs_exact[ic] * (math.log(sigma) + 0.5 * _LOG2PI) + 0.5 * q * _LOG2PI
-        n_nodes = self.nodes.shape[0]
-        terms = np.empty((mc, n_nodes))
-        want = moves is not None
-        gk = np.empty((mc, n_nodes, npar)) if want else np.empty((0, 0, 0))
-        du = dh_mat = db = np.empty((0, 0, 0, 0))
-        if moves is not None:
-            du, dh_mat = moves[0][ic], moves[1][ic]
-            # dB = B Phi(B^-1 dV B^-T), dV = -V dH V, Phi: lower triangle with the diagonal halved
-            dv = -np.einsum("mij,mjkP,mkl->milP", hinv, dh_mat, hinv)
-            binv = np.linalg.inv(bchol)
-            inner = np.einsum("mij,mjkP,mlk->milP", binv, dv, binv)
-            low = np.tril(np.ones((q, q)), -1)[None, :, :, None] + 0.5 * np.eye(q)[None, :, :, None]
-            db = np.einsum("mij,mjkP->mikP", bchol, inner * low)
-        rows_t, cols_t = self.tri
-        for k in range(n_nodes):  # loop over the K nodes (<= 100 x 100), not patients
-            zk = self.nodes[k]
-            uk = u0 + _ROOT2 * np.einsum("mij,j->mi", bchol, zk)
-            t = ks * (eta + np.einsum("nq,nq->n", a, uk[gc]) - c)
-            rho, d1 = _rho(t, cens)[:2]
-            hk = self.gsum_c(rho) + 0.5 * np.einsum("mq,mq->m", uk, uk) + const
-            terms[:, k] = self.logw[k] - hk
-            if want:
-                d1k = d1 * ks
-                zs = self.gsum_c(d1k[:, None] * z)  # (mc, q)
-                gk[:, k, :nt] = zs[:, rows_t] * uk[:, cols_t]
-                gk[:, k, nt : nt + p] = self.gsum_c(d1k[:, None] * x)
-                gk[:, k, -1] = -self.gsum_c(d1 * t) + self.n_obs_exact[ic]
-                grad_u = self.gsum_c(d1k[:, None] * a) + uk
-                move = du + _ROOT2 * np.einsum("mijP,j->miP", db, zk)
-                gk[:, k] += np.einsum("mq,mqP->mP", grad_u, move)
+        n_ex = self.n_obs_exact[ic]
+        const = n_ex * (math.log(sigma) + 0.5 * _LOG2PI) + 0.5 * q * _LOG2PI
+        nodes = self.nodes  # (K, q)
+        # u at every node of every patient: (mc, K, q)
+        uk = u0[:, None, :] + _ROOT2 * np.swapaxes(bchol @ nodes.T, 1, 2)
+        s2u = uk @ s2m  # s2m symmetric
+        quad = s0[:, None] - 2.0 * (uk @ s1[:, :, None])[:, :, 0] + np.sum(uk * s2u, axis=2)  # (mc, K)
+        t = off[:, None] + (uk[gcc] @ ksa[:, :, None])[:, :, 0]  # (n_cr, K)
+        log_cdf = special.log_ndtr(t)
+        hk = quad / (2.0 * s2) - self.gsum_cr(log_cdf) + 0.5 * np.sum(uk * uk, axis=2) + const[:, None]
+        terms = self.logw[None, :] - hk
         logdet_b = 0.5 * np.linalg.slogdet(hinv)[1]
         lse = special.logsumexp(terms, axis=1)
-        loglik = 0.5 * q * math.log(2.0) + logdet_b + lse
-        if not want:
-            return np.asarray(loglik, dtype=np.float64), None
-        pi = np.exp(terms - lse[:, None])
-        dlogdet = np.einsum("mij,mjiP->mP", hinv, dh_mat)
-        dlog = -0.5 * dlogdet - np.einsum("mk,mkP->mP", pi, gk)
-        return np.asarray(loglik, dtype=np.float64), dlog
+        loglik = np.asarray(0.5 * q * math.log(2.0) + logdet_b + lse, dtype=np.float64)
+        if moves is None:
+            return loglik, None
+        pi = np.exp(terms - lse[:, None])  # (mc, K): normalised terms of the quadrature sum
+        du, dh_mat = moves[0][ic], moves[1][ic]
+        # dB = B Phi(B^-1 dV B^-T), dV = -V dH V, Phi: lower triangle with the diagonal halved
+        dh_p = np.moveaxis(dh_mat, 3, 1)  # (mc, P, q, q)
+        dv = -(hinv[:, None] @ dh_p @ hinv[:, None])
+        binv = np.linalg.inv(bchol)[:, None]
+        inner = binv @ dv @ np.swapaxes(binv, 2, 3)
+        low = np.tril(np.ones((q, q)), -1) + 0.5 * np.eye(q)
+        db = np.moveaxis(bchol[:, None] @ (inner * low), 1, 3)  # (mc, q, q, P)
+        xr = self.gsum_c(xr_ * r[:, None])  # (mc, p)
+        xa = self.gsum_c((wex[:, None, None] * xr_[:, :, None]) * ar_[:, None, :])  # (mc, p, q)
+        zr = self.gsum_c(zr_ * r[:, None])
+        za = self.gsum_c((wex[:, None, None] * zr_[:, :, None]) * ar_[:, None, :])  # (mc, q, q)
+        # node averages with the weights pi: of u, u u', u z', z
+        ubar = (pi[:, None, :] @ uk)[:, 0, :]
+        piu = np.swapaxes(pi[:, :, None] * uk, 1, 2)  # (mc, q, K)
+        uu = piu @ uk
+        uz = piu @ nodes
+        zbar = pi @ nodes
+        # per censored row, node averages of rho' kappa / sigma (times u_k, times z_k)
+        d1 = -np.exp(-0.5 * t * t - 0.5 * _LOG2PI - log_cdf) * ks[:, None]  # (n_cr, K)
+        pd1 = pi[gcc] * d1
+        d1bar = pd1.sum(axis=1)
+        d1u = (pd1[:, None, :] @ uk[gcc])[:, 0, :]
+        d1z = pd1 @ nodes
+        rows_t, cols_t = self.tri
+        out = np.empty((mc, npar))
+        # sum_k pi_k dh(u_k) at fixed u
+        zs = (
+            self.gsum_cr(zc[:, :, None] * d1u[:, None, :])
+            - (zr[:, :, None] * ubar[:, None, :] - za @ uu) / s2
+        )
+        out[:, :nt] = zs[:, rows_t, cols_t]
+        out[:, nt : nt + p] = self.gsum_cr(d1bar[:, None] * xc) - (xr - (xa @ ubar[:, :, None])[:, :, 0]) / s2
+        tsum = self.gsum_cr(np.sum(pd1 * t, axis=1) * sigma / self.kappa[cr])
+        out[:, -1] = -tsum - np.sum(pi * quad, axis=1) / s2 + n_ex
+        # sum_k pi_k grad_u h(u_k)' (du + sqrt(2) dB z_k)
+        g1 = self.gsum_cr(d1bar[:, None] * ac) - (s1 - (s2m @ ubar[:, :, None])[:, :, 0]) / s2 + ubar
+        g2 = (
+            self.gsum_cr(ac[:, :, None] * d1z[:, None, :])
+            - (s1[:, :, None] * zbar[:, None, :] - s2m @ uz) / s2
+            + uz
+        )
+        out += np.sum(g1[:, :, None] * du, axis=1) + _ROOT2 * np.sum(g2[..., None] * db, axis=(1, 2))
+        dlogdet = np.sum(hinv[..., None] * dh_mat, axis=(1, 2))
+        return loglik, -0.5 * dlogdet - out
 
 
 # ---------------------------------------------------------------------------------------------------------
