@@ -56,13 +56,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import polars as pl
-from scipy import optimize, special, stats
+from scipy import optimize, sparse, special, stats
 
 from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
@@ -125,6 +125,38 @@ def _rho(t: FloatArray, cens: BoolArray, third: bool = False) -> tuple[FloatArra
     return (rho, d1, d2, d3) if third else (rho, d1, d2)
 
 
+def _bmm(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Batched product of small matrices over the last two axes (a sum over the short inner axis).
+
+    numpy's ``matmul`` spends most of its time per matrix on 2 x 2 stacks; elementwise sums are 5-10x faster.
+    """
+    out = a[..., :, 0, None] * b[..., None, 0, :]
+    for j in range(1, a.shape[-1]):  # the inner dimension: q <= 3 (or the nodes' q)
+        out = out + a[..., :, j, None] * b[..., None, j, :]
+    return np.asarray(out, dtype=np.float64)
+
+
+def _bmv(a: FloatArray, v: FloatArray) -> FloatArray:
+    """Batched matrix-vector product ``a @ v`` over the last axis of ``a`` (short) and of ``v``."""
+    out = a[..., 0] * v[..., None, 0]
+    for j in range(1, a.shape[-1]):  # q <= 3
+        out = out + a[..., j] * v[..., None, j]
+    return np.asarray(out, dtype=np.float64)
+
+
+def _indicator(index: IntArray, n_groups: int) -> sparse.csr_matrix:
+    """Sparse ``(n_groups, len(index))`` 0/1 matrix: row ``i`` sums the rows whose ``index`` is ``i``."""
+    n = index.size
+    return sparse.csr_matrix((np.ones(n), (index, np.arange(n))), shape=(n_groups, n))
+
+
+def _group_sum(indicator: sparse.csr_matrix, v: FloatArray) -> FloatArray:
+    """Group sums over the first axis of ``v`` (any trailing shape) by the indicator matrix."""
+    flat = v.reshape(v.shape[0], -1)
+    out = np.asarray(indicator @ flat, dtype=np.float64)
+    return out.reshape((indicator.shape[0], *v.shape[1:]))
+
+
 def _gauss_hermite_grid(nagq: int, q: int) -> tuple[FloatArray, FloatArray]:
     """Tensor grid ``(K, q)`` of Gauss-Hermite nodes and the log of ``w_k exp(|z_k|^2)``."""
     z1, w1 = np.polynomial.hermite.hermgauss(nagq)
@@ -182,6 +214,7 @@ class _Engine:
         self.n_theta = tri[0].size
         self.diag = np.flatnonzero(tri[0] == tri[1])
         self.n_par = self.n_theta + self.p + 1
+        self._sum_all = _indicator(g, self.m)
         self.n_obs_exact = self.gsum((~cens).astype(np.float64))  # (m,)
         # patients with a censored value: integrated over the nodes; the rest are exact Gaussians
         pat_cens = self.gsum(cens.astype(np.float64)) > 0
@@ -198,6 +231,10 @@ class _Engine:
         self.starts_cr = (
             np.flatnonzero(np.r_[True, gcr[1:] != gcr[:-1]]) if gcr.size else np.zeros(0, np.int64)
         )
+        # group sums as products with sparse 0/1 matrices (patients x rows): 10x faster than reduceat on
+        # the (rows x nodes) arrays
+        self._sum_c = _indicator(self.gc, self.idx_c.size)
+        self._sum_cr = _indicator(self.gcc, self.idx_c.size)
         self._u = np.zeros((self.m, self.q))
         self._cache: dict[tuple[bytes, int], tuple[float, FloatArray | None, FloatArray]] = {}
         self._mode_cache: tuple[bytes, _Mode] | None = None
@@ -219,15 +256,15 @@ class _Engine:
 
     def gsum(self, v: FloatArray) -> FloatArray:
         """Sum over each patient's rows (first axis)."""
-        return np.asarray(np.add.reduceat(v, self.starts, axis=0), dtype=np.float64)
+        return _group_sum(self._sum_all, v)
 
     def gsum_c(self, v: FloatArray) -> FloatArray:
         """Sum over the rows of each patient with a censored value (rows ``rows_c``)."""
-        return np.asarray(np.add.reduceat(v, self.starts_c, axis=0), dtype=np.float64)
+        return _group_sum(self._sum_c, v)
 
     def gsum_cr(self, v: FloatArray) -> FloatArray:
         """Sum over the censored rows of each patient with a censored value (rows ``rows_cr``)."""
-        return np.asarray(np.add.reduceat(v, self.starts_cr, axis=0), dtype=np.float64)
+        return _group_sum(self._sum_cr, v)
 
     # -- conditional modes -----------------------------------------------------------------------------
     def modes(self, par: FloatArray) -> _Mode:
@@ -321,17 +358,15 @@ class _Engine:
         dt[:, -1] = -md.t
         # d (grad_u h) / d par at fixed u: (m, q, P)
         dgrad = ((md.d2 * ks)[:, None] * a)[:, :, None] * dt[:, None, :]
-        dgrad = np.asarray(np.add.reduceat(dgrad, self.starts, axis=0))
+        dgrad = self.gsum(dgrad)
         zd1 = self.gsum((md.d1 * ks)[:, None] * z)  # (m, q): sum_j rho' kappa z_jr / sigma
         for k, (r, col) in enumerate(zip(rows_t, cols_t, strict=True)):  # <= 3 parameters
             dgrad[:, col, k] += zd1[:, r]
         dgrad[:, :, -1] -= self.gsum((md.d1 * ks)[:, None] * a)
-        du = -(md.hinv @ dgrad)  # (m, q, P)
+        du = -_bmm(md.hinv, dgrad)  # (m, q, P)
         # dH / d par, total: (m, q, q, P)
         s2 = sigma**2
-        wz = np.asarray(
-            np.add.reduceat((md.d2 / s2)[:, None, None] * z[:, :, None] * a[:, None, :], self.starts)
-        )
+        wz = np.asarray(self.gsum((md.d2 / s2)[:, None, None] * z[:, :, None] * a[:, None, :]))
         dh_mat = np.zeros((self.m, q, q, npar))
         for k, (r, col) in enumerate(zip(rows_t, cols_t, strict=True)):  # (e_c w_r' + w_r e_c')
             dh_mat[:, col, :, k] += wz[:, r, :]
@@ -349,7 +384,7 @@ class _Engine:
             for col in range(q):  # q <= 3
                 dh_mat[ic] += gcu[:, col, :, :, None] * du_c[:, col, None, None, :]
         dlogdet = np.sum(md.hinv[..., None] * dh_mat, axis=(1, 2))  # tr(H^-1 dH), both symmetric
-        dh_fixed = np.asarray(np.add.reduceat(md.d1[:, None] * dt, self.starts))  # (m, P)
+        dh_fixed = self.gsum(md.d1[:, None] * dt)  # (m, P)
         dh_fixed[:, -1] += self.n_obs_exact
         grad_u = self.gsum((md.d1 * ks)[:, None] * a) + md.u  # ~0 at the mode
         dlog = -0.5 * dlogdet - dh_fixed - np.sum(grad_u[:, :, None] * du, axis=1)
@@ -399,13 +434,19 @@ class _Engine:
         n_ex = self.n_obs_exact[ic]
         const = n_ex * (math.log(sigma) + 0.5 * _LOG2PI) + 0.5 * q * _LOG2PI
         nodes = self.nodes  # (K, q)
-        # u at every node of every patient: (mc, K, q)
-        uk = u0[:, None, :] + _ROOT2 * np.swapaxes(bchol @ nodes.T, 1, 2)
-        s2u = uk @ s2m  # s2m symmetric
-        quad = s0[:, None] - 2.0 * (uk @ s1[:, :, None])[:, :, 0] + np.sum(uk * s2u, axis=2)  # (mc, K)
-        t = off[:, None] + (uk[gcc] @ ksa[:, :, None])[:, :, 0]  # (n_cr, K)
+        # u at every node of every patient, one (mc, K) array per component (contiguous, not (mc, K, q))
+        uk = [
+            u0[:, i, None] + _ROOT2 * sum(bchol[:, i, j, None] * nodes[None, :, j] for j in range(q))
+            for i in range(q)
+        ]
+        quad = s0[:, None] + sum(
+            uk[i] * (-2.0 * s1[:, i, None] + sum(s2m[:, i, j, None] * uk[j] for j in range(q)))
+            for i in range(q)
+        )  # (mc, K)
+        ukg = [ui[gcc] for ui in uk]  # (n_cr, K) each
+        t = off[:, None] + sum(ksa[:, i, None] * ukg[i] for i in range(q))  # (n_cr, K)
         log_cdf = special.log_ndtr(t)
-        hk = quad / (2.0 * s2) - self.gsum_cr(log_cdf) + 0.5 * np.sum(uk * uk, axis=2) + const[:, None]
+        hk = quad / (2.0 * s2) - self.gsum_cr(log_cdf) + 0.5 * sum(ui * ui for ui in uk) + const[:, None]
         terms = self.logw[None, :] - hk
         logdet_b = 0.5 * np.linalg.slogdet(hinv)[1]
         lse = special.logsumexp(terms, axis=1)
@@ -416,43 +457,45 @@ class _Engine:
         du, dh_mat = moves[0][ic], moves[1][ic]
         # dB = B Phi(B^-1 dV B^-T), dV = -V dH V, Phi: lower triangle with the diagonal halved
         dh_p = np.moveaxis(dh_mat, 3, 1)  # (mc, P, q, q)
-        dv = -(hinv[:, None] @ dh_p @ hinv[:, None])
+        dv = -_bmm(_bmm(hinv[:, None], dh_p), hinv[:, None])
         binv = np.linalg.inv(bchol)[:, None]
-        inner = binv @ dv @ np.swapaxes(binv, 2, 3)
+        inner = _bmm(_bmm(binv, dv), np.swapaxes(binv, 2, 3))
         low = np.tril(np.ones((q, q)), -1) + 0.5 * np.eye(q)
-        db = np.moveaxis(bchol[:, None] @ (inner * low), 1, 3)  # (mc, q, q, P)
+        db = np.moveaxis(
+            _bmm(np.asarray(bchol[:, None], dtype=np.float64), inner * low), 1, 3
+        )  # (mc, q, q, P)
         xr = self.gsum_c(xr_ * r[:, None])  # (mc, p)
         xa = self.gsum_c((wex[:, None, None] * xr_[:, :, None]) * ar_[:, None, :])  # (mc, p, q)
         zr = self.gsum_c(zr_ * r[:, None])
         za = self.gsum_c((wex[:, None, None] * zr_[:, :, None]) * ar_[:, None, :])  # (mc, q, q)
         # node averages with the weights pi: of u, u u', u z', z
-        ubar = (pi[:, None, :] @ uk)[:, 0, :]
-        piu = np.swapaxes(pi[:, :, None] * uk, 1, 2)  # (mc, q, K)
-        uu = piu @ uk
-        uz = piu @ nodes
+        piu = [pi * ui for ui in uk]
+        ubar = np.stack([pu.sum(axis=1) for pu in piu], axis=1)  # (mc, q)
+        uu = np.stack([np.stack([np.sum(pu * uj, axis=1) for uj in uk], axis=1) for pu in piu], axis=1)
+        uz = np.stack([pu @ nodes for pu in piu], axis=1)  # (mc, q, q)
         zbar = pi @ nodes
         # per censored row, node averages of rho' kappa / sigma (times u_k, times z_k)
         d1 = -np.exp(-0.5 * t * t - 0.5 * _LOG2PI - log_cdf) * ks[:, None]  # (n_cr, K)
         pd1 = pi[gcc] * d1
         d1bar = pd1.sum(axis=1)
-        d1u = (pd1[:, None, :] @ uk[gcc])[:, 0, :]
+        d1u = np.stack([np.sum(pd1 * ug, axis=1) for ug in ukg], axis=1)
         d1z = pd1 @ nodes
         rows_t, cols_t = self.tri
         out = np.empty((mc, npar))
         # sum_k pi_k dh(u_k) at fixed u
         zs = (
             self.gsum_cr(zc[:, :, None] * d1u[:, None, :])
-            - (zr[:, :, None] * ubar[:, None, :] - za @ uu) / s2
+            - (zr[:, :, None] * ubar[:, None, :] - _bmm(za, uu)) / s2
         )
         out[:, :nt] = zs[:, rows_t, cols_t]
-        out[:, nt : nt + p] = self.gsum_cr(d1bar[:, None] * xc) - (xr - (xa @ ubar[:, :, None])[:, :, 0]) / s2
+        out[:, nt : nt + p] = self.gsum_cr(d1bar[:, None] * xc) - (xr - _bmv(xa, ubar)) / s2
         tsum = self.gsum_cr(np.sum(pd1 * t, axis=1) * sigma / self.kappa[cr])
         out[:, -1] = -tsum - np.sum(pi * quad, axis=1) / s2 + n_ex
         # sum_k pi_k grad_u h(u_k)' (du + sqrt(2) dB z_k)
-        g1 = self.gsum_cr(d1bar[:, None] * ac) - (s1 - (s2m @ ubar[:, :, None])[:, :, 0]) / s2 + ubar
+        g1 = self.gsum_cr(d1bar[:, None] * ac) - (s1 - _bmv(s2m, ubar)) / s2 + ubar
         g2 = (
             self.gsum_cr(ac[:, :, None] * d1z[:, None, :])
-            - (s1[:, :, None] * zbar[:, None, :] - s2m @ uz) / s2
+            - (s1[:, :, None] * zbar[:, None, :] - _bmm(s2m, uz)) / s2
             + uz
         )
         out += np.sum(g1[:, :, None] * du, axis=1) + _ROOT2 * np.sum(g2[..., None] * db, axis=(1, 2))
@@ -899,7 +942,14 @@ class CensoredGrowthModel(Estimator):
         return f, gr
 
     def _minimiser(self, lower: FloatArray, scale: FloatArray) -> BoundedNewton:
-        return BoundedNewton(self._fg, lower, scale, gradient_tol=1e-5, max_restarts=2)
+        return BoundedNewton(
+            self._fg,
+            lower,
+            scale,
+            gradient_tol=1e-5,
+            max_restarts=2,
+            hessian=lambda v: _forward_hessian(self._fg, v, scale),
+        )
 
     def _finish(self, seconds: float) -> None:
         eng = self.engine_
@@ -1164,9 +1214,17 @@ class CensoredGrowthModel(Estimator):
         sc = np.concatenate([scale[:nt], np.full(p - 1, float(np.min(scale[nt : nt + p]))), scale[-1:]])
         lower = np.full(v0.size, -np.inf)
         lower[eng.diag] = 0.0
-        opt = BoundedNewton(fg, lower, sc, gradient_tol=1e-6, max_restarts=1)
+        # Newton steps on the information at the unconstrained optimum mapped to (theta, delta, log sigma):
+        # the Hessian changes little along the profile, and no Hessian is recomputed per point
+        jac = np.zeros((eng.n_par, v0.size))
+        jac[:nt, :nt] = np.eye(nt)
+        jac[nt : nt + p, nt : nt + p - 1] = null
+        jac[-1, -1] = 1.0
+        h_full = np.where(np.isfinite(self.optimum_.check["hessian"]), self.optimum_.check["hessian"], 0.0)
+        h_v = jac.T @ h_full @ jac
+        opt = BoundedNewton(fg, lower, sc, gradient_tol=1e-6, max_restarts=0, hessian=lambda _w: h_v)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            v = opt.run(np.maximum(v0, lower))
+            v = opt.newton(np.maximum(v0, lower), max_iter=40)
         return fg(v)[0], full(v)
 
     def profile_interval(
@@ -1252,6 +1310,25 @@ class CensoredGrowthModel(Estimator):
         """Forest plot of the fixed effects of the latent outcome with their Wald intervals."""
         self._check_fitted()
         return self.result_.plot(ax)
+
+
+def _forward_hessian(
+    fg: Callable[[FloatArray], tuple[float, FloatArray]], x: FloatArray, scale: FloatArray
+) -> FloatArray:
+    """Symmetrised forward differences of the analytic gradient, step ``1e-6 max(|x_j|, scale_j)`` (inward).
+
+    ``P + 1`` gradient evaluations instead of the ``2 P`` of central differences; the truncation error,
+    ``O(step)``, is about ``1e-6`` relative, far below what the standard errors need.
+    """
+    g0 = fg(x)[1]
+    k = x.size
+    h = np.empty((k, k))
+    for j in range(k):  # k gradient evaluations (k: the few parameters)
+        step = 1e-6 * max(abs(float(x[j])), float(scale[j]))
+        e = np.zeros(k)
+        e[j] = step
+        h[j] = (fg(x + e)[1] - g0) / step
+    return np.asarray(0.5 * (h + h.T), dtype=np.float64)
 
 
 def _clipped_normal_mean(mu: FloatArray, sigma: float, lower: float, upper: float) -> FloatArray:
