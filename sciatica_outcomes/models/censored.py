@@ -56,13 +56,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import polars as pl
-from scipy import optimize, special, stats
+from scipy import optimize, sparse, special, stats
 
 from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
@@ -125,6 +125,38 @@ def _rho(t: FloatArray, cens: BoolArray, third: bool = False) -> tuple[FloatArra
     return (rho, d1, d2, d3) if third else (rho, d1, d2)
 
 
+def _bmm(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Batched product of small matrices over the last two axes (a sum over the short inner axis).
+
+    numpy's ``matmul`` spends most of its time per matrix on 2 x 2 stacks; elementwise sums are 5-10x faster.
+    """
+    out = a[..., :, 0, None] * b[..., None, 0, :]
+    for j in range(1, a.shape[-1]):  # the inner dimension: q <= 3 (or the nodes' q)
+        out = out + a[..., :, j, None] * b[..., None, j, :]
+    return np.asarray(out, dtype=np.float64)
+
+
+def _bmv(a: FloatArray, v: FloatArray) -> FloatArray:
+    """Batched matrix-vector product ``a @ v`` over the last axis of ``a`` (short) and of ``v``."""
+    out = a[..., 0] * v[..., None, 0]
+    for j in range(1, a.shape[-1]):  # q <= 3
+        out = out + a[..., j] * v[..., None, j]
+    return np.asarray(out, dtype=np.float64)
+
+
+def _indicator(index: IntArray, n_groups: int) -> sparse.csr_matrix:
+    """Sparse ``(n_groups, len(index))`` 0/1 matrix: row ``i`` sums the rows whose ``index`` is ``i``."""
+    n = index.size
+    return sparse.csr_matrix((np.ones(n), (index, np.arange(n))), shape=(n_groups, n))
+
+
+def _group_sum(indicator: sparse.csr_matrix, v: FloatArray) -> FloatArray:
+    """Group sums over the first axis of ``v`` (any trailing shape) by the indicator matrix."""
+    flat = v.reshape(v.shape[0], -1)
+    out = np.asarray(indicator @ flat, dtype=np.float64)
+    return out.reshape((indicator.shape[0], *v.shape[1:]))
+
+
 def _gauss_hermite_grid(nagq: int, q: int) -> tuple[FloatArray, FloatArray]:
     """Tensor grid ``(K, q)`` of Gauss-Hermite nodes and the log of ``w_k exp(|z_k|^2)``."""
     z1, w1 = np.polynomial.hermite.hermgauss(nagq)
@@ -182,6 +214,7 @@ class _Engine:
         self.n_theta = tri[0].size
         self.diag = np.flatnonzero(tri[0] == tri[1])
         self.n_par = self.n_theta + self.p + 1
+        self._sum_all = _indicator(g, self.m)
         self.n_obs_exact = self.gsum((~cens).astype(np.float64))  # (m,)
         # patients with a censored value: integrated over the nodes; the rest are exact Gaussians
         pat_cens = self.gsum(cens.astype(np.float64)) > 0
@@ -191,6 +224,17 @@ class _Engine:
         self.gc = np.asarray(np.cumsum(np.r_[True, gc[1:] != gc[:-1]]) - 1, dtype=np.int64) if gc.size else gc
         self.starts_c = np.flatnonzero(np.r_[True, gc[1:] != gc[:-1]]) if gc.size else np.zeros(0, np.int64)
         self.idx_c = np.flatnonzero(pat_cens)
+        # the censored rows themselves, numbered by their patient among idx_c (each has one at least)
+        self.rows_cr = np.flatnonzero(cens)
+        gcr = g[self.rows_cr]
+        self.gcc = np.searchsorted(self.idx_c, gcr)
+        self.starts_cr = (
+            np.flatnonzero(np.r_[True, gcr[1:] != gcr[:-1]]) if gcr.size else np.zeros(0, np.int64)
+        )
+        # group sums as products with sparse 0/1 matrices (patients x rows): 10x faster than reduceat on
+        # the (rows x nodes) arrays
+        self._sum_c = _indicator(self.gc, self.idx_c.size)
+        self._sum_cr = _indicator(self.gcc, self.idx_c.size)
         self._u = np.zeros((self.m, self.q))
         self._cache: dict[tuple[bytes, int], tuple[float, FloatArray | None, FloatArray]] = {}
         self._mode_cache: tuple[bytes, _Mode] | None = None
@@ -212,11 +256,15 @@ class _Engine:
 
     def gsum(self, v: FloatArray) -> FloatArray:
         """Sum over each patient's rows (first axis)."""
-        return np.asarray(np.add.reduceat(v, self.starts, axis=0), dtype=np.float64)
+        return _group_sum(self._sum_all, v)
 
     def gsum_c(self, v: FloatArray) -> FloatArray:
         """Sum over the rows of each patient with a censored value (rows ``rows_c``)."""
-        return np.asarray(np.add.reduceat(v, self.starts_c, axis=0), dtype=np.float64)
+        return _group_sum(self._sum_c, v)
+
+    def gsum_cr(self, v: FloatArray) -> FloatArray:
+        """Sum over the censored rows of each patient with a censored value (rows ``rows_cr``)."""
+        return _group_sum(self._sum_cr, v)
 
     # -- conditional modes -----------------------------------------------------------------------------
     def modes(self, par: FloatArray) -> _Mode:
@@ -233,9 +281,9 @@ class _Engine:
         eye = np.eye(q)
 
         def pieces(uu: FloatArray) -> tuple[FloatArray, ...]:
-            t = kappa * (eta + np.einsum("nq,nq->n", a, uu[g]) - c) / sigma
+            t = kappa * (eta + np.sum(a * uu[g], axis=1) - c) / sigma
             rho, d1, d2 = _rho(t, cens)
-            h = self.gsum(rho) + 0.5 * np.einsum("mq,mq->m", uu, uu) + const
+            h = self.gsum(rho) + 0.5 * np.sum(uu * uu, axis=1) + const
             return t, d1, d2, h
 
         def hessian(d2: FloatArray) -> FloatArray:
@@ -309,18 +357,16 @@ class _Engine:
         dt[:, nt : nt + p] = ks[:, None] * x
         dt[:, -1] = -md.t
         # d (grad_u h) / d par at fixed u: (m, q, P)
-        dgrad = np.einsum("nq,nP->nqP", (md.d2 * ks)[:, None] * a, dt)
-        dgrad = np.asarray(np.add.reduceat(dgrad, self.starts, axis=0))
+        dgrad = ((md.d2 * ks)[:, None] * a)[:, :, None] * dt[:, None, :]
+        dgrad = self.gsum(dgrad)
         zd1 = self.gsum((md.d1 * ks)[:, None] * z)  # (m, q): sum_j rho' kappa z_jr / sigma
         for k, (r, col) in enumerate(zip(rows_t, cols_t, strict=True)):  # <= 3 parameters
             dgrad[:, col, k] += zd1[:, r]
         dgrad[:, :, -1] -= self.gsum((md.d1 * ks)[:, None] * a)
-        du = -np.einsum("mij,mjP->miP", md.hinv, dgrad)  # (m, q, P)
+        du = -_bmm(md.hinv, dgrad)  # (m, q, P)
         # dH / d par, total: (m, q, q, P)
         s2 = sigma**2
-        wz = np.asarray(
-            np.add.reduceat((md.d2 / s2)[:, None, None] * z[:, :, None] * a[:, None, :], self.starts)
-        )
+        wz = np.asarray(self.gsum((md.d2 / s2)[:, None, None] * z[:, :, None] * a[:, None, :]))
         dh_mat = np.zeros((self.m, q, q, npar))
         for k, (r, col) in enumerate(zip(rows_t, cols_t, strict=True)):  # (e_c w_r' + w_r e_c')
             dh_mat[:, col, :, k] += wz[:, r, :]
@@ -331,15 +377,17 @@ class _Engine:
             ac = a[rc]
             aa = ac[:, :, None] * ac[:, None, :]  # (n_c, q, q)
             d3s = md.d3[rc] / s2
-            dh_mat[ic] += self.gsum_c(np.einsum("nij,nP->nijP", d3s[:, None, None] * aa, dt[rc]))
+            dh_mat[ic] += self.gsum_c((d3s[:, None, None] * aa)[..., None] * dt[rc][:, None, None, :])
             # the move of the mode: sum_c du_c dH/du_c, dH/du_c = sum_j rho''' kappa a_jc / sigma^3 a_j a_j'
             gcu = self.gsum_c((d3s * ks[rc])[:, None, None, None] * ac[:, :, None, None] * aa[:, None, :, :])
-            dh_mat[ic] += np.einsum("mcij,mcP->mijP", gcu, du[ic])
-        dlogdet = np.einsum("mij,mjiP->mP", md.hinv, dh_mat)  # tr(H^-1 dH)
-        dh_fixed = np.asarray(np.add.reduceat(md.d1[:, None] * dt, self.starts))  # (m, P)
+            du_c = du[ic]
+            for col in range(q):  # q <= 3
+                dh_mat[ic] += gcu[:, col, :, :, None] * du_c[:, col, None, None, :]
+        dlogdet = np.sum(md.hinv[..., None] * dh_mat, axis=(1, 2))  # tr(H^-1 dH), both symmetric
+        dh_fixed = self.gsum(md.d1[:, None] * dt)  # (m, P)
         dh_fixed[:, -1] += self.n_obs_exact
         grad_u = self.gsum((md.d1 * ks)[:, None] * a) + md.u  # ~0 at the mode
-        dlog = -0.5 * dlogdet - dh_fixed - np.einsum("mq,mqP->mP", grad_u, du)
+        dlog = -0.5 * dlogdet - dh_fixed - np.sum(grad_u[:, :, None] * du, axis=1)
         if use_nodes:
             ll_c, dlog_c = self._nodes(par, md, (du, dh_mat))
             loglik[self.idx_c] = ll_c
@@ -350,59 +398,109 @@ class _Engine:
     def _nodes(
         self, par: FloatArray, md: _Mode, moves: tuple[FloatArray, FloatArray] | None
     ) -> tuple[FloatArray, FloatArray | None]:
-        """Adaptive Gauss-Hermite ``log L_i`` (and its gradient) of the patients with a censored value."""
+        """Adaptive Gauss-Hermite ``log L_i`` (and its gradient) of the patients with a censored value.
+
+        Notes
+        -----
+        The exact rows of these patients enter every node through per-patient sufficient statistics of
+        ``r = y - x' beta`` (``sum r^2``, ``A'r``, ``A'A``, ``X'r``, ``X'A``, ``Z'r``, ``Z'A``,
+        computed once): their part of ``h`` is the quadratic ``(r'r - 2 u'A'r + u'A'A u) / (2 sigma^2)``.
+        Only the censored rows are evaluated at each node.
+        """
         lam, beta, sigma = self.unpack(par)
         q, p, nt, npar = self.q, self.p, self.n_theta, self.n_par
+        s2 = sigma**2
         ic, rows = self.idx_c, self.rows_c
         mc = ic.size
-        x, z = self.x[rows], self.z[rows]
-        kappa, c, cens, gc = self.kappa[rows], self.c[rows], self.cens[rows], self.gc
-        a = z @ lam
-        eta = x @ beta
-        ks = kappa / sigma
+        # exact rows of the censored patients: sufficient statistics (weight 0 on the censored rows)
+        wex = (~self.cens[rows]).astype(np.float64)
+        xr_, zr_ = self.x[rows], self.z[rows]
+        ar_ = zr_ @ lam
+        r = wex * (self.c[rows] - xr_ @ beta)
+        s0 = self.gsum_c(r * r)
+        s1 = self.gsum_c(ar_ * r[:, None])  # (mc, q)
+        s2m = self.gsum_c((wex[:, None, None] * ar_[:, :, None]) * ar_[:, None, :])  # (mc, q, q)
+        # censored rows
+        cr = self.rows_cr
+        gcc = self.gcc
+        xc, zc = self.x[cr], self.z[cr]
+        ac = zc @ lam
+        ks = self.kappa[cr] / sigma
+        off = ks * (xc @ beta - self.c[cr])
+        ksa = ks[:, None] * ac
         hinv = md.hinv[ic]
         bchol = np.linalg.cholesky(hinv)  # (mc, q, q): B B' = H^-1
         u0 = md.u[ic]
-        const = self.n_obs_exact[ic] * (math.log(sigma) + 0.5 * _LOG2PI) + 0.5 * q * _LOG2PI
-        n_nodes = self.nodes.shape[0]
-        terms = np.empty((mc, n_nodes))
-        want = moves is not None
-        gk = np.empty((mc, n_nodes, npar)) if want else np.empty((0, 0, 0))
-        du = dh_mat = db = np.empty((0, 0, 0, 0))
-        if moves is not None:
-            du, dh_mat = moves[0][ic], moves[1][ic]
-            # dB = B Phi(B^-1 dV B^-T), dV = -V dH V, Phi: lower triangle with the diagonal halved
-            dv = -np.einsum("mij,mjkP,mkl->milP", hinv, dh_mat, hinv)
-            binv = np.linalg.inv(bchol)
-            inner = np.einsum("mij,mjkP,mlk->milP", binv, dv, binv)
-            low = np.tril(np.ones((q, q)), -1)[None, :, :, None] + 0.5 * np.eye(q)[None, :, :, None]
-            db = np.einsum("mij,mjkP->mikP", bchol, inner * low)
-        rows_t, cols_t = self.tri
-        for k in range(n_nodes):  # loop over the K nodes (<= 100 x 100), not patients
-            zk = self.nodes[k]
-            uk = u0 + _ROOT2 * np.einsum("mij,j->mi", bchol, zk)
-            t = ks * (eta + np.einsum("nq,nq->n", a, uk[gc]) - c)
-            rho, d1 = _rho(t, cens)[:2]
-            hk = self.gsum_c(rho) + 0.5 * np.einsum("mq,mq->m", uk, uk) + const
-            terms[:, k] = self.logw[k] - hk
-            if want:
-                d1k = d1 * ks
-                zs = self.gsum_c(d1k[:, None] * z)  # (mc, q)
-                gk[:, k, :nt] = zs[:, rows_t] * uk[:, cols_t]
-                gk[:, k, nt : nt + p] = self.gsum_c(d1k[:, None] * x)
-                gk[:, k, -1] = -self.gsum_c(d1 * t) + self.n_obs_exact[ic]
-                grad_u = self.gsum_c(d1k[:, None] * a) + uk
-                move = du + _ROOT2 * np.einsum("mijP,j->miP", db, zk)
-                gk[:, k] += np.einsum("mq,mqP->mP", grad_u, move)
+        n_ex = self.n_obs_exact[ic]
+        const = n_ex * (math.log(sigma) + 0.5 * _LOG2PI) + 0.5 * q * _LOG2PI
+        nodes = self.nodes  # (K, q)
+        # u at every node of every patient, one (mc, K) array per component (contiguous, not (mc, K, q))
+        uk = [
+            u0[:, i, None] + _ROOT2 * sum(bchol[:, i, j, None] * nodes[None, :, j] for j in range(q))
+            for i in range(q)
+        ]
+        quad = s0[:, None] + sum(
+            uk[i] * (-2.0 * s1[:, i, None] + sum(s2m[:, i, j, None] * uk[j] for j in range(q)))
+            for i in range(q)
+        )  # (mc, K)
+        ukg = [ui[gcc] for ui in uk]  # (n_cr, K) each
+        t = off[:, None] + sum(ksa[:, i, None] * ukg[i] for i in range(q))  # (n_cr, K)
+        log_cdf = special.log_ndtr(t)
+        hk = quad / (2.0 * s2) - self.gsum_cr(log_cdf) + 0.5 * sum(ui * ui for ui in uk) + const[:, None]
+        terms = self.logw[None, :] - hk
         logdet_b = 0.5 * np.linalg.slogdet(hinv)[1]
         lse = special.logsumexp(terms, axis=1)
-        loglik = 0.5 * q * math.log(2.0) + logdet_b + lse
-        if not want:
-            return np.asarray(loglik, dtype=np.float64), None
-        pi = np.exp(terms - lse[:, None])
-        dlogdet = np.einsum("mij,mjiP->mP", hinv, dh_mat)
-        dlog = -0.5 * dlogdet - np.einsum("mk,mkP->mP", pi, gk)
-        return np.asarray(loglik, dtype=np.float64), dlog
+        loglik = np.asarray(0.5 * q * math.log(2.0) + logdet_b + lse, dtype=np.float64)
+        if moves is None:
+            return loglik, None
+        pi = np.exp(terms - lse[:, None])  # (mc, K): normalised terms of the quadrature sum
+        du, dh_mat = moves[0][ic], moves[1][ic]
+        # dB = B Phi(B^-1 dV B^-T), dV = -V dH V, Phi: lower triangle with the diagonal halved
+        dh_p = np.moveaxis(dh_mat, 3, 1)  # (mc, P, q, q)
+        dv = -_bmm(_bmm(hinv[:, None], dh_p), hinv[:, None])
+        binv = np.linalg.inv(bchol)[:, None]
+        inner = _bmm(_bmm(binv, dv), np.swapaxes(binv, 2, 3))
+        low = np.tril(np.ones((q, q)), -1) + 0.5 * np.eye(q)
+        db = np.moveaxis(
+            _bmm(np.asarray(bchol[:, None], dtype=np.float64), inner * low), 1, 3
+        )  # (mc, q, q, P)
+        xr = self.gsum_c(xr_ * r[:, None])  # (mc, p)
+        xa = self.gsum_c((wex[:, None, None] * xr_[:, :, None]) * ar_[:, None, :])  # (mc, p, q)
+        zr = self.gsum_c(zr_ * r[:, None])
+        za = self.gsum_c((wex[:, None, None] * zr_[:, :, None]) * ar_[:, None, :])  # (mc, q, q)
+        # node averages with the weights pi: of u, u u', u z', z
+        piu = [pi * ui for ui in uk]
+        ubar = np.stack([pu.sum(axis=1) for pu in piu], axis=1)  # (mc, q)
+        uu = np.stack([np.stack([np.sum(pu * uj, axis=1) for uj in uk], axis=1) for pu in piu], axis=1)
+        uz = np.stack([pu @ nodes for pu in piu], axis=1)  # (mc, q, q)
+        zbar = pi @ nodes
+        # per censored row, node averages of rho' kappa / sigma (times u_k, times z_k)
+        d1 = -np.exp(-0.5 * t * t - 0.5 * _LOG2PI - log_cdf) * ks[:, None]  # (n_cr, K)
+        pd1 = pi[gcc] * d1
+        d1bar = pd1.sum(axis=1)
+        d1u = np.stack([np.sum(pd1 * ug, axis=1) for ug in ukg], axis=1)
+        d1z = pd1 @ nodes
+        rows_t, cols_t = self.tri
+        out = np.empty((mc, npar))
+        # sum_k pi_k dh(u_k) at fixed u
+        zs = (
+            self.gsum_cr(zc[:, :, None] * d1u[:, None, :])
+            - (zr[:, :, None] * ubar[:, None, :] - _bmm(za, uu)) / s2
+        )
+        out[:, :nt] = zs[:, rows_t, cols_t]
+        out[:, nt : nt + p] = self.gsum_cr(d1bar[:, None] * xc) - (xr - _bmv(xa, ubar)) / s2
+        tsum = self.gsum_cr(np.sum(pd1 * t, axis=1) * sigma / self.kappa[cr])
+        out[:, -1] = -tsum - np.sum(pi * quad, axis=1) / s2 + n_ex
+        # sum_k pi_k grad_u h(u_k)' (du + sqrt(2) dB z_k)
+        g1 = self.gsum_cr(d1bar[:, None] * ac) - (s1 - _bmv(s2m, ubar)) / s2 + ubar
+        g2 = (
+            self.gsum_cr(ac[:, :, None] * d1z[:, None, :])
+            - (s1[:, :, None] * zbar[:, None, :] - _bmm(s2m, uz)) / s2
+            + uz
+        )
+        out += np.sum(g1[:, :, None] * du, axis=1) + _ROOT2 * np.sum(g2[..., None] * db, axis=(1, 2))
+        dlogdet = np.sum(hinv[..., None] * dh_mat, axis=(1, 2))
+        return loglik, -0.5 * dlogdet - out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -844,7 +942,14 @@ class CensoredGrowthModel(Estimator):
         return f, gr
 
     def _minimiser(self, lower: FloatArray, scale: FloatArray) -> BoundedNewton:
-        return BoundedNewton(self._fg, lower, scale, gradient_tol=1e-5, max_restarts=2)
+        return BoundedNewton(
+            self._fg,
+            lower,
+            scale,
+            gradient_tol=1e-5,
+            max_restarts=2,
+            hessian=lambda v: _forward_hessian(self._fg, v, scale),
+        )
 
     def _finish(self, seconds: float) -> None:
         eng = self.engine_
@@ -1109,9 +1214,17 @@ class CensoredGrowthModel(Estimator):
         sc = np.concatenate([scale[:nt], np.full(p - 1, float(np.min(scale[nt : nt + p]))), scale[-1:]])
         lower = np.full(v0.size, -np.inf)
         lower[eng.diag] = 0.0
-        opt = BoundedNewton(fg, lower, sc, gradient_tol=1e-6, max_restarts=1)
+        # Newton steps on the information at the unconstrained optimum mapped to (theta, delta, log sigma):
+        # the Hessian changes little along the profile, and no Hessian is recomputed per point
+        jac = np.zeros((eng.n_par, v0.size))
+        jac[:nt, :nt] = np.eye(nt)
+        jac[nt : nt + p, nt : nt + p - 1] = null
+        jac[-1, -1] = 1.0
+        h_full = np.where(np.isfinite(self.optimum_.check["hessian"]), self.optimum_.check["hessian"], 0.0)
+        h_v = jac.T @ h_full @ jac
+        opt = BoundedNewton(fg, lower, sc, gradient_tol=1e-6, max_restarts=0, hessian=lambda _w: h_v)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            v = opt.run(np.maximum(v0, lower))
+            v = opt.newton(np.maximum(v0, lower), max_iter=40)
         return fg(v)[0], full(v)
 
     def profile_interval(
@@ -1197,6 +1310,25 @@ class CensoredGrowthModel(Estimator):
         """Forest plot of the fixed effects of the latent outcome with their Wald intervals."""
         self._check_fitted()
         return self.result_.plot(ax)
+
+
+def _forward_hessian(
+    fg: Callable[[FloatArray], tuple[float, FloatArray]], x: FloatArray, scale: FloatArray
+) -> FloatArray:
+    """Symmetrised forward differences of the analytic gradient, step ``1e-6 max(|x_j|, scale_j)`` (inward).
+
+    ``P + 1`` gradient evaluations instead of the ``2 P`` of central differences; the truncation error,
+    ``O(step)``, is about ``1e-6`` relative, far below what the standard errors need.
+    """
+    g0 = fg(x)[1]
+    k = x.size
+    h = np.empty((k, k))
+    for j in range(k):  # k gradient evaluations (k: the few parameters)
+        step = 1e-6 * max(abs(float(x[j])), float(scale[j]))
+        e = np.zeros(k)
+        e[j] = step
+        h[j] = (fg(x + e)[1] - g0) / step
+    return np.asarray(0.5 * (h + h.T), dtype=np.float64)
 
 
 def _clipped_normal_mean(mu: FloatArray, sigma: float, lower: float, upper: float) -> FloatArray:

@@ -25,7 +25,7 @@ from matplotlib.axes import Axes
 from tolerances import NEWTON_RADIUS, growth_model_se_theta, mmrm_se_theta
 
 from sciatica_outcomes.errors import ModelSpecificationError, NotFittedError
-from sciatica_outcomes.models import MMRM, Estimator, GrowthModel, MixedGLM, emmeans
+from sciatica_outcomes.models import MMRM, CensoredGrowthModel, Estimator, GrowthModel, MixedGLM, emmeans
 from sciatica_outcomes.models.base import COMMON_KEYS, SUMMARY_COLUMNS
 from sciatica_outcomes.models.results import ModelResult
 
@@ -35,6 +35,8 @@ DATA = Path(__file__).resolve().parents[1] / "reference" / "mmrm" / "mar5.csv"
 FIXED = "y ~ visit * arm + base"
 #: one emmeans call for every estimator: arm means within each visit at baseline 40
 EMMEANS: dict[str, Any] = {"specs": "arm", "by": "visit", "at": {"base": [40.0]}}
+#: the censored growth model's cap: about 15 % of the shared data's values are at or above it
+CAP = float(pl.read_csv(DATA)["y"].drop_nulls().quantile(0.85) or 0.0)
 MEANS_COLUMNS = ["visit", "arm", "emmean", "se", "df", "t", "p", "ci_low", "ci_high"]
 
 
@@ -114,6 +116,23 @@ CASES = [
         ddf_method="asymptotic",
     ),
 ]
+CASES.append(
+    Case(
+        "censored_growth_model",
+        "censored",
+        lambda **kw: CensoredGrowthModel(**{"formula": f"{FIXED} + (1 | id)", "upper": CAP, **kw}),
+        (
+            ({"nagq": 0}, "nagq must be an integer from 1 to 50"),
+            ({"upper": None}, "no censoring given"),
+            ({"upper": "no_such"}, "upper column 'no_such' is not in the data"),
+            ({"formula": "y ~ visit + (1 | )"}, r"unexpected '\)'"),
+            ({"formula": FIXED}, "has no random-effects term"),
+        ),
+        _glmm_se_theta_beta,  # joint optimisation of all parameters, as the GLMM
+        method="ML",
+        ddf_method="asymptotic",
+    )
+)
 IDS = [c.name for c in CASES]
 
 
