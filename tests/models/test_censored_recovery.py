@@ -12,7 +12,10 @@ uncapped trajectory (26-week change ``rho g(26)``, slope ``rho`` per effective w
 * ``test_recovery_over_seeds`` (``slow``): 200 cohorts of 250 patients: the mean bias of the 26-week change
   must be under 2 % of the truth for the censored model (the naive model's bias is printed beside it) and the
   95 % Wald interval of the slope must cover the truth in 93-97 % of the cohorts. Run by hand:
-  ``python -m pytest -m slow tests/models/test_censored_recovery.py -s``.
+  ``python -m pytest -m slow tests/models/test_censored_recovery.py -s``. Measured (2026-12-02, nagq 5, 14.2 %
+  of the rows at the cap): censored bias of the 26-week change -0.00015 log-minutes (-0.02 % of the truth
+  0.7969, Monte Carlo SE 0.0024), slope coverage 94.0 % (mean SE / SD of the estimates 0.94); naive bias
+  -0.1327 (-16.7 %), coverage 0.0 %.
 """
 
 from __future__ import annotations

@@ -152,8 +152,8 @@ central_grad <- function(f, x, h = 1e-5) {
 # Maximum likelihood from `start`: optim BFGS on the search likelihood (N_GH_SEARCH nodes for d >= 4, the
 # same pmvnorm otherwise; central-difference gradient, reltol 1e-14 then 1e-15), then Newton steps on the final
 # likelihood with the numDeriv (Richardson) Hessian at the search optimum until the Newton decrement
-# g' (-H)^-1 g < 1e-12, then the Hessian again at the final point.
-fit_exact <- function(D, start) {
+# g' (-H)^-1 g < 1e-12, then the Hessian again at the final point. polish = FALSE stops after BFGS (no Hessian).
+fit_exact <- function(D, start, polish = TRUE) {
   f_search <- function(x) -loglik(x, D, n_gh = N_GH_SEARCH)
   ctrl <- list(maxit = 1000, reltol = 1e-14, fnscale = D$n)
   o1 <- optim(start, f_search, function(x) central_grad(f_search, x), method = "BFGS", control = ctrl)
@@ -161,6 +161,7 @@ fit_exact <- function(D, start) {
   o2 <- optim(o1$par, f_search, function(x) central_grad(f_search, x), method = "BFGS", control = ctrl)
   f <- function(x) loglik(x, D)
   par <- o2$par
+  if (!polish) return(list(par = par, loglik = f(par), optim_counts = rbind(o1$counts, o2$counts)))
   H <- hessian(f, par)
   newton <- list()
   for (it in 1:10) {

@@ -56,14 +56,20 @@ fit_design <- function(name, file, formula, fixed, random, upper = NULL, lower =
   out
 }
 
-cases <- list(
-  fit_design("design_a", "design_a.csv", "y ~ week + (1 | id)", ~ week, ~ 1, upper = 3.4,
-             truth = list(beta = c(2.4, 0.04), sds = 0.6, rho = 0, sigma = 0.35)),
-  fit_design("design_b", "design_b.csv", "y ~ week * arm + (week | id)", ~ week * arm, ~ week, upper = "cap",
-             truth = list(beta = c(log(9), 0.05, -0.1, 0.02), sds = c(0.6, 0.025), rho = -0.3, sigma = 0.25)),
-  fit_design("design_c", "design_c.csv", "y ~ week + (week | id)", ~ week, ~ week, upper = 10, lower = 0,
-             truth = list(beta = c(5, 0.12), sds = c(4.5, 0.25), rho = -0.3, sigma = 1.5))
+designs <- list(
+  design_a = function() fit_design("design_a", "design_a.csv", "y ~ week + (1 | id)", ~ week, ~ 1, upper = 3.4,
+    truth = list(beta = c(2.4, 0.04), sds = 0.6, rho = 0, sigma = 0.35)),
+  design_b = function() fit_design("design_b", "design_b.csv", "y ~ week * arm + (week | id)", ~ week * arm,
+    ~ week, upper = "cap",
+    truth = list(beta = c(log(9), 0.05, -0.1, 0.02), sds = c(0.6, 0.025), rho = -0.3, sigma = 0.25)),
+  design_c = function() fit_design("design_c", "design_c.csv", "y ~ week + (week | id)", ~ week, ~ week,
+    upper = 10, lower = 0, truth = list(beta = c(5, 0.12), sds = c(4.5, 0.25), rho = -0.3, sigma = 1.5))
 )
+# `Rscript make_censored_reference.R design_b design_c` refits only those designs and keeps the others of an
+# existing censored_reference.json (so that the designs can run in parallel processes)
+wanted <- commandArgs(trailingOnly = TRUE)
+if (length(wanted) == 0) wanted <- names(designs)
+fitted <- lapply(designs[wanted], function(f) f())
 meta <- list(
   r_version = R.version.string, mvtnorm = as.character(packageVersion("mvtnorm")),
   numDeriv = as.character(packageVersion("numDeriv")), lme4_start = as.character(packageVersion("lme4")),
@@ -74,5 +80,9 @@ meta <- list(
   optimizer = "optim BFGS (central-difference gradient, reltol 1e-14 then 1e-15) + Newton with numDeriv::hessian",
   parameters = "beta, log SD of each random effect, atanh(correlation), log sigma"
 )
-writeLines(toJSON(list(meta = meta, cases = setNames(cases, vapply(cases, `[[`, "", "name"))),
-                  auto_unbox = TRUE, digits = 15, pretty = TRUE, null = "null"), "censored_reference.json")
+out_file <- "censored_reference.json"
+cases <- if (file.exists(out_file)) fromJSON(out_file, simplifyVector = FALSE)$cases else list()
+for (nm in names(fitted)) cases[[nm]] <- fitted[[nm]]
+cases <- cases[intersect(names(designs), names(cases))]
+writeLines(toJSON(list(meta = meta, cases = cases), auto_unbox = TRUE, digits = 15, pretty = TRUE, null = "null"),
+           out_file)
