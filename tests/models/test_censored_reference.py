@@ -36,7 +36,7 @@ dimension; its error is the quadrature error, measured here, not assumed:
   nodes: ``FIT_NAGQ`` gives 25 nodes for q = 1 (error 1e-8) but 9 / 15 for the two q = 2 designs, where the
   reported value is off by +3.1e-3 / -2.9e-3 (design_b / design_c; measured and asserted against the fit's
   own ``quadrature_error`` estimate, which must bracket it within a factor 3). The slow test fits design_c at
-  25 nodes and asserts the reported value directly.
+  35 nodes and asserts the reported value directly (at 25 nodes it is still 2.3e-4 off).
 """
 
 from __future__ import annotations
@@ -175,8 +175,9 @@ def test_fit_matches_reference(fits: dict[str, CensoredGrowthModel], name: str) 
 
 
 @pytest.mark.slow
-def test_design_c_reported_loglik_at_25_nodes() -> None:
+def test_design_c_reported_loglik_at_35_nodes() -> None:
+    # 25 nodes are not enough here: the reported value is +2.3e-4 above R's maximum (measured)
     case = CASES["design_c"]
     data = pl.read_csv(REF_DIR / case["file"])
-    model = CensoredGrowthModel(case["formula"], upper=case["upper"], lower=case["lower"], nagq=25).fit(data)
+    model = CensoredGrowthModel(case["formula"], upper=case["upper"], lower=case["lower"], nagq=35).fit(data)
     assert abs(model.result_.loglik - case["loglik"]) < ISSUE_LOGLIK
