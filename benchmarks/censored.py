@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,14 +105,23 @@ def run_child(cmd: list[str], timeout: float) -> dict:
     """Run one tool; return its RESULT json plus peak RSS, or where it stopped (with any EVAL line)."""
     full = ["/usr/bin/time", "-v", *cmd] if Path("/usr/bin/time").exists() else cmd
     t0 = time.perf_counter()
+    # own session, so that a timeout ends the tool itself, not only /usr/bin/time
+    proc = subprocess.Popen(
+        full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_limit_memory,  # noqa: PLW1509 - no threads in this parent
+        start_new_session=True,
+    )
+    code: int | None
     try:
-        proc = subprocess.run(
-            full, capture_output=True, text=True, timeout=timeout, check=False, preexec_fn=_limit_memory
-        )
-        stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as exc:
-        stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        stderr, code = "", None
+        stdout, stderr = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        code = None
     ev = re.search(r"^EVAL (.*)$", stdout, flags=re.MULTILINE)
     extra = json.loads(ev.group(1)) if ev else {}
     if code is None:
