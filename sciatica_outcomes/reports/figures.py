@@ -23,6 +23,7 @@ from sciatica_outcomes.reports.privacy import NETWORK_RULE, SUPPRESSED, Suppress
 __all__ = [
     "PAIN_BAND_COLOURS",
     "adherence_plot",
+    "axis_label",
     "bar_counts",
     "cohort_flow_diagram",
     "cohort_trajectories_plot",
@@ -39,6 +40,21 @@ __all__ = [
 #: Colours of the pain-monitoring bands, safe -> acceptable -> high risk, from the colour-blind-safe palette:
 #: bluish green, orange, vermillion (traffic-light order that stays distinguishable without red-green vision).
 PAIN_BAND_COLOURS: dict[str, str] = {"safe": PALETTE[2], "acceptable": PALETTE[1], "high_risk": PALETTE[3]}
+
+
+def axis_label(label: str, unit: str, arrow: str, width: int = 40) -> str:
+    r"""``"label (unit; arrow)"``, on two lines when longer than ``width`` characters (a long unit such as
+    "median minutes (censored model)" otherwise runs past the top of the figure).
+
+    Examples
+    --------
+    >>> axis_label("ODI", "points", "lower is better")
+    'ODI (points; lower is better)'
+    >>> axis_label("Walking tolerance", "median minutes (censored model)", "higher is better")
+    'Walking tolerance\n(median minutes (censored model); higher is better)'
+    """
+    text = f"{label} ({unit}; {arrow})"
+    return text if len(text) <= width else f"{label}\n({unit}; {arrow})"
 
 
 def _axes(ax: Axes | None, size: tuple[float, float] = (7.0, 3.8)) -> Axes:
@@ -165,7 +181,7 @@ def trajectory_plot(
     ax.set_ylim(bottom if lo is None else max(bottom, lo), top if hi is None else min(top, hi))
     arrow = "higher is better" if higher_is_better else "lower is better"
     ax.set_xlabel("weeks since start of program")
-    ax.set_ylabel(f"{label} ({unit}; {arrow})")
+    ax.set_ylabel(axis_label(label, unit, arrow))
     ax.legend(loc="best", fontsize=8)
     return ax
 
@@ -413,7 +429,7 @@ def cohort_trajectories_plot(
         ax.plot(bins["week"], bins["mean"], color=PALETTE[1], lw=2.5, marker="o", label="observed mean")
     arrow = "higher is better" if higher_is_better else "lower is better"
     ax.set_xlabel("weeks since start of program")
-    ax.set_ylabel(f"{label} ({unit}; {arrow})")
+    ax.set_ylabel(axis_label(label, unit, arrow))
     ax.legend(loc="best", fontsize=8)
     return ax
 

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import polars as pl
 
-from sciatica_outcomes.reports.figures import drawable_units, funnel_plot, trajectory_plot
+from sciatica_outcomes.reports.figures import axis_label, drawable_units, funnel_plot, trajectory_plot
 from sciatica_outcomes.reports.privacy import suppress_counts
 
 
@@ -79,3 +79,11 @@ def test_trajectory_stops_at_the_estimable_week_and_stays_in_range() -> None:
     x0, x1 = shaded[0].get_x(), shaded[0].get_x() + shaded[0].get_width()
     assert (x0, x1) == (8.0, 26.0)
     plt.close(fig)
+
+
+def test_a_long_axis_label_is_split_before_its_unit_and_a_short_one_is_not() -> None:
+    assert axis_label("ODI", "points", "lower is better") == "ODI (points; lower is better)"
+    long = axis_label("Walking tolerance", "median minutes (censored model)", "higher is better")
+    first, second = long.split("\n")
+    assert first == "Walking tolerance"
+    assert second == "(median minutes (censored model); higher is better)"
