@@ -308,8 +308,11 @@ class _Engine:
             scale = np.ones(self.m)
             u_new = u - step
             t_n, d1_n, d2_n, h_n = pieces(u_new)
+            # a patient whose step is already below the tolerance is not halved: its h moves by rounding
+            # only (h can be near 0, where a relative tolerance alone would halve it 40 times per iteration)
+            moving = np.max(np.abs(step), axis=1) >= _INNER_TOL
             for _ in range(40):  # step halving, for the patients whose h went up
-                worse = ~(h_n <= h + 1e-13 * np.abs(h))
+                worse = ~(h_n <= h + 1e-13 * np.maximum(np.abs(h), 1.0)) & moving
                 if not worse.any():
                     break
                 scale = np.where(worse, scale / 2.0, scale)
