@@ -9,6 +9,7 @@ a stage to its right, and never a private (``_``) name or module of another stag
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,16 @@ def test_a_wrong_way_import_is_found_in_source(tmp_path: Path) -> None:
     assert len(bad) == 1, bad
     assert bad[0].startswith("sciatica_outcomes.derive.probe line 4 (sciatica_outcomes.models.lmm import")
     assert "to its right" in bad[0]
+
+
+def test_every_committed_notebook_cell_has_a_unique_id_and_no_output() -> None:
+    """nbformat 4.5 cell ids (missing ids become a hard error in future nbformat), no outputs committed."""
+    notebooks = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        ids = [c.get("id") for c in nb["cells"]]
+        assert None not in ids, f"{path.name}: cell {ids.index(None)} has no id"
+        assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(c["outputs"] == [] and c["execution_count"] is None for c in code), path.name
