@@ -434,3 +434,19 @@ def test_an_internal_report_shows_the_clinics_own_counts_exactly(internal_report
     assert shown["active in quarter"] == shown["active at start of quarter"] + shown["enrolled in quarter"]
     manifest = json.loads((internal_report["out"] / "report_manifest.json").read_text(encoding="utf-8"))
     assert manifest["audience"] == {"audience": "internal", "withheld_from": None, "withheld_to": None}
+
+
+def test_methods_name_the_censored_model_for_capped_tests_and_reml_for_the_others(
+    rendered: dict[str, Path],
+) -> None:
+    page = (rendered["out"] / "report.html").read_text(encoding="utf-8")
+    methods = dict(re.findall(r"<li>([A-Z][A-Za-z ()]+): <code>[^<]*</code> \(([^;]*);", page))
+    assert methods["Walking tolerance"].startswith("censored (Tobit) growth model: the ")
+    assert "right-censored at log(cap)" in methods["Sitting tolerance"]
+    assert methods["Leg pain"] == "REML, Satterthwaite df"
+    # the capped count in the sentence is the store's count of capped tests among the fitted ones
+    n_cap = int(
+        re.search(r"the ([\d,]+) tests stopped at the cap", methods["Walking tolerance"])[1].replace(",", "")
+    )
+    assert n_cap > 0
+    assert "under-estimated" not in page
