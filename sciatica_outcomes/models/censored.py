@@ -1061,17 +1061,7 @@ class CensoredGrowthModel(Estimator):
             st.group_labels(), st.term_slices, self._re_names, strict=True
         ):
             rows += varcorr_rows(label, names, sig[off : off + k, off : off + k])
-        rows.append(
-            {
-                "group": "Residual",
-                "term1": None,
-                "term2": None,
-                "variance": sigma**2,
-                "sd": sigma,
-                "corr": None,
-            }
-        )
-        return varcorr_frame(rows)
+        return varcorr_frame(rows, sigma)
 
     # ------------------------------------------------------------------------------------------------
     @property

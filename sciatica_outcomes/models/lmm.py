@@ -626,17 +626,7 @@ class GrowthModel(Estimator):
             lam = st.specs[t.group].template(theta)[off : off + k, off : off + k]
             names = ["(Intercept)" if v is None else v for v in t.variables]
             rows += varcorr_rows(label, names, sigma**2 * lam @ lam.T)
-        rows.append(
-            {
-                "group": "Residual",
-                "term1": None,
-                "term2": None,
-                "variance": sigma**2,
-                "sd": sigma,
-                "corr": None,
-            }
-        )
-        return varcorr_frame(rows)
+        return varcorr_frame(rows, sigma)
 
     # ------------------------------------------------------------------------------------------------
     @property

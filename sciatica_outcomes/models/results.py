@@ -170,10 +170,28 @@ def varcorr_rows(group: str, names: Sequence[str], cov: Any) -> list[dict[str, A
     return rows
 
 
-def varcorr_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
-    """The variance-components table (columns :data:`RANDOM_COLUMNS`) from :func:`varcorr_rows` rows."""
+def varcorr_frame(rows: Sequence[Mapping[str, Any]], sigma: float | None = None) -> pl.DataFrame:
+    """The variance-components table (columns :data:`RANDOM_COLUMNS`) from :func:`varcorr_rows` rows.
+
+    With ``sigma`` (a Gaussian model's residual SD) the ``Residual`` row (variance ``sigma^2``) comes last, as
+    in lme4's ``as.data.frame(VarCorr(m))``.
+    """
     schema = {c: pl.String for c in RANDOM_COLUMNS[:3]} | {c: pl.Float64 for c in RANDOM_COLUMNS[3:]}
-    return pl.DataFrame(list(rows), schema=schema)
+    residual = (
+        []
+        if sigma is None
+        else [
+            {
+                "group": "Residual",
+                "term1": None,
+                "term2": None,
+                "variance": sigma**2,
+                "sd": sigma,
+                "corr": None,
+            }
+        ]
+    )
+    return pl.DataFrame([*rows, *residual], schema=schema)
 
 
 class ModelResult(ABC):
