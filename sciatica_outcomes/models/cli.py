@@ -153,9 +153,10 @@ def _fixed_table(model: GrowthModel, width: int | None = None) -> Table:
     return make_table(title, ("term", "estimate", "se", "df", "t", "p", "95% CI"), rows, width=width)
 
 
-def _random_table(model: GrowthModel, width: int | None = None) -> Table:
+def varcorr_table(components: pl.DataFrame, width: int | None = None) -> Table:
+    """The terminal table of a model's ``variance_components``: group, term, variance, sd, corr."""
     rows = []
-    for r in model.variance_components.iter_rows(named=True):
+    for r in components.iter_rows(named=True):
         term = r["term1"] or ""
         if r["term2"]:
             term = f"{term} ~ {r['term2']}"
@@ -449,7 +450,7 @@ def fit_command(
     if not quiet:
         console.print(f"[bold]{formula}[/]  n_obs={fitted.result_.n_obs:,}  groups={fitted.result_.n_groups}")
         print_table(console, _fixed_table(fitted, console.width))
-        print_table(console, _random_table(fitted, console.width))
+        print_table(console, varcorr_table(fitted.variance_components, console.width))
         r = fitted.result_
         console.print(
             f"logLik {r.loglik:.4f}  AIC {r.aic:.2f}  BIC {r.bic:.2f}  sigma {r.sigma:.5g}  "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sciatica_outcomes._terminal import make_table, print_table
+from sciatica_outcomes.models.cli import varcorr_table
 
 if TYPE_CHECKING:
     import polars as pl
@@ -107,28 +108,7 @@ def fit_censored_command(
         print_table(
             console, make_table("Fixed effects, latent outcome (Wald z)", header, rows, width=console.width)
         )
-        vc = [
-            (
-                v["group"],
-                ""
-                if v["term1"] is None
-                else (v["term1"] if v["term2"] is None else f"{v['term1']} ~ {v['term2']}"),
-                f"{v['variance']:.5g}",
-                "" if v["sd"] is None else f"{v['sd']:.5g}",
-                "" if v["corr"] is None else f"{v['corr']:.3f}",
-            )
-            for v in fitted.variance_components.iter_rows(named=True)
-        ]
-        print_table(
-            console,
-            make_table(
-                "Random effects (VarCorr)",
-                ("group", "term", "variance", "sd", "corr"),
-                vc,
-                numeric=(2, 3, 4),
-                width=console.width,
-            ),
-        )
+        print_table(console, varcorr_table(fitted.variance_components, console.width))
         console.print(
             f"logLik {r.loglik:.4f}  AIC {r.aic:.2f}  BIC {r.bic:.2f}  sigma {r.sigma:.5g}  converged "
             f"{r.converged}  quadrature error {d.quadrature_error:.2g} (nAGQ {d.nagq} vs {d.nagq_check})  "
