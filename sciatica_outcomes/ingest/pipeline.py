@@ -32,7 +32,7 @@ from sciatica_outcomes.ingest.validate import TableResult, ValidationResult, val
 from sciatica_outcomes.ingest.wide import LAYOUTS, WIDE_TABLES, VisitsMapping, read_mapping
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.schemas.store_tables import QUARANTINE_ROW_SCHEMA, IngestPart, WriteCounts
-from sciatica_outcomes.store import DEFAULT_DB, Store, check_store_path
+from sciatica_outcomes.store import DEFAULT_DB, IngestWriter, Store, check_store_path
 
 __all__ = [
     "DEFAULT_MAX_EXAMPLES",
@@ -460,6 +460,38 @@ def _scratch(store: Store | None, tables: set[str]) -> Scratch:
     return scratch
 
 
+def _committed(
+    validation: ValidationResult,
+    db: Path,
+    ingest_id: int,
+    counts: list[WriteCounts],
+    writer: IngestWriter,
+    replace: bool,
+    out_dir: Path,
+    max_examples: int,
+    on_progress: ProgressCallback | None,
+) -> IngestResult:
+    """The result of a committed ingest (whole-file or chunked), with its reports written.
+
+    The ingest is committed: a report that cannot be written is told, not raised (the data are stored).
+    """
+    if on_progress is not None:
+        on_progress("committed", str(db))
+    reports, error = _write_reports(validation, out_dir, f"{db.stem}_ingest_{ingest_id}", max_examples)
+    return IngestResult(
+        validation,
+        db,
+        True,
+        ingest_id,
+        counts,
+        reports,
+        error,
+        absent=writer.absent,
+        replaced=replace,
+        quarantine_added=writer.quarantine_added,
+    )
+
+
 def _is_chunked(sources: Iterable[SourceTable]) -> bool:
     return any(s.chunks is not None for s in sources)
 
@@ -758,22 +790,7 @@ def ingest_paths(
                 on_progress("validated", "")
         ingest_id, by_position = writer.finish(_quarantine_of(validation))
         counts = [by_position[i] for i in range(len(validation.tables))]
-    if on_progress is not None:
-        on_progress("committed", str(db))
-    # the ingest is committed: a report that cannot be written is told, not raised (the data are stored)
-    reports, error = _write_reports(validation, out_dir, f"{db.stem}_ingest_{ingest_id}", max_examples)
-    return IngestResult(
-        validation,
-        db,
-        True,
-        ingest_id,
-        counts,
-        reports,
-        error,
-        absent=writer.absent,
-        replaced=replace,
-        quarantine_added=writer.quarantine_added,
-    )
+    return _committed(validation, db, ingest_id, counts, writer, replace, out_dir, max_examples, on_progress)
 
 
 #: DuckDB's memory limit on the store while a chunked ingest writes it (the store's buffer pool would
@@ -832,21 +849,7 @@ def _ingest_chunked(
             counts = [by_position[i] for i in range(len(validation.tables))]
         finally:
             store.query(f"SET memory_limit = '{limit}'")
-    if on_progress is not None:
-        on_progress("committed", str(db))
-    reports, error = _write_reports(validation, out_dir, f"{db.stem}_ingest_{ingest_id}", max_examples)
-    return IngestResult(
-        validation,
-        db,
-        True,
-        ingest_id,
-        counts,
-        reports,
-        error,
-        absent=writer.absent,
-        replaced=replace,
-        quarantine_added=writer.quarantine_added,
-    )
+    return _committed(validation, db, ingest_id, counts, writer, replace, out_dir, max_examples, on_progress)
 
 
 def _part(t: TableResult) -> IngestPart:
