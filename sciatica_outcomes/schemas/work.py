@@ -71,7 +71,10 @@ PAID_WORK_COLUMNS: tuple[str, ...] = ("hours_contracted", "hours_worked", "sick_
 
 
 class WorkModel(pa.DataFrameModel):
-    """Columns of ``work``; the rules across columns are listed in the module docstring."""
+    """Columns of ``work``. Hours and sick leave are only for people in paid work (employed or self-employed),
+    whose work status is then not ``not_applicable``; WPAI questions 2-5 only after a yes to question 1; a
+    return-to-work date only at full or modified duties. These row rules are checked by the ingest engine.
+    """
 
     episode_id: Series[pl.String] = pa.Field(str_matches=CODE_PATTERN, description="Episode code")
     assessed_on: Series[pl.Date] = pa.Field(description="Date of the assessment")
