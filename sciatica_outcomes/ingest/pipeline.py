@@ -32,7 +32,7 @@ from sciatica_outcomes.ingest.validate import TableResult, ValidationResult, val
 from sciatica_outcomes.ingest.wide import LAYOUTS, WIDE_TABLES, VisitsMapping, read_mapping
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.schemas.store_tables import QUARANTINE_ROW_SCHEMA, IngestPart, WriteCounts
-from sciatica_outcomes.store import DEFAULT_DB, IngestWriter, Store, check_store_path
+from sciatica_outcomes.store import DEFAULT_DB, Store, check_store_path
 
 __all__ = [
     "DEFAULT_MAX_EXAMPLES",
@@ -465,7 +465,8 @@ def _committed(
     db: Path,
     ingest_id: int,
     counts: list[WriteCounts],
-    writer: IngestWriter,
+    absent: dict[str, int],
+    quarantine_added: int,
     replace: bool,
     out_dir: Path,
     max_examples: int,
@@ -486,9 +487,9 @@ def _committed(
         counts,
         reports,
         error,
-        absent=writer.absent,
+        absent=absent,
         replaced=replace,
-        quarantine_added=writer.quarantine_added,
+        quarantine_added=quarantine_added,
     )
 
 
@@ -790,7 +791,18 @@ def ingest_paths(
                 on_progress("validated", "")
         ingest_id, by_position = writer.finish(_quarantine_of(validation))
         counts = [by_position[i] for i in range(len(validation.tables))]
-    return _committed(validation, db, ingest_id, counts, writer, replace, out_dir, max_examples, on_progress)
+    return _committed(
+        validation,
+        db,
+        ingest_id,
+        counts,
+        writer.absent,
+        writer.quarantine_added,
+        replace,
+        out_dir,
+        max_examples,
+        on_progress,
+    )
 
 
 #: DuckDB's memory limit on the store while a chunked ingest writes it (the store's buffer pool would
@@ -849,7 +861,18 @@ def _ingest_chunked(
             counts = [by_position[i] for i in range(len(validation.tables))]
         finally:
             store.query(f"SET memory_limit = '{limit}'")
-    return _committed(validation, db, ingest_id, counts, writer, replace, out_dir, max_examples, on_progress)
+    return _committed(
+        validation,
+        db,
+        ingest_id,
+        counts,
+        writer.absent,
+        writer.quarantine_added,
+        replace,
+        out_dir,
+        max_examples,
+        on_progress,
+    )
 
 
 def _part(t: TableResult) -> IngestPart:
