@@ -51,6 +51,7 @@ from typing import Any, Literal, TypedDict
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+from scipy import special
 
 from sciatica_outcomes._typing import BoolArray, FloatArray, IntArray
 from sciatica_outcomes.schemas.vocabulary import (
@@ -94,6 +95,12 @@ SYMPTOM_EXTENT: tuple[str, ...] = SYMPTOM_EXTENTS
 SESSION_STATUS: tuple[str, ...] = SESSION_STATUSES
 #: The synthetic programs progress through the five lightest band colours.
 BANDS: tuple[str, ...] = ALL_BANDS[:5]
+#: Centres of the work-status model's covariates (``truth["work"]["glmm"]["design"]``): the ODI per 10 points
+#: above 42 (the calibrated baseline mean) and adherence per 10 percentage points above 80 %.
+WORK_ODI_CENTRE: float = 42.0
+WORK_ADHERENCE_CENTRE: float = 0.8
+#: The work-status GLMM whose parameters the generator plants.
+WORK_GLMM_FORMULA = "at_work ~ week + odi_10 + adherence_10 + (1 | episode_id)"
 
 
 @dataclass(frozen=True)
@@ -195,18 +202,37 @@ class SynthConfig:
     #: at or above ``retirement_age`` are retired
     employment_mix: tuple[float, ...] = (0.60, 0.08, 0.03, 0.05, 0.06, 0.13, 0.05)
     retirement_age: int = 67
-    #: logit of being at work (paid workers) = work_intercept + work_odi_effect * (latent ODI - 42) / 10
-    #: + work_adherence_effect * (adherence propensity - adherence_mean) + logistic patient effect
-    work_intercept: float = 1.0
-    work_odi_effect: float = -1.6
-    work_adherence_effect: float = 2.0
-    #: at work with a logit above this margin = full duties, below it modified duties
+    #: work status of paid workers, a random-intercept logistic model (``_work_tables``): logit P(at work) =
+    #: work_intercept + work_week_effect * week + work_odi_effect * (recorded ODI - 42) / 10
+    #: + work_adherence_effect * 10 * (recorded adherence - 0.8) + u_i, u_i ~ N(0, work_patient_sd^2)
+    work_intercept: float = 0.8
+    work_week_effect: float = 0.06
+    work_odi_effect: float = -0.8
+    work_adherence_effect: float = 0.25
+    work_patient_sd: float = 2.5
+    #: at work with a latent logit above this margin = full duties, below it modified duties
     full_duties_margin: float = 1.5
     off_work_other_prob: float = 0.03
-    #: Work Ability Score = was_intercept + was_odi_effect * (latent ODI - 42) / 10 + N(0, was_sd), 0-10
-    was_intercept: float = 5.5
-    was_odi_effect: float = -1.2
+    #: draws of the status process behind the expected return-to-work curve in truth.json
+    work_truth_draws: int = 200
+    #: Work Ability Score = was_intercept + was_odi_effect * (latent ODI - 42) / 10
+    #: + was_off_work_effect * [off work because of back or leg pain] + N(0, was_sd), 0-10
+    was_intercept: float = 5.8
+    was_odi_effect: float = -1.0
+    was_off_work_effect: float = -1.5
     was_sd: float = 1.2
+    #: PGIC = 1 + #(pgic_cuts >= s), satisfaction = 1 + #(satisfaction_cuts < 0.8 s + N(0, 0.6)), with
+    #: s = -(latent ODI change) / 10 + N(0, 1)
+    pgic_cuts: tuple[float, ...] = (2.5, 1.5, 0.5, -0.5, -1.5, -2.5)
+    satisfaction_cuts: tuple[float, ...] = (-1.5, -0.5, 0.5, 1.5)
+    #: EQ-5D index = eq5d_intercept + eq5d_odi_effect * latent ODI / 10 + N(0, eq5d_sd) (as given, no value
+    #: set); EQ VAS = eq5d_vas_intercept + eq5d_vas_odi_effect * latent ODI / 10 + N(0, eq5d_vas_sd)
+    eq5d_intercept: float = 0.95
+    eq5d_odi_effect: float = -0.09
+    eq5d_sd: float = 0.08
+    eq5d_vas_intercept: float = 88.0
+    eq5d_vas_odi_effect: float = -6.0
+    eq5d_vas_sd: float = 10.0
 
     def __post_init__(self) -> None:
         if self.n_patients < 1:
@@ -330,39 +356,180 @@ def _logistic(x: FloatArray) -> FloatArray:
     return out
 
 
+def _ffill_columns(values: FloatArray) -> FloatArray:
+    """Carry the last non-NaN value of each row forward along the columns (NaN before the first one)."""
+    cols = np.arange(values.shape[1])[None, :]
+    idx = np.maximum.accumulate(np.where(np.isnan(values), 0, cols), axis=1)
+    out: FloatArray = np.take_along_axis(values, idx, axis=1)
+    return out
+
+
+class _WorkRows(TypedDict):
+    """The attended visits of paid workers, in episode then visit order, and the work model's covariates."""
+
+    ep: IntArray
+    day: FloatArray
+    eta_fixed: FloatArray
+    post: BoolArray
+    first_row: IntArray
+    last_row: IntArray
+
+
+def _draw_status(
+    cfg: SynthConfig, rng: np.random.Generator, rows: _WorkRows, n: int, reps: int
+) -> tuple[IntArray, FloatArray, FloatArray]:
+    """``reps`` draws of the work status at every row: codes into ``WORK_STATUSES``, ``u`` and ``y*``.
+
+    ``y* = eta_fixed + u_i + e`` with ``u_i ~ N(0, work_patient_sd^2)`` and ``e`` standard logistic: at work
+    when ``y* > 0`` (so ``P(at work) = logistic(eta_fixed + u_i)``, the GLMM), full duties when
+    ``y* > full_duties_margin``; then, independently of ``y*``, a row after baseline is off work for other
+    reasons with probability ``off_work_other_prob``.
+    """
+    m = rows["ep"].shape[0]
+    code = {w: i for i, w in enumerate(WORK_STATUSES)}
+    u = rng.normal(0.0, cfg.work_patient_sd, (reps, n))
+    ystar = rows["eta_fixed"][None, :] + u[:, rows["ep"]] + rng.logistic(0.0, 1.0, (reps, m))
+    status = np.where(
+        ystar > cfg.full_duties_margin,
+        code["full_duties"],
+        np.where(ystar > 0, code["modified_duties"], code[OFF_WORK_BACK_LEG]),
+    )
+    other = rows["post"][None, :] & (rng.random((reps, m)) < cfg.off_work_other_prob)
+    status = np.where(other, code["off_work_other"], status)
+    return status.astype(np.int64), u, ystar
+
+
+def _returns(
+    rows: _WorkRows, status: IntArray, uniform: FloatArray, n: int
+) -> tuple[BoolArray, BoolArray, BoolArray, FloatArray, BoolArray]:
+    """Return to work per draw: who is off at baseline, the first row back and the planted return day.
+
+    A patient in paid work whose baseline row is off work because of back or leg pain returns at the first
+    later row at full or modified duties; the return day is drawn uniformly among the days after the previous
+    assessment (and after the start) up to that row's day. Every later row at work after a row off work
+    because of back or leg pain is a *transition* (its own return day, used for the sick-leave days); only
+    the first one is the return to work.
+
+    Returns
+    -------
+    off0 : (reps, n) bool
+    first_back, transition : (reps, rows) bool
+    return_day : (reps, rows) float
+        The drawn return day on transition rows (NaN elsewhere).
+    at_work : (reps, rows) bool
+    """
+    ep, day, post = rows["ep"], rows["day"], rows["post"]
+    at_work = np.isin(status, [WORK_STATUSES.index(w) for w in AT_WORK_STATUSES])
+    off_back = status == WORK_STATUSES.index(OFF_WORK_BACK_LEG)
+    off0 = np.zeros((status.shape[0], n), dtype=bool)
+    off0[:, ep[~post]] = off_back[:, ~post]
+    prev = np.r_[0, np.arange(ep.shape[0] - 1)]
+    prev_day = np.maximum(day[prev], 0.0)
+    transition = post[None, :] & at_work & off_back[:, prev]
+    cand = at_work & post[None, :] & off0[:, ep]
+    cs = np.cumsum(cand, axis=1)
+    within: IntArray = cs - (cs - cand)[:, rows["first_row"][ep]]
+    first_back = cand & (within == 1)
+    ret = prev_day[None, :] + 1.0 + np.floor(uniform * (day - prev_day)[None, :])
+    # the first row back after baseline follows a baseline row off work, or rows off for other reasons
+    return_day = np.where(transition | first_back, ret, np.nan)
+    return off0, first_back, transition | first_back, return_day, at_work
+
+
+def _km_pooled(
+    rows: _WorkRows, off0: BoolArray, first_back: BoolArray, return_day: FloatArray, grid: IntArray
+) -> FloatArray:
+    """Kaplan-Meier survival of the return to work on ``grid`` days, pooled over the draws (rows of arrays).
+
+    Per draw and episode off work at baseline and assessed again: the return day of its first row back
+    (event), else censored at its last assessment. Pooling the draws is one Kaplan-Meier estimate on
+    ``reps x`` the patients: the value the estimator converges to for this cohort's visits and covariates.
+    """
+    reps, n = off0.shape
+    ep = rows["ep"]
+    event_day = np.full((reps, n), np.inf)
+    r_i, c_i = np.nonzero(first_back)
+    event_day[r_i, ep[c_i]] = return_day[r_i, c_i]
+    last = rows["last_row"]
+    followed = np.zeros(n, dtype=bool)
+    followed[ep[last]] = rows["post"][last]
+    last_day = np.full(n, np.nan)
+    last_day[ep[last]] = rows["day"][last]
+    pop = off0 & followed[None, :]
+    event = np.isfinite(event_day) & pop
+    time = np.where(event, event_day, last_day[None, :])[pop]
+    ev = event[pop]
+    if time.size == 0:
+        return np.ones(grid.shape[0])
+    order = np.argsort(time, kind="stable")
+    t_sorted, e_sorted = time[order], ev[order]
+    uniq, first_idx = np.unique(t_sorted, return_index=True)
+    deaths = np.add.reduceat(e_sorted.astype(np.float64), first_idx)
+    at_risk = t_sorted.shape[0] - first_idx
+    surv_at = np.cumprod(1.0 - deaths / at_risk)
+    pos = np.searchsorted(uniq, grid, side="right") - 1
+    out: FloatArray = np.where(pos >= 0, surv_at[np.maximum(pos, 0)], 1.0)
+    return out
+
+
 def _work_tables(
     cfg: SynthConfig,
     start: IntArray,
     age: IntArray,
-    propensity: FloatArray,
     odi: _Effects,
+    odi_recorded: FloatArray,
+    adherence: FloatArray,
     vday: IntArray,
     vw: IntArray,
     observed: BoolArray,
     ep_ids: pl.Series,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """The ``work`` table, Work Ability Score measures and the work part of ``truth.json``.
+    """The ``work`` table, the work and global-verdict measures and the work part of ``truth.json``.
 
-    Model (its own random stream ``default_rng([seed, 17])``, so the other tables do not change):
-    employment at enrolment from ``employment_mix`` (retired at ``retirement_age`` and above), constant over
-    the episode. For a patient in paid work, with the latent ODI ``m_i(t) = level_i + rate_i g(t)`` (no
-    measurement error) and ``b_i`` a standard logistic patient effect,
+    Everything here comes from its own random stream ``default_rng([seed, 17])``, so the other tables do not
+    change with the work parameters. Employment at enrolment is drawn from ``employment_mix`` (retired at
+    ``retirement_age`` and above) and is constant over the episode; work status is assessed at every
+    attended visit.
 
-    ``x_i(t) = work_intercept + work_odi_effect (m_i(t) - 42) / 10 + work_adherence_effect (p_i - pbar)
-    + b_i``;
+    Work status (paid workers: employed or self-employed) is a random-intercept logistic model, the GLMM
+    that :func:`sciatica_outcomes.models.work.work_status_model` fits: at the assessment on day ``d`` of
+    patient ``i``
 
-    the patient is at work when ``x_i(t) > 0`` (so ``P(at work | m, p) = logistic(x - b)``: a logistic model
-    of being at work on the latent ODI), on full duties when ``x_i(t) > full_duties_margin``, else on
-    modified duties; off work because of back or leg pain otherwise. ``m_i`` is monotone in ``t``, so a
-    patient off work at enrolment returns at most once, on the day ``T_i`` where ``x_i`` crosses 0
-    (``return_to_work_date``, recorded on the first assessment that finds the patient back). Patients at work
-    are off for other reasons at an assessment with probability ``off_work_other_prob``. Work status is
-    assessed at every attended visit; WPAI:SHP and WAS at the questionnaire weeks.
+    ``logit P(at work) = work_intercept + work_week_effect * d / 7 + work_odi_effect * (ODI_id - 42) / 10
+    + work_adherence_effect * 10 * (A_i - 0.8) + u_i``, ``u_i ~ N(0, work_patient_sd^2)``,
 
-    Expected population values (conditional on the cohort's latent ODI and adherence, not on ``b``): among
-    paid workers off work at enrolment, ``P(T > t) = sum_i F(min(-c_i(0), -c_i(t))) / sum_i F(-c_i(0))``
-    with ``c_i(t) = x_i(t) - b_i`` and ``F`` the logistic CDF; the share back by week 12 is ``1 - P(T > 84
-    days)`` and the median the first day with ``P(T > t) <= 0.5``.
+    where ``ODI_id`` is the most recent ODI score recorded on or before the assessment (the baseline ODI until
+    the week-6 questionnaire) and ``A_i`` the share of the patient's recorded sessions that were completed.
+    Both are what the data show (so the fitted model has exactly the generating covariates; a latent ODI
+    or adherence propensity would enter the model with measurement error and attenuate its coefficient).
+    The coefficients are *conditional* (subject-specific) log odds ratios: they compare the same patient
+    (same ``u_i``); the population-averaged log odds ratios are smaller, about ``beta / sqrt(1 + 0.346
+    sigma^2)`` (Zeger, Liang & Albert, Biometrics 1988;44:1049). There is no clinic effect
+    (``clinic_sd = 0``). As a latent-variable model: ``y* = eta + u_i + e``, ``e`` standard logistic, at work
+    when ``y* > 0`` and on full duties when ``y* > full_duties_margin`` (modified duties in between).
+    Independently, an assessment after baseline is "off work for other reasons" with probability
+    ``off_work_other_prob`` (missing completely at random for the model, which leaves these rows out).
+
+    Return to work: for a paid worker off work because of back or leg pain at baseline, the first later
+    assessment at full or modified duties; the return day is drawn uniformly after the previous assessment
+    (and after the start) up to that assessment, and recorded there (``return_to_work_date``). Hours worked,
+    sick-leave days and WPAI:SHP answers follow the status (full duties: contracted hours, no hours missed;
+    modified: a share of them; off work: none worked, all missed).
+
+    Work Ability Score: ``was_intercept + was_odi_effect * (latent ODI - 42) / 10 + was_off_work_effect *
+    [off work because of back or leg pain] + N(0, was_sd)``, rounded and clipped to 0-10, for paid workers at
+    the questionnaire weeks. Global verdict at the ``grc_weeks`` visits (every patient): with ``D`` the latent
+    ODI change from baseline and ``s = -D / 10 + N(0, 1)``, PGIC = 1 + the number of ``pgic_cuts`` at or
+    above ``s`` (an ordinal probit: ``P(PGIC <= k) = Phi(-D / 10 - c_k)``); satisfaction = 1 + the number of
+    ``satisfaction_cuts`` below ``0.8 s + N(0, 0.6)``. EQ-5D at the questionnaire weeks (every patient,
+    accepted as given: no value set): index ``eq5d_intercept + eq5d_odi_effect * latent ODI / 10 + N(0,
+    eq5d_sd)``, clipped to -0.3..1 and rounded to 3 decimals; VAS ``eq5d_vas_intercept + eq5d_vas_odi_effect
+    * latent ODI / 10 + N(0, eq5d_vas_sd)``, rounded and clipped to 0-100.
+
+    Expected values (``truth["work"]["expected"]``): the Kaplan-Meier survival of the return to work that
+    the estimator converges to for this cohort's visits and covariates, pooled over ``work_truth_draws``
+    fresh draws of the status process (its own stream ``[seed, 17, 1]``): the share back by week 12 is
+    ``1 - S(84 days)``, the median the first day with ``S <= 0.5``.
     """
     rng = np.random.default_rng([cfg.seed, 17])
     n = start.shape[0]
@@ -370,63 +537,51 @@ def _work_tables(
     drawn = np.asarray(rng.choice(n_status, size=n, p=np.asarray(cfg.employment_mix)), dtype=np.int64)
     emp: IntArray = np.where(age >= cfg.retirement_age, EMPLOYMENT_STATUSES.index("retired"), drawn)
     paid = np.isin(emp, [EMPLOYMENT_STATUSES.index(e) for e in PAID_WORK_STATUSES])
-    b = np.asarray(rng.logistic(0.0, 1.0, n), dtype=np.float64)
     hours_choice = np.array([40.0, 37.5, 30.0, 24.0, 20.0])
     contracted = hours_choice[rng.choice(5, size=n, p=[0.55, 0.15, 0.1, 0.1, 0.1])]
     modified_share = np.asarray(rng.uniform(0.4, 0.9, n), dtype=np.float64)
 
-    def readiness(idx: IntArray, days: FloatArray) -> FloatArray:
-        """``x_i(t) - b_i``: the part of the logit that the latent ODI and adherence give."""
-        m = odi["level"][idx] + odi["rate"][idx] * effective_weeks(days / 7.0, cfg.tau_weeks)
-        out: FloatArray = (
-            cfg.work_intercept
-            + cfg.work_odi_effect * (m - 42.0) / 10.0
-            + cfg.work_adherence_effect * (propensity[idx] - cfg.adherence_mean)
-        )
-        return out
-
-    everyone = np.arange(n)
-    c0 = readiness(everyone, np.zeros(n))
-    off0 = paid & (c0 + b <= 0)
-    # return day: x crosses 0 where m(t) reaches the ODI level m* that makes the logit 0
-    m_star = (
-        42.0
-        + 10.0
-        * (cfg.work_intercept + cfg.work_adherence_effect * (propensity - cfg.adherence_mean) + b)
-        / -cfg.work_odi_effect
-    )
-    g_needed = (m_star - odi["level"]) / odi["rate"]  # effective weeks needed (rate < 0 improves)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        weeks_needed = -cfg.tau_weeks * np.log1p(-g_needed / cfg.tau_weeks)
-    returns = off0 & (odi["rate"] < 0) & (g_needed > 0) & (g_needed < cfg.tau_weeks)
-    return_day = np.where(returns, np.ceil(weeks_needed * 7.0), np.inf)
-
-    # one row per attended visit
+    # one row per attended visit (episode-major, visits in order: np.nonzero of the visit matrix)
     ep_idx, vis_idx = np.nonzero(observed)
     day = vday[ep_idx, vis_idx].astype(np.float64)
-    x = readiness(ep_idx, day) + b[ep_idx]
     is_paid = paid[ep_idx]
     code = {w: i for i, w in enumerate(WORK_STATUSES)}
-    status = np.where(
-        x > cfg.full_duties_margin,
-        code["full_duties"],
-        np.where(x > 0, code["modified_duties"], code[OFF_WORK_BACK_LEG]),
+    odi_now = _ffill_columns(odi_recorded)[ep_idx, vis_idx]
+    eta_fixed = (
+        cfg.work_intercept
+        + cfg.work_week_effect * day / 7.0
+        + cfg.work_odi_effect * (odi_now - WORK_ODI_CENTRE) / 10.0
+        + cfg.work_adherence_effect * 10.0 * (adherence[ep_idx] - WORK_ADHERENCE_CENTRE)
     )
-    # off for other reasons (holiday, another illness): only patients at work, never a returner
-    other = (status != code[OFF_WORK_BACK_LEG]) & ~off0[ep_idx]
-    other &= rng.random(ep_idx.shape[0]) < cfg.off_work_other_prob
-    status = np.where(other, code["off_work_other"], status)
-    status = np.where(is_paid, status, code[WORK_NOT_APPLICABLE])
-    at_work = np.isin(status, [code[w] for w in AT_WORK_STATUSES])
-    # the first attended visit that finds a returner back carries the return date
-    back = at_work & off0[ep_idx] & (day >= return_day[ep_idx])
-    order = np.lexsort((day, ep_idx))
+    # the status process on the rows of paid workers
+    pw = np.flatnonzero(is_paid)
+    p_ep = ep_idx[pw]
+    starts = np.flatnonzero(np.r_[True, p_ep[1:] != p_ep[:-1]]) if pw.size else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:] - 1, pw.size - 1] if pw.size else np.zeros(0, np.int64)
+    first_row = np.zeros(n, dtype=np.int64)
+    first_row[p_ep[starts]] = starts
+    rows: _WorkRows = {
+        "ep": p_ep,
+        "day": day[pw],
+        "eta_fixed": eta_fixed[pw],
+        "post": vis_idx[pw] > 0,
+        "first_row": first_row,
+        "last_row": ends,
+    }
+    st, u_all, _ = _draw_status(cfg, rng, rows, n, 1)
+    u = u_all[0]
+    uniform = rng.random((1, pw.size))
+    off0_r, first_back_r, transition_r, ret_r, _ = _returns(rows, st, uniform, n)
+    status = np.full(ep_idx.shape[0], code[WORK_NOT_APPLICABLE], dtype=np.int64)
+    status[pw] = st[0]
+    off0 = off0_r[0] & paid
     first_back = np.zeros(ep_idx.shape[0], dtype=bool)
-    ob = order[back[order]]
-    if ob.size:
-        keep = np.r_[True, ep_idx[ob][1:] != ep_idx[ob][:-1]]
-        first_back[ob[keep]] = True
-    rtw_day = np.where(first_back, return_day[ep_idx], np.nan)
+    first_back[pw] = first_back_r[0]
+    transition = np.zeros(ep_idx.shape[0], dtype=bool)
+    transition[pw] = transition_r[0]
+    ret_day = np.full(ep_idx.shape[0], np.nan)
+    ret_day[pw] = ret_r[0]
+    prev = np.r_[0, np.arange(ep_idx.shape[0] - 1)]
     hours_worked = np.where(
         status == code["full_duties"],
         contracted[ep_idx],
@@ -436,19 +591,24 @@ def _work_tables(
             0.0,
         ),
     )
-    # sick-leave days in the last 4 weeks: 20 working days off while off the whole time; returners count
-    # the working days between the window start and the return day
-    window_off = np.clip(np.minimum(return_day[ep_idx], day) - (day - 28.0), 0.0, 28.0)
+    # sick-leave days (working days, 5 a week) in the last 4 weeks: off work since before the window (or since
+    # the previous assessment, drawn, after a row at work); back at work: the working days off between the
+    # window start and the return day; otherwise about 1 day in 10 assessments
+    off_back = status == code[OFF_WORK_BACK_LEG]
+    was_at_work = np.isin(status[prev], [code[w] for w in AT_WORK_STATUSES]) & (vis_idx > 0)
+    since = np.minimum(28.0, day - np.maximum(day[prev], 0.0))
+    off_days = np.where(was_at_work, np.ceil(rng.random(ep_idx.shape[0]) * np.maximum(since, 1.0)), 28.0)
+    window_off = np.clip(ret_day - (day - 28.0), 0.0, 28.0)
     sick = np.where(
-        status == code[OFF_WORK_BACK_LEG],
-        20.0,
-        np.where(off0[ep_idx], np.round(window_off * 20.0 / 28.0), rng.binomial(1, 0.1, ep_idx.shape[0])),
+        off_back,
+        np.maximum(1.0, np.round(off_days * 20.0 / 28.0)),
+        np.where(transition, np.round(window_off * 20.0 / 28.0), rng.binomial(1, 0.1, ep_idx.shape[0])),
     )
     sick = np.where(status == code["off_work_other"], 0.0, sick)
     # WPAI:SHP and WAS at the questionnaire weeks
     q_week = np.isin(vw[vis_idx], np.asarray(cfg.questionnaire_weeks))
     m_now = odi["level"][ep_idx] + odi["rate"][ep_idx] * effective_weeks(day / 7.0, cfg.tau_weeks)
-    q2 = np.where(status == code[OFF_WORK_BACK_LEG], contracted[ep_idx], contracted[ep_idx] - hours_worked)
+    q2 = np.where(off_back, contracted[ep_idx], contracted[ep_idx] - hours_worked)
     q2 = np.where(status == code["off_work_other"], 0.0, q2)
     q3 = np.where(status == code["off_work_other"], contracted[ep_idx], 0.0)
     q5 = np.clip(np.rint(m_now / 8.0 + rng.normal(0.0, 1.0, ep_idx.shape[0])), 0, 10)
@@ -457,6 +617,7 @@ def _work_tables(
         np.rint(
             cfg.was_intercept
             + cfg.was_odi_effect * (m_now - 42.0) / 10.0
+            + cfg.was_off_work_effect * off_back
             + rng.normal(0.0, cfg.was_sd, ep_idx.shape[0])
         ),
         0,
@@ -479,7 +640,7 @@ def _work_tables(
             "wpai_q4_hours_worked": np.where(wq, hours_worked, np.nan),
             "wpai_q5_work_impairment": np.where(wq & (hours_worked > 0), q5, np.nan),
             "wpai_q6_activity_impairment": np.where(q_week, q6, np.nan),
-            "return_to_work_day": np.where(first_back, start[ep_idx] + rtw_day, np.nan),
+            "return_to_work_day": np.where(first_back, start[ep_idx] + ret_day, np.nan),
         }
     )
     work = (
@@ -493,59 +654,144 @@ def _work_tables(
         .drop("return_to_work_day")
         .sort("episode_id", "assessed_on")
     )
-    wm = q_week & is_paid
-    was_measures = pl.DataFrame(
-        {
-            "episode_id": ep_ids.gather(ep_idx[wm]),
-            "assessed_on": _dates(start[ep_idx[wm]], day_i[wm]),
-            "measure": pl.repeat("was", int(wm.sum()), dtype=pl.String, eager=True),
-            "value": was[wm],
-            "stopped_reason": pl.repeat(None, int(wm.sum()), dtype=pl.String, eager=True),
-            "cap_min": pl.repeat(None, int(wm.sum()), dtype=pl.Float64, eager=True),
-            "instrument_version": pl.repeat(None, int(wm.sum()), dtype=pl.String, eager=True),
-        }
+    # the global verdict: PGIC and satisfaction at the grc weeks, EQ-5D at the questionnaire weeks
+    change = odi["rate"][ep_idx] * effective_weeks(day / 7.0, cfg.tau_weeks)  # latent ODI change
+    s = -change / 10.0 + rng.normal(0.0, 1.0, ep_idx.shape[0])
+    pgic = 1.0 + (s[:, None] <= np.asarray(cfg.pgic_cuts)[None, :]).sum(axis=1)
+    sat_latent = 0.8 * s + rng.normal(0.0, 0.6, ep_idx.shape[0])
+    satisfaction = 1.0 + (sat_latent[:, None] > np.asarray(cfg.satisfaction_cuts)[None, :]).sum(axis=1)
+    eq_index = np.round(
+        np.clip(
+            cfg.eq5d_intercept
+            + cfg.eq5d_odi_effect * m_now / 10.0
+            + rng.normal(0.0, cfg.eq5d_sd, ep_idx.shape[0]),
+            -0.3,
+            1.0,
+        ),
+        3,
     )
-    # expected population values among paid workers, conditional on the latent ODI and adherence
-    grid = np.arange(0, 7 * max(vw) + 29)
-    f0 = _logistic(-c0[paid])
-    at_risk = f0.sum()
-    idx_paid = np.flatnonzero(paid)
-    surv = np.array(
+    eq_vas = np.clip(
+        np.rint(
+            cfg.eq5d_vas_intercept
+            + cfg.eq5d_vas_odi_effect * m_now / 10.0
+            + rng.normal(0.0, cfg.eq5d_vas_sd, ep_idx.shape[0])
+        ),
+        0,
+        100,
+    )
+    g_week = np.isin(vw[vis_idx], np.asarray(cfg.grc_weeks))
+    parts = [
+        (q_week & is_paid, "was", was, None),
+        (g_week, "pgic", pgic, None),
+        (g_week, "satisfaction", satisfaction, None),
+        (q_week, "eq5d_index", eq_index, None),
+        (q_week, "eq5d_vas", eq_vas, None),
+    ]
+    measures = pl.concat(
         [
-            _logistic(-np.maximum(c0[paid], readiness(idx_paid, np.full(idx_paid.shape[0], float(t))))).sum()
-            for t in grid  # loop over days of the grid (a few hundred), vectorised over patients
+            pl.DataFrame(
+                {
+                    "episode_id": ep_ids.gather(ep_idx[mask]),
+                    "assessed_on": _dates(start[ep_idx[mask]], day_i[mask]),
+                    "measure": pl.repeat(name, int(mask.sum()), dtype=pl.String, eager=True),
+                    "value": value[mask].astype(np.float64),
+                    "stopped_reason": pl.repeat(None, int(mask.sum()), dtype=pl.String, eager=True),
+                    "cap_min": pl.repeat(None, int(mask.sum()), dtype=pl.Float64, eager=True),
+                    "instrument_version": pl.repeat(version, int(mask.sum()), dtype=pl.String, eager=True),
+                }
+            )
+            for mask, name, value, version in parts  # five measures, each vectorised over rows
         ]
-    ) / max(at_risk, 1e-12)
+    )
+
+    # expected return to work: pooled Kaplan-Meier over fresh draws of the status process
+    grid = np.arange(0, 7 * int(max(vw)) + 29)
+    reps = max(20, min(cfg.work_truth_draws, int(4_000_000 // max(pw.size, 1))))
+    rng_truth = np.random.default_rng([cfg.seed, 17, 1])
+    st_t, _, _ = _draw_status(cfg, rng_truth, rows, n, reps)
+    off0_t, first_t, _, ret_t, _ = _returns(rows, st_t, rng_truth.random((reps, pw.size)), n)
+    surv = _km_pooled(rows, off0_t & paid[None, :], first_t, ret_t, grid)
     reached = np.flatnonzero(surv <= 0.5)
     share12 = float(1.0 - surv[84])
     in_pop = np.flatnonzero(off0)
+    planted_day = np.full(n, np.nan)
+    planted_day[ep_idx[first_back]] = ret_day[first_back]
+    g12 = np.isin(vw[vis_idx], [cfg.discharge_week])
+    d12 = change[g12]
+    cuts = np.asarray(cfg.pgic_cuts)
+    from_normal = special.ndtr(-d12[:, None] / 10.0 - cuts[None, :2])
+    glmm_rows = is_paid & (status != code["off_work_other"])
     truth: dict[str, Any] = {
-        "model": "logit P(at work) = work_intercept + work_odi_effect * (latent ODI - 42) / 10 + "
-        "work_adherence_effect * (propensity - adherence_mean) + b_i, b_i ~ standard logistic; "
-        "full duties above full_duties_margin; WAS = was_intercept + was_odi_effect * (latent ODI - 42) / 10 "
-        "+ N(0, was_sd), rounded and clipped to 0-10",
+        "model": "work status: random-intercept logistic model (see glmm); return to work = first assessment "
+        "at full or modified duties after a baseline off work because of back or leg pain, the day drawn "
+        "uniformly since the previous assessment; WAS = was_intercept + was_odi_effect * (latent ODI - 42) / "
+        "10 + was_off_work_effect * [off work] + N(0, was_sd), rounded and clipped to 0-10; PGIC, "
+        "satisfaction: ordinal models of s = -(latent ODI change) / 10 + N(0, 1); EQ-5D index and VAS linear "
+        "in the latent ODI",
+        "glmm": {
+            "formula": WORK_GLMM_FORMULA,
+            "family": "binomial (logit link)",
+            "scale": "conditional (subject-specific) log odds: the coefficients compare assessments of the "
+            "same patient (same u_i); population-averaged log odds ratios are smaller, about beta / "
+            "sqrt(1 + 0.346 sigma_u^2) (Zeger, Liang & Albert 1988)",
+            "coefficients": {
+                "(Intercept)": cfg.work_intercept,
+                "week": cfg.work_week_effect,
+                "odi_10": cfg.work_odi_effect,
+                "adherence_10": cfg.work_adherence_effect,
+            },
+            "sigma_u": cfg.work_patient_sd,
+            "clinic_sd": 0.0,
+            "design": {
+                "rows": "work assessments of patients in paid work (employed, self-employed) at enrolment, "
+                "leaving out 'off work for other reasons' (drawn independently of the status)",
+                "response": "1 = full or modified duties, 0 = off work because of back or leg pain",
+                "week": "(assessed_on - start_date) in days / 7",
+                "odi_10": "(most recent ODI recorded on or before the assessment - "
+                f"{WORK_ODI_CENTRE:g}) / 10",
+                "adherence_10": "10 * (completed / recorded sessions of the episode - "
+                f"{WORK_ADHERENCE_CENTRE:g})",
+                "group": "episode_id (one episode per patient in the synthetic cohort)",
+                "odi_centre": WORK_ODI_CENTRE,
+                "adherence_centre": WORK_ADHERENCE_CENTRE,
+            },
+            "realised": {
+                "n_rows": int(glmm_rows.sum()),
+                "n_episodes": int(np.unique(ep_idx[glmm_rows]).shape[0]),
+                "sd_u": float(u[paid].std()) if paid.any() else None,
+                "share_at_work": float((status[glmm_rows] != code[OFF_WORK_BACK_LEG]).mean())
+                if glmm_rows.any()
+                else None,
+            },
+        },
         "expected": {
             "share_back_by_week12_off_work_at_enrolment": share12,
             "median_return_to_work_days": float(grid[reached[0]]) if reached.size else None,
             "return_to_work_survival_days": {str(t): float(surv[t]) for t in (28, 42, 56, 84, 126, 182)},
+            "return_to_work_draws": reps,
             "was_mean_at_baseline": cfg.was_intercept
             + cfg.was_odi_effect * (float(odi["level"][paid].mean()) - 42.0) / 10.0,
+            "pgic_success_share_at_discharge": float(from_normal[:, 1].mean()) if d12.size else None,
+            "pgic_success_definition": "PGIC 1 or 2 (completely recovered or much better); conditional on "
+            "the latent ODI change of the patients assessed at the discharge visit",
+            "eq5d_index_mean_at_baseline": cfg.eq5d_intercept
+            + cfg.eq5d_odi_effect * float(odi["level"].mean()) / 10.0,
         },
         "realised": {
             "employment_at_enrolment": {e: int((emp == i).sum()) for i, e in enumerate(EMPLOYMENT_STATUSES)},
             "n_paid_work": int(paid.sum()),
             "n_off_work_back_leg_at_enrolment": int(off0.sum()),
-            "share_back_by_week12_latent": float((return_day[in_pop] <= 84).mean()) if in_pop.size else None,
+            "n_returns_observed": int(first_back.sum()),
         },
         "events": {
             "return_to_work": pl.DataFrame(
-                {"episode_id": ep_ids.gather(in_pop), "return_day": return_day[in_pop]}
+                {"episode_id": ep_ids.gather(in_pop), "return_day": planted_day[in_pop]}
             )
-            .with_columns(pl.col("return_day").replace(np.inf, None).cast(pl.Int64))
+            .with_columns(pl.col("return_day").fill_nan(None).cast(pl.Int64))
             .to_dicts()
         },
     }
-    return work, was_measures, truth
+    return work, measures, truth
 
 
 def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Cohort:
@@ -796,6 +1042,8 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
     odi_score = np.round((odi_items * answered).sum(axis=1) / (5.0 * answered.sum(axis=1)) * 100.0, 2)
     odi_full = np.full(ep_idx.shape[0], np.nan)
     odi_full[qi] = odi_score
+    odi_recorded = np.full((n, n_vis), np.nan)  # the recorded ODI per episode and visit (work model)
+    odi_recorded[ep_idx[qi], vis_idx[qi]] = odi_score
     add_measure(q_mask, "odi", odi_full, version="2.1a")
     sbi_latent = np.clip(latent("sbi", ep_idx[qi], m_week[qi]), 0, 24)
     sbi_items = _items_with_sum(rng, np.rint(sbi_latent), len(SBI_ITEMS), 6)
@@ -861,12 +1109,6 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
     items_df = items_df.with_columns(ep_ids.gather(items_df["episode_id"]).alias("episode_id")).select(
         "episode_id", "assessed_on", "instrument", "item", "response", "instrument_version"
     )
-
-    # ---- work: employment, work status, return to work, WAS and WPAI (own random stream) -------------
-    work, was_measures, work_truth = _work_tables(
-        cfg, start, age, propensity, effects["odi"], vday, vw, observed, ep_ids
-    )
-    measures = pl.concat([measures, was_measures]).sort(["episode_id", "assessed_on", "measure"])
 
     # ---- symptom checks at program visits ----------------------------------------------------------
     chk = observed & (vw[None, :] <= cfg.program_weeks)
@@ -1063,6 +1305,18 @@ def generate_cohort(config: SynthConfig | None = None, **overrides: Any) -> Coho
         pl.col("load_kg").fill_nan(None),
         pl.col("pain_during").cast(pl.Int64),
     )
+
+    # ---- work: employment, work status, return to work, WAS, WPAI, global verdict (own random stream) --
+    n_recorded = np.bincount(s_ep, minlength=n)
+    adherence_share = np.where(
+        n_recorded > 0,
+        np.bincount(s_ep, weights=completed.astype(np.float64), minlength=n) / np.maximum(n_recorded, 1),
+        WORK_ADHERENCE_CENTRE,
+    )
+    work, work_measures, work_truth = _work_tables(
+        cfg, start, age, effects["odi"], odi_recorded, adherence_share, vday, vw, observed, ep_ids
+    )
+    measures = pl.concat([measures, work_measures]).sort(["episode_id", "assessed_on", "measure"])
 
     # ---- truth ---------------------------------------------------------------------------------------
     ep_arr = episodes["episode_id"].to_numpy()
