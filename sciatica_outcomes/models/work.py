@@ -233,6 +233,9 @@ class WorkStatusModel:
     n_episodes, n_assessments, n_off_work_other, n_missing_covariate : int
         Episodes and rows in the model; rows left out as off work for other reasons or for a missing ODI
         or adherence.
+    rows : polars.DataFrame
+        The model's rows (:func:`work_status_frame` columns, complete cases): episode-level data, for
+        checks and further models, never for display.
     model : MixedGLM or None
         The fitted estimator.
     """
@@ -250,6 +253,7 @@ class WorkStatusModel:
     n_assessments: int
     n_off_work_other: int
     n_missing_covariate: int
+    rows: pl.DataFrame = field(default_factory=pl.DataFrame, repr=False, compare=False)
     model: MixedGLM | None = field(default=None, repr=False, compare=False)
 
     def methods(self) -> str:
@@ -453,6 +457,7 @@ def work_status_model(
         n_assessments=complete.height,
         n_off_work_other=counts.get("n_off_work_other", 0),
         n_missing_covariate=n_missing,
+        rows=complete,
         model=model,
     )
 
