@@ -28,6 +28,7 @@ from sciatica_outcomes.models.cli import fit_command
 from sciatica_outcomes.reports.cli import report_app
 from sciatica_outcomes.reports.cli_compare import compare_clinics_command, responders_command
 from sciatica_outcomes.reports.cli_guide import schemas_guide_command
+from sciatica_outcomes.reports.cli_work import work_status_command
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -197,6 +198,7 @@ app.add_typer(schemas_app, name="schemas")
 app.command("fit")(fit_command)
 app.command("responders")(responders_command)
 app.command("compare-clinics")(compare_clinics_command)
+app.command("work-status")(work_status_command)
 
 
 def main() -> None:

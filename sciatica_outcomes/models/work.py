@@ -104,10 +104,12 @@ PER_WEEKS = 4
 _GH_NODES = 20
 
 
-def _term_labels() -> dict[str, str]:
-    """Words for the model's terms (the ODI's name from the measure catalog)."""
+def _term_labels(per_weeks: int = 1) -> dict[str, str]:
+    """Words for the model's terms (the ODI's name from the measure catalog), time per ``per_weeks`` weeks."""
     return {
-        "week": f"Time since the start of the program (per {PER_WEEKS} weeks)",
+        "week": "Time since the start of the program ("
+        + ("per week" if per_weeks == 1 else f"per {per_weeks} weeks")
+        + ")",
         "odi_10": f"{label_for('measure', 'odi')}, most recent (per 10 points)",
         "adherence_10": "Sessions completed (per 10 percentage points)",
     }
@@ -517,6 +519,7 @@ def work_status_summary(
     *,
     config: ClinicalConfig | None = None,
     clinics: bool = True,
+    nagq: int = 9,
 ) -> tuple[pl.DataFrame, str, WorkStatusModel]:
     """The cohort report's entry point: a display-ready table of the work-status GLMM and its Methods text.
 
@@ -528,6 +531,8 @@ def work_status_summary(
         Passed to ``derive_all`` and the model.
     clinics : bool
         Nest episodes in clinics where the rule allows.
+    nagq : int
+        Quadrature nodes of the episodes-only model (1 = Laplace).
 
     Returns
     -------
@@ -545,14 +550,16 @@ def work_status_summary(
 
     derived = source if isinstance(source, Derived) else derive_all(source, config)
     frame, counts = work_status_frame(derived.work_assessments, derived.outcomes, derived.episode_summary)
-    fitted = work_status_model(frame, counts=counts, clinics=clinics, config=config or derived.config)
+    fitted = work_status_model(
+        frame, counts=counts, clinics=clinics, nagq=nagq, config=config or derived.config
+    )
     pct = f"{fitted.model.level:.0%}" if fitted.model is not None else "95%"
     header = ("Term", "Odds ratio", f"{pct} CI", "p")
     if fitted.status != "estimated":
         return pl.DataFrame(schema=dict.fromkeys(header, pl.String)), fitted.methods(), fitted
     scale = pl.when(pl.col("term") == "week").then(float(PER_WEEKS)).otherwise(1.0)
     rows = fitted.odds_ratios.select(
-        pl.col("label"),
+        pl.col("term").replace_strict(_term_labels(PER_WEEKS), default=pl.col("label")).alias("label"),
         (pl.col("estimate") * scale).exp().alias("or"),
         (pl.col("ci_low").log() * scale).exp().alias("lo"),
         (pl.col("ci_high").log() * scale).exp().alias("hi"),
