@@ -528,7 +528,8 @@ def _work_tables(
 
     Expected values (``truth["work"]["expected"]``): the Kaplan-Meier survival of the return to work that
     the estimator converges to for this cohort's visits and covariates, pooled over ``work_truth_draws``
-    fresh draws of the status process (its own stream ``[seed, 17, 1]``): the share back by week 12 is
+    fresh draws of the status process (its own stream ``[seed, 17, 1]``; fewer draws for a large cohort, at
+    most about 4 million rows x draws, at least one): the share back by week 12 is
     ``1 - S(84 days)``, the median the first day with ``S <= 0.5``.
     """
     rng = np.random.default_rng([cfg.seed, 17])
@@ -706,7 +707,8 @@ def _work_tables(
 
     # expected return to work: pooled Kaplan-Meier over fresh draws of the status process
     grid = np.arange(0, 7 * int(max(vw)) + 29)
-    reps = max(20, min(cfg.work_truth_draws, int(4_000_000 // max(pw.size, 1))))
+    # at most ~4 million rows x draws (a registry-sized cohort needs one draw: it pools its own patients)
+    reps = max(1, min(cfg.work_truth_draws, int(4_000_000 // max(pw.size, 1))))
     rng_truth = np.random.default_rng([cfg.seed, 17, 1])
     st_t, _, _ = _draw_status(cfg, rng_truth, rows, n, reps)
     off0_t, first_t, _, ret_t, _ = _returns(rows, st_t, rng_truth.random((reps, pw.size)), n)

@@ -49,6 +49,12 @@ if TYPE_CHECKING:
     from sciatica_outcomes.models.results import ConvergenceDiagnostics, FitResult
     from sciatica_outcomes.models.sandwich import VCOV_METHODS, EmpiricalInference
     from sciatica_outcomes.models.survival import KaplanMeierResult, kaplan_meier, time_to_improvement
+    from sciatica_outcomes.models.work import (
+        WorkStatusModel,
+        work_status_frame,
+        work_status_model,
+        work_status_summary,
+    )
 
 _EXPORTS: dict[str, str] = {
     "COVARIANCE_STRUCTURES": "sciatica_outcomes.models.mmrm",
@@ -95,6 +101,10 @@ _EXPORTS: dict[str, str] = {
     "time_to_improvement": "sciatica_outcomes.models.survival",
     "vcov_varpar_from_hessian": "sciatica_outcomes.models.inference",
     "wilson_interval": "sciatica_outcomes.models.responders",
+    "WorkStatusModel": "sciatica_outcomes.models.work",
+    "work_status_frame": "sciatica_outcomes.models.work",
+    "work_status_model": "sciatica_outcomes.models.work",
+    "work_status_summary": "sciatica_outcomes.models.work",
 }
 
 __all__ = [
@@ -121,6 +131,7 @@ __all__ = [
     "ProviderComparison",
     "RandomTerm",
     "WaldInference",
+    "WorkStatusModel",
     "compare_providers",
     "emmeans",
     "episode_outcomes",
@@ -142,6 +153,9 @@ __all__ = [
     "time_to_improvement",
     "vcov_varpar_from_hessian",
     "wilson_interval",
+    "work_status_frame",
+    "work_status_model",
+    "work_status_summary",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
