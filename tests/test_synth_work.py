@@ -1,4 +1,10 @@
-"""The synthetic work table: it passes every ingest rule, and it holds exactly the planted events."""
+"""The synthetic work table and global-verdict measures: ingest rules, planted events, the planted GLMM.
+
+Work status is a random-intercept logistic model (``truth["work"]["glmm"]``, recovered by the fitted model in
+``tests/models/test_work.py``); these tests check what the generator writes: every ingest rule passes, the
+return dates are the planted ones, hours and WPAI answers agree with the status, status varies within
+patients, the truth describes the model's own design, and PGIC, satisfaction and EQ-5D follow the ODI.
+"""
 
 from __future__ import annotations
 

@@ -497,7 +497,8 @@ def _shares(model: MixedGLM, data: pl.DataFrame, level: float, n_draws: int, see
     k = len(visits)
     n_v = np.bincount(g, minlength=k).astype(np.float64)
     pred = np.bincount(g, weights=p_hat, minlength=k) / n_v
-    pred_d = np.stack([np.bincount(g, weights=p, minlength=k) for p in p_draw]) / n_v  # loop over draws
+    onehot = (g[None, :] == np.arange(k)[:, None]).astype(np.float64)  # visits x rows
+    pred_d = (p_draw @ onehot.T) / n_v
     alpha = (1.0 - level) / 2.0
     obs = np.bincount(g, weights=rows["at_work"].cast(pl.Float64).to_numpy(), minlength=k) / n_v
     target = [float(v[1:]) if v.startswith("w") and v[1:].isdigit() else math.nan for v in visits]
