@@ -58,8 +58,8 @@ import polars as pl
 from scipy import special
 
 from sciatica_outcomes.config import ClinicalConfig
-from sciatica_outcomes.errors import UnusableInputError
-from sciatica_outcomes.models.glmm import MixedGLM, fit_patients_in_clinics
+from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
+from sciatica_outcomes.models.glmm import MIN_CLINICS_RANDOM, MixedGLM, fit_patients_in_clinics
 from sciatica_outcomes.schemas.catalogs import label_for
 from sciatica_outcomes.schemas.vocabulary import AT_WORK_STATUSES, OFF_WORK_BACK_LEG, PAID_WORK_STATUSES
 
@@ -274,7 +274,12 @@ class WorkStatusModel:
             "time since the start, the most recent Oswestry Disability Index and the share of sessions "
             f"completed, with a random intercept per episode{nested} ({approx}; {self.clinic_note}); odds "
             "ratios are conditional on the patient, and the predicted shares at work are averaged over "
-            "patients by Gauss-Hermite quadrature over the random effects."
+            "patients by Gauss-Hermite quadrature over the random effects"
+            + (
+                "."
+                if self.diagnostics["converged"]
+                else "; the optimizer's convergence checks failed, so the estimates are provisional."
+            )
         )
 
 
@@ -404,20 +409,37 @@ def work_status_model(
             complete.height,
             n_missing,
         )
-    use_clinics = clinics and complete["clinic_id"].null_count() == 0
+    no_clinic = complete["clinic_id"].null_count()
+    use_clinics = clinics and no_clinic == 0
     data = complete if use_clinics else complete.drop("clinic_id")
-    model, with_clinics = fit_patients_in_clinics(
-        WORK_STATUS_FIXED, _PATIENT_TERM, data, clinic="clinic_id", nagq=nagq, family="binomial", level=level
-    )
+    try:
+        model, with_clinics = fit_patients_in_clinics(
+            WORK_STATUS_FIXED,
+            _PATIENT_TERM,
+            data,
+            clinic="clinic_id",
+            nagq=nagq,
+            family="binomial",
+            level=level,
+        )
+    except ModelSpecificationError as exc:  # e.g. every patient with the same adherence: a data answer
+        return _empty("not_yet_estimable", str(exc), counts, n_ep, complete.height, n_missing)
     n_clinics = complete["clinic_id"].n_unique()
     if with_clinics:
         clinic_note = f"episodes nested in {n_clinics} clinics, each with its own random intercept"
     elif not clinics:
         clinic_note = "clinics not modelled (by request)"
+    elif no_clinic:
+        clinic_note = f"clinic omitted: {no_clinic} assessment(s) have no clinic"
+    elif n_clinics < MIN_CLINICS_RANDOM:
+        clinic_note = (
+            f"clinic omitted: {n_clinics} clinic(s), and a clinic random intercept needs at least "
+            f"{MIN_CLINICS_RANDOM}"
+        )
     else:
         clinic_note = (
-            "clinic omitted: a clinic random intercept needs at least 5 clinics and a Laplace "
-            "approximation that agrees with quadrature on these data"
+            "clinic omitted: the Laplace approximation a model with clinics needs does not agree with "
+            "quadrature on these data, or that model did not converge"
         )
     r = model.result_
     fixed = r.fixed_effects

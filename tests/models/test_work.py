@@ -284,3 +284,36 @@ def test_interval_coverage_over_seeds() -> None:
     print("mean z-score:", bias.to_dicts()[0])
     assert all(v >= 0.88 for v in cover.row(0)), cover
     assert all(abs(v) < 0.3 for v in bias.row(0)), bias
+
+
+def _reference_frame(data: pl.DataFrame) -> pl.DataFrame:
+    """The committed reference rows as a :func:`work_status_frame` (no visit labels)."""
+    return data.with_columns(
+        pl.lit(date(2025, 1, 6)).alias("assessed_on"),
+        pl.lit(None, pl.String).alias("visit"),
+        (pl.col("odi_10") * 10 + 42).alias("odi"),
+        (pl.col("adherence_10") / 10 + 0.8).alias("adherence"),
+    ).select(WORK_STATUS_COLUMNS)
+
+
+def test_clinic_note_and_design_errors_are_stated(
+    reference: tuple[pl.DataFrame, dict[str, dict[str, Any]]],
+) -> None:
+    data, cases = reference
+    frame = _reference_frame(data)
+    three = frame.with_columns(
+        pl.col("clinic_id").replace_strict({f"CL0{i}": f"C{i % 3}" for i in range(1, 9)}).alias("clinic_id")
+    )
+    fitted = work_status_model(three, nagq=1)
+    assert fitted.clinic_note == "clinic omitted: 3 clinic(s), and a clinic random intercept needs at least 5"
+    assert (
+        not fitted.diagnostics["with_clinics"] and "(Laplace; clinic omitted: 3 clinic(s)" in fitted.methods()
+    )
+    # the same fit as glmmTMB's (no visit labels: the shares fall back to whole weeks)
+    assert fitted.model is not None
+    assert fitted.model.result_.loglik == pytest.approx(cases["glmmtmb_laplace"]["loglik"], abs=1e-5)
+    assert fitted.shares.height > 4 and fitted.shares["n_assessments"].sum() == data.height
+    # a design the model cannot fit is an answer, not a traceback
+    flat = frame.with_columns(pl.lit(0.0).alias("adherence_10"))
+    bad = work_status_model(flat, clinics=False, nagq=1)
+    assert bad.status == "not_yet_estimable" and "rank deficient" in bad.reason
