@@ -32,6 +32,13 @@ completely at random; the discharge (week 12) and follow-up (week 26) measures a
 their own probabilities (the APTA registry saw only 30 % discharge capture); a few episodes end early by
 surgery or injection.
 
+Work and the global verdict (:func:`_work_tables`, its own random stream): employment at enrolment; for paid
+workers a work status at every attended visit from a random-intercept logistic model on the week, the most
+recent recorded ODI and the recorded share of sessions completed, whose parameters are planted in
+``truth["work"]["glmm"]`` (conditional, subject-specific log odds: the scale of the fitted GLMM);
+return-to-work dates, hours, sick leave and WPAI:SHP answers consistent with the status; the Work Ability
+Score, PGIC, satisfaction and EQ-5D index and VAS from the latent ODI and its change.
+
 Calibration (``shared/domain.md`` §7): baseline ODI ~ N(42, 14) (SPORT nonoperative 40.6-43.5), leg NPRS
 ~ N(6, 1.8), ODI change about -19 at 26 weeks (SPORT -17 to -25), leg pain 6 -> 3 (Albert & Manniche 2012:
 4.4 -> 1.4), walking test capped at 30 min with about 5 % at cap at baseline rising to about 30-45 %
