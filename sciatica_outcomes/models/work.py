@@ -64,6 +64,8 @@ from sciatica_outcomes.schemas.catalogs import label_for
 from sciatica_outcomes.schemas.vocabulary import AT_WORK_STATUSES, OFF_WORK_BACK_LEG, PAID_WORK_STATUSES
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
     from sciatica_outcomes.derive import Derived
 
 __all__ = [
@@ -257,6 +259,47 @@ class WorkStatusModel:
     n_missing_covariate: int
     rows: pl.DataFrame = field(default_factory=pl.DataFrame, repr=False, compare=False)
     model: MixedGLM | None = field(default=None, repr=False, compare=False)
+
+    def plot(self, ax: Axes | None = None, shares: pl.DataFrame | None = None) -> Axes:
+        """Share at work by visit: the population-averaged prediction with its interval, and the observed.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Where to draw (a new figure otherwise).
+        shares : polars.DataFrame, optional
+            The shares to draw, e.g. after an audience's suppression (an observed share that is null is not
+            drawn); defaults to :attr:`shares`.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        import matplotlib.pyplot as plt  # noqa: PLC0415 - plotting is optional at import time
+
+        s = self.shares if shares is None else shares
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3.5))
+        week = s["target_week"].to_numpy()
+        pred = s["predicted_share"].to_numpy()
+        ax.fill_between(
+            week, s["ci_low"].to_numpy(), s["ci_high"].to_numpy(), alpha=0.25, label="model 95% CI"
+        )
+        ax.plot(week, pred, marker="o", label="model (population-averaged)")
+        obs = s.filter(pl.col("observed_share").is_not_null())
+        ax.scatter(
+            obs["target_week"].to_numpy(),
+            obs["observed_share"].to_numpy(),
+            marker="x",
+            color="black",
+            label="observed",
+            zorder=3,
+        )
+        ax.set_xlabel("weeks since the start of the program")
+        ax.set_ylabel("share at work (full or modified duties)")
+        ax.set_ylim(0.0, 1.0)
+        ax.legend(loc="lower right", frameon=False)
+        return ax
 
     def methods(self) -> str:
         """One sentence of Methods text for a report (no counts: those go through the audience rule)."""

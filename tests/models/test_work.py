@@ -27,6 +27,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import polars as pl
 import pytest
@@ -46,6 +47,7 @@ from sciatica_outcomes.models.work import (
 )
 from sciatica_outcomes.synth import generate_cohort
 
+matplotlib.use("Agg")
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "work"
 FORMULA = f"{WORK_STATUS_FIXED} + (1 | episode_id)"
 TERMS = ("(Intercept)", "week", "odi_10", "adherence_10")
@@ -263,6 +265,16 @@ def test_summary_is_display_ready() -> None:
     assert "conditional on the patient" in methods and "Gauss-Hermite" in methods
     assert "clinic omitted" not in methods  # clinics=False says 'by request'
     assert "by request" in methods
+    # the figure draws the shares it is given: a withheld observed share is not drawn
+    shown = model.shares.with_columns(
+        pl.when(pl.col("visit") == "w26")
+        .then(None)
+        .otherwise(pl.col("observed_share"))
+        .alias("observed_share")
+    )
+    ax = model.plot(shares=shown)
+    assert len(ax.collections[-1].get_offsets()) == model.shares.height - 1
+    assert list(ax.lines[0].get_ydata()) == model.shares["predicted_share"].to_list()
 
 
 @pytest.mark.slow
