@@ -552,21 +552,34 @@ def _shares(model: MixedGLM, data: pl.DataFrame, level: float, n_draws: int, see
         out: np.ndarray = (special.expit(nodes) * w_k).sum(axis=2) / math.sqrt(math.pi)
         return out
 
-    p_hat = predicted(par[None, :n_theta], par[None, n_theta:])[0]
-    p_draw = predicted(np.abs(draws[:, :n_theta]), draws[:, n_theta:])
-    codes = rows["visit"].cast(pl.String)
-    order = rows.select(pl.col("visit"), pl.col("week")).group_by("visit").agg(pl.col("week").median())
-    visits = order.sort("week")["visit"].to_list()
-    index = {v: i for i, v in enumerate(visits)}
-    g = np.array([index[v] for v in codes.to_list()], dtype=np.int64)
+    order = (
+        rows.group_by("visit")
+        .agg(pl.col("week").median().alias("_median"))
+        .with_columns(
+            pl.col("visit").str.extract(r"^w(\d+(?:\.\d+)?)$").cast(pl.Float64).alias("_target"),
+        )
+        .with_columns(pl.coalesce("_target", "_median").alias("target_week"))
+        .sort("target_week")
+    )
+    visits = order["visit"].to_list()
     k = len(visits)
+    g = rows["visit"].replace_strict(visits, list(range(k)), return_dtype=pl.Int64).to_numpy()
     n_v = np.bincount(g, minlength=k).astype(np.float64)
-    pred = np.bincount(g, weights=p_hat, minlength=k) / n_v
     onehot = (g[None, :] == np.arange(k)[:, None]).astype(np.float64)  # visits x rows
-    pred_d = (p_draw @ onehot.T) / n_v
+
+    def visit_means(theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """(draws, visits) mean predicted share, in chunks of draws so that memory stays bounded."""
+        out = np.empty((beta.shape[0], k))
+        step = max(1, 4_000_000 // max(x.shape[0] * _GH_NODES, 1))
+        for a in range(0, beta.shape[0], step):  # chunks of draws, each vectorised over rows and nodes
+            out[a : a + step] = predicted(theta[a : a + step], beta[a : a + step]) @ onehot.T / n_v
+        return out
+
+    pred = visit_means(par[None, :n_theta], par[None, n_theta:])[0]
+    pred_d = visit_means(np.abs(draws[:, :n_theta]), draws[:, n_theta:])
     alpha = (1.0 - level) / 2.0
     obs = np.bincount(g, weights=rows["at_work"].cast(pl.Float64).to_numpy(), minlength=k) / n_v
-    target = [float(v[1:]) if v.startswith("w") and v[1:].isdigit() else math.nan for v in visits]
+    target = order["target_week"].to_list()
     return pl.DataFrame(
         {
             "visit": visits,
