@@ -152,7 +152,11 @@ def work_status_frame(
     the patient in paid work (employed or self-employed).
     """
     for name, frame, cols in (
-        ("work assessments", assessments, ("episode_id", "clinic_id", "assessed_on", "week", "work_status")),
+        (
+            "work assessments",
+            assessments,
+            ("episode_id", "clinic_id", "assessed_on", "week", "employment_status", "work_status"),
+        ),
         ("outcomes", outcomes, ("episode_id", "assessed_on", "measure", "value")),
         ("episode summary", episode_summary, ("episode_id", "n_completed", "n_scheduled")),
     ):
