@@ -674,6 +674,10 @@ def _section_sentences(
 def plot_return_to_work(rtw: ReturnToWork, ax: Axes | None = None) -> Axes:
     """Cumulative share back at full or modified duties by week (coarse Kaplan-Meier steps, 95% CI band).
 
+    The curve is drawn at the coarse steps of ``rtw.curve`` and stops where its risk set falls to the
+    threshold; the share by :data:`RTW_WEEK` is marked with its interval (it is the published estimate even
+    where the curve stopped earlier), and the QOD registry's 82% at 3 months (13 weeks) for reference.
+
     Parameters
     ----------
     rtw : ReturnToWork
@@ -698,6 +702,14 @@ def plot_return_to_work(rtw: ReturnToWork, ax: Axes | None = None) -> Axes:
         100 * np.r_[0.0, c["ci_high"].fill_null(1.0).to_numpy()],
         step="post", color="#0072B2", alpha=0.15, lw=0, label="95% CI",
     )  # fmt: skip
+    if rtw.share is not None:
+        # the published share by week 12 with its interval: the curve may stop before week 12 (its risk set
+        # falls to the threshold), the estimate at week 12 is still shown
+        err = None
+        if rtw.ci_low is not None and rtw.ci_high is not None:
+            err = [[100 * (rtw.share - rtw.ci_low)], [100 * (rtw.ci_high - rtw.share)]]
+        ax.errorbar([RTW_WEEK], [100 * rtw.share], yerr=err, fmt="o", color="#0072B2", capsize=4,
+                    label=f"by week {RTW_WEEK:g}: {100 * rtw.share:.0f}% (95% CI)")  # fmt: skip
     ax.plot([13.0], [82.0], marker="D", color="#D55E00", ls="none", label="QOD registry: 82% at 3 months")
     ax.axvline(RTW_WEEK, color="#777777", lw=0.8, ls=":")
     ax.set_xlim(0, max(26.0, float(t.max()) + 1.0))
