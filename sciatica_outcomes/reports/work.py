@@ -248,26 +248,37 @@ def status_counts(population: pl.DataFrame, rule: SuppressionRule) -> pl.DataFra
     )  # fmt: skip
 
 
-def _protect_status(counts: pl.DataFrame, total_withheld: bool, rule: SuppressionRule) -> np.ndarray:
-    """Withheld mask of ``[start cells, latest cells, total]`` as one linked system.
+def _protect_status(
+    counts: pl.DataFrame, active: int, active_withheld: bool, rule: SuppressionRule
+) -> np.ndarray:
+    """Withheld mask of ``[start cells, latest cells, population, others, active]`` as one linked system.
 
-    Identities: the start cells sum to the total, and so do the latest cells. The return-to-work cell at
-    enrolment costs the most to withhold (it is the Kaplan-Meier population), then the at-work cells.
+    Identities: the start cells sum to the population, and so do the latest cells; the population and the
+    other active episodes (not in paid work at enrolment, or not assessed again) sum to the episodes active in
+    the quarter, which the patient flow prints (or withholds: then the population is withheld too). The
+    others are never printed: a count of them of 1-10 is withheld and must not follow from the rest
+    (:func:`~sciatica_outcomes.reports.privacy.protect_linked`). The return-to-work cell at enrolment costs
+    the most to withhold (it is the Kaplan-Meier population).
     """
     k = counts.height
-    values = np.r_[counts["start"].to_numpy(), counts["latest"].to_numpy(), counts["start"].sum()]
-    ident = np.zeros((2, 2 * k + 1))
+    n = int(counts["start"].sum())
+    values = np.r_[counts["start"].to_numpy(), counts["latest"].to_numpy(), n, active - n, active]
+    ident = np.zeros((3, values.size))
     ident[0, :k] = 1.0
     ident[1, k : 2 * k] = 1.0
-    ident[:, -1] = -1.0
+    ident[:2, 2 * k] = -1.0
+    ident[2, 2 * k : 2 * k + 3] = (1.0, 1.0, -1.0)
     cost = values.astype(float) + 1.0
-    rtw = counts["code"].to_list().index(OFF_WORK_BACK_LEG)
-    cost[rtw] += 10.0 * float(values[-1] + 1)
+    cost[counts["code"].to_list().index(OFF_WORK_BACK_LEG)] += 10.0 * float(n + 1)
     withheld = np.zeros(values.size, dtype=bool)
     fixed = np.zeros(values.size, dtype=bool)
-    if total_withheld:
-        withheld[-1] = fixed[-1] = True
-    return protect_linked(values, ident, rule=rule, fixed=fixed, withheld=withheld, cost=cost)
+    fixed[-2:] = True
+    withheld[-2] = rule.is_small(active - n)  # never printed: withheld when it matters, shown-like when not
+    withheld[-1] = active_withheld
+    if active_withheld:
+        withheld[2 * k] = fixed[2 * k] = True
+    mask: np.ndarray = protect_linked(values, ident, rule=rule, fixed=fixed, withheld=withheld, cost=cost)
+    return mask[: 2 * k + 1]
 
 
 @dataclass(frozen=True)
@@ -588,11 +599,8 @@ def work_section(
     # the population is part of the episodes active in the quarter, whose number the flow prints
     flow = published_flow(inputs, quarter)
     active_n = int(dict(patient_flow(inputs, quarter).iter_rows())["active in quarter"])
-    total_hidden = rule.withholds and (
-        flow["active in quarter"] == SUPPRESSED or rule.is_small(n) or rule.is_small(active_n - n)
-    )
     counts = status_counts(pop, rule)
-    mask = _protect_status(counts, total_hidden, rule)
+    mask = _protect_status(counts, active_n, flow["active in quarter"] == SUPPRESSED, rule)
     k = counts.height
     start, latest = counts["start"].to_numpy(), counts["latest"].to_numpy()
     start_mask, latest_mask, total_mask = mask[:k], mask[k : 2 * k], bool(mask[-1])

@@ -125,25 +125,39 @@ def test_smallest_clinic_under_network_withholds_counts_and_every_interval(
 
 
 def test_linked_status_counts_leave_nothing_to_subtraction(network: q.QuarterlyInputs) -> None:
-    """The attacker's linear program over the two columns and their shared, printed total."""
+    """The attacker's linear program: the two columns, their printed total and the flow's active episodes."""
     rule = network.rule
     section = wk.work_section(network)
     k = section.counts.height
-    values = np.r_[section.counts["start"].to_numpy(), section.counts["latest"].to_numpy(), section.n]
+    active = dict(q.patient_flow(network).iter_rows())["active in quarter"]
+    active_shown = q.published_flow(network)["active in quarter"]
+    values = np.r_[
+        section.counts["start"].to_numpy(),
+        section.counts["latest"].to_numpy(),
+        section.n,
+        active - section.n,
+        active,
+    ]
     shown = np.array(
         [
             *section.status_table["at enrolment"].to_list()[:k],
             *section.status_table["latest"].to_list()[:k],
             section.n_shown,
+            SUPPRESSED,  # the active episodes outside the population are never printed
+            active_shown,
         ]
     )
     withheld = shown == SUPPRESSED
-    assert withheld.any(), "the cohort has a small work-status cell to protect"
-    ident = np.zeros((2, 2 * k + 1))
+    assert withheld[: 2 * k].any(), "the cohort has a small work-status cell to protect"
+    ident = np.zeros((3, values.size))
     ident[0, :k] = ident[1, k : 2 * k] = 1.0
-    ident[:, -1] = -1.0
+    ident[:2, 2 * k] = -1.0
+    ident[2, 2 * k :] = (1.0, 1.0, -1.0)
     lo, hi = feasible_ranges(values, withheld, ident)
-    assert not leaked(lo, hi, withheld, rule).any()
+    small = (values >= 1) & (values <= rule.high)
+    # no count of 1-10 can be pinned or narrowed into 0-10 (the others outside the population are derivable
+    # when there are more than 10 of them, as a count that may be shown)
+    assert small[withheld].any() and not (leaked(lo, hi, withheld, rule) & small).any()
     # the return-to-work population is not spent as a complement while anything else can be
     rtw_row = section.counts["code"].to_list().index("off_work_back_leg")
     assert not withheld[rtw_row]
