@@ -340,7 +340,8 @@ def _empty_curve() -> pl.DataFrame:
     )
 
 
-def _finite(x: object) -> float | None:
+def _as_float(x: object) -> float | None:
+    """A finite number as a float, else None (NaN, infinity, or not a number)."""
     return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
 
 
@@ -394,7 +395,7 @@ def return_to_work_summary(
     if upto.height:
         last = upto.row(-1, named=True)
         share = 1.0 - float(last["survival"])
-        lo, hi = _finite(1.0 - last["ci_high"]), _finite(1.0 - last["ci_low"])
+        lo, hi = _as_float(1.0 - last["ci_high"]), _as_float(1.0 - last["ci_low"])
     else:
         share, lo, hi = 0.0, None, None
     med = km.medians.row(0, named=True)
@@ -405,8 +406,8 @@ def return_to_work_summary(
         (1 - pl.col("ci_low")).alias("ci_high"),
     )
     return ReturnToWork(
-        n, n_ret, n_shown, share, lo, hi, _finite(med["median"]), _finite(med["ci_low"]),
-        _finite(med["ci_high"]), drawn,
+        n, n_ret, n_shown, share, lo, hi, _as_float(med["median"]), _as_float(med["ci_low"]),
+        _as_float(med["ci_high"]), drawn,
     )  # fmt: skip
 
 
@@ -472,8 +473,8 @@ def score_changes(population: pl.DataFrame, rule: SuppressionRule, n_total_shown
                 "at_enrolment": float(a.mean()),
                 "latest": float(b.mean()),
                 "mean_change": m,
-                "ci_low": _finite(lo),
-                "ci_high": _finite(hi),
+                "ci_low": _as_float(lo),
+                "ci_high": _as_float(hi),
             }
         )
     schema = {
