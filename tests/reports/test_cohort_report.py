@@ -374,7 +374,8 @@ def test_every_model_result_prints_its_formula_with_the_clinic_random_effect(ren
     assert comp["formula"].str.ends_with("(week | episode_id) + (1 | clinic_id)").all()
     prov = json.loads((rendered / "provenance.json").read_text(encoding="utf-8"))
     growth = [m for m in prov["models"] if m.get("model") not in ("MMRM", "GLMM")]
-    assert len(growth) == 8 and all(m["formula"].endswith("+ (1 | clinic_id)") for m in growth)
+    # 8 growth models of the outcome and the Work Ability Score's
+    assert len(growth) == 9 and all(m["formula"].endswith("+ (1 | clinic_id)") for m in growth)
     glmms = [m for m in prov["models"] if m.get("model") == "GLMM"]
     assert {m["purpose"] for m in glmms} == {"flare-ups by adherence group", "sensitivity: responders"}
     assert all(m["formula"].endswith("(1 | episode_id)") and m["converged"] for m in glmms)
@@ -389,6 +390,8 @@ def test_every_model_result_prints_its_formula_with_the_clinic_random_effect(ren
         ("emmeans_contrasts", "marginal means"),
         ("sensitivity", "sensitivity: all episodes"),
         ("mmrm_fixed_effects", "sensitivity: MMRM"),
+        ("was_fixed_effects", "Work Ability Score growth model"),
+        ("was_change", "Work Ability Score growth model"),
     ):
         assert f"Model: {formulas[purpose]}" in by_name[table], table
     assert formulas["sensitivity: MMRM"].endswith("+ clinic_id")
