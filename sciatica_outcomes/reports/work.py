@@ -26,7 +26,7 @@ work frames as of the end of the quarter (:mod:`sciatica_outcomes.derive.work`):
   threshold (:func:`~sciatica_outcomes.reports.quarterly.time_to_improvement_summary` does the same).
   Compared with the US Quality Outcomes Database: 82% of employed patients back at work 3 months after lumbar
   surgery (Asher et al., J Neurosurg Spine 2017;27:370), a different population (surgical, every employed
-  patient including those still working before surgery).
+  patient whether or not off work before surgery).
 - **Work ability and productivity**: change from enrolment to the last follow-up visit in the Work Ability
   Score (0-10, higher better; Ilmarinen, Occup Med 2007;57:160) and the WPAI:SHP overall work impairment and
   activity impairment (%, lower better; Reilly et al., PharmacoEconomics 1993;4:353), mean with a 95%
@@ -108,7 +108,7 @@ OTHER_WORK_STATUSES = "Off work for other reasons, or no longer in paid work"
 QOD_REFERENCE = (
     "the US Quality Outcomes Database reports 82% of employed patients back at work 3 months after lumbar "
     "spine surgery (Asher et al., J Neurosurg Spine 2017;27:370; a surgical population of every patient "
-    "employed before surgery, most of them still working, so the figures are not directly comparable)"
+    "employed before surgery, whether or not off work then, so the figures are not directly comparable)"
 )
 #: Score rows of :func:`score_changes`: (label, baseline column, change column) in ``work_episodes``; the
 #: sick-leave row is built from the assessments.
