@@ -316,6 +316,8 @@ class ReturnToWork:
 
     def share_text(self) -> str:
         """``"58% (95% CI 47% to 68%)"``, or why there is no share."""
+        if self.n == 0:
+            return "no episode off work because of back or leg pain at enrolment"
         if self.share is None:
             return self.withheld or "not estimable"
         ci = ""
@@ -325,6 +327,8 @@ class ReturnToWork:
 
     def median_text(self) -> str:
         """``"9.0 weeks (95% CI 7.1 to 12.3)"``, ``"not reached"`` or why there is none."""
+        if self.n == 0:
+            return self.share_text()
         if self.share is None and self.withheld:
             return self.withheld
         if self.median is None:

@@ -224,6 +224,21 @@ def test_a_store_without_work_says_not_recorded_everywhere(
     assert "not recorded" in sentence and "%" not in sentence
 
 
+def test_no_one_off_work_at_enrolment_is_said_in_words() -> None:
+    pop = pl.DataFrame(
+        {"status_start": ["full_duties"] * 20, "followed": [True] * 20, "time_weeks": [None] * 20,
+         "event": [None] * 20},
+        schema_overrides={"time_weeks": pl.Float64, "event": pl.Int64},
+    )  # fmt: skip
+    rtw = wk.return_to_work_summary(pop, "0", rule_for("network"))
+    assert rtw.n == 0 and rtw.share is None and rtw.curve.height == 0
+    assert (
+        rtw.share_text()
+        == rtw.median_text()
+        == "no episode off work because of back or leg pain at enrolment"
+    )
+
+
 def test_front_page_sentence_compares_shares_only() -> None:
     cur = {"quarter": "2026Q2", "recorded": True, "n_shown": "41", "share": "76%"}
     prev = {"quarter": "2026Q1", "recorded": True, "n_shown": "*", "share": "withheld for privacy"}
