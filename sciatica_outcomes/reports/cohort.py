@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,25 @@ from sciatica_outcomes.reports.quarterly import (
     censored_outcome_fit,
     median_changes,
 )
+from sciatica_outcomes.reports.work import MINOR_WORK_STATUSES, ReturnToWork, return_to_work_summary
+from sciatica_outcomes.schemas.catalogs import label_map
+from sciatica_outcomes.schemas.vocabulary import OFF_WORK_BACK_LEG
 
 __all__ = [
     "ADHERENCE_CUT",
+    "AT_RISK_WEEKS",
     "DB_ENV",
     "MISSING_CATEGORIES",
     "REPORTS_ENV",
+    "TABLE_ONE_MERGES",
     "TIME_SHAPES",
     "TRAJECTORY_SAMPLE",
     "VECTOR_FORMATS",
+    "WAS_TIME",
+    "WORK_BASELINE_COLUMNS",
     "CohortData",
     "ModelDiagnostics",
+    "ReturnToWorkAnalysis",
     "clinic_count",
     "compare_time_shapes",
     "follow_up_flow",
@@ -58,6 +66,7 @@ __all__ = [
     "observed_bins",
     "qq_points",
     "report_rule",
+    "return_to_work_analysis",
     "save_vector_figure",
     "sensitivity_display",
     "shown_count",
@@ -67,6 +76,7 @@ __all__ = [
     "table_one",
     "to_latex",
     "trajectory_sample",
+    "was_growth",
 ]
 
 #: Default adherence ratio separating the "high" and "low" adherence groups (completed / prescribed
@@ -137,13 +147,29 @@ def shown_count(n: int, rule: SuppressionRule) -> str:
     return SUPPRESSED if rule.is_small(n) else f"{n:,}"
 
 
+#: Work columns of ``derive.work_episodes`` joined to :attr:`CohortData.episodes` (Table 1's work rows).
+WORK_BASELINE_COLUMNS: tuple[str, ...] = (
+    "employment_at_enrolment",
+    "work_status_start",
+    "wpai_work_impairment_pct_baseline",
+    "wpai_activity_impairment_pct_baseline",
+)
+
+
 @dataclass(frozen=True)
 class CohortData:
-    """Analysis frame and episode summary of the cohort, with the adherence group attached."""
+    """Analysis frame and episode summary of the cohort, with the adherence group attached.
+
+    ``episodes`` carries the work columns of :data:`WORK_BASELINE_COLUMNS` (null without a work assessment
+    at enrolment); ``return_to_work`` is the derive stage's time to return to work
+    (:func:`~sciatica_outcomes.derive.return_to_work`) of those off work because of back or leg pain at
+    enrolment.
+    """
 
     frame: pl.DataFrame
     episodes: pl.DataFrame
     config: ClinicalConfig
+    return_to_work: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 def load_cohort(db: str | Path, config: ClinicalConfig | None = None) -> CohortData:
@@ -169,7 +195,15 @@ def load_cohort(db: str | Path, config: ClinicalConfig | None = None) -> CohortD
     frame = derived.analysis_frame.join(
         episodes.select("episode_id", "adherence_group", "end_reason"), on="episode_id", how="left"
     )
-    return CohortData(frame=frame, episodes=episodes, config=cfg)
+    work = derived.work_episodes
+    if work.width:
+        episodes = episodes.join(
+            work.select("episode_id", *WORK_BASELINE_COLUMNS), on="episode_id", how="left"
+        )
+    else:
+        episodes = episodes.with_columns(pl.lit(None, pl.String).alias(c) for c in WORK_BASELINE_COLUMNS[:2])
+        episodes = episodes.with_columns(pl.lit(None, pl.Float64).alias(c) for c in WORK_BASELINE_COLUMNS[2:])
+    return CohortData(frame=frame, episodes=episodes, config=cfg, return_to_work=derived.return_to_work)
 
 
 def model_frame(data: CohortData, outcome: str) -> pl.DataFrame:
@@ -203,6 +237,17 @@ def smd(a: np.ndarray, b: np.ndarray, binary: bool = False) -> float:
     return (a.mean() - b.mean()) / den if den > 0 else math.nan
 
 
+#: Table 1's minor work categories, merged into one level when one of them is small under the rule:
+#: ``{column: (codes, label of the merged level)}``.
+TABLE_ONE_MERGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "employment_at_enrolment": (
+        ("student", "homemaker", "other"),
+        "Student, homemaker or other situation outside paid work",
+    ),
+    "work_status_start": (MINOR_WORK_STATUSES, "Off work for other reasons, or not in paid work"),
+}
+
+
 def table_one(
     data: CohortData, group: str = "adherence_group", rule: SuppressionRule | None = None
 ) -> pl.DataFrame:
@@ -217,6 +262,11 @@ def table_one(
     ``SMD`` column compares the two groups (first minus second in sorted order) and is withheld whenever a
     cell it is computed from is withheld (an SMD of two proportions and the group sizes gives the counts
     back). When one group has 1-10 episodes both group sizes are withheld (the total is shown elsewhere).
+
+    Work rows (issue 17): employment and work status at enrolment (labels from the catalogs; an episode
+    without a work assessment at enrolment is a level of its own for suppression, not shown), the baseline
+    Work Ability Score and WPAI:SHP overall work and activity impairment (WPAI among those in paid work);
+    "not recorded" in every cell when no episode has the value.
     """
     rule = rule or rule_for("network")
     stat_min = max(HIGH, rule.high)
@@ -240,11 +290,18 @@ def table_one(
         ("baseline back pain, 0-10", "baseline_nprs_back"),
         ("baseline walking tolerance, min", "baseline_walk_tolerance_min"),
         ("baseline sitting tolerance, min", "baseline_sit_tolerance_min"),
+        ("baseline Work Ability Score, 0-10", "baseline_was"),
+        ("baseline WPAI overall work impairment, %", "wpai_work_impairment_pct_baseline"),
+        ("baseline WPAI activity impairment, %", "wpai_activity_impairment_pct_baseline"),
     ]
     for label, col in continuous:
         if col not in ep.columns:
             continue
         row: dict[str, Any] = {"characteristic": label}
+        if ep[col].null_count() == ep.height:
+            # no value in any group (e.g. no work assessments): said, never a silent gap
+            rows.append({"characteristic": label, **dict.fromkeys(levels, "not recorded"), "SMD": ""})
+            continue
         arrays = {}
         for lv in levels:
             v = parts[lv][col].cast(pl.Float64).to_numpy()
@@ -254,9 +311,36 @@ def table_one(
         withheld = any(row[lv] == SUPPRESSED for lv in levels)
         row["SMD"] = SUPPRESSED if withheld else f"{smd(arrays[levels[0]], arrays[levels[1]]):.2f}"
         rows.append(row)
-    for label, col in (("sex", "sex"), ("affected side", "affected_side")):
-        values = sorted(ep[col].drop_nulls().unique().to_list())
+    categorical: list[tuple[str, str, dict[str, str] | None]] = [
+        ("sex", "sex", None),
+        ("affected side", "affected_side", None),
+        ("employment at enrolment", "employment_at_enrolment", label_map("employment_status")),
+        ("work status at enrolment", "work_status_start", label_map("work_status")),
+    ]
+    for label, col, catalog in categorical:
+        if col not in ep.columns:
+            continue
+        names = catalog
+        if names is not None and col in TABLE_ONE_MERGES:
+            # minor categories become one level before anything is withheld (as in the quarterly report)
+            codes, merged_label = TABLE_ONE_MERGES[col]
+            minor = [(parts[lv][col] == c).sum() for c in codes for lv in levels]
+            if rule.withholds and any(rule.is_small(int(k)) for k in minor):
+                names = {**{c: v for c, v in names.items() if c not in codes}, "other_merged": merged_label}
+                merge = pl.when(pl.col(col).is_in(list(codes))).then(pl.lit("other_merged"))
+                parts = {
+                    lv: p.with_columns(merge.otherwise(pl.col(col)).alias(col)) for lv, p in parts.items()
+                }
+                ep = ep.with_columns(merge.otherwise(pl.col(col)).alias(col))
+        present = set(ep[col].drop_nulls().unique().to_list())
+        if names is None:
+            values = sorted(present)
+        else:
+            # catalog order, then any code outside the catalog (kept, never dropped)
+            values = [c for c in names if c in present] + sorted(present - set(names))
         if not values:
+            if names is not None:
+                rows.append({"characteristic": label, **dict.fromkeys(levels, "not recorded"), "SMD": ""})
             continue
         flags = {lv: [(parts[lv][col] == v).fill_null(False) for v in values] for lv in levels}
         counts = np.array([[int(flags[lv][i].sum()) for lv in levels] for i in range(len(values))])
@@ -264,7 +348,8 @@ def table_one(
         missing = np.array([[parts[lv][col].null_count() for lv in levels]])
         sup = suppress_table(np.vstack([counts, missing]), rule=rule)
         for i, value in enumerate(values):
-            row = {"characteristic": f"{label}: {value}"}
+            shown_value = value if names is None else names.get(value, value)
+            row = {"characteristic": f"{label}: {shown_value}"}
             for j, lv in enumerate(levels):
                 n, total = int(counts[i, j]), sizes[j]
                 hidden = bool(sup.mask[i, j]) or small_group
@@ -1082,3 +1167,142 @@ def small_groups(frame: pl.DataFrame, rule: SuppressionRule, group: str = "adher
     if sizes.height < 2:
         return [str(v) for v in sizes[group].to_list()] or ["(none)"]
     return [str(v) for v in few]
+
+
+#: Weeks of the return-to-work at-risk table (candidates; see :func:`return_to_work_analysis`).
+AT_RISK_WEEKS: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 26.0)
+
+
+@dataclass(frozen=True)
+class ReturnToWorkAnalysis:
+    """Kaplan-Meier return to full or modified duties of the cohort, as the audience may see it.
+
+    Attributes
+    ----------
+    n, n_returned : int
+        Episodes off work because of back or leg pain at enrolment with a later work assessment, and those
+        who returned (raw: print through the rule).
+    n_shown : str
+        ``n`` under the rule.
+    summary : ReturnToWork
+        The share back by week 12, the median weeks and the coarse curve
+        (:func:`~sciatica_outcomes.reports.work.return_to_work_summary`).
+    at_risk : polars.DataFrame
+        ``week, still_off_and_followed, returned_before`` (text): the at-risk table at the weeks of
+        :data:`AT_RISK_WEEKS` that may be shown.
+    """
+
+    n: int
+    n_returned: int
+    n_shown: str
+    summary: ReturnToWork
+    at_risk: pl.DataFrame
+
+
+def return_to_work_analysis(data: CohortData, rule: SuppressionRule) -> ReturnToWorkAnalysis:
+    """Kaplan-Meier return to work of every episode off work because of back or leg pain at enrolment.
+
+    The time is from the start of the program to the return to full or modified duties (the recorded return
+    date, else the first assessment back), right-censored at the last work assessment
+    (:func:`~sciatica_outcomes.derive.return_to_work`); episodes without a later assessment are counted out.
+    The share by week 12, the median and the coarse curve are the quarterly report's
+    (:func:`~sciatica_outcomes.reports.work.return_to_work_summary`), over the whole store.
+
+    Parameters
+    ----------
+    data : CohortData
+    rule : SuppressionRule
+        The audience's rule: with ``n`` withheld nothing but the withheld count is shown; the share is
+        withheld when the returns by week 12 or the others are 1-10; the at-risk table keeps a week only when
+        the episodes still off work and followed, those returned before it, those censored before it, and
+        each of their changes since the previous kept week are 0 or above the threshold (so that no
+        difference of two shown numbers is 1-10), and stops before the risk set falls to the threshold.
+
+    Returns
+    -------
+    ReturnToWorkAnalysis
+
+    Notes
+    -----
+    ``1 - S(12)`` with the log-log interval of ``S``; median with the Brookmeyer-Crowley interval.
+    Validated against: R ``survival::survfit(Surv(time, event) ~ 1, conf.type = "log-log")`` through
+    :func:`~sciatica_outcomes.models.survival.kaplan_meier`.
+    """
+    rtw = data.return_to_work
+    followed = (
+        rtw.filter(pl.col("followed")).with_columns(pl.lit(OFF_WORK_BACK_LEG).alias("status_start"))
+        if rtw.height
+        else pl.DataFrame(schema={"status_start": pl.String, "followed": pl.Boolean, "time_weeks": pl.Float64,
+                                  "event": pl.Int64})
+    )  # fmt: skip
+    n = followed.height
+    n_shown = shown_count(n, rule)
+    summary = return_to_work_summary(followed, n_shown, rule)
+    at_risk_rows: list[tuple[str, str, str]] = []
+    if n >= rule.min_group and not rule.is_small(n):
+        times = followed["time_weeks"].to_numpy()
+        events = followed["event"].to_numpy().astype(bool)
+        prev = (n, 0, 0)
+        for t in AT_RISK_WEEKS:  # loop over a handful of weeks, vectorised over episodes
+            still = int((times >= t).sum())
+            returned = int((events & (times < t)).sum())
+            now = (still, returned, n - still - returned)
+            deltas = (prev[0] - still, returned - prev[1], now[2] - prev[2])
+            if t == 0.0 or not any(rule.is_small(x) for x in (*now, *deltas)):
+                if rule.is_small(still) or still < rule.min_group:
+                    break
+                at_risk_rows.append((f"{t:g}", f"{still:,}", f"{returned:,}"))
+                prev = now
+    at_risk = pl.DataFrame(
+        at_risk_rows,
+        schema={"week": pl.String, "still_off_and_followed": pl.String, "returned_before": pl.String},
+        orient="row",
+    )
+    return ReturnToWorkAnalysis(n, summary.n_returned, n_shown, summary, at_risk)
+
+
+#: Time shape of the Work Ability Score growth model (the quarterly report's growth-model shape).
+WAS_TIME = "ns(week, knots = c(6, 12))"
+
+
+def was_growth(
+    data: CohortData, rule: SuppressionRule, weeks: Sequence[float] = (6.0, 12.0, 26.0)
+) -> tuple[GrowthModel, pl.DataFrame] | None:
+    """Growth model of the Work Ability Score over weeks: changes from week 0 with 95% intervals.
+
+    Model (lme4 notation): ``was ~ ns(week, knots = c(6, 12)) + (week | episode_id)`` plus ``(1 |
+    clinic_id)`` with several clinics (:func:`growth_formula`), REML, Satterthwaite df; every WAS assessment
+    (0-10, higher is better) of the store, baseline assessments before the start at week 0.
+
+    Parameters
+    ----------
+    data : CohortData
+    rule : SuppressionRule
+        The audience's rule: no model with fewer than ``minimum_episodes(rule)`` episodes.
+    weeks : sequence of float
+        Weeks of the changes from week 0.
+
+    Returns
+    -------
+    tuple of (GrowthModel, polars.DataFrame) or None
+        The fit and ``week, estimate, se, df, ci_low, ci_high, p`` (change in points from week 0,
+        ``L beta`` contrasts); None without enough WAS data.
+
+    Notes
+    -----
+    Validated against: R ``lmerTest::lmer`` through :class:`~sciatica_outcomes.models.lmm.GrowthModel`
+    (``tests/models``); the fit here is that estimator on the WAS rows.
+    """
+    if "was" not in data.frame.columns:
+        return None
+    frame = model_frame(data, "was")
+    if (
+        frame["episode_id"].n_unique() < minimum_episodes(rule)
+        or frame.filter(pl.col("week") > 0).height == 0
+    ):
+        return None
+    formula = growth_formula("was", WAS_TIME, clinics=clinic_count(frame))
+    model = GrowthModel(formula).fit(frame)
+    x = model.design_.matrix(pl.DataFrame({"week": [0.0, *weeks]}))
+    changes = model.contrast(x[1:] - x[0]).with_columns(pl.Series("week", [float(w) for w in weeks]))
+    return model, changes.select("week", "estimate", "se", "df", "ci_low", "ci_high", "p")

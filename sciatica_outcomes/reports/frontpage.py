@@ -1,7 +1,8 @@
 """The quarterly report's front page: its dates and a summary in words, for the clinical lead.
 
 The summary is generated from the same numbers as the sections of the report, a sentence each for the
-episodes seen, improvement, responders, adherence, safety and data coverage, each compared with the previous
+episodes seen, improvement, responders, adherence, safety, return to work (from the Work section,
+:mod:`sciatica_outcomes.reports.work`) and data coverage, each compared with the previous
 quarter and (in a one-clinic report) with the whole network, and with a published reference where the domain
 brief gives one (:data:`PUBLISHED_REFERENCES`). Every number in a sentence goes through
 :func:`~sciatica_outcomes.reports.privacy.safe_count`, :func:`~sciatica_outcomes.reports.privacy.safe_percent`
@@ -40,6 +41,7 @@ from sciatica_outcomes.reports.quarterly import (
     published_flow,
     safety_summary,
 )
+from sciatica_outcomes.reports.work import QOD_REFERENCE, RTW_WEEK, WorkMetrics, work_metrics
 from sciatica_outcomes.schemas.catalogs import label_for
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "month_label",
     "quarter_metrics",
     "summary_sentences",
+    "work_sentence",
 ]
 
 
@@ -100,7 +103,8 @@ class Reference:
 #: Published references the summary cites (``shared/domain.md`` §7). Only the mean ODI improvement has one
 #: that is close enough to compare with: the domain brief gives no published share of patients reaching the
 #: ODI MCID, adherence to a 2-3 sessions a week prescription, or flare rate for such programs, so those
-#: sentences compare with last quarter and the network only.
+#: sentences compare with last quarter and the network only. The return-to-work sentence cites the US
+#: Quality Outcomes Database (:data:`sciatica_outcomes.reports.work.QOD_REFERENCE`, domain.md §8).
 PUBLISHED_REFERENCES: dict[str, Reference] = {
     "odi_improvement": Reference(
         text="non-operative patients with disc-related sciatica in SPORT improved by 18 to 23 points at 3 "
@@ -242,6 +246,47 @@ def _compare(previous: str, network: str | None) -> str:
     return f"({'; '.join(parts)})"
 
 
+def work_sentence(current: WorkMetrics, previous: WorkMetrics | None, network: WorkMetrics | None) -> str:
+    """The sentence about return to work, compared with last quarter and the network (shares only).
+
+    Parameters
+    ----------
+    current, previous : WorkMetrics
+        This quarter's and the previous quarter's (:func:`~sciatica_outcomes.reports.work.work_metrics`;
+        ``previous`` None when the store has nothing before this quarter).
+    network : WorkMetrics or None
+        The whole network's in a one-clinic report.
+
+    Returns
+    -------
+    str
+        "Of N patients off work because of their back or leg pain at enrolment, X% were back at full or
+        modified duties by week 12 (last quarter: Y%; network: Z%); for reference, ..." with the numbers as
+        the Work section prints them; "not recorded" without work assessments; "withheld for privacy" where
+        the section withholds the share.
+    """
+    cmp = _compare(
+        NO_DATA if previous is None else previous["share"], None if network is None else network["share"]
+    )
+    what = f"back at full or modified duties by week {RTW_WEEK:g}"
+    if not current["recorded"]:
+        return "Return to work: not recorded (no work assessments up to the end of the quarter)."
+    if current["share"] == "none to compare":
+        return (
+            "Return to work: no episode active in the quarter was off work because of back or leg pain at "
+            f"enrolment and assessed again {cmp}."
+        )
+    if current["share"] == WITHHELD:
+        return (
+            "The share of patients off work because of their back or leg pain at enrolment who were "
+            f"{what} is {WITHHELD} {cmp}."
+        )
+    return (
+        f"Of {current['n_shown']} patients off work because of their back or leg pain at enrolment, "
+        f"{current['share']} were {what} (Kaplan-Meier) {cmp}; for reference, {QOD_REFERENCE}."
+    )
+
+
 def summary_sentences(
     current: QuarterMetrics,
     previous: QuarterMetrics | None,
@@ -250,8 +295,9 @@ def summary_sentences(
     config: ClinicalConfig,
     scope: str,
     missing_tables: list[str],
+    work: tuple[WorkMetrics, WorkMetrics | None, WorkMetrics | None] | None = None,
 ) -> list[str]:
-    """The front page's six sentences, from the numbers of this quarter, the last one and the network.
+    """The front page's sentences, from the numbers of this quarter, the last one and the network.
 
     Parameters
     ----------
@@ -268,12 +314,17 @@ def summary_sentences(
     missing_tables : list of str
         Canonical tables without rows in the quarter (:func:`~sciatica_outcomes.reports.quarterly.coverage`
         status other than "recorded").
+    work : tuple of WorkMetrics, optional
+        This quarter's, the previous quarter's and the network's return to work
+        (:func:`~sciatica_outcomes.reports.work.work_metrics`); given, its sentence
+        (:func:`~sciatica_outcomes.reports.work.work_sentence`) comes before the data coverage.
 
     Returns
     -------
     list of str
-        Episodes, improvement, responders, adherence, safety, data coverage, in that order. A count of 1-10,
-        or a share, mean or rate computed from one, is never printed: its sentence says it is withheld.
+        Episodes, improvement, responders, adherence, safety, [return to work,] data coverage, in that
+        order. A count of 1-10, or a share, mean or rate computed from one, is never printed: its sentence
+        says it is withheld.
     """
     qt = current["quarter"]
     sentences: list[str] = []
@@ -386,7 +437,10 @@ def summary_sentences(
             f"flares followed {rate.removesuffix(' per 100 sessions')} of every 100 completed sessions {cmp}"
         )
     sentences.append(f"{red}; {flares}.")
-    # 6. data coverage, and how many ended episodes have an end score
+    # 6. return to work (the Work section's Kaplan-Meier share by week 12)
+    if work is not None:
+        sentences.append(work_sentence(*work))
+    # 7. data coverage, and how many ended episodes have an end score
     both = ("odi_end", "ended")
     share = _share(current, "odi_end_n", "ended", "outcomes_recorded", withheld_with=both)
     cmp = _compare(
@@ -482,7 +536,12 @@ def front_page(
     previous = quarter_metrics(inputs, earlier) if has_previous else None
     net = quarter_metrics(network) if network is not None else None
     scope = f"clinic {inputs.clinic}" if inputs.clinic else "all clinics of the network"
+    work = (
+        work_metrics(inputs),
+        work_metrics(inputs, earlier) if has_previous else None,
+        work_metrics(network) if network is not None else None,
+    )
     sentences = summary_sentences(
-        current, previous, net, config=inputs.config, scope=scope, missing_tables=missing_tables
+        current, previous, net, config=inputs.config, scope=scope, missing_tables=missing_tables, work=work
     )
     return FrontPage(data_dates(inputs, day), sentences, current, previous, net)

@@ -128,6 +128,9 @@ COHORT_RULES: dict[str, str] = {
     "safety": "red-flag screens and sessions dated in the quarter, plus every unactioned red-flag alert "
     "still open at the end of the quarter whatever its date",
     "adherence": "sessions scheduled in the quarter for episodes active in the quarter",
+    "work": "episodes active in the quarter in paid work (employed or self-employed) at their enrolment work "
+    "assessment with a later work assessment up to the last day of the quarter; return to work: those of "
+    "them off work because of back or leg pain at enrolment, censored at their last assessment",
     "trend": "the same definitions applied to each of the four previous quarters",
 }
 
@@ -525,7 +528,7 @@ TABLE_USES: dict[str, str] = {
     "measures": "outcomes, baselines of the case mix, time to improvement, risk-adjusted comparison",
     "questionnaire_items": "questionnaire scores (e.g. ODI) where no score was recorded as a measure",
     "symptom_checks": "red-flag screens and alerts",
-    "work": "not shown yet (the work section comes with the reports of issue 17)",
+    "work": "work status, return to work, work ability and sick leave (the Work section)",
 }
 
 

@@ -28,10 +28,18 @@ SECTIONS = (
     "Growth model and dose-response",
     "Marginal means by adherence group",
     "Sensitivity analysis",
+    "Work outcomes",
     "Models in this report",
     "Provenance",
 )
-FIGURES = {"flow", "spaghetti", "dose_response", "diagnostics_residuals", "diagnostics_random_effects"}
+FIGURES = {
+    "flow",
+    "spaghetti",
+    "dose_response",
+    "diagnostics_residuals",
+    "diagnostics_random_effects",
+    "return_to_work",
+}
 TABLES = {
     "table1",
     "model_comparison",
@@ -44,6 +52,9 @@ TABLES = {
     "variance_components",
     "models",
     "missing_data",
+    "return_to_work_at_risk",
+    "was_fixed_effects",
+    "was_change",
 }
 
 
@@ -363,7 +374,8 @@ def test_every_model_result_prints_its_formula_with_the_clinic_random_effect(ren
     assert comp["formula"].str.ends_with("(week | episode_id) + (1 | clinic_id)").all()
     prov = json.loads((rendered / "provenance.json").read_text(encoding="utf-8"))
     growth = [m for m in prov["models"] if m.get("model") not in ("MMRM", "GLMM")]
-    assert len(growth) == 8 and all(m["formula"].endswith("+ (1 | clinic_id)") for m in growth)
+    # 8 growth models of the outcome and the Work Ability Score's
+    assert len(growth) == 9 and all(m["formula"].endswith("+ (1 | clinic_id)") for m in growth)
     glmms = [m for m in prov["models"] if m.get("model") == "GLMM"]
     assert {m["purpose"] for m in glmms} == {"flare-ups by adherence group", "sensitivity: responders"}
     assert all(m["formula"].endswith("(1 | episode_id)") and m["converged"] for m in glmms)
@@ -378,6 +390,8 @@ def test_every_model_result_prints_its_formula_with_the_clinic_random_effect(ren
         ("emmeans_contrasts", "marginal means"),
         ("sensitivity", "sensitivity: all episodes"),
         ("mmrm_fixed_effects", "sensitivity: MMRM"),
+        ("was_fixed_effects", "Work Ability Score growth model"),
+        ("was_change", "Work Ability Score growth model"),
     ):
         assert f"Model: {formulas[purpose]}" in by_name[table], table
     assert formulas["sensitivity: MMRM"].endswith("+ clinic_id")
@@ -688,3 +702,85 @@ def test_naive_vs_censored_for_a_capped_test(report_store: dict[str, Path]) -> N
     )
     with pytest.raises(ReportParameterError, match="'odi' is not a capped test"):
         cohort.censored_sensitivity(cohort.model_frame(data, "odi"), "odi", "week", 4)
+
+
+# --- work outcomes (issue 17) ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def work_data(report_store: dict[str, Path]) -> cohort.CohortData:
+    return cohort.load_cohort(report_store["db"])
+
+
+@pytest.fixture(scope="module")
+def work_truth(report_store: dict[str, Path]) -> dict[str, float]:
+    truth = json.loads((report_store["cohort"] / "truth.json").read_text(encoding="utf-8"))
+    expected: dict[str, float] = truth["work"]["expected"]
+    return expected
+
+
+def test_return_to_work_recovers_the_truth_and_its_at_risk_table_tells_no_small_count(
+    work_data: cohort.CohortData, work_truth: dict[str, float]
+) -> None:
+    rule = rule_for("network")
+    res = cohort.return_to_work_analysis(work_data, rule)
+    s = res.summary
+    assert res.n > 100 and res.n_shown == f"{res.n:,}"
+    assert s.share is not None and s.ci_low is not None and s.ci_high is not None
+    truth = work_truth["share_back_by_week12_off_work_at_enrolment"]
+    se = (s.ci_high - s.share if truth > s.share else s.share - s.ci_low) / 1.959964
+    assert abs(s.share - truth) <= 2 * se, (s.share, truth, se)
+    median = work_truth["median_return_to_work_days"] / 7.0
+    assert s.median_low is not None and s.median_high is not None
+    assert s.median_low <= median <= s.median_high
+    # at-risk table: every shown number, and every difference of consecutive shown numbers, is 0 or > 10
+    tab = res.at_risk
+    still = np.array([int(v.replace(",", "")) for v in tab["still_off_and_followed"]])
+    back = np.array([int(v.replace(",", "")) for v in tab["returned_before"]])
+    censored = res.n - still - back
+    for series in (still, back, censored, np.diff(still), np.diff(back), np.diff(censored)):
+        assert not ((np.abs(series) >= 1) & (np.abs(series) <= 10)).any(), series
+    # the internal audience sees every candidate week
+    full = cohort.return_to_work_analysis(work_data, rule_for("internal")).at_risk
+    assert full.height > tab.height and tab["week"].is_in(full["week"].implode()).all()
+
+
+def test_table_one_has_work_rows_with_catalog_labels_and_no_small_count(work_data: cohort.CohortData) -> None:
+    t1 = cohort.table_one(work_data, rule=rule_for("network"))
+    work = t1.filter(pl.col("characteristic").str.contains("(?i)work|employ|WPAI"))
+    labels = work["characteristic"].to_list()
+    assert "employment at enrolment: Self-employed" in labels
+    assert (
+        "work status at enrolment: Off work because of back or leg pain (full or partial sick leave)"
+        in labels
+    )
+    assert {"baseline Work Ability Score, 0-10", "baseline WPAI activity impairment, %"} <= set(labels)
+    assert not any("_" in lab.split(": ")[-1] for lab in labels), "raw codes in Table 1"
+    for lv in ("high", "low"):
+        for text in work[lv].to_list():
+            count = re.match(r"^(\d+) \(", text)
+            assert count is None or not 1 <= int(count.group(1)) <= 10, text
+    # minor categories are merged before anything is withheld (the synthetic cohort has a few of them)
+    assert any(
+        lab.startswith("work status at enrolment: Off work for other reasons, or not") for lab in labels
+    )
+    exact = cohort.table_one(work_data, rule=rule_for("internal"))
+    assert exact.filter(
+        pl.col("characteristic") == "work status at enrolment: Off work for other reasons"
+    ).height
+
+
+def test_work_ability_growth_model_recovers_the_baseline_mean(
+    work_data: cohort.CohortData, work_truth: dict[str, float]
+) -> None:
+    fit = cohort.was_growth(work_data, rule_for("network"))
+    assert fit is not None
+    model, changes = fit
+    assert model.formula == "was ~ ns(week, knots = c(6, 12)) + (week | episode_id) + (1 | clinic_id)"
+    assert model.result_.diagnostics.converged
+    icpt = model.summary.filter(pl.col("term") == "(Intercept)").row(0, named=True)
+    # truth: WAS = 5.5 - 1.2 (latent ODI - 42) / 10 + N(0, 1.2), rounded and clipped to 0-10
+    assert abs(icpt["estimate"] - work_truth["was_mean_at_baseline"]) <= 2 * icpt["se"]
+    # work ability improves with the ODI: positive changes, growing from week 6 to week 26
+    assert changes["week"].to_list() == [6.0, 12.0, 26.0]
+    assert (changes["ci_low"] > 0).all() and changes["estimate"].is_sorted()

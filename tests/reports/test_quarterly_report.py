@@ -37,6 +37,7 @@ SECTIONS = (
     "Safety",
     "Are flare-ups becoming less frequent?",
     "Time to clinically important improvement",
+    "Work",
     "Dose and progression",
     "Trend over the last five quarters",
     "Risk-adjusted comparison",
@@ -55,6 +56,7 @@ FIGURES = {
     "flare_trend.png",
     "trend_adherence.png",
     "time_to_mcid.png",
+    "return_to_work.png",
     "funnel.png",
 }
 
