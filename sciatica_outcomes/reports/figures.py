@@ -334,12 +334,14 @@ def drawable_units(units: pl.DataFrame, rule: SuppressionRule = NETWORK_RULE) ->
     -------
     polars.DataFrame
         The rows of ``units`` whose ``n`` the suppressed table shows: never a count of 1-10, nor a count
-        withheld so that a small one cannot be recovered from the total.
+        withheld so that a small one cannot be recovered from the total, nor a unit with fewer than
+        ``rule.min_group`` episodes (one, under ``internal``), whose statistics the table leaves empty.
     """
     if units.is_empty():
         return units
     if units.schema["n"] == pl.String:  # already suppressed by the caller
-        return units.filter(pl.col("n") != SUPPRESSED).with_columns(pl.col("n").cast(pl.Int64))
+        shown_units = units.filter(pl.col("n") != SUPPRESSED).with_columns(pl.col("n").cast(pl.Int64))
+        return shown_units.filter(pl.col("n") >= rule.min_group)
     shown = suppress_counts(units.select("n"), ["n"], rule=rule)["n"]
     return units.filter((shown != SUPPRESSED) & (units["n"] >= rule.min_group))
 

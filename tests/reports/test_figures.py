@@ -47,6 +47,19 @@ def test_every_unit_is_drawn_when_no_count_is_withheld() -> None:
     assert drawable_units(units.head(0)).is_empty()
 
 
+def test_an_internal_funnel_leaves_off_a_unit_of_one_episode_whose_table_row_is_empty() -> None:
+    # the one-clinic internal report's table (withhold_units) shows therapist T3's n = 1 and no statistic;
+    # the funnel's caption formatted its empty O - E and the early-quarter report failed (TypeError)
+    from sciatica_outcomes.reports.privacy import rule_for, withhold_units
+
+    units = pl.DataFrame({"provider": ["T1", "T2", "T3"], "n": [14, 9, 1], "o_minus_e": [1.0, -2.0, 3.0]})
+    internal = rule_for("internal")
+    table = withhold_units(units, rule=internal).rename({"provider": "unit"})
+    assert table.filter(pl.col("unit") == "T3")["o_minus_e"].to_list() == [None]
+    drawn = drawable_units(table, internal)
+    assert drawn["unit"].to_list() == ["T1", "T2"] and drawn["o_minus_e"].null_count() == 0
+
+
 def test_trajectory_stops_at_the_estimable_week_and_stays_in_range() -> None:
     # a curve estimable to week 8 on a 26-week axis: the rest is shaded "not yet estimable"; the value axis
     # never extends below 0 even though the band reaches it
