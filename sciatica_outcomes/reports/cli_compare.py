@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # Only typer and light modules load at import; each command imports the models it runs.
 
-__all__ = ["compare_clinics_command", "responders_command", "unit_counts", "withheld_units"]
+__all__ = ["compare_clinics_command", "responders_command"]
 
 _AUDIENCE_HELP = (
     "Who reads the output: network (default) or public withhold counts from 1 to the threshold and every "
@@ -54,123 +54,6 @@ def _rule(audience: str, threshold: int | None, tables: Mapping[str, pl.DataFram
         return rule_for(audience, threshold)
     except ValueError as exc:
         raise UnusableInputError(str(exc)) from exc
-
-
-def unit_counts(frame: pl.DataFrame, by: str, case_mix: str = DEFAULT_CASE_MIX) -> pl.DataFrame:
-    """Every count that ``responders --by`` and ``compare-clinics`` publish of a unit, one column each.
-
-    Parameters
-    ----------
-    frame : polars.DataFrame
-        :func:`~sciatica_outcomes.models.responders.responder_frame` of one measure.
-    by : str
-        The unit column (``clinic_id``, ``therapist_id``, or any grouping of ``responders --by``).
-    case_mix : str
-        Case-mix formula of ``compare-clinics``; its complete rows give a unit's ``n`` there (the column is
-        left out when the data lack the formula's columns: ``compare-clinics`` refuses them).
-
-    Returns
-    -------
-    polars.DataFrame
-        One row per unit (``by`` as text, a missing unit as null) and, per follow-up visit ``v`` and
-        responder definition ``d``, integer columns ``v:assessed``, ``v:complete`` (the comparison's n),
-        ``v:d:determined``, ``v:d:undetermined``, ``v:d:responders`` and ``v:d:non_responders``; 0 where a
-        unit has no row. The same columns summed over the units are what the output without ``--by``
-        (or the network) shows, so each column is a table with a known total.
-    """
-    import polars as pl
-
-    from sciatica_outcomes.errors import UnusableInputError
-    from sciatica_outcomes.models.compare import case_mix_complete
-    from sciatica_outcomes.models.responders import RESPONDER_DEFINITIONS
-    from sciatica_outcomes.scoring import BASELINE_LABEL
-
-    follow = frame.filter(pl.col("visit") != BASELINE_LABEL).with_columns(pl.col(by).cast(pl.String))
-    try:
-        complete = pl.Series("__complete", case_mix_complete(follow, case_mix))
-    except UnusableInputError:
-        complete = None
-    aggs = [pl.len().alias("assessed")]
-    if complete is not None:
-        follow = follow.with_columns(complete)
-        aggs.append(pl.col("__complete").sum().alias("complete"))
-    for d, col in RESPONDER_DEFINITIONS.items():  # loop over the two responder definitions
-        call = pl.col(col)
-        aggs += [
-            call.is_not_null().sum().alias(f"{d}:determined"),
-            call.is_null().sum().alias(f"{d}:undetermined"),
-            call.fill_null(False).sum().alias(f"{d}:responders"),
-            (call.is_not_null() & ~call.fill_null(False)).sum().alias(f"{d}:non_responders"),
-        ]
-    per = follow.group_by(by, "visit").agg(aggs)
-    long = per.unpivot(index=[by, "visit"], variable_name="count").with_columns(
-        (pl.col("visit") + ":" + pl.col("count")).alias("column"), pl.col("value").cast(pl.Int64)
-    )
-    wide = long.pivot(on="column", index=by, values="value", sort_columns=True).fill_null(0)
-    return wide.sort(by, nulls_last=True)
-
-
-def withheld_units(counts: pl.DataFrame, by: str, rule: SuppressionRule) -> list[str | None]:
-    """The units an audience sees nothing of: one set for ``responders --by`` and ``compare-clinics``.
-
-    Parameters
-    ----------
-    counts : polars.DataFrame
-        :func:`unit_counts`.
-    by : str
-        Its unit column.
-    rule : SuppressionRule
-        The audience's rule.
-
-    Returns
-    -------
-    list
-        The withheld units' labels, sorted (empty when the rule withholds nothing).
-
-    Notes
-    -----
-    A unit is withheld whole (every count, share, interval, estimate and rank) when any of its counts is in
-    the rule's band (1-10): its n at a visit, its n in the comparison, its responders or non-responders. Each
-    count column has a published total (the output without ``--by``, the network), so the withheld units of
-    every column together are its total minus the shown units: they are made at least two, and their sum
-    in every column either 0 or above the threshold, by withholding the smallest shown non-zero unit of a
-    column that fails, until none does. Each withheld count is then bounded only by ``0 <= x <= S`` with
-    ``S`` the column's withheld sum, so none is pinned or narrowed into 1-10 (the linear-programming
-    attacker in ``tests/reports/test_attack_units.py`` checks this on both outputs and the totals).
-
-    Validated against: :func:`~sciatica_outcomes.reports.privacy.feasible_ranges` on every withheld count of
-    the two outputs and the totals (``tests/reports/test_attack_units.py``).
-    """
-    import numpy as np
-
-    if not rule.withholds or counts.is_empty():
-        return []
-    values = counts.drop(by).to_numpy().astype(np.int64)
-    hidden = ((values >= rule.low) & (values <= rule.high)).any(axis=1)
-
-    def smallest_shown(col: np.ndarray) -> int | None:
-        shown = np.flatnonzero(~hidden)
-        if shown.size == 0:
-            return None
-        nonzero = shown[col[shown] > 0]
-        pool = nonzero if nonzero.size else shown
-        return int(pool[np.argmin(col[pool])])
-
-    for _ in range(values.shape[0]):  # each pass withholds one more unit, or stops
-        if not hidden.any():
-            break
-        sums = values[hidden].sum(axis=0)
-        failing = np.flatnonzero((sums >= rule.low) & (sums <= rule.high))
-        if hidden.sum() == 1:  # one withheld unit is the total minus the others in every column
-            failing = np.arange(values.shape[1])[np.argsort(-values[hidden][0])][:1]
-        if failing.size == 0:
-            break
-        j = smallest_shown(values[:, failing[0]])
-        if j is None:
-            break
-        hidden[j] = True
-    labels = counts[by].to_list()
-    return sorted((labels[i] for i in np.flatnonzero(hidden)), key=lambda x: (x is None, x or ""))
 
 
 def _withhold_responders(res: pl.DataFrame, rule: SuppressionRule) -> pl.DataFrame:
@@ -210,23 +93,44 @@ def _withhold_responders(res: pl.DataFrame, rule: SuppressionRule) -> pl.DataFra
     )
 
 
-def _withhold_groups(res: pl.DataFrame, by: str, hidden: list[str | None]) -> pl.DataFrame:
+def _withhold_groups(
+    res: pl.DataFrame, by: str, hidden: list[str | None], cells: dict[tuple[str | None, str, str], str]
+) -> pl.DataFrame:
     """Observed rows of the withheld units: every count ``*``, no share or interval; listed after the others.
 
-    The shown rows keep their order; the withheld units' rows follow, ordered by their label (never by size);
-    the model-based rows (overall, no unit) come last as before.
+    ``cells`` (:func:`withheld_responder_cells`) withholds the responders, share and interval of a shown
+    unit's row. The shown rows keep their order; the withheld units' rows follow, ordered by their label
+    (never by size); the model-based rows (overall, no unit) come last as before.
     """
     import polars as pl
 
     from sciatica_outcomes.reports.privacy import SUPPRESSED
 
-    if not hidden:
+    if not hidden and not cells:
         return res
     counts = ["n_assessed", "n_determined", "n_undetermined", "n_responders"]
     observed = pl.col("n_assessed").is_not_null() | pl.col("n_undetermined").is_not_null()
     unit = pl.col(by).cast(pl.String)
     is_hidden = observed & (
         unit.is_in([h for h in hidden if h is not None]) | (unit.is_null() & (None in hidden))
+    )
+    key = pl.concat_str([unit.fill_null("\x00"), pl.col("definition"), pl.col("visit")], separator="\x1f")
+
+    def keys(level: str | None) -> list[str]:
+        return [
+            "\x1f".join(["\x00" if u is None else u, d, v])
+            for (u, d, v), x in cells.items()
+            if level in (None, x)
+        ]
+
+    in_cell, in_split = observed & key.is_in(keys(None)), observed & key.is_in(keys("split"))
+    res = res.with_columns(
+        *(
+            pl.when(in_split).then(pl.lit(SUPPRESSED)).otherwise(pl.col(c)).alias(c)
+            for c in ("n_determined", "n_undetermined")
+        ),
+        pl.when(in_cell).then(pl.lit(SUPPRESSED)).otherwise(pl.col("n_responders")).alias("n_responders"),
+        *(pl.when(in_cell).then(None).otherwise(pl.col(c)).alias(c) for c in ("share", "ci_low", "ci_high")),
     )
     blanked = res.with_columns(
         *(pl.when(is_hidden).then(pl.lit(SUPPRESSED)).otherwise(pl.col(c)).alias(c) for c in counts),
@@ -274,6 +178,7 @@ def responders_command(
     from rich.console import Console
 
     from sciatica_outcomes.models.responders import responder_analysis, responder_frame
+    from sciatica_outcomes.reports.units import unit_counts, withheld_responder_cells, withheld_units
 
     try:
         cfg = load_config(config)
@@ -283,7 +188,10 @@ def responders_command(
         res = _withhold_responders(responder_analysis(frame, cfg, by=by, model=model), rule)
         if by is not None:
             # the units compare-clinics withholds, and their complements across every published count
-            res = _withhold_groups(res, by, withheld_units(unit_counts(frame, by), by, rule))
+            counts = unit_counts(frame, by)
+            hidden = withheld_units(counts, by, rule)
+            cells = withheld_responder_cells(counts, by, hidden, rule)
+            res = _withhold_groups(res, by, hidden, cells)
     except SciaticaOutcomesError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
@@ -334,12 +242,11 @@ def compare_clinics_command(
     nothing but its code, after the shown units: no interval, limit, band, estimate or rank (an interval's
     width gives n back), ranks are among the shown units, and the model's row counts are withheld with it.
     """
-    import polars as pl
     from rich.console import Console
 
     from sciatica_outcomes.models.compare import compare_providers, episode_outcomes
-    from sciatica_outcomes.models.responders import responder_frame
-    from sciatica_outcomes.reports.privacy import SUPPRESSED, withhold_units
+    from sciatica_outcomes.reports.privacy import SUPPRESSED
+    from sciatica_outcomes.reports.units import withhold_comparison
 
     try:
         canonical = load_canonical_tables(tables, db)
@@ -347,27 +254,21 @@ def compare_clinics_command(
         cfg = load_config(config)
         frame = episode_outcomes(canonical, measure, visit, cfg)
         res = compare_providers(frame, level=level, case_mix=case_mix)
-        # the same units as responders --by withholds (its counts at every visit, this n among them)
-        hidden = withheld_units(
-            unit_counts(responder_frame(canonical, measure, cfg), level, case_mix), level, rule
+        # the units responders --by withholds (their counts at every visit, this n among them)
+        providers = withhold_comparison(
+            res.providers,
+            canonical,
+            measure,
+            level,
+            rule,
+            config=cfg,
+            case_mix=case_mix,
+            rank_col="rank_shrunken",
+            rank_by="shrunken",
         )
     except SciaticaOutcomesError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
-    providers = withhold_units(
-        res.providers.with_columns(
-            # the shared withheld set decides: its units enter with n at the threshold (withheld, and two or
-            # more of them sum above it, so withhold_units adds no complement of its own); the others are
-            # above the threshold already
-            pl.when(pl.col("provider").is_in([h for h in hidden if h is not None]))
-            .then(pl.lit(rule.high))
-            .otherwise(pl.col("n"))
-            .alias("n")
-        ),
-        rule=rule,
-        rank_col="rank_shrunken",
-        rank_by="shrunken",
-    )
     diagnostics = dict(res.diagnostics)
     withheld = providers["n"] == SUPPRESSED
     if withheld.any():
