@@ -276,6 +276,36 @@ def bar_counts(
     return ax
 
 
+def _label_offsets(ax: Axes, units: pl.DataFrame, size: float = 7.0) -> list[float]:
+    """Vertical offsets (points) of the funnel's labels: above the point, or below it when the label would
+    overlap the label of a point to its left (width about 0.7 ``size`` per character, height ``size``)."""
+    if units.is_empty():
+        return []
+    ax.autoscale_view()
+    xy = ax.transData.transform(
+        np.column_stack(
+            [units["n"].cast(pl.Float64).to_numpy(), units["o_minus_e"].cast(pl.Float64).to_numpy()]
+        )
+    )
+    pts = xy * 72.0 / ax.figure.dpi  # display pixels to points
+    width = np.array([0.7 * size * len(str(x)) + 4 for x in units["unit"]])
+    order = np.argsort(pts[:, 0], kind="stable")
+    offsets = np.full(units.height, 3.0)
+    placed: list[tuple[float, float, float]] = []  # left, bottom, width of the labels placed so far
+    for i in order:  # loop over the few units of a funnel plot
+        for dy in (3.0, -3.0 - size - 2, 3.0 + size + 2, -3.0 - 2 * size - 4):
+            left, bottom = pts[i, 0] + 4, pts[i, 1] + dy
+            clash = any(
+                left < pl_ + w and pl_ < left + width[i] and bottom < pb + size and pb < bottom + size
+                for pl_, pb, w in placed
+            )
+            if not clash:
+                break
+        offsets[i] = dy
+        placed.append((left, bottom, width[i]))
+    return offsets.tolist()
+
+
 def funnel_plot(
     units: pl.DataFrame,
     limits: pl.DataFrame,
@@ -284,6 +314,7 @@ def funnel_plot(
     unit: str,
     ax: Axes | None = None,
     rule: SuppressionRule = NETWORK_RULE,
+    point_label: str = "clinic",
     **_: Any,
 ) -> Axes:
     """Funnel plot: observed minus expected change by volume, with 95 % and 99.8 % control limits.
@@ -301,6 +332,11 @@ def funnel_plot(
         ``n, lo95, hi95, lo998, hi998`` over a grid of volumes.
     rule : SuppressionRule, default :data:`~sciatica_outcomes.reports.privacy.NETWORK_RULE`
         The audience's rule (:func:`drawable_units`).
+    point_label : str
+        Legend entry of the points (``"clinic"``, ``"therapist"``).
+
+    Labels of points close together are moved below their point in turn, so that two labels never print
+    over each other (CL05 and CL04 at 44 and 52 episodes did).
     """
     ax = _axes(ax)
     units = drawable_units(units, rule)
@@ -311,9 +347,9 @@ def funnel_plot(
     ax.plot(lim["n"], lim["hi998"], ":", color="#000", lw=1)
     ax.axhline(0, color="#999", lw=0.8)
     u = units
-    ax.plot(u["n"], u["o_minus_e"], "o", color=PALETTE[0], label="clinic")
-    for name, n, v in u.select("unit", "n", "o_minus_e").iter_rows():
-        ax.annotate(str(name), (n, v), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.plot(u["n"], u["o_minus_e"], "o", color=PALETTE[0], label=point_label)
+    for name, n, v, dy in zip(u["unit"], u["n"], u["o_minus_e"], _label_offsets(ax, u), strict=True):
+        ax.annotate(str(name), (n, v), textcoords="offset points", xytext=(4, dy), fontsize=7)
     ax.set_xlabel("episodes with an outcome (volume)")
     ax.set_ylabel(f"observed minus expected\n{label} ({unit})")
     ax.legend(loc="best", fontsize=8)

@@ -8,9 +8,10 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import polars as pl
+from matplotlib.transforms import Bbox
 
 from sciatica_outcomes.reports.figures import axis_label, drawable_units, funnel_plot, trajectory_plot
-from sciatica_outcomes.reports.privacy import suppress_counts
+from sciatica_outcomes.reports.privacy import rule_for, suppress_counts, withhold_units
 
 
 def _limits() -> pl.DataFrame:
@@ -47,11 +48,37 @@ def test_every_unit_is_drawn_when_no_count_is_withheld() -> None:
     assert drawable_units(units.head(0)).is_empty()
 
 
+def test_funnel_labels_of_neighbouring_clinics_do_not_print_over_each_other() -> None:
+    # the demo's CL05 (44 episodes, +2.2) and CL04 (52, +2.6) printed as "CL05CL04"
+    units = pl.DataFrame(
+        {
+            "unit": ["CL06", "CL03", "CL08", "CL07", "CL04", "CL05"],
+            "n": [118, 99, 76, 60, 52, 44],
+            "o_minus_e": [-0.3, 0.0, -1.3, -0.8, 2.6, 2.2],
+        }
+    )
+    n = pl.Series("n", [float(v) for v in range(2, 151)])  # the report's grid and figure size
+    limits = pl.DataFrame({"n": n}).with_columns(
+        (k * 7.8 / pl.col("n").sqrt()).alias(c)
+        for k, c in ((-1.96, "lo95"), (1.96, "hi95"), (-3.09, "lo998"), (3.09, "hi998"))
+    )
+    fig, ax = plt.subplots(figsize=(7.0, 3.8), dpi=110)
+    funnel_plot(units, limits, label="ODI", unit="points", ax=ax, point_label="therapist")
+    fig.canvas.draw()
+    # with a gap of a few pixels: labels that touch read as one word ("CL05CL04")
+    boxes = [
+        Bbox.from_extents(b.x0 - 3, b.y0, b.x1 + 3, b.y1) for b in (t.get_window_extent() for t in ax.texts)
+    ]
+    assert len(boxes) == 6
+    overlaps = [(i, j) for i in range(6) for j in range(i) if boxes[i].overlaps(boxes[j])]
+    assert not overlaps, [(ax.texts[i].get_text(), ax.texts[j].get_text()) for i, j in overlaps]
+    assert ax.get_legend_handles_labels()[1][-1] == "therapist"
+    plt.close(fig)
+
+
 def test_an_internal_funnel_leaves_off_a_unit_of_one_episode_whose_table_row_is_empty() -> None:
     # the one-clinic internal report's table (withhold_units) shows therapist T3's n = 1 and no statistic;
     # the funnel's caption formatted its empty O - E and the early-quarter report failed (TypeError)
-    from sciatica_outcomes.reports.privacy import rule_for, withhold_units
-
     units = pl.DataFrame({"provider": ["T1", "T2", "T3"], "n": [14, 9, 1], "o_minus_e": [1.0, -2.0, 3.0]})
     internal = rule_for("internal")
     table = withhold_units(units, rule=internal).rename({"provider": "unit"})
