@@ -292,17 +292,19 @@ def _label_offsets(ax: Axes, units: pl.DataFrame, size: float = 7.0) -> list[flo
     order = np.argsort(pts[:, 0], kind="stable")
     offsets = np.full(units.height, 3.0)
     placed: list[tuple[float, float, float]] = []  # left, bottom, width of the labels placed so far
+    left = pts[:, 0] + 4
     for i in order:  # loop over the few units of a funnel plot
+        dy = 3.0
         for dy in (3.0, -3.0 - size - 2, 3.0 + size + 2, -3.0 - 2 * size - 4):
-            left, bottom = pts[i, 0] + 4, pts[i, 1] + dy
+            bottom = pts[i, 1] + dy
             clash = any(
-                left < pl_ + w and pl_ < left + width[i] and bottom < pb + size and pb < bottom + size
+                left[i] < pl_ + w and pl_ < left[i] + width[i] and bottom < pb + size and pb < bottom + size
                 for pl_, pb, w in placed
             )
             if not clash:
                 break
         offsets[i] = dy
-        placed.append((left, bottom, width[i]))
+        placed.append((left[i], pts[i, 1] + dy, width[i]))
     return offsets.tolist()
 
 
