@@ -92,7 +92,13 @@ def flow_diagram(stages: dict[str, str], ax: Axes | None = None, *, compact: boo
         ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "#444"})
 
     ended = [k for k in stages if k.startswith("ended: ")]
-    lines = "\n".join(f"{k.removeprefix('ended: ')}: {stages[k]}" for k in ended)
+
+    def end_line(key: str) -> str:
+        # a merged stage names its parts in brackets: on a line of their own, inside the box
+        name, _, parts = key.removeprefix("ended: ").partition(" (")
+        return f"{name}: {stages[key]}" + (f"\n({parts}" if parts else "")
+
+    lines = "\n".join(end_line(k) for k in ended)
     still = stages["still active at end of quarter"]
     if compact:
         start = stages["active at start of quarter"]

@@ -8,9 +8,16 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import polars as pl
+import pytest
 from matplotlib.transforms import Bbox
 
-from sciatica_outcomes.reports.figures import axis_label, drawable_units, funnel_plot, trajectory_plot
+from sciatica_outcomes.reports.figures import (
+    axis_label,
+    drawable_units,
+    flow_diagram,
+    funnel_plot,
+    trajectory_plot,
+)
 from sciatica_outcomes.reports.privacy import rule_for, suppress_counts, withhold_units
 
 
@@ -127,3 +134,29 @@ def test_a_long_axis_label_is_split_before_its_unit_and_a_short_one_is_not() -> 
     first, second = long.split("\n")
     assert first == "Walking tolerance"
     assert second == "(median minutes (censored model); higher is better)"
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_flow_diagram_keeps_the_merged_end_reasons_inside_their_box(compact: bool) -> None:
+    # the demo's "other ends (referred, surgery, injection, other): *" ran over both sides of its box
+    stages = {
+        "active at start of quarter": "172",
+        "enrolled in quarter": "147",
+        "active in quarter": "319",
+        "ended: completed": "*",
+        "ended: dropped out": "44",
+        "ended: other ends (referred, surgery, injection, other)": "*",
+        "still active at end of quarter": "170",
+    }
+    fig, ax = plt.subplots(figsize=(4.0, 6.4) if compact else (7.5, 4.6))
+    flow_diagram(stages, ax=ax, compact=compact)
+    fig.canvas.draw()
+    boxes = [p.get_window_extent() for p in ax.patches]
+    texts = [t for t in ax.texts if t.get_text()]
+    ended = next(t for t in texts if t.get_text().startswith("Ended in quarter"))
+    assert "other ends: *\n(referred, surgery, injection, other)" in ended.get_text()
+    for t in texts:
+        ext = t.get_window_extent()
+        inside = [b for b in boxes if b.x0 - 1 <= ext.x0 and ext.x1 <= b.x1 + 1 and b.y0 - 1 <= ext.y0]
+        assert inside, t.get_text()
+    plt.close(fig)
