@@ -188,6 +188,8 @@ def withheld_responder_cells(
         ident[2 * u + j, k * u + j] = -1.0
     for visit in visits:  # loop over the few visits and the two definitions
         for d in RESPONDER_DEFINITIONS:
+            if f"{visit}:{d}:determined" not in counts.columns:
+                continue  # a definition the counts do not have (no calls made)
             parts = [
                 counts[f"{visit}:{name}"].to_numpy().astype(np.int64)
                 for name in ("assessed", f"{d}:determined", f"{d}:undetermined", f"{d}:responders")
