@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 from scipy import stats
 
@@ -27,7 +28,7 @@ from sciatica_outcomes._typing import FloatArray
 from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.defaults import DEFAULT_CASE_MIX
 from sciatica_outcomes.errors import ModelSpecificationError, UnusableInputError
-from sciatica_outcomes.models.formula import Design, parse_formula
+from sciatica_outcomes.models.formula import Design, ModelFormula, parse_formula
 from sciatica_outcomes.models.lmm import GrowthModel
 from sciatica_outcomes.models.responders import responder_frame
 
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_CASE_MIX",
     "FUNNEL_LEVELS",
     "ProviderComparison",
+    "case_mix_complete",
     "compare_clinics_and_therapists",
     "compare_providers",
     "episode_outcomes",
@@ -168,6 +170,46 @@ def _band(z: FloatArray) -> FloatArray:
     )
 
 
+def _case_mix_design(
+    formula: ModelFormula, data: pl.DataFrame
+) -> tuple[Design, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """Design, X, response and the mask of complete rows (finite response and covariates) of a case mix."""
+    design, x = Design.build(formula, data)
+    y = design.response(data)
+    ok = np.isfinite(y) & np.isfinite(x).all(axis=1)
+    return design, x, y, ok
+
+
+def case_mix_complete(frame: pl.DataFrame, case_mix: str = DEFAULT_CASE_MIX) -> npt.NDArray[np.bool_]:
+    """Which rows :func:`compare_providers` uses: a finite improvement and every case-mix covariate.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame
+        Rows with the case-mix formula's columns (e.g. :func:`episode_outcomes`, or
+        :func:`~sciatica_outcomes.models.responders.responder_frame` at any visit).
+    case_mix : str
+        Case-mix formula (R syntax).
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        True where the row enters the comparison (its provider aside): the count behind a unit's ``n``.
+
+    Raises
+    ------
+    UnusableInputError
+        When the formula needs a column the frame does not have.
+    """
+    formula = parse_formula(case_mix)
+    missing = [c for c in formula.columns() if c not in frame.columns]
+    if missing:
+        raise UnusableInputError(
+            f"case-mix formula {case_mix!r} needs columns {missing} the data do not have"
+        )
+    return _case_mix_design(formula, frame)[3]
+
+
 def compare_providers(
     frame: pl.DataFrame,
     level: str = "clinic_id",
@@ -227,9 +269,7 @@ def compare_providers(
     n_in = frame.height
     data = frame.filter(pl.col(level).is_not_null())
     no_provider = n_in - data.height
-    design, x = Design.build(formula, data)
-    y = design.response(data)
-    ok = np.isfinite(y) & np.isfinite(x).all(axis=1)
+    design, x, y, ok = _case_mix_design(formula, data)
     data, x, y = data.filter(pl.Series(ok)), x[ok], y[ok]
     n, p = x.shape
     if n <= p:

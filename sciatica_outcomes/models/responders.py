@@ -35,6 +35,7 @@ __all__ = [
     "GLMM_ASSUMPTION",
     "MODEL_ASSUMPTION",
     "OBSERVED_ASSUMPTION",
+    "RESPONDER_DEFINITIONS",
     "glmm_responders",
     "model_based_responders",
     "observed_responders",
@@ -60,7 +61,8 @@ GLMM_ASSUMPTION = (
     "to the MMRM, which uses the continuous changes)"
 )
 
-_DEFINITIONS = {"mcid": "responder_mcid", "relative": "responder_relative"}
+#: The two responder definitions and the column of their call in :func:`responder_frame`'s output.
+RESPONDER_DEFINITIONS: Mapping[str, str] = {"mcid": "responder_mcid", "relative": "responder_relative"}
 
 
 def wilson_interval(successes: Any, trials: Any, level: float = 0.95) -> tuple[FloatArray, FloatArray]:
@@ -168,10 +170,10 @@ def observed_responders(
     ``tests/models/test_responders.py``.
     """
     by_l = [] if by is None else [by] if isinstance(by, str) else list(by)
-    _check(frame, ["measure", "visit", *_DEFINITIONS.values(), *by_l])
+    _check(frame, ["measure", "visit", *RESPONDER_DEFINITIONS.values(), *by_l])
     follow = frame.filter(pl.col("visit") != BASELINE_LABEL)
     parts = []
-    for definition, col in _DEFINITIONS.items():  # loop over the two responder definitions
+    for definition, col in RESPONDER_DEFINITIONS.items():  # loop over the two responder definitions
         parts.append(
             follow.group_by(["measure", *by_l, "visit"])
             .agg(
@@ -429,7 +431,7 @@ def glmm_responders(
     """
     from sciatica_outcomes.models.glmm import fit_patients_in_clinics  # noqa: PLC0415 - the GLMM only when used
 
-    _check(frame, ["episode_id", "measure", "visit", "baseline", *_DEFINITIONS.values()])
+    _check(frame, ["episode_id", "measure", "visit", "baseline", *RESPONDER_DEFINITIONS.values()])
     measures = frame["measure"].unique().to_list()
     if len(measures) != 1:
         raise ModelSpecificationError(f"GLMM responders need one measure at a time, got {measures}")
@@ -441,7 +443,7 @@ def glmm_responders(
     z_k, w_k = np.polynomial.hermite.hermgauss(20)
     rng = np.random.default_rng(seed)
     rows = []
-    for definition, col in _DEFINITIONS.items():  # loop over the two responder definitions
+    for definition, col in RESPONDER_DEFINITIONS.items():  # loop over the two responder definitions
         data = follow.filter(pl.col(col).is_not_null()).select(
             "episode_id",
             *([pl.col("clinic_id").cast(pl.String)] if "clinic_id" in follow.columns else []),

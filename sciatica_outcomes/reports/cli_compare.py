@@ -85,10 +85,68 @@ def _withhold_responders(res: pl.DataFrame, rule: SuppressionRule) -> pl.DataFra
         .otherwise(pl.col("n_determined"))
         .alias("n_determined")
     )
-    hidden = pl.any_horizontal(pl.col(c) == SUPPRESSED for c in counts).fill_null(False)
+    # a share of fewer than min_group patients (one, under internal) is a row-level value
+    few = pl.lit(res["n_determined"].fill_null(0) < rule.min_group)
+    hidden = pl.any_horizontal(pl.col(c) == SUPPRESSED for c in counts).fill_null(False) | few
     return shown.with_columns(
         pl.when(hidden).then(None).otherwise(pl.col(c)).alias(c) for c in ("share", "ci_low", "ci_high")
     )
+
+
+def _withhold_groups(
+    res: pl.DataFrame, by: str, hidden: list[str | None], cells: dict[tuple[str | None, str, str], str]
+) -> pl.DataFrame:
+    """Observed rows of the withheld units: every count ``*``, no share or interval; listed after the others.
+
+    ``cells`` (:func:`withheld_responder_cells`) withholds the responders, share and interval of a shown
+    unit's row. The shown rows keep their order; the withheld units' rows follow, ordered by their label
+    (never by size); the model-based rows (overall, no unit) come last as before.
+    """
+    import polars as pl
+
+    from sciatica_outcomes.reports.privacy import SUPPRESSED
+
+    if not hidden and not cells:
+        return res
+    counts = ["n_assessed", "n_determined", "n_undetermined", "n_responders"]
+    observed = pl.col("n_assessed").is_not_null() | pl.col("n_undetermined").is_not_null()
+    unit = pl.col(by).cast(pl.String)
+    is_hidden = observed & (
+        unit.is_in([h for h in hidden if h is not None]) | (unit.is_null() & (None in hidden))
+    )
+    key = pl.concat_str([unit.fill_null("\x00"), pl.col("definition"), pl.col("visit")], separator="\x1f")
+
+    def keys(level: str | None) -> list[str]:
+        return [
+            "\x1f".join(["\x00" if u is None else u, d, v])
+            for (u, d, v), x in cells.items()
+            if level in (None, x)
+        ]
+
+    in_cell, in_split = observed & key.is_in(keys(None)), observed & key.is_in(keys("split"))
+    res = res.with_columns(
+        *(
+            pl.when(in_split).then(pl.lit(SUPPRESSED)).otherwise(pl.col(c)).alias(c)
+            for c in ("n_determined", "n_undetermined")
+        ),
+        pl.when(in_cell).then(pl.lit(SUPPRESSED)).otherwise(pl.col("n_responders")).alias("n_responders"),
+        *(pl.when(in_cell).then(None).otherwise(pl.col(c)).alias(c) for c in ("share", "ci_low", "ci_high")),
+    )
+    blanked = res.with_columns(
+        *(pl.when(is_hidden).then(pl.lit(SUPPRESSED)).otherwise(pl.col(c)).alias(c) for c in counts),
+        *(
+            pl.when(is_hidden).then(None).otherwise(pl.col(c)).alias(c)
+            for c in ("share", "ci_low", "ci_high")
+        ),
+        is_hidden.alias("__hidden"),
+        observed.alias("__observed"),
+    )
+    shown = blanked.filter(pl.col("__observed") & ~pl.col("__hidden"))
+    withheld = blanked.filter(pl.col("__hidden")).sort(
+        pl.col(by).cast(pl.String), nulls_last=True, maintain_order=True
+    )
+    rest = blanked.filter(~pl.col("__observed"))
+    return pl.concat([shown, withheld, rest]).drop("__hidden", "__observed")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -120,6 +178,7 @@ def responders_command(
     from rich.console import Console
 
     from sciatica_outcomes.models.responders import responder_analysis, responder_frame
+    from sciatica_outcomes.reports.units import unit_counts, withheld_responder_cells, withheld_units
 
     try:
         cfg = load_config(config)
@@ -127,6 +186,12 @@ def responders_command(
         rule = _rule(audience, suppress_threshold, canonical)
         frame = responder_frame(canonical, measure, cfg)
         res = _withhold_responders(responder_analysis(frame, cfg, by=by, model=model), rule)
+        if by is not None:
+            # the units compare-clinics withholds, and their complements across every published count
+            counts = unit_counts(frame, by)
+            hidden = withheld_units(counts, by, rule)
+            cells = withheld_responder_cells(counts, by, hidden, rule)
+            res = _withhold_groups(res, by, hidden, cells)
     except SciaticaOutcomesError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
@@ -180,17 +245,30 @@ def compare_clinics_command(
     from rich.console import Console
 
     from sciatica_outcomes.models.compare import compare_providers, episode_outcomes
-    from sciatica_outcomes.reports.privacy import SUPPRESSED, withhold_units
+    from sciatica_outcomes.reports.privacy import SUPPRESSED
+    from sciatica_outcomes.reports.units import withhold_comparison
 
     try:
         canonical = load_canonical_tables(tables, db)
         rule = _rule(audience, suppress_threshold, canonical)
-        frame = episode_outcomes(canonical, measure, visit, load_config(config))
+        cfg = load_config(config)
+        frame = episode_outcomes(canonical, measure, visit, cfg)
         res = compare_providers(frame, level=level, case_mix=case_mix)
+        # the units responders --by withholds (their counts at every visit, this n among them)
+        providers = withhold_comparison(
+            res.providers,
+            canonical,
+            measure,
+            level,
+            rule,
+            config=cfg,
+            case_mix=case_mix,
+            rank_col="rank_shrunken",
+            rank_by="shrunken",
+        )
     except SciaticaOutcomesError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
-    providers = withhold_units(res.providers, rule=rule, rank_col="rank_shrunken", rank_by="shrunken")
     diagnostics = dict(res.diagnostics)
     withheld = providers["n"] == SUPPRESSED
     if withheld.any():

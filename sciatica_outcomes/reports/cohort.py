@@ -966,14 +966,17 @@ def follow_up_flow(data: CohortData, outcome: str) -> list[tuple[str, int]]:
     -------
     list of (str, int)
         ``(stage, episodes)`` in order: ``enrolled`` (every episode of the store), ``with baseline``, one
-        ``with follow-up at <visit>`` per configured visit (each counts the episodes with the outcome at that
-        visit, whatever happened at the others), ``completed the program`` (``end_reason == "completed"``).
+        ``with follow-up at week <week>`` per configured visit (each counts the episodes with the outcome at
+        that visit, whatever happened at the others), ``completed the program``
+        (``end_reason == "completed"``).
     """
     counts = missing_data(data, outcome)
     enrolled = data.episodes.height
     stages = [("enrolled", enrolled)]
-    for visit, observed in counts.select("visit", "observed").iter_rows():
-        stages.append(("with baseline" if visit == "w0" else f"with follow-up at {visit}", int(observed)))
+    for visit, week, observed in counts.select("visit", "week", "observed").iter_rows():
+        # in words ("week 6"), not the visit code ("w6")
+        stage = "with baseline" if visit == "w0" else f"with follow-up at week {week:g}"
+        stages.append((stage, int(observed)))
     completed = int((data.episodes["end_reason"] == "completed").sum())
     stages.append(("completed the program", completed))
     return stages

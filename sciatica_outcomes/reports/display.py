@@ -249,7 +249,9 @@ def _fmt(value: Any, digits: int, column: str = "") -> str:
     if isinstance(value, float) and _is_p_column(column):
         return html.escape(format_p(value))
     if isinstance(value, float):
-        return f"{value:,.{digits}f}"
+        text = f"{value:,.{digits}f}"
+        # a value that rounds to zero is 0.0, never -0.0 (a sign the number shown does not have)
+        return text[1:] if text.startswith("-") and not text.strip("-0.,") else text
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return html.escape(str(value))

@@ -92,7 +92,13 @@ def flow_diagram(stages: dict[str, str], ax: Axes | None = None, *, compact: boo
         ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "#444"})
 
     ended = [k for k in stages if k.startswith("ended: ")]
-    lines = "\n".join(f"{k.removeprefix('ended: ')}: {stages[k]}" for k in ended)
+
+    def end_line(key: str) -> str:
+        # a merged stage names its parts in brackets: on a line of their own, inside the box
+        name, _, parts = key.removeprefix("ended: ").partition(" (")
+        return f"{name}: {stages[key]}" + (f"\n({parts}" if parts else "")
+
+    lines = "\n".join(end_line(k) for k in ended)
     still = stages["still active at end of quarter"]
     if compact:
         start = stages["active at start of quarter"]
@@ -276,6 +282,38 @@ def bar_counts(
     return ax
 
 
+def _label_offsets(ax: Axes, units: pl.DataFrame, size: float = 7.0) -> list[float]:
+    """Vertical offsets (points) of the funnel's labels: above the point, or below it when the label would
+    overlap the label of a point to its left (width about 0.7 ``size`` per character, height ``size``)."""
+    if units.is_empty():
+        return []
+    ax.autoscale_view()
+    xy = ax.transData.transform(
+        np.column_stack(
+            [units["n"].cast(pl.Float64).to_numpy(), units["o_minus_e"].cast(pl.Float64).to_numpy()]
+        )
+    )
+    pts = xy * 72.0 / ax.figure.dpi  # display pixels to points
+    width = np.array([0.7 * size * len(str(x)) + 4 for x in units["unit"]])
+    order = np.argsort(pts[:, 0], kind="stable")
+    offsets = np.full(units.height, 3.0)
+    placed: list[tuple[float, float, float]] = []  # left, bottom, width of the labels placed so far
+    left = pts[:, 0] + 4
+    for i in order:  # loop over the few units of a funnel plot
+        dy = 3.0
+        for dy in (3.0, -3.0 - size - 2, 3.0 + size + 2, -3.0 - 2 * size - 4):
+            bottom = pts[i, 1] + dy
+            clash = any(
+                left[i] < pl_ + w and pl_ < left[i] + width[i] and bottom < pb + size and pb < bottom + size
+                for pl_, pb, w in placed
+            )
+            if not clash:
+                break
+        offsets[i] = dy
+        placed.append((left[i], pts[i, 1] + dy, width[i]))
+    return offsets.tolist()
+
+
 def funnel_plot(
     units: pl.DataFrame,
     limits: pl.DataFrame,
@@ -284,6 +322,7 @@ def funnel_plot(
     unit: str,
     ax: Axes | None = None,
     rule: SuppressionRule = NETWORK_RULE,
+    point_label: str = "clinic",
     **_: Any,
 ) -> Axes:
     """Funnel plot: observed minus expected change by volume, with 95 % and 99.8 % control limits.
@@ -301,6 +340,11 @@ def funnel_plot(
         ``n, lo95, hi95, lo998, hi998`` over a grid of volumes.
     rule : SuppressionRule, default :data:`~sciatica_outcomes.reports.privacy.NETWORK_RULE`
         The audience's rule (:func:`drawable_units`).
+    point_label : str
+        Legend entry of the points (``"clinic"``, ``"therapist"``).
+
+    Labels of points close together are moved below their point in turn, so that two labels never print
+    over each other (CL05 and CL04 at 44 and 52 episodes did).
     """
     ax = _axes(ax)
     units = drawable_units(units, rule)
@@ -311,9 +355,9 @@ def funnel_plot(
     ax.plot(lim["n"], lim["hi998"], ":", color="#000", lw=1)
     ax.axhline(0, color="#999", lw=0.8)
     u = units
-    ax.plot(u["n"], u["o_minus_e"], "o", color=PALETTE[0], label="clinic")
-    for name, n, v in u.select("unit", "n", "o_minus_e").iter_rows():
-        ax.annotate(str(name), (n, v), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.plot(u["n"], u["o_minus_e"], "o", color=PALETTE[0], label=point_label)
+    for name, n, v, dy in zip(u["unit"], u["n"], u["o_minus_e"], _label_offsets(ax, u), strict=True):
+        ax.annotate(str(name), (n, v), textcoords="offset points", xytext=(4, dy), fontsize=7)
     ax.set_xlabel("episodes with an outcome (volume)")
     ax.set_ylabel(f"observed minus expected\n{label} ({unit})")
     ax.legend(loc="best", fontsize=8)
@@ -334,12 +378,14 @@ def drawable_units(units: pl.DataFrame, rule: SuppressionRule = NETWORK_RULE) ->
     -------
     polars.DataFrame
         The rows of ``units`` whose ``n`` the suppressed table shows: never a count of 1-10, nor a count
-        withheld so that a small one cannot be recovered from the total.
+        withheld so that a small one cannot be recovered from the total, nor a unit with fewer than
+        ``rule.min_group`` episodes (one, under ``internal``), whose statistics the table leaves empty.
     """
     if units.is_empty():
         return units
     if units.schema["n"] == pl.String:  # already suppressed by the caller
-        return units.filter(pl.col("n") != SUPPRESSED).with_columns(pl.col("n").cast(pl.Int64))
+        shown_units = units.filter(pl.col("n") != SUPPRESSED).with_columns(pl.col("n").cast(pl.Int64))
+        return shown_units.filter(pl.col("n") >= rule.min_group)
     shown = suppress_counts(units.select("n"), ["n"], rule=rule)["n"]
     return units.filter((shown != SUPPRESSED) & (units["n"] >= rule.min_group))
 

@@ -171,8 +171,8 @@ def flare_trend(
         return FlareTrend(
             "not_yet_estimable",
             "Whether flare-ups are becoming less frequent is not yet estimable: "
-            f"{counts} up to the end of the quarter (the trend is modelled from {MIN_FLARES} flare-ups in "
-            f"{config.min_episodes_followed} episodes).",
+            f"{counts} up to the end of the quarter (the trend is modelled once there are at least "
+            f"{MIN_FLARES} flare-ups in at least {config.min_episodes_followed} episodes).",
             None, None, None, None, _empty_curve(), n_eps, n_flares, n_risk,
         )  # fmt: skip
     data = panel.with_columns(pl.col("at_risk").cast(pl.Float64).log().alias("log_at_risk"))

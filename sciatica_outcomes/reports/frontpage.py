@@ -423,7 +423,7 @@ def summary_sentences(
     else:
         n_open = safe_count(current["open_unactioned"], current["rule"])
         n_open = (
-            f"between {current['rule'].low} and {current['rule'].high}" if n_open == SUPPRESSED else n_open
+            f"Between {current['rule'].low} and {current['rule'].high}" if n_open == SUPPRESSED else n_open
         )
         red = f"{n_open} red-flag alert(s) have no action recorded (see above)"
     rate = _flare_rate(current)

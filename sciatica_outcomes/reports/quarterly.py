@@ -49,9 +49,9 @@ from sciatica_outcomes.reports.privacy import (
     rule_for,
     suppress_counts,
     suppress_table,
-    withhold_units,
 )
 from sciatica_outcomes.reports.published import MINOR_END_REASONS, OTHER_ENDS, FlowPattern, flow_pattern
+from sciatica_outcomes.reports.units import withhold_comparison
 from sciatica_outcomes.schemas import SCHEMA_VERSION, TABLE_SPECS
 from sciatica_outcomes.schemas.catalogs import label_for, label_map, measure_catalog
 from sciatica_outcomes.schemas.vocabulary import CANONICAL_TABLES, END_REASONS
@@ -1778,8 +1778,9 @@ def provider_comparison(
         return None
     rule = inputs.rule
     # nothing of a unit whose n is withheld: no interval (its width gives n), no band, no estimate, and a
-    # place after the shown units (by code, not by size)
-    prov = withhold_units(
+    # place after the shown units (by code, not by size); the units withheld are those compare-clinics and
+    # responders --by withhold from the same data (reports.units), so that no output gives another's away
+    prov = withhold_comparison(
         result.providers.sort("n", descending=True).select(
             pl.col("provider").cast(pl.String),
             pl.col("n").cast(pl.Int64),
@@ -1789,7 +1790,11 @@ def provider_comparison(
             "shrunken_low",
             "shrunken_high",
         ),
-        rule=rule,
+        inputs.tables,
+        outcome,
+        level,
+        rule,
+        config=inputs.config,
     )
     withheld = prov["n"] == SUPPRESSED
     if withheld.all():

@@ -192,3 +192,25 @@ def test_compare_clinics_and_responders_publish_nothing_of_a_withheld_unit(tmp_p
     for col in ("n_assessed", "n_determined", "n_undetermined", "n_responders"):
         values = [int(v) for v in resp[col].drop_nulls().to_list() if v != "*"]
         assert not [v for v in values if 1 <= v <= 10], col
+
+
+def test_an_internal_responder_share_of_one_patient_is_not_shown() -> None:
+    # a therapist with one assessed episode: the share (0 or 1) and its interval are that patient's call
+    from sciatica_outcomes.reports.cli_compare import _withhold_responders  # noqa: PLC0415
+    from sciatica_outcomes.reports.privacy import rule_for  # noqa: PLC0415
+
+    res = pl.DataFrame(
+        {
+            "therapist_id": ["T1", "T2"],
+            "n_assessed": [14, 1],
+            "n_determined": [14, 1],
+            "n_undetermined": [0, 0],
+            "n_responders": [9, 1],
+            "share": [9 / 14, 1.0],
+            "ci_low": [0.39, 0.21],
+            "ci_high": [0.84, 1.0],
+        }
+    )
+    shown = _withhold_responders(res, rule_for("internal"))
+    assert shown["n_assessed"].to_list() == ["14", "1"]  # the clinic's own counts stay exact
+    assert shown["share"].to_list() == [9 / 14, None] and shown["ci_low"].to_list() == [0.39, None]

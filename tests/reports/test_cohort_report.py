@@ -521,9 +521,9 @@ def test_missing_data_puts_every_episode_in_one_category_per_visit() -> None:
     assert flow == [
         ("enrolled", 4),
         ("with baseline", 4),
-        ("with follow-up at w6", 1),
-        ("with follow-up at w12", 1),
-        ("with follow-up at w26", 1),
+        ("with follow-up at week 6", 1),
+        ("with follow-up at week 12", 1),
+        ("with follow-up at week 26", 1),
         ("completed the program", 1),
     ]
 
@@ -554,8 +554,8 @@ def test_flow_missing_data_and_the_caveats_are_in_the_report(rendered: Path) -> 
     assert missing["visit"].to_list() == ["w0", "w6", "w12", "w26"]
     prov = json.loads((rendered / "provenance.json").read_text(encoding="utf-8"))
     flow_alt = next(f["alt"] for f in prov["figures"] if f["name"] == "flow")
-    for visit, observed in missing.select("visit", "observed").iter_rows():
-        stage = "with baseline" if visit == "w0" else f"with follow-up at {visit}"
+    for visit, week, observed in missing.select("visit", "week", "observed").iter_rows():
+        stage = "with baseline" if visit == "w0" else f"with follow-up at week {float(week):g}"
         assert f"{stage}: {observed}" in flow_alt
     assert "the adherence groups are defined after baseline" in page
     assert "associations with adherence, not effects of it" in page

@@ -40,6 +40,14 @@ def test_table_prints_words_for_column_names_and_formats_p(tmp_path: Path) -> No
     assert column_label("some_new_column") == "some new column"
 
 
+def test_a_value_that_rounds_to_zero_shows_no_sign(tmp_path: Path) -> None:
+    # the demo's shrunken estimate of CL03 read "-0.0"
+    frame = pl.DataFrame({"unit": ["A", "B", "C"], "shrunken": [-0.04, -0.06, -1234.5]})
+    page = ReportWriter(tmp_path).table(frame, "t", "A table", digits=1).html
+    assert "<td>0.0</td>" in page and "-0.0" not in page
+    assert "<td>-0.1</td>" in page and "<td>-1,234.5</td>" in page
+
+
 def test_latex_p_values(tmp_path: Path) -> None:
     w = ReportWriter(tmp_path)
     w.table(pl.DataFrame({"term": ["a"], "p": [1e-6]}), "lx", "P", latex=True)

@@ -141,7 +141,7 @@ def test_no_all_clear_without_the_data() -> None:
         "Not recorded in the quarter: session logs, red-flag screens, outcome measures (the sections"
     )
     s = sentences(metrics(open_unactioned=4))
-    assert s[4].startswith("between 1 and 10 red-flag alert(s) have no action recorded")
+    assert s[4].startswith("Between 1 and 10 red-flag alert(s) have no action recorded")
     s = sentences(metrics(open_unactioned=14))
     assert s[4].startswith("14 red-flag alert(s) have no action recorded")
 
