@@ -389,8 +389,8 @@ def _draw_status(
 
     ``y* = eta_fixed + u_i + e`` with ``u_i ~ N(0, work_patient_sd^2)`` and ``e`` standard logistic: at work
     when ``y* > 0`` (so ``P(at work) = logistic(eta_fixed + u_i)``, the GLMM), full duties when
-    ``y* > full_duties_margin``; then, independently of ``y*``, a row after baseline is off work for other
-    reasons with probability ``off_work_other_prob``.
+    ``y* > full_duties_margin``; then, independently of ``y*``, a row (baseline included: a patient may enrol
+    while off work for another reason) is off work for other reasons with probability ``off_work_other_prob``.
     """
     m = rows["ep"].shape[0]
     code = {w: i for i, w in enumerate(WORK_STATUSES)}
@@ -401,7 +401,7 @@ def _draw_status(
         code["full_duties"],
         np.where(ystar > 0, code["modified_duties"], code[OFF_WORK_BACK_LEG]),
     )
-    other = rows["post"][None, :] & (rng.random((reps, m)) < cfg.off_work_other_prob)
+    other = rng.random((reps, m)) < cfg.off_work_other_prob
     status = np.where(other, code["off_work_other"], status)
     return status.astype(np.int64), u, ystar
 

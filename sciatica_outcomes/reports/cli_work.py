@@ -26,44 +26,14 @@ from sciatica_outcomes.models.cli_trial import load_canonical_tables, load_confi
 if TYPE_CHECKING:
     import polars as pl
 
-    from sciatica_outcomes.models.work import WorkStatusModel
-    from sciatica_outcomes.reports.privacy import SuppressionRule
 
-__all__ = ["shares_for_audience", "work_status_command"]
+__all__ = ["work_status_command"]
 
 _AUDIENCE_HELP = (
     "Who reads the output: network (default) or public withhold counts from 1 to the threshold, and the "
     "observed share of a visit whose assessments, or patients at work or off work, are withheld; internal "
     "(exact counts) only for the data of one clinic."
 )
-
-
-def shares_for_audience(model: WorkStatusModel, rule: SuppressionRule) -> pl.DataFrame:
-    """The shares at work by visit under the audience's rule.
-
-    A visit's ``n_assessments``, and with it its ``observed_share``, is withheld when the assessments, those
-    at work or those off work number 1 to the threshold (``share x n`` gives both counts back). The
-    model's predicted share and its interval come from every row of the model and stay.
-    """
-    import polars as pl
-
-    from sciatica_outcomes.reports.privacy import SUPPRESSED
-
-    s = model.shares
-    n = s["n_assessments"].to_numpy()
-    at = (s["observed_share"].to_numpy() * n).round()
-    small = [
-        rule.is_small(int(a)) or rule.is_small(int(b)) or rule.is_small(int(c))
-        for a, b, c in zip(n, at, n - at, strict=True)
-    ]  # a few visits
-    hide = pl.Series(small, dtype=pl.Boolean)
-    return s.with_columns(
-        pl.when(hide)
-        .then(pl.lit(SUPPRESSED))
-        .otherwise(pl.col("n_assessments").cast(pl.String))
-        .alias("n_assessments"),
-        pl.when(hide).then(None).otherwise(pl.col("observed_share")).alias("observed_share"),
-    )
 
 
 #: tables the work-status model reads (sessions give the adherence, measures the ODI)
@@ -141,6 +111,7 @@ def work_status_command(
         rule = _rule(audience, suppress_threshold, canonical)
         from sciatica_outcomes.derive import derive_all  # the heavy modules only once the input is usable
         from sciatica_outcomes.models.work import work_status_summary
+        from sciatica_outcomes.reports.work import shares_for_audience
 
         derived = derive_all(canonical, cfg)
         _, methods, model = work_status_summary(derived, config=cfg, clinics=clinics, nagq=nagq)

@@ -13,13 +13,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from sciatica_outcomes.config import ClinicalConfig
-from sciatica_outcomes.derive import derive_all
+from sciatica_outcomes.derive import Derived, derive_all
 from sciatica_outcomes.errors import ReportParameterError
 from sciatica_outcomes.models.censored import CensoredGrowthModel
 from sciatica_outcomes.models.lmm import GrowthModel, likelihood_ratio_test
@@ -31,9 +31,17 @@ from sciatica_outcomes.reports.quarterly import (
     censored_outcome_fit,
     median_changes,
 )
-from sciatica_outcomes.reports.work import MINOR_WORK_STATUSES, ReturnToWork, return_to_work_summary
+from sciatica_outcomes.reports.work import (
+    MINOR_WORK_STATUSES,
+    ReturnToWork,
+    return_to_work_summary,
+    shares_for_audience,
+)
 from sciatica_outcomes.schemas.catalogs import label_map
 from sciatica_outcomes.schemas.vocabulary import OFF_WORK_BACK_LEG
+
+if TYPE_CHECKING:
+    from sciatica_outcomes.models.work import WorkStatusModel
 
 __all__ = [
     "ADHERENCE_CUT",
@@ -50,6 +58,7 @@ __all__ = [
     "CohortData",
     "ModelDiagnostics",
     "ReturnToWorkAnalysis",
+    "WorkStatusAnalysis",
     "clinic_count",
     "compare_time_shapes",
     "follow_up_flow",
@@ -77,6 +86,7 @@ __all__ = [
     "to_latex",
     "trajectory_sample",
     "was_growth",
+    "work_status_analysis",
 ]
 
 #: Default adherence ratio separating the "high" and "low" adherence groups (completed / prescribed
@@ -163,13 +173,14 @@ class CohortData:
     ``episodes`` carries the work columns of :data:`WORK_BASELINE_COLUMNS` (null without a work assessment
     at enrolment); ``return_to_work`` is the derive stage's time to return to work
     (:func:`~sciatica_outcomes.derive.return_to_work`) of those off work because of back or leg pain at
-    enrolment.
+    enrolment. ``derived`` keeps every derived table (the work-status model reads the work assessments).
     """
 
     frame: pl.DataFrame
     episodes: pl.DataFrame
     config: ClinicalConfig
     return_to_work: pl.DataFrame = field(default_factory=pl.DataFrame)
+    derived: Derived | None = field(default=None, repr=False, compare=False)
 
 
 def load_cohort(db: str | Path, config: ClinicalConfig | None = None) -> CohortData:
@@ -203,7 +214,9 @@ def load_cohort(db: str | Path, config: ClinicalConfig | None = None) -> CohortD
     else:
         episodes = episodes.with_columns(pl.lit(None, pl.String).alias(c) for c in WORK_BASELINE_COLUMNS[:2])
         episodes = episodes.with_columns(pl.lit(None, pl.Float64).alias(c) for c in WORK_BASELINE_COLUMNS[2:])
-    return CohortData(frame=frame, episodes=episodes, config=cfg, return_to_work=derived.return_to_work)
+    return CohortData(
+        frame=frame, episodes=episodes, config=cfg, return_to_work=derived.return_to_work, derived=derived
+    )
 
 
 def model_frame(data: CohortData, outcome: str) -> pl.DataFrame:
@@ -1309,3 +1322,71 @@ def was_growth(
     x = model.design_.matrix(pl.DataFrame({"week": [0.0, *weeks]}))
     changes = model.contrast(x[1:] - x[0]).with_columns(pl.Series("week", [float(w) for w in weeks]))
     return model, changes.select("week", "estimate", "se", "df", "ci_low", "ci_high", "p")
+
+
+@dataclass(frozen=True)
+class WorkStatusAnalysis:
+    """The cohort report's model of being at work over time, as the audience may see it.
+
+    Attributes
+    ----------
+    model : WorkStatusModel
+        The fitted work-status GLMM (:func:`~sciatica_outcomes.models.work.work_status_model`), or why not.
+    table : polars.DataFrame
+        ``Term, Odds ratio, 95% CI, p`` (no counts).
+    methods : str
+        One sentence of Methods text.
+    shares : polars.DataFrame
+        Shares at work by visit with the observed share and its count withheld where the rule requires
+        (:func:`~sciatica_outcomes.reports.work.shares_for_audience`); empty when not fitted.
+    n_episodes, n_assessments : str
+        The model's episodes and rows as report text under the rule.
+    """
+
+    model: WorkStatusModel
+    table: pl.DataFrame
+    methods: str
+    shares: pl.DataFrame
+    n_episodes: str
+    n_assessments: str
+
+
+def work_status_analysis(data: CohortData, rule: SuppressionRule) -> WorkStatusAnalysis:
+    """Mixed-effects logistic regression of "working full or modified duties" over the program.
+
+    Model: ``logit P(at work_ij) = b0 + b1 week_ij + b2 ODI_ij / 10 + b3 adherence_i / 10 + u_i`` with
+    ``u_i ~ N(0, sigma_u^2)`` per episode (nested in clinics where the rule of
+    :func:`~sciatica_outcomes.models.glmm.fit_patients_in_clinics` allows), among patients in paid work at
+    enrolment (:func:`~sciatica_outcomes.models.work.work_status_summary`). The odds ratios are conditional on
+    the patient; the shares by visit are averaged over ``u``.
+
+    Parameters
+    ----------
+    data : CohortData
+        From :func:`load_cohort` (its ``derived`` tables are used).
+    rule : SuppressionRule
+        The audience's rule for the counts and the observed shares.
+
+    Returns
+    -------
+    WorkStatusAnalysis
+
+    Notes
+    -----
+    Validated against: R ``lme4::glmer`` (nAGQ 1 and 9) and ``glmmTMB`` on ``tests/reference/work``
+    through :class:`~sciatica_outcomes.models.glmm.MixedGLM` (``tests/models/test_work.py``).
+    """
+    from sciatica_outcomes.models.work import work_status_summary  # noqa: PLC0415 - the GLMM only when used
+
+    if data.derived is None:
+        raise ReportParameterError("the cohort data carry no derived tables: load them with load_cohort")
+    table, methods, model = work_status_summary(data.derived, config=data.config)
+    shares = shares_for_audience(model, rule) if model.status == "estimated" else pl.DataFrame()
+    return WorkStatusAnalysis(
+        model=model,
+        table=table,
+        methods=methods,
+        shares=shares,
+        n_episodes=shown_count(model.n_episodes, rule),
+        n_assessments=shown_count(model.n_assessments, rule),
+    )

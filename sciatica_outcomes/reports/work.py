@@ -73,6 +73,8 @@ from sciatica_outcomes.scoring import BASELINE_LABEL
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from sciatica_outcomes.models.work import WorkStatusModel
+
 __all__ = [
     "MINOR_WORK_STATUSES",
     "OTHER_WORK_STATUSES",
@@ -86,6 +88,7 @@ __all__ = [
     "plot_return_to_work",
     "return_to_work_summary",
     "score_changes",
+    "shares_for_audience",
     "status_counts",
     "was_sdc_share",
     "work_metrics",
@@ -760,3 +763,27 @@ def work_metrics(inputs: QuarterlyInputs, quarter: Quarter | None = None) -> Wor
     else:
         share = f"{100 * rtw.share:.0f}%"
     return {"quarter": q.label, "recorded": True, "n_shown": rtw.n_shown, "share": share}
+
+
+def shares_for_audience(model: WorkStatusModel, rule: SuppressionRule) -> pl.DataFrame:
+    """The shares at work by visit under the audience's rule.
+
+    A visit's ``n_assessments``, and with it its ``observed_share``, is withheld when the assessments, those
+    at work or those off work number 1 to the threshold (``share x n`` gives both counts back). The
+    model's predicted share and its interval come from every row of the model and stay.
+    """
+    s = model.shares
+    n = s["n_assessments"].to_numpy()
+    at = (s["observed_share"].to_numpy() * n).round()
+    small = [
+        rule.is_small(int(a)) or rule.is_small(int(b)) or rule.is_small(int(c))
+        for a, b, c in zip(n, at, n - at, strict=True)
+    ]  # a few visits
+    hide = pl.Series(small, dtype=pl.Boolean)
+    return s.with_columns(
+        pl.when(hide)
+        .then(pl.lit(SUPPRESSED))
+        .otherwise(pl.col("n_assessments").cast(pl.String))
+        .alias("n_assessments"),
+        pl.when(hide).then(None).otherwise(pl.col("observed_share")).alias("observed_share"),
+    )

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from sciatica_outcomes.cli import app
 from sciatica_outcomes.models.work import work_status_summary
-from sciatica_outcomes.reports.cli_work import shares_for_audience
 from sciatica_outcomes.reports.privacy import SUPPRESSED, rule_for
+from sciatica_outcomes.reports.work import shares_for_audience
 from sciatica_outcomes.synth import Cohort, generate_cohort, write_cohort
 
 

@@ -16,7 +16,7 @@ from sciatica_outcomes.config import ClinicalConfig
 from sciatica_outcomes.errors import ReportParameterError
 from sciatica_outcomes.ingest import ingest_paths
 from sciatica_outcomes.reports import cohort
-from sciatica_outcomes.reports.privacy import rule_for
+from sciatica_outcomes.reports.privacy import SUPPRESSED, rule_for
 from sciatica_outcomes.schemas import TABLE_SPECS
 from sciatica_outcomes.synth import generate_cohort, write_cohort
 
@@ -39,6 +39,7 @@ FIGURES = {
     "diagnostics_residuals",
     "diagnostics_random_effects",
     "return_to_work",
+    "work_status_by_visit",
 }
 TABLES = {
     "table1",
@@ -55,6 +56,8 @@ TABLES = {
     "return_to_work_at_risk",
     "was_fixed_effects",
     "was_change",
+    "work_status_odds_ratios",
+    "work_status_by_visit",
 }
 
 
@@ -784,3 +787,24 @@ def test_work_ability_growth_model_recovers_the_baseline_mean(
     # work ability improves with the ODI: positive changes, growing from week 6 to week 26
     assert changes["week"].to_list() == [6.0, 12.0, 26.0]
     assert (changes["ci_low"] > 0).all() and changes["estimate"].is_sorted()
+
+
+def test_work_status_model_recovers_the_planted_effects_and_shows_no_small_count(
+    work_data: cohort.CohortData, report_store: dict[str, Path]
+) -> None:
+    """The cohort report's GLMM of being at work: the planted conditional log odds within 3 SE."""
+    truth = json.loads((report_store["cohort"] / "truth.json").read_text(encoding="utf-8"))["work"]["glmm"]
+    ws = cohort.work_status_analysis(work_data, rule_for("network"))
+    assert ws.model.status == "estimated" and ws.model.diagnostics["converged"]
+    fe = ws.model.fixed_effects
+    for term, beta in truth["coefficients"].items():
+        row = fe.filter(pl.col("term") == term).row(0, named=True)
+        assert abs(row["estimate"] - beta) <= 3 * row["se"], (term, row, beta)
+    assert ws.table.columns == ["Term", "Odds ratio", "95% CI", "p"] and ws.table.height == 4
+    assert not ws.table["Term"].str.contains("_").any(), "raw codes in the odds-ratio table"
+    assert ws.n_episodes == f"{ws.model.n_episodes:,}" and ws.model.n_episodes > 100
+    for text in ws.shares["n_assessments"].to_list():
+        assert text == SUPPRESSED or int(text) > 10, text
+    # a visit's observed share is withheld with its count (share x n gives the count back)
+    hidden = ws.shares.filter(pl.col("n_assessments") == SUPPRESSED)
+    assert hidden["observed_share"].null_count() == hidden.height
