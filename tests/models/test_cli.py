@@ -230,7 +230,25 @@ def test_fit_engine_duckdb_refusals_exit_2(tmp_path: Path) -> None:
     data = str(REFERENCE / "balanced.csv")
     f = "y ~ week + (1 | patient)"
     cases = [
-        (("--data", data, "--formula", f, "--model", "mmrm"), "fits growth models"),
+        (("--data", data, "--formula", "y ~ week", "--model", "mmrm"), "needs --subject and --visit"),
+        (
+            (
+                "--data",
+                data,
+                "--formula",
+                "y ~ week",
+                "--model",
+                "mmrm",
+                "--subject",
+                "patient",
+                "--visit",
+                "week",
+            )
+            + ("--vcov", "empirical"),
+            "residual cross products",
+        ),
+        (("--data", data, "--formula", f, "--family", "poisson"), "per-row pass at every iteration"),
+        (("--data", data, "--formula", f, "--censored-at", "30"), "quadrature nodes"),
         (("--data", data), "needs --formula"),
         (("--db", str(tmp_path / "x.duckdb"), "--formula", f), "needs --table"),
         (("--data", str(tmp_path / "none.parquet"), "--formula", f), "does not exist"),
