@@ -229,24 +229,10 @@ def test_fit_engine_duckdb_equals_memory_on_parquet_directory_glob_and_table(tmp
 def test_fit_engine_duckdb_refusals_exit_2(tmp_path: Path) -> None:
     data = str(REFERENCE / "balanced.csv")
     f = "y ~ week + (1 | patient)"
+    mmrm = ("--formula", "y ~ week", "--model", "mmrm", "--subject", "patient", "--visit", "week")
     cases = [
         (("--data", data, "--formula", "y ~ week", "--model", "mmrm"), "needs --subject and --visit"),
-        (
-            (
-                "--data",
-                data,
-                "--formula",
-                "y ~ week",
-                "--model",
-                "mmrm",
-                "--subject",
-                "patient",
-                "--visit",
-                "week",
-            )
-            + ("--vcov", "empirical"),
-            "residual cross products",
-        ),
+        (("--data", data, *mmrm, "--vcov", "empirical"), "residual cross products"),
         (("--data", data, "--formula", f, "--family", "poisson"), "per-row pass at every iteration"),
         (("--data", data, "--formula", f, "--censored-at", "30"), "quadrature nodes"),
         (("--data", data), "needs --formula"),
