@@ -122,6 +122,8 @@ COVARIANCE_STRUCTURES: dict[str, str] = {
 }
 
 _LOG2PI = math.log(2.0 * math.pi)
+#: relative rounding level of one evaluation of the criterion (sums over patterns; tests/models/tolerances.py)
+_ROUNDING = 1e-12
 #: sp_exp's covariance is a matrix over all distinct coordinate points (times groups): its memory and the
 #: cost of one evaluation grow with their square, so more points are refused (round the coordinates)
 MAX_SP_EXP_POINTS = 2000
@@ -1919,8 +1921,10 @@ def _optimise(crit: _Criterion, theta0: FloatArray, max_iter: int) -> tuple[Floa
                 break
             lam *= 0.5
         else:
-            # no decrease possible: converged if already at the optimum to rounding error
-            converged = decrement < 1e-8 and evals.min() > 0
+            # no decrease possible: converged if already at the optimum to rounding error, i.e. the
+            # predicted decrease is below 1e-8 or below the rounding of the criterion itself (1e-12 |f|:
+            # -2 log L of 10^6 subjects is ~3e7, whose evaluations differ by ~1e-6 from rounding alone)
+            converged = decrement < max(1e-8, _ROUNDING * abs(f)) and evals.min() > 0
             if not converged:
                 message += "; Newton line search failed"
             break

@@ -108,9 +108,8 @@ def pattern_queries(
     -------
     str
         One row per (pattern, s, t) with ``s <= t``: ``pat`` (``sum 2^position`` of the subject's rows),
-        ``pa``, ``pb`` (positions), ``n`` (subjects of the pattern) and ``m_i_j = sum z_is[i] z_it[j]`` for
-        all ``i, j`` in ``0 .. p`` (``y`` last), ordered by ``pat, pa, pb``. The diagonal blocks ``s = t``
-        are a ``GROUP BY`` of the rows, the others of a self-join of each subject's rows on ``s < t``.
+        ``pa``, ``pb`` (positions), ``n`` (subjects: pairs of the pattern at ``s, t``) and ``m_i_j =
+        sum z_is[i] z_it[j]`` for all ``i, j`` in ``0 .. p`` (``y`` last), ordered by ``pat, pa, pb``.
     """
     z = [*d.x, d.y]
     if weight is not None:
@@ -119,16 +118,12 @@ def pattern_queries(
     rows = f"SELECT {subject} AS s, {position} AS pos, {cols} FROM {source} WHERE {d.where}"
     pattern = "SELECT r.*, CAST(sum(power(2.0, r.pos)) OVER (PARTITION BY r.s) AS BIGINT) AS pat FROM r"
     k = len(z)
-    # the visit pairs s < t by a self-join on the subject; s = t (the diagonal blocks) from the rows alone
     sums = ", ".join(f"sum(a.z{i} * b.z{j}) AS m_{i}_{j}" for i in range(k) for j in range(k))
-    diag = ", ".join(f"sum(a.z{i} * a.z{j}) AS m_{i}_{j}" for i in range(k) for j in range(k))
     return (
         f"WITH r AS ({rows}), rp AS ({pattern}) "
-        f"SELECT a.pat AS pat, a.pos AS pa, a.pos AS pb, count(*) AS n, {diag} FROM rp AS a "
-        "GROUP BY a.pat, a.pos "
-        f"UNION ALL SELECT a.pat AS pat, a.pos AS pa, b.pos AS pb, count(*) AS n, {sums} "
-        "FROM rp AS a JOIN rp AS b ON a.s = b.s AND a.pos < b.pos "
-        "GROUP BY a.pat, a.pos, b.pos ORDER BY pat, pa, pb"
+        f"SELECT a.pat AS pat, a.pos AS pa, b.pos AS pb, count(*) AS n, {sums} "
+        "FROM rp AS a JOIN rp AS b ON a.s = b.s AND a.pos <= b.pos "
+        "GROUP BY a.pat, a.pos, b.pos ORDER BY a.pat, a.pos, b.pos"
     )
 
 

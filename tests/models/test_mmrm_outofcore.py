@@ -10,9 +10,10 @@ Identity with the in-memory fit is checked in two layers, as for the growth mode
   1e-10, i.e. within ``NEWTON_RADIUS`` = 7.1e-6 ``SE_theta`` of the optimum (tests/models/tolerances.py).
   So ``theta``, ``beta``, SE and ``Sigma`` agree to ``2 NEWTON_RADIUS SE_theta(q)`` (delta method through
   the criterion), the log-likelihood to ``2 LOGLIK_STOP + ROUNDING |l|``, the Satterthwaite and
-  Kenward-Roger df to ``DF_REL`` = 2 NEWTON_RADIUS + 1e-6 relative (smooth in ``theta`` plus the central
-  differences of the Hessian). Measured over these cases: beta within 0.2 of that bound, often 1e-13
-  relative where both optimisers take the same steps.
+  Kenward-Roger df and the Type III F to ``DF_REL`` = 2 NEWTON_RADIUS + 1e-6 relative (smooth in ``theta``
+  plus the central differences of the Hessian). Measured over the 8 cases: statistics <= 3.1e-16 of their
+  largest entry; beta <= 0.2 of its bound (fev_us_kr), SE <= 1.1e-7, df <= 3.5e-7, Type III F <= 3.1e-7
+  relative, log-likelihood <= 8.6e-11 absolute (the fits that take the same optimiser steps agree to 1e-13).
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ def _se_theta(model: MMRM, frame: pl.DataFrame) -> dict[str, np.ndarray]:
     return {k: se_through_theta(numerical_jacobian(fn, res.theta), res.theta_cov) for k, fn in fns.items()}
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# hetero6_toeph (the slowest, 6 visits x 11 parameters) runs in the slow job; the other structures cover CI
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.slow) if c == "hetero6_toeph" else c for c in CASES]
+)
 def test_out_of_core_fit_equals_in_memory_fit(case: str, tmp_path: Path) -> None:
     mem, ooc, frame = _models(case)
     path = tmp_path / "rows.parquet"
@@ -153,10 +157,10 @@ def test_out_of_core_fit_equals_in_memory_fit(case: str, tmp_path: Path) -> None
     assert abs(b.loglik - a.loglik) <= 2 * LOGLIK_STOP + ROUNDING * abs(a.loglik)
     t3a, t3b = a.anova(type=3), b.anova(type=3)
     assert t3b["term"].to_list() == t3a["term"].to_list()
-    assert rel(t3b["F"], t3a["F"]) < 1e-4 and rel(t3b["den_df"], t3a["den_df"]) < DF_REL
+    assert rel(t3b["F"], t3a["F"]) < DF_REL and rel(t3b["den_df"], t3a["den_df"]) < DF_REL
     ea, eb = a.lsmeans(), b.lsmeans()
     assert rel(eb["emmean"], ea["emmean"], floor=ea["se"]) < 2 * NEWTON_RADIUS
-    assert rel(eb["se"], ea["se"]) < 1e-4
+    assert rel(eb["se"], ea["se"]) < 2 * NEWTON_RADIUS
 
 
 @pytest.mark.parametrize("cov", ["us", "ar1h"])
@@ -222,7 +226,7 @@ def test_pattern_query_is_engine_neutral_sql() -> None:
     """The query uses a window sum and a self-join on the subject, no DuckDB-only syntax."""
     d = DesignSql(x=["1.0"], y='CAST("y" AS DOUBLE)', z1=[], z2=[], inner='"id"', outer=None, where="TRUE")
     sql = pattern_queries(d, '"id"', '"pos"', None, "t")
-    assert "OVER (PARTITION BY r.s)" in sql and "JOIN rp AS b ON a.s = b.s AND a.pos < b.pos" in sql
+    assert "OVER (PARTITION BY r.s)" in sql and "JOIN rp AS b ON a.s = b.s AND a.pos <= b.pos" in sql
     assert "m_1_1" in sql and "m_2_0" not in sql
 
 
@@ -276,3 +280,18 @@ def test_cli_fit_mmrm_engine_duckdb(tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 2 and "per-row pass at every iteration" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            "--formula",
+            "FEV1 ~ ARMCD + (1 | USUBJID)",
+            "--engine",
+            "duckdb",
+            "--data",
+            str(path),
+            "--censored-at",
+            "60",
+        ],
+    )
+    assert res.exit_code == 2 and "quadrature nodes" in res.output
