@@ -259,6 +259,14 @@ def test_cli_fit_mmrm_engine_duckdb(tmp_path: Path) -> None:
     est = np.array([r["estimate"] for r in got["fixed_effects"]])
     assert rel(est, want.beta, floor=np.sqrt(np.diag(want.vcov))) < 2 * NEWTON_RADIUS
     assert [r["term"] for r in got["type3"]] == want.anova(type=3)["term"].to_list()
+    db = tmp_path / "fev.duckdb"  # the same from a table of a DuckDB file
+    with duckdb.connect(str(db)) as con:
+        con.execute(f"CREATE TABLE visits AS SELECT * FROM read_parquet('{path}')")
+    tail = ["--covariance", "ar1", "--engine", "duckdb", "--db", str(db), "--table", "visits", "--quiet"]
+    res = runner.invoke(app, [*args, "FEV1 ~ ARMCD * AVISIT", *tail, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    est = np.array([r["estimate"] for r in json.loads(out.read_text())["fixed_effects"]])
+    assert rel(est, want.beta, floor=np.sqrt(np.diag(want.vcov))) < 2 * NEWTON_RADIUS
     res = runner.invoke(
         app, [*args, "FEV1 ~ ARMCD", "--engine", "duckdb", "--data", str(path), "--vcov", "empirical"]
     )
