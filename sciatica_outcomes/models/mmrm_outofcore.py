@@ -59,6 +59,7 @@ from sciatica_outcomes.models.mmrm import (
     _visit_levels,
 )
 from sciatica_outcomes.models.outofcore import _SRC, _run, check_gram_rank, resolve_variables
+from sciatica_outcomes.models.sandwich import check_weight_count
 from sciatica_outcomes.models.sqlstats import DUCKDB, DesignSql, SqlDialect, column_kind, design_sql
 
 if TYPE_CHECKING:
@@ -302,11 +303,8 @@ def mmrm_statistics(model: MMRM, rel: duckdb.DuckDBPyRelation) -> MMRMStatistics
         raise UnusableInputError(
             f"no row has a response and every covariate of {model.formula!r}; nothing to fit"
         )
-    if model.weights is not None and int(tot["bad_w"][0]):
-        raise ModelSpecificationError(
-            f"{int(tot['bad_w'][0])} rows with a response have a missing, zero, negative or infinite weight "
-            f"in {model.weights!r}; give every such row a positive weight or drop it before fitting"
-        )
+    if model.weights is not None:
+        check_weight_count(int(tot["bad_w"][0]), model.weights)
     for j, c in enumerate(numeric_cols):
         info[c] = ("numeric", float(tot[f"cm_{j}"][0]))
     present = _run(rel, f"SELECT DISTINCT {_VPOS} AS p FROM {rows_src} WHERE {kept}", "visits")["p"]

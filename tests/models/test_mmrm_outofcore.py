@@ -216,6 +216,12 @@ def test_dropped_rows_are_counted_and_refusals_name_the_fix(tmp_path: Path) -> N
             MMRM(formula, "USUBJID", "AVISIT", **kw).fit_from(path)
     with pytest.raises(ModelSpecificationError, match=r"orthogonal 'poly\(FEV1_BL, 2\)'"):
         MMRM("FEV1 ~ poly(FEV1_BL, 2)", "USUBJID", "AVISIT").fit_from(path)
+    zero = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(0.0).otherwise(pl.col("WEIGHT")).alias("WEIGHT")
+    )
+    zero.write_parquet(path)
+    with pytest.raises(ModelSpecificationError, match="1 rows with a response have a missing, zero"):
+        MMRM(formula, "USUBJID", "AVISIT", weights="WEIGHT").fit_from(path)
     dup = pl.concat([frame, frame.head(2)])
     dup.write_parquet(path)
     with pytest.raises(ModelSpecificationError, match=r"2 rows repeat a \(USUBJID, AVISIT\) pair"):
