@@ -17,8 +17,16 @@ For each size (default 10^5 and 10^6 subjects; ``--sizes``) one run, each step i
 The machine's load (``uptime``) is printed before and after: its 2 cores are shared, so the CPU time
 (user + system) of each step is printed beside the wall time.
 
-Measured 2026-12-02 on the shared 2-core machine: see the table printed by the run (figures are quoted in
-the issue's closing note with the load average of the run).
+Measured 2026-12-02 on the shared 2-core machine (load average 12 to 25 from other jobs, so wall times are
+inflated several-fold; CPU = user + system seconds of the process)::
+
+     subjects        rows step       wall s   CPU s  stats s  rest s  peak MiB  note
+      100,000     473,001 fit_from     17.8     4.4      8.2     3.4       349  32 patterns, converged
+                          memory       11.6     3.5              5.6       498  max |d beta| / SE = 1.2e-11
+    1,000,000   4,721,764 fit_from     89.0    23.2     79.0     2.8      1002  32 patterns, converged
+                          memory       76.0    20.8             70.2      2225  max |d beta| / SE = 2.8e-08
+   10,000,000  47,236,608 generate    137.6    21.4                        239  471 MiB Parquet
+                          fit_from   1218.2   256.1   1208.5     2.0      3349  32 patterns, converged
 
 Run: ``.venv/bin/python benchmarks/mmrm_scale.py [--sizes 100000,1000000] [--memory-max 1000000]``.
 """
