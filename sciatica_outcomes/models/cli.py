@@ -43,7 +43,7 @@ class Engine(StrEnum):
     """Where the growth model's sufficient statistics are computed (``fit --engine``)."""
 
     memory = "memory"  # rows read into polars (any model)
-    duckdb = "duckdb"  # GROUP BY patient in DuckDB; only per-patient statistics reach Python (lmm only)
+    duckdb = "duckdb"  # GROUP BY patient (lmm) or pattern (mmrm) in DuckDB; only statistics reach Python
 
 
 class DdfMethod(StrEnum):
@@ -198,8 +198,9 @@ def fit_command(
         Engine,
         typer.Option(
             "--engine",
-            help="memory (read the rows) or duckdb (growth models: per-patient statistics computed by DuckDB "
-            "from the Parquet/CSV files or the table, for data larger than memory).",
+            help="memory (read the rows) or duckdb (statistics computed by DuckDB from the Parquet/CSV files "
+            "or the table, for data larger than memory: per patient for growth models, per missingness "
+            "pattern for --model mmrm; GLMM and censored models need the rows).",
         ),
     ] = Engine.memory,
     outcome: Annotated[
@@ -312,10 +313,18 @@ def fit_command(
     console = Console()
     try:
         if engine is Engine.duckdb:
-            if family is not None or model is not ModelKind.lmm or censored_at is not None:
+            if family is not None:
                 raise UnusableInputError(
-                    "--engine duckdb fits growth models (--model lmm without --family or --censored-at); fit "
-                    "MMRM, GLMM and censored models with --engine memory"
+                    "--engine duckdb does not fit GLMMs: their likelihood (Laplace or quadrature) needs a "
+                    "per-row pass at every iteration (the working weights change with the linear "
+                    "predictor), not sufficient statistics computed once; fit them with --engine memory"
+                )
+            if censored_at is not None:
+                raise UnusableInputError(
+                    "--engine duckdb does not fit censored models: censored rows enter the likelihood "
+                    "through normal tail probabilities at quadrature nodes, evaluated per row at every "
+                    "iteration (only patients without a censored row reduce to sufficient statistics); fit "
+                    "them with --engine memory"
                 )
             if formula is None:
                 raise UnusableInputError("--engine duckdb needs --formula")
@@ -353,10 +362,8 @@ def fit_command(
             if not eq or not col or not level:
                 raise UnusableInputError(f"--reference {item!r}: expected COLUMN=LEVEL, e.g. group=control")
             refs[col.strip()] = level.strip()
-        if frame is None and (
-            family is not None or model is not ModelKind.lmm or censored_at is not None
-        ):  # pragma: no cover
-            raise UnusableInputError("--engine duckdb fits growth models only")  # refused above already
+        if frame is None and (family is not None or censored_at is not None):  # pragma: no cover
+            raise UnusableInputError("--engine duckdb fits growth models and MMRMs only")  # refused above
         if censored_at is not None and frame is not None:  # --- censored: models/cli_censored.py ---
             from sciatica_outcomes.models.cli_censored import fit_censored_command
 
@@ -397,15 +404,17 @@ def fit_command(
             raise UnusableInputError(
                 "--nagq applies to a GLMM or a censored model: add --family or --censored-at"
             )
-        if (
-            model is ModelKind.mmrm and frame is not None
-        ):  # --- MMRM branch: implemented in models/cli_trial.py ---
+        if model is ModelKind.mmrm:  # --- MMRM branch: implemented in models/cli_trial.py ---
             from sciatica_outcomes.models.cli_trial import fit_mmrm_command
 
             if subject is None or visit is None:
                 raise UnusableInputError("--model mmrm needs --subject and --visit")
+            # --engine duckdb: the pattern statistics are computed by DuckDB where the data are
+            source = frame if frame is not None else data if data is not None else db
+            if source is None:  # pragma: no cover - one of them was required above
+                raise UnusableInputError("give --data or --db")
             fit_mmrm_command(
-                frame,
+                source,
                 formula,
                 subject,
                 visit,
@@ -420,6 +429,7 @@ def fit_command(
                 coordinates=coordinates or None,
                 vcov=vcov.value,
                 weights=weights,
+                table=table,
             )
             return
         if vcov is not VcovMethod.asymptotic or weights is not None:

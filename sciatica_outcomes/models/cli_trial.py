@@ -121,7 +121,7 @@ def print_frame(console: Console, frame: pl.DataFrame, title: str, cols: list[st
 
 
 def fit_mmrm_command(
-    frame: pl.DataFrame,
+    frame: pl.DataFrame | str | Path,
     formula: str,
     subject: str,
     visit: str,
@@ -136,6 +136,7 @@ def fit_mmrm_command(
     coordinates: Sequence[str] | None = None,
     vcov: str = "asymptotic",
     weights: str | None = None,
+    table: str | None = None,
 ) -> MMRMResult:
     """Fit an MMRM for ``sciatica-outcomes fit --model mmrm`` and print / write its results.
 
@@ -143,6 +144,8 @@ def fit_mmrm_command(
     ``aic``, ``bic``, ``diagnostics``) plus ``covariance: {structure, visits, matrix, ...}``, ``lsmeans``,
     ``ddf_method``, ``vcov``, ``weights`` and ``type3`` (SAS-style Type III tests with the chosen df).
     ``group`` fits one covariance per level of that column, ``coordinates`` are sp_exp's coordinate columns.
+    ``frame`` may be a source path instead of rows (``--engine duckdb``; with ``table`` for a DuckDB file):
+    :meth:`MMRM.fit_from` then computes the pattern statistics where the data are.
     """
     import polars as pl
     from rich.console import Console
@@ -167,7 +170,7 @@ def fit_mmrm_command(
         weights=weights,
         vcov=vcov,
     )
-    result = res.fit(frame).result_
+    result = (res.fit(frame) if isinstance(frame, pl.DataFrame) else res.fit_from(frame, table=table)).result_
     out = result.to_dict()
     type3 = result.anova(type=3)
     out["type3"] = type3.to_dicts()

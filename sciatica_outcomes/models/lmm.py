@@ -402,7 +402,11 @@ class GrowthModel(Estimator):
         the rows. Satterthwaite df and single-level Kenward-Roger need only these statistics. Predictions,
         marginal means and BLUPs work as after :meth:`fit`.
         """
-        from sciatica_outcomes.models.outofcore import compute_statistics, open_owned  # noqa: PLC0415
+        from sciatica_outcomes.models.outofcore import (  # noqa: PLC0415
+            check_gram_rank,
+            compute_statistics,
+            open_owned,
+        )
 
         t0 = time.perf_counter()
         self._validate_params()
@@ -435,19 +439,7 @@ class GrowthModel(Estimator):
         design = stats.design
         p = len(design.column_names)
         n = stats.n
-        xtx = stats.wtw[:p, :p]
-        rank = np.linalg.matrix_rank(xtx) if p else 0
-        if rank < p:
-            vals, vecs = np.linalg.eigh(xtx)
-            root = (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T  # R of QR(root) is R of QR(X)
-            _, r = np.linalg.qr(root)
-            aliased = [
-                design.column_names[j] for j in np.flatnonzero(np.abs(np.diag(r)) < 1e-7 * np.abs(r).max())
-            ]
-            raise ModelSpecificationError(
-                f"the fixed-effects design is rank deficient (rank {rank} of {p} columns); columns "
-                f"{aliased or design.column_names} are combinations of others: remove them"
-            )
+        check_gram_rank(stats.wtw[:p, :p], design.column_names)
         if n <= p:
             raise ModelSpecificationError(
                 f"{n} complete rows for {p} fixed effects: need more rows than effects"

@@ -99,6 +99,10 @@ class MMRMDiagnostics(_OptimiserReport):
     n_patterns: int
     rows_dropped: RowsDropped
     fit_seconds: float
+    #: where the pattern statistics were computed: "memory" (:meth:`MMRM.fit`) or "duckdb" (``fit_from``)
+    engine: str
+    #: seconds of the SQL statistics passes of ``fit_from`` (None in memory)
+    statistics_seconds: float | None
 
 
 #: Covariance structures of the visits and their meaning.
@@ -118,6 +122,8 @@ COVARIANCE_STRUCTURES: dict[str, str] = {
 }
 
 _LOG2PI = math.log(2.0 * math.pi)
+#: relative rounding level of one evaluation of the criterion (sums over patterns; tests/models/tolerances.py)
+_ROUNDING = 1e-12
 #: sp_exp's covariance is a matrix over all distinct coordinate points (times groups): its memory and the
 #: cost of one evaluation grow with their square, so more points are refused (round the coordinates)
 MAX_SP_EXP_POINTS = 2000
@@ -1129,6 +1135,28 @@ class _Prepared(TypedDict):
     weights: FloatArray | None  # observation weights of the rows (``weights=`` column), or None
 
 
+@dataclass
+class _FitInputs:
+    """What :meth:`MMRM._fit_patterns` needs besides the pattern statistics (from the rows or from SQL).
+
+    ``coef_df`` are the counting df of ``ddf="between-within"`` / ``"residual"`` (else None);
+    ``empirical_rows`` the rows by pattern of an empirical covariance (else None); ``engine`` and
+    ``statistics_seconds`` go into the diagnostics.
+    """
+
+    design: Design
+    levels: list[str]
+    group_levels: list[str]
+    dropped: RowsDropped
+    log_weight_sum: float
+    column_info: dict[str, tuple[str, Any]]
+    type3: list[tuple[str, FloatArray]]
+    coef_df: FloatArray | None = None
+    empirical_rows: Any = None
+    engine: str = "memory"
+    statistics_seconds: float | None = None
+
+
 class MMRM(Estimator):
     """Mixed model for repeated measures with a structured residual covariance of the visits.
 
@@ -1276,11 +1304,7 @@ class MMRM(Estimator):
     def _prepare(self, data: FrameLike) -> _Prepared:
         frame = _as_polars(data)
         parsed = parse_formula(self.formula)
-        if parsed.random:
-            raise ModelSpecificationError(
-                f"formula {self.formula!r} has random terms; an MMRM models within-subject dependence "
-                "through the covariance structure instead; remove the (... | ...) terms"
-            )
+        self._check_formula(parsed)
         for col in (self.subject, self.visit, *self._covariance_columns()):
             if col not in frame.columns:
                 raise ModelSpecificationError(
@@ -1321,24 +1345,14 @@ class MMRM(Estimator):
             )
         weights = None if self.weights is None else observation_weights(frame, self.weights)
         # visit levels that lost every row after dropping incomplete rows
-        present = frame[self.visit].cast(pl.String).unique().to_list()
-        levels_kept = [v for v in levels if v in set(present)]
-        if len(levels_kept) != len(levels):
-            gone = [v for v in levels if v not in set(present)]
-            raise ModelSpecificationError(
-                f"visits {gone} have no row with a response and complete covariates; "
-                "remove them with visit_levels or check the data"
-            )
+        self._check_visits_kept(levels, frame[self.visit].cast(pl.String).unique().to_list())
         subj_codes = frame[self.subject].cast(pl.String).cast(pl.Categorical).to_physical().to_numpy()
         subj_codes = np.unique(subj_codes, return_inverse=True)[1].astype(np.int64)
         visit_codes = frame[self.visit].to_physical().to_numpy().astype(np.int64)
         dup = pl.DataFrame({"s": subj_codes, "v": visit_codes}).is_duplicated().to_numpy()
         if dup.any():
             ex = frame.filter(pl.Series(dup)).select(self.subject, self.visit).head(3).rows()
-            raise ModelSpecificationError(
-                f"{int(dup.sum())} rows repeat a ({self.subject}, {self.visit}) pair, e.g. {ex}; an MMRM "
-                "needs at most one row per subject and visit: aggregate or deduplicate first"
-            )
+            self._check_no_duplicates(int(dup.sum()), ex)
         group_codes, group_levels = self._groups_of(frame, subj_codes)
         rank = np.linalg.matrix_rank(x)
         if rank < x.shape[1]:
@@ -1395,12 +1409,39 @@ class MMRM(Estimator):
         pairs = np.unique(np.column_stack([subjects, codes]), axis=0)
         if pairs.shape[0] != np.unique(subjects).shape[0]:
             bad = int(np.flatnonzero(np.bincount(pairs[:, 0]) > 1)[0])
-            moved = frame[self.subject][int(np.argmax(subjects == bad))]
-            raise ModelSpecificationError(
-                f"subject {moved!r} has rows in more than one {self.group!r} group; a group-specific "
-                f"covariance needs {self.group!r} constant within subject (e.g. the randomised arm)"
-            )
+            self._refuse_moved_subject(frame[self.subject][int(np.argmax(subjects == bad))])
         return codes, levels
+
+    # ---- checks shared by the in-memory and the out-of-core fit -----------------------------------
+    def _check_formula(self, parsed: ModelFormula) -> None:
+        if parsed.random:
+            raise ModelSpecificationError(
+                f"formula {self.formula!r} has random terms; an MMRM models within-subject dependence "
+                "through the covariance structure instead; remove the (... | ...) terms"
+            )
+
+    def _check_visits_kept(self, levels: list[str], present: Sequence[str]) -> None:
+        """Refuse visit levels that lost every row after dropping incomplete rows."""
+        gone = [v for v in levels if v not in set(present)]
+        if gone:
+            raise ModelSpecificationError(
+                f"visits {gone} have no row with a response and complete covariates; "
+                "remove them with visit_levels or check the data"
+            )
+
+    def _check_no_duplicates(self, n_rows: int, examples: Sequence[tuple[Any, ...]]) -> None:
+        """Refuse ``n_rows`` rows that repeat a (subject, visit) pair (``examples``: some of them)."""
+        if n_rows:
+            raise ModelSpecificationError(
+                f"{n_rows} rows repeat a ({self.subject}, {self.visit}) pair, e.g. {list(examples)}; an MMRM "
+                "needs at most one row per subject and visit: aggregate or deduplicate first"
+            )
+
+    def _refuse_moved_subject(self, subject: Any) -> None:
+        raise ModelSpecificationError(
+            f"subject {subject!r} has rows in more than one {self.group!r} group; a group-specific "
+            f"covariance needs {self.group!r} constant within subject (e.g. the randomised arm)"
+        )
 
     # ---- fitting ---------------------------------------------------------------------------------
     def fit(self, data: FrameLike) -> Self:
@@ -1425,11 +1466,104 @@ class MMRM(Estimator):
         prep = self._prepare(data)
         x = prep["x"]
         pats, struct, labels = self._patterns(prep)
-        t = pats.t
-        crit = _Criterion(pats, struct, self.reml)
+        design = prep["design"]
         wts = prep["weights"]
-        if wts is not None:  # log|R_i| = log|Sigma_i| - sum_j log w_ij
-            crit.const -= float(np.log(wts).sum())
+        empirical = None
+        if self.vcov != "asymptotic":
+            position, n_pos, xw, yw = self._rows  # weighted rows over the covariance positions
+            if n_pos > 60:
+                raise ModelSpecificationError(
+                    f"an empirical covariance over {n_pos} covariance positions (sp_exp points x groups) is "
+                    "not supported (at most 60): round the coordinates or use vcov='asymptotic'"
+                )
+            empirical = pattern_blocks(prep["subject"], position, xw, yw, n_pos)
+        coef_df = None
+        if self.ddf == "between-within":
+            coef_df = between_within_df(x, prep["subject"], design.term_columns)
+        elif self.ddf == "residual":
+            coef_df = np.full(x.shape[1], float(x.shape[0] - np.linalg.matrix_rank(x)))
+        inputs = _FitInputs(
+            design=design,
+            levels=prep["levels"],
+            group_levels=prep["group_levels"],
+            dropped=prep["dropped"],
+            log_weight_sum=0.0 if wts is None else float(np.log(wts).sum()),
+            column_info=_column_info(design.formula, prep["frame"]),
+            type3=type3_contrasts(x, design.matrix(prep["frame"], sum_coding=True), design.term_columns),
+            coef_df=coef_df,
+            empirical_rows=empirical,
+        )
+        return self._fit_patterns(pats, struct, labels, inputs, t0)
+
+    def fit_from(
+        self, source: Any, table: str | None = None, duckdb_config: Mapping[str, Any] | None = None
+    ) -> Self:
+        """Fit from where the data live: the cross products per missingness pattern computed by DuckDB.
+
+        Parameters
+        ----------
+        source : duckdb.DuckDBPyRelation, str or pathlib.Path
+            A DuckDB relation; a Parquet file, a directory of Parquet files or a glob; a ``.csv`` file; or
+            a DuckDB database file (the store) with ``table``
+            (:func:`~sciatica_outcomes.models.outofcore.open_source`). One row per subject and visit.
+        table : str, optional
+            Table of a DuckDB database file.
+        duckdb_config : mapping, optional
+            Settings of the DuckDB connection opened for a path (``{"memory_limit": "3GB", "threads": 2}``);
+            the connection is closed after the statistics pass.
+
+        Returns
+        -------
+        MMRM
+            ``self``, fitted: the estimates, SE, Satterthwaite or Kenward-Roger df, covariance, Type III
+            tests and log-likelihood of :meth:`fit` on the same rows (to the rounding of the sums), with
+            ``result_.diagnostics["statistics_seconds"]`` the time of the SQL passes.
+
+        Raises
+        ------
+        ModelSpecificationError
+            As :meth:`fit`; also what the pattern sums cannot give: ``vcov`` other than "asymptotic",
+            ``ddf="between-within"`` and ``sp_exp`` (the message says why), and terms SQL cannot evaluate.
+        UnusableInputError
+            A missing or unreadable source.
+
+        Notes
+        -----
+        The rows never reach Python: a ``GROUP BY pattern, s, t`` over the pairs of each subject's rows
+        returns ``n_k`` and ``M_k[s, t] = sum_i z_is z_it'`` (``z = [x, y]``) per pattern ``k``
+        (:mod:`~sciatica_outcomes.models.mmrm_outofcore` derives it); the optimiser, Satterthwaite and
+        Kenward-Roger then run on them exactly as after :meth:`fit`, which builds the same tensors from the
+        rows. Predictions need rows: pass them to :meth:`MMRMResult.predict`.
+
+        Validated against: :meth:`fit` on the same data (``tests/models/test_mmrm_outofcore.py``: nlme
+        golden cases, fev_data of SAS PROC MIXED).
+        """
+        from sciatica_outcomes.models.mmrm_outofcore import mmrm_statistics  # noqa: PLC0415 - import cycle
+        from sciatica_outcomes.models.outofcore import open_owned  # noqa: PLC0415 - DuckDB loads lazily
+
+        t0 = time.perf_counter()
+        self._validate_params()
+        rel, con = open_owned(source, table, duckdb_config)
+        try:
+            stats = mmrm_statistics(self, rel)
+        finally:
+            if con is not None:  # opened here: free DuckDB's memory before the optimiser runs
+                con.close()
+        stats.inputs.statistics_seconds = stats.seconds
+        return self._fit_patterns(stats.patterns, stats.structure, stats.labels, stats.inputs, t0)
+
+    def _fit_patterns(
+        self, pats: _Patterns, struct: str | _CovSpec, labels: list[str], inputs: _FitInputs, t0: float
+    ) -> Self:
+        """Optimise the criterion on the pattern statistics and build the result (every fit path ends here).
+
+        :meth:`fit` computes ``pats`` from the rows in memory; :meth:`fit_from` has DuckDB compute them
+        (:mod:`~sciatica_outcomes.models.mmrm_outofcore`). From here on both run the same arithmetic.
+        """
+        t = pats.t
+        p = pats.p
+        crit = _Criterion(pats, struct, self.reml)
+        crit.const -= inputs.log_weight_sum  # log|R_i| = log|Sigma_i| - sum_j log w_ij
         theta0 = _theta_start(_start_sigma(pats, _structure_name(struct) != "sp_exp"), struct)
         theta, report = _optimise(crit, theta0, self.max_iter)
         ev = crit.evaluate(theta)
@@ -1438,7 +1572,7 @@ class MMRM(Estimator):
         hess = crit.hessian(theta)
         theta_cov, eig_desc = vcov_varpar_from_hessian(hess)
         hess_pd = bool(eig_desc[-1] > 1e-8 * max(1.0, float(eig_desc[0])))
-        design = prep["design"]
+        design = inputs.design
         names = design.column_names
         inference = WaldInference(
             names=tuple(names),
@@ -1471,22 +1605,10 @@ class MMRM(Estimator):
                 r_mats=None if linear else blocks["r_mats"],
             )
             inference = with_kenward_roger(inference, kr, self.ddf)
-        if self.vcov != "asymptotic":
-            position, n_pos, xw, yw = self._rows  # weighted rows over the covariance positions
-            if n_pos > 60:
-                raise ModelSpecificationError(
-                    f"an empirical covariance over {n_pos} covariance positions (sp_exp points x groups) is "
-                    "not supported (at most 60): round the coordinates or use vcov='asymptotic'"
-                )
-            rows = pattern_blocks(prep["subject"], position, xw, yw, n_pos)
-            inference = empirical_inference(inference, rows, ev.sigma, self.vcov)
-        if self.ddf in ("between-within", "residual"):
+        if inputs.empirical_rows is not None:
+            inference = empirical_inference(inference, inputs.empirical_rows, ev.sigma, self.vcov)
+        if inputs.coef_df is not None:
             cls = BetweenWithinInference if self.ddf == "between-within" else ResidualInference
-            coef_df = (
-                between_within_df(x, prep["subject"], design.term_columns)
-                if self.ddf == "between-within"
-                else np.full(x.shape[1], float(x.shape[0] - np.linalg.matrix_rank(x)))
-            )
             inference = cls(
                 names=inference.names,
                 beta=inference.beta,
@@ -1494,11 +1616,11 @@ class MMRM(Estimator):
                 jacobian=inference.jacobian,
                 vcov_varpar=inference.vcov_varpar,
                 hessian_eigenvalues=inference.hessian_eigenvalues,
-                coef_df=coef_df,
+                coef_df=inputs.coef_df,
             )
         summary = inference.contrast(np.eye(len(names)), level=self.level, labels=names)
         sigma = ev.sigma
-        levels = prep["levels"]
+        levels = inputs.levels
         sd = np.sqrt(np.diag(sigma))
         corr = sigma / np.outer(sd, sd)
         off = corr[~np.eye(t, dtype=bool)]
@@ -1511,7 +1633,6 @@ class MMRM(Estimator):
                 or sd.min() < 1e-6 * max(sd.max(), 1e-300)
             )
         q = theta.shape[0]
-        p = x.shape[1]
         loglik = -0.5 * ev.value
         n_eff = pats.n_obs - p if self.reml else pats.n_obs
         diag = MMRMDiagnostics(
@@ -1520,7 +1641,9 @@ class MMRM(Estimator):
             hessian_min_eigenvalue=float(eig_desc[-1]),
             boundary=boundary,
             n_patterns=len(pats.visit_sets),
-            rows_dropped=prep["dropped"],
+            rows_dropped=inputs.dropped,
+            engine=inputs.engine,
+            statistics_seconds=inputs.statistics_seconds,
             fit_seconds=time.perf_counter() - t0,
         )
         if not hess_pd:
@@ -1547,7 +1670,7 @@ class MMRM(Estimator):
             fixed_effects=summary,
             covariance=sigma,
             variance_parameters=pl.DataFrame(
-                _variance_parameters(sigma, struct, levels, prep["group_levels"]),
+                _variance_parameters(sigma, struct, levels, inputs.group_levels),
                 schema=["name", "estimate"],
                 orient="row",
             ),
@@ -1561,13 +1684,13 @@ class MMRM(Estimator):
             diagnostics=diag,
             patterns=patterns,
             inference=inference,
-            _view=_EmmeansView(design, inference, _column_info(design.formula, prep["frame"])),
+            _view=_EmmeansView(design, inference, inputs.column_info),
             covariance_labels=labels,
             group=self.group,
             coordinates=_as_names(self.coordinates),
             vcov_method=self.vcov,
             weights=self.weights,
-            _type3=type3_contrasts(x, design.matrix(prep["frame"], sum_coding=True), design.term_columns),
+            _type3=inputs.type3,
         )
         return self
 
@@ -1611,20 +1734,29 @@ class MMRM(Estimator):
             within = list(levels)
         else:
             pats = _build_patterns(prep["subject"], prep["visit"], x, y, len(levels))
-            _check_identifiable(pats, self.covariance, levels, 1)
             self._rows = (prep["visit"], len(levels), x, y)  # for the empirical covariance
-            return pats, self.covariance, list(levels)
+            return (pats, *self._visit_positions(pats, levels, []))
         pats = _build_patterns(prep["subject"], position, x, y, spec.n_groups * spec.t)
         self._rows = (position, spec.n_groups * spec.t, x, y)
         if spec.name != "sp_exp":
-            _check_identifiable(
-                pats,
-                spec.name,
-                [f"{v} ({self.group}={g})" for g in prep["group_levels"] for v in levels],
-                n_groups,
-            )
-        labels = within if self.group is None else [f"{g}:{v}" for g in prep["group_levels"] for v in within]
-        return pats, spec, labels
+            return (pats, *self._visit_positions(pats, levels, prep["group_levels"]))
+        return pats, spec, within
+
+    def _visit_positions(
+        self, pats: _Patterns, levels: list[str], group_levels: list[str]
+    ) -> tuple[str | _CovSpec, list[str]]:
+        """The structure over the visits (by ``group`` level when given) and its positions' labels, after
+        checking that the patterns identify it (in-memory and out-of-core fits alike)."""
+        if self.group is None:
+            _check_identifiable(pats, self.covariance, levels, 1)
+            return self.covariance, list(levels)
+        n_groups = max(len(group_levels), 1)
+        _check_identifiable(
+            pats, self.covariance, [f"{v} ({self.group}={g})" for g in group_levels for v in levels], n_groups
+        )
+        return _CovSpec(self.covariance, len(levels), n_groups), [
+            f"{g}:{v}" for g in group_levels for v in levels
+        ]
 
     # ---- the estimator contract: the fitted result's tables, as GrowthModel has them ---------------
     @property
@@ -1789,8 +1921,10 @@ def _optimise(crit: _Criterion, theta0: FloatArray, max_iter: int) -> tuple[Floa
                 break
             lam *= 0.5
         else:
-            # no decrease possible: converged if already at the optimum to rounding error
-            converged = decrement < 1e-8 and evals.min() > 0
+            # no decrease possible: converged if already at the optimum to rounding error, i.e. the
+            # predicted decrease is below 1e-8 or below the rounding of the criterion itself (1e-12 |f|:
+            # -2 log L of 10^6 subjects is ~3e7, whose evaluations differ by ~1e-6 from rounding alone)
+            converged = decrement < max(1e-8, _ROUNDING * abs(f)) and evals.min() > 0
             if not converged:
                 message += "; Newton line search failed"
             break

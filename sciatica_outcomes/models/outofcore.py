@@ -39,7 +39,15 @@ from sciatica_outcomes.models.sqlstats import (
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["DataSource", "SufficientStatistics", "compute_statistics", "open_owned", "open_source"]
+__all__ = [
+    "DataSource",
+    "SufficientStatistics",
+    "check_gram_rank",
+    "compute_statistics",
+    "open_owned",
+    "open_source",
+    "resolve_variables",
+]
 
 #: a source :func:`open_source` accepts
 DataSource = Any  # duckdb.DuckDBPyRelation | str | Path (kept loose: DuckDB is imported lazily)
@@ -233,51 +241,7 @@ def compute_statistics(
     counts = {g: int(head[f"g{i}"][0]) for i, g in enumerate(groups)}
     inner = max(groups, key=lambda g: (counts[g], -groups.index(g)))
     outer = next((g for g in groups if g != inner), None)
-    # --- resolve the variables (Design.build on a frame, here by queries) ---
-    reference = dict(reference)
-    for lab, var in formula.variables.items():
-        node = var.node
-        if node.kind == "name" and kinds.get(node.value) in ("categorical", "boolean"):
-            var.kind = "factor"
-        if var.kind == "factor":
-            from sciatica_outcomes.models.formula import _factor_column  # noqa: PLC0415
-
-            column = _factor_column(node, text)
-            q = DUCKDB.ident(column)
-            res = _run(rel, f"SELECT DISTINCT {q} AS v FROM {_SRC} WHERE {where}", f"levels of {lab!r}")
-            values = res["v"].tolist()
-            if kinds[column] == "boolean":
-                series = pl.Series(column, values, dtype=pl.Boolean)
-            elif kinds[column] == "categorical":
-                series = pl.Series(column, [str(v) for v in values], dtype=pl.String)
-            else:
-                series = pl.Series(column, values, dtype=pl.Float64)
-            resolve_factor(var, series, reference, text)
-        elif node.kind == "call" and node.value in ("poly", "scale"):
-            variable_sql(var, kinds, DUCKDB, text)  # sets poly's columns; refuses what SQL cannot do
-        elif node.kind == "call" and node.value == "ns":
-            opts = dict(zip(node.names[1:], node.args[1:], strict=True))
-            if set(opts) - {"df", "knots"} or any(nm is None for nm in node.names[1:]):
-                raise ModelSpecificationError(
-                    f"formula {text!r}: ns() accepts ns(x, df = k) or ns(x, knots = c(...)) only"
-                )
-            x = numeric_sql(node.args[0], kinds, DUCKDB, text)
-            df = int(opts["df"].value) if "df" in opts else None
-            sql, _ = spline_knot_query(x, df, "knots" in opts, _SRC, where, DUCKDB)
-            res = _run(rel, sql, f"knots of {lab!r}")
-            boundary = np.array([float(res["lo"][0]), float(res["hi"][0])])
-            if "knots" in opts:
-                knots = np.atleast_1d(_eval_numeric(opts["knots"], pl.DataFrame(), text, var, True))
-            elif "q" in res:
-                knots = np.asarray(res["q"][0], dtype=float)
-            else:
-                knots = np.empty(0)
-            var.spline = _Spline(np.sort(np.asarray(knots, dtype=float)), boundary)
-            var.suffixes = [str(j + 1) for j in range(var.spline.knots.shape[0] + 1)]
-    if reference:
-        raise ModelSpecificationError(
-            f"reference levels given for {sorted(reference)}, which are not factors of the formula"
-        )
+    resolve_variables(rel, formula, kinds, where, reference)
     design = Design.assemble(formula)
     d = design_sql(design, z_terms(inner), inner, outer, kinds, where, DUCKDB)
     # reference-grid means, variable means (Design.build sets them) and the time range: in the totals pass
@@ -354,6 +318,107 @@ def compute_statistics(
         seconds=_time.perf_counter() - t0,
     )
     return stats, inner
+
+
+def resolve_variables(
+    rel: duckdb.DuckDBPyRelation,
+    formula: ModelFormula,
+    kinds: Mapping[str, str],
+    where: str,
+    reference: Mapping[str, Any],
+    source: str = _SRC,
+    given: Mapping[str, pl.Series] | None = None,
+) -> None:
+    """Resolve the formula's variables by queries, as :meth:`Design.build` does on a frame.
+
+    Factor levels come from a ``SELECT DISTINCT`` (or from ``given``: a column -> its values with their
+    dtype, e.g. the MMRM's visit as an ``Enum`` in visit order), the columns of ``poly(x, d, raw = TRUE)``
+    are set and what SQL cannot evaluate is refused, ``ns()`` knots are type-7 quantiles by SQL.
+
+    Parameters
+    ----------
+    rel : duckdb.DuckDBPyRelation
+        The data; ``source`` is the table expression the queries read (``_SRC``: the relation itself).
+    formula : ModelFormula
+        Parsed formula; its variables are changed in place.
+    kinds : mapping
+        :func:`~sciatica_outcomes.models.sqlstats.column_kind` of each column of ``source``.
+    where : str
+        Rows the levels and knots are taken from.
+    reference : mapping
+        Reference levels of factors; an entry naming no factor is refused.
+    source : str
+        Table expression (a subquery with an alias) over the view of ``rel``.
+    given : mapping, optional
+        Values of factor columns known already (no query).
+    """
+    reference = dict(reference)
+    text = formula.text
+    for lab, var in formula.variables.items():
+        node = var.node
+        if node.kind == "name" and kinds.get(node.value) in ("categorical", "boolean"):
+            var.kind = "factor"
+        if var.kind == "factor":
+            from sciatica_outcomes.models.formula import _factor_column  # noqa: PLC0415
+
+            column = _factor_column(node, text)
+            q = DUCKDB.ident(column)
+            if given is not None and column in given:
+                resolve_factor(var, given[column], reference, text)
+                continue
+            res = _run(rel, f"SELECT DISTINCT {q} AS v FROM {source} WHERE {where}", f"levels of {lab!r}")
+            values = res["v"].tolist()
+            if kinds[column] == "boolean":
+                series = pl.Series(column, values, dtype=pl.Boolean)
+            elif kinds[column] == "categorical":
+                series = pl.Series(column, [str(v) for v in values], dtype=pl.String)
+            else:
+                series = pl.Series(column, values, dtype=pl.Float64)
+            resolve_factor(var, series, reference, text)
+        elif node.kind == "call" and node.value in ("poly", "scale"):
+            variable_sql(var, kinds, DUCKDB, text)  # sets poly's columns; refuses what SQL cannot do
+        elif node.kind == "call" and node.value == "ns":
+            opts = dict(zip(node.names[1:], node.args[1:], strict=True))
+            if set(opts) - {"df", "knots"} or any(nm is None for nm in node.names[1:]):
+                raise ModelSpecificationError(
+                    f"formula {text!r}: ns() accepts ns(x, df = k) or ns(x, knots = c(...)) only"
+                )
+            x = numeric_sql(node.args[0], kinds, DUCKDB, text)
+            df = int(opts["df"].value) if "df" in opts else None
+            sql, _ = spline_knot_query(x, df, "knots" in opts, source, where, DUCKDB)
+            res = _run(rel, sql, f"knots of {lab!r}")
+            boundary = np.array([float(res["lo"][0]), float(res["hi"][0])])
+            if "knots" in opts:
+                knots = np.atleast_1d(_eval_numeric(opts["knots"], pl.DataFrame(), text, var, True))
+            elif "q" in res:
+                knots = np.asarray(res["q"][0], dtype=float)
+            else:
+                knots = np.empty(0)
+            var.spline = _Spline(np.sort(np.asarray(knots, dtype=float)), boundary)
+            var.suffixes = [str(j + 1) for j in range(var.spline.knots.shape[0] + 1)]
+    if reference:
+        raise ModelSpecificationError(
+            f"reference levels given for {sorted(reference)}, which are not factors of the formula"
+        )
+
+
+def check_gram_rank(xtx: FloatArray, names: list[str]) -> None:
+    """Refuse a rank-deficient fixed-effects design seen through its Gram matrix ``X'X`` (no rows needed).
+
+    The aliased columns are those with a negligible diagonal of ``R`` in the QR decomposition of the
+    symmetric root of ``X'X`` (which has the ``R`` of ``X`` up to signs).
+    """
+    p = xtx.shape[0]
+    rank = np.linalg.matrix_rank(xtx) if p else 0
+    if rank < p:
+        vals, vecs = np.linalg.eigh(xtx)
+        root = (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T  # R of QR(root) is R of QR(X)
+        _, r = np.linalg.qr(root)
+        aliased = [names[j] for j in np.flatnonzero(np.abs(np.diag(r)) < 1e-7 * np.abs(r).max())]
+        raise ModelSpecificationError(
+            f"the fixed-effects design is rank deficient (rank {rank} of {p} columns); columns "
+            f"{aliased or names} are combinations of others: remove them"
+        )
 
 
 def _check_finite(tot: dict[str, Any], d: DesignSql, text: str, response: str) -> None:

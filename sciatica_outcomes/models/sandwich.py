@@ -37,7 +37,14 @@ from sciatica_outcomes.errors import ModelSpecificationError
 from sciatica_outcomes.models._dist import f_sf
 from sciatica_outcomes.models.inference import FTest, WaldInference
 
-__all__ = ["VCOV_METHODS", "EmpiricalInference", "check_vcov", "empirical_inference", "observation_weights"]
+__all__ = [
+    "VCOV_METHODS",
+    "EmpiricalInference",
+    "check_vcov",
+    "check_weight_count",
+    "empirical_inference",
+    "observation_weights",
+]
 
 #: covariance of the fixed effects: model-based, or mmrm's three empirical (sandwich) estimators
 VCOV_METHODS = ("asymptotic", "empirical", "empirical-jackknife", "empirical-bias-reduced")
@@ -78,13 +85,17 @@ def observation_weights(frame: pl.DataFrame, column: str) -> FloatArray:
     if not s.dtype.is_numeric():
         raise ModelSpecificationError(f"weights column {column!r} must be numeric, got {s.dtype}")
     w = s.cast(pl.Float64).to_numpy()
-    bad = ~np.isfinite(w) | ~(w > 0)
-    if bad.any():
+    check_weight_count(int((~np.isfinite(w) | ~(w > 0)).sum()), column)
+    return w
+
+
+def check_weight_count(n_bad: int, column: str) -> None:
+    """Refuse ``n_bad`` fitted rows with a missing, non-finite, zero or negative weight (in memory or SQL)."""
+    if n_bad:
         raise ModelSpecificationError(
-            f"{int(bad.sum())} rows with a response have a missing, zero, negative or infinite weight in "
+            f"{n_bad} rows with a response have a missing, zero, negative or infinite weight in "
             f"{column!r}; give every such row a positive weight or drop it before fitting"
         )
-    return w
 
 
 @dataclass(frozen=True)

@@ -229,8 +229,10 @@ def test_fit_engine_duckdb_equals_memory_on_parquet_directory_glob_and_table(tmp
 def test_fit_engine_duckdb_refusals_exit_2(tmp_path: Path) -> None:
     data = str(REFERENCE / "balanced.csv")
     f = "y ~ week + (1 | patient)"
+    mmrm = ("--formula", "y ~ week", "--model", "mmrm", "--subject", "patient", "--visit", "week")
     cases = [
-        (("--data", data, "--formula", f, "--model", "mmrm"), "fits growth models"),
+        (("--data", data, "--formula", "y ~ week", "--model", "mmrm"), "needs --subject and --visit"),
+        (("--data", data, *mmrm, "--vcov", "empirical"), "residual cross products"),
         (("--data", data), "needs --formula"),
         (("--db", str(tmp_path / "x.duckdb"), "--formula", f), "needs --table"),
         (("--data", str(tmp_path / "none.parquet"), "--formula", f), "does not exist"),

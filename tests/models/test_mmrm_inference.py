@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from tolerances import GOLDEN_DF, GOLDEN_ESTIMATE, GOLDEN_SE, rel, se_through_theta
+from tolerances import GOLDEN_DF, GOLDEN_ESTIMATE, GOLDEN_SE, NEWTON_RADIUS, rel, se_through_theta
 from typer.testing import CliRunner
 
 from sciatica_outcomes.cli import app
@@ -166,14 +166,16 @@ def test_weighted_type3_f_matches_sas_listing() -> None:
 
 def test_type3_does_not_depend_on_reference_levels() -> None:
     """Type III hypotheses average over the other factors' levels: changing every reference level moves
-    the marginal (reference-level) test of ARMCD but not its Type III test (rounding only)."""
+    the marginal (reference-level) test of ARMCD but not its Type III test (up to the two fits' stopping
+    radii: each is within NEWTON_RADIUS SE_theta of the optimum, so F and df, smooth in theta, agree to
+    2 NEWTON_RADIUS relative; measured 1.4e-7)."""
     formula = "FEV1 ~ ARMCD * SEX * AVISIT"
     a = _fit(formula, "cs").result_
     b = _fit(formula, "cs", reference={"ARMCD": "TRT", "SEX": "Male", "AVISIT": "VIS3"}).result_
     t_a, t_b = a.anova(type=3), b.anova(type=3)
     assert t_a["term"].to_list() == t_b["term"].to_list()
-    assert np.allclose(t_a["F"].to_numpy(), t_b["F"].to_numpy(), rtol=1e-7)
-    assert np.allclose(t_a["den_df"].to_numpy(), t_b["den_df"].to_numpy(), rtol=1e-6)
+    assert rel(t_b["F"], t_a["F"]) < 2 * NEWTON_RADIUS
+    assert rel(t_b["den_df"], t_a["den_df"]) < 2 * NEWTON_RADIUS + 1e-6
     marg_a, marg_b = a.anova(), b.anova()
     arm = pl.col("term") == "ARMCD"
     assert abs(marg_a.filter(arm)["F"][0] / marg_b.filter(arm)["F"][0] - 1) > 1e-3
