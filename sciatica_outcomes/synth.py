@@ -778,8 +778,12 @@ def _work_tables(
             "median_return_to_work_days": float(grid[reached[0]]) if reached.size else None,
             "return_to_work_survival_days": {str(t): float(surv[t]) for t in (28, 42, 56, 84, 126, 182)},
             "return_to_work_draws": reps,
+            # mean over the paid workers' baseline assessments: the off-work effect enters at the share off
+            # work because of back or leg pain at enrolment (rounding and clipping to 0-10 left out)
             "was_mean_at_baseline": cfg.was_intercept
-            + cfg.was_odi_effect * (float(odi["level"][paid].mean()) - 42.0) / 10.0,
+            + cfg.was_odi_effect * (float(odi["level"][paid].mean()) - 42.0) / 10.0
+            + cfg.was_off_work_effect
+            * (float(off_back[(vis_idx == 0) & is_paid].mean()) if paid.any() else 0.0),
             "pgic_success_share_at_discharge": float(from_normal[:, 1].mean()) if d12.size else None,
             "pgic_success_definition": "PGIC 1 or 2 (completely recovered or much better); conditional on "
             "the latent ODI change of the patients assessed at the discharge visit",

@@ -36,10 +36,6 @@ _AUDIENCE_HELP = (
 )
 
 
-#: tables the work-status model reads (sessions give the adherence, measures the ODI)
-_NEEDED = ("episodes", "work", "measures", "sessions")
-
-
 def _load(tables_dir: Path | None, db: Path | None) -> dict[str, pl.DataFrame]:
     """The canonical tables from a store, or every canonical table file of a directory (CSV or Parquet)."""
     import polars as pl
@@ -63,7 +59,8 @@ def _load(tables_dir: Path | None, db: Path | None) -> dict[str, pl.DataFrame]:
             )
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise UnusableInputError(f"cannot read {str(path)!r}: {exc}") from exc
-    missing = [n for n in _NEEDED if n not in out]
+    # the tables the work-status model reads (sessions give the adherence, measures the ODI)
+    missing = [n for n in ("episodes", "work", "measures", "sessions") if n not in out]
     if missing:
         raise UnusableInputError(
             f"{str(tables_dir)!r} has no {', '.join(f'{n}.csv' for n in missing)} (or .parquet): the "

@@ -38,7 +38,7 @@ from sciatica_outcomes.reports.work import (
     shares_for_audience,
 )
 from sciatica_outcomes.schemas.catalogs import label_map
-from sciatica_outcomes.schemas.vocabulary import OFF_WORK_BACK_LEG
+from sciatica_outcomes.schemas.vocabulary import MINOR_EMPLOYMENT_STATUSES, OFF_WORK_BACK_LEG
 
 if TYPE_CHECKING:
     from sciatica_outcomes.models.work import WorkStatusModel
@@ -254,7 +254,7 @@ def smd(a: np.ndarray, b: np.ndarray, binary: bool = False) -> float:
 #: ``{column: (codes, label of the merged level)}``.
 TABLE_ONE_MERGES: dict[str, tuple[tuple[str, ...], str]] = {
     "employment_at_enrolment": (
-        ("student", "homemaker", "other"),
+        MINOR_EMPLOYMENT_STATUSES,
         "Student, homemaker or other situation outside paid work",
     ),
     "work_status_start": (MINOR_WORK_STATUSES, "Off work for other reasons, or not in paid work"),

@@ -26,6 +26,7 @@ __all__ = [
     "INSTRUMENT_CODES",
     "MEASURE_CODES",
     "MEASURE_KINDS",
+    "MINOR_EMPLOYMENT_STATUSES",
     "MODIFIED_ODI_SECTIONS",
     "MUSCLE_GROUPS",
     "ODI_SECTIONS",
@@ -191,6 +192,9 @@ EMPLOYMENT_STATUSES: tuple[str, ...] = (
     "retired",
     "other",
 )
+#: Employment situations outside paid work that are rare in a sciatica cohort (Table 1 merges them into one
+#: level when one is small under the audience rule); unemployed and retired are common and stay apart.
+MINOR_EMPLOYMENT_STATUSES: tuple[str, ...] = ("student", "homemaker", "other")
 #: Employment statuses that are paid work: only these have a work status other than ``not_applicable``,
 #: hours, sick leave or absenteeism.
 PAID_WORK_STATUSES: tuple[str, ...] = ("employed", "self_employed")
