@@ -230,8 +230,9 @@ def kaplan_meier(
             )
         )
         med = float(sf.quantile(0.5)) if np.any(sf.surv_prob <= 0.5) else float("nan")
-        try:
-            lo_m, hi_m = sf.quantile_ci(0.5, alpha=alpha, method="cloglog")
+        try:  # the cloglog transform is undefined where S is 0 or 1: that limit is NaN (null), not a warning
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lo_m, hi_m = sf.quantile_ci(0.5, alpha=alpha, method="cloglog")
         except (ValueError, IndexError):
             lo_m, hi_m = float("nan"), float("nan")
         medians.append((str(g), int(t.shape[0]), int(e.sum()), med, float(lo_m), float(hi_m)))
